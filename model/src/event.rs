@@ -1,0 +1,348 @@
+//! The one event stream every source produces and the model folds.
+//!
+//! Live probes, trace files and synthetic test builders all yield [`Event`]s. Timestamps are
+//! CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns` uses the same clock), so kernel events and
+//! the bundled VMM's guest-gap records line up without conversion.
+//!
+//! Architecture invariant: no raw kernel bytes past the decoder. Everything here is plain,
+//! `Copy` where it can be (the hot path moves millions of these per second), and serde-able so
+//! that `trace --format jsonl`, the recorder and the tests share one representation.
+
+use serde::{Deserialize, Serialize};
+
+/// A task name as the kernel keeps it (`TASK_COMM_LEN` = 16, NUL-padded).
+///
+/// Kept as fixed bytes rather than `String` so events stay `Copy` and allocation-free.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    pub fn new(name: &str) -> Self {
+        let mut bytes = [0u8; 16];
+        let n = name.len().min(15);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Comm(bytes)
+    }
+
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.0[..end])
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Comm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Comm::new(&s))
+    }
+}
+
+/// Scheduler state of one task as read from `task_struct->se` at a switch.
+///
+/// Fields the running kernel does not have are `None` (CFS kernels before 6.6 have no
+/// deadline/slice; `vlag` is only meaningful while the task is off the run queue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SchedEntity {
+    /// `se.vruntime`, ns of virtual time.
+    pub vruntime: u64,
+    /// `se.load.weight` shifted to the textbook scale (nice 0 = 1024).
+    pub weight: u32,
+    /// `se.sum_exec_runtime`: task-clock run time, ns (excludes steal).
+    pub sum_exec_runtime: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlag: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u64>,
+}
+
+/// `sched:sched_switch`: `prev` leaves `cpu`, `next` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedSwitch {
+    pub ts: u64,
+    pub cpu: u32,
+    pub prev_tid: u32,
+    pub prev_pid: u32,
+    pub prev_comm: Comm,
+    /// `prev->__state` as the tracepoint reports it: 0 = runnable (preempted), otherwise
+    /// the task is going to sleep (voluntary switch).
+    pub prev_state: u64,
+    pub next_tid: u32,
+    pub next_pid: u32,
+    pub next_comm: Comm,
+    /// Present when `prev` is a tracked thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_se: Option<SchedEntity>,
+    /// Present when `next` is a tracked thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_se: Option<SchedEntity>,
+}
+
+impl SchedSwitch {
+    /// True when `prev` was preempted while still runnable (involuntary switch).
+    pub fn prev_preempted(&self) -> bool {
+        self.prev_state == 0
+    }
+}
+
+/// `sched:sched_wakeup` (or `sched_waking`): `tid` becomes runnable, queued on `target_cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wakeup {
+    pub ts: u64,
+    /// CPU the wakeup ran on.
+    pub cpu: u32,
+    pub tid: u32,
+    pub pid: u32,
+    pub target_cpu: u32,
+    /// Task that issued the wakeup (current on `cpu`), 0 for interrupts/idle.
+    pub waker_tid: u32,
+}
+
+/// `sched:sched_migrate_task`: `tid` moves from `orig_cpu` to `dest_cpu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrate {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub pid: u32,
+    pub orig_cpu: u32,
+    pub dest_cpu: u32,
+}
+
+/// `sched:sched_process_exit` for a tracked thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExit {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub pid: u32,
+}
+
+/// Which hardware virtualisation flavour produced a `kvm_exit` reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitIsa {
+    Vmx,
+    Svm,
+    Unknown,
+}
+
+/// `kvm:kvm_entry`: the vCPU thread is about to enter the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvmEntry {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub vcpu_id: u32,
+}
+
+/// `kvm:kvm_exit`: the guest exited to the host kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvmExit {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    pub vcpu_id: u32,
+    /// Raw exit reason (VMX basic exit reason or SVM exit code, per `isa`).
+    pub reason: u32,
+    pub isa: ExitIsa,
+}
+
+/// `kvm:kvm_userspace_exit`: `KVM_RUN` returned to the VMM with `kvm_run->exit_reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserspaceExit {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    /// `KVM_EXIT_*` code (2 = IO, 6 = MMIO, 8 = SHUTDOWN, ...).
+    pub reason: u32,
+    /// The errno when `KVM_RUN` failed, else 0.
+    pub errno: i32,
+}
+
+/// `kvm:kvm_pio`: a port I/O exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pio {
+    pub ts: u64,
+    pub cpu: u32,
+    pub tid: u32,
+    /// 0 = in, 1 = out.
+    pub rw: u32,
+    pub port: u32,
+    pub size: u32,
+    pub val: u32,
+}
+
+/// `csd:csd_queue_cpu` / `csd:csd_function_entry` / `csd:csd_function_exit`: cross-CPU
+/// function calls, used to attribute the VMCLEAR IPI a VT-x vCPU migration causes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossCall {
+    pub ts: u64,
+    pub cpu: u32,
+    pub phase: CrossCallPhase,
+    /// Kernel address of the called function.
+    pub func: u64,
+    /// `struct __call_single_data *`: pairs queue with entry/exit.
+    pub csd: u64,
+    /// For `Queue`: the CPU asked to run `func`; otherwise `cpu`.
+    pub target_cpu: u32,
+    /// Task current on `cpu` when the event fired.
+    pub tid: u32,
+    /// True when `func` resolved to KVM's VMCS clear (`__loaded_vmcs_clear`).
+    pub is_vmclear: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossCallPhase {
+    Queue,
+    Entry,
+    Exit,
+}
+
+/// An interval the guest itself saw as lost: its TSC loop noticed a gap above the threshold.
+/// Produced by the bundled VMM from the guest's ring, converted to CLOCK_MONOTONIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestGap {
+    /// Guest's last instruction before the gap.
+    pub start: u64,
+    /// Guest's first instruction after the gap.
+    pub end: u64,
+    pub tid: u32,
+    pub vm: u32,
+    pub vcpu: u32,
+}
+
+/// Kernel events that were produced but could not be delivered (ring buffer full), counted
+/// per CPU in BPF, or guest-gap ring overruns counted by the VMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// Time the loss was noticed (the true interval is unknown).
+    pub ts: u64,
+    /// CPU whose events were lost, or `u32::MAX` if not per-CPU.
+    pub cpu: u32,
+    pub count: u64,
+}
+
+/// Who a tracked thread is. Emitted by the source when it starts tracking a thread (before
+/// any other event of that thread) and again if the mapping changes (tid reuse).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub ts: u64,
+    pub tid: u32,
+    pub pid: u32,
+    pub comm: Comm,
+    /// VM name (bundled VMM: `vm0`; QEMU: its `-name`, else `qemu-<pid>`).
+    pub vm: String,
+    /// vCPU index inside the VM, if this thread is a vCPU.
+    pub vcpu: Option<u32>,
+    /// Nice value when tracking began.
+    pub nice: i32,
+}
+
+/// A tracked process is gone (its last thread exited or it was detached).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEnded {
+    pub ts: u64,
+    pub pid: u32,
+    pub vm: String,
+}
+
+/// One decoded event. Serialised as `{"type": "sched_switch", ...fields}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    SchedSwitch(SchedSwitch),
+    Wakeup(Wakeup),
+    Migrate(Migrate),
+    TaskExit(TaskExit),
+    KvmEntry(KvmEntry),
+    KvmExit(KvmExit),
+    UserspaceExit(UserspaceExit),
+    Pio(Pio),
+    CrossCall(CrossCall),
+    GuestGap(GuestGap),
+    Lost(Lost),
+    TaskInfo(TaskInfo),
+    VmEnded(VmEnded),
+}
+
+impl Event {
+    /// The time the model orders this event by. For a guest gap, its end: the gap is only
+    /// known once the guest runs again.
+    pub fn ts(&self) -> u64 {
+        match self {
+            Event::SchedSwitch(e) => e.ts,
+            Event::Wakeup(e) => e.ts,
+            Event::Migrate(e) => e.ts,
+            Event::TaskExit(e) => e.ts,
+            Event::KvmEntry(e) => e.ts,
+            Event::KvmExit(e) => e.ts,
+            Event::UserspaceExit(e) => e.ts,
+            Event::Pio(e) => e.ts,
+            Event::CrossCall(e) => e.ts,
+            Event::GuestGap(e) => e.end,
+            Event::Lost(e) => e.ts,
+            Event::TaskInfo(e) => e.ts,
+            Event::VmEnded(e) => e.ts,
+        }
+    }
+
+    /// Short stable name, as in the JSON `type` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::SchedSwitch(_) => "sched_switch",
+            Event::Wakeup(_) => "wakeup",
+            Event::Migrate(_) => "migrate",
+            Event::TaskExit(_) => "task_exit",
+            Event::KvmEntry(_) => "kvm_entry",
+            Event::KvmExit(_) => "kvm_exit",
+            Event::UserspaceExit(_) => "userspace_exit",
+            Event::Pio(_) => "pio",
+            Event::CrossCall(_) => "cross_call",
+            Event::GuestGap(_) => "guest_gap",
+            Event::Lost(_) => "lost",
+            Event::TaskInfo(_) => "task_info",
+            Event::VmEnded(_) => "vm_ended",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_round_trips_and_truncates() {
+        assert_eq!(Comm::new("vm0-vcpu1").as_str(), "vm0-vcpu1");
+        assert_eq!(Comm::new("a-very-long-thread-name").as_str(), "a-very-long-thr");
+    }
+
+    #[test]
+    fn events_serialise_with_a_type_tag() {
+        let e = Event::Lost(Lost { ts: 5, cpu: 1, count: 3 });
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(json, r#"{"type":"lost","ts":5,"cpu":1,"count":3}"#);
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,228 @@
+//! What every view reads: a plain, serde-able picture of the model at one instant.
+//!
+//! The TUI renders these, `report` prints them (text or JSON) and exporters walk them.
+//! Architecture invariant: views never reach into the model's internals; if a view needs
+//! a figure, it is added here and computed in the model.
+
+use serde::{Deserialize, Serialize};
+
+/// Which time range a set of figures covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    LastSecond,
+    LastTenSeconds,
+    WholeRun,
+}
+
+/// Where a vCPU thread is right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VcpuState {
+    /// Running guest code (between kvm_entry and kvm_exit, or inferred from guest gaps).
+    InGuest,
+    /// On a CPU in the host kernel (exit handling, or when entry/exit are not observable).
+    Running,
+    /// On a CPU in the VMM's user space (after a userspace exit).
+    InVmm,
+    /// Runnable, waiting in a run queue.
+    Waiting,
+    /// Blocked (voluntary switch-out).
+    Sleeping,
+    /// Exited, or not seen yet.
+    Unknown,
+}
+
+/// Latency percentiles of one histogram, ns.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// Resume latency split by whether the vCPU came back on the pCPU it last ran on.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResumeLatency {
+    /// Switch-in → guest running again, vCPU stayed on its pCPU.
+    pub same_pcpu: Percentiles,
+    /// Switch-in → guest running again, vCPU came back on another pCPU (VMCS reload).
+    pub migrated: Percentiles,
+    /// Guest's last instruction → switch-out (same split does not apply).
+    pub to_switch_out: Percentiles,
+    /// `migrated.p50 - same_pcpu.p50`, ns (negative if migration was not slower).
+    pub migration_cost_p50: i64,
+    pub migration_cost_p99: i64,
+    /// Where the latency comes from: "kvm_entry", "guest_gap" or "none".
+    pub source: String,
+}
+
+/// Exit counts and exit→entry latency for one exit reason.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExitStats {
+    /// Human name ("IO", "EPT_VIOLATION", "userspace:IO", ...).
+    pub reason: String,
+    pub count: u64,
+    pub per_second: f64,
+    /// Exit → next entry, ns (empty when the host emits no kvm_entry).
+    pub latency: Percentiles,
+}
+
+/// One vCPU thread.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct VcpuSnapshot {
+    pub vm: String,
+    pub pid: u32,
+    pub vcpu: Option<u32>,
+    pub tid: u32,
+    pub comm: String,
+    pub state: Option<VcpuState>,
+    /// pCPU it is on now (or last ran on).
+    pub pcpu: Option<u32>,
+    pub vruntime: u64,
+    /// vruntime minus the smallest vruntime among tracked tasks on its run queue, ns.
+    pub lag: i64,
+    pub weight: u32,
+    pub nice: i32,
+    /// Wall time on CPU from switch timestamps, ns.
+    pub run_ns: u64,
+    /// Task-clock run time from `se.sum_exec_runtime` deltas, ns (excludes steal).
+    pub task_clock_ns: u64,
+    pub wait_ns: u64,
+    pub sleep_ns: u64,
+    /// Fraction of elapsed time on CPU (0..=1) and what its weight entitles it to.
+    pub cpu_share: f64,
+    pub entitled_share: f64,
+    pub switches: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub migrations: u64,
+    pub migrations_per_second: f64,
+    pub exits_per_second: f64,
+    pub wait: Percentiles,
+    pub resume: ResumeLatency,
+    pub exits: Vec<ExitStats>,
+    /// Guest-reported off-CPU gaps (bundled VMM only).
+    pub guest_gaps: u64,
+    pub guest_gap_ns: u64,
+}
+
+/// What ran on a pCPU during one slice of a lane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LaneOwner {
+    Idle,
+    /// A tracked vCPU thread.
+    Vcpu { vm: String, vcpu: Option<u32>, tid: u32 },
+    /// Any other task, by comm.
+    Other { comm: String },
+}
+
+/// One stretch of time on a pCPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneSegment {
+    pub start: u64,
+    pub end: u64,
+    pub owner: LaneOwner,
+    /// Tracked tasks waiting in this pCPU's run queue during the segment.
+    pub waiting: u32,
+}
+
+/// Occupancy shares of a pCPU over a window (fractions summing to 1).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Occupancy {
+    pub idle: f64,
+    /// Share per VM name.
+    pub vms: Vec<(String, f64)>,
+    /// Share of untracked tasks, largest first, by comm.
+    pub others: Vec<(String, f64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct PcpuSnapshot {
+    pub cpu: u32,
+    /// Tracked tid running now, if any.
+    pub current_tid: Option<u32>,
+    pub waiting: u32,
+    pub occupancy_1s: Occupancy,
+    pub occupancy_10s: Occupancy,
+    pub occupancy_run: Occupancy,
+    /// Recent history, oldest first, covering at least the last 10 s.
+    pub lane: Vec<LaneSegment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct VmSnapshot {
+    pub name: String,
+    pub pid: u32,
+    pub vcpus: u32,
+    pub run_ns: u64,
+    pub wait_ns: u64,
+    pub cpu_share: f64,
+    pub entitled_share: f64,
+    /// Jain's fairness index over weight-normalised shares of its vCPUs (1 = perfectly fair).
+    pub fairness: f64,
+    pub ended: bool,
+}
+
+/// Who ran while a vCPU waited ("CPU ready" with the culprit).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct WaitCulprit {
+    /// The waiting vCPU's tid.
+    pub tid: u32,
+    /// Culprit: vCPU label (`vm1/vcpu0`) or comm of another task, or "idle".
+    pub culprit: String,
+    pub ns: u64,
+}
+
+/// A vruntime sample for the chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VruntimePoint {
+    pub ts: u64,
+    pub vruntime: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct VruntimeSeries {
+    pub tid: u32,
+    pub label: String,
+    /// Oldest first, covering at least the last 10 s.
+    pub points: Vec<VruntimePoint>,
+}
+
+/// Anything odd the model noticed; views show it so numbers are never silently wrong.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Health {
+    pub events: u64,
+    pub lost_events: u64,
+    /// Events older than the reorder window allows, folded in late or dropped.
+    pub out_of_order: u64,
+    pub unknown_tids: u64,
+    pub tid_reuse: u64,
+    /// Time covered by intervals made uncertain by lost events, ns.
+    pub uncertain_ns: u64,
+    /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
+    pub notes: Vec<String>,
+}
+
+/// The whole picture at `ts`.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// First and latest event timestamps, ns.
+    pub start: u64,
+    pub ts: u64,
+    pub events_per_second: f64,
+    pub vcpus: Vec<VcpuSnapshot>,
+    pub pcpus: Vec<PcpuSnapshot>,
+    pub vms: Vec<VmSnapshot>,
+    pub vruntime: Vec<VruntimeSeries>,
+    pub wait_culprits: Vec<WaitCulprit>,
+    /// Resume latency over all vCPUs (the migration/VMCS panel's headline).
+    pub resume: ResumeLatency,
+    /// Fairness across VMs (Jain's index over weight-normalised VM shares).
+    pub fairness: f64,
+    pub health: Health,
+}

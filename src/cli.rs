@@ -1,0 +1,219 @@
+//! Command-line surface of `kvmscope` (clap derive). Each subcommand's work lives in
+//! `cmd/<name>.rs`; this file only says what users can type.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kvmscope", version, about = "See how the Linux host schedules KVM vCPUs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Say what this host offers kvmscope (root, /dev/kvm flavour, BTF, tracefs, tracepoints).
+    Check(CheckArgs),
+    /// Run the bundled VMM: VMs whose vCPU threads compete for pCPUs.
+    Vmm(VmmArgs),
+    /// Stream decoded scheduler and KVM events, one per line.
+    Trace(TraceArgs),
+    /// Summarise how vCPUs were scheduled, live or from a trace file.
+    Report(ReportArgs),
+    /// Record events to a trace file.
+    Record(RecordArgs),
+    /// Open the dashboard over a trace file.
+    Replay(ReplayArgs),
+    /// Convert a trace file for other tools (Perfetto, Chrome trace JSON).
+    Export(ExportArgs),
+    /// Start the bundled VMM with an overcommitted scenario and open the dashboard on it.
+    Demo(DemoArgs),
+    /// Open the dashboard on VMs already running.
+    Top(TopArgs),
+    /// Find QEMU VMs and their vCPU threads.
+    Qemu(QemuArgs),
+}
+
+/// Which vCPU threads to watch. Exactly one of these is given (or none where a command
+/// has a default).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    /// Run the bundled VMM in-process with its default scenario and watch it.
+    #[arg(long, conflicts_with_all = ["pid", "all_kvm", "qemu"])]
+    pub demo: bool,
+    /// Scenario for --demo (TOML, see `kvmscope vmm --scenario`).
+    #[arg(long, requires = "demo")]
+    pub scenario: Option<PathBuf>,
+    /// Watch these processes (a VMM or QEMU pid), all their vCPU threads.
+    #[arg(long, num_args = 1.., value_name = "PID", conflicts_with_all = ["all_kvm", "qemu"])]
+    pub pid: Vec<u32>,
+    /// Watch every process that holds a KVM vCPU.
+    #[arg(long, conflicts_with = "qemu")]
+    pub all_kvm: bool,
+    /// Watch QEMU VMs: all of them, or the one with this name or pid.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "NAME|PID")]
+    pub qemu: Option<String>,
+    /// QMP socket to map QEMU vCPUs to threads (otherwise found from the command line).
+    #[arg(long, value_name = "PATH")]
+    pub qmp: Option<PathBuf>,
+    /// Read counters and schedstat only (for hosts where BPF is not allowed).
+    #[arg(long)]
+    pub no_bpf: bool,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub ring_bytes: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VmmArgs {
+    /// Number of VMs.
+    #[arg(long, default_value_t = 2)]
+    pub vms: u32,
+    /// vCPUs per VM.
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: u32,
+    /// Guest workload of every vCPU: spin, exits, sleepy or mixed.
+    #[arg(long, default_value = "mixed")]
+    pub workload: String,
+    /// Scenario file (TOML); overrides --vms/--vcpus/--workload.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Seconds to run (until Ctrl-C if not given).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// CPU affinity, e.g. `all=0`, `vm1=0-1`, `vm0:vcpu1=1` (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub pin: Vec<String>,
+    /// Nice values, e.g. `vm1=10`, `vm0:vcpu0=-5` (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub nice: Vec<String>,
+    /// Rotate each vCPU's affinity over the pCPUs every MS milliseconds to force migrations.
+    #[arg(long, value_name = "MS")]
+    pub migrate_every: Option<u64>,
+    /// Port-I/O exit every K work units (workload `exits`).
+    #[arg(long, value_name = "K")]
+    pub exit_every: Option<u64>,
+    /// Off-CPU gap threshold in microseconds for the guests' gap rings.
+    #[arg(long, value_name = "US")]
+    pub gap_threshold_us: Option<u64>,
+    /// Print the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds to trace (until Ctrl-C if not given).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
+    pub format: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Trace file to report on (otherwise live, from a target).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds to observe when live.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    /// Output trace file.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds to record (until Ctrl-C if not given).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    pub file: PathBuf,
+    /// Playback speed (1 = real time).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Write logs here (never to the screen).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub file: PathBuf,
+    #[arg(long, value_parser = ["perfetto", "chrome-json"])]
+    pub format: String,
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Scenario file (TOML) instead of the built-in overcommitted one.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Stop after this many seconds (default: until `q`).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Redraw rate in Hz.
+    #[arg(long, default_value_t = 10.0)]
+    pub tick_hz: f64,
+    /// Write logs here (never to the screen).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[arg(long, default_value_t = 10.0)]
+    pub tick_hz: f64,
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct QemuArgs {
+    #[command(subcommand)]
+    pub command: QemuCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QemuCommand {
+    /// List running QEMU VMs using KVM with each vCPU's thread.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// QMP socket to ask (otherwise found from each command line).
+        #[arg(long)]
+        qmp: Option<PathBuf>,
+    },
+}

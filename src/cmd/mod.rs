@@ -1,0 +1,31 @@
+//! One module per subcommand. Each `run` returns the process exit code.
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+
+mod check;
+mod demo;
+mod export;
+mod qemu;
+mod record;
+mod replay;
+mod report;
+mod top;
+mod trace;
+mod vmm;
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check(a) => check::run(a),
+        Command::Vmm(a) => vmm::run(a),
+        Command::Trace(a) => trace::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Record(a) => record::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Top(a) => top::run(a),
+        Command::Qemu(a) => qemu::run(a),
+    }
+}
