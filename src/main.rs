@@ -3,7 +3,6 @@
 
 mod cli;
 mod cmd;
-mod source;
 
 use clap::Parser;
 

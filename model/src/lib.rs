@@ -7,7 +7,9 @@
 pub mod event;
 pub mod host;
 pub mod snapshot;
+pub mod source;
 
 pub use event::*;
 pub use host::HostInfo;
 pub use snapshot::*;
+pub use source::{Source, SourceError};
