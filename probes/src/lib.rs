@@ -1,1 +1,9 @@
-//! placeholder during development
+//! kvmscope's kernel side, seen from user space: find the threads to watch, load and attach
+//! the eBPF programs with aya, read the ring buffer and decode records into `model::Event`.
+//!
+//! Architecture invariant: this crate knows nothing about views; it yields events.
+
+pub mod counters;
+pub mod host;
+pub mod qemu;
+pub mod targets;
