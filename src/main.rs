@@ -3,6 +3,9 @@
 
 mod cli;
 mod cmd;
+mod file_source;
+mod live;
+mod report_text;
 
 use clap::Parser;
 

@@ -5,11 +5,18 @@
 //! comes only from event timestamps, so the same code runs live, on a recording and in tests.
 
 pub mod event;
+pub mod exit_names;
 pub mod host;
+mod latency;
+mod reorder;
+mod sched;
 pub mod snapshot;
 pub mod source;
+pub mod synth;
+pub mod trace_file;
 
 pub use event::*;
 pub use host::HostInfo;
+pub use sched::{jain, nice_to_weight, Model, ModelConfig, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};

@@ -7,11 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 /// Which time range a set of figures covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {
     LastSecond,
     LastTenSeconds,
+    #[default]
     WholeRun,
 }
 
@@ -53,6 +54,12 @@ pub struct ResumeLatency {
     pub migrated: Percentiles,
     /// Guest's last instruction → switch-out (same split does not apply).
     pub to_switch_out: Percentiles,
+    /// VMCLEAR cross-calls (VT-x: the old pCPU clears the VMCS) seen for these switch-ins.
+    #[serde(default)]
+    pub vmclear_calls: u64,
+    /// Cross-call queue → function exit on the old pCPU, ns.
+    #[serde(default)]
+    pub vmclear: Percentiles,
     /// `migrated.p50 - same_pcpu.p50`, ns (negative if migration was not slower).
     pub migration_cost_p50: i64,
     pub migration_cost_p99: i64,
@@ -100,6 +107,9 @@ pub struct VcpuSnapshot {
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     pub migrations: u64,
+    /// Switch-ins on a different pCPU than the previous switch-out (what costs a VMCS reload).
+    #[serde(default)]
+    pub pcpu_changes: u64,
     pub migrations_per_second: f64,
     pub exits_per_second: f64,
     pub wait: Percentiles,
@@ -108,6 +118,10 @@ pub struct VcpuSnapshot {
     /// Guest-reported off-CPU gaps (bundled VMM only).
     pub guest_gaps: u64,
     pub guest_gap_ns: u64,
+    /// Time this thread was tracked (first seen → exit or now), ns: the denominator of the
+    /// shares.
+    #[serde(default)]
+    pub elapsed_ns: u64,
 }
 
 /// What ran on a pCPU during one slice of a lane.
@@ -204,6 +218,9 @@ pub struct Health {
     pub tid_reuse: u64,
     /// Time covered by intervals made uncertain by lost events, ns.
     pub uncertain_ns: u64,
+    /// Events the model could not use (CPU number out of range, impossible intervals).
+    #[serde(default)]
+    pub malformed: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }
@@ -214,6 +231,9 @@ pub struct Snapshot {
     /// First and latest event timestamps, ns.
     pub start: u64,
     pub ts: u64,
+    /// Range the per-vCPU, per-VM and culprit figures cover (pCPU occupancy carries all three).
+    #[serde(default)]
+    pub window: Window,
     pub events_per_second: f64,
     pub vcpus: Vec<VcpuSnapshot>,
     pub pcpus: Vec<PcpuSnapshot>,

@@ -1,1 +1,543 @@
-//! (being written)
+//! What this host offers kvmscope: privileges, `/dev/kvm` and its flavour (VT-x, AMD-V or
+//! PVM), BTF, tracefs and each tracepoint kvmscope attaches to (present, and whether it can
+//! fire here), bpffs, `kernel.bpf_stats_enabled`, the scheduler and kernel.
+//!
+//! [`host_info`] gives the facts that go into report headers and trace files;
+//! [`check_host`] gives the one-line-per-capability verdict behind `kvmscope check`.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use model::HostInfo;
+
+use crate::qemu::io_phrase;
+use serde::Serialize;
+
+/// Tracepoints kvmscope attaches to, as (system, event).
+pub const USED_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sched", "sched_switch"),
+    ("sched", "sched_wakeup"),
+    ("sched", "sched_waking"),
+    ("sched", "sched_migrate_task"),
+    ("sched", "sched_process_exit"),
+    ("kvm", "kvm_entry"),
+    ("kvm", "kvm_exit"),
+    ("kvm", "kvm_userspace_exit"),
+    ("kvm", "kvm_pio"),
+    ("csd", "csd_queue_cpu"),
+    ("csd", "csd_function_entry"),
+    ("csd", "csd_function_exit"),
+];
+
+const BTF_VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+const PVM_MODULE: &str = "/sys/module/kvm_pvm";
+const TRACEFS_PATHS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+const BPFFS_PATH: &str = "/sys/fs/bpf";
+
+/// Capability bits of `CapEff` (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`, KVMIO = 0xAE.
+const KVM_GET_API_VERSION: u64 = 0xAE00;
+
+/// Which KVM backs `/dev/kvm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvmFlavour {
+    /// Intel VT-x (`vmx` CPU flag).
+    Vmx,
+    /// AMD-V (`svm` CPU flag).
+    Svm,
+    /// PVM, a software KVM (`/sys/module/kvm_pvm`): no VMCS, kvm_entry/kvm_exit do not fire.
+    Pvm,
+    /// No `/dev/kvm`, or no backend kvmscope recognises.
+    None,
+}
+
+impl KvmFlavour {
+    /// As stored in [`HostInfo::kvm_flavour`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvmFlavour::Vmx => "vmx",
+            KvmFlavour::Svm => "svm",
+            KvmFlavour::Pvm => "pvm",
+            KvmFlavour::None => "none",
+        }
+    }
+
+    /// For people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KvmFlavour::Vmx => "Intel VT-x",
+            KvmFlavour::Svm => "AMD-V",
+            KvmFlavour::Pvm => "PVM (software KVM, /sys/module/kvm_pvm)",
+            KvmFlavour::None => "no hardware or PVM backend found",
+        }
+    }
+
+    /// Whether `kvm:kvm_entry`/`kvm:kvm_exit` fire on this flavour. PVM switches to the
+    /// guest on its own path and never calls them.
+    pub fn fires_entry_exit(self) -> bool {
+        matches!(self, KvmFlavour::Vmx | KvmFlavour::Svm)
+    }
+}
+
+/// The KVM backend of this host. PVM is checked first: it is what serves `/dev/kvm` when
+/// loaded, even inside a VM whose CPU flags mention virtualisation.
+pub fn kvm_flavour() -> KvmFlavour {
+    if !Path::new("/dev/kvm").exists() {
+        return KvmFlavour::None;
+    }
+    if Path::new(PVM_MODULE).exists() {
+        return KvmFlavour::Pvm;
+    }
+    let flags = cpu_flags();
+    if flags.iter().any(|f| f == "vmx") {
+        KvmFlavour::Vmx
+    } else if flags.iter().any(|f| f == "svm") {
+        KvmFlavour::Svm
+    } else {
+        KvmFlavour::None
+    }
+}
+
+fn cpu_flags() -> Vec<String> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == "flags").then(|| value.split_whitespace().map(String::from).collect())
+        })
+        .unwrap_or_default()
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".to_string())
+}
+
+/// "EEVDF" from Linux 6.6 on, else "CFS".
+pub fn scheduler_for(release: &str) -> &'static str {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let major = nums.next().unwrap_or(0);
+    let minor = nums.next().unwrap_or(0);
+    if (major, minor) >= (6, 6) {
+        "EEVDF"
+    } else {
+        "CFS"
+    }
+}
+
+/// Facts about this host for report headers and trace files.
+pub fn host_info() -> HostInfo {
+    let kernel = kernel_release();
+    HostInfo {
+        hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+        scheduler: scheduler_for(&kernel).to_string(),
+        kernel,
+        cpus: online_cpus(),
+        kvm_flavour: kvm_flavour().as_str().to_string(),
+        clock: "CLOCK_MONOTONIC".to_string(),
+        tsc_hz: None,
+    }
+}
+
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as u32
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
+}
+
+fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Verdict of one line of `kvmscope check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Present and usable.
+    Ok,
+    /// Present, but it cannot do its job here (a tracepoint that never fires on this host).
+    Limited,
+    /// Absent or not usable.
+    Missing,
+    /// Cannot be told (what would show it is not readable).
+    Unknown,
+    /// A fact, neither good nor bad.
+    Info,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Limited => "limited",
+            Status::Missing => "missing",
+            Status::Unknown => "unknown",
+            Status::Info => "info",
+        }
+    }
+}
+
+/// One capability and what this host offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckItem {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    /// Live tracing cannot run without it.
+    pub required: bool,
+}
+
+/// Everything `kvmscope check` says.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostCheck {
+    pub host: HostInfo,
+    pub items: Vec<CheckItem>,
+    /// True when the live features (BPF probes on vCPU threads) can run.
+    pub live_ok: bool,
+    /// Why not, one phrase per missing requirement.
+    pub reasons: Vec<String>,
+}
+
+/// Check this host for everything kvmscope's live features need.
+pub fn check_host() -> HostCheck {
+    let host = host_info();
+    let mut items = Vec::new();
+    let mut push = |name: &str, status: Status, detail: String, required: bool| {
+        items.push(CheckItem {
+            name: name.to_string(),
+            status,
+            detail,
+            required,
+        });
+    };
+
+    push("kernel", Status::Info, host.kernel.clone(), false);
+    push("scheduler", Status::Info, scheduler_detail(&host), false);
+    push("cpus", Status::Info, format!("{} online", host.cpus), false);
+
+    let (status, detail) = privileges();
+    push("privileges", status, detail, true);
+
+    let flavour = kvm_flavour();
+    let (status, detail) = dev_kvm(flavour);
+    push("/dev/kvm", status, detail, true);
+
+    let (status, detail) = match fs::File::open(BTF_VMLINUX) {
+        Ok(f) => {
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Status::Ok, format!("{BTF_VMLINUX} ({} KiB)", size / 1024))
+        }
+        Err(e) => (
+            Status::Missing,
+            format!(
+                "{BTF_VMLINUX}: {} (kernel needs CONFIG_DEBUG_INFO_BTF=y)",
+                io_phrase(&e)
+            ),
+        ),
+    };
+    push("BTF", status, detail, true);
+
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let tracefs = find_tracefs(&mounts);
+    let (status, detail) = match &tracefs {
+        TraceFs::Readable(p) => (Status::Ok, format!("mounted at {}", p.display())),
+        TraceFs::Unreadable(p, e) => (
+            Status::Missing,
+            format!(
+                "mounted at {} but not readable: {} (run as root)",
+                p.display(),
+                io_phrase(e)
+            ),
+        ),
+        TraceFs::NotMounted => (
+            Status::Missing,
+            "not mounted (mount -t tracefs nodev /sys/kernel/tracing)".to_string(),
+        ),
+    };
+    push("tracefs", status, detail, true);
+
+    let (status, detail) = if mount_type_at(&mounts, Path::new(BPFFS_PATH)) == Some("bpf") {
+        (Status::Ok, format!("mounted at {BPFFS_PATH}"))
+    } else {
+        (
+            Status::Info,
+            format!("not mounted at {BPFFS_PATH} (not needed; to pin maps: mount -t bpf bpf {BPFFS_PATH})"),
+        )
+    };
+    push("bpffs", status, detail, false);
+
+    for &(system, event) in USED_TRACEPOINTS {
+        let (status, detail) = tracepoint(&tracefs, system, event, flavour);
+        let required = (system, event) == ("sched", "sched_switch");
+        push(&format!("{system}:{event}"), status, detail, required);
+    }
+
+    let (status, detail) = match read_trimmed("/proc/sys/kernel/bpf_stats_enabled").as_deref() {
+        Some("1") => (Status::Info, "1 (BPF run time per program is counted)".to_string()),
+        Some(v) => (
+            Status::Info,
+            format!("{v} (per-program BPF run time not counted; sysctl kernel.bpf_stats_enabled=1 to measure probe cost)"),
+        ),
+        None => (Status::Info, "unknown (cannot read /proc/sys/kernel/bpf_stats_enabled)".into()),
+    };
+    push("kernel.bpf_stats_enabled", status, detail, false);
+
+    let reasons = items
+        .iter()
+        .filter(|i| i.required && matches!(i.status, Status::Missing | Status::Unknown))
+        .map(|i| format!("{}: {}", i.name, i.detail))
+        .collect::<Vec<_>>();
+    HostCheck {
+        host,
+        live_ok: reasons.is_empty(),
+        reasons,
+        items,
+    }
+}
+
+fn scheduler_detail(host: &HostInfo) -> String {
+    let base = if host.scheduler == "EEVDF" {
+        "EEVDF (Linux >= 6.6: vruntime plus deadline, lag and slice)"
+    } else {
+        "CFS (Linux < 6.6: vruntime only)"
+    };
+    // A loaded sched_ext scheduler takes over fair tasks; say so rather than imply EEVDF.
+    match read_trimmed("/sys/kernel/sched_ext/state").as_deref() {
+        Some("enabled") => {
+            let ops = read_trimmed("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
+            format!("{base}; sched_ext scheduler `{ops}` is loaded and overrides it")
+        }
+        _ => base.to_string(),
+    }
+}
+
+/// Effective capabilities of this process.
+fn cap_eff() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn privileges() -> (Status, String) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let caps = cap_eff().unwrap_or(0);
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    let names: Vec<&str> = [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_BPF, "CAP_BPF"),
+    ]
+    .iter()
+    .filter(|(bit, _)| has(*bit))
+    .map(|(_, name)| *name)
+    .collect();
+    let who = if euid == 0 {
+        "root".to_string()
+    } else {
+        format!("uid {euid}")
+    };
+    let have = if names.is_empty() {
+        "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN".to_string()
+    } else {
+        names.join(" ")
+    };
+    // Loading and attaching tracing programs needs CAP_BPF plus CAP_PERFMON, or
+    // CAP_SYS_ADMIN which implies both; reading tracefs needs root in practice.
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        (Status::Ok, format!("{who}; effective capabilities: {have}"))
+    } else {
+        (
+            Status::Missing,
+            format!("{who}; effective capabilities: {have} (run as root, or grant CAP_BPF and CAP_PERFMON)"),
+        )
+    }
+}
+
+fn dev_kvm(flavour: KvmFlavour) -> (Status, String) {
+    let kvm =
+        match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return (
+                Status::Missing,
+                "no /dev/kvm (load kvm_intel or kvm_amd, or enable virtualisation in the firmware)"
+                    .into(),
+            ),
+            Err(e) => {
+                return (
+                    Status::Missing,
+                    format!(
+                        "cannot open /dev/kvm: {} (run as root or join the kvm group); flavour {}",
+                        io_phrase(&e),
+                        flavour.describe()
+                    ),
+                )
+            }
+        };
+    // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an int; the fd is a
+    // valid open /dev/kvm for the duration of the call.
+    let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    let api = if version >= 0 {
+        format!("API version {version}")
+    } else {
+        format!("KVM_GET_API_VERSION failed: {}", io::Error::last_os_error())
+    };
+    let note = match flavour {
+        KvmFlavour::Pvm => "; kvm_entry/kvm_exit cannot fire: guest resume latency comes only from guest gap records",
+        _ => "",
+    };
+    let status = if flavour == KvmFlavour::None {
+        Status::Limited
+    } else {
+        Status::Ok
+    };
+    (status, format!("{}, {api}{note}", flavour.describe()))
+}
+
+enum TraceFs {
+    Readable(PathBuf),
+    Unreadable(PathBuf, io::Error),
+    NotMounted,
+}
+
+fn find_tracefs(mounts: &str) -> TraceFs {
+    for path in TRACEFS_PATHS {
+        let path = Path::new(path);
+        if mount_type_at(mounts, path) != Some("tracefs") {
+            continue;
+        }
+        return match fs::read_dir(path.join("events")) {
+            Ok(_) => TraceFs::Readable(path.to_path_buf()),
+            Err(e) => TraceFs::Unreadable(path.to_path_buf(), e),
+        };
+    }
+    TraceFs::NotMounted
+}
+
+/// The filesystem type mounted at `path` (the last mount wins, as it hides earlier ones).
+fn mount_type_at<'a>(mounts: &'a str, path: &Path) -> Option<&'a str> {
+    mounts.lines().rev().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        let _dev = cols.next()?;
+        let at = cols.next()?;
+        let kind = cols.next()?;
+        (Path::new(at) == path).then_some(kind)
+    })
+}
+
+fn tracepoint(
+    tracefs: &TraceFs,
+    system: &str,
+    event: &str,
+    flavour: KvmFlavour,
+) -> (Status, String) {
+    let TraceFs::Readable(root) = tracefs else {
+        return (
+            Status::Unknown,
+            "cannot tell: tracefs not readable".to_string(),
+        );
+    };
+    if !root
+        .join("events")
+        .join(system)
+        .join(event)
+        .join("id")
+        .exists()
+    {
+        let why = match system {
+            "csd" => {
+                "absent on this kernel (migration IPIs, VMCLEAR on VT-x, cannot be attributed)"
+            }
+            "kvm" => "absent (KVM not loaded or built without tracepoints)",
+            _ => "absent",
+        };
+        return (Status::Missing, why.to_string());
+    }
+    match (system, event) {
+        ("kvm", "kvm_entry" | "kvm_exit") if !flavour.fires_entry_exit() => (
+            Status::Limited,
+            format!(
+                "present, but cannot fire here: {} never calls it (views say so instead of showing zeros)",
+                if flavour == KvmFlavour::Pvm { "PVM" } else { "this KVM backend" }
+            ),
+        ),
+        ("kvm", "kvm_entry") => (Status::Ok, "present, fires on every guest entry".into()),
+        ("kvm", "kvm_exit") => (Status::Ok, "present, fires on every guest exit".into()),
+        ("kvm", "kvm_userspace_exit") => (Status::Ok, "present, fires when KVM_RUN returns to the VMM".into()),
+        ("kvm", "kvm_pio") => (Status::Ok, "present, fires on port I/O exits".into()),
+        ("csd", _) if flavour != KvmFlavour::Vmx => (
+            Status::Ok,
+            "present, fires on cross-CPU calls (no VMCLEAR IPIs to attribute: not VT-x)".into(),
+        ),
+        ("csd", _) => (Status::Ok, "present, fires on cross-CPU calls (VMCLEAR IPIs after vCPU migrations)".into()),
+        _ => (Status::Ok, "present, fires".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_follows_the_kernel_version() {
+        assert_eq!(scheduler_for("6.18.44-fc-v857"), "EEVDF");
+        assert_eq!(scheduler_for("6.6.0"), "EEVDF");
+        assert_eq!(scheduler_for("6.5.13-generic"), "CFS");
+        assert_eq!(scheduler_for("5.15.0-91-generic"), "CFS");
+        assert_eq!(scheduler_for("garbage"), "CFS");
+    }
+
+    #[test]
+    fn mounts_are_matched_by_path_and_the_last_one_wins() {
+        let mounts = "nodev /sys/kernel/tracing tracefs rw 0 0\n\
+                      bpf /sys/fs/bpf bpf rw 0 0\n\
+                      tmpfs /sys/fs/bpf tmpfs rw 0 0\n";
+        assert_eq!(
+            mount_type_at(mounts, Path::new("/sys/kernel/tracing")),
+            Some("tracefs")
+        );
+        assert_eq!(
+            mount_type_at(mounts, Path::new("/sys/fs/bpf")),
+            Some("tmpfs")
+        );
+        assert_eq!(mount_type_at(mounts, Path::new("/sys/kernel/debug")), None);
+    }
+
+    #[test]
+    fn entry_exit_fire_only_on_hardware_kvm() {
+        assert!(KvmFlavour::Vmx.fires_entry_exit());
+        assert!(KvmFlavour::Svm.fires_entry_exit());
+        assert!(!KvmFlavour::Pvm.fires_entry_exit());
+    }
+
+    #[test]
+    fn host_info_is_filled() {
+        let h = host_info();
+        assert!(!h.kernel.is_empty());
+        assert!(h.cpus >= 1);
+        assert_eq!(h.clock, "CLOCK_MONOTONIC");
+        assert!(["vmx", "svm", "pvm", "none"].contains(&h.kvm_flavour.as_str()));
+    }
+}

@@ -3,7 +3,11 @@
 //!
 //! Architecture invariant: this crate knows nothing about views; it yields events.
 
+pub mod abi;
 pub mod counters;
+pub mod decode;
 pub mod host;
 pub mod qemu;
 pub mod targets;
+pub mod tracefs;
+pub mod loader;

@@ -1,1 +1,394 @@
-//! (being written)
+//! Which threads to watch: turns what the user asked for (`--pid`, `--all-kvm`, `--qemu`, the
+//! in-process VMM) into a list of [`TrackedThread`]s, read from `/proc`.
+//!
+//! vCPU threads are recognised three ways:
+//! - the bundled VMM names them `vm<V>-vcpu<C>`;
+//! - QEMU's are mapped by [`crate::qemu`] (QMP `query-cpus-fast`, or `CPU n/KVM` names);
+//! - any other process: the number of `anon_inode:kvm-vcpu:N` fds says it holds vCPUs, but not
+//!   which thread runs which one, so all its threads are watched with no vCPU index.
+//!
+//! The same functions serve the live source's periodic rescans ([`resolve_pid`] tells a
+//! vanished process apart from a failure) and the tests' oracles ([`ThreadStat`]).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One thread kvmscope watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedThread {
+    /// Process (thread group) id.
+    pub pid: u32,
+    pub tid: u32,
+    /// Thread name as in `/proc/<pid>/task/<tid>/comm`.
+    pub comm: String,
+    /// VM name: `vm<V>` for the bundled VMM, QEMU's `-name`, else `<comm>-<pid>`.
+    pub vm: String,
+    /// vCPU index inside the VM when this thread is known to run one.
+    pub vcpu: Option<u32>,
+}
+
+/// What the user asked to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// These processes, all their vCPU threads.
+    Pids(Vec<u32>),
+    /// Every process holding a KVM vCPU fd.
+    AllKvm,
+    /// QEMU VMs: all (`selector` `None` or empty) or the one with this name or pid.
+    Qemu {
+        selector: Option<String>,
+        qmp: Option<PathBuf>,
+    },
+    /// Threads already known (the in-process VMM reports its own vCPU threads).
+    Threads(Vec<TrackedThread>),
+}
+
+/// Why targets could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("process {0} does not exist (check the pid with `ps`)")]
+    NoSuchProcess(u32),
+    #[error("process {pid} ({comm}) holds no KVM vCPU (give the pid of a VMM or QEMU process)")]
+    NoVcpu { pid: u32, comm: String },
+    #[error("no process on this host holds a KVM vCPU (start a VM first, or use --demo)")]
+    NoKvmProcess,
+    #[error("no QEMU VM using KVM is running (see `kvmscope qemu list`)")]
+    NoQemu,
+    #[error("no threads to watch were given")]
+    NoThreads,
+    #[error("cannot read {}: {source}", path.display())]
+    Proc { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Qemu(String),
+}
+
+/// Resolve a target to the threads to watch, sorted by (pid, vcpu, tid).
+///
+/// Errors name the first pid that does not exist or holds no vCPU: a user who typed a pid
+/// wants to hear about the mistake, not get an empty trace.
+pub fn resolve(spec: &TargetSpec) -> Result<Vec<TrackedThread>, TargetError> {
+    let mut threads = match spec {
+        TargetSpec::Pids(pids) => {
+            let mut all = Vec::new();
+            for &pid in pids {
+                match resolve_pid(pid)? {
+                    Some(t) => all.extend(t),
+                    None => return Err(TargetError::NoSuchProcess(pid)),
+                }
+            }
+            all
+        }
+        TargetSpec::AllKvm => {
+            let mut all = Vec::new();
+            for pid in kvm_processes() {
+                // A process that exits between the scan and now is simply not a target.
+                if let Ok(Some(t)) = resolve_pid(pid) {
+                    all.extend(t);
+                }
+            }
+            if all.is_empty() {
+                return Err(TargetError::NoKvmProcess);
+            }
+            all
+        }
+        TargetSpec::Qemu { selector, qmp } => {
+            let selector = selector.as_deref().filter(|s| !s.is_empty());
+            let threads = crate::qemu::vcpu_threads(selector, qmp.as_deref())
+                .map_err(|e| TargetError::Qemu(e.to_string()))?;
+            if threads.is_empty() {
+                return Err(TargetError::NoQemu);
+            }
+            threads
+        }
+        TargetSpec::Threads(t) => {
+            if t.is_empty() {
+                return Err(TargetError::NoThreads);
+            }
+            t.clone()
+        }
+    };
+    threads.sort_by_key(|t| (t.pid, t.vcpu.unwrap_or(u32::MAX), t.tid));
+    threads.dedup_by_key(|t| t.tid);
+    Ok(threads)
+}
+
+/// The threads to watch in process `pid`, or `None` if the process no longer exists.
+///
+/// Errors when the process exists but holds no vCPU.
+pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let stat = match ThreadStat::read(pid, pid) {
+        Ok(s) => s,
+        Err(_) if !proc_dir.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // A tid is visible under /proc/<tid> too, but it is not a process: refuse it as one.
+    if stat.tgid != pid {
+        return Err(TargetError::NoSuchProcess(pid));
+    }
+    let vcpu_fds = match vcpu_fd_count(pid) {
+        Ok(n) => n,
+        Err(_) if !proc_dir.exists() => return Ok(None),
+        Err(source) => {
+            return Err(TargetError::Proc {
+                path: proc_dir.join("fd"),
+                source,
+            })
+        }
+    };
+    let threads = match list_threads(pid) {
+        Ok(t) => t,
+        Err(_) if !proc_dir.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+
+    // The bundled VMM: vCPU threads carry their VM and index in their names.
+    let bundled: Vec<TrackedThread> = threads
+        .iter()
+        .filter_map(|(tid, comm)| {
+            let (vm, vcpu) = parse_bundled_vcpu_name(comm)?;
+            Some(TrackedThread {
+                pid,
+                tid: *tid,
+                comm: comm.clone(),
+                vm: format!("vm{vm}"),
+                vcpu: Some(vcpu),
+            })
+        })
+        .collect();
+    if !bundled.is_empty() {
+        return Ok(Some(bundled));
+    }
+    if vcpu_fds == 0 {
+        return Err(TargetError::NoVcpu {
+            pid,
+            comm: stat.comm,
+        });
+    }
+    if crate::qemu::is_qemu(pid) {
+        // QEMU knows its own vCPU ↔ thread map; fall back to all threads if it cannot say.
+        if let Ok(mapped) = crate::qemu::process_vcpu_threads(pid, None) {
+            if !mapped.is_empty() {
+                return Ok(Some(mapped));
+            }
+        }
+    }
+    let vm = format!("{}-{pid}", stat.comm);
+    Ok(Some(
+        threads
+            .into_iter()
+            .map(|(tid, comm)| TrackedThread {
+                pid,
+                tid,
+                comm,
+                vm: vm.clone(),
+                vcpu: None,
+            })
+            .collect(),
+    ))
+}
+
+/// `vm<V>-vcpu<C>` → `(V, C)`.
+pub fn parse_bundled_vcpu_name(comm: &str) -> Option<(u32, u32)> {
+    let rest = comm.strip_prefix("vm")?;
+    let (vm, vcpu) = rest.split_once("-vcpu")?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(vm) || !all_digits(vcpu) {
+        return None;
+    }
+    Some((vm.parse().ok()?, vcpu.parse().ok()?))
+}
+
+/// Thread ids and names of process `pid`, sorted by tid. Threads that exit while the
+/// directory is read are skipped.
+pub fn list_threads(pid: u32) -> Result<Vec<(u32, String)>, TargetError> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    let entries = fs::read_dir(&dir).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            TargetError::NoSuchProcess(pid)
+        } else {
+            TargetError::Proc {
+                path: dir.clone(),
+                source,
+            }
+        }
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = ThreadStat::read(pid, tid) {
+            out.push((tid, stat.comm));
+        }
+    }
+    out.sort_by_key(|(tid, _)| *tid);
+    Ok(out)
+}
+
+/// How many `anon_inode:kvm-vcpu:N` fds process `pid` holds.
+pub fn vcpu_fd_count(pid: u32) -> io::Result<u32> {
+    let mut n = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        if let Ok(target) = fs::read_link(entry.path()) {
+            if is_vcpu_fd_target(&target) {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn is_vcpu_fd_target(target: &Path) -> bool {
+    target
+        .to_str()
+        .is_some_and(|s| s.starts_with("anon_inode:kvm-vcpu:"))
+}
+
+/// Every process holding at least one KVM vCPU fd, sorted by pid.
+pub fn kvm_processes() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| vcpu_fd_count(pid).is_ok_and(|n| n > 0))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The fields of `/proc/<pid>/task/<tid>/stat` kvmscope uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadStat {
+    pub tid: u32,
+    /// Thread name (may contain spaces and parentheses).
+    pub comm: String,
+    /// One-letter state: R running, S sleeping, D disk sleep, T stopped, t traced, Z zombie...
+    pub state: char,
+    /// Thread group id, read from `/proc/<pid>/task/<tid>/status` (stat has only the ppid).
+    pub tgid: u32,
+    pub nice: i32,
+    /// CPU the thread last ran on.
+    pub processor: u32,
+}
+
+impl ThreadStat {
+    /// Read thread `tid` of process `pid`.
+    pub fn read(pid: u32, tid: u32) -> Result<Self, TargetError> {
+        let path = PathBuf::from(format!("/proc/{pid}/task/{tid}/stat"));
+        let text = fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                TargetError::NoSuchProcess(pid)
+            } else {
+                TargetError::Proc {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let mut stat = Self::parse(&text).ok_or_else(|| TargetError::Proc {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "unexpected format"),
+        })?;
+        stat.tgid = read_tgid(pid, tid).unwrap_or(pid);
+        Ok(stat)
+    }
+
+    /// Parse a `stat` line. `tgid` is set to 0: the line does not carry it.
+    pub fn parse(text: &str) -> Option<Self> {
+        let open = text.find('(')?;
+        // The name ends at the *last* ')': names may contain spaces and parentheses.
+        let close = text.rfind(')')?;
+        let tid = text[..open].trim().parse().ok()?;
+        let comm = text.get(open + 1..close)?.to_string();
+        // Fields after the name, numbered from 3 (state) as in proc(5).
+        let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+        let field = |n: usize| rest.get(n - 3).copied();
+        Some(ThreadStat {
+            tid,
+            comm,
+            state: field(3)?.chars().next()?,
+            tgid: 0,
+            nice: field(19)?.parse().ok()?,
+            processor: field(39)?.parse().ok()?,
+        })
+    }
+}
+
+fn read_tgid(pid: u32, tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_names_parse() {
+        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu1"), Some((0, 1)));
+        assert_eq!(parse_bundled_vcpu_name("vm12-vcpu30"), Some((12, 30)));
+        assert_eq!(parse_bundled_vcpu_name("vm-vcpu1"), None);
+        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu"), None);
+        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu1x"), None);
+        assert_eq!(parse_bundled_vcpu_name("CPU 0/KVM"), None);
+    }
+
+    #[test]
+    fn stat_names_with_spaces_and_parens_parse() {
+        let line = "4242 (CPU 0/KVM) (x) R 1 4242 4242 0 -1 4194560 0 0 0 0 100 20 0 0 \
+                    20 5 4 0 12345 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 \
+                    0 0 0 0 0";
+        let s = ThreadStat::parse(line).unwrap();
+        assert_eq!(s.tid, 4242);
+        assert_eq!(s.comm, "CPU 0/KVM) (x");
+        assert_eq!(s.state, 'R');
+        assert_eq!(s.nice, 5);
+        assert_eq!(s.processor, 1);
+    }
+
+    #[test]
+    fn own_threads_are_listed() {
+        let pid = std::process::id();
+        let threads = list_threads(pid).unwrap();
+        assert!(threads.iter().any(|(tid, _)| *tid == pid));
+        let me = ThreadStat::read(pid, pid).unwrap();
+        assert_eq!(me.tgid, pid);
+    }
+
+    #[test]
+    fn a_process_without_vcpus_is_refused_clearly() {
+        let pid = std::process::id();
+        let err = resolve(&TargetSpec::Pids(vec![pid])).unwrap_err();
+        assert!(matches!(err, TargetError::NoVcpu { .. }), "{err}");
+        assert!(err.to_string().contains("holds no KVM vCPU"));
+    }
+
+    #[test]
+    fn a_missing_process_is_refused_clearly() {
+        // pid_max is at most 4194304, so this pid cannot exist.
+        let err = resolve(&TargetSpec::Pids(vec![4_194_305])).unwrap_err();
+        assert!(
+            matches!(err, TargetError::NoSuchProcess(4_194_305)),
+            "{err}"
+        );
+        assert_eq!(resolve_pid(4_194_305).unwrap(), None);
+    }
+
+    #[test]
+    fn vcpu_fd_targets_are_recognised() {
+        assert!(is_vcpu_fd_target(Path::new("anon_inode:kvm-vcpu:0")));
+        assert!(!is_vcpu_fd_target(Path::new("anon_inode:kvm-vm")));
+        assert!(!is_vcpu_fd_target(Path::new("/dev/kvm")));
+    }
+}

@@ -1,7 +1,83 @@
+//! `kvmscope demo`: the bundled VMM with an overcommitted scenario, the probes on its vCPU
+//! threads, and the dashboard over both. Also holds the set-up `top` and `replay` share
+//! (terminal check, log file, options).
+
+use std::fs::File;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::cli::DemoArgs;
+use anyhow::{bail, Context};
 
-pub fn run(_args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kvmscope demo` is being built (placeholder during development)")
+use crate::cli::{DemoArgs, TargetArgs};
+use crate::live::{stop_on_signals, LiveSource};
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = dashboard_options("demo", args.tick_hz, args.log_file.as_deref())?;
+    opts.duration = duration(args.duration)?;
+    let target = TargetArgs {
+        demo: true,
+        scenario: args.scenario,
+        ring_bytes: DEFAULT_RING_BYTES,
+        ..TargetArgs::default()
+    };
+    let stop = stop_on_signals()?;
+    opts.stop = stop.clone();
+    eprintln!("kvmscope: starting the demo VMs and attaching the probes…");
+    let source = LiveSource::open(&target, stop).context("cannot start the demo")?;
+    run_live(source, opts)
+}
+
+/// `--ring-bytes`' default (`TargetArgs::default()` would give 0).
+pub(super) const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// Open the dashboard on a live source; the source (probes, VMM) is dropped when it closes.
+pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow::Result<ExitCode> {
+    opts.notes = source.warnings().to_vec();
+    for w in &opts.notes {
+        log::warn!("{w}");
+    }
+    tui::run_live(Box::new(source), opts).context("dashboard failed")?;
+    log::info!("dashboard closed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks and options every dashboard command shares: stdout must be a terminal, the tick
+/// rate sane, and logs go to `log_file` (never the screen).
+pub(super) fn dashboard_options(command: &str, tick_hz: f64, log_file: Option<&Path>) -> anyhow::Result<tui::RunOptions> {
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(1) } != 1 {
+        bail!(
+            "kvmscope {command} draws a dashboard and needs a terminal on stdout \
+             (for text output use `kvmscope report` or `kvmscope trace`)"
+        );
+    }
+    if !(0.5..=100.0).contains(&tick_hz) {
+        bail!("--tick-hz must be between 0.5 and 100, got {tick_hz}");
+    }
+    let mut opts = tui::RunOptions::new(tick_hz);
+    if let Some(path) = log_file {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+        let for_logger = file.try_clone().with_context(|| format!("cannot open log file {}", path.display()))?;
+        // RUST_LOG overrides the default level; a logger set up earlier wins (harmless).
+        let _ = env_logger::Builder::new()
+            .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .target(env_logger::Target::Pipe(Box::new(for_logger)))
+            .try_init();
+        opts.stderr_to = Some(file);
+    }
+    Ok(opts)
+}
+
+/// `--duration` as a `Duration`, refusing nonsense.
+pub(super) fn duration(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
+    }
 }

@@ -1,7 +1,37 @@
+//! `kvmscope replay FILE`: the dashboard over a recording, with play/pause, speed and seek.
+//! The file is read into memory first (events are small and `Copy`-sized), so seeking is a
+//! refold of the model rather than file I/O.
+
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::{bail, Context};
+use model::Source;
+
+use super::demo::dashboard_options;
 use crate::cli::ReplayArgs;
+use crate::file_source::FileSource;
 
-pub fn run(_args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kvmscope replay` is being built (placeholder during development)")
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    let mut source = FileSource::open(&args.file)?;
+    let mut events = Vec::new();
+    while source
+        .poll(&mut events, Duration::ZERO)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+    {}
+    if events.is_empty() {
+        bail!("{} holds no events to replay", args.file.display());
+    }
+    let mut opts = dashboard_options("replay", 10.0, args.log_file.as_deref())?;
+    opts.notes = source.problems();
+    opts.clock = false;
+    log::info!("replaying {} events from {}", events.len(), args.file.display());
+    let host = source.host().clone();
+    let label = source.describe();
+    tui::run_replay(events, host, label, args.speed, opts).context("dashboard failed")?;
+    Ok(ExitCode::SUCCESS)
 }

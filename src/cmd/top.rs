@@ -1,7 +1,22 @@
+//! `kvmscope top`: the dashboard over VMs already running (QEMU, other VMMs, or `--demo`).
+
 use std::process::ExitCode;
 
-use crate::cli::TopArgs;
+use anyhow::Context;
 
-pub fn run(_args: TopArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kvmscope top` is being built (placeholder during development)")
+use super::demo::{dashboard_options, run_live};
+use crate::cli::TopArgs;
+use crate::live::{stop_on_signals, LiveSource};
+
+pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = dashboard_options("top", args.tick_hz, args.log_file.as_deref())?;
+    let mut target = args.target;
+    // With no target, watch every KVM process: what `top` users expect.
+    if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {
+        target.all_kvm = true;
+    }
+    let stop = stop_on_signals()?;
+    opts.stop = stop.clone();
+    let source = LiveSource::open(&target, stop).context("cannot start watching")?;
+    run_live(source, opts)
 }

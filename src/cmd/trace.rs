@@ -1,7 +1,452 @@
+//! `kvmscope trace`: the live event stream, one decoded event per line (readable text or
+//! JSON lines), closed by a summary line with per-kind counts and the lost-event count.
+//!
+//! With `--no-bpf` there are no per-event lines: once a second it prints each tracked
+//! thread's perf counters and schedstat figures instead, and says what BPF would add.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use model::{Event, Source};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::cli::TraceArgs;
+use crate::live::{self, CounterRow, LiveSource};
 
-pub fn run(_args: TraceArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`kvmscope trace` is being built (placeholder during development)")
+/// How often `--no-bpf` prints its counter lines.
+const COUNTER_EVERY: Duration = Duration::from_secs(1);
+
+/// The closing line (`"type": "summary"` first, `"lost"` last, as people read it).
+#[derive(Serialize)]
+struct Summary {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    source: String,
+    duration_s: f64,
+    /// False with `--no-bpf`: then there are no kernel events and nothing can be lost.
+    bpf: bool,
+    /// Every thread announced by a `task_info` line.
+    threads: Vec<ThreadLine>,
+    warnings: Vec<String>,
+    /// The in-process VMM's own summary (`--demo`): its exit and gap counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmm: Option<vmm::Summary>,
+    events: u64,
+    counts: BTreeMap<&'static str, u64>,
+    lost: u64,
+}
+
+#[derive(Serialize)]
+struct ThreadLine {
+    pid: u32,
+    tid: u32,
+    comm: String,
+    vm: String,
+    vcpu: Option<u32>,
+    nice: i32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    Jsonl,
+}
+
+pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
+    // Privileges first: everything else would fail later with a less helpful message.
+    live::require_privileges(Some("trace"), &args.target)?;
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            anyhow::bail!("--duration must be a positive number of seconds, got {d}");
+        }
+    }
+    let format = if args.format == "jsonl" {
+        Format::Jsonl
+    } else {
+        Format::Text
+    };
+    let stop = live::stop_on_signals()?;
+    let mut source = LiveSource::open(&args.target, stop)?;
+    if let Some(d) = args.duration {
+        source.stop_after(Duration::from_secs_f64(d));
+    }
+    for w in source.warnings() {
+        eprintln!("kvmscope: warning: {w}");
+    }
+    if !source.has_probes() {
+        eprintln!(
+            "kvmscope: --no-bpf: per-thread perf counters and schedstat only, once a second. \
+             Missing without BPF: individual switches with vruntime/weight at each one, \
+             wakeups (and who woke whom), migrations with source and target CPU, KVM exits \
+             and guest entries, and lost-event accounting."
+        );
+    }
+
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let started = Instant::now();
+    let start_ns = source.start_ns();
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut lost_in_stream = 0u64;
+    let mut threads = Vec::new();
+    let mut batch = Vec::new();
+    let mut last_counters = Instant::now();
+    let mut pipe_closed = false;
+
+    loop {
+        batch.clear();
+        let more = source
+            .poll(&mut batch, Duration::from_millis(100))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for event in &batch {
+            *counts.entry(event.kind()).or_default() += 1;
+            match event {
+                Event::Lost(l) => lost_in_stream += l.count,
+                Event::TaskInfo(i) => threads.push(ThreadLine {
+                    pid: i.pid,
+                    tid: i.tid,
+                    comm: i.comm.to_string(),
+                    vm: i.vm.clone(),
+                    vcpu: i.vcpu,
+                    nice: i.nice,
+                }),
+                _ => {}
+            }
+            if let Err(e) = write_event(&mut out, format, event, start_ns) {
+                pipe_closed = is_broken_pipe(&e);
+                if !pipe_closed {
+                    return Err(e).context("cannot write to stdout");
+                }
+                break;
+            }
+        }
+        if !source.has_probes() && more && last_counters.elapsed() >= COUNTER_EVERY {
+            last_counters = Instant::now();
+            let rows = source.counter_readings();
+            let elapsed = started.elapsed();
+            if let Err(e) = write_counters(&mut out, format, &rows, elapsed) {
+                pipe_closed = is_broken_pipe(&e);
+                if !pipe_closed {
+                    return Err(e).context("cannot write to stdout");
+                }
+            }
+        }
+        if pipe_closed || !more {
+            break;
+        }
+        if let Err(e) = out.flush() {
+            if is_broken_pipe(&e) {
+                break;
+            }
+            return Err(e).context("cannot write to stdout");
+        }
+    }
+    if pipe_closed {
+        // A reader such as `head` went away: stop quietly (dropping the source detaches).
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let lost = lost_in_stream.max(source.lost_total());
+    let events: u64 = counts.values().sum();
+    let summary = Summary {
+        kind: "summary",
+        source: source.describe(),
+        duration_s: started.elapsed().as_secs_f64(),
+        bpf: source.has_probes(),
+        threads,
+        warnings: source.warnings().to_vec(),
+        vmm: source.vmm_summary().cloned(),
+        events,
+        counts: counts.clone(),
+        lost,
+    };
+    let written = match format {
+        Format::Jsonl => serde_json::to_writer(&mut out, &summary)
+            .map_err(io::Error::from)
+            .and_then(|_| out.write_all(b"\n")),
+        Format::Text => {
+            let kinds: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            writeln!(
+                out,
+                "summary: {events} events in {:.3} s ({}), lost {lost}",
+                started.elapsed().as_secs_f64(),
+                if kinds.is_empty() {
+                    "none".to_string()
+                } else {
+                    kinds.join(" ")
+                }
+            )
+        }
+    };
+    match written.and_then(|_| out.flush()) {
+        Err(e) if !is_broken_pipe(&e) => Err(e).context("cannot write to stdout"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+fn write_event(out: &mut impl Write, format: Format, e: &Event, start_ns: u64) -> io::Result<()> {
+    match format {
+        Format::Jsonl => {
+            serde_json::to_writer(&mut *out, e).map_err(io::Error::from)?;
+            out.write_all(b"\n")
+        }
+        Format::Text => writeln!(out, "{}", text_line(e, start_ns)),
+    }
+}
+
+/// Milliseconds since the trace started (negative for a guest gap that began earlier).
+fn rel_ms(ts: u64, start_ns: u64) -> f64 {
+    (ts as i128 - start_ns as i128) as f64 / 1e6
+}
+
+/// `prev_state` as `ps` shows it: R when preempted, else the sleep kind.
+fn state_letter(state: u64) -> String {
+    match state {
+        0 => "R".into(),
+        s if s & 0x1 != 0 => "S".into(),
+        s if s & 0x2 != 0 => "D".into(),
+        s if s & 0x4 != 0 => "T".into(),
+        s if s & 0x8 != 0 => "t".into(),
+        s if s & 0x10 != 0 => "X".into(),
+        s if s & 0x20 != 0 => "Z".into(),
+        s => format!("0x{s:x}"),
+    }
+}
+
+fn se_text(se: &model::SchedEntity) -> String {
+    let mut s = format!(
+        "vruntime={:.6}ms weight={} runtime={:.6}ms",
+        se.vruntime as f64 / 1e6,
+        se.weight,
+        se.sum_exec_runtime as f64 / 1e6
+    );
+    if let Some(d) = se.deadline {
+        s.push_str(&format!(" deadline={:.6}ms", d as f64 / 1e6));
+    }
+    if let Some(l) = se.slice {
+        s.push_str(&format!(" slice={}us", l / 1000));
+    }
+    if let Some(v) = se.vlag {
+        s.push_str(&format!(" vlag={v}"));
+    }
+    s
+}
+
+/// One readable line: time since start, CPU, kind and what matters about the event.
+fn text_line(e: &Event, start_ns: u64) -> String {
+    let t = rel_ms(e.ts(), start_ns);
+    let cpu = |c: u32| {
+        if c == u32::MAX {
+            "cpu-".to_string()
+        } else {
+            format!("cpu{c}")
+        }
+    };
+    let body = match e {
+        Event::SchedSwitch(s) => {
+            let mut line = format!(
+                "{:<5} sched_switch    {}[{}] {} -> {}[{}]",
+                cpu(s.cpu),
+                s.prev_comm,
+                s.prev_tid,
+                state_letter(s.prev_state),
+                s.next_comm,
+                s.next_tid
+            );
+            if let Some(se) = &s.prev_se {
+                line.push_str(&format!("  out: {}", se_text(se)));
+            }
+            if let Some(se) = &s.next_se {
+                line.push_str(&format!("  in: {}", se_text(se)));
+            }
+            line
+        }
+        Event::Wakeup(w) => format!(
+            "{:<5} wakeup          tid {} (pid {}) on cpu{} by tid {}",
+            cpu(w.cpu),
+            w.tid,
+            w.pid,
+            w.target_cpu,
+            w.waker_tid
+        ),
+        Event::Migrate(m) => format!(
+            "{:<5} migrate         tid {} cpu{} -> cpu{}",
+            cpu(m.cpu),
+            m.tid,
+            m.orig_cpu,
+            m.dest_cpu
+        ),
+        Event::TaskExit(x) => format!(
+            "{:<5} task_exit       tid {} (pid {})",
+            cpu(x.cpu),
+            x.tid,
+            x.pid
+        ),
+        Event::KvmEntry(k) => format!(
+            "{:<5} kvm_entry       tid {} vcpu {}",
+            cpu(k.cpu),
+            k.tid,
+            k.vcpu_id
+        ),
+        Event::KvmExit(k) => format!(
+            "{:<5} kvm_exit        tid {} vcpu {} reason {} ({:?})",
+            cpu(k.cpu),
+            k.tid,
+            k.vcpu_id,
+            k.reason,
+            k.isa
+        ),
+        Event::UserspaceExit(u) => format!(
+            "{:<5} userspace_exit  tid {} reason {}{}",
+            cpu(u.cpu),
+            u.tid,
+            u.reason,
+            if u.errno != 0 {
+                format!(" errno {}", u.errno)
+            } else {
+                String::new()
+            }
+        ),
+        Event::Pio(p) => format!(
+            "{:<5} pio             tid {} {} port 0x{:x} size {} value 0x{:x}",
+            cpu(p.cpu),
+            p.tid,
+            if p.rw == 0 { "in" } else { "out" },
+            p.port,
+            p.size,
+            p.val
+        ),
+        Event::CrossCall(c) => format!(
+            "{:<5} cross_call      {:?} func 0x{:x} target cpu{} tid {}{}",
+            cpu(c.cpu),
+            c.phase,
+            c.func,
+            c.target_cpu,
+            c.tid,
+            if c.is_vmclear { " (VMCLEAR)" } else { "" }
+        ),
+        Event::GuestGap(g) => format!(
+            "{:<5} guest_gap       vm{} vcpu {} tid {} off CPU {:.1} us (from {:.3} ms)",
+            "-",
+            g.vm,
+            g.vcpu,
+            g.tid,
+            g.end.saturating_sub(g.start) as f64 / 1e3,
+            rel_ms(g.start, start_ns)
+        ),
+        Event::Lost(l) => format!("{:<5} lost            {} events", cpu(l.cpu), l.count),
+        Event::TaskInfo(i) => format!(
+            "{:<5} task_info       tid {} pid {} {} vm {} vcpu {} nice {}",
+            "-",
+            i.tid,
+            i.pid,
+            i.comm,
+            i.vm,
+            i.vcpu.map_or("-".to_string(), |v| v.to_string()),
+            i.nice
+        ),
+        Event::VmEnded(v) => format!("{:<5} vm_ended        {} (pid {})", "-", v.vm, v.pid),
+    };
+    format!("{t:>12.3} ms {body}")
+}
+
+fn write_counters(
+    out: &mut impl Write,
+    format: Format,
+    rows: &[CounterRow],
+    elapsed: Duration,
+) -> io::Result<()> {
+    for row in rows {
+        let t = &row.thread;
+        match format {
+            Format::Jsonl => {
+                let line = json!({
+                    "type": "counters",
+                    "elapsed_s": elapsed.as_secs_f64(),
+                    "pid": t.pid, "tid": t.tid, "vm": t.vm, "vcpu": t.vcpu, "comm": t.comm,
+                    "task_clock_ns": row.counters.map(|c| c.task_clock_ns),
+                    "context_switches": row.counters.map(|c| c.context_switches),
+                    "cpu_migrations": row.counters.map(|c| c.cpu_migrations),
+                    "schedstat_run_ns": row.schedstat.map(|s| s.run_ns),
+                    "schedstat_wait_ns": row.schedstat.map(|s| s.wait_ns),
+                    "schedstat_timeslices": row.schedstat.map(|s| s.timeslices),
+                    "vruntime": row.sched.map(|s| s.vruntime),
+                    "weight": row.sched.map(|s| s.weight()),
+                    "nr_switches": row.sched.map(|s| s.nr_switches),
+                    "nr_migrations": row.sched.map(|s| s.nr_migrations),
+                });
+                writeln!(out, "{line}")?;
+            }
+            Format::Text => {
+                let na = || "n/a".to_string();
+                writeln!(
+                    out,
+                    "{:>9.3} s  {} vcpu {} tid {}: task-clock {} switches {} migrations {} | \
+                     run {} wait {} slices {} | vruntime {} weight {}",
+                    elapsed.as_secs_f64(),
+                    t.vm,
+                    t.vcpu.map_or("-".to_string(), |v| v.to_string()),
+                    t.tid,
+                    row.counters
+                        .map_or_else(na, |c| format!("{:.3} ms", c.task_clock_ns as f64 / 1e6)),
+                    row.counters.map_or_else(na, |c| c.context_switches.to_string()),
+                    row.counters.map_or_else(na, |c| c.cpu_migrations.to_string()),
+                    row.schedstat.map_or_else(na, |s| format!("{:.3} ms", s.run_ns as f64 / 1e6)),
+                    row.schedstat.map_or_else(na, |s| format!("{:.3} ms", s.wait_ns as f64 / 1e6)),
+                    row.schedstat.map_or_else(na, |s| s.timeslices.to_string()),
+                    row.sched.map_or_else(na, |s| format!("{:.6} ms", s.vruntime as f64 / 1e6)),
+                    row.sched.map_or_else(na, |s| s.weight().to_string()),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Comm, SchedEntity, SchedSwitch};
+
+    #[test]
+    fn switch_lines_carry_the_essentials() {
+        let e = Event::SchedSwitch(SchedSwitch {
+            ts: 1_002_500_000,
+            cpu: 1,
+            prev_tid: 42,
+            prev_pid: 40,
+            prev_comm: Comm::new("vm0-vcpu0"),
+            prev_state: 0,
+            next_tid: 0,
+            next_pid: 0,
+            next_comm: Comm::new("swapper/1"),
+            prev_se: Some(SchedEntity {
+                vruntime: 5_000_000,
+                weight: 1024,
+                sum_exec_runtime: 3_000_000,
+                ..Default::default()
+            }),
+            next_se: None,
+        });
+        let line = text_line(&e, 1_000_000_000);
+        assert!(line.contains("2.500 ms"), "{line}");
+        assert!(line.contains("cpu1"), "{line}");
+        assert!(line.contains("vm0-vcpu0[42] R -> swapper/1[0]"), "{line}");
+        assert!(line.contains("vruntime=5.000000ms weight=1024"), "{line}");
+    }
+
+    #[test]
+    fn sleep_states_read_like_ps() {
+        assert_eq!(state_letter(0), "R");
+        assert_eq!(state_letter(1), "S");
+        assert_eq!(state_letter(2), "D");
+        assert_eq!(state_letter(0x402), "D");
+    }
 }

@@ -37,7 +37,11 @@ pub enum Privilege {
 }
 
 fn missing_kvm() -> Option<String> {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => None,
         Err(e) => Some(format!("cannot open /dev/kvm: {e}")),
     }

@@ -1,1 +1,751 @@
-//! placeholder during development
+//! kvmscope's minimal VMM: VMs whose vCPU threads compete for the host's CPUs, with guests
+//! that record from the inside every interval they were kept off the CPU.
+//!
+//! [`start`] creates one KVM VM (with its own memory) per [`VmSpec`] and one host thread per
+//! vCPU, named `vm<V>-vcpu<C>`, looping on `KVM_RUN`. Each guest runs our own 64-bit program
+//! ([`guest::PROGRAM`]) that counts work units and appends every TSC gap above a threshold to
+//! a ring in its memory. A collector thread reads those rings from shared memory (no exits),
+//! converts the TSC stamps to CLOCK_MONOTONIC ([`clock::TscClock`]) and queues them as
+//! [`model::GuestGap`]s for [`RunningVmm::drain_gaps`]; it also rotates affinities for
+//! `migrate_every_ms`. [`RunningVmm::stop`] kicks every vCPU out of `KVM_RUN`, joins the
+//! threads with a timeout and returns a [`Summary`].
+//!
+//! Architecture invariant: the VMM knows nothing about probes or views. It hands out thread
+//! ids and guest gaps; whoever watches the host scheduler joins them by tid and time.
+
+pub mod clock;
+pub mod error;
+pub mod exit;
+pub mod guest;
+pub mod memory;
+pub mod scenario;
+pub mod sched;
+mod summary;
+mod vcpu;
+pub mod vm;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use error::VmmError;
+pub use exit::{ExitAction, ExitCounts, ExitFault, ExitHandler};
+pub use scenario::{CpuList, Scenario, ScenarioError, VcpuPlan, VmSpec, Workload};
+pub use summary::{Summary, VcpuSummary};
+pub use vm::KvmFlavour;
+
+use clock::TscClock;
+use guest::block;
+use memory::GuestMemory;
+use sched::SchedStat;
+use vcpu::{VcpuOutcome, VcpuThread};
+
+/// How long [`RunningVmm::stop`] waits for kicked vCPU threads.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Gaps kept for [`RunningVmm::drain_gaps`] when nobody drains; older ones are dropped
+/// (and counted) so an undrained VMM does not grow without bound.
+const PENDING_GAPS_MAX: usize = 1 << 18;
+const COLLECT_EVERY: Duration = Duration::from_millis(10);
+const CLOCK_PAIR_EVERY: Duration = Duration::from_millis(200);
+
+/// One vCPU as callers see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VcpuInfo {
+    pub vm_index: u32,
+    pub vm_name: String,
+    /// vCPU index within its VM.
+    pub vcpu: u32,
+    /// Host thread id of the vCPU thread.
+    pub tid: u32,
+    /// Thread name, `vm<V>-vcpu<C>`.
+    pub thread: String,
+    /// Nice value of the thread (0 unless the scenario set one).
+    pub nice: i32,
+    pub workload: Workload,
+}
+
+/// Per-vCPU state shared between the vCPU thread, the collector and the caller.
+pub(crate) struct VcpuSlot {
+    plan: VcpuPlan,
+    thread: String,
+    tid: AtomicU32,
+    mem: Arc<GuestMemory>,
+    block: u64,
+    tsc_offset: i64,
+    /// CPUs the migration rotation cycles through.
+    rotate_over: Vec<u32>,
+    sched_start: Mutex<Option<SchedStat>>,
+}
+
+impl VcpuSlot {
+    fn tid(&self) -> u32 {
+        self.tid.load(Ordering::Acquire)
+    }
+
+    fn work_units(&self) -> u64 {
+        self.mem.read_u64(self.block + block::WORK_UNITS)
+    }
+}
+
+struct FaultRecord {
+    global: usize,
+    fault: ExitFault,
+}
+
+pub(crate) struct Shared {
+    pid: u32,
+    stop: AtomicBool,
+    fault: Mutex<Option<FaultRecord>>,
+    /// pthread of every vCPU thread that has not returned yet.
+    kick_list: Mutex<Vec<Option<libc::pthread_t>>>,
+    vcpus: Vec<VcpuSlot>,
+    gaps: Mutex<GapCollector>,
+}
+
+impl Shared {
+    /// Keeps the first fault and stops every vCPU: one crashed guest ends the run cleanly.
+    fn record_fault(&self, global: usize, fault: ExitFault) {
+        {
+            let mut f = lock(&self.fault);
+            if f.is_none() {
+                *f = Some(FaultRecord { global, fault });
+            }
+        }
+        self.stop.store(true, Ordering::Release);
+        self.kick_all();
+    }
+
+    fn vcpu_infos(&self) -> Vec<VcpuInfo> {
+        self.vcpus
+            .iter()
+            .map(|s| VcpuInfo {
+                vm_index: s.plan.vm_index,
+                vm_name: s.plan.vm_name.clone(),
+                vcpu: s.plan.index,
+                tid: s.tid(),
+                thread: s.thread.clone(),
+                nice: s.plan.nice.unwrap_or(0),
+                workload: s.plan.workload,
+            })
+            .collect()
+    }
+
+    fn kick_all(&self) {
+        for t in lock(&self.kick_list).iter().flatten() {
+            vcpu::kick(*t);
+        }
+    }
+
+    fn fault_error(&self) -> Option<VmmError> {
+        let f = lock(&self.fault);
+        let rec = f.as_ref()?;
+        let slot = &self.vcpus[rec.global];
+        Some(VmmError::Guest {
+            vm: vm_label(&slot.plan),
+            vcpu: slot.plan.index,
+            thread: slot.thread.clone(),
+            fault: rec.fault.clone(),
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn every later call into a panic too.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `vm1`, or `vm1 (batch)` when the VM has its own name.
+fn vm_label(plan: &VcpuPlan) -> String {
+    let idx = format!("vm{}", plan.vm_index);
+    if plan.vm_name == idx {
+        idx
+    } else {
+        format!("{idx} ({})", plan.vm_name)
+    }
+}
+
+/// Reader state of one guest's gap ring.
+#[derive(Clone, Copy, Debug, Default)]
+struct RingReader {
+    tail: u64,
+    gaps: u64,
+    gap_ticks: u64,
+    overruns: u64,
+}
+
+struct GapCollector {
+    clock: TscClock,
+    last_pair: Instant,
+    readers: Vec<RingReader>,
+    pending: VecDeque<model::GuestGap>,
+    pending_dropped: u64,
+}
+
+impl GapCollector {
+    /// Reads every ring up to its head. Slots the guest may have overwritten meanwhile (it
+    /// lapped the reader) are counted as overruns, not reported.
+    fn collect(&mut self, vcpus: &[VcpuSlot]) {
+        if self.last_pair.elapsed() >= CLOCK_PAIR_EVERY {
+            self.clock.add(clock::sample_pair());
+            self.last_pair = Instant::now();
+        }
+        let mut entries = Vec::new();
+        for (slot, reader) in vcpus.iter().zip(self.readers.iter_mut()) {
+            let ring = slot.block + block::RING;
+            let head = slot.mem.read_u64(slot.block + block::RING_HEAD);
+            if head <= reader.tail {
+                continue;
+            }
+            let mut from = reader.tail;
+            if head - from > guest::RING_SLOTS {
+                from = head - guest::RING_SLOTS;
+            }
+            entries.clear();
+            for i in from..head {
+                let at = ring + (i & (guest::RING_SLOTS - 1)) * 16;
+                entries.push((i, slot.mem.read_u64(at), slot.mem.read_u64(at + 8)));
+            }
+            // Anything the guest wrote past `head` while we read may have reused slots below.
+            let head_after = slot.mem.read_u64(slot.block + block::RING_HEAD);
+            let valid_from = from.max(head_after.saturating_sub(guest::RING_SLOTS));
+            reader.overruns += valid_from - reader.tail;
+            reader.tail = head;
+            let tid = slot.tid();
+            for &(_, start, end) in entries.iter().filter(|(i, ..)| *i >= valid_from) {
+                if end <= start {
+                    reader.overruns += 1;
+                    continue;
+                }
+                reader.gaps += 1;
+                reader.gap_ticks += end - start;
+                let host = |t: u64| t.wrapping_sub(slot.tsc_offset as u64);
+                if self.pending.len() == PENDING_GAPS_MAX {
+                    self.pending.pop_front();
+                    self.pending_dropped += 1;
+                }
+                self.pending.push_back(model::GuestGap {
+                    start: self.clock.to_ns(host(start)),
+                    end: self.clock.to_ns(host(end)),
+                    tid,
+                    vm: slot.plan.vm_index,
+                    vcpu: slot.plan.index,
+                });
+            }
+        }
+    }
+}
+
+/// A running set of VMs. Dropping it stops them (like [`RunningVmm::stop`], discarding
+/// the summary).
+pub struct RunningVmm {
+    shared: Arc<Shared>,
+    vcpu_threads: Vec<Option<JoinHandle<()>>>,
+    /// Mutex only to make `RunningVmm` Sync (it is read by `shutdown` alone).
+    done: Mutex<Receiver<VcpuOutcome>>,
+    collector: Option<JoinHandle<()>>,
+    collector_stop: Arc<AtomicBool>,
+    vms: Vec<kvm_ioctls::VmFd>,
+    started: Instant,
+    started_ns: u64,
+    flavour: KvmFlavour,
+    guest_execution: &'static str,
+    scenario: Scenario,
+    stopped: bool,
+}
+
+/// Creates the scenario's VMs and starts their vCPU threads. When it returns, every vCPU
+/// thread exists, has its nice value and affinity applied, and is entering its guest.
+pub fn start(scenario: &Scenario) -> Result<RunningVmm, VmmError> {
+    start_with(scenario, |_| {})
+}
+
+/// Like [`start`], but calls `before_go` once every vCPU thread exists and is ready, before
+/// any guest runs: a tracer can start watching the threads (their tids are known) without
+/// missing their first exits.
+pub fn start_with(
+    scenario: &Scenario,
+    before_go: impl FnOnce(&[VcpuInfo]),
+) -> Result<RunningVmm, VmmError> {
+    let plans = scenario.plan()?;
+    let kvm = vm::open_kvm()?;
+    let flavour = KvmFlavour::detect();
+    let allowed = sched::get_affinity(0).map_err(|err| VmmError::Thread {
+        thread: "(main)".into(),
+        what: "read the CPU affinity",
+        err,
+        hint: "",
+    })?;
+    for p in &plans {
+        if let Some(pin) = &p.pin {
+            if let Some(&cpu) = pin.cpus().iter().find(|c| !allowed.contains(c)) {
+                return Err(VmmError::NoSuchCpu {
+                    cpu,
+                    vcpu: VcpuThread::name(p),
+                    allowed: CpuList::new(allowed.clone()).to_string(),
+                });
+            }
+        }
+    }
+    vcpu::install_kick_handler()?;
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| VmmError::setup("the host", "read the supported CPUID", e))?;
+
+    // The guests need the TSC rate for their thresholds before they start.
+    let clock = TscClock::calibrate(Duration::from_millis(20));
+    let ticks = |us: u64| (us as f64 * clock.hz() / 1e6).round() as u64;
+
+    let mut vms = Vec::new();
+    let mut slots = Vec::new();
+    let mut fds = Vec::new();
+    let mut native = Vec::new();
+    let vm_count = scenario.vms.len();
+    for v in 0..vm_count {
+        let vm_plans: Vec<&VcpuPlan> = plans.iter().filter(|p| p.vm_index == v as u32).collect();
+        let params: Vec<vm::BlockParams> = vm_plans
+            .iter()
+            .map(|p| vm::BlockParams {
+                threshold_ticks: ticks(scenario.gap_threshold_us),
+                exit_every: if p.workload == Workload::Exits {
+                    p.exit_every
+                } else {
+                    0
+                },
+                burst_ticks: if p.workload == Workload::Sleepy {
+                    ticks(p.burst_us).max(1)
+                } else {
+                    0
+                },
+                sleep_us: p.sleep_us,
+                fault: p.workload == Workload::TripleFault,
+            })
+            .collect();
+        let built = vm::build_vm(
+            &kvm,
+            &cpuid,
+            &vm_label(vm_plans[0]),
+            &params,
+            !scenario.emulate,
+        )?;
+        for (p, bv) in vm_plans.iter().zip(built.vcpus) {
+            native.push(bv.pvm_native);
+            slots.push(VcpuSlot {
+                plan: (*p).clone(),
+                thread: VcpuThread::name(p),
+                tid: AtomicU32::new(0),
+                mem: built.mem.clone(),
+                block: guest::control_block(p.index),
+                tsc_offset: bv.tsc_offset,
+                rotate_over: p
+                    .pin
+                    .as_ref()
+                    .map_or_else(|| allowed.clone(), |c| c.cpus().to_vec()),
+                sched_start: Mutex::new(None),
+            });
+            fds.push(bv.fd);
+        }
+        vms.push(built.fd);
+    }
+    let guest_execution = match flavour {
+        KvmFlavour::Pvm if native.iter().all(|&n| n) => "native",
+        KvmFlavour::Pvm => "emulated",
+        KvmFlavour::Vmx | KvmFlavour::Svm => "hardware",
+        KvmFlavour::Unknown if native.iter().all(|&n| n) => "native",
+        KvmFlavour::Unknown => "unknown",
+    };
+
+    let n = slots.len();
+    let shared = Arc::new(Shared {
+        pid: std::process::id(),
+        stop: AtomicBool::new(false),
+        fault: Mutex::new(None),
+        kick_list: Mutex::new(vec![None; n]),
+        gaps: Mutex::new(GapCollector {
+            clock,
+            last_pair: Instant::now(),
+            readers: vec![RingReader::default(); n],
+            pending: VecDeque::new(),
+            pending_dropped: 0,
+        }),
+        vcpus: slots,
+    });
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut go = Vec::new();
+    let mut threads = Vec::new();
+    for (global, fd) in fds.into_iter().enumerate() {
+        let (go_tx, go_rx) = mpsc::channel();
+        go.push(go_tx);
+        let t = VcpuThread {
+            global,
+            plan: shared.vcpus[global].plan.clone(),
+            fd,
+            shared: shared.clone(),
+            ready: ready_tx.clone(),
+            go: go_rx,
+            done: done_tx.clone(),
+        };
+        let name = shared.vcpus[global].thread.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || t.run())
+            .map_err(|err| VmmError::Thread {
+                thread: name,
+                what: "spawn the thread",
+                err,
+                hint: "",
+            });
+        match handle {
+            Ok(h) => threads.push(Some(h)),
+            Err(e) => {
+                abandon(go, threads);
+                return Err(e);
+            }
+        }
+    }
+    drop(ready_tx);
+    drop(done_tx);
+
+    let mut first_error = None;
+    for _ in 0..n {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(_tid)) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(VmmError::StopTimeout {
+                    threads: "(starting)".into(),
+                    timeout: Duration::from_secs(10),
+                });
+                break;
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        abandon(go, threads);
+        return Err(e);
+    }
+    before_go(&shared.vcpu_infos());
+    for g in &go {
+        let _ = g.send(true);
+    }
+    let started = Instant::now();
+    let started_ns = clock::monotonic_ns();
+
+    let collector_stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let shared = shared.clone();
+        let stop = collector_stop.clone();
+        let every = scenario.migrate_every_ms.map(Duration::from_millis);
+        std::thread::Builder::new()
+            .name("vmm-collector".into())
+            .spawn(move || collect_loop(&shared, &stop, every))
+            .ok()
+    };
+    Ok(RunningVmm {
+        shared,
+        vcpu_threads: threads,
+        done: Mutex::new(done_rx),
+        collector,
+        collector_stop,
+        vms,
+        started,
+        started_ns,
+        flavour,
+        guest_execution,
+        scenario: scenario.clone(),
+        stopped: false,
+    })
+}
+
+/// Tells threads that never ran a guest to end, and joins them.
+fn abandon(go: Vec<Sender<bool>>, threads: Vec<Option<JoinHandle<()>>>) {
+    for g in &go {
+        let _ = g.send(false);
+    }
+    drop(go);
+    for t in threads.into_iter().flatten() {
+        let _ = t.join();
+    }
+}
+
+/// The collector thread: drains gap rings, refines the clock fit, rotates affinities.
+fn collect_loop(shared: &Shared, stop: &AtomicBool, migrate_every: Option<Duration>) {
+    let mut next_migration = migrate_every.map(|d| Instant::now() + d);
+    let mut step = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(COLLECT_EVERY);
+        lock(&shared.gaps).collect(&shared.vcpus);
+        if let (Some(at), Some(every)) = (next_migration, migrate_every) {
+            if Instant::now() >= at && !shared.stop.load(Ordering::Acquire) {
+                step += 1;
+                for (g, slot) in shared.vcpus.iter().enumerate() {
+                    let cpus = &slot.rotate_over;
+                    if cpus.len() > 1 {
+                        // Offsetting by the vCPU's position spreads vCPUs over the CPUs.
+                        let cpu = cpus[(g + step) % cpus.len()];
+                        // A thread that already ended cannot be moved; nothing to do then.
+                        let _ = sched::set_affinity(slot.tid(), &[cpu]);
+                    }
+                }
+                next_migration = Some(at + every);
+            }
+        }
+    }
+}
+
+impl RunningVmm {
+    /// The VMM's process id (all vCPU threads belong to it).
+    pub fn pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    pub fn vcpus(&self) -> Vec<VcpuInfo> {
+        self.shared.vcpu_infos()
+    }
+
+    /// Appends the guest gaps recorded since the last call, in CLOCK_MONOTONIC ns.
+    pub fn drain_gaps(&self, out: &mut Vec<model::GuestGap>) {
+        let mut g = lock(&self.shared.gaps);
+        g.collect(&self.shared.vcpus);
+        out.extend(g.pending.drain(..));
+    }
+
+    /// Gap records lost so far: guest ring overruns plus gaps dropped because nobody drained.
+    pub fn gaps_lost(&self) -> u64 {
+        let g = lock(&self.shared.gaps);
+        g.readers.iter().map(|r| r.overruns).sum::<u64>() + g.pending_dropped
+    }
+
+    /// Work units of every vCPU so far, in [`RunningVmm::vcpus`] order.
+    pub fn work_units(&self) -> Vec<u64> {
+        self.shared.vcpus.iter().map(VcpuSlot::work_units).collect()
+    }
+
+    /// The first guest crash, if any (the VMM has then stopped every vCPU).
+    pub fn failure(&self) -> Option<VmmError> {
+        self.shared.fault_error()
+    }
+
+    /// Host TSC ticks per second, from the running clock fit.
+    pub fn tsc_hz(&self) -> f64 {
+        lock(&self.shared.gaps).clock.hz()
+    }
+
+    pub fn flavour(&self) -> KvmFlavour {
+        self.flavour
+    }
+
+    /// `native`, `emulated` (PVM without native execution) or `hardware` (VT-x/AMD-V).
+    pub fn guest_execution(&self) -> &'static str {
+        self.guest_execution
+    }
+
+    /// Kicks every vCPU out of `KVM_RUN`, joins the threads (with [`STOP_TIMEOUT`]) and
+    /// summarises the run. A guest that crashed makes this an error naming it.
+    pub fn stop(mut self) -> Result<Summary, VmmError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<Summary, VmmError> {
+        self.stopped = true;
+        // The schedstat files vanish with the threads: read them before the kick.
+        let sched_end: Vec<Option<SchedStat>> = self
+            .shared
+            .vcpus
+            .iter()
+            .map(|s| SchedStat::read(self.shared.pid, s.tid()).ok())
+            .collect();
+        let elapsed = self.started.elapsed();
+        let ended_ns = clock::monotonic_ns();
+
+        self.shared.stop.store(true, Ordering::Release);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut outcomes: Vec<Option<VcpuOutcome>> =
+            (0..self.vcpu_threads.len()).map(|_| None).collect();
+        let mut pending = outcomes.len();
+        let done = lock(&self.done);
+        while pending > 0 && Instant::now() < deadline {
+            // Repeated kicks cover a thread that was between its stop check and a sleep.
+            self.shared.kick_all();
+            if let Ok(o) = done.recv_timeout(COLLECT_EVERY) {
+                let g = o.global;
+                if outcomes[g].is_none() {
+                    pending -= 1;
+                }
+                outcomes[g] = Some(o);
+            }
+        }
+        drop(done);
+        let mut stuck = Vec::new();
+        for (g, t) in self.vcpu_threads.iter_mut().enumerate() {
+            if outcomes[g].is_some() {
+                if let Some(t) = t.take() {
+                    let _ = t.join();
+                }
+            } else {
+                // Left running: joining would hang. Its Arc keeps guest memory mapped.
+                stuck.push(self.shared.vcpus[g].thread.clone());
+            }
+        }
+        self.collector_stop.store(true, Ordering::Release);
+        if let Some(c) = self.collector.take() {
+            let _ = c.join();
+        }
+        let mut gaps = lock(&self.shared.gaps);
+        gaps.clock.add(clock::sample_pair());
+        gaps.collect(&self.shared.vcpus);
+        if let Some(e) = self.shared.fault_error() {
+            return Err(e);
+        }
+        if !stuck.is_empty() {
+            return Err(VmmError::StopTimeout {
+                threads: stuck.join(", "),
+                timeout: STOP_TIMEOUT,
+            });
+        }
+        let secs = elapsed.as_secs_f64();
+        let vcpus = self
+            .shared
+            .vcpus
+            .iter()
+            .enumerate()
+            .map(|(g, s)| {
+                let start = *lock(&s.sched_start);
+                let sched = match (start, sched_end[g]) {
+                    (Some(a), Some(b)) => b.since(&a),
+                    _ => SchedStat::default(),
+                };
+                let r = gaps.readers[g];
+                let units = s.work_units();
+                VcpuSummary {
+                    vm: s.plan.vm_index,
+                    vm_name: s.plan.vm_name.clone(),
+                    index: s.plan.index,
+                    thread: s.thread.clone(),
+                    tid: s.tid(),
+                    workload: s.plan.workload,
+                    nice: s.plan.nice.unwrap_or(0),
+                    cpus: s.plan.pin.as_ref().map(|c| c.cpus().to_vec()),
+                    work_units: units,
+                    units_per_s: if secs > 0.0 { units as f64 / secs } else { 0.0 },
+                    exits: outcomes[g].as_ref().map(|o| o.counts).unwrap_or_default(),
+                    gaps: r.gaps,
+                    gap_ns: gaps.clock.ticks_to_ns(r.gap_ticks),
+                    gap_overruns: r.overruns,
+                    run_ns: sched.run_ns,
+                    wait_ns: sched.wait_ns,
+                    timeslices: sched.timeslices,
+                }
+            })
+            .collect();
+        Ok(Summary {
+            pid: self.shared.pid,
+            started_ns: self.started_ns,
+            ended_ns,
+            duration_s: secs,
+            kvm: self.flavour,
+            guest_execution: self.guest_execution,
+            tsc_hz: gaps.clock.hz(),
+            gap_threshold_us: self.scenario.gap_threshold_us,
+            migrate_every_ms: self.scenario.migrate_every_ms,
+            vms: self.vms.len() as u32,
+            vcpus,
+        })
+    }
+}
+
+// Callers drain gaps from other threads while the VMM runs.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<RunningVmm>()
+};
+
+impl Drop for RunningVmm {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(mem: Arc<GuestMemory>, tsc_offset: i64) -> VcpuSlot {
+        let plan = Scenario::uniform(1, 1, Workload::Spin).plan().unwrap().remove(0);
+        VcpuSlot {
+            thread: VcpuThread::name(&plan),
+            plan,
+            tid: AtomicU32::new(42),
+            mem,
+            block: guest::control_block(0),
+            tsc_offset,
+            rotate_over: vec![0],
+            sched_start: Mutex::new(None),
+        }
+    }
+
+    fn collector() -> GapCollector {
+        // 1 GHz: one tick is one ns, so expectations are easy to read.
+        let mut clock = TscClock::from_pair((0, 0));
+        clock.add((1_000_000_000, 1_000_000_000));
+        GapCollector {
+            clock,
+            last_pair: Instant::now(),
+            readers: vec![RingReader::default()],
+            pending: VecDeque::new(),
+            pending_dropped: 0,
+        }
+    }
+
+    /// Plays the guest: appends a gap the way the program does (slot first, then head).
+    fn guest_gap(mem: &GuestMemory, start: u64, end: u64) {
+        let b = guest::control_block(0);
+        let head = mem.read_u64(b + block::RING_HEAD);
+        let at = b + block::RING + (head % guest::RING_SLOTS) * 16;
+        mem.write_u64(at, start);
+        mem.write_u64(at + 8, end);
+        mem.write_u64(b + block::RING_HEAD, head + 1);
+    }
+
+    #[test]
+    fn rings_are_read_once_and_converted_to_host_time() {
+        let mem = Arc::new(GuestMemory::new(guest::MEM_SIZE).unwrap());
+        // The guest's TSC runs 1000 ticks ahead of the host's.
+        let vcpus = [slot(mem.clone(), 1000)];
+        let mut c = collector();
+        guest_gap(&mem, 6_000, 16_000);
+        guest_gap(&mem, 20_000, 50_000);
+        c.collect(&vcpus);
+        c.collect(&vcpus);
+        let gaps: Vec<_> = c.pending.drain(..).collect();
+        assert_eq!(gaps.len(), 2);
+        assert_eq!((gaps[0].start, gaps[0].end), (5_000, 15_000));
+        assert_eq!((gaps[1].start, gaps[1].end, gaps[1].tid), (19_000, 49_000, 42));
+        assert_eq!(c.readers[0].gaps, 2);
+        assert_eq!(c.readers[0].gap_ticks, 40_000);
+        assert_eq!(c.readers[0].overruns, 0);
+    }
+
+    #[test]
+    fn a_lapped_ring_counts_overruns() {
+        let mem = Arc::new(GuestMemory::new(guest::MEM_SIZE).unwrap());
+        let vcpus = [slot(mem.clone(), 0)];
+        let mut c = collector();
+        for i in 0..guest::RING_SLOTS + 10 {
+            guest_gap(&mem, i * 100, i * 100 + 50);
+        }
+        c.collect(&vcpus);
+        assert_eq!(c.readers[0].overruns, 10);
+        assert_eq!(c.readers[0].gaps, guest::RING_SLOTS);
+        // The oldest gap kept is the 11th one written.
+        assert_eq!(c.pending.front().unwrap().start, 1_000);
+    }
+}

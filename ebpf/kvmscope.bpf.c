@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * kvmscope's kernel side: scheduler and KVM tracepoints, filtered in the kernel to the
+ * threads user space tracks, emitted as the records of kvmscope_abi.h into one ring buffer.
+ *
+ * - sched:* use tp_btf (typed task_struct pointers, CO-RE reads of task->se).
+ * - kvm:* use classic tracepoints: KVM is a module on most hosts, and tp_btf only resolves
+ *   vmlinux BTF. Their record layout changes between kernels, so user space reads the field
+ *   offsets from tracefs format files and sets the kvm_* globals below before loading; the
+ *   verifier sees them as constants.
+ * - csd:* (optional) pair the cross-CPU calls a tracked thread queues with their execution on
+ *   the target CPU, which is how a VT-x vCPU migration's VMCLEAR IPI shows up.
+ */
+#include "vmlinux_min.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "kvmscope_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Field offsets inside the classic kvm tracepoint records, from tracefs. KS_FIELD_ABSENT
+ * means the running kernel's event lacks the field. Defaults are Linux 6.x's layout. */
+const volatile __u32 kvm_entry_vcpu_id_off = 8;
+const volatile __u32 kvm_exit_reason_off = 8;
+const volatile __u32 kvm_exit_isa_off = 24;
+const volatile __u32 kvm_exit_vcpu_id_off = 56;
+const volatile __u32 kvm_uexit_reason_off = 8;
+const volatile __u32 kvm_uexit_errno_off = 12;
+const volatile __u32 kvm_pio_rw_off = 8;
+const volatile __u32 kvm_pio_port_off = 12;
+const volatile __u32 kvm_pio_size_off = 16;
+const volatile __u32 kvm_pio_val_off = 24;
+
+/* Wake the reader only once this many bytes wait in the ring. Waking it per record would
+ * make a reader whose own switches are traced (it shares CPUs with tracked threads) wake per
+ * event and generate the events that wake it. User space polls with a timeout, so records
+ * below the threshold are still read within one poll period. */
+const volatile __u64 wakeup_bytes = 64 << 10;
+
+/* Threads to report on (key: tid). Filled and emptied from user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u32);
+} tracked SEC(".maps");
+
+/* Size is set by user space (ProbeOptions::ring_bytes) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+/* Records that found the ring buffer full, per CPU: user space turns them into Lost events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+/* tid -> waker tid, from sched_waking until the matching sched_wakeup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u32);
+} wakers SEC(".maps");
+
+/* csd pointers queued by tracked threads, so their entry/exit on the target CPU is sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} pending_csd SEC(".maps");
+
+static __always_inline bool is_tracked(__u32 tid)
+{
+	return tid != 0 && bpf_map_lookup_elem(&tracked, &tid) != NULL;
+}
+
+static __always_inline __u32 current_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline void submit(void *rec)
+{
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+			      ? BPF_RB_FORCE_WAKEUP
+			      : BPF_RB_NO_WAKEUP;
+
+	bpf_ringbuf_submit(rec, flags);
+}
+
+static __always_inline void *reserve(__u64 size, __u32 kind)
+{
+	struct ks_hdr *hdr = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!hdr) {
+		count_lost();
+		return NULL;
+	}
+	hdr->ts = bpf_ktime_get_ns();
+	hdr->kind = kind;
+	hdr->cpu = bpf_get_smp_processor_id();
+	return hdr;
+}
+
+/*
+ * tp_btf arguments are trusted BTF pointers: plain dereferences are verified loads with CO-RE
+ * relocated offsets, far cheaper than bpf_probe_read_kernel() per field. Branches on
+ * bpf_core_field_exists() are constants after relocation, so the verifier drops the arm that
+ * names a field this kernel lacks.
+ */
+static __always_inline __u32 task_cpu(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->thread_info.cpu))
+		return p->thread_info.cpu;
+	return ((struct task_struct___cpu *)p)->cpu;
+}
+
+static __always_inline __u64 task_state(struct task_struct *p)
+{
+	if (bpf_core_field_exists(p->__state))
+		return p->__state;
+	return ((struct task_struct___pre514 *)p)->state;
+}
+
+static __always_inline void read_se(struct ks_se *out, struct task_struct *p)
+{
+	__u32 present = 0;
+
+	out->vruntime = p->se.vruntime;
+	out->weight = p->se.load.weight;
+	out->sum_exec_runtime = p->se.sum_exec_runtime;
+	out->deadline = 0;
+	out->slice = 0;
+	out->vlag = 0;
+	/* EEVDF (Linux >= 6.6) fields; CFS kernels lack them and keep the flags clear. */
+	if (bpf_core_field_exists(p->se.deadline)) {
+		out->deadline = p->se.deadline;
+		present |= KS_SE_HAS_DEADLINE;
+	}
+	if (bpf_core_field_exists(p->se.slice)) {
+		out->slice = p->se.slice;
+		present |= KS_SE_HAS_SLICE;
+	}
+	/* While queued, vlag's storage holds something else on recent kernels (a union). */
+	if (bpf_core_field_exists(p->se.vlag) && p->se.on_rq == 0) {
+		out->vlag = p->se.vlag;
+		present |= KS_SE_HAS_VLAG;
+	}
+	out->present = present;
+	out->_pad = 0;
+}
+
+/* TASK_COMM_LEN bytes as two 8-byte loads instead of a probe-read helper call. */
+static __always_inline void copy_comm(char *dst, struct task_struct *p)
+{
+	const __u64 *src = (const __u64 *)p->comm;
+
+	((__u64 *)dst)[0] = src[0];
+	((__u64 *)dst)[1] = src[1];
+}
+
+/* sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...) */
+SEC("tp_btf/sched_switch")
+int handle_sched_switch(unsigned long long *ctx)
+{
+	bool preempt = (bool)ctx[0];
+	struct task_struct *prev = (struct task_struct *)ctx[1];
+	struct task_struct *next = (struct task_struct *)ctx[2];
+	__u32 prev_tid = prev->pid;
+	__u32 next_tid = next->pid;
+	bool prev_tracked = is_tracked(prev_tid);
+	bool next_tracked = is_tracked(next_tid);
+	struct ks_switch *e;
+
+	if (!prev_tracked && !next_tracked)
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_SWITCH);
+	if (!e)
+		return 0;
+	e->prev_tid = prev_tid;
+	e->prev_pid = prev->tgid;
+	e->next_tid = next_tid;
+	e->next_pid = next->tgid;
+	/* Same rule as the tracepoint's prev_state: a preempted task counts as runnable. */
+	e->prev_state = preempt ? 0 : task_state(prev);
+	copy_comm(e->prev_comm, prev);
+	copy_comm(e->next_comm, next);
+	e->se_present = 0;
+	e->_pad = 0;
+	if (prev_tracked) {
+		read_se(&e->prev_se, prev);
+		e->se_present |= KS_SWITCH_PREV_SE;
+	} else {
+		__builtin_memset(&e->prev_se, 0, sizeof(e->prev_se));
+	}
+	if (next_tracked) {
+		read_se(&e->next_se, next);
+		e->se_present |= KS_SWITCH_NEXT_SE;
+	} else {
+		__builtin_memset(&e->next_se, 0, sizeof(e->next_se));
+	}
+	submit(e);
+	return 0;
+}
+
+/* sched_waking(struct task_struct *p): runs in the waker's context. */
+SEC("tp_btf/sched_waking")
+int handle_sched_waking(unsigned long long *ctx)
+{
+	struct task_struct *p = (struct task_struct *)ctx[0];
+	__u32 tid = p->pid;
+	__u32 waker = current_tid();
+
+	if (!is_tracked(tid))
+		return 0;
+	bpf_map_update_elem(&wakers, &tid, &waker, BPF_ANY);
+	return 0;
+}
+
+/* sched_wakeup(struct task_struct *p): the task is runnable on its target CPU. */
+SEC("tp_btf/sched_wakeup")
+int handle_sched_wakeup(unsigned long long *ctx)
+{
+	struct task_struct *p = (struct task_struct *)ctx[0];
+	__u32 tid = p->pid;
+	struct ks_wakeup *e;
+	__u32 *waker;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_WAKEUP);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->pid = p->tgid;
+	e->target_cpu = task_cpu(p);
+	/* Remote wakeups complete on the target CPU, where current is not the waker: prefer what
+	 * sched_waking saw. */
+	waker = bpf_map_lookup_elem(&wakers, &tid);
+	if (waker) {
+		e->waker_tid = *waker;
+		bpf_map_delete_elem(&wakers, &tid);
+	} else {
+		e->waker_tid = current_tid();
+	}
+	submit(e);
+	return 0;
+}
+
+/* sched_migrate_task(struct task_struct *p, int dest_cpu) */
+SEC("tp_btf/sched_migrate_task")
+int handle_sched_migrate_task(unsigned long long *ctx)
+{
+	struct task_struct *p = (struct task_struct *)ctx[0];
+	__u32 tid = p->pid;
+	struct ks_migrate *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_MIGRATE);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->pid = p->tgid;
+	e->orig_cpu = task_cpu(p);
+	e->dest_cpu = (__u32)ctx[1];
+	submit(e);
+	return 0;
+}
+
+/* sched_process_exit(struct task_struct *p[, bool group_dead]) */
+SEC("tp_btf/sched_process_exit")
+int handle_sched_process_exit(unsigned long long *ctx)
+{
+	struct task_struct *p = (struct task_struct *)ctx[0];
+	__u32 tid = p->pid;
+	struct ks_task_exit *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_TASK_EXIT);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->pid = p->tgid;
+	submit(e);
+	return 0;
+}
+
+/* A u32 field of a classic tracepoint record at an offset found in tracefs. */
+static __always_inline __u32 record_u32(void *ctx, __u32 off, __u32 absent)
+{
+	__u32 v = absent;
+
+	if (off != KS_FIELD_ABSENT)
+		bpf_probe_read_kernel(&v, sizeof(v), (char *)ctx + off);
+	return v;
+}
+
+SEC("tracepoint/kvm/kvm_entry")
+int handle_kvm_entry(void *ctx)
+{
+	__u32 tid = current_tid();
+	struct ks_kvm_entry *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_KVM_ENTRY);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->vcpu_id = record_u32(ctx, kvm_entry_vcpu_id_off, KS_FIELD_ABSENT);
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_exit")
+int handle_kvm_exit(void *ctx)
+{
+	__u32 tid = current_tid();
+	struct ks_kvm_exit *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_KVM_EXIT);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->vcpu_id = record_u32(ctx, kvm_exit_vcpu_id_off, KS_FIELD_ABSENT);
+	e->reason = record_u32(ctx, kvm_exit_reason_off, 0);
+	e->isa = record_u32(ctx, kvm_exit_isa_off, 0);
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_userspace_exit")
+int handle_kvm_userspace_exit(void *ctx)
+{
+	__u32 tid = current_tid();
+	struct ks_userspace_exit *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_USERSPACE_EXIT);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->reason = record_u32(ctx, kvm_uexit_reason_off, 0);
+	e->err = (__s32)record_u32(ctx, kvm_uexit_errno_off, 0);
+	e->_pad = 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_pio")
+int handle_kvm_pio(void *ctx)
+{
+	__u32 tid = current_tid();
+	struct ks_pio *e;
+
+	if (!is_tracked(tid))
+		return 0;
+	e = reserve(sizeof(*e), KS_KIND_PIO);
+	if (!e)
+		return 0;
+	e->tid = tid;
+	e->rw = record_u32(ctx, kvm_pio_rw_off, 0);
+	e->port = record_u32(ctx, kvm_pio_port_off, 0);
+	e->size = record_u32(ctx, kvm_pio_size_off, 0);
+	e->val = record_u32(ctx, kvm_pio_val_off, 0);
+	e->_pad = 0;
+	submit(e);
+	return 0;
+}
+
+static __always_inline void emit_csd(__u32 phase, __u64 func, __u64 csd, __u32 target_cpu)
+{
+	struct ks_csd *e = reserve(sizeof(*e), KS_KIND_CSD);
+
+	if (!e)
+		return;
+	e->func = func;
+	e->csd = csd;
+	e->phase = phase;
+	e->target_cpu = target_cpu == KS_FIELD_ABSENT ? e->hdr.cpu : target_cpu;
+	e->tid = current_tid();
+	e->_pad = 0;
+	submit(e);
+}
+
+/* The verifier refuses direct ctx loads of function-pointer arguments of tp_btf programs
+ * ("type FUNC_PROTO is not a struct"); only the address is wanted, so copy the slot. */
+static __always_inline __u64 func_arg(unsigned long long *ctx, int n)
+{
+	__u64 func = 0;
+
+	bpf_probe_read_kernel(&func, sizeof(func), &ctx[n]);
+	return func;
+}
+
+/* csd_queue_cpu(unsigned int cpu, unsigned long callsite, smp_call_func_t func,
+ *               call_single_data_t *csd): runs on the CPU asking for the call. */
+SEC("tp_btf/csd_queue_cpu")
+int handle_csd_queue_cpu(unsigned long long *ctx)
+{
+	__u64 csd = ctx[3];
+	__u32 one = 1;
+
+	if (!is_tracked(current_tid()))
+		return 0;
+	bpf_map_update_elem(&pending_csd, &csd, &one, BPF_ANY);
+	emit_csd(KS_CSD_QUEUE, func_arg(ctx, 2), csd, (__u32)ctx[0]);
+	return 0;
+}
+
+/* csd_function_entry(smp_call_func_t func, call_single_data_t *csd): on the target CPU. */
+SEC("tp_btf/csd_function_entry")
+int handle_csd_function_entry(unsigned long long *ctx)
+{
+	__u64 csd = ctx[1];
+
+	if (!bpf_map_lookup_elem(&pending_csd, &csd))
+		return 0;
+	emit_csd(KS_CSD_ENTRY, func_arg(ctx, 0), csd, KS_FIELD_ABSENT);
+	return 0;
+}
+
+SEC("tp_btf/csd_function_exit")
+int handle_csd_function_exit(unsigned long long *ctx)
+{
+	__u64 csd = ctx[1];
+
+	if (!bpf_map_lookup_elem(&pending_csd, &csd))
+		return 0;
+	bpf_map_delete_elem(&pending_csd, &csd);
+	emit_csd(KS_CSD_EXIT, func_arg(ctx, 0), csd, KS_FIELD_ABSENT);
+	return 0;
+}

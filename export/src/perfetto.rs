@@ -1,0 +1,357 @@
+//! Perfetto protobuf (`.pftrace`), built with Perfetto's own schema (`perfetto_protos`).
+//!
+//! Scheduler events become ftrace events in `FtraceEventBundle`s per CPU, exactly as
+//! Perfetto's own `traced_probes` writes them, so ui.perfetto.dev and trace_processor fill
+//! their `sched`/`thread_state` tables and draw CPU tracks natively. What only kvmscope knows
+//! (vCPU states, vruntime, resume latency, guest gaps) goes on TrackEvent tracks under each
+//! VM's process.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+
+use model::trace_file::TraceHeader;
+use model::{Comm, Event};
+use perfetto_protos::counter_descriptor::{counter_descriptor::Unit, CounterDescriptor};
+use perfetto_protos::ftrace_event::FtraceEvent;
+use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
+use perfetto_protos::process_descriptor::ProcessDescriptor;
+use perfetto_protos::process_tree::{process_tree, ProcessTree};
+use perfetto_protos::sched::{
+    SchedMigrateTaskFtraceEvent, SchedProcessExitFtraceEvent, SchedSwitchFtraceEvent,
+    SchedWakingFtraceEvent,
+};
+use perfetto_protos::thread_descriptor::ThreadDescriptor;
+use perfetto_protos::trace::Trace;
+use perfetto_protos::trace_packet::{trace_packet::SequenceFlags, TracePacket};
+use perfetto_protos::track_descriptor::{track_descriptor::Static_or_dynamic_name, TrackDescriptor};
+use perfetto_protos::track_event::{track_event::Type, TrackEvent};
+use protobuf::{EnumOrUnknown, Message, MessageField};
+
+use crate::timeline::{state_name, Mark, Timeline, VcpuThread};
+use crate::ExportError;
+
+/// The kernel's default priority for a nice-0 task; the recording does not carry prio.
+const DEFAULT_PRIO: i32 = 120;
+/// Our TrackEvent packets' sequence.
+const SEQUENCE_ID: u32 = 1;
+/// Packets buffered before a write; concatenated `Trace` messages form one valid trace.
+const PACKETS_PER_WRITE: usize = 512;
+/// ftrace events per bundle, like traced_probes' page-sized bundles.
+const EVENTS_PER_BUNDLE: usize = 1024;
+
+/// What the export produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PerfettoStats {
+    pub events_in: u64,
+    pub packets: u64,
+    pub ftrace_events: u64,
+    pub sched_switches: u64,
+    pub track_events: u64,
+    pub cpus: u32,
+    pub vcpu_tracks: u32,
+}
+
+/// Streams a recording into Perfetto's protobuf format.
+pub struct PerfettoWriter<W: Write> {
+    out: W,
+    trace: Trace,
+    timeline: Timeline,
+    marks: Vec<Mark>,
+    bundles: BTreeMap<u32, Vec<FtraceEvent>>,
+    declared_processes: HashSet<u32>,
+    declared_threads: HashMap<u32, VcpuThread>,
+    open_state: HashSet<u32>,
+    first_sequence_packet: bool,
+    last_ts: u64,
+    cpus: HashSet<u32>,
+    stats: PerfettoStats,
+}
+
+fn uuid(tid: u32, kind: u64) -> u64 {
+    (1u64 << 40) | ((tid as u64) << 4) | kind
+}
+fn process_uuid(pid: u32) -> u64 {
+    (2u64 << 40) | pid as u64
+}
+const STATE: u64 = 1;
+const VRUNTIME: u64 = 2;
+const RESUME: u64 = 3;
+const GAPS: u64 = 4;
+
+impl<W: Write> PerfettoWriter<W> {
+    pub fn new(out: W, header: &TraceHeader) -> Result<Self, ExportError> {
+        let mut w = PerfettoWriter {
+            out,
+            trace: Trace::new(),
+            timeline: Timeline::new(header),
+            marks: Vec::new(),
+            bundles: BTreeMap::new(),
+            declared_processes: HashSet::new(),
+            declared_threads: HashMap::new(),
+            open_state: HashSet::new(),
+            first_sequence_packet: true,
+            last_ts: 0,
+            cpus: HashSet::new(),
+            stats: PerfettoStats::default(),
+        };
+        // Name the tracked processes and threads up front so trace_processor labels them.
+        let mut tree = ProcessTree::new();
+        for p in &header.processes {
+            let mut proc_ = process_tree::Process::new();
+            proc_.pid = Some(p.pid as i32);
+            proc_.ppid = Some(0);
+            proc_.cmdline = vec![p.vm.clone()];
+            tree.processes.push(proc_);
+            for t in &p.threads {
+                let mut th = process_tree::Thread::new();
+                th.tid = Some(t.tid as i32);
+                th.tgid = Some(p.pid as i32);
+                th.name = Some(t.comm.clone());
+                tree.threads.push(th);
+            }
+        }
+        let mut packet = TracePacket::new();
+        packet.set_process_tree(tree);
+        w.push_packet(packet)?;
+        Ok(w)
+    }
+
+    /// Adds one event.
+    pub fn push(&mut self, ev: &Event) -> Result<(), ExportError> {
+        self.stats.events_in += 1;
+        self.last_ts = self.last_ts.max(ev.ts());
+        self.ftrace(ev)?;
+        let mut marks = std::mem::take(&mut self.marks);
+        self.timeline.push(ev, &mut marks);
+        for m in marks.drain(..) {
+            self.mark(m)?;
+        }
+        self.marks = marks;
+        Ok(())
+    }
+
+    /// Flushes everything, closes open slices and returns the inner writer and figures.
+    pub fn finish(mut self) -> Result<(W, PerfettoStats), ExportError> {
+        let cpus: Vec<u32> = self.bundles.keys().copied().collect();
+        for cpu in cpus {
+            self.flush_bundle(cpu)?;
+        }
+        let open: Vec<u32> = self.open_state.iter().copied().collect();
+        for tid in open {
+            self.track_event(uuid(tid, STATE), self.last_ts, Type::TYPE_SLICE_END, None, None)?;
+        }
+        self.write_out()?;
+        self.out.flush()?;
+        self.stats.cpus = self.cpus.len() as u32;
+        Ok((self.out, self.stats))
+    }
+
+    fn ftrace(&mut self, ev: &Event) -> Result<(), ExportError> {
+        let mut fe = FtraceEvent::new();
+        let cpu = match ev {
+            Event::SchedSwitch(s) => {
+                let mut e = SchedSwitchFtraceEvent::new();
+                e.prev_comm = Some(s.prev_comm.to_string());
+                e.prev_pid = Some(s.prev_tid as i32);
+                e.prev_prio = Some(DEFAULT_PRIO);
+                e.prev_state = Some(s.prev_state as i64);
+                e.next_comm = Some(s.next_comm.to_string());
+                e.next_pid = Some(s.next_tid as i32);
+                e.next_prio = Some(DEFAULT_PRIO);
+                fe.pid = Some(s.prev_tid);
+                fe.set_sched_switch(e);
+                self.stats.sched_switches += 1;
+                s.cpu
+            }
+            Event::Wakeup(w) => {
+                let mut e = SchedWakingFtraceEvent::new();
+                e.comm = Some(self.comm(w.tid));
+                e.pid = Some(w.tid as i32);
+                e.prio = Some(DEFAULT_PRIO);
+                e.success = Some(1);
+                e.target_cpu = Some(w.target_cpu as i32);
+                fe.pid = Some(w.waker_tid);
+                fe.set_sched_waking(e);
+                w.cpu
+            }
+            Event::Migrate(m) => {
+                let mut e = SchedMigrateTaskFtraceEvent::new();
+                e.comm = Some(self.comm(m.tid));
+                e.pid = Some(m.tid as i32);
+                e.prio = Some(DEFAULT_PRIO);
+                e.orig_cpu = Some(m.orig_cpu as i32);
+                e.dest_cpu = Some(m.dest_cpu as i32);
+                fe.pid = Some(m.tid);
+                fe.set_sched_migrate_task(e);
+                m.cpu
+            }
+            Event::TaskExit(x) => {
+                let mut e = SchedProcessExitFtraceEvent::new();
+                e.comm = Some(self.comm(x.tid));
+                e.pid = Some(x.tid as i32);
+                e.tgid = Some(x.pid as i32);
+                e.prio = Some(DEFAULT_PRIO);
+                fe.pid = Some(x.tid);
+                fe.set_sched_process_exit(e);
+                x.cpu
+            }
+            _ => return Ok(()),
+        };
+        fe.timestamp = Some(ev.ts());
+        self.cpus.insert(cpu);
+        self.stats.ftrace_events += 1;
+        let bundle = self.bundles.entry(cpu).or_default();
+        bundle.push(fe);
+        if bundle.len() >= EVENTS_PER_BUNDLE {
+            self.flush_bundle(cpu)?;
+        }
+        Ok(())
+    }
+
+    fn comm(&self, tid: u32) -> String {
+        let c: Comm = self.timeline.comm(tid);
+        c.to_string()
+    }
+
+    fn flush_bundle(&mut self, cpu: u32) -> Result<(), ExportError> {
+        let Some(events) = self.bundles.remove(&cpu) else { return Ok(()) };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut bundle = FtraceEventBundle::new();
+        bundle.cpu = Some(cpu);
+        bundle.event = events;
+        let mut packet = TracePacket::new();
+        packet.set_ftrace_events(bundle);
+        self.push_packet(packet)
+    }
+
+    fn mark(&mut self, m: Mark) -> Result<(), ExportError> {
+        match m {
+            Mark::NewVcpu(v) => self.declare(v)?,
+            Mark::State { tid, ts, state } => {
+                let track = uuid(tid, STATE);
+                if self.open_state.contains(&tid) {
+                    self.track_event(track, ts, Type::TYPE_SLICE_END, None, None)?;
+                }
+                self.track_event(track, ts, Type::TYPE_SLICE_BEGIN, Some(state_name(state)), None)?;
+                self.open_state.insert(tid);
+            }
+            Mark::Vruntime { tid, ts, vruntime } => {
+                self.track_event(uuid(tid, VRUNTIME), ts, Type::TYPE_COUNTER, None, Some(vruntime as i64))?;
+            }
+            Mark::Resume { tid, ts, ns, migrated: _ } => {
+                self.track_event(uuid(tid, RESUME), ts, Type::TYPE_COUNTER, None, Some(ns as i64))?;
+            }
+            Mark::GuestGap { tid, start, end } => {
+                let track = uuid(tid, GAPS);
+                self.track_event(track, start, Type::TYPE_SLICE_BEGIN, Some("off CPU (guest's view)"), None)?;
+                self.track_event(track, end, Type::TYPE_SLICE_END, None, None)?;
+            }
+            Mark::CpuRun { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Track descriptors for a vCPU thread: its state track (a thread track, so it sits with
+    /// the thread's scheduling lane) and counter/gap tracks under the VM's process.
+    fn declare(&mut self, v: VcpuThread) -> Result<(), ExportError> {
+        if self.declared_threads.get(&v.tid) == Some(&v) {
+            return Ok(());
+        }
+        if self.declared_processes.insert(v.pid) {
+            let mut p = ProcessDescriptor::new();
+            p.pid = Some(v.pid as i32);
+            p.process_name = Some(v.vm.clone());
+            let mut td = TrackDescriptor::new();
+            td.uuid = Some(process_uuid(v.pid));
+            td.process = MessageField::some(p);
+            self.descriptor(td)?;
+        }
+        let label = v.label();
+        let mut t = ThreadDescriptor::new();
+        t.pid = Some(v.pid as i32);
+        t.tid = Some(v.tid as i32);
+        t.thread_name = Some(v.comm.clone());
+        let mut td = TrackDescriptor::new();
+        td.uuid = Some(uuid(v.tid, STATE));
+        td.thread = MessageField::some(t);
+        td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} state")));
+        self.descriptor(td)?;
+        for (kind, name) in [(VRUNTIME, "vruntime"), (RESUME, "resume latency")] {
+            let mut c = CounterDescriptor::new();
+            c.unit = Some(EnumOrUnknown::new(Unit::UNIT_TIME_NS));
+            let mut td = TrackDescriptor::new();
+            td.uuid = Some(uuid(v.tid, kind));
+            td.parent_uuid = Some(process_uuid(v.pid));
+            td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} {name}")));
+            td.counter = MessageField::some(c);
+            self.descriptor(td)?;
+        }
+        let mut td = TrackDescriptor::new();
+        td.uuid = Some(uuid(v.tid, GAPS));
+        td.parent_uuid = Some(process_uuid(v.pid));
+        td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} guest gaps")));
+        self.descriptor(td)?;
+        self.declared_threads.insert(v.tid, v);
+        self.stats.vcpu_tracks = self.declared_threads.len() as u32;
+        Ok(())
+    }
+
+    fn descriptor(&mut self, td: TrackDescriptor) -> Result<(), ExportError> {
+        let mut packet = TracePacket::new();
+        packet.set_track_descriptor(td);
+        self.sequence_packet(packet)
+    }
+
+    fn track_event(
+        &mut self,
+        track: u64,
+        ts: u64,
+        ty: Type,
+        name: Option<&str>,
+        counter: Option<i64>,
+    ) -> Result<(), ExportError> {
+        let mut e = TrackEvent::new();
+        e.type_ = Some(EnumOrUnknown::new(ty));
+        e.track_uuid = Some(track);
+        if let Some(n) = name {
+            e.set_name(n.to_string());
+        }
+        if let Some(c) = counter {
+            e.set_counter_value(c);
+        }
+        let mut packet = TracePacket::new();
+        packet.timestamp = Some(ts);
+        packet.set_track_event(e);
+        self.stats.track_events += 1;
+        self.sequence_packet(packet)
+    }
+
+    fn sequence_packet(&mut self, mut packet: TracePacket) -> Result<(), ExportError> {
+        packet.set_trusted_packet_sequence_id(SEQUENCE_ID);
+        if self.first_sequence_packet {
+            packet.sequence_flags = Some(SequenceFlags::SEQ_INCREMENTAL_STATE_CLEARED as u32);
+            self.first_sequence_packet = false;
+        }
+        self.push_packet(packet)
+    }
+
+    fn push_packet(&mut self, packet: TracePacket) -> Result<(), ExportError> {
+        self.trace.packet.push(packet);
+        self.stats.packets += 1;
+        if self.trace.packet.len() >= PACKETS_PER_WRITE {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<(), ExportError> {
+        if self.trace.packet.is_empty() {
+            return Ok(());
+        }
+        self.trace.write_to_writer(&mut self.out)?;
+        self.trace.packet.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,647 @@
+//! Synthetic events for tests, benchmarks and demos without root: one-line builders for every
+//! event kind, a small weighted-fair scheduler simulator ([`Sim`]) that produces realistic
+//! streams (switches with vruntime, wakeups, migrations, exits, guest gaps), canned streams
+//! ([`demo_stream`]) and a [`SynthSource`] that serves any event vector as a [`Source`].
+//!
+//! The simulator is deliberately simple (pick the lowest vruntime, fixed slices, idle pull
+//! balancing); it is a generator of plausible input, not a model of the kernel.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::*;
+
+/// `TaskInfo` for a thread of VM `vm` (pid = `pid`), optionally vCPU `vcpu`.
+pub fn task_info(ts: u64, tid: u32, pid: u32, vm: &str, vcpu: Option<u32>, nice: i32) -> Event {
+    let comm = match vcpu {
+        Some(i) => Comm::new(&format!("{vm}-vcpu{i}")),
+        None => Comm::new(vm),
+    };
+    Event::TaskInfo(TaskInfo { ts, tid, pid, comm, vm: vm.to_string(), vcpu, nice })
+}
+
+/// Scheduler-entity data as a switch carries it.
+pub fn se(vruntime: u64, weight: u32, sum_exec_runtime: u64) -> SchedEntity {
+    SchedEntity { vruntime, weight, sum_exec_runtime, deadline: None, vlag: None, slice: None }
+}
+
+/// Builder for a `sched_switch`. Defaults: prev preempted (state 0), comms `t<tid>`, no se.
+#[derive(Clone, Copy, Debug)]
+pub struct Switch(pub SchedSwitch);
+
+impl Switch {
+    pub fn new(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Self {
+        let name = |t: u32| if t == 0 { Comm::new("swapper") } else { Comm::new(&format!("t{t}")) };
+        Switch(SchedSwitch {
+            ts,
+            cpu,
+            prev_tid,
+            prev_pid: prev_tid,
+            prev_comm: name(prev_tid),
+            prev_state: 0,
+            next_tid,
+            next_pid: next_tid,
+            next_comm: name(next_tid),
+            prev_se: None,
+            next_se: None,
+        })
+    }
+    /// prev goes to sleep (voluntary switch, `TASK_INTERRUPTIBLE`).
+    pub fn sleeping(mut self) -> Self {
+        self.0.prev_state = 1;
+        self
+    }
+    pub fn prev_se(mut self, se: SchedEntity) -> Self {
+        self.0.prev_se = Some(se);
+        self
+    }
+    pub fn next_se(mut self, se: SchedEntity) -> Self {
+        self.0.next_se = Some(se);
+        self
+    }
+    pub fn prev_comm(mut self, c: &str) -> Self {
+        self.0.prev_comm = Comm::new(c);
+        self
+    }
+    pub fn next_comm(mut self, c: &str) -> Self {
+        self.0.next_comm = Comm::new(c);
+        self
+    }
+    pub fn build(self) -> Event {
+        Event::SchedSwitch(self.0)
+    }
+}
+
+/// Shorthand: `prev` preempted on `cpu`, `next` switched in, no se data.
+pub fn switch(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Event {
+    Switch::new(ts, cpu, prev_tid, next_tid).build()
+}
+
+/// Shorthand: `prev` goes to sleep on `cpu`, `next` switched in.
+pub fn switch_sleep(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Event {
+    Switch::new(ts, cpu, prev_tid, next_tid).sleeping().build()
+}
+
+pub fn wakeup(ts: u64, cpu: u32, tid: u32, target_cpu: u32) -> Event {
+    Event::Wakeup(Wakeup { ts, cpu, tid, pid: tid, target_cpu, waker_tid: 0 })
+}
+
+pub fn migrate(ts: u64, tid: u32, orig_cpu: u32, dest_cpu: u32) -> Event {
+    Event::Migrate(Migrate { ts, cpu: orig_cpu, tid, pid: tid, orig_cpu, dest_cpu })
+}
+
+pub fn task_exit(ts: u64, cpu: u32, tid: u32) -> Event {
+    Event::TaskExit(TaskExit { ts, cpu, tid, pid: tid })
+}
+
+pub fn kvm_entry(ts: u64, cpu: u32, tid: u32) -> Event {
+    Event::KvmEntry(KvmEntry { ts, cpu, tid, vcpu_id: 0 })
+}
+
+pub fn kvm_exit(ts: u64, cpu: u32, tid: u32, isa: ExitIsa, reason: u32) -> Event {
+    Event::KvmExit(KvmExit { ts, cpu, tid, vcpu_id: 0, reason, isa })
+}
+
+pub fn userspace_exit(ts: u64, cpu: u32, tid: u32, reason: u32) -> Event {
+    Event::UserspaceExit(UserspaceExit { ts, cpu, tid, reason, errno: 0 })
+}
+
+pub fn guest_gap(start: u64, end: u64, tid: u32, vm: u32, vcpu: u32) -> Event {
+    Event::GuestGap(GuestGap { start, end, tid, vm, vcpu })
+}
+
+pub fn lost(ts: u64, cpu: u32, count: u64) -> Event {
+    Event::Lost(Lost { ts, cpu, count })
+}
+
+pub fn vm_ended(ts: u64, pid: u32, vm: &str) -> Event {
+    Event::VmEnded(VmEnded { ts, pid, vm: vm.to_string() })
+}
+
+/// A VMCLEAR cross-call: queued on `cpu` by `tid` for `target_cpu`, or its exit there.
+pub fn vmclear(ts: u64, cpu: u32, phase: CrossCallPhase, csd: u64, target_cpu: u32, tid: u32) -> Event {
+    Event::CrossCall(CrossCall { ts, cpu, phase, func: 0xffff_ffff_8100_0000, csd, target_cpu, tid, is_vmclear: true })
+}
+
+/// What a simulated thread does when it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Behaviour {
+    /// Always runnable.
+    Spin,
+    /// Runs `run_ns`, then sleeps `sleep_ns`, forever.
+    Sleepy { run_ns: u64, sleep_ns: u64 },
+    /// Always runnable, with a userspace exit (port I/O) every `every_ns` of run time.
+    Exits { every_ns: u64 },
+}
+
+/// One simulated thread.
+#[derive(Clone, Debug)]
+pub struct SimTask {
+    pub tid: u32,
+    pub pid: u32,
+    pub vm: String,
+    /// `None` for an untracked host task (no `TaskInfo`, shown by comm).
+    pub vcpu: Option<u32>,
+    pub tracked: bool,
+    pub nice: i32,
+    /// pCPUs it may run on (empty = all).
+    pub cpus: Vec<u32>,
+    pub behaviour: Behaviour,
+}
+
+/// What the simulated host emits.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub cpus: u32,
+    pub slice_ns: u64,
+    pub start_ts: u64,
+    /// Emit `GuestGap` records for vCPUs (the bundled VMM's view).
+    pub guest_gaps: bool,
+    /// Emit `kvm_entry`/`kvm_exit` (a VT-x host); PVM hosts do not.
+    pub entry_exit: bool,
+    /// Switch-in → guest running, same pCPU / after a migration, ns.
+    pub resume_same_ns: u64,
+    pub resume_migrated_ns: u64,
+    /// Guest's last instruction → switch-out, ns.
+    pub to_switch_out_ns: u64,
+    /// Let idle pCPUs pull waiting threads (emits `Migrate`).
+    pub balance: bool,
+    /// Every this many ns, move one waiting thread to the next pCPU's queue (emits `Migrate`).
+    pub rebalance_every_ns: Option<u64>,
+    pub tasks: Vec<SimTask>,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum SimState {
+    Running,
+    Waiting,
+    Sleeping { until: u64 },
+}
+
+struct SimThread {
+    t: SimTask,
+    weight: u32,
+    state: SimState,
+    cpu: u32,
+    vruntime: u64,
+    sum_exec: u64,
+    burst_left: u64,
+    exit_credit: u64,
+    last_out: u64,
+    last_out_cpu: Option<u32>,
+}
+
+struct SimCpu {
+    cur: Option<usize>,
+    /// When the current slice (or idle period) ends.
+    slice_end: u64,
+    run_from: u64,
+    min_vruntime: u64,
+}
+
+/// A small deterministic scheduler simulator that emits kvmscope events.
+pub struct Sim {
+    cfg: SimConfig,
+    now: u64,
+    threads: Vec<SimThread>,
+    cpus: Vec<SimCpu>,
+    pending: VecDeque<Event>,
+    rng: u64,
+    started: bool,
+    next_rebalance: u64,
+    rebalance_turn: usize,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let cpus = (0..cfg.cpus.max(1))
+            .map(|_| SimCpu { cur: None, slice_end: cfg.start_ts, run_from: cfg.start_ts, min_vruntime: 0 })
+            .collect();
+        let threads = cfg
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| SimThread {
+                weight: nice_to_weight(t.nice),
+                state: SimState::Sleeping { until: cfg.start_ts + 1000 * (i as u64 + 1) },
+                cpu: t.cpus.first().copied().unwrap_or(i as u32 % cfg.cpus.max(1)),
+                vruntime: 0,
+                sum_exec: 0,
+                burst_left: 0,
+                exit_credit: 0,
+                last_out: 0,
+                last_out_cpu: None,
+                t: t.clone(),
+            })
+            .collect();
+        Sim { now: cfg.start_ts, threads, cpus, pending: VecDeque::new(), rng: 0x9e37_79b9_7f4a_7c15, started: false, next_rebalance: 0, rebalance_turn: 0, cfg }
+    }
+
+    fn rand(&mut self) -> u64 {
+        // xorshift64*: deterministic jitter, no dependency.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn allowed(&self, i: usize, cpu: u32) -> bool {
+        let c = &self.threads[i].t.cpus;
+        c.is_empty() || c.contains(&cpu)
+    }
+
+    fn se_of(&self, i: usize) -> Option<SchedEntity> {
+        let th = &self.threads[i];
+        th.t.tracked.then(|| se(th.vruntime, th.weight, th.sum_exec))
+    }
+
+    fn comm_of(&self, i: Option<usize>) -> Comm {
+        match i {
+            None => Comm::new("swapper/0"),
+            Some(i) => {
+                let t = &self.threads[i].t;
+                match t.vcpu {
+                    Some(v) => Comm::new(&format!("{}-vcpu{v}", t.vm)),
+                    None => Comm::new(&t.vm),
+                }
+            }
+        }
+    }
+
+    /// Lowest-vruntime waiting thread queued on `cpu`.
+    fn pick(&self, cpu: u32) -> Option<usize> {
+        (0..self.threads.len())
+            .filter(|&i| self.threads[i].state == SimState::Waiting && self.threads[i].cpu == cpu)
+            .min_by_key(|&i| (self.threads[i].vruntime, i))
+    }
+
+    /// Charges the current thread of `cpu` for its run up to `now`.
+    fn charge(&mut self, cpu: usize) {
+        let now = self.now;
+        if let Some(i) = self.cpus[cpu].cur {
+            let ran = now.saturating_sub(self.cpus[cpu].run_from);
+            let th = &mut self.threads[i];
+            th.vruntime += ran * 1024 / th.weight.max(1) as u64;
+            th.sum_exec += ran;
+            th.burst_left = th.burst_left.saturating_sub(ran);
+            if let Behaviour::Exits { every_ns } = th.t.behaviour {
+                th.exit_credit += ran;
+                let n = th.exit_credit / every_ns.max(1);
+                th.exit_credit %= every_ns.max(1);
+                let tid = th.t.tid;
+                let tracked = th.t.tracked;
+                for k in 0..n {
+                    let ts = self.cpus[cpu].run_from + (k + 1) * (ran / (n + 1)).max(1);
+                    if tracked {
+                        self.pending.push_back(userspace_exit(ts, cpu as u32, tid, 2));
+                        self.pending.push_back(Event::Pio(Pio { ts, cpu: cpu as u32, tid, rw: 1, port: 0x3f8, size: 1, val: 0 }));
+                        if self.cfg.entry_exit {
+                            self.pending.push_back(kvm_exit(ts, cpu as u32, tid, ExitIsa::Vmx, 30));
+                            self.pending.push_back(kvm_entry(ts + 2_000, cpu as u32, tid));
+                        }
+                    }
+                }
+            }
+            self.cpus[cpu].min_vruntime = self.cpus[cpu].min_vruntime.max(self.threads[i].vruntime);
+        }
+        self.cpus[cpu].run_from = now;
+    }
+
+    /// Puts `next` (or idle) on `cpu`; `prev_sleeps` says how the current thread leaves.
+    fn switch_to(&mut self, cpu: usize, next: Option<usize>, prev_sleeps: bool) {
+        let now = self.now;
+        let prev = self.cpus[cpu].cur;
+        if prev == next && prev.is_some() {
+            return;
+        }
+        let mut sw = SchedSwitch {
+            ts: now,
+            cpu: cpu as u32,
+            prev_tid: prev.map_or(0, |i| self.threads[i].t.tid),
+            prev_pid: prev.map_or(0, |i| self.threads[i].t.pid),
+            prev_comm: self.comm_of(prev),
+            prev_state: if prev_sleeps { 1 } else { 0 },
+            next_tid: next.map_or(0, |i| self.threads[i].t.tid),
+            next_pid: next.map_or(0, |i| self.threads[i].t.pid),
+            next_comm: self.comm_of(next),
+            prev_se: prev.and_then(|i| self.se_of(i)),
+            next_se: next.and_then(|i| self.se_of(i)),
+        };
+        if prev.is_none() && next.is_none() {
+            return;
+        }
+        if let Some(p) = prev {
+            let to_out = self.cfg.to_switch_out_ns;
+            let th = &mut self.threads[p];
+            th.last_out = now.saturating_sub(to_out.min(now));
+            th.last_out_cpu = Some(cpu as u32);
+            if !prev_sleeps {
+                th.state = SimState::Waiting;
+            }
+        }
+        if let Some(n) = next {
+            let jitter = self.rand() % 4_000;
+            let th = &mut self.threads[n];
+            th.state = SimState::Running;
+            let migrated = th.last_out_cpu.is_some_and(|c| c != cpu as u32);
+            if th.t.tracked && th.t.vcpu.is_some() && th.last_out_cpu.is_some() {
+                let resume = if migrated { self.cfg.resume_migrated_ns } else { self.cfg.resume_same_ns } + jitter;
+                let first = now + resume;
+                if self.cfg.guest_gaps {
+                    self.pending.push_back(guest_gap(th.last_out, first, th.t.tid, 0, th.t.vcpu.unwrap_or(0)));
+                }
+                if self.cfg.entry_exit {
+                    self.pending.push_back(kvm_entry(first, cpu as u32, th.t.tid));
+                }
+            }
+            th.cpu = cpu as u32;
+        }
+        sw.prev_state = if prev_sleeps { 1 } else { 0 };
+        self.pending.push_back(Event::SchedSwitch(sw));
+        self.cpus[cpu].cur = next;
+        self.cpus[cpu].run_from = now;
+        self.cpus[cpu].slice_end = now + self.cfg.slice_ns;
+    }
+
+    fn start(&mut self) {
+        self.started = true;
+        for i in 0..self.threads.len() {
+            let t = &self.threads[i].t;
+            if t.tracked {
+                let ev = task_info(self.now, t.tid, t.pid, &t.vm, t.vcpu, t.nice);
+                self.pending.push_back(ev);
+            }
+        }
+    }
+
+    /// Simulates until `until` (event time) and appends the events, in timestamp order within
+    /// the batch, to `out`.
+    pub fn run_until(&mut self, until: u64, out: &mut Vec<Event>) {
+        if !self.started {
+            self.start();
+        }
+        while self.now < until {
+            // Next decision: a slice end or a wake-up, whichever is first.
+            let mut next = until;
+            for c in &self.cpus {
+                if c.cur.is_some() {
+                    next = next.min(c.slice_end);
+                }
+            }
+            for th in &self.threads {
+                if let SimState::Sleeping { until: w } = th.state {
+                    next = next.min(w.max(self.now));
+                }
+                if th.state == SimState::Running {
+                    if let Behaviour::Sleepy { .. } = th.t.behaviour {
+                        let c = &self.cpus[th.cpu as usize];
+                        next = next.min(c.run_from + th.burst_left);
+                    }
+                }
+            }
+            self.now = next.max(self.now + 1).min(until.max(self.now + 1));
+            self.step();
+        }
+        let mut evs: Vec<Event> = self.pending.drain(..).collect();
+        evs.sort_by_key(Event::ts);
+        out.extend(evs);
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        if let Some(every) = self.cfg.rebalance_every_ns {
+            if now >= self.next_rebalance {
+                self.next_rebalance = now + every.max(1);
+                self.rebalance(now);
+            }
+        }
+        // Wake-ups: queue on an allowed pCPU, preferring an idle one, else its last one.
+        for i in 0..self.threads.len() {
+            if let SimState::Sleeping { until } = self.threads[i].state {
+                if until > now {
+                    continue;
+                }
+                let ncpu = self.cpus.len() as u32;
+                let idle = (0..ncpu).find(|&c| self.allowed(i, c) && self.cpus[c as usize].cur.is_none());
+                let target = idle.unwrap_or(self.threads[i].cpu);
+                let target = if self.allowed(i, target) { target } else { self.threads[i].t.cpus.first().copied().unwrap_or(0) };
+                let minv = self.cpus[target as usize].min_vruntime;
+                let th = &mut self.threads[i];
+                // Sleeper credit: at most half a slice behind the queue.
+                th.vruntime = th.vruntime.max(minv.saturating_sub(self.cfg.slice_ns / 2));
+                if th.cpu != target {
+                    let from = th.cpu;
+                    th.cpu = target;
+                    if th.t.tracked {
+                        self.pending.push_back(migrate(now, th.t.tid, from, target));
+                    }
+                }
+                let th = &mut self.threads[i];
+                th.state = SimState::Waiting;
+                if let Behaviour::Sleepy { run_ns, .. } = th.t.behaviour {
+                    th.burst_left = run_ns;
+                }
+                if th.t.tracked {
+                    self.pending.push_back(wakeup(now, target, th.t.tid, target));
+                }
+            }
+        }
+        for cpu in 0..self.cpus.len() {
+            self.charge(cpu);
+            let cur = self.cpus[cpu].cur;
+            // Sleepy thread done with its burst: it sleeps.
+            if let Some(i) = cur {
+                if let Behaviour::Sleepy { sleep_ns, .. } = self.threads[i].t.behaviour {
+                    if self.threads[i].burst_left == 0 {
+                        self.threads[i].state = SimState::Sleeping { until: now + sleep_ns };
+                        let next = self.pick(cpu as u32);
+                        self.switch_to(cpu, next, true);
+                        continue;
+                    }
+                }
+            }
+            match cur {
+                Some(i) if now >= self.cpus[cpu].slice_end => {
+                    let next = self.pick(cpu as u32);
+                    match next {
+                        Some(n) if self.threads[n].vruntime < self.threads[i].vruntime => self.switch_to(cpu, Some(n), false),
+                        _ => self.cpus[cpu].slice_end = now + self.cfg.slice_ns,
+                    }
+                }
+                Some(i) => {
+                    // Wake-up preemption: a waiting thread far behind takes the CPU.
+                    if let Some(n) = self.pick(cpu as u32) {
+                        if self.threads[n].vruntime + self.cfg.slice_ns < self.threads[i].vruntime {
+                            self.switch_to(cpu, Some(n), false);
+                        }
+                    }
+                }
+                None => {
+                    let mut next = self.pick(cpu as u32);
+                    if next.is_none() && self.cfg.balance {
+                        // Pull the longest-waiting allowed thread from another queue.
+                        let cand = (0..self.threads.len()).find(|&i| {
+                            self.threads[i].state == SimState::Waiting && self.allowed(i, cpu as u32)
+                        });
+                        if let Some(i) = cand {
+                            let from = self.threads[i].cpu;
+                            self.threads[i].cpu = cpu as u32;
+                            if self.threads[i].t.tracked {
+                                self.pending.push_back(migrate(now, self.threads[i].t.tid, from, cpu as u32));
+                            }
+                            next = Some(i);
+                        }
+                    }
+                    if next.is_some() {
+                        self.switch_to(cpu, next, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Sim {
+    /// Moves the next waiting thread (round robin) to the following pCPU's queue.
+    fn rebalance(&mut self, now: u64) {
+        let n = self.threads.len();
+        let ncpu = self.cpus.len() as u32;
+        for k in 0..n {
+            let i = (self.rebalance_turn + k) % n;
+            if self.threads[i].state != SimState::Waiting {
+                continue;
+            }
+            let from = self.threads[i].cpu;
+            let dest = (from + 1) % ncpu;
+            if dest == from || !self.allowed(i, dest) {
+                continue;
+            }
+            self.threads[i].cpu = dest;
+            let minv = self.cpus[dest as usize].min_vruntime;
+            self.threads[i].vruntime = self.threads[i].vruntime.max(minv);
+            if self.threads[i].t.tracked {
+                self.pending.push_back(migrate(now, self.threads[i].t.tid, from, dest));
+            }
+            self.rebalance_turn = i + 1;
+            return;
+        }
+    }
+}
+
+fn vcpu(tid: u32, pid: u32, vm: &str, i: u32, nice: i32, behaviour: Behaviour) -> SimTask {
+    SimTask { tid, pid, vm: vm.to_string(), vcpu: Some(i), tracked: true, nice, cpus: vec![], behaviour }
+}
+
+/// The overcommitted demo scenario: 2 pCPUs, vm0 with 2 spinning vCPUs, vm1 (nice 5) with an
+/// exiting and a sleepy vCPU, and an untracked `kworker` waking now and then. PVM-like
+/// (guest gaps, no kvm_entry/exit), with migrations costing 5 µs on resume.
+pub fn demo_config() -> SimConfig {
+    SimConfig {
+        cpus: 2,
+        slice_ns: 3_000_000,
+        start_ts: 1_000_000_000,
+        guest_gaps: true,
+        entry_exit: false,
+        resume_same_ns: 39_000,
+        resume_migrated_ns: 44_000,
+        to_switch_out_ns: 76_000,
+        balance: true,
+        rebalance_every_ns: Some(20_000_000),
+        tasks: vec![
+            vcpu(1001, 1000, "vm0", 0, 0, Behaviour::Spin),
+            vcpu(1002, 1000, "vm0", 1, 0, Behaviour::Spin),
+            vcpu(2001, 2000, "vm1", 0, 5, Behaviour::Exits { every_ns: 200_000 }),
+            vcpu(2002, 2000, "vm1", 1, 5, Behaviour::Sleepy { run_ns: 1_000_000, sleep_ns: 4_000_000 }),
+            SimTask {
+                tid: 77,
+                pid: 77,
+                vm: "kworker/0:1".to_string(),
+                vcpu: None,
+                tracked: false,
+                nice: 0,
+                cpus: vec![0],
+                behaviour: Behaviour::Sleepy { run_ns: 200_000, sleep_ns: 50_000_000 },
+            },
+        ],
+    }
+}
+
+/// `seconds` of the demo scenario as one time-ordered vector.
+pub fn demo_stream(seconds: f64) -> Vec<Event> {
+    stream(demo_config(), seconds)
+}
+
+/// The demo scenario on a VT-x-like host: `kvm_entry`/`kvm_exit` instead of guest gaps.
+pub fn demo_stream_vmx(seconds: f64) -> Vec<Event> {
+    let mut cfg = demo_config();
+    cfg.guest_gaps = false;
+    cfg.entry_exit = true;
+    stream(cfg, seconds)
+}
+
+/// `seconds` of any scenario as one time-ordered vector.
+pub fn stream(cfg: SimConfig, seconds: f64) -> Vec<Event> {
+    let until = cfg.start_ts + (seconds.max(0.0) * 1e9) as u64;
+    let mut sim = Sim::new(cfg);
+    let mut out = Vec::new();
+    sim.run_until(until, &mut out);
+    out.sort_by_key(Event::ts);
+    out
+}
+
+/// Serves a vector of events as a [`Source`], in batches.
+pub struct SynthSource {
+    events: VecDeque<Event>,
+    batch: usize,
+    host: HostInfo,
+}
+
+impl SynthSource {
+    pub fn new(events: Vec<Event>) -> Self {
+        SynthSource {
+            events: events.into(),
+            batch: 4096,
+            host: HostInfo {
+                hostname: "synthetic".into(),
+                kernel: "synthetic".into(),
+                scheduler: "EEVDF".into(),
+                cpus: 2,
+                kvm_flavour: "none".into(),
+                clock: "CLOCK_MONOTONIC".into(),
+                tsc_hz: None,
+            },
+        }
+    }
+}
+
+impl Source for SynthSource {
+    fn poll(&mut self, out: &mut Vec<Event>, _timeout: Duration) -> Result<bool, SourceError> {
+        let n = self.batch.min(self.events.len());
+        out.extend(self.events.drain(..n));
+        Ok(!self.events.is_empty() || n > 0)
+    }
+
+    fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    fn describe(&self) -> String {
+        "synthetic".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_stream_is_ordered_and_has_every_ingredient() {
+        let evs = demo_stream(1.0);
+        assert!(evs.windows(2).all(|w| w[0].ts() <= w[1].ts()));
+        let has = |k: &str| evs.iter().any(|e| e.kind() == k);
+        for k in ["task_info", "sched_switch", "wakeup", "guest_gap", "userspace_exit"] {
+            assert!(has(k), "no {k} in the demo stream");
+        }
+        assert!(evs.len() > 1000, "{}", evs.len());
+    }
+}

@@ -1,0 +1,491 @@
+//! The scheduling model against synthetic sequences with exact expected numbers.
+
+use model::synth::*;
+use model::*;
+
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+
+fn fold(evs: &[Event]) -> Snapshot {
+    let mut m = Model::default();
+    m.ingest_batch(evs);
+    m.finish();
+    m.snapshot()
+}
+
+fn vc(s: &Snapshot, tid: u32) -> &VcpuSnapshot {
+    s.vcpus.iter().find(|v| v.tid == tid).unwrap_or_else(|| panic!("no tid {tid} in snapshot"))
+}
+
+fn close(a: f64, b: f64, eps: f64) -> bool {
+    (a - b).abs() <= eps
+}
+
+/// Expected whole-run figures of one thread.
+struct Want {
+    tid: u32,
+    run: u64,
+    wait: u64,
+    sleep: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+struct Case {
+    name: &'static str,
+    events: Vec<Event>,
+    want: Vec<Want>,
+}
+
+/// `n` equal-weight spinners round-robin on one pCPU, `slice` each, for `periods` periods.
+fn equal_weight(n: u32, slice: u64, periods: u64) -> Vec<Event> {
+    let mut evs: Vec<Event> = (1..=n).map(|t| task_info(0, t, 100, "vm0", Some(t - 1), 0)).collect();
+    let mut vr = vec![0u64; n as usize + 1];
+    let mut prev = 0u32;
+    let mut ts = 0;
+    for _ in 0..periods {
+        for t in 1..=n {
+            let mut sw = Switch::new(ts, 0, prev, t).next_se(se(vr[t as usize], 1024, vr[t as usize]));
+            if prev != 0 {
+                sw = sw.prev_se(se(vr[prev as usize], 1024, vr[prev as usize]));
+            }
+            evs.push(sw.build());
+            vr[t as usize] += slice; // weight 1024: vruntime advances 1:1 with run time
+            prev = t;
+            ts += slice;
+        }
+    }
+    // The last one is preempted by the first at the end.
+    evs.push(
+        Switch::new(ts, 0, prev, 1)
+            .prev_se(se(vr[prev as usize], 1024, vr[prev as usize]))
+            .next_se(se(vr[1], 1024, vr[1]))
+            .build(),
+    );
+    evs
+}
+
+/// nice 0 (1024) against nice 5 (335) on one pCPU: per period of 1359 µs the first runs
+/// 1024 µs and the second 335 µs, so both gain 1024 µs of vruntime per period.
+fn nice5_vs_nice0(periods: u64) -> Vec<Event> {
+    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0), task_info(0, 2, 200, "vm1", Some(0), 5)];
+    let (mut va, mut vb, mut ea, mut eb) = (0u64, 0u64, 0u64, 0u64);
+    let mut ts = 0;
+    let mut prev = 0;
+    for _ in 0..periods {
+        let mut sw = Switch::new(ts, 0, prev, 1).next_se(se(va, 1024, ea));
+        if prev == 2 {
+            sw = sw.prev_se(se(vb, 335, eb));
+        }
+        evs.push(sw.build());
+        ts += 1024 * US;
+        va += 1024 * US;
+        ea += 1024 * US;
+        evs.push(Switch::new(ts, 0, 1, 2).prev_se(se(va, 1024, ea)).next_se(se(vb, 335, eb)).build());
+        ts += 335 * US;
+        vb += 335 * US * 1024 / 335;
+        eb += 335 * US;
+        prev = 2;
+    }
+    evs.push(Switch::new(ts, 0, 2, 1).prev_se(se(vb, 335, eb)).next_se(se(va, 1024, ea)).build());
+    evs
+}
+
+/// Two spinners share pCPU 0; a sleeper wakes with a low vruntime and runs first.
+fn sleeper_runs_first() -> Vec<Event> {
+    vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        task_info(0, 2, 100, "vm0", Some(1), 0),
+        task_info(0, 3, 100, "vm0", Some(2), 0),
+        Switch::new(0, 0, 0, 1).next_se(se(50 * MS, 1024, 0)).build(),
+        Switch::new(3 * MS, 0, 1, 2).prev_se(se(53 * MS, 1024, 3 * MS)).next_se(se(51 * MS, 1024, 0)).build(),
+        wakeup(4 * MS, 1, 3, 0),
+        Switch::new(4 * MS + 50 * US, 0, 2, 3)
+            .prev_se(se(52 * MS + 50 * US, 1024, 1050 * US))
+            .next_se(se(49 * MS, 1024, 0))
+            .build(),
+        Switch::new(5 * MS + 50 * US, 0, 3, 1).sleeping().prev_se(se(50 * MS, 1024, MS)).build(),
+        switch(8 * MS, 0, 1, 2),
+    ]
+}
+
+/// Preempted → waiting, sleeping → wakeup → waiting, across two pCPUs with an untracked task.
+fn states_across_cpus() -> Vec<Event> {
+    vec![
+        task_info(0, 10, 100, "vm0", Some(0), 0),
+        task_info(0, 11, 100, "vm0", Some(1), 0),
+        switch(0, 0, 0, 10),
+        switch(0, 1, 0, 11),
+        switch(1 * MS, 1, 11, 500),        // 11 preempted by an untracked task
+        switch_sleep(2 * MS, 0, 10, 0),    // 10 sleeps
+        switch(3 * MS, 1, 500, 11),        // 11 back after 2 ms waiting
+        wakeup(5 * MS, 1, 10, 0),          // 10 wakes after 3 ms asleep
+        switch(5 * MS + 100 * US, 0, 0, 10),
+        switch_sleep(9 * MS, 1, 11, 0),
+        switch(10 * MS, 0, 10, 0),
+    ]
+}
+
+#[test]
+fn exact_accounting_table() {
+    let cases = vec![
+        Case {
+            name: "3 equal-weight spinners, 4 ms slices, 5 periods",
+            events: equal_weight(3, 4 * MS, 5),
+            want: vec![
+                Want { tid: 1, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
+                Want { tid: 2, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
+                Want { tid: 3, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
+            ],
+        },
+        Case {
+            name: "nice 5 vs nice 0, 10 periods",
+            events: nice5_vs_nice0(10),
+            want: vec![
+                Want { tid: 1, run: 10240 * US, wait: 3350 * US, sleep: 0, voluntary: 0, involuntary: 10 },
+                Want { tid: 2, run: 3350 * US, wait: 10240 * US, sleep: 0, voluntary: 0, involuntary: 10 },
+            ],
+        },
+        Case {
+            name: "sleeper with low vruntime runs first",
+            events: sleeper_runs_first(),
+            want: vec![
+                Want { tid: 1, run: 5950 * US, wait: 2050 * US, sleep: 0, voluntary: 0, involuntary: 2 },
+                Want { tid: 2, run: 1050 * US, wait: 6950 * US, sleep: 0, voluntary: 0, involuntary: 1 },
+                Want { tid: 3, run: MS, wait: 50 * US, sleep: 6950 * US, voluntary: 1, involuntary: 0 },
+            ],
+        },
+        Case {
+            name: "preempt, sleep, wake across pCPUs",
+            events: states_across_cpus(),
+            want: vec![
+                Want { tid: 10, run: 6900 * US, wait: 100 * US, sleep: 3 * MS, voluntary: 1, involuntary: 1 },
+                Want { tid: 11, run: 7 * MS, wait: 2 * MS, sleep: MS, voluntary: 1, involuntary: 1 },
+            ],
+        },
+    ];
+    for case in cases {
+        let s = fold(&case.events);
+        for w in &case.want {
+            let v = vc(&s, w.tid);
+            let got = (v.run_ns, v.wait_ns, v.sleep_ns, v.voluntary_switches, v.involuntary_switches);
+            let want = (w.run, w.wait, w.sleep, w.voluntary, w.involuntary);
+            assert_eq!(got, want, "{}: tid {} (run, wait, sleep, vol, invol)", case.name, w.tid);
+            assert!(v.run_ns + v.wait_ns + v.sleep_ns <= v.elapsed_ns, "{}: tid {}", case.name, w.tid);
+        }
+    }
+}
+
+#[test]
+fn equal_weights_gain_equal_vruntime_per_period() {
+    // period × NICE_0_LOAD / total weight = 12 ms × 1024 / 3072 = 4 ms per period each.
+    for periods in [1u64, 3, 5] {
+        let s = fold(&equal_weight(3, 4 * MS, periods));
+        for tid in 1..=3 {
+            let v = vc(&s, tid);
+            let expected = periods * 12 * MS * 1024 / (3 * 1024);
+            // Thread 1 is back on the CPU at the end: its vruntime is as of that switch-in.
+            assert_eq!(v.vruntime, expected, "tid {tid} after {periods} periods");
+            assert!(close(v.cpu_share, 1.0 / 3.0, 1e-9), "{}", v.cpu_share);
+            assert!(close(v.entitled_share, 1.0 / 3.0, 1e-9), "{}", v.entitled_share);
+            assert_eq!(v.lag, 0, "all equal: no lag");
+            assert_eq!(v.task_clock_ns, expected.saturating_sub(if tid == 1 { 0 } else { 0 }), "tid {tid}");
+        }
+        let vm = &s.vms[0];
+        assert!(close(vm.fairness, 1.0, 1e-9));
+    }
+}
+
+#[test]
+fn nice_5_gets_335_of_1359() {
+    let s = fold(&nice5_vs_nice0(10));
+    let a = vc(&s, 1);
+    let b = vc(&s, 2);
+    assert_eq!((a.weight, b.weight), (1024, 335));
+    assert_eq!(b.nice, 5);
+    assert!(close(a.cpu_share, 1024.0 / 1359.0, 1e-9), "{}", a.cpu_share);
+    assert!(close(b.cpu_share, 335.0 / 1359.0, 1e-9), "{}", b.cpu_share);
+    assert!(close(a.entitled_share, 1024.0 / 1359.0, 1e-9), "{}", a.entitled_share);
+    assert!(close(b.entitled_share, 335.0 / 1359.0, 1e-9), "{}", b.entitled_share);
+    // Both advanced 10 × 1024 µs of vruntime: the weights were honoured exactly.
+    assert_eq!(a.vruntime, 10 * 1024 * US);
+    assert_eq!(b.vruntime, 10 * 1024 * US);
+    assert_eq!(b.task_clock_ns, 3350 * US);
+    // Each VM got what it was entitled to: perfectly fair across VMs.
+    assert!(close(s.fairness, 1.0, 1e-9), "{}", s.fairness);
+}
+
+#[test]
+fn sleeper_waits_briefly_and_blames_who_ran() {
+    let s = fold(&sleeper_runs_first());
+    let c = vc(&s, 3);
+    assert_eq!(c.wait.count, 1);
+    assert!(close(c.wait.p50 as f64, 50_000.0, 500.0), "{:?}", c.wait);
+    let culprit = s.wait_culprits.iter().find(|w| w.tid == 3).expect("culprit for tid 3");
+    assert_eq!(culprit.culprit, "vm0/vcpu1");
+    assert_eq!(culprit.ns, 50 * US);
+    // Thread 2 waited 3.95 ms in the queue: behind 3 (1 ms) and 1 (2.95 ms). Its first 3 ms,
+    // before any event of its own, count as wait but cannot be attributed.
+    let mut c2: Vec<(String, u64)> =
+        s.wait_culprits.iter().filter(|w| w.tid == 2).map(|w| (w.culprit.clone(), w.ns)).collect();
+    c2.sort();
+    assert_eq!(c2, vec![("vm0/vcpu0".to_string(), 2950 * US), ("vm0/vcpu2".to_string(), MS)]);
+}
+
+#[test]
+fn occupancy_splits_vm_other_and_idle() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        Switch::new(2 * MS, 0, 1, 77).next_comm("kworker/0:1").build(),
+        switch_sleep(3 * MS, 0, 77, 0),
+        switch(4 * MS, 0, 0, 1),
+        Event::Pio(Pio { ts: 5 * MS, cpu: 1, tid: 1, rw: 1, port: 0x3f8, size: 1, val: 0 }),
+    ];
+    let s = fold(&evs);
+    let p = s.pcpus.iter().find(|p| p.cpu == 0).expect("cpu 0");
+    let o = &p.occupancy_run;
+    assert!(close(o.idle, 0.2, 1e-9), "{o:?}");
+    assert_eq!(o.vms.len(), 1);
+    assert!(close(o.vms[0].1, 0.6, 1e-9), "{o:?}");
+    assert_eq!(o.others[0].0, "kworker/0:1");
+    assert!(close(o.others[0].1, 0.2, 1e-9), "{o:?}");
+    assert_eq!(o, &p.occupancy_1s, "a 5 ms run is inside the last second");
+    let covered: u64 = p.lane.iter().map(|l| l.end - l.start).sum();
+    assert_eq!(covered, 5 * MS);
+    assert_eq!(p.current_tid, Some(1));
+}
+
+#[test]
+fn resume_latency_from_guest_gaps_splits_same_and_migrated() {
+    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0), switch(0, 0, 0, 1), switch(0, 1, 0, 99)];
+    let mut t = 10 * MS;
+    for i in 0..20u64 {
+        let migrate_now = i % 2 == 1;
+        let cpu_out = if i % 4 < 2 { 0 } else { 1 };
+        let cpu_in = if migrate_now { 1 - cpu_out } else { cpu_out };
+        let _ = cpu_in;
+        evs.push(switch(t, cpu_out, 1, 99 + cpu_out));
+        evs.push(switch(t + 2 * MS, cpu_in, 99 + cpu_in, 1));
+        let resume = if migrate_now { 44 * US } else { 39 * US };
+        evs.push(guest_gap(t - 76 * US, t + 2 * MS + resume, 1, 0, 0));
+        t += 10 * MS;
+    }
+    // Rebuild cleanly: track which CPU the vCPU is on.
+    let mut evs2 = vec![task_info(0, 1, 100, "vm0", Some(0), 0), switch(0, 0, 0, 1), switch(0, 1, 0, 98)];
+    let mut on = 0u32;
+    let mut t = 10 * MS;
+    let mut migrated = 0;
+    for i in 0..20u64 {
+        let other = 98 + on; // each CPU has its own filler task
+        evs2.push(switch(t, on, 1, other));
+        let next = if i % 2 == 1 { 1 - on } else { on };
+        let filler_next = 98 + next;
+        evs2.push(switch(t + 2 * MS, next, filler_next, 1));
+        if next != on {
+            migrated += 1;
+        }
+        let resume = if next != on { 44 * US } else { 39 * US };
+        evs2.push(guest_gap(t - 76 * US, t + 2 * MS + resume, 1, 0, 0));
+        on = next;
+        t += 10 * MS;
+    }
+    drop(evs);
+    let s = fold(&evs2);
+    let v = vc(&s, 1);
+    assert_eq!(v.pcpu_changes, migrated);
+    assert_eq!(v.migrations, migrated, "no migrate events: falls back to pCPU changes");
+    let r = &v.resume;
+    assert_eq!(r.source, "guest_gap");
+    assert_eq!(r.same_pcpu.count, 20 - migrated);
+    assert_eq!(r.migrated.count, migrated);
+    assert!(close(r.same_pcpu.p50 as f64, 39_000.0, 390.0), "{r:?}");
+    assert!(close(r.migrated.p50 as f64, 44_000.0, 440.0), "{r:?}");
+    assert!(close(r.to_switch_out.p50 as f64, 76_000.0, 760.0), "{r:?}");
+    assert!((4_000..=6_000).contains(&r.migration_cost_p50), "{r:?}");
+    assert_eq!(v.guest_gaps, 20);
+    assert_eq!(s.resume.migrated.count, migrated);
+    assert!(s.health.notes.iter().any(|n| n.contains("no guest entry/exit events")));
+}
+
+#[test]
+fn late_guest_gaps_still_match_their_switch_in() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch(10 * MS, 0, 1, 50),
+        switch(12 * MS, 0, 50, 1),
+        switch(500 * MS, 0, 1, 50),
+    ];
+    let mut m = Model::default();
+    m.ingest_batch(&evs);
+    // The VMM delivers the gap half a second later, far outside the reorder window.
+    m.ingest(&guest_gap(10 * MS - 76 * US, 12 * MS + 39 * US, 1, 0, 0));
+    m.finish();
+    let s = m.snapshot();
+    assert_eq!(s.health.out_of_order, 0, "late gaps are normal, not disorder");
+    assert_eq!(vc(&s, 1).resume.same_pcpu.count, 1);
+}
+
+#[test]
+fn kvm_entry_exit_give_resume_and_exit_latency() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        kvm_entry(20 * US, 0, 1),
+        kvm_exit(MS, 0, 1, ExitIsa::Vmx, 30),
+        kvm_entry(MS + 5 * US, 0, 1),
+        kvm_exit(2 * MS, 0, 1, ExitIsa::Vmx, 48),
+        kvm_entry(2 * MS + 3 * US, 0, 1),
+        kvm_exit(3 * MS, 0, 1, ExitIsa::Vmx, 1),
+        switch(3 * MS + 10 * US, 0, 1, 0),
+        switch(4 * MS, 1, 0, 1),
+        kvm_entry(4 * MS + 30 * US, 1, 1),
+        kvm_exit(5 * MS, 1, 1, ExitIsa::Svm, 0x7b),
+        userspace_exit(5 * MS + 1 * US, 1, 1, 2),
+        kvm_entry(5 * MS + 40 * US, 1, 1),
+    ];
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!(v.resume.source, "kvm_entry");
+    assert_eq!(v.resume.same_pcpu.count, 1);
+    assert!(close(v.resume.same_pcpu.p50 as f64, 20_000.0, 200.0), "{:?}", v.resume);
+    assert_eq!(v.resume.migrated.count, 1);
+    assert!(close(v.resume.migrated.p50 as f64, 30_000.0, 300.0), "{:?}", v.resume);
+    assert_eq!(v.resume.to_switch_out.count, 1);
+    assert!(close(v.resume.to_switch_out.p50 as f64, 10_000.0, 100.0));
+    let ex = |name: &str| v.exits.iter().find(|e| e.reason == name).unwrap_or_else(|| panic!("{name}: {:?}", v.exits));
+    assert_eq!(ex("IO_INSTRUCTION").count, 1);
+    assert!(close(ex("IO_INSTRUCTION").latency.p50 as f64, 5_000.0, 50.0));
+    assert_eq!(ex("EPT_VIOLATION").count, 1);
+    assert_eq!(ex("EXTERNAL_INTERRUPT").count, 1);
+    assert_eq!(ex("IOIO").count, 1);
+    assert_eq!(ex("userspace:IO").count, 1);
+    assert!(close(ex("userspace:IO").latency.p50 as f64, 39_000.0, 390.0));
+    assert!(!s.health.notes.iter().any(|n| n.contains("no guest entry/exit")));
+    assert_eq!(v.state, Some(VcpuState::InGuest));
+}
+
+#[test]
+fn migrate_events_define_migrations() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch(MS, 0, 1, 50),
+        // Moved between queues twice while waiting: two kernel migrations, no pCPU change.
+        migrate(MS + 10 * US, 1, 0, 1),
+        migrate(MS + 20 * US, 1, 1, 0),
+        switch(2 * MS, 0, 50, 1),
+    ];
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!(v.migrations, 2);
+    assert_eq!(v.pcpu_changes, 0);
+    assert!(s.health.notes.iter().any(|n| n.contains("sched_migrate_task")));
+}
+
+#[test]
+fn vmclear_cross_calls_are_attributed() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 1, 0, 1),
+        vmclear(10 * US, 1, CrossCallPhase::Queue, 0xabc, 0, 1),
+        vmclear(14 * US, 0, CrossCallPhase::Entry, 0xabc, 0, 0),
+        vmclear(18 * US, 0, CrossCallPhase::Exit, 0xabc, 0, 0),
+    ];
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!(v.resume.vmclear_calls, 1);
+    assert!(close(v.resume.vmclear.p50 as f64, 8_000.0, 80.0));
+    assert_eq!(s.resume.vmclear_calls, 1);
+}
+
+#[test]
+fn health_counts_lost_unknown_reuse_and_ended() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        Switch::new(MS, 0, 1, 9).next_se(se(1, 1024, 1)).build(),
+        lost(3 * MS, 0, 7),
+        task_info(4 * MS, 1, 200, "vm1", Some(0), 0),
+        vm_ended(5 * MS, 200, "vm1"),
+    ];
+    let s = fold(&evs);
+    assert_eq!(s.health.lost_events, 7);
+    assert_eq!(s.health.uncertain_ns, 2 * MS, "since cpu 0's last event");
+    assert_eq!(s.health.unknown_tids, 1);
+    assert_eq!(s.health.tid_reuse, 1);
+    assert_eq!(s.vcpus.iter().filter(|v| v.tid == 1).count(), 2);
+    assert!(s.vms.iter().find(|v| v.name == "vm1").is_some_and(|v| v.ended));
+    assert!(s.health.notes.iter().any(|n| n.contains("7 events lost")));
+}
+
+#[test]
+fn reordering_within_the_window_changes_nothing() {
+    let ordered = demo_stream(2.0);
+    let mut shuffled = ordered.clone();
+    // Swap neighbours that are less than 1 ms apart (and not equal: ties keep arrival order).
+    let mut i = 0;
+    while i + 1 < shuffled.len() {
+        let (a, b) = (shuffled[i].ts(), shuffled[i + 1].ts());
+        if a < b && b - a < MS {
+            shuffled.swap(i, i + 1);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    let a = fold(&ordered);
+    let mut m = Model::default();
+    for chunk in shuffled.chunks(100) {
+        m.ingest_batch(chunk);
+    }
+    m.finish();
+    let b = m.snapshot();
+    assert_eq!(b.health.out_of_order, 0);
+    for (x, y) in a.vcpus.iter().zip(&b.vcpus) {
+        assert_eq!((x.tid, x.run_ns, x.wait_ns, x.sleep_ns), (y.tid, y.run_ns, y.wait_ns, y.sleep_ns));
+    }
+}
+
+#[test]
+fn demo_stream_gives_every_headline_figure() {
+    let s = fold(&demo_stream(5.0));
+    assert_eq!(s.vcpus.len(), 4);
+    for v in &s.vcpus {
+        assert!(v.run_ns > 0 && v.vruntime > 0 && v.weight > 0, "{v:?}");
+        assert!(v.run_ns + v.wait_ns + v.sleep_ns <= v.elapsed_ns);
+    }
+    assert!(s.resume.same_pcpu.count > 0 && s.resume.migrated.count > 0, "{:?}", s.resume);
+    assert!(s.resume.migration_cost_p50 > 0);
+    assert_eq!(s.pcpus.len(), 2);
+    assert!(s.vms.iter().all(|v| v.fairness > 0.0 && v.fairness <= 1.0 + 1e-9));
+    let json = serde_json::to_string(&s).expect("snapshot serialises");
+    assert!(json.contains("\"vruntime\""));
+}
+
+#[test]
+fn windows_cover_the_last_second() {
+    // One spinner alone for 3 s, then it sleeps for the last 0.5 s.
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch_sleep(2500 * MS, 0, 1, 0),
+        Event::Pio(Pio { ts: 3000 * MS, cpu: 1, tid: 0, rw: 0, port: 0, size: 1, val: 0 }),
+    ];
+    let mut m = Model::default();
+    for e in &evs {
+        m.ingest(e);
+    }
+    m.finish();
+    let s = m.snapshot_window(Window::LastSecond);
+    assert_eq!(s.window, Window::LastSecond);
+    let v = vc(&s, 1);
+    assert_eq!((v.elapsed_ns, v.run_ns, v.sleep_ns), (1000 * MS, 500 * MS, 500 * MS));
+    let ten = m.snapshot_window(Window::LastTenSeconds);
+    assert_eq!(vc(&ten, 1).run_ns, 2500 * MS, "10 s covers the whole 3 s run");
+    let whole = m.snapshot();
+    assert_eq!(vc(&whole, 1).run_ns, 2500 * MS);
+    let occ = &whole.pcpus[0].occupancy_1s;
+    assert!(close(occ.idle, 0.5, 1e-9), "{occ:?}");
+}

@@ -1,0 +1,596 @@
+//! Loads kvmscope's eBPF object with aya, attaches its programs, fills the tracked-thread
+//! filter and turns the ring buffer into `model::Event`s.
+//!
+//! # API
+//! ```no_run
+//! use std::time::Duration;
+//! use probes::loader::{ProbeOptions, Probes};
+//!
+//! # fn main() -> Result<(), probes::loader::ProbeError> {
+//! // Needs root (or CAP_BPF + CAP_PERFMON), BTF and tracefs (mounted here if absent).
+//! let mut probes = Probes::load(ProbeOptions::default())?;
+//! for w in probes.warnings() {
+//!     eprintln!("warning: {w}"); // a feature this host cannot give, e.g. no kvm_exit
+//! }
+//! probes.track(1234)?; // a vCPU thread id; only tracked threads produce events
+//! let mut events = Vec::new();
+//! loop {
+//!     // Sleeps until `wakeup_bytes` of records wait or the timeout passes (no busy loop),
+//!     // then drains the ring: the timeout bounds the latency of sparse events.
+//!     // Ring-buffer overflows arrive as `Event::Lost` in the same batch.
+//!     probes.poll(&mut events, Duration::from_millis(100))?;
+//!     # break;
+//! }
+//! println!("{} events, {} lost", events.len(), probes.lost_total());
+//! # Ok(()) }
+//! ```
+//! - [`ProbeOptions`]: ring buffer size (`ring_bytes`, a power of two ≥ the page size), the
+//!   reader wakeup threshold (`wakeup_bytes`) and which optional event groups to attach
+//!   (`kvm`, `cross_calls`).
+//! - [`Probes::load`] attaches everything the host has. Without `sched_switch` it fails; any
+//!   other missing tracepoint is a warning ([`Probes::warnings`]) naming the lost feature.
+//!   [`Probes::attached`] lists what is attached (`"sched:sched_switch"`, `"kvm:kvm_exit"`...).
+//! - [`Probes::track`] / [`Probes::untrack`] edit the in-kernel filter: a switch is sent when
+//!   either side is tracked; wakeup, migrate, exit and kvm events only for tracked threads.
+//!   Callers untrack a thread after its `TaskExit` (tids are reused).
+//! - [`Probes::poll`] appends decoded events; timestamps are CLOCK_MONOTONIC ns.
+//! - Dropping [`Probes`] detaches every program and frees the maps.
+//!
+//! kvm tracepoints are attached as classic tracepoints with field offsets read from tracefs
+//! at load time (KVM is a module on most hosts; layouts differ by kernel version).
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use model::{Event, Lost};
+
+use crate::decode::Decoder;
+use crate::tracefs::{self, EventFormat, KvmOffsets};
+
+/// The compiled eBPF object (built from `ebpf/kvmscope.bpf.c` by `build.rs`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kvmscope.bpf.o"));
+
+/// Size of the in-kernel tracked-thread map (`tracked` in kvmscope.bpf.c).
+pub const MAX_TRACKED: usize = 8192;
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes: a power of two and a multiple of the page size.
+    pub ring_bytes: u32,
+    /// Attach the `kvm:*` tracepoints (entry, exit, userspace exit, pio).
+    pub kvm: bool,
+    /// Attach the optional `csd:*` tracepoints (VMCLEAR cross-call attribution).
+    pub cross_calls: bool,
+    /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
+    /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
+    /// switches it then reads about.
+    pub wakeup_bytes: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            ring_bytes: 16 << 20,
+            kvm: true,
+            cross_calls: true,
+            wakeup_bytes: 64 << 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "loading eBPF probes needs root or CAP_BPF and CAP_PERFMON (run with sudo, or use --no-bpf)"
+    )]
+    NotPrivileged,
+    #[error(
+        "no kernel BTF at /sys/kernel/btf/vmlinux: the probes need a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (or use --no-bpf)"
+    )]
+    NoBtf,
+    #[error("cannot read kernel BTF from /sys/kernel/btf/vmlinux: {0}")]
+    Btf(String),
+    #[error("{0}")]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("ring buffer size {0} is not a power of two of at least the page size ({1} bytes)")]
+    BadRingSize(u32, usize),
+    #[error("cannot load the eBPF object: {0}")]
+    Load(String),
+    #[error("cannot attach {what}: {reason}")]
+    Attach { what: &'static str, reason: String },
+    #[error("eBPF object has no {0} map (object and loader out of step)")]
+    MissingMap(&'static str),
+    #[error("cannot track thread {tid}: {reason}")]
+    Track { tid: u32, reason: String },
+    #[error("cannot wait on the ring buffer: {0}")]
+    Poll(std::io::Error),
+    #[error("cannot read the lost-event counters: {0}")]
+    Lost(String),
+}
+
+#[derive(Clone, Copy)]
+enum Hook {
+    /// `tp_btf/<name>` (vmlinux tracepoints).
+    Btf(&'static str),
+    /// Classic `tracepoint/<category>/<name>` (works for module tracepoints).
+    Classic(&'static str, &'static str),
+}
+
+struct Spec {
+    program: &'static str,
+    /// `category:event`, as listed by [`Probes::attached`].
+    event: &'static str,
+    hook: Hook,
+    /// What users lose when it cannot be attached.
+    feature: &'static str,
+}
+
+const SCHED: [Spec; 5] = [
+    Spec {
+        program: "handle_sched_switch",
+        event: "sched:sched_switch",
+        hook: Hook::Btf("sched_switch"),
+        feature: "context switches",
+    },
+    Spec {
+        program: "handle_sched_waking",
+        event: "sched:sched_waking",
+        hook: Hook::Btf("sched_waking"),
+        feature: "who woke a thread on remote wakeups",
+    },
+    Spec {
+        program: "handle_sched_wakeup",
+        event: "sched:sched_wakeup",
+        hook: Hook::Btf("sched_wakeup"),
+        feature: "wakeup events",
+    },
+    Spec {
+        program: "handle_sched_migrate_task",
+        event: "sched:sched_migrate_task",
+        hook: Hook::Btf("sched_migrate_task"),
+        feature: "migration events",
+    },
+    Spec {
+        program: "handle_sched_process_exit",
+        event: "sched:sched_process_exit",
+        hook: Hook::Btf("sched_process_exit"),
+        feature: "thread exit events",
+    },
+];
+
+const KVM: [Spec; 4] = [
+    Spec {
+        program: "handle_kvm_entry",
+        event: "kvm:kvm_entry",
+        hook: Hook::Classic("kvm", "kvm_entry"),
+        feature: "guest entry events",
+    },
+    Spec {
+        program: "handle_kvm_exit",
+        event: "kvm:kvm_exit",
+        hook: Hook::Classic("kvm", "kvm_exit"),
+        feature: "guest exit reasons",
+    },
+    Spec {
+        program: "handle_kvm_userspace_exit",
+        event: "kvm:kvm_userspace_exit",
+        hook: Hook::Classic("kvm", "kvm_userspace_exit"),
+        feature: "exits to the VMM",
+    },
+    Spec {
+        program: "handle_kvm_pio",
+        event: "kvm:kvm_pio",
+        hook: Hook::Classic("kvm", "kvm_pio"),
+        feature: "port I/O exit details",
+    },
+];
+
+const CSD: [Spec; 3] = [
+    Spec {
+        program: "handle_csd_queue_cpu",
+        event: "csd:csd_queue_cpu",
+        hook: Hook::Btf("csd_queue_cpu"),
+        feature: "cross-CPU call (VMCLEAR IPI) attribution",
+    },
+    Spec {
+        program: "handle_csd_function_entry",
+        event: "csd:csd_function_entry",
+        hook: Hook::Btf("csd_function_entry"),
+        feature: "cross-CPU call (VMCLEAR IPI) attribution",
+    },
+    Spec {
+        program: "handle_csd_function_exit",
+        event: "csd:csd_function_exit",
+        hook: Hook::Btf("csd_function_exit"),
+        feature: "cross-CPU call (VMCLEAR IPI) attribution",
+    },
+];
+
+/// Cost counters of one attached program (non-zero only while `kernel.bpf_stats_enabled=1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// `category:event` the program is attached to.
+    pub event: &'static str,
+    /// Kernel program id (as `bpftool prog show` lists it).
+    pub id: u32,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// The loaded and attached probes. Dropping it detaches everything.
+pub struct Probes {
+    // Field order matters for Drop only in that all of these are independent kernel objects;
+    // the programs (and their links) live in `ebpf`.
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    tracked: HashMap<MapData, u32, u32>,
+    lost: PerCpuArray<MapData, u64>,
+    lost_seen: Vec<u64>,
+    lost_total: u64,
+    decoder: Decoder,
+    attached: Vec<&'static str>,
+    warnings: Vec<String>,
+    undecodable: u64,
+}
+
+impl Probes {
+    /// Checks privileges, BTF and tracefs, loads the object and attaches every program the
+    /// host supports. See the module docs.
+    pub fn load(opts: ProbeOptions) -> Result<Probes, ProbeError> {
+        check_privileges()?;
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return Err(ProbeError::NoBtf);
+        }
+        let page = page_size();
+        if !opts.ring_bytes.is_power_of_two() || (opts.ring_bytes as usize) < page {
+            return Err(ProbeError::BadRingSize(opts.ring_bytes, page));
+        }
+        let mut warnings = Vec::new();
+        raise_memlock(&mut warnings);
+        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))?;
+
+        // kvm tracepoint layouts, from this kernel's tracefs.
+        let mut offsets = KvmOffsets::default();
+        let mut kvm_usable: Vec<&'static str> = Vec::new();
+        if opts.kvm {
+            let root = tracefs::tracefs_root()?;
+            for spec in &KVM {
+                let Hook::Classic(system, name) = spec.hook else {
+                    continue;
+                };
+                let usable = match EventFormat::load(&root, system, name)? {
+                    None => Err(format!(
+                        "{} is not on this kernel (is KVM loaded?)",
+                        spec.event
+                    )),
+                    Some(format) => match name {
+                        "kvm_entry" => offsets.set_entry(&format),
+                        "kvm_exit" => offsets.set_exit(&format),
+                        "kvm_userspace_exit" => offsets.set_userspace_exit(&format),
+                        _ => offsets.set_pio(&format),
+                    },
+                };
+                match usable {
+                    Ok(()) => kvm_usable.push(spec.program),
+                    Err(why) => warnings.push(format!("{} lost: {why}", spec.feature)),
+                }
+            }
+        }
+
+        let globals = offsets.globals();
+        let wakeup_bytes = u64::from(opts.wakeup_bytes.min(opts.ring_bytes / 2));
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            .set_max_entries("events", opts.ring_bytes)
+            .set_global("wakeup_bytes", &wakeup_bytes, true);
+        for (name, value) in &globals {
+            loader.set_global(name, value, true);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
+
+        let mut attached = Vec::new();
+        for spec in &SCHED {
+            match attach(&mut ebpf, spec, &btf) {
+                Ok(()) => attached.push(spec.event),
+                Err(reason) if spec.program == "handle_sched_switch" => {
+                    return Err(ProbeError::Attach {
+                        what: spec.event,
+                        reason,
+                    });
+                }
+                Err(reason) => warnings.push(format!("{} lost: {reason}", spec.feature)),
+            }
+        }
+        for spec in KVM.iter().filter(|s| kvm_usable.contains(&s.program)) {
+            match attach(&mut ebpf, spec, &btf) {
+                Ok(()) => attached.push(spec.event),
+                Err(reason) => warnings.push(format!("{} lost: {reason}", spec.feature)),
+            }
+        }
+        let mut decoder = Decoder::default();
+        if opts.cross_calls {
+            let mut csd_failed = None;
+            for spec in &CSD {
+                match attach(&mut ebpf, spec, &btf) {
+                    Ok(()) => attached.push(spec.event),
+                    Err(reason) => csd_failed = csd_failed.or(Some(reason)),
+                }
+            }
+            if let Some(reason) = csd_failed {
+                warnings.push(format!("{} lost: {reason}", CSD[0].feature));
+            } else {
+                decoder.vmclear_func = std::fs::read_to_string("/proc/kallsyms")
+                    .ok()
+                    .and_then(|k| tracefs::kallsyms_lookup(&k, "__loaded_vmcs_clear"));
+            }
+        }
+
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "events")?)
+            .map_err(|e| ProbeError::Load(format!("events map: {e}")))?;
+        let tracked = HashMap::try_from(take_map(&mut ebpf, "tracked")?)
+            .map_err(|e| ProbeError::Load(format!("tracked map: {e}")))?;
+        let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
+            .map_err(|e| ProbeError::Load(format!("lost map: {e}")))?;
+
+        Ok(Probes {
+            ebpf,
+            ring,
+            tracked,
+            lost,
+            lost_seen: Vec::new(),
+            lost_total: 0,
+            decoder,
+            attached,
+            warnings,
+            undecodable: 0,
+        })
+    }
+
+    /// Report events of thread `tid` from now on.
+    pub fn track(&mut self, tid: u32) -> Result<(), ProbeError> {
+        if tid == 0 {
+            return Err(ProbeError::Track {
+                tid,
+                reason: "tid 0 is the idle task".into(),
+            });
+        }
+        self.tracked
+            .insert(tid, 1, 0)
+            .map_err(|e| ProbeError::Track {
+                tid,
+                reason: format!("{e} (at most {MAX_TRACKED} threads can be tracked)"),
+            })
+    }
+
+    /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
+    pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
+        match self.tracked.remove(&tid) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(ProbeError::Track {
+                tid,
+                reason: format!("cannot untrack: {e}"),
+            }),
+        }
+    }
+
+    /// Appends the available events to `out`. When none are waiting, sleeps until
+    /// `wakeup_bytes` of records have gathered or `timeout` passes, then drains: `timeout` is
+    /// the latency bound for sparse events (use the consumer's tick, e.g. 100 ms).
+    /// Records lost to a full ring buffer since the last call are appended as `Event::Lost`
+    /// (one per CPU that lost some).
+    pub fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<(), ProbeError> {
+        let before = out.len();
+        self.drain(out);
+        if out.len() == before {
+            // Records below the wakeup threshold do not wake us: drain after the timeout too.
+            wait_readable(self.ring.as_raw_fd(), timeout)?;
+            self.drain(out);
+        }
+        self.collect_lost(out)
+    }
+
+    /// Records the kernel could not deliver since load (ring buffer full).
+    pub fn lost_total(&self) -> u64 {
+        self.lost_total
+    }
+
+    /// Records that could not be decoded (object and decoder out of step: a bug).
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
+    }
+
+    /// Features this host cannot provide, one line each ("guest exit reasons lost: ...").
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Tracepoints attached, as `category:event`.
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// Address of KVM's `__loaded_vmcs_clear` if the host has it (VT-x with kvm_intel).
+    pub fn vmclear_func(&self) -> Option<u64> {
+        self.decoder.vmclear_func
+    }
+
+    /// Run-time counters of every attached program (for the cost benchmark).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let specs = SCHED.iter().chain(KVM.iter()).chain(CSD.iter());
+        specs
+            .filter(|s| self.attached.contains(&s.event))
+            .filter_map(|s| {
+                let info = self.ebpf.program(s.program)?.info().ok()?;
+                Some(ProgramStats {
+                    event: s.event,
+                    id: info.id(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+
+    fn drain(&mut self, out: &mut Vec<Event>) {
+        while let Some(item) = self.ring.next() {
+            match self.decoder.decode(&item) {
+                Ok(event) => out.push(event),
+                Err(e) => {
+                    if self.undecodable == 0 {
+                        self.warnings.push(format!("undecodable records: {e}"));
+                    }
+                    self.undecodable += 1;
+                }
+            }
+        }
+    }
+
+    fn collect_lost(&mut self, out: &mut Vec<Event>) -> Result<(), ProbeError> {
+        let per_cpu = self
+            .lost
+            .get(&0, 0)
+            .map_err(|e| ProbeError::Lost(e.to_string()))?;
+        if self.lost_seen.len() < per_cpu.len() {
+            self.lost_seen.resize(per_cpu.len(), 0);
+        }
+        let now = monotonic_ns();
+        for (cpu, (&count, seen)) in per_cpu.iter().zip(self.lost_seen.iter_mut()).enumerate() {
+            if count > *seen {
+                let delta = count - *seen;
+                *seen = count;
+                self.lost_total += delta;
+                out.push(Event::Lost(Lost {
+                    ts: now,
+                    cpu: cpu as u32,
+                    count: delta,
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &Spec, btf: &Btf) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| format!("program {} missing from the eBPF object", spec.program))?;
+    match spec.hook {
+        Hook::Btf(name) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load(name, btf)
+                .map_err(|e| format!("{} cannot be loaded: {e}", spec.event))?;
+            p.attach()
+                .map_err(|e| format!("{} cannot be attached: {e}", spec.event))?;
+        }
+        Hook::Classic(category, name) => {
+            let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load()
+                .map_err(|e| format!("{} cannot be loaded: {e}", spec.event))?;
+            p.attach(category, name)
+                .map_err(|e| format!("{} cannot be attached: {e}", spec.event))?;
+        }
+    }
+    Ok(())
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+}
+
+/// Root, or CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN) in the effective set.
+fn check_privileges() -> Result<(), ProbeError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(ProbeError::NotPrivileged)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup,
+/// so a failed raise (no CAP_SYS_RESOURCE) only matters, and is only reported, on old ones.
+fn raise_memlock(warnings: &mut Vec<String>) {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `unlimited` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return;
+    }
+    let err = std::io::Error::last_os_error();
+    if kernel_before(5, 11) {
+        warnings.push(format!(
+            "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel (< 5.11)"
+        ));
+    }
+}
+
+fn kernel_before(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .trim()
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (maj, min) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (maj, min) < (major, minor)
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Waits until `fd` is readable or `timeout` passes. `Ok(false)` on timeout or a signal.
+fn wait_readable(fd: i32, timeout: Duration) -> Result<bool, ProbeError> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(ProbeError::Poll(err));
+    }
+    Ok(rc > 0)
+}

@@ -1,0 +1,114 @@
+//! A trace file as a [`model::Source`]: `report FILE`, `replay` and `export` read recordings
+//! through this, so every sink works the same on a recording as live.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use model::trace_file::{self, ChunkInfo, ReadStats, TraceHeader, TraceReader, Trailer};
+use model::{Event, HostInfo, Source, SourceError};
+
+/// Events from a trace file, one chunk per [`poll`](Source::poll).
+pub struct FileSource {
+    path: PathBuf,
+    reader: TraceReader<BufReader<File>>,
+}
+
+// Parts of this API serve `replay` (seeking) and are not used by every command.
+#[allow(dead_code)]
+impl FileSource {
+    /// Opens `path` and reads its header. Errors say what is wrong with the file.
+    pub fn open(path: &Path) -> anyhow::Result<FileSource> {
+        let reader = trace_file::open(path)?;
+        Ok(FileSource { path: path.to_path_buf(), reader })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The recording's header: host, tracked processes, command line.
+    pub fn header(&self) -> &TraceHeader {
+        self.reader.header()
+    }
+
+    /// The trailer, once reading reached it (None while reading, or if the recorder was
+    /// killed before it could finalise the file).
+    pub fn trailer(&self) -> Option<&Trailer> {
+        self.reader.trailer()
+    }
+
+    /// Events read so far, chunks skipped as corrupt, bytes lost to truncation.
+    pub fn stats(&self) -> &ReadStats {
+        self.reader.stats()
+    }
+
+    /// Problems met so far, one line each (truncation, corrupt chunks, no trailer).
+    pub fn problems(&self) -> Vec<String> {
+        self.reader.stats().problems()
+    }
+
+    /// Offsets and time ranges of every events chunk from the current position on, for
+    /// seeking; the read position is unchanged.
+    pub fn index(&mut self) -> anyhow::Result<Vec<ChunkInfo>> {
+        Ok(self.reader.index()?)
+    }
+
+    /// Continue from the chunk at `chunk.offset` (from [`index`](Self::index)). Stats keep
+    /// counting from where they were.
+    pub fn seek(&mut self, chunk: &ChunkInfo) -> anyhow::Result<()> {
+        Ok(self.reader.seek_to(chunk.offset)?)
+    }
+
+    /// Reads every remaining event into memory (replay's simple path; a 4 s demo recording is
+    /// a few hundred thousand events).
+    pub fn load_all(&mut self) -> anyhow::Result<Vec<Event>> {
+        let mut all = Vec::new();
+        while self.reader.next_chunk(&mut all)? {}
+        Ok(all)
+    }
+
+    /// Opens `path` and reads it to the end: header, all events, what went wrong.
+    pub fn read_all(path: &Path) -> anyhow::Result<(FileSource, Vec<Event>)> {
+        let mut src = FileSource::open(path)?;
+        let events =
+            src.load_all().with_context(|| format!("reading events from {}", path.display()))?;
+        Ok((src, events))
+    }
+}
+
+impl Source for FileSource {
+    fn poll(&mut self, out: &mut Vec<Event>, _timeout: Duration) -> Result<bool, SourceError> {
+        // A file never waits: one chunk per call keeps batches bounded for the model.
+        Ok(self.reader.next_chunk(out)?)
+    }
+
+    fn host(&self) -> &HostInfo {
+        &self.reader.header().host
+    }
+
+    fn describe(&self) -> String {
+        format!("replay: {}", self.path.display())
+    }
+}
+
+/// Creates an output file (trace, export), refusing to replace an existing one unless
+/// `force`: a recording is often the only copy of what happened.
+pub fn create_output(path: &Path, force: bool) -> anyhow::Result<File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "{} already exists; pass --force to overwrite it or choose another -o",
+            path.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
+    })
+}

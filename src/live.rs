@@ -1,0 +1,619 @@
+//! The live source: what `trace`, `report`, `record` and the dashboard read when they watch
+//! this host rather than a file.
+//!
+//! It wires three things into one `model::Source`:
+//! - the targets (`--demo`, `--pid`, `--all-kvm`, `--qemu`), resolved by `probes::targets` and
+//!   rescanned about once a second so threads and VMs that come and go are noticed;
+//! - the eBPF probes (`probes::loader`), whose decoded events are passed through;
+//! - with `--demo`, the bundled VMM started in-process, whose guest-gap records join the
+//!   stream as `Event::GuestGap`.
+//!
+//! Every tracked thread is announced with an `Event::TaskInfo` before its first other event; a
+//! tracked process that disappears yields `Event::VmEnded`.
+//!
+//! With `--no-bpf` no probes are loaded: the stream carries only the task and VM events (and
+//! guest gaps), and [`LiveSource::counter_readings`] gives per-thread perf counters and
+//! schedstat figures instead.
+//!
+//! Stopping (the `stop` flag from Ctrl-C/SIGTERM, or [`LiveSource::stop_after`]) stops the VMM,
+//! drains the ring buffer and detaches the probes; dropping the source does the same, so a
+//! panic or an early `?` never leaves probes attached or vCPU threads running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use model::{Comm, Event, GuestGap, HostInfo, Lost, Source, SourceError, TaskInfo, VmEnded};
+use probes::counters::{CounterReading, ProcSched, SchedStat, ThreadCounters};
+use probes::loader::{ProbeOptions, Probes};
+use probes::targets::{self, TargetSpec, TrackedThread};
+
+use crate::cli::TargetArgs;
+
+/// How often targets are rescanned for new or vanished threads.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// CLOCK_MONOTONIC now, ns: the clock of every event timestamp.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A stop flag set by the first Ctrl-C or SIGTERM; a second one exits at once (status 130),
+/// in case stopping itself hangs.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the exit is armed only once the flag below has been set once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// Refuse early, in one line, when the eBPF probes cannot be loaded by this user.
+/// `command` names the subcommand in the message (`trace`, `report`, ...).
+pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow::Result<()> {
+    if target.no_bpf {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && !has_bpf_capabilities() {
+        let command = command.map(|c| format!(" {c}")).unwrap_or_default();
+        bail!(
+            "kvmscope{command} needs root (or CAP_BPF and CAP_PERFMON); \
+             without them, try --no-bpf for counters only"
+        );
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "no BTF at /sys/kernel/btf/vmlinux: this kernel was built without \
+             CONFIG_DEBUG_INFO_BTF, which the probes need (try --no-bpf for counters only)"
+        );
+    }
+    Ok(())
+}
+
+/// CAP_BPF (39) and CAP_PERFMON (38) both in the effective set.
+fn has_bpf_capabilities() -> bool {
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << CAP_BPF) != 0 && eff & (1 << CAP_PERFMON) != 0
+}
+
+/// One thread's kernel figures in `--no-bpf` mode.
+#[derive(Clone, Debug)]
+pub struct CounterRow {
+    pub thread: TrackedThread,
+    /// perf software counters since tracking began (None if they could not be opened).
+    pub counters: Option<CounterReading>,
+    /// schedstat growth since tracking began.
+    pub schedstat: Option<SchedStat>,
+    /// `/proc/.../sched` now (vruntime, weight, switch and migration totals).
+    pub sched: Option<ProcSched>,
+}
+
+/// Per-thread state of a tracked thread in `--no-bpf` mode.
+struct CounterState {
+    counters: Option<ThreadCounters>,
+    schedstat_at_start: Option<SchedStat>,
+}
+
+/// How targets are found again on each rescan.
+enum Targets {
+    /// The in-process VMM: its vCPU threads are known and live as long as the source.
+    Demo,
+    Spec(TargetSpec),
+}
+
+pub struct LiveSource {
+    host: HostInfo,
+    stop: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+    targets: Targets,
+    vmm: Option<vmm::RunningVmm>,
+    vmm_summary: Option<vmm::Summary>,
+    /// Probes were loaded (they are detached, and `probes` emptied, when the source ends).
+    bpf: bool,
+    probes: Option<Probes>,
+    /// Tracked threads by tid.
+    tracked: BTreeMap<u32, TrackedThread>,
+    /// Tracked processes (pid → VM name) not yet reported ended.
+    processes: BTreeMap<u32, String>,
+    counters: BTreeMap<u32, CounterState>,
+    /// Events produced by the source itself (TaskInfo, VmEnded), emitted on the next poll.
+    pending: Vec<Event>,
+    gaps: Vec<GuestGap>,
+    last_rescan: Instant,
+    start_ns: u64,
+    finished: bool,
+    /// Lost-event total read just before the probes were detached.
+    final_lost: u64,
+    /// Guest-gap records the VMM lost so far (already reported as `Lost`).
+    gaps_lost: u64,
+    warnings: Vec<String>,
+}
+
+impl LiveSource {
+    /// Resolve the targets, load and attach the probes (unless `--no-bpf`), start the bundled
+    /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
+    pub fn open(target: &TargetArgs, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
+        require_privileges(None, target)?;
+        let start_ns = monotonic_ns();
+        let host = probes::host::host_info();
+
+        // Resolve external targets before loading anything: a wrong pid is the most common
+        // mistake and deserves an instant, clear answer.
+        let spec = spec_from_args(target);
+        let initial = match &spec {
+            Some(spec) => targets::resolve(spec)?,
+            None => Vec::new(),
+        };
+
+        // Probes before the VMM, so its vCPU threads are tracked before their guests run.
+        let probes = if target.no_bpf {
+            None
+        } else {
+            let options = ProbeOptions {
+                ring_bytes: target.ring_bytes,
+                ..Default::default()
+            };
+            Some(Probes::load(options).context("cannot load the eBPF probes")?)
+        };
+        let warnings = probes
+            .as_ref()
+            .map(|p| p.warnings().to_vec())
+            .unwrap_or_default();
+
+        let mut source = LiveSource {
+            host,
+            stop,
+            deadline: None,
+            targets: match spec {
+                Some(spec) => Targets::Spec(spec),
+                None => Targets::Demo,
+            },
+            vmm: None,
+            vmm_summary: None,
+            bpf: probes.is_some(),
+            probes,
+            tracked: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            pending: Vec::new(),
+            gaps: Vec::new(),
+            last_rescan: Instant::now(),
+            start_ns,
+            finished: false,
+            final_lost: 0,
+            gaps_lost: 0,
+            warnings,
+        };
+
+        if target.demo {
+            let scenario = match &target.scenario {
+                Some(path) => vmm::Scenario::from_toml_file(path)
+                    .with_context(|| format!("cannot read scenario {}", path.display()))?,
+                None => vmm::Scenario::default_demo(),
+            };
+            let pid = std::process::id();
+            let mut track_error = None;
+            // Track each vCPU thread once it exists but before its guest runs: its very first
+            // exits and switches are in the stream.
+            let running = vmm::start_with(&scenario, |vcpus| {
+                for v in vcpus {
+                    let thread = TrackedThread {
+                        pid,
+                        tid: v.tid,
+                        comm: v.thread.clone(),
+                        vm: v.vm_name.clone(),
+                        vcpu: Some(v.vcpu),
+                    };
+                    if let Err(e) = source.start_tracking(thread, Some(v.nice)) {
+                        track_error.get_or_insert(e);
+                    }
+                }
+            })
+            .context("cannot start the bundled VMM")?;
+            source.host.tsc_hz = Some(running.tsc_hz());
+            source.vmm = Some(running);
+            if let Some(e) = track_error {
+                // Dropping the source stops the VMM and detaches the probes.
+                return Err(e);
+            }
+        } else {
+            for t in initial {
+                source.start_tracking(t, None)?;
+            }
+        }
+        Ok(source)
+    }
+
+    /// Stop by itself once `d` has passed since now.
+    pub fn stop_after(&mut self, d: Duration) {
+        self.deadline = Some(Instant::now() + d);
+    }
+
+    /// CLOCK_MONOTONIC ns when the source opened: the origin of relative timestamps.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// Whether events come from the eBPF probes (false with `--no-bpf`).
+    pub fn has_probes(&self) -> bool {
+        self.bpf
+    }
+
+    /// Problems that did not stop the source (a tracepoint missing on this kernel, ...).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Lost kernel events so far, as counted in BPF.
+    pub fn lost_total(&self) -> u64 {
+        self.probes
+            .as_ref()
+            .map_or(self.final_lost, |p| p.lost_total())
+    }
+
+    /// The in-process VMM's summary, once it has been stopped.
+    pub fn vmm_summary(&self) -> Option<&vmm::Summary> {
+        self.vmm_summary.as_ref()
+    }
+
+    /// `--no-bpf` figures per tracked thread: perf counters and schedstat since tracking
+    /// began, `/proc/.../sched` now.
+    pub fn counter_readings(&mut self) -> Vec<CounterRow> {
+        let mut rows = Vec::new();
+        for (tid, thread) in &self.tracked {
+            let state = self.counters.get_mut(tid);
+            let (counters, schedstat) = match state {
+                Some(s) => {
+                    let c = s.counters.as_mut().and_then(|c| c.read().ok());
+                    let now = SchedStat::read(thread.pid, thread.tid).ok();
+                    let delta = match (now, s.schedstat_at_start) {
+                        (Some(now), Some(start)) => Some(SchedStat {
+                            run_ns: now.run_ns.saturating_sub(start.run_ns),
+                            wait_ns: now.wait_ns.saturating_sub(start.wait_ns),
+                            timeslices: now.timeslices.saturating_sub(start.timeslices),
+                        }),
+                        _ => None,
+                    };
+                    (c, delta)
+                }
+                None => (None, None),
+            };
+            rows.push(CounterRow {
+                thread: thread.clone(),
+                counters,
+                schedstat,
+                sched: ProcSched::read(thread.pid, thread.tid).ok(),
+            });
+        }
+        rows
+    }
+
+    fn start_tracking(&mut self, t: TrackedThread, nice: Option<i32>) -> anyhow::Result<()> {
+        if self.tracked.contains_key(&t.tid) {
+            return Ok(());
+        }
+        let nice = nice
+            .or_else(|| targets::ThreadStat::read(t.pid, t.tid).ok().map(|s| s.nice))
+            .unwrap_or(0);
+        if let Some(p) = &mut self.probes {
+            p.track(t.tid)
+                .with_context(|| format!("cannot track thread {} ({})", t.tid, t.comm))?;
+        } else {
+            let counters = match ThreadCounters::open(t.tid) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.warnings.push(e.to_string());
+                    None
+                }
+            };
+            self.counters.insert(
+                t.tid,
+                CounterState {
+                    counters,
+                    schedstat_at_start: SchedStat::read(t.pid, t.tid).ok(),
+                },
+            );
+        }
+        self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
+        self.pending.push(Event::TaskInfo(TaskInfo {
+            ts: monotonic_ns(),
+            tid: t.tid,
+            pid: t.pid,
+            comm: Comm::new(&t.comm),
+            vm: t.vm.clone(),
+            vcpu: t.vcpu,
+            nice,
+        }));
+        self.tracked.insert(t.tid, t);
+        Ok(())
+    }
+
+    fn stop_tracking(&mut self, tid: u32) {
+        if let Some(p) = &mut self.probes {
+            // The thread is gone; a failure to remove it from the filter map costs nothing.
+            let _ = p.untrack(tid);
+        }
+        self.counters.remove(&tid);
+        self.tracked.remove(&tid);
+    }
+
+    /// Find threads and processes that appeared or vanished since the last scan.
+    fn rescan(&mut self) -> anyhow::Result<()> {
+        self.last_rescan = Instant::now();
+        let Targets::Spec(spec) = &self.targets else {
+            return Ok(());
+        };
+        let known_pids: BTreeSet<u32> = self.processes.keys().copied().collect();
+        let mut now: Vec<TrackedThread> = Vec::new();
+        // Processes that still exist but could not be read this time keep their threads.
+        let mut keep: BTreeSet<u32> = BTreeSet::new();
+        match spec {
+            TargetSpec::Pids(pids) => {
+                for &pid in pids {
+                    scan_pid(pid, &mut now, &mut keep);
+                }
+            }
+            TargetSpec::AllKvm => {
+                let pids: BTreeSet<u32> = targets::kvm_processes()
+                    .into_iter()
+                    .chain(known_pids.iter().copied())
+                    .collect();
+                for pid in pids {
+                    scan_pid(pid, &mut now, &mut keep);
+                }
+            }
+            TargetSpec::Qemu { selector, qmp } => {
+                let selector = selector.as_deref().filter(|s| !s.is_empty());
+                match probes::qemu::vcpu_threads(selector, qmp.as_deref()) {
+                    Ok(t) => now = t,
+                    Err(_) => keep.extend(
+                        known_pids
+                            .iter()
+                            .copied()
+                            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
+                    ),
+                }
+            }
+            TargetSpec::Threads(t) => {
+                now = t
+                    .iter()
+                    .filter(|t| targets::ThreadStat::read(t.pid, t.tid).is_ok())
+                    .cloned()
+                    .collect();
+            }
+        }
+
+        let now_tids: BTreeSet<u32> = now.iter().map(|t| t.tid).collect();
+        let gone: Vec<u32> = self
+            .tracked
+            .values()
+            .filter(|t| !now_tids.contains(&t.tid) && !keep.contains(&t.pid))
+            .map(|t| t.tid)
+            .collect();
+        for tid in gone {
+            self.stop_tracking(tid);
+        }
+        for t in now {
+            self.start_tracking(t, None)?;
+        }
+        let live_pids: BTreeSet<u32> = self.tracked.values().map(|t| t.pid).collect();
+        let ended: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|pid| !live_pids.contains(pid))
+            .collect();
+        for pid in ended {
+            if let Some(vm) = self.processes.remove(&pid) {
+                self.pending.push(Event::VmEnded(VmEnded {
+                    ts: monotonic_ns(),
+                    pid,
+                    vm,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Move the VMM's new guest gaps into `out`; fail on a guest crash.
+    fn drain_vmm(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
+        let Some(vmm) = self.vmm.take() else {
+            return Ok(());
+        };
+        vmm.drain_gaps(&mut self.gaps);
+        out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        self.note_gaps_lost(&vmm, out);
+        if let Some(failure) = vmm.failure() {
+            // Stop the other vCPUs now (the VMM already has); the summary is of no use.
+            self.finished = true;
+            drop(vmm);
+            return Err(anyhow::Error::new(failure).context("the bundled VMM failed"));
+        }
+        self.vmm = Some(vmm);
+        Ok(())
+    }
+
+    /// Guest-gap records the VMM could not keep (ring overruns) become `Lost` events, so a
+    /// gap count is never silently short.
+    fn note_gaps_lost(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {
+        let total = vmm.gaps_lost();
+        if total > self.gaps_lost {
+            out.push(Event::Lost(Lost {
+                ts: monotonic_ns(),
+                cpu: u32::MAX,
+                count: total - self.gaps_lost,
+            }));
+            self.gaps_lost = total;
+        }
+    }
+
+    /// Stop the VMM, drain what is left, detach the probes and report the end of every VM.
+    fn finish(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
+        self.finished = true;
+        out.append(&mut self.pending);
+        let mut vmm_error = None;
+        if let Some(vmm) = self.vmm.take() {
+            // Stop the guests first, so every exit they make is still seen by the probes.
+            vmm.drain_gaps(&mut self.gaps);
+            self.note_gaps_lost(&vmm, out);
+            match vmm.stop() {
+                Ok(summary) => self.vmm_summary = Some(summary),
+                Err(e) => vmm_error = Some(e),
+            }
+        }
+        out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        if let Some(p) = &mut self.probes {
+            // The ring may still hold the last events (the VMM's final switches and exits).
+            p.poll(out, Duration::from_millis(50))
+                .context("cannot read the probes' ring buffer")?;
+        }
+        // Detach now, not at drop: the summary's lost count must be final.
+        if let Some(p) = self.probes.take() {
+            self.final_lost = p.lost_total();
+            drop(p);
+        }
+        let ts = monotonic_ns();
+        for (pid, vm) in std::mem::take(&mut self.processes) {
+            out.push(Event::VmEnded(VmEnded { ts, pid, vm }));
+        }
+        match vmm_error {
+            Some(e) => Err(anyhow::Error::new(e).context("the bundled VMM failed")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The target spec of everything but `--demo` (which is resolved from the VMM it starts).
+fn spec_from_args(target: &TargetArgs) -> Option<TargetSpec> {
+    if target.demo {
+        None
+    } else if !target.pid.is_empty() {
+        Some(TargetSpec::Pids(target.pid.clone()))
+    } else if target.all_kvm {
+        Some(TargetSpec::AllKvm)
+    } else if let Some(sel) = &target.qemu {
+        Some(TargetSpec::Qemu {
+            selector: Some(sel.clone()).filter(|s| !s.is_empty()),
+            qmp: target.qmp.clone(),
+        })
+    } else {
+        // No target given: every KVM process, the most useful default for a live session.
+        Some(TargetSpec::AllKvm)
+    }
+}
+
+/// One process's threads for a rescan: gone processes add nothing; processes that exist
+/// but cannot be read right now are kept as they were.
+fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {
+    match targets::resolve_pid(pid) {
+        Ok(Some(t)) => now.extend(t),
+        Ok(None) | Err(targets::TargetError::NoSuchProcess(_)) => {}
+        Err(targets::TargetError::NoVcpu { .. }) => {}
+        Err(_) => {
+            keep.insert(pid);
+        }
+    }
+}
+
+impl Source for LiveSource {
+    fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
+        if self.finished {
+            return Ok(false);
+        }
+        if self.stop_requested() {
+            self.finish(out)?;
+            return Ok(true);
+        }
+        out.append(&mut self.pending);
+        if self.last_rescan.elapsed() >= RESCAN_EVERY {
+            self.rescan()?;
+            out.append(&mut self.pending);
+        }
+        self.drain_vmm(out)?;
+        // Wake up in time for the next rescan, the deadline and the stop flag.
+        let mut wait = timeout.min(RESCAN_EVERY.saturating_sub(self.last_rescan.elapsed()));
+        if let Some(d) = self.deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
+        wait = wait.min(Duration::from_millis(100));
+        match &mut self.probes {
+            Some(p) => {
+                let before = out.len();
+                p.poll(out, wait)
+                    .context("cannot read the probes' ring buffer")?;
+                // An exited thread's tid can be reused by an unrelated thread: stop
+                // filtering on it now rather than at the next rescan.
+                let exited: Vec<u32> = out[before..]
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::TaskExit(x) if self.tracked.contains_key(&x.tid) => Some(x.tid),
+                        _ => None,
+                    })
+                    .collect();
+                for tid in exited {
+                    self.stop_tracking(tid);
+                }
+            }
+            None => std::thread::sleep(wait),
+        }
+        Ok(true)
+    }
+
+    fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    fn describe(&self) -> String {
+        match &self.targets {
+            Targets::Demo => "live: bundled VMM (--demo)".to_string(),
+            Targets::Spec(TargetSpec::Pids(p)) => format!(
+                "live: pid {}",
+                p.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Targets::Spec(TargetSpec::AllKvm) => "live: all KVM processes".to_string(),
+            Targets::Spec(TargetSpec::Qemu { selector, .. }) => match selector {
+                Some(s) => format!("live: QEMU {s}"),
+                None => "live: all QEMU VMs".to_string(),
+            },
+            Targets::Spec(TargetSpec::Threads(_)) => "live: threads".to_string(),
+        }
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        // Runs on early returns and panics too: never leave vCPU threads running or probes
+        // attached. Probes detach when dropped (their links close with their fds).
+        if let Some(vmm) = self.vmm.take() {
+            // `stop` joins the vCPU threads with the VMM's own timeout.
+            let _ = vmm.stop();
+        }
+        self.probes.take();
+    }
+}

@@ -1,0 +1,306 @@
+//! `kvmscope report` as a sink: drive any [`Source`] into the model, then render one screen of
+//! text or one JSON document from the snapshot.
+//!
+//! Kept apart from `cmd/report.rs` (which only picks the source) so the same function serves
+//! live targets, trace files and synthetic streams in tests.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use model::{HostInfo, Model, ModelConfig, Percentiles, Snapshot, Source, VcpuState};
+use serde::Serialize;
+
+/// Where the events came from, for the report header and the JSON `source` section.
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceSection {
+    /// "live" or "file".
+    pub kind: String,
+    /// The source's own description ("live", "replay: FILE").
+    pub describe: String,
+    /// Anything a source wants to add (a trace file's header and event counts, ...).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The whole report: what `--json` prints and what the text is rendered from.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportDoc {
+    pub report_version: u32,
+    pub source: SourceSection,
+    pub host: HostInfo,
+    /// Event time covered, seconds.
+    pub duration_s: f64,
+    /// The model's snapshot over the whole observation (lanes and chart series left out).
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
+
+/// How long to drive the source.
+pub struct DriveLimits<'a> {
+    /// Wall-clock observation time (live sources); `None`: until the source ends.
+    pub wall: Option<Duration>,
+    /// Event-time limit from the first event (trace files), ns.
+    pub event_span_ns: Option<u64>,
+    /// Set by Ctrl-C or the caller; the source is then drained and the report printed.
+    pub stop: &'a AtomicBool,
+}
+
+/// Folds everything `source` yields (within `limits`) into a fresh model.
+pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Result<Model> {
+    let mut model = Model::new(ModelConfig::default());
+    let mut batch = Vec::with_capacity(8192);
+    let began = Instant::now();
+    let mut first_ts: Option<u64> = None;
+    loop {
+        if limits.wall.is_some_and(|w| began.elapsed() >= w) {
+            // Tell a live source to wind down; keep polling to drain what it still holds.
+            limits.stop.store(true, Ordering::SeqCst);
+        }
+        batch.clear();
+        let more = source
+            .poll(&mut batch, Duration::from_millis(100))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("reading events from {}", source.describe()))?;
+        if let (Some(span), Some(first)) = (limits.event_span_ns, first_ts.or(batch.first().map(|e| e.ts()))) {
+            first_ts = Some(first);
+            let end = first.saturating_add(span);
+            if let Some(cut) = batch.iter().position(|e| e.ts() > end) {
+                batch.truncate(cut);
+                model.ingest_batch(&batch);
+                break;
+            }
+        }
+        if first_ts.is_none() {
+            first_ts = batch.first().map(|e| e.ts());
+        }
+        model.ingest_batch(&batch);
+        if !more {
+            break;
+        }
+        if limits.stop.load(Ordering::SeqCst) && limits.wall.is_none_or(|w| began.elapsed() >= w + Duration::from_secs(5)) {
+            // Stopped (Ctrl-C) and the source did not end within 5 s of that: report anyway.
+            break;
+        }
+    }
+    model.finish();
+    Ok(model)
+}
+
+/// Builds the report document from a finished model.
+pub fn document(model: &Model, source: SourceSection, host: HostInfo) -> ReportDoc {
+    let mut snapshot = model.snapshot();
+    for p in &mut snapshot.pcpus {
+        p.lane.clear();
+    }
+    snapshot.vruntime.clear();
+    let duration_s = snapshot.ts.saturating_sub(snapshot.start) as f64 / 1e9;
+    ReportDoc { report_version: 1, source, host, duration_s, snapshot }
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+fn pct(p: &Percentiles) -> String {
+    if p.count == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.0}/{:.0}/{:.0}", us(p.p50), us(p.p90), us(p.p99))
+    }
+}
+
+fn state_name(s: Option<VcpuState>) -> &'static str {
+    match s {
+        Some(VcpuState::InGuest) => "guest",
+        Some(VcpuState::Running) => "running",
+        Some(VcpuState::InVmm) => "vmm",
+        Some(VcpuState::Waiting) => "waiting",
+        Some(VcpuState::Sleeping) => "sleeping",
+        Some(VcpuState::Unknown) | None => "-",
+    }
+}
+
+/// One screen of text.
+pub fn render_text(doc: &ReportDoc) -> String {
+    let s = &doc.snapshot;
+    let h = &doc.host;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "kvmscope report: {} | {:.2} s | {} {} | {} pCPUs | kvm {}",
+        doc.source.describe, doc.duration_s, h.scheduler, h.kernel, h.cpus, h.kvm_flavour
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<8} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
+        "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
+    );
+    let shown: Vec<_> = s.vcpus.iter().filter(|v| v.vcpu.is_some() || v.run_ns > 0).collect();
+    for v in &shown {
+        let _ = writeln!(
+            o,
+            "{:<8} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
+            truncate(&v.vm, 8),
+            v.vcpu.map_or("-".to_string(), |i| i.to_string()),
+            v.tid,
+            state_name(v.state),
+            ms(v.run_ns),
+            ms(v.task_clock_ns),
+            ms(v.wait_ns),
+            ms(v.sleep_ns),
+            v.cpu_share * 100.0,
+            v.entitled_share * 100.0,
+            v.weight,
+            ms(v.vruntime),
+            v.lag as f64 / 1e6,
+            v.migrations,
+            v.switches,
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Resume latency, µs p50/p90/p99 (switch-in → guest runs; source: {})",
+        s.resume.source
+    );
+    let _ = writeln!(o, "{:<14} {:>18} {:>18} {:>18} {:>10}", "", "same pCPU", "migrated", "last instr → out", "wait");
+    for v in &shown {
+        let r = &v.resume;
+        let _ = writeln!(
+            o,
+            "{:<14} {:>18} {:>18} {:>18} {:>10}",
+            truncate(&format!("{}/{} {}", v.vm, v.vcpu.map_or("-".into(), |i| i.to_string()), v.tid), 14),
+            format!("{} (n={})", pct(&r.same_pcpu), r.same_pcpu.count),
+            format!("{} (n={})", pct(&r.migrated), r.migrated.count),
+            pct(&r.to_switch_out),
+            if v.wait.count > 0 { format!("{:.0}", us(v.wait.p50)) } else { "-".into() },
+        );
+    }
+    let r = &s.resume;
+    if r.same_pcpu.count > 0 && r.migrated.count > 0 {
+        let _ = writeln!(
+            o,
+            "all vCPUs: same {} | migrated {} | migration cost p50 {:+.1} µs, p99 {:+.1} µs",
+            pct(&r.same_pcpu),
+            pct(&r.migrated),
+            r.migration_cost_p50 as f64 / 1e3,
+            r.migration_cost_p99 as f64 / 1e3
+        );
+    }
+    if r.vmclear_calls > 0 {
+        let _ = writeln!(o, "VMCLEAR cross-calls: {} (queue → done {} µs)", r.vmclear_calls, pct(&r.vmclear));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "pCPU occupancy (whole run)");
+    for p in &s.pcpus {
+        let occ = &p.occupancy_run;
+        let mut parts: Vec<String> = occ.vms.iter().map(|(n, f)| format!("{n} {:.1}%", f * 100.0)).collect();
+        for (n, f) in occ.others.iter().take(3) {
+            parts.push(format!("{n} {:.1}%", f * 100.0));
+        }
+        parts.push(format!("idle {:.1}%", occ.idle * 100.0));
+        let _ = writeln!(o, "  cpu{:<3} {}", p.cpu, parts.join(", "));
+    }
+    let _ = writeln!(o);
+    for vm in &s.vms {
+        let _ = writeln!(
+            o,
+            "{:<10} pid {:<7} vCPUs {} run {:.1} ms wait {:.1} ms share {:.2} CPUs (entitled {:.2}) fairness {:.3}{}",
+            vm.name,
+            vm.pid,
+            vm.vcpus,
+            ms(vm.run_ns),
+            ms(vm.wait_ns),
+            vm.cpu_share,
+            vm.entitled_share,
+            vm.fairness,
+            if vm.ended { " (ended)" } else { "" }
+        );
+    }
+    let _ = writeln!(o, "fairness across VMs (Jain, weight-normalised): {:.3}", s.fairness);
+    let mut culprits = s.wait_culprits.clone();
+    culprits.sort_by(|a, b| b.ns.cmp(&a.ns));
+    if !culprits.is_empty() {
+        let top: Vec<String> =
+            culprits.iter().take(4).map(|c| format!("tid {} behind {} {:.1} ms", c.tid, c.culprit, ms(c.ns))).collect();
+        let _ = writeln!(o, "top wait culprits: {}", top.join("; "));
+    }
+    let hl = &s.health;
+    let _ = writeln!(
+        o,
+        "health: {} events, {} lost, {} out of order, {} unknown tids, {} tid reuse",
+        hl.events, hl.lost_events, hl.out_of_order, hl.unknown_tids, hl.tid_reuse
+    );
+    for n in &hl.notes {
+        let _ = writeln!(o, "  note: {n}");
+    }
+    o
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::synth::{demo_stream, SynthSource};
+
+    fn demo_doc() -> ReportDoc {
+        let mut src = SynthSource::new(demo_stream(3.0));
+        let stop = AtomicBool::new(false);
+        let model = drive(&mut src, &DriveLimits { wall: None, event_span_ns: None, stop: &stop })
+            .expect("synthetic source never fails");
+        let host = src.host().clone();
+        document(
+            &model,
+            SourceSection { kind: "synthetic".into(), describe: src.describe(), extra: Default::default() },
+            host,
+        )
+    }
+
+    #[test]
+    fn json_carries_the_per_vcpu_headline_fields() {
+        let doc = demo_doc();
+        let v: serde_json::Value = serde_json::to_value(&doc).expect("serialises");
+        let vcpus = v["vcpus"].as_array().expect("vcpus array");
+        assert_eq!(vcpus.len(), 4);
+        for c in vcpus {
+            for key in ["tid", "run_ns", "wait_ns", "sleep_ns", "vruntime", "weight", "migrations"] {
+                assert!(c.get(key).is_some(), "missing {key}");
+            }
+            assert!(c["resume"]["same_pcpu"]["p50"].is_u64());
+            assert!(c["resume"]["migrated"]["p99"].is_u64());
+        }
+        assert!((doc.duration_s - 3.0).abs() < 0.01, "{}", doc.duration_s);
+        assert!(v["pcpus"][0]["lane"].as_array().is_some_and(|l| l.is_empty()));
+        assert_eq!(v["source"]["kind"], "synthetic");
+    }
+
+    #[test]
+    fn event_span_limits_a_file_report() {
+        let mut src = SynthSource::new(demo_stream(3.0));
+        let stop = AtomicBool::new(false);
+        let model = drive(&mut src, &DriveLimits { wall: None, event_span_ns: Some(1_000_000_000), stop: &stop })
+            .expect("drive");
+        let s = model.snapshot();
+        assert!(s.ts - s.start <= 1_000_000_000, "{}", s.ts - s.start);
+        assert!(s.ts - s.start > 900_000_000);
+    }
+
+    #[test]
+    fn text_fits_one_screen_and_names_everything() {
+        let text = render_text(&demo_doc());
+        assert!(text.lines().count() <= 40, "{text}");
+        for needle in ["vm0", "vm1", "same pCPU", "migrated", "cpu0", "fairness", "health"] {
+            assert!(text.contains(needle), "no {needle} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! `kvmscope qemu list` against real QEMU VMs: vCPUs mapped via QMP (no debug-threads) and via
+//! `CPU n/KVM` thread names (no QMP), checked against QEMU's own answer and `/proc`.
+//!
+//! Every QEMU started here is killed by pid when its guard drops, also when a test fails.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// How a test VM offers QMP.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Qmp {
+    None,
+    /// `-qmp unix:PATH,server=on,wait=off`
+    Option,
+    /// `-chardev socket,id=ID,path=PATH,... -mon chardev=ID,mode=control`
+    ChardevMon,
+}
+
+/// A daemonized QEMU this test started, killed by pid on drop.
+struct Qemu {
+    pid: u32,
+    name: String,
+    dir: PathBuf,
+    qmp: Option<PathBuf>,
+}
+
+impl Qemu {
+    /// Start a 2-vCPU VM as PLATFORM.md describes (`-display none`: QEMU refuses
+    /// `-nographic` with `-daemonize`); `qmp` adds a QMP socket, `debug_threads`
+    /// names the vCPU threads. Returns once both vCPU descriptors exist.
+    fn start(tag: &str, qmp: Qmp, debug_threads: bool) -> Qemu {
+        let name = format!("kvmscope-test-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("qemu.pid");
+        let sock = dir.join("qmp.sock");
+        let mut name_opt = format!("guest={name}");
+        if debug_threads {
+            name_opt.push_str(",debug-threads=on");
+        }
+        let mut cmd = Command::new(QEMU);
+        cmd.args([
+            "-enable-kvm",
+            "-smp",
+            "2",
+            "-m",
+            "128",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", dir.join("serial.log").display()))
+        .arg("-pidfile")
+        .arg(&pidfile)
+        .args(["-name", &name_opt]);
+        match qmp {
+            Qmp::None => {}
+            Qmp::Option => {
+                cmd.arg("-qmp")
+                    .arg(format!("unix:{},server=on,wait=off", sock.display()));
+            }
+            Qmp::ChardevMon => {
+                cmd.arg("-chardev")
+                    .arg(format!(
+                        "socket,id=qmp0,path={},server=on,wait=off",
+                        sock.display()
+                    ))
+                    .args(["-mon", "chardev=qmp0,mode=control"]);
+            }
+        }
+        cmd.arg("-daemonize");
+        let out = cmd.output().expect("run qemu-system-x86_64");
+        // Read the pid before asserting, so a half-started QEMU is still killed.
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let guard = Qemu {
+            pid: pid.unwrap_or(0),
+            name,
+            dir,
+            qmp: (qmp != Qmp::None).then_some(sock),
+        };
+        assert!(
+            out.status.success(),
+            "qemu failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(guard.pid > 0, "qemu wrote no pid file");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vcpu_fds(guard.pid) < 2 {
+            assert!(Instant::now() < deadline, "qemu never opened 2 vCPUs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        guard
+    }
+
+    fn tasks(&self) -> Vec<u32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Qemu {
+    /// Kill this QEMU now (by its pid) and wait until it is gone.
+    fn kill(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions; the pid is the QEMU this
+            // guard started (from its own pid file).
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive(self.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.pid = 0;
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Running, not gone or a zombie waiting for its (re)parent to reap it.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+fn vcpu_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("anon_inode:kvm-vcpu:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn qemu_available() -> bool {
+    if Command::new(QEMU).arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var("KVMSCOPE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{QEMU} is not installed (KVMSCOPE_REQUIRE_PRIVILEGED=1)");
+    }
+    eprintln!("skipped: {QEMU} is not installed");
+    false
+}
+
+/// The test's own oracle: ask QEMU over QMP for cpu-index → thread-id.
+fn qmp_threads(sock: &Path) -> BTreeMap<u64, u64> {
+    let stream = UnixStream::connect(sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut read_reply = || loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("event").is_none() {
+            return v;
+        }
+    };
+    assert!(read_reply().get("QMP").is_some());
+    writeln!(w, r#"{{"execute":"qmp_capabilities"}}"#).unwrap();
+    assert!(read_reply().get("return").is_some());
+    writeln!(w, r#"{{"execute":"query-cpus-fast"}}"#).unwrap();
+    let reply = read_reply();
+    reply["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["cpu-index"].as_u64().unwrap(),
+                c["thread-id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn list_json(extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = kvmscope()
+        .args(["qemu", "list", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .expect("qemu list --json prints JSON")
+        .as_array()
+        .expect("a JSON array of VMs")
+        .clone()
+}
+
+fn find_vm(vms: &[serde_json::Value], pid: u32) -> serde_json::Value {
+    vms.iter()
+        .find(|vm| vm["pid"].as_u64() == Some(pid as u64))
+        .unwrap_or_else(|| panic!("VM pid {pid} not listed in {vms:?}"))
+        .clone()
+}
+
+/// index → tid as `qemu list --json` reports them.
+fn listed_threads(vm: &serde_json::Value) -> BTreeMap<u64, u64> {
+    vm["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["index"].as_u64().unwrap(), v["tid"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn qmp_maps_both_vcpus_without_debug_threads() {
+    if !privileged(Privilege::Kvm) || !qemu_available() {
+        return;
+    }
+    let qemu = Qemu::start("qmp", Qmp::Option, false);
+    let vm = find_vm(&list_json(&[]), qemu.pid);
+    assert_eq!(vm["name"], qemu.name.as_str());
+    assert_eq!(vm["method"], "qmp", "{vm}");
+    assert_eq!(vm["vcpu_count"], 2);
+    let listed = listed_threads(&vm);
+    let oracle = qmp_threads(qemu.qmp.as_deref().unwrap());
+    assert_eq!(listed, oracle, "kvmscope vs QMP's own answer");
+    assert_eq!(listed.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    let tasks = qemu.tasks();
+    for tid in listed.values() {
+        assert!(
+            tasks.contains(&(*tid as u32)),
+            "tid {tid} is not a thread of {}",
+            qemu.pid
+        );
+        assert_ne!(*tid, qemu.pid as u64, "the main thread is not a vCPU");
+    }
+    // Without debug-threads every thread has QEMU's generic name: QMP was the only way.
+    for tid in listed.values() {
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", qemu.pid)).unwrap();
+        assert!(!comm.starts_with("CPU "), "{comm}");
+    }
+
+    // An explicit --qmp maps the same VM the same way.
+    let sock = qemu.qmp.as_ref().unwrap().to_str().unwrap().to_string();
+    let vm = find_vm(&list_json(&["--qmp", &sock]), qemu.pid);
+    assert_eq!(vm["method"], "qmp");
+    assert_eq!(listed_threads(&vm), listed);
+
+    // The text table names the VM, its mapping method and both threads.
+    let out = kvmscope().args(["qemu", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&qemu.name))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("qmp"), "{line}");
+    for (index, tid) in &listed {
+        assert!(line.contains(&format!("{index}:{tid}")), "{line}");
+    }
+}
+
+#[test]
+fn thread_names_map_both_vcpus_without_qmp() {
+    if !privileged(Privilege::Kvm) || !qemu_available() {
+        return;
+    }
+    let qemu = Qemu::start("names", Qmp::None, true);
+    let vm = find_vm(&list_json(&[]), qemu.pid);
+    assert_eq!(vm["name"], qemu.name.as_str());
+    assert_eq!(vm["method"], "thread_names", "{vm}");
+    assert!(
+        vm["qmp_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no QMP socket")),
+        "says why QMP was not used: {vm}"
+    );
+    let listed = listed_threads(&vm);
+    assert_eq!(listed.len(), 2);
+    for (index, tid) in &listed {
+        let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", qemu.pid)).unwrap();
+        assert_eq!(comm.trim_end(), format!("CPU {index}/KVM"));
+    }
+}
+
+#[test]
+fn a_dead_qmp_socket_is_a_clear_error() {
+    if !privileged(Privilege::Kvm) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kvmscope-deadqmp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gone.sock");
+    // A socket file whose listener is gone: connecting is refused.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let out = kvmscope()
+        .args(["qemu", "list", "--qmp"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connection refused"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn killing_qemu_mid_trace_ends_the_vm_not_the_session() {
+    if !privileged(Privilege::Bpf) || !qemu_available() {
+        return;
+    }
+    let mut qemu = Qemu::start("kill", Qmp::Option, false);
+    let oracle = qmp_threads(qemu.qmp.as_deref().unwrap());
+    let duration = 4.0;
+    let mut child = kvmscope()
+        .args([
+            "trace",
+            "--qemu",
+            &qemu.name,
+            "--format",
+            "jsonl",
+            "--duration",
+        ])
+        .arg(duration.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    // Kill QEMU once the session tracks both vCPU threads.
+    let mut announced = BTreeMap::new();
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["type"] == "task_info" && v["pid"].as_u64() == Some(qemu.pid as u64) {
+            announced.insert(v["vcpu"].as_u64().unwrap(), v["tid"].as_u64().unwrap());
+        }
+        events.push(v);
+        if announced.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        announced, oracle,
+        "the session tracks the threads QMP names"
+    );
+    let pid = qemu.pid as u64;
+    let killed_at = Instant::now();
+    qemu.kill();
+    for line in lines {
+        events.push(serde_json::from_str(&line.unwrap()).unwrap());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "vm_ended" && e["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("no vm_ended for pid {pid}"));
+    assert_eq!(ended["vm"], qemu.name.as_str());
+    // The session went on to its end after the VM was gone, and said so in its summary.
+    let summary = events.last().unwrap();
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert!(
+        summary["duration_s"].as_f64().unwrap() >= duration - 0.1,
+        "{summary}"
+    );
+    assert!(
+        killed_at.elapsed() > Duration::from_millis(500),
+        "ran on after the kill"
+    );
+    assert_eq!(summary["counts"]["vm_ended"], 1, "{summary}");
+}
+
+#[test]
+fn an_unknown_qemu_name_is_a_clear_error() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let out = kvmscope()
+        .args(["trace", "--qemu", "no-such-vm-kvmscope", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("no QEMU VM named or with pid `no-such-vm-kvmscope`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_control_monitor_on_a_chardev_is_found_as_qmp() {
+    if !privileged(Privilege::Kvm) || !qemu_available() {
+        return;
+    }
+    let qemu = Qemu::start("chardev", Qmp::ChardevMon, false);
+    let vm = find_vm(&list_json(&[]), qemu.pid);
+    assert_eq!(vm["method"], "qmp", "{vm}");
+    assert_eq!(
+        vm["qmp_socket"],
+        qemu.qmp.as_ref().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        listed_threads(&vm),
+        qmp_threads(qemu.qmp.as_deref().unwrap())
+    );
+}
+
+/// `/proc/<pid>/task/<tid>/schedstat`: (on-CPU ns, run-queue wait ns).
+fn schedstat(pid: u32, tid: u64) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).unwrap();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
+/// SIGSTOP/SIGCONT the whole QEMU process; a stop waits until every thread has stopped, so
+/// schedstat read afterwards is final for the interval.
+fn freeze(pid: u32, on: bool) {
+    let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill has no memory-safety preconditions; pid is a QEMU this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    if !on {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .map(|(_, r)| r.trim_start().starts_with('T'))
+                    })
+                    .unwrap_or(true)
+            });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "QEMU threads did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait until process `pid` holds BPF links (its probes are attached).
+fn wait_for_bpf_links(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let links = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|t| t.to_string_lossy().contains("bpf_link"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if links > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never attached its probes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn report_vcpus(doc: &serde_json::Value, pid: u32) -> BTreeMap<u64, serde_json::Value> {
+    doc["snapshot"]["vcpus"]
+        .as_array()
+        .expect("snapshot.vcpus")
+        .iter()
+        .filter(|v| v["pid"].as_u64() == Some(pid as u64))
+        .map(|v| (v["tid"].as_u64().unwrap(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn report_on_a_qmp_vm_covers_both_vcpu_threads() {
+    if !privileged(Privilege::Bpf) || !qemu_available() {
+        return;
+    }
+    let qemu = Qemu::start("report", Qmp::Option, false);
+    let oracle = qmp_threads(qemu.qmp.as_deref().unwrap());
+    let out = kvmscope()
+        .args(["report", "--qemu", &qemu.name, "--duration", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let vcpus = report_vcpus(&doc, qemu.pid);
+    assert_eq!(
+        vcpus.len(),
+        2,
+        "both vCPU threads and nothing else: {vcpus:?}"
+    );
+    for (index, tid) in &oracle {
+        let v = &vcpus[tid];
+        assert_eq!(v["vm"], qemu.name.as_str());
+        assert_eq!(v["vcpu"].as_u64(), Some(*index));
+    }
+    // vCPU 0 runs the emulated firmware flat out: the report must have seen it run.
+    assert!(
+        vcpus[&oracle[&0]]["run_ns"].as_u64().unwrap() > 100_000_000,
+        "{:?}",
+        vcpus[&oracle[&0]]
+    );
+}
+
+#[test]
+fn report_run_and_wait_match_schedstat() {
+    if !privileged(Privilege::Bpf) || !qemu_available() {
+        return;
+    }
+    // Thread names map this VM even while it is frozen (a stopped QEMU answers no QMP).
+    let qemu = Qemu::start("oracle", Qmp::None, true);
+    freeze(qemu.pid, true);
+    let child = kvmscope()
+        .args(["report", "--qemu", &qemu.name, "--duration", "6", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_bpf_links(child.id());
+    // Tracking starts right after the probes attach; QEMU is frozen meanwhile, so any
+    // margin is safe.
+    std::thread::sleep(Duration::from_millis(1000));
+    let tids: Vec<u64> = (0..2)
+        .map(|i| {
+            qemu.tasks()
+                .into_iter()
+                .find(|t| {
+                    std::fs::read_to_string(format!("/proc/{}/task/{t}/comm", qemu.pid))
+                        .is_ok_and(|c| c.trim_end() == format!("CPU {i}/KVM"))
+                })
+                .unwrap() as u64
+        })
+        .collect();
+    let before: Vec<(u64, u64)> = tids.iter().map(|&t| schedstat(qemu.pid, t)).collect();
+    freeze(qemu.pid, false);
+    std::thread::sleep(Duration::from_millis(2500));
+    freeze(qemu.pid, true);
+    let after: Vec<(u64, u64)> = tids.iter().map(|&t| schedstat(qemu.pid, t)).collect();
+    let out = child.wait_with_output().unwrap();
+    freeze(qemu.pid, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let vcpus = report_vcpus(&doc, qemu.pid);
+    for (i, tid) in tids.iter().enumerate() {
+        let v = vcpus
+            .get(tid)
+            .unwrap_or_else(|| panic!("vCPU {i} thread {tid} not in the report"));
+        let run = after[i].0 - before[i].0;
+        let wait = after[i].1 - before[i].1;
+        let got_run = v["task_clock_ns"].as_u64().unwrap();
+        let got_wait = v["wait_ns"].as_u64().unwrap();
+        eprintln!(
+            "vCPU {i} (tid {tid}): run {:.3} ms report / {:.3} ms schedstat; wait {:.3} ms / {:.3} ms",
+            got_run as f64 / 1e6,
+            run as f64 / 1e6,
+            got_wait as f64 / 1e6,
+            wait as f64 / 1e6
+        );
+        // 2% of the kernel's figure, and 0.2 ms for a thread that barely ran or waited
+        // (vCPU 1 sleeps until its startup IPI).
+        let close =
+            |got: u64, want: u64| got.abs_diff(want) as f64 <= want as f64 * 0.02 + 200_000.0;
+        assert!(
+            close(got_run, run),
+            "vCPU {i}: run {got_run} ns vs schedstat {run} ns"
+        );
+        assert!(
+            close(got_wait, wait),
+            "vCPU {i}: wait {got_wait} ns vs schedstat {wait} ns"
+        );
+    }
+}

@@ -1,0 +1,484 @@
+//! `kvmscope trace` against the kernel's own figures, for real (root, KVM, BPF).
+//!
+//! The oracle test freezes the traced VMM with SIGSTOP at both ends of the measured interval:
+//! a stopped thread neither runs nor switches, so `/proc/<pid>/task/<tid>/sched` and
+//! `schedstat` read while it is stopped describe exactly the switch events between the two
+//! freezes. That makes counts comparable exactly, not "about".
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use probes::counters::{ProcSched, SchedStat};
+use probes::targets::{list_threads, parse_bundled_vcpu_name, ThreadStat};
+use serde_json::Value;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain syscall on integers; the pid is our own child.
+    let r = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// Kills and reaps a child on every exit path, so no VMM or tracer outlives a failed test.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return; // already reaped: its pid may belong to someone else now
+        }
+        // SAFETY: plain syscall; the pid is our own unreaped child (SIGCONT first: a
+        // stopped VMM must be able to run its exit path).
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_scenario(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Starts `kvmscope vmm` with `scenario` and waits until its `n` vCPU threads exist.
+fn start_vmm(scenario: &Path, n: usize) -> (Reaped, Vec<u32>) {
+    let child = kvmscope()
+        .args(["vmm", "--duration", "60", "--json", "--scenario"])
+        .arg(scenario)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let child = Reaped(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tids: Vec<u32> = list_threads(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, comm)| parse_bundled_vcpu_name(comm).is_some())
+            .map(|(tid, _)| tid)
+            .collect();
+        if tids.len() == n {
+            return (child, tids);
+        }
+        assert!(Instant::now() < deadline, "the VMM's {n} vCPU threads did not appear");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `kvmscope trace` with `args`, JSON lines collected by a thread. Returns once the
+/// tracer printed its first line (the probes are attached by then).
+fn start_trace(args: &[String]) -> (Reaped, mpsc::Receiver<String>, thread::JoinHandle<()>) {
+    let mut child = kvmscope()
+        .arg("trace")
+        .args(args)
+        .args(["--format", "jsonl"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Reaped(child), rx, reader)
+}
+
+/// Stops the VMM and waits until every vCPU thread is off the CPU and stays there.
+fn freeze(pid: u32, tids: &[u32]) {
+    signal(pid, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stopped = tids
+            .iter()
+            .all(|&t| ThreadStat::read(pid, t).is_ok_and(|s| s.state == 'T'));
+        if stopped {
+            // `T` is set just before the last switch; let it complete, then make sure no
+            // thread still accrues run time.
+            thread::sleep(Duration::from_millis(30));
+            let a: Vec<_> = tids.iter().map(|&t| SchedStat::read(pid, t).unwrap()).collect();
+            thread::sleep(Duration::from_millis(30));
+            let b: Vec<_> = tids.iter().map(|&t| SchedStat::read(pid, t).unwrap()).collect();
+            if a == b {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the VMM did not stop");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Oracle {
+    sched: ProcSched,
+    stat: SchedStat,
+}
+
+fn read_oracle(pid: u32, tids: &[u32]) -> BTreeMap<u32, Oracle> {
+    tids.iter()
+        .map(|&t| {
+            (
+                t,
+                Oracle {
+                    sched: ProcSched::read(pid, t).unwrap(),
+                    stat: SchedStat::read(pid, t).unwrap(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Per tracked thread, what its switch events inside (t1, t2) say.
+#[derive(Default, Debug)]
+struct Seen {
+    switch_outs: u64,
+    /// Wall time on CPU: switch-in → switch-out timestamps.
+    on_cpu_ns: u64,
+    /// Task-clock time on CPU: `se.sum_exec_runtime` at switch-out minus at switch-in.
+    task_clock_ns: u64,
+    first_in_runtime: Option<u64>,
+    last_out: Option<Value>,
+    open_in: Option<(u64, u64)>,
+}
+
+fn fold_switches(events: &[Value], tids: &[u32], t1: u64, t2: u64) -> BTreeMap<u32, Seen> {
+    let mut seen: BTreeMap<u32, Seen> = tids.iter().map(|&t| (t, Seen::default())).collect();
+    let mut switches: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "sched_switch")
+        .filter(|e| (t1..t2).contains(&u(e, "ts")))
+        .collect();
+    switches.sort_by_key(|e| u(e, "ts"));
+    for e in switches {
+        let ts = u(e, "ts");
+        if let Some(s) = seen.get_mut(&(u(e, "prev_tid") as u32)) {
+            s.switch_outs += 1;
+            let se = &e["prev_se"];
+            assert!(se.is_object(), "switch-out of a tracked thread without se: {e}");
+            if let Some((t_in, rt_in)) = s.open_in.take() {
+                s.on_cpu_ns += ts - t_in;
+                s.task_clock_ns += u(se, "sum_exec_runtime") - rt_in;
+            }
+            s.last_out = Some(se.clone());
+        }
+        if let Some(s) = seen.get_mut(&(u(e, "next_tid") as u32)) {
+            let se = &e["next_se"];
+            assert!(se.is_object(), "switch-in of a tracked thread without se: {e}");
+            let rt = u(se, "sum_exec_runtime");
+            if let Some(out) = &s.last_out {
+                // Off the CPU, a thread accrues no run time: it comes back with the figure
+                // it left with.
+                assert_eq!(
+                    rt,
+                    u(out, "sum_exec_runtime"),
+                    "switch-in at {ts} after switch-out {out}: {e}"
+                );
+            }
+            s.first_in_runtime.get_or_insert(rt);
+            s.open_in = Some((ts, rt));
+        }
+    }
+    seen
+}
+
+/// Total steal time of the host (this machine is a VM), ns, from /proc/stat.
+fn steal_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu = stat.lines().next().unwrap();
+    // cpu user nice system idle iowait irq softirq steal ... in USER_HZ ticks.
+    let steal: u64 = cpu.split_whitespace().nth(8).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    steal * 1_000_000_000 / hz
+}
+
+#[test]
+fn trace_matches_the_kernels_own_figures() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[[vm]]\nname = \"spin3\"\nvcpus = 3\nworkload = \"spin\"\npin = \"0-1\"\n",
+    );
+    let (vmm, tids) = start_vmm(&scenario, 3);
+    let pid = vmm.0.id();
+    let (mut tracer, lines, reader) = start_trace(&["--pid".into(), pid.to_string()]);
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the tracer printed nothing");
+
+    freeze(pid, &tids);
+    let before = read_oracle(pid, &tids);
+    let t1 = monotonic_ns();
+    let steal1 = steal_ns();
+    signal(pid, libc::SIGCONT);
+    thread::sleep(Duration::from_secs(3));
+    freeze(pid, &tids);
+    let t2 = monotonic_ns();
+    let steal2 = steal_ns();
+    let after = read_oracle(pid, &tids);
+
+    // Let the tracer read the last switches, then stop it the way a user would (Ctrl-C).
+    thread::sleep(Duration::from_millis(300));
+    signal(tracer.0.id(), libc::SIGINT);
+    let status = tracer.0.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "tracer exited with {status}");
+    drop(vmm);
+
+    let mut events: Vec<Value> = vec![serde_json::from_str(&first).unwrap()];
+    events.extend(lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()));
+    let summary = events.pop().unwrap();
+    assert_eq!(summary["type"], "summary", "last line is not the summary: {summary}");
+    assert_eq!(summary["lost"], 0, "events were lost: {summary}");
+
+    // Every vCPU thread was announced, with its VM and index.
+    for &tid in &tids {
+        let info = events
+            .iter()
+            .find(|e| e["type"] == "task_info" && u(e, "tid") == tid as u64)
+            .unwrap_or_else(|| panic!("no task_info for vCPU thread {tid}"));
+        assert_eq!(info["vm"], "vm0");
+        assert!(info["vcpu"].is_u64(), "{info}");
+    }
+
+    std::fs::write("/tmp/dbg_events.json", serde_json::to_string(&serde_json::json!({"events": events, "t1": t1, "t2": t2, "tids": tids, "before": before.iter().map(|(k,v)| (k.to_string(), (v.sched.sum_exec_runtime, v.sched.nr_switches, v.stat.run_ns))).collect::<BTreeMap<_,_>>(), "after": after.iter().map(|(k,v)| (k.to_string(), (v.sched.sum_exec_runtime, v.sched.nr_switches, v.stat.run_ns))).collect::<BTreeMap<_,_>>()})).unwrap()).unwrap(); // DBG
+    let seen = fold_switches(&events, &tids, t1, t2);
+    let mut on_cpu_total = 0u64;
+    let mut schedstat_total = 0u64;
+    for &tid in &tids {
+        let s = &seen[&tid];
+        let (b, a) = (before[&tid], after[&tid]);
+        let label = format!("vCPU thread {tid}");
+
+        // Switch counts: exactly the kernel's nr_switches growth.
+        assert_eq!(
+            s.switch_outs,
+            a.sched.nr_switches - b.sched.nr_switches,
+            "{label}: switch-outs vs nr_switches delta"
+        );
+        assert!(s.switch_outs > 10, "{label}: only {} switches in 3 s", s.switch_outs);
+
+        // The last switch-out carries the vruntime /proc shows now, give or take what the
+        // thread could have gained since (its run time since then, weighted).
+        let last = s.last_out.as_ref().unwrap();
+        let weight = u(last, "weight");
+        assert_eq!(weight, a.sched.weight() as u64, "{label}: weight");
+        assert_eq!(weight, 1024, "{label}: nice 0 weight");
+        let ran_since = a.sched.sum_exec_runtime - u(last, "sum_exec_runtime");
+        let could_gain = ran_since * 1024 / weight;
+        let vr = u(last, "vruntime");
+        assert!(
+            a.sched.vruntime >= vr && a.sched.vruntime - vr <= could_gain,
+            "{label}: vruntime at last switch-out {vr}, /proc {} (could gain {could_gain})",
+            a.sched.vruntime
+        );
+
+        // Run time: task clock from the switch events equals schedstat's exactly (both are
+        // se.sum_exec_runtime); wall-clock on-CPU time additionally holds steal.
+        let run_delta = a.stat.run_ns - b.stat.run_ns;
+        assert_eq!(s.first_in_runtime, Some(b.sched.sum_exec_runtime), "{label}");
+        assert_eq!(s.task_clock_ns, run_delta, "{label}: task clock from switches");
+        let ratio = s.on_cpu_ns as f64 / run_delta as f64;
+        eprintln!(
+            "{label}: {} switches, on-CPU {:.3} ms wall / {:.3} ms schedstat = {:.2}%",
+            s.switch_outs,
+            s.on_cpu_ns as f64 / 1e6,
+            run_delta as f64 / 1e6,
+            ratio * 100.0
+        );
+        on_cpu_total += s.on_cpu_ns;
+        schedstat_total += run_delta;
+    }
+    let ratio = on_cpu_total as f64 / schedstat_total as f64;
+    let steal = steal2 - steal1;
+    eprintln!(
+        "all vCPUs: on-CPU {:.3} ms wall vs {:.3} ms schedstat ({:.2}%); host steal {:.3} ms \
+         over {:.3} s",
+        on_cpu_total as f64 / 1e6,
+        schedstat_total as f64 / 1e6,
+        ratio * 100.0,
+        steal as f64 / 1e6,
+        (t2 - t1) as f64 / 1e9
+    );
+    // Wall on-CPU time exceeds the task clock by the steal and IRQ time inside it; allow 2%
+    // plus the host steal measured over the same interval.
+    let allowance = schedstat_total as f64 * 0.02 + steal as f64;
+    assert!(
+        on_cpu_total >= schedstat_total
+            && (on_cpu_total - schedstat_total) as f64 <= allowance,
+        "on-CPU from switches {on_cpu_total} ns vs schedstat {schedstat_total} ns \
+         (allowed {allowance:.0} ns over)"
+    );
+}
+
+#[test]
+fn demo_trace_sees_every_exit_switch_and_gap() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Three vCPUs on two pCPUs: two spinning, one exiting to the VMM every ~1 ms.
+    let scenario = write_scenario(
+        dir.path(),
+        "[[vm]]\nname = \"mix\"\nvcpus = 3\nworkload = \"spin\"\npin = \"0-1\"\n\
+         exit_every = 20000\n\n[[vm.vcpu]]\nindex = 2\nworkload = \"exits\"\n",
+    );
+    let out = kvmscope()
+        .args(["trace", "--demo", "--duration", "3", "--format", "jsonl", "--scenario"])
+        .arg(&scenario)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "trace failed: {stderr}");
+    let mut events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+        .collect();
+    let summary = events.pop().expect("no output");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["lost"], 0, "events were lost: {summary}");
+    let vcpus = summary["vmm"]["vcpus"].as_array().expect("no VMM summary").clone();
+    assert_eq!(vcpus.len(), 3);
+
+    for v in &vcpus {
+        let tid = u(v, "tid");
+        let label = format!("{} (tid {tid}, {})", v["thread"], v["workload"]);
+        let of_tid = |kind: &str| {
+            events
+                .iter()
+                .filter(move |e| e["type"] == kind && e["tid"].as_u64() == Some(tid))
+                .collect::<Vec<_>>()
+        };
+
+        // Switches carry vruntime and weight for every vCPU thread.
+        let outs: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "sched_switch" && u(e, "prev_tid") == tid)
+            .collect();
+        assert!(outs.len() > 10, "{label}: only {} switch-outs", outs.len());
+        for e in &outs {
+            let se = &e["prev_se"];
+            assert!(u(se, "vruntime") > 0 && u(se, "weight") == 1024, "{label}: {e}");
+        }
+
+        // Exits to user space: exactly the VMM's own counters (port I/O, and the EINTR
+        // returns its stop kick causes).
+        let exits = of_tid("userspace_exit");
+        let io = exits
+            .iter()
+            .filter(|e| e["reason"] == 2 && e["errno"] == 0)
+            .count() as u64;
+        let intr = exits.iter().filter(|e| e["errno"] == -libc::EINTR).count() as u64;
+        assert_eq!(io, u(&v["exits"], "pio"), "{label}: port-I/O exits");
+        assert_eq!(intr, u(&v["exits"], "intr"), "{label}: interrupted KVM_RUNs");
+        if v["workload"] == "exits" {
+            assert!(io > 100, "{label}: only {io} exits in 3 s");
+        }
+
+        // Guest gaps: present, and all of those the VMM counted bar the few recorded
+        // while it was being stopped (after the last drain).
+        let gaps = of_tid("guest_gap").len() as u64;
+        let vmm_gaps = u(v, "gaps");
+        assert!(gaps > 0, "{label}: no guest gaps");
+        assert!(
+            gaps <= vmm_gaps && vmm_gaps - gaps <= 2,
+            "{label}: {gaps} guest_gap events, the VMM counted {vmm_gaps}"
+        );
+        eprintln!(
+            "{label}: {} switch-outs, {io} I/O exits, {intr} EINTR, {gaps} gaps (VMM: {vmm_gaps})",
+            outs.len()
+        );
+    }
+}
+
+#[test]
+fn no_bpf_trace_reports_counters_per_vcpu() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[[vm]]\nname = \"spin3\"\nvcpus = 3\nworkload = \"spin\"\npin = \"0-1\"\n",
+    );
+    let (vmm, tids) = start_vmm(&scenario, 3);
+    let pid = vmm.0.id();
+    let out = kvmscope()
+        .args(["trace", "--no-bpf", "--duration", "2.5", "--format", "jsonl", "--pid"])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    drop(vmm);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "trace failed: {stderr}");
+    assert!(stderr.contains("Missing without BPF"), "no word on what is missing: {stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["bpf"], false);
+    assert_eq!(summary["counts"]["sched_switch"], Value::Null, "switches without BPF?");
+    for &tid in &tids {
+        let last = lines
+            .iter()
+            .filter(|l| l["type"] == "counters" && u(l, "tid") == tid as u64)
+            .next_back()
+            .unwrap_or_else(|| panic!("no counters line for vCPU thread {tid}"));
+        let task_clock = u(last, "task_clock_ns");
+        let run = u(last, "schedstat_run_ns");
+        let switches = u(last, "context_switches");
+        eprintln!(
+            "tid {tid}: task-clock {:.3} ms, schedstat run {:.3} ms, {switches} switches, {} \
+             migrations",
+            task_clock as f64 / 1e6,
+            run as f64 / 1e6,
+            u(last, "cpu_migrations")
+        );
+        assert!(switches > 10, "tid {tid}: {last}");
+        assert!(run > 100_000_000, "tid {tid} barely ran: {last}");
+        // Both count time on CPU since tracking began, read a moment apart.
+        let ratio = task_clock as f64 / run as f64;
+        assert!((0.95..1.05).contains(&ratio), "tid {tid}: task-clock/schedstat {ratio:.3}");
+        assert_eq!(u(last, "weight"), 1024);
+    }
+}

@@ -1,0 +1,179 @@
+//! `kvmscope report FILE` and friends on recordings made without root (synthetic streams
+//! written with the trace-file writer): the report over a file equals the model over the same
+//! events; truncated, damaged and foreign files behave as documented.
+
+mod common;
+mod trace_file_synth;
+
+use std::path::{Path, PathBuf};
+
+use common::kvmscope;
+use model::trace_file::{TraceReader, TraceWriter};
+use model::{Model, ModelConfig};
+use serde_json::Value;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("kvmscope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The model helper's synthetic demo (4 vCPUs, 2 pCPUs) as a finished trace file.
+fn synthetic_trace(path: &Path) -> Vec<model::Event> {
+    let events = model::synth::demo_stream(3.0);
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = TraceWriter::new(file, &trace_file_synth::header()).unwrap();
+    for e in &events {
+        w.write(e).unwrap();
+        // Chunks of about 0.1 s of events, so truncation tests have boundaries to hit.
+        if w.events() % 2000 == 0 {
+            w.end_chunk().unwrap();
+        }
+    }
+    w.finish().unwrap();
+    events
+}
+
+fn report_json(path: &Path) -> Value {
+    let out = kvmscope().args(["report", "--json"]).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The model folded over exactly the events the file holds, batch per chunk as a source
+/// delivers them: what a live report over these events would say.
+fn model_over(path: &Path) -> Value {
+    let mut r = TraceReader::new(std::fs::File::open(path).unwrap(), "x").unwrap();
+    let mut m = Model::new(ModelConfig::default());
+    let mut batch = Vec::new();
+    while r.next_chunk(&mut batch).unwrap() {
+        m.ingest_batch(&batch);
+        batch.clear();
+    }
+    m.finish();
+    serde_json::to_value(m.snapshot()).unwrap()
+}
+
+#[test]
+fn report_of_a_file_is_the_model_over_its_events_plus_header_and_count() {
+    let dir = TempDir::new("report-file");
+    let path = dir.path("demo.trace");
+    let events = synthetic_trace(&path);
+    let doc = report_json(&path);
+    let extra = &doc["source"]["extra"];
+    assert_eq!(extra["events"], events.len() as u64);
+    assert_eq!(extra["header"]["host"]["hostname"], "testhost");
+    assert_eq!(extra["header"]["processes"][0]["threads"][1]["vcpu"], 1);
+    assert_eq!(extra["trailer"]["events"], events.len() as u64);
+    assert_eq!(extra["read"]["finalised"], true);
+    assert!(extra.get("problems").is_none(), "{extra}");
+    let model = model_over(&path);
+    for key in ["vcpus", "vms", "resume", "fairness", "health", "wait_culprits"] {
+        assert_eq!(doc[key], model[key], "report field {key} differs from the model's");
+    }
+    assert!(!doc["vcpus"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_copy_cut_at_60_percent_still_reports_what_came_before() {
+    let dir = TempDir::new("report-cut");
+    let full = dir.path("full.trace");
+    let events = synthetic_trace(&full);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path("cut.trace");
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let doc = report_json(&cut);
+    let extra = &doc["source"]["extra"];
+    let n = extra["events"].as_u64().unwrap();
+    assert!(n > events.len() as u64 / 3 && n < events.len() as u64, "{n} of {}", events.len());
+    assert!(extra["read"]["truncated_bytes"].as_u64().unwrap() > 0);
+    let problems = extra["problems"].to_string();
+    assert!(problems.contains("truncated") && problems.contains("not finalised"), "{problems}");
+    assert_eq!(doc["vcpus"], model_over(&cut)["vcpus"]);
+
+    // The text report says so too, and still exits 0.
+    let out = kvmscope().arg("report").arg(&cut).output().unwrap();
+    assert!(out.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("truncated"), "{all}");
+}
+
+fn report_error(path: &Path) -> String {
+    let out = kvmscope().arg("report").arg(path).output().unwrap();
+    assert!(!out.status.success(), "report of {} should fail", path.display());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "names the file: {err}");
+    err
+}
+
+#[test]
+fn random_bytes_empty_files_and_directories_give_one_clear_line() {
+    let dir = TempDir::new("report-bad");
+    let mut rng = trace_file_synth::Rng::new(42);
+    let noise = dir.path("noise.trace");
+    std::fs::write(&noise, rng.bytes(100_000)).unwrap();
+    assert!(report_error(&noise).contains("not a kvmscope trace"));
+    let empty = dir.path("empty.trace");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(report_error(&empty).contains("empty"));
+    assert!(report_error(&dir.0).contains("directory"));
+    assert!(report_error(&dir.path("missing.trace")).contains("no such file"));
+    let mut newer = std::fs::read({
+        let p = dir.path("v.trace");
+        synthetic_trace(&p);
+        p
+    })
+    .unwrap();
+    newer[8] = 2;
+    let newer_path = dir.path("newer.trace");
+    std::fs::write(&newer_path, newer).unwrap();
+    assert!(report_error(&newer_path).contains("version 2 is newer"));
+}
+
+#[test]
+fn unreadable_file_says_permission_denied() {
+    // Root reads everything: drop to `nobody` with setpriv (util-linux) for the check.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Path::new("/usr/bin/setpriv").metadata().is_err() {
+        eprintln!("skipped: needs root and setpriv to run the binary as another user");
+        return;
+    }
+    let dir = TempDir::new("report-perm");
+    let path = dir.path("private.trace");
+    synthetic_trace(&path);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_kvmscope"))
+        .arg("report")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,0 +1,285 @@
+//! CPU cost of the dashboard itself with 16 vCPUs at 10 Hz (not a timed test: it reports).
+//!
+//! A synthetic 16-vCPU host (the model's scheduler simulator: 4 VMs of 4 vCPUs on 2 pCPUs,
+//! spinning, exiting and sleepy vCPUs, an untracked kworker) is generated up front, then
+//! replayed at real-time pace through a `model::Source`, twice:
+//!
+//! 1. baseline: the reader loop alone (fold events into the model, take a snapshot 10 times a
+//!    second), no drawing;
+//! 2. dashboard: the real `tui::run` loop (reader thread + UI thread drawing every tick with
+//!    crossterm) into a pseudo-terminal of 120x40, whose output a drain thread discards.
+//!
+//! CPU is process CPU time (getrusage) over the run minus the drain thread's own, as % of one
+//! core. Run: `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::synth::{self, Behaviour, SimConfig, SimTask};
+use model::{Event, HostInfo, Source, SourceError};
+use tui::run::{Feed, LiveFeed};
+
+const VCPUS: u32 = 16;
+const TICK_HZ: f64 = 10.0;
+
+/// Serves pre-generated events as if they were happening now.
+struct PacedSource {
+    events: Vec<Event>,
+    next: usize,
+    first_ts: u64,
+    started: Instant,
+    host: HostInfo,
+}
+
+impl PacedSource {
+    fn new(events: Vec<Event>) -> Self {
+        let first_ts = events.first().map_or(0, Event::ts);
+        PacedSource {
+            events,
+            next: 0,
+            first_ts,
+            started: Instant::now(),
+            host: tui::fixture::host(),
+        }
+    }
+}
+
+impl Source for PacedSource {
+    fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let due = self.first_ts + self.started.elapsed().as_nanos() as u64;
+            let end = self.next + self.events[self.next..].partition_point(|e| e.ts() <= due);
+            if end > self.next {
+                out.extend_from_slice(&self.events[self.next..end]);
+                self.next = end;
+                return Ok(true);
+            }
+            if self.next == self.events.len() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(true);
+            }
+            let wait = Duration::from_nanos(self.events[self.next].ts().saturating_sub(due));
+            std::thread::sleep(wait.min(deadline - now).max(Duration::from_micros(200)));
+        }
+    }
+
+    fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    fn describe(&self) -> String {
+        "bench".into()
+    }
+}
+
+fn scenario() -> SimConfig {
+    let mut tasks = vec![];
+    for vm in 0..VCPUS / 4 {
+        for i in 0..4 {
+            let behaviour = match (vm + i) % 3 {
+                0 => Behaviour::Spin,
+                1 => Behaviour::Exits { every_ns: 300_000 },
+                _ => Behaviour::Sleepy {
+                    run_ns: 2_000_000,
+                    sleep_ns: 3_000_000,
+                },
+            };
+            tasks.push(SimTask {
+                tid: 1000 * (vm + 1) + i + 1,
+                pid: 1000 * (vm + 1),
+                vm: format!("vm{vm}"),
+                vcpu: Some(i),
+                tracked: true,
+                nice: if vm == 3 { 10 } else { 0 },
+                cpus: vec![],
+                behaviour,
+            });
+        }
+    }
+    tasks.push(SimTask {
+        tid: 77,
+        pid: 77,
+        vm: "kworker/0:1".into(),
+        vcpu: None,
+        tracked: false,
+        nice: 0,
+        cpus: vec![0],
+        behaviour: Behaviour::Sleepy {
+            run_ns: 200_000,
+            sleep_ns: 50_000_000,
+        },
+    });
+    SimConfig {
+        cpus: 2,
+        tasks,
+        ..synth::demo_config()
+    }
+}
+
+/// Process CPU time so far, ns.
+fn process_cpu_ns() -> u64 {
+    rusage_ns(libc::RUSAGE_SELF)
+}
+
+fn rusage_ns(who: libc::c_int) -> u64 {
+    // SAFETY: an all-zero rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is valid and writable; `who` is RUSAGE_SELF or RUSAGE_THREAD.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Baseline: the same reader loop as the dashboard's, publishing to nobody (no drawing).
+fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
+    let mut feed = LiveFeed::new(Box::new(PacedSource::new(events)));
+    let tick = Duration::from_secs_f64(1.0 / TICK_HZ);
+    let stop = AtomicBool::new(false);
+    let cpu0 = rusage_ns(libc::RUSAGE_THREAD);
+    let start = Instant::now();
+    let mut snapshots = 0u64;
+    let mut vcpus_seen = 0;
+    tui::run::fold_loop(
+        &mut feed,
+        tick,
+        &stop,
+        Some(Duration::from_secs_f64(seconds)),
+        Vec::new,
+        |u| {
+            vcpus_seen = u.snapshot.vcpus.len();
+            snapshots += 1;
+            true
+        },
+    )
+    .expect("synthetic source");
+    let cpu = rusage_ns(libc::RUSAGE_THREAD) - cpu0;
+    assert_eq!(vcpus_seen, VCPUS as usize, "the model should see all vCPUs");
+    let t = Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(feed.update(false));
+    }
+    eprintln!(
+        "  one snapshot: {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3 / 20.0
+    );
+    (
+        cpu as f64 / start.elapsed().as_nanos() as f64 * 100.0,
+        snapshots,
+    )
+}
+
+/// Make a 120x40 pseudo-terminal our controlling terminal, stdin and stdout. Returns the
+/// master side.
+fn pty_as_terminal() -> i32 {
+    let mut master = -1;
+    let mut slave = -1;
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: out-pointers are valid; name and termios may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: setsid/ioctl/dup2 act on our own process and the fds just opened. setsid fails
+    // harmlessly if we already lead a session.
+    unsafe {
+        libc::setsid();
+        libc::ioctl(slave, libc::TIOCSCTTY, 0);
+        libc::dup2(slave, 0);
+        libc::dup2(slave, 1);
+    }
+    master
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("KVMSCOPE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    eprintln!("generating {seconds} s x 2 of a {VCPUS}-vCPU host ...");
+    let events = synth::stream(scenario(), seconds + 1.0);
+    let rate = events.len() as f64 / (seconds + 1.0);
+
+    let (baseline_pct, snapshots) = fold_only(events.clone(), seconds);
+
+    // Dashboard: the real loop into a pty.
+    let saved_stdout = unsafe { libc::dup(1) }; // SAFETY: dup of an open fd.
+    let master = pty_as_terminal();
+    let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_drain = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let drained = drained.clone();
+        let stop = stop_drain.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: master,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 {
+                    // SAFETY: buf is valid for its length.
+                    let n = unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) };
+                    if n > 0 {
+                        drained.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+            rusage_ns(libc::RUSAGE_THREAD)
+        })
+    };
+    let mut opts = tui::RunOptions::new(TICK_HZ);
+    opts.duration = Some(Duration::from_secs_f64(seconds));
+    opts.theme = tui::Theme::coloured();
+    let source = PacedSource::new(events);
+    let app = tui::App::new(tui::Mode::Live, source.host().clone(), "bench".into());
+    let cpu0 = process_cpu_ns();
+    let start = Instant::now();
+    tui::run::run(app, LiveFeed::new(Box::new(source)), opts).expect("dashboard loop");
+    let wall = start.elapsed();
+    let cpu = process_cpu_ns() - cpu0;
+    stop_drain.store(true, Ordering::Relaxed);
+    let drain_cpu = drain.join().expect("drain thread");
+    // SAFETY: restores the stdout saved above.
+    unsafe { libc::dup2(saved_stdout, 1) };
+    let dashboard_pct = (cpu.saturating_sub(drain_cpu)) as f64 / wall.as_nanos() as f64 * 100.0;
+    let bytes = drained.load(Ordering::Relaxed) as f64 / wall.as_secs_f64();
+
+    println!("render_cpu: {VCPUS} vCPUs on 2 pCPUs, {rate:.0} events/s, {TICK_HZ} Hz, {seconds} s, 120x40");
+    println!(
+        "  baseline (fold + {snapshots} snapshots, no drawing): {baseline_pct:.2}% of one core"
+    );
+    println!(
+        "  dashboard (fold + snapshots + draw into a pty):      {dashboard_pct:.2}% of one core"
+    );
+    println!(
+        "  drawing alone (difference):                          {:.2}% of one core",
+        dashboard_pct - baseline_pct
+    );
+    println!("  terminal output: {:.1} KiB/s", bytes / 1024.0);
+    println!(
+        "  goal: dashboard <= 5% of one core -> {}",
+        if dashboard_pct <= 5.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}

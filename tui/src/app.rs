@@ -1,0 +1,517 @@
+//! Dashboard state and key handling, kept apart from drawing so both are testable on their
+//! own: keys change an [`App`], views only read it.
+
+use std::sync::Arc;
+
+use model::{HostInfo, Snapshot, VcpuSnapshot};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+/// Time windows `+`/`-` step through, seconds.
+pub const ZOOM_STEPS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+const DEFAULT_ZOOM: usize = 3;
+/// How far the arrow keys seek in a replay, ns.
+pub const SEEK_STEP_NS: i64 = 5_000_000_000;
+
+/// vCPU table order, cycled with `s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// VM, then vCPU index.
+    Vcpu,
+    /// CPU share, largest first.
+    Share,
+    /// Run-queue wait p99, worst first.
+    WaitP99,
+    /// Lag behind the run queue's minimum vruntime, largest first.
+    Lag,
+    Migrations,
+    Exits,
+}
+
+impl SortKey {
+    const ALL: [SortKey; 6] = [
+        SortKey::Vcpu,
+        SortKey::Share,
+        SortKey::WaitP99,
+        SortKey::Lag,
+        SortKey::Migrations,
+        SortKey::Exits,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Vcpu => "vcpu",
+            SortKey::Share => "share",
+            SortKey::WaitP99 => "wait p99",
+            SortKey::Lag => "lag",
+            SortKey::Migrations => "mig/s",
+            SortKey::Exits => "exits/s",
+        }
+    }
+
+    fn step(self, by: isize) -> SortKey {
+        let i = Self::ALL.iter().position(|&k| k == self).unwrap_or(0) as isize;
+        let n = Self::ALL.len() as isize;
+        Self::ALL[(i + by).rem_euclid(n) as usize]
+    }
+}
+
+/// How the vruntime chart places its lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VruntimeMode {
+    /// Each line's own progress over the window, run-queue jumps cut: slopes side by side.
+    PerLine,
+    /// Raw vruntime minus the smallest in the window: spreads and convergence.
+    Common,
+}
+
+/// Where the dashboard's events come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
+}
+
+/// Replay transport as the reader reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplayStatus {
+    pub playing: bool,
+    pub speed: f64,
+    /// Position from the recording's first event, ns.
+    pub position_ns: u64,
+    pub length_ns: u64,
+}
+
+/// What the UI asks of a replay reader.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReplayCommand {
+    Play(bool),
+    Speed(f64),
+    /// Relative seek, ns (negative = back).
+    SeekBy(i64),
+    /// Absolute seek from the first event, ns.
+    SeekTo(u64),
+}
+
+/// What a key press asks of the loop beyond changing the [`App`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    None,
+    Quit,
+    Replay(ReplayCommand),
+}
+
+/// What the reader hands the UI on each tick.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub snapshot: Arc<Snapshot>,
+    pub replay: Option<ReplayStatus>,
+    /// The source has no more events (file end, duration over).
+    pub ended: bool,
+}
+
+/// Everything the views read besides the snapshot itself.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub mode: Mode,
+    pub host: HostInfo,
+    /// "live", "replay: FILE", ...
+    pub source_label: String,
+    /// The snapshot on screen (held while paused in live mode).
+    pub snapshot: Arc<Snapshot>,
+    pub replay: Option<ReplayStatus>,
+    pub ended: bool,
+    /// Live: the display is frozen while events keep being folded. Replay: playback stopped.
+    pub paused: bool,
+    pub show_help: bool,
+    pub zoom: usize,
+    pub sort: SortKey,
+    /// Show only this VM's vCPUs (table, chart, exits); `None` = all.
+    pub vm_filter: Option<String>,
+    pub vruntime_mode: VruntimeMode,
+    /// Wall-clock time for the header (`None` in tests to keep snapshots stable).
+    pub clock: Option<String>,
+    /// Notes from the source itself (a tracepoint missing, a damaged file), shown beside the
+    /// model's.
+    pub notes: Vec<String>,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(mode: Mode, host: HostInfo, source_label: String) -> Self {
+        App {
+            mode,
+            host,
+            source_label,
+            snapshot: Arc::new(Snapshot::default()),
+            replay: None,
+            ended: false,
+            paused: false,
+            show_help: false,
+            zoom: DEFAULT_ZOOM,
+            sort: SortKey::Vcpu,
+            vm_filter: None,
+            vruntime_mode: VruntimeMode::PerLine,
+            clock: None,
+            notes: Vec::new(),
+            quit: false,
+        }
+    }
+
+    /// The time window the lanes and the chart show, seconds.
+    pub fn window_s(&self) -> f64 {
+        ZOOM_STEPS[self.zoom.min(ZOOM_STEPS.len() - 1)]
+    }
+
+    /// Take what the reader sent. A paused live view keeps its picture; a replay is paused
+    /// at the reader, so its updates always show (seeks while paused must be visible).
+    pub fn update(&mut self, update: Update) {
+        self.ended = update.ended;
+        if let Some(r) = update.replay {
+            self.paused = !r.playing;
+            self.replay = Some(r);
+        }
+        if self.mode == Mode::Replay || !self.paused {
+            self.snapshot = update.snapshot;
+        }
+    }
+
+    /// VM names in the order the snapshot lists them, then any only seen on vCPUs.
+    pub fn vm_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.snapshot.vms.iter().map(|v| v.name.clone()).collect();
+        for v in &self.snapshot.vcpus {
+            if !names.contains(&v.vm) {
+                names.push(v.vm.clone());
+            }
+        }
+        names
+    }
+
+    /// vCPUs after the VM filter, in the chosen order.
+    pub fn visible_vcpus(&self) -> Vec<&VcpuSnapshot> {
+        let mut rows: Vec<&VcpuSnapshot> = self
+            .snapshot
+            .vcpus
+            .iter()
+            .filter(|v| self.vm_filter.as_ref().is_none_or(|f| &v.vm == f))
+            .collect();
+        let by_name = |a: &&VcpuSnapshot, b: &&VcpuSnapshot| {
+            (a.vm.as_str(), a.vcpu, a.tid).cmp(&(b.vm.as_str(), b.vcpu, b.tid))
+        };
+        rows.sort_by(|a, b| {
+            let key = match self.sort {
+                SortKey::Vcpu => std::cmp::Ordering::Equal,
+                SortKey::Share => b.cpu_share.total_cmp(&a.cpu_share),
+                SortKey::WaitP99 => b.wait.p99.cmp(&a.wait.p99),
+                SortKey::Lag => b.lag.cmp(&a.lag),
+                SortKey::Migrations => b.migrations_per_second.total_cmp(&a.migrations_per_second),
+                SortKey::Exits => b.exits_per_second.total_cmp(&a.exits_per_second),
+            };
+            key.then_with(|| by_name(a, b))
+        });
+        rows
+    }
+
+    /// Apply one key press.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Action {
+        if key.kind == KeyEventKind::Release {
+            return Action::None;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('c') if ctrl => self.quit_action(),
+            KeyCode::Char('q') => self.quit_action(),
+            KeyCode::Esc if self.show_help => {
+                self.show_help = false;
+                Action::None
+            }
+            KeyCode::Esc => self.quit_action(),
+            KeyCode::Char('?') | KeyCode::Char('h') => {
+                self.show_help = !self.show_help;
+                Action::None
+            }
+            KeyCode::Char(' ') | KeyCode::Char('p') => {
+                self.paused = !self.paused;
+                if self.mode == Mode::Replay {
+                    if let Some(r) = self.replay.as_mut() {
+                        r.playing = !self.paused;
+                    }
+                    Action::Replay(ReplayCommand::Play(!self.paused))
+                } else {
+                    Action::None
+                }
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') => {
+                self.zoom = self.zoom.saturating_sub(1);
+                Action::None
+            }
+            KeyCode::Char('-') | KeyCode::Char('_') => {
+                self.zoom = (self.zoom + 1).min(ZOOM_STEPS.len() - 1);
+                Action::None
+            }
+            KeyCode::Tab => {
+                self.step_vm(1);
+                Action::None
+            }
+            KeyCode::BackTab => {
+                self.step_vm(-1);
+                Action::None
+            }
+            KeyCode::Char('s') => {
+                self.sort = self.sort.step(1);
+                Action::None
+            }
+            KeyCode::Char('S') => {
+                self.sort = self.sort.step(-1);
+                Action::None
+            }
+            KeyCode::Char('v') => {
+                self.vruntime_mode = match self.vruntime_mode {
+                    VruntimeMode::PerLine => VruntimeMode::Common,
+                    VruntimeMode::Common => VruntimeMode::PerLine,
+                };
+                Action::None
+            }
+            _ if self.mode == Mode::Replay => self.replay_key(key.code),
+            _ => Action::None,
+        }
+    }
+
+    fn quit_action(&mut self) -> Action {
+        self.quit = true;
+        Action::Quit
+    }
+
+    fn replay_key(&mut self, code: KeyCode) -> Action {
+        let speed = self.replay.map_or(1.0, |r| r.speed);
+        let command = match code {
+            KeyCode::Right => ReplayCommand::SeekBy(SEEK_STEP_NS),
+            KeyCode::Left => ReplayCommand::SeekBy(-SEEK_STEP_NS),
+            KeyCode::Home => ReplayCommand::SeekTo(0),
+            KeyCode::End => ReplayCommand::SeekTo(u64::MAX),
+            KeyCode::Char('>') | KeyCode::Char('.') => {
+                ReplayCommand::Speed((speed * 2.0).min(64.0))
+            }
+            KeyCode::Char('<') | KeyCode::Char(',') => {
+                ReplayCommand::Speed((speed / 2.0).max(1.0 / 64.0))
+            }
+            _ => return Action::None,
+        };
+        if let (ReplayCommand::Speed(s), Some(r)) = (command, self.replay.as_mut()) {
+            r.speed = s;
+        }
+        Action::Replay(command)
+    }
+
+    /// `tab` cycles all → first VM → ... → last VM → all.
+    fn step_vm(&mut self, by: isize) {
+        let names = self.vm_names();
+        if names.is_empty() {
+            self.vm_filter = None;
+            return;
+        }
+        // Position 0 is "all", 1.. are the VMs.
+        let current = match &self.vm_filter {
+            None => 0,
+            Some(f) => names.iter().position(|n| n == f).map_or(0, |i| i + 1),
+        };
+        let n = names.len() as isize + 1;
+        let next = (current as isize + by).rem_euclid(n) as usize;
+        self.vm_filter = if next == 0 {
+            None
+        } else {
+            Some(names[next - 1].clone())
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn live_app() -> App {
+        let mut app = App::new(Mode::Live, fixture::host(), "live".into());
+        app.update(Update {
+            snapshot: Arc::new(fixture::demo_snapshot()),
+            replay: None,
+            ended: false,
+        });
+        app
+    }
+
+    #[test]
+    fn q_ctrl_c_and_esc_quit() {
+        for k in [
+            key(KeyCode::Char('q')),
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+            key(KeyCode::Esc),
+        ] {
+            let mut app = live_app();
+            assert_eq!(app.handle_key(k), Action::Quit);
+            assert!(app.quit);
+        }
+    }
+
+    #[test]
+    fn esc_closes_help_before_quitting() {
+        let mut app = live_app();
+        app.handle_key(key(KeyCode::Char('?')));
+        assert!(app.show_help);
+        assert_eq!(app.handle_key(key(KeyCode::Esc)), Action::None);
+        assert!(!app.show_help && !app.quit);
+    }
+
+    #[test]
+    fn key_releases_are_ignored() {
+        let mut app = live_app();
+        let mut k = key(KeyCode::Char('q'));
+        k.kind = KeyEventKind::Release;
+        assert_eq!(app.handle_key(k), Action::None);
+        assert!(!app.quit);
+    }
+
+    #[test]
+    fn live_pause_holds_the_picture_and_resume_takes_the_latest() {
+        let mut app = live_app();
+        let first = app.snapshot.clone();
+        app.handle_key(key(KeyCode::Char(' ')));
+        assert!(app.paused);
+        let mut later = (*first).clone();
+        later.ts += 1_000_000_000;
+        app.update(Update {
+            snapshot: Arc::new(later.clone()),
+            replay: None,
+            ended: false,
+        });
+        assert_eq!(app.snapshot.ts, first.ts, "paused view must not move");
+        app.handle_key(key(KeyCode::Char(' ')));
+        app.update(Update {
+            snapshot: Arc::new(later.clone()),
+            replay: None,
+            ended: false,
+        });
+        assert_eq!(app.snapshot.ts, later.ts);
+    }
+
+    #[test]
+    fn zoom_steps_stop_at_both_ends() {
+        let mut app = live_app();
+        assert_eq!(app.window_s(), 10.0);
+        app.handle_key(key(KeyCode::Char('+')));
+        assert_eq!(app.window_s(), 5.0);
+        for _ in 0..10 {
+            app.handle_key(key(KeyCode::Char('+')));
+        }
+        assert_eq!(app.window_s(), 1.0);
+        for _ in 0..10 {
+            app.handle_key(key(KeyCode::Char('-')));
+        }
+        assert_eq!(app.window_s(), 60.0);
+    }
+
+    #[test]
+    fn tab_cycles_vms_and_back_to_all() {
+        let mut app = live_app();
+        let mut seen = vec![];
+        for _ in 0..4 {
+            app.handle_key(key(KeyCode::Tab));
+            seen.push(app.vm_filter.clone());
+        }
+        assert_eq!(
+            seen,
+            vec![
+                Some("vm0".to_string()),
+                Some("vm1".to_string()),
+                Some("vm2".to_string()),
+                None
+            ]
+        );
+        app.handle_key(key(KeyCode::BackTab));
+        assert_eq!(app.vm_filter.as_deref(), Some("vm2"));
+        assert!(app.visible_vcpus().iter().all(|v| v.vm == "vm2"));
+    }
+
+    #[test]
+    fn s_cycles_sort_keys_and_orders_rows() {
+        let mut app = live_app();
+        app.handle_key(key(KeyCode::Char('s')));
+        assert_eq!(app.sort, SortKey::Share);
+        let shares: Vec<f64> = app.visible_vcpus().iter().map(|v| v.cpu_share).collect();
+        assert!(shares.windows(2).all(|w| w[0] >= w[1]), "{shares:?}");
+        app.handle_key(key(KeyCode::Char('s')));
+        assert_eq!(app.sort, SortKey::WaitP99);
+        let waits: Vec<u64> = app.visible_vcpus().iter().map(|v| v.wait.p99).collect();
+        assert!(waits.windows(2).all(|w| w[0] >= w[1]), "{waits:?}");
+        for _ in 0..4 {
+            app.handle_key(key(KeyCode::Char('s')));
+        }
+        assert_eq!(app.sort, SortKey::Vcpu);
+        app.handle_key(key(KeyCode::Char('S')));
+        assert_eq!(app.sort, SortKey::Exits);
+    }
+
+    #[test]
+    fn replay_keys_become_commands() {
+        let mut app = App::new(Mode::Replay, fixture::host(), "replay: t.kst".into());
+        let status = ReplayStatus {
+            playing: true,
+            speed: 1.0,
+            position_ns: 0,
+            length_ns: 10,
+        };
+        app.update(Update {
+            snapshot: Arc::new(fixture::demo_snapshot()),
+            replay: Some(status),
+            ended: false,
+        });
+        assert_eq!(
+            app.handle_key(key(KeyCode::Char(' '))),
+            Action::Replay(ReplayCommand::Play(false))
+        );
+        assert!(app.paused);
+        assert_eq!(
+            app.handle_key(key(KeyCode::Right)),
+            Action::Replay(ReplayCommand::SeekBy(SEEK_STEP_NS))
+        );
+        assert_eq!(
+            app.handle_key(key(KeyCode::Left)),
+            Action::Replay(ReplayCommand::SeekBy(-SEEK_STEP_NS))
+        );
+        assert_eq!(
+            app.handle_key(key(KeyCode::Char('>'))),
+            Action::Replay(ReplayCommand::Speed(2.0))
+        );
+        assert_eq!(
+            app.handle_key(key(KeyCode::Char('<'))),
+            Action::Replay(ReplayCommand::Speed(1.0))
+        );
+        assert_eq!(
+            app.handle_key(key(KeyCode::Home)),
+            Action::Replay(ReplayCommand::SeekTo(0))
+        );
+        // A paused replay still shows what a seek lands on.
+        let mut moved = fixture::demo_snapshot();
+        moved.ts += 5;
+        let paused = ReplayStatus {
+            playing: false,
+            ..status
+        };
+        app.update(Update {
+            snapshot: Arc::new(moved.clone()),
+            replay: Some(paused),
+            ended: false,
+        });
+        assert_eq!(app.snapshot.ts, moved.ts);
+    }
+
+    #[test]
+    fn live_mode_ignores_replay_keys() {
+        let mut app = live_app();
+        assert_eq!(app.handle_key(key(KeyCode::Right)), Action::None);
+        assert_eq!(app.handle_key(key(KeyCode::Char('>'))), Action::None);
+    }
+}

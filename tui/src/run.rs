@@ -1,0 +1,570 @@
+//! The dashboard loop. Two threads, so drawing never holds up the event reader:
+//!
+//! - the calling thread owns the source and the model: it polls events in batches, folds them
+//!   and, once per tick, hands a snapshot to the UI over a channel (sending never blocks);
+//! - a UI thread owns the terminal: it waits for keys until the next tick, takes the newest
+//!   snapshot and draws it. It never touches the source or the model.
+//!
+//! The source stays on the calling thread (it need not be `Send`) and is dropped when the
+//! loop ends, which is what detaches probes and stops an in-process VMM. The terminal is
+//! restored when the UI thread leaves, on Ctrl-C (a key in raw mode), on SIGINT/SIGTERM/SIGHUP
+//! and on panic (panic hook).
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use model::{Event, HostInfo, Model, ModelConfig, Source, SourceError, Window};
+use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
+
+use crate::app::{Action, App, Mode, ReplayCommand, ReplayStatus, Update};
+use crate::stderr::StderrRedirect;
+use crate::theme::Theme;
+use crate::view::Dashboard;
+
+/// Why the dashboard stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("cannot set up the terminal: {0} (is stdout a terminal?)")]
+    Terminal(#[source] io::Error),
+    #[error("event source failed: {0}")]
+    Source(#[source] SourceError),
+    #[error("the dashboard thread panicked (see the log file)")]
+    Panicked,
+    #[error("tick rate must be between 0.5 and 100 Hz, got {0}")]
+    TickRate(f64),
+}
+
+/// How the loop runs.
+pub struct RunOptions {
+    /// Redraws per second.
+    pub tick_hz: f64,
+    /// Stop after this long (live only).
+    pub duration: Option<Duration>,
+    /// Set by anyone (signals, the caller) to stop; the loop sets it when it ends, so a live
+    /// source sharing it stops too.
+    pub stop: Arc<AtomicBool>,
+    pub theme: Theme,
+    /// Where stderr goes while the dashboard owns the screen (a log file); `None` = discard.
+    /// Anything a library prints would otherwise tear the picture.
+    pub stderr_to: Option<File>,
+    /// Show the wall clock in the header.
+    pub clock: bool,
+    /// Notes from the source to show in the health line.
+    pub notes: Vec<String>,
+}
+
+impl RunOptions {
+    pub fn new(tick_hz: f64) -> Self {
+        RunOptions {
+            tick_hz,
+            duration: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            theme: Theme::from_env(),
+            stderr_to: None,
+            clock: true,
+            notes: Vec::new(),
+        }
+    }
+
+    fn tick(&self) -> Result<Duration, TuiError> {
+        if !(0.5..=100.0).contains(&self.tick_hz) {
+            return Err(TuiError::TickRate(self.tick_hz));
+        }
+        Ok(Duration::from_secs_f64(1.0 / self.tick_hz))
+    }
+}
+
+/// The window the dashboard's per-vCPU figures (shares, rates) cover.
+const STATS_WINDOW: Window = Window::LastTenSeconds;
+
+/// Reader side of the loop: folds events and answers for snapshots.
+pub trait Feed {
+    /// Fold what arrives within `budget`. `Ok(false)` once nothing more will come.
+    fn pump(&mut self, budget: Duration) -> Result<bool, SourceError>;
+    /// A replay transport command (live feeds ignore them).
+    fn command(&mut self, _command: ReplayCommand) {}
+    /// The picture now.
+    fn update(&mut self, ended: bool) -> Update;
+}
+
+/// Events straight from a live source into the model.
+pub struct LiveFeed {
+    source: Box<dyn Source>,
+    model: Model,
+    batch: Vec<Event>,
+}
+
+impl LiveFeed {
+    pub fn new(source: Box<dyn Source>) -> Self {
+        LiveFeed {
+            source,
+            model: Model::new(ModelConfig::default()),
+            batch: Vec::with_capacity(4096),
+        }
+    }
+}
+
+impl Feed for LiveFeed {
+    fn pump(&mut self, budget: Duration) -> Result<bool, SourceError> {
+        self.batch.clear();
+        let more = self.source.poll(&mut self.batch, budget)?;
+        self.model.ingest_batch(&self.batch);
+        if !more {
+            self.model.finish();
+        }
+        Ok(more)
+    }
+
+    fn update(&mut self, ended: bool) -> Update {
+        Update {
+            snapshot: Arc::new(self.model.snapshot_window(STATS_WINDOW)),
+            replay: None,
+            ended,
+        }
+    }
+}
+
+/// A recording held in memory, played against the model at a chosen speed. Seeking forward
+/// folds ahead; seeking back refolds from the start (the model is cheap to rebuild next to
+/// reading a file, and holds no state that could be rewound).
+pub struct ReplayFeed {
+    events: Vec<Event>,
+    pos: usize,
+    model: Model,
+    first_ts: u64,
+    last_ts: u64,
+    /// Trace time played up to, absolute ns.
+    cursor: u64,
+    playing: bool,
+    speed: f64,
+    last_wall: Instant,
+}
+
+impl ReplayFeed {
+    /// `events` in file order (roughly time-ordered; the model's reorder window absorbs the
+    /// rest).
+    pub fn new(events: Vec<Event>, speed: f64) -> Self {
+        let first_ts = events.iter().map(Event::ts).min().unwrap_or(0);
+        let last_ts = events.iter().map(Event::ts).max().unwrap_or(0);
+        ReplayFeed {
+            events,
+            pos: 0,
+            model: Model::new(ModelConfig::default()),
+            first_ts,
+            last_ts,
+            cursor: first_ts,
+            playing: true,
+            speed: speed.clamp(1.0 / 64.0, 64.0),
+            last_wall: Instant::now(),
+        }
+    }
+
+    pub fn status(&self) -> ReplayStatus {
+        ReplayStatus {
+            playing: self.playing,
+            speed: self.speed,
+            position_ns: self.cursor - self.first_ts,
+            length_ns: self.last_ts - self.first_ts,
+        }
+    }
+
+    /// Fold every event up to `ts` (inclusive).
+    fn fold_to(&mut self, ts: u64) {
+        let end = self.pos + self.events[self.pos..].partition_point(|e| e.ts() <= ts);
+        if end > self.pos {
+            self.model.ingest_batch(&self.events[self.pos..end]);
+            self.pos = end;
+        }
+        if self.pos == self.events.len() {
+            self.model.finish();
+        }
+    }
+
+    fn seek(&mut self, target: u64) {
+        let target = target.clamp(self.first_ts, self.last_ts);
+        if target < self.cursor {
+            self.model = Model::new(ModelConfig::default());
+            self.pos = 0;
+        }
+        self.cursor = target;
+        self.fold_to(target);
+    }
+}
+
+impl Feed for ReplayFeed {
+    fn pump(&mut self, budget: Duration) -> Result<bool, SourceError> {
+        let now = Instant::now();
+        let wall = now.duration_since(self.last_wall);
+        self.last_wall = now;
+        if self.playing && self.cursor < self.last_ts {
+            let advance = (wall.as_nanos() as f64 * self.speed) as u64;
+            self.cursor = self.cursor.saturating_add(advance).min(self.last_ts);
+            self.fold_to(self.cursor);
+        }
+        if self.cursor >= self.last_ts {
+            self.playing = false;
+        }
+        // Nothing else to wait for: sleep out the budget instead of spinning.
+        thread::sleep(budget);
+        Ok(true)
+    }
+
+    fn command(&mut self, command: ReplayCommand) {
+        match command {
+            ReplayCommand::Play(on) => {
+                // Playing from the end starts over.
+                if on && self.cursor >= self.last_ts {
+                    self.seek(self.first_ts);
+                }
+                self.playing = on;
+                self.last_wall = Instant::now();
+            }
+            ReplayCommand::Speed(s) => self.speed = s.clamp(1.0 / 64.0, 64.0),
+            ReplayCommand::SeekBy(d) => {
+                let target = if d < 0 {
+                    self.cursor.saturating_sub(d.unsigned_abs())
+                } else {
+                    self.cursor.saturating_add(d as u64)
+                };
+                self.seek(target);
+            }
+            ReplayCommand::SeekTo(off) => self.seek(self.first_ts.saturating_add(off)),
+        }
+    }
+
+    fn update(&mut self, ended: bool) -> Update {
+        Update {
+            snapshot: Arc::new(self.model.snapshot_window(STATS_WINDOW)),
+            replay: Some(self.status()),
+            ended: ended || self.pos == self.events.len(),
+        }
+    }
+}
+
+/// Open the dashboard on a live source until `q`, a signal, `opts.duration` or an error.
+pub fn run_live(source: Box<dyn Source>, opts: RunOptions) -> Result<(), TuiError> {
+    let app = App::new(Mode::Live, source.host().clone(), source.describe());
+    run(app, LiveFeed::new(source), opts)
+}
+
+/// Open the dashboard on a recording read into memory.
+pub fn run_replay(
+    events: Vec<Event>,
+    host: HostInfo,
+    label: String,
+    speed: f64,
+    opts: RunOptions,
+) -> Result<(), TuiError> {
+    let app = App::new(Mode::Replay, host, label);
+    run(app, ReplayFeed::new(events, speed), opts)
+}
+
+/// The loop itself, for any feed.
+pub fn run<F: Feed>(mut app: App, mut feed: F, opts: RunOptions) -> Result<(), TuiError> {
+    let tick = opts.tick()?;
+    app.notes = opts.notes.clone();
+    let stop = opts.stop.clone();
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // Without the flag these signals would kill us with the terminal still raw.
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            log::warn!("cannot watch signal {signal}: {e}");
+        }
+    }
+    let redirect = StderrRedirect::to(opts.stderr_to.as_ref());
+    let (update_tx, update_rx) = mpsc::channel::<Update>();
+    let (command_tx, command_rx) = mpsc::channel::<ReplayCommand>();
+    let ui_stop = stop.clone();
+    let theme = opts.theme;
+    let clock = opts.clock;
+    let ui = thread::Builder::new()
+        .name("kvmscope-ui".into())
+        .spawn(move || ui_thread(app, update_rx, command_tx, ui_stop, tick, theme, clock))
+        .map_err(TuiError::Terminal)?;
+
+    log::info!("dashboard loop started at {:.1} Hz", opts.tick_hz);
+    let result = fold_loop(
+        &mut feed,
+        tick,
+        &stop,
+        opts.duration,
+        || command_rx.try_iter().collect(),
+        |update| !ui.is_finished() && update_tx.send(update).is_ok(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(update_tx);
+    let ui_result = ui.join();
+    drop(redirect);
+    match ui_result {
+        Err(_) => Err(TuiError::Panicked),
+        Ok(Err(e)) => Err(TuiError::Terminal(e)),
+        Ok(Ok(())) => result,
+    }
+}
+
+/// Shortest time between two folds: events then arrive in batches of tens to thousands,
+/// instead of one wakeup per event (the ring buffer holds far more than this much).
+const MIN_FOLD_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The reader side on its own: fold `feed` in batches and `publish` a snapshot every `tick`
+/// until `stop`, `duration`, a source error or `publish` returning false. `commands` yields
+/// the transport commands that arrived since the last call. [`run`] drives it beside the UI
+/// thread; the benchmark drives it alone as its no-drawing baseline.
+pub fn fold_loop<F: Feed>(
+    feed: &mut F,
+    tick: Duration,
+    stop: &AtomicBool,
+    duration: Option<Duration>,
+    mut commands: impl FnMut() -> Vec<ReplayCommand>,
+    mut publish: impl FnMut(Update) -> bool,
+) -> Result<(), TuiError> {
+    let started = Instant::now();
+    let mut next_publish = started;
+    let mut ended = false;
+    while !stop.load(Ordering::Relaxed) {
+        for command in commands() {
+            feed.command(command);
+        }
+        let cycle = Instant::now();
+        let budget = next_publish
+            .saturating_duration_since(cycle)
+            .min(Duration::from_millis(50));
+        if ended {
+            thread::sleep(budget);
+        } else if !feed.pump(budget).map_err(TuiError::Source)? {
+            log::info!("source ended");
+            ended = true;
+        }
+        let now = Instant::now();
+        if now >= next_publish {
+            if !publish(feed.update(ended)) {
+                break;
+            }
+            next_publish += tick;
+            if next_publish < now {
+                next_publish = now + tick;
+            }
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            log::info!("duration over");
+            break;
+        }
+        let rest = (cycle + MIN_FOLD_INTERVAL)
+            .min(next_publish)
+            .saturating_duration_since(Instant::now());
+        if !rest.is_zero() {
+            thread::sleep(rest);
+        }
+    }
+    Ok(())
+}
+
+fn ui_thread(
+    mut app: App,
+    updates: Receiver<Update>,
+    commands: Sender<ReplayCommand>,
+    stop: Arc<AtomicBool>,
+    tick: Duration,
+    theme: Theme,
+    clock: bool,
+) -> io::Result<()> {
+    // Whatever happens in here, the other thread must stop too.
+    struct StopOnExit(Arc<AtomicBool>);
+    impl Drop for StopOnExit {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_on_exit = StopOnExit(stop.clone());
+    // Installs a panic hook that restores the terminal before the message is printed.
+    let mut terminal = ratatui::try_init()?;
+    crate::stderr::hook_panics();
+    let result = (|| -> io::Result<()> {
+        let mut next_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            loop {
+                match updates.try_recv() {
+                    Ok(update) => app.update(update),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Ok(()),
+                }
+            }
+            if clock {
+                app.clock = Some(wall_clock());
+            }
+            terminal.draw(|f| f.render_widget(&Dashboard { app: &app, theme }, f.area()))?;
+            next_tick += tick;
+            let now = Instant::now();
+            if next_tick < now {
+                next_tick = now + tick;
+            }
+            // Keys are handled as they come; the picture is redrawn right after a key so the
+            // dashboard feels immediate, otherwise only on the tick.
+            let mut redraw = false;
+            while !redraw && !stop.load(Ordering::Relaxed) {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                if wait.is_zero() || !term_event::poll(wait.min(Duration::from_millis(100)))? {
+                    if Instant::now() >= next_tick {
+                        break;
+                    }
+                    continue;
+                }
+                match term_event::read()? {
+                    TermEvent::Key(key) => {
+                        match app.handle_key(key) {
+                            Action::Quit => return Ok(()),
+                            Action::Replay(c) => {
+                                let _ = commands.send(c);
+                            }
+                            Action::None => {}
+                        }
+                        redraw = true;
+                    }
+                    TermEvent::Resize(..) => redraw = true,
+                    _ => {}
+                }
+            }
+            if redraw {
+                next_tick = Instant::now();
+            }
+        }
+        Ok(())
+    })();
+    ratatui::restore();
+    result
+}
+
+/// Local time as HH:MM:SS.
+fn wall_clock() -> String {
+    // SAFETY: time(NULL) has no preconditions.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: an all-zero `tm` is a valid value for localtime_r to overwrite.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is the thread-safe variant.
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        return String::new();
+    }
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// Render one frame of `app` into a string (no styles), for tests and tools.
+pub fn render_to_string(app: &App, theme: Theme, width: u16, height: u16) -> String {
+    use ratatui::backend::TestBackend;
+    let mut terminal =
+        ratatui::Terminal::new(TestBackend::new(width, height)).expect("test backend");
+    terminal
+        .draw(|f| f.render_widget(&Dashboard { app, theme }, f.area()))
+        .expect("drawing into a test backend cannot fail");
+    crate::buffer_text(terminal.backend().buffer())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::synth;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn replay_seeks_forward_and_back_to_the_same_picture() {
+        let events = synth::demo_stream(4.0);
+        let mut feed = ReplayFeed::new(events.clone(), 1.0);
+        feed.command(ReplayCommand::SeekTo(3 * S));
+        assert_eq!(feed.status().position_ns, 3 * S);
+        feed.command(ReplayCommand::SeekBy(-2 * S as i64));
+        assert_eq!(feed.status().position_ns, S);
+        let back = feed.update(false).snapshot;
+
+        let mut direct = ReplayFeed::new(events, 1.0);
+        direct.command(ReplayCommand::SeekTo(S));
+        let fresh = direct.update(false).snapshot;
+        assert_eq!(
+            back, fresh,
+            "seeking back must refold to exactly the same state"
+        );
+        assert!(!fresh.vcpus.is_empty());
+        assert!(fresh.ts > fresh.start);
+    }
+
+    #[test]
+    fn replay_pause_holds_position_and_play_at_end_restarts() {
+        let mut feed = ReplayFeed::new(synth::demo_stream(2.0), 64.0);
+        feed.command(ReplayCommand::Play(false));
+        feed.command(ReplayCommand::SeekTo(S / 2));
+        thread::sleep(Duration::from_millis(20));
+        feed.pump(Duration::ZERO).unwrap();
+        assert_eq!(
+            feed.status().position_ns,
+            S / 2,
+            "paused replay must not move"
+        );
+        assert!(!feed.status().playing);
+
+        feed.command(ReplayCommand::SeekTo(u64::MAX));
+        let status = feed.status();
+        assert_eq!(status.position_ns, status.length_ns);
+        assert!(feed.update(false).ended);
+        feed.command(ReplayCommand::Play(true));
+        assert_eq!(feed.status().position_ns, 0, "play at the end starts over");
+        assert!(feed.status().playing);
+    }
+
+    #[test]
+    fn replay_plays_at_the_chosen_speed() {
+        let mut feed = ReplayFeed::new(synth::demo_stream(3.0), 1.0);
+        feed.command(ReplayCommand::Speed(32.0));
+        feed.command(ReplayCommand::Play(true));
+        thread::sleep(Duration::from_millis(30));
+        feed.pump(Duration::ZERO).unwrap();
+        // 30+ ms at 32x is about a second of trace time; allow for a slow machine.
+        let pos = feed.status().position_ns;
+        assert!(pos >= 900_000_000, "position after 30 ms at 32x: {pos} ns");
+    }
+
+    #[test]
+    fn fold_loop_publishes_on_the_tick_and_stops_at_the_source_end() {
+        let mut feed = LiveFeed::new(Box::new(synth::SynthSource::new(synth::demo_stream(1.0))));
+        let stop = AtomicBool::new(false);
+        let mut updates = vec![];
+        fold_loop(
+            &mut feed,
+            Duration::from_millis(10),
+            &stop,
+            Some(Duration::from_millis(300)),
+            Vec::new,
+            |u| {
+                updates.push(u);
+                true
+            },
+        )
+        .unwrap();
+        assert!(
+            updates.len() >= 5,
+            "about 30 ticks in 300 ms, got {}",
+            updates.len()
+        );
+        let last = updates.last().unwrap();
+        assert!(
+            last.ended,
+            "a 1 s synthetic stream is read long before 300 ms are over"
+        );
+        assert!(!last.snapshot.vcpus.is_empty());
+    }
+
+    #[test]
+    fn bad_tick_rates_are_refused() {
+        assert!(matches!(
+            RunOptions::new(0.0).tick(),
+            Err(TuiError::TickRate(_))
+        ));
+        assert!(matches!(
+            RunOptions::new(f64::NAN).tick(),
+            Err(TuiError::TickRate(_))
+        ));
+        assert!(RunOptions::new(10.0).tick().is_ok());
+    }
+}

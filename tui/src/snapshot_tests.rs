@@ -1,0 +1,307 @@
+//! Snapshot tests of every panel from fixed model snapshots (`fixture`). CI runs them with
+//! `INSTA_UPDATE=no`, so a changed picture fails until the new one is reviewed and accepted.
+
+use std::sync::Arc;
+
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::widgets::Widget;
+use ratatui::Terminal;
+
+use crate::app::{App, Mode, ReplayStatus, SortKey, Update, VruntimeMode};
+use crate::fixture;
+use crate::theme::Theme;
+use crate::view::{
+    Dashboard, Header, HealthLine, Keys, PcpuLanes, VcpuTable, VmcsPanel, VruntimeChart,
+};
+
+fn app_with(snapshot: model::Snapshot) -> App {
+    let mut app = App::new(Mode::Live, fixture::host(), "live".into());
+    app.update(Update {
+        snapshot: Arc::new(snapshot),
+        replay: None,
+        ended: false,
+    });
+    app
+}
+
+fn demo_app() -> App {
+    app_with(fixture::demo_snapshot())
+}
+
+fn draw(
+    width: u16,
+    height: u16,
+    render: impl FnOnce(ratatui::layout::Rect, &mut ratatui::buffer::Buffer),
+) -> (String, ratatui::buffer::Buffer) {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    let mut once = Some(render);
+    terminal
+        .draw(|f| {
+            let area = f.area();
+            if let Some(r) = once.take() {
+                r(area, f.buffer_mut());
+            }
+        })
+        .unwrap();
+    let buf = terminal.backend().buffer().clone();
+    (crate::buffer_text(&buf), buf)
+}
+
+fn dashboard(app: &App, theme: Theme, w: u16, h: u16) -> String {
+    draw(w, h, |area, buf| Dashboard { app, theme }.render(area, buf)).0
+}
+
+#[test]
+fn dashboard_120x40() {
+    insta::assert_snapshot!(dashboard(&demo_app(), Theme::coloured(), 120, 40));
+}
+
+#[test]
+fn dashboard_80x24() {
+    insta::assert_snapshot!(dashboard(&demo_app(), Theme::coloured(), 80, 24));
+}
+
+#[test]
+fn dashboard_16_vcpus_120x40() {
+    let app = app_with(fixture::synthetic(
+        &fixture::many_vms(16),
+        4,
+        fixture::START_NS + 12_000_000_000,
+    ));
+    insta::assert_snapshot!(dashboard(&app, Theme::coloured(), 120, 40));
+}
+
+#[test]
+fn dashboard_before_any_event() {
+    let app = App::new(Mode::Live, fixture::host(), "live".into());
+    insta::assert_snapshot!(dashboard(&app, Theme::coloured(), 100, 30));
+}
+
+#[test]
+fn header_paused_filtered_sorted() {
+    let mut app = demo_app();
+    app.paused = true;
+    app.vm_filter = Some("vm1".into());
+    app.sort = SortKey::WaitP99;
+    app.clock = Some("12:34:56".into());
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(draw(120, 2, |a, b| Header { app: &app, theme }.render(a, b)).0);
+}
+
+#[test]
+fn header_replay() {
+    let mut app = App::new(Mode::Replay, fixture::host(), "replay: demo.kst".into());
+    let status = ReplayStatus {
+        playing: true,
+        speed: 0.5,
+        position_ns: 12_500_000_000,
+        length_ns: 60_000_000_000,
+    };
+    app.update(Update {
+        snapshot: Arc::new(fixture::demo_snapshot()),
+        replay: Some(status),
+        ended: false,
+    });
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(draw(120, 2, |a, b| Header { app: &app, theme }.render(a, b)).0);
+}
+
+#[test]
+fn vcpu_table_wide_and_sorted_by_share() {
+    let mut app = demo_app();
+    app.sort = SortKey::Share;
+    let keys = Keys::new(&app);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(
+        draw(120, 9, |a, b| VcpuTable {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn vcpu_table_narrow_filtered() {
+    let mut app = demo_app();
+    app.vm_filter = Some("vm1".into());
+    let keys = Keys::new(&app);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(
+        draw(80, 6, |a, b| VcpuTable {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn pcpu_lanes_10s() {
+    let app = demo_app();
+    let keys = Keys::new(&app);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(
+        draw(120, 8, |a, b| PcpuLanes {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn pcpu_lanes_zoomed_in_2s() {
+    let mut app = demo_app();
+    app.zoom = 1;
+    let keys = Keys::new(&app);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(
+        draw(100, 8, |a, b| PcpuLanes {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn vruntime_chart_per_line() {
+    let app = demo_app();
+    let keys = Keys::new(&app);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(
+        draw(66, 16, |a, b| VruntimeChart {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn vruntime_chart_common_minimum_plain() {
+    let mut app = demo_app();
+    app.vruntime_mode = VruntimeMode::Common;
+    let keys = Keys::new(&app);
+    let theme = Theme::plain();
+    insta::assert_snapshot!(
+        draw(66, 16, |a, b| VruntimeChart {
+            app: &app,
+            theme,
+            keys: &keys
+        }
+        .render(a, b))
+        .0
+    );
+}
+
+#[test]
+fn vmcs_panel_with_guest_gaps() {
+    let app = demo_app();
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(draw(54, 16, |a, b| VmcsPanel { app: &app, theme }.render(a, b)).0);
+}
+
+#[test]
+fn vmcs_panel_without_guest_timing_says_so() {
+    let app = app_with(fixture::no_guest_timing_snapshot());
+    let theme = Theme::coloured();
+    let (text, _) = draw(54, 12, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
+    assert!(
+        text.contains("no guest entry events and no guest gaps"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("p50"),
+        "no zero percentiles when nothing was measured:\n{text}"
+    );
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn health_line() {
+    let mut snapshot = fixture::demo_snapshot();
+    snapshot.health.lost_events = 1234;
+    snapshot.health.uncertain_ns = 5_000_000;
+    let app = app_with(snapshot);
+    let theme = Theme::coloured();
+    insta::assert_snapshot!(draw(120, 1, |a, b| HealthLine { app: &app, theme }.render(a, b)).0);
+}
+
+#[test]
+fn help_popup_over_replay() {
+    let mut app = App::new(Mode::Replay, fixture::host(), "replay: demo.kst".into());
+    app.update(Update {
+        snapshot: Arc::new(fixture::demo_snapshot()),
+        replay: None,
+        ended: false,
+    });
+    app.show_help = true;
+    insta::assert_snapshot!(dashboard(&app, Theme::coloured(), 100, 32));
+}
+
+#[test]
+fn no_color_paints_no_colours() {
+    let app = demo_app();
+    let plain = draw(120, 40, |a, b| {
+        Dashboard {
+            app: &app,
+            theme: Theme::plain(),
+        }
+        .render(a, b)
+    })
+    .1;
+    for cell in plain.content() {
+        assert_eq!(
+            cell.fg,
+            Color::Reset,
+            "fg colour in NO_COLOR mode at {:?}",
+            cell.symbol()
+        );
+        assert_eq!(
+            cell.bg,
+            Color::Reset,
+            "bg colour in NO_COLOR mode at {:?}",
+            cell.symbol()
+        );
+    }
+    let coloured = draw(120, 40, |a, b| {
+        Dashboard {
+            app: &app,
+            theme: Theme::coloured(),
+        }
+        .render(a, b)
+    })
+    .1;
+    assert!(coloured.content().iter().any(|c| c.bg != Color::Reset));
+}
+
+#[test]
+fn frames_move_with_the_model() {
+    let a = app_with(fixture::synthetic(
+        &fixture::demo_vms(),
+        2,
+        fixture::START_NS + 12_000_000_000,
+    ));
+    let b = app_with(fixture::synthetic(
+        &fixture::demo_vms(),
+        2,
+        fixture::START_NS + 13_000_000_000,
+    ));
+    assert_ne!(
+        dashboard(&a, Theme::coloured(), 120, 40),
+        dashboard(&b, Theme::coloured(), 120, 40)
+    );
+}

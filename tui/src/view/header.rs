@@ -1,0 +1,130 @@
+//! Two header lines: what is being watched (host, kernel, scheduler, pCPUs, rates, source,
+//! time) and how the dashboard is set (pause, replay transport, window, sort, filter).
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget};
+
+use crate::app::{App, Mode, VruntimeMode};
+use crate::fmt;
+use crate::theme::Theme;
+
+pub struct Header<'a> {
+    pub app: &'a App,
+    pub theme: Theme,
+}
+
+impl Widget for &Header<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let app = self.app;
+        let t = self.theme;
+        let s = &app.snapshot;
+        let host = &app.host;
+        let sep = " │ ";
+        let elapsed = s.ts.saturating_sub(s.start) as f64 / 1e9;
+        let lost = s.health.lost_events;
+        let mut first = vec![
+            Span::styled(" kvmscope", Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(sep),
+            Span::raw(format!("host {}", or_dash(&host.hostname))),
+            Span::raw(sep),
+            Span::raw(format!("kernel {}", or_dash(&host.kernel))),
+            Span::raw(sep),
+            Span::raw(or_dash(&host.scheduler).to_string()),
+            Span::raw(sep),
+            Span::raw(format!("{} pCPUs", host.cpus)),
+        ];
+        if !host.kvm_flavour.is_empty() {
+            first.push(Span::raw(format!(" ({})", host.kvm_flavour)));
+        }
+        first.extend([
+            Span::raw(sep),
+            Span::raw(format!("{} ev/s", fmt::rate(s.events_per_second))),
+            Span::raw(sep),
+            Span::styled(
+                format!("lost {}", fmt::count(lost)),
+                if lost > 0 { t.bad() } else { Style::new() },
+            ),
+        ]);
+
+        let mut second = vec![
+            Span::styled(format!(" {}", app.source_label), t.title()),
+            Span::raw(format!("  t+{}", fmt::secs(elapsed))),
+        ];
+        if let Some(clock) = &app.clock {
+            second.push(Span::raw(format!("  {clock}")));
+        }
+        second.push(Span::raw("  "));
+        if app.mode == Mode::Replay {
+            if let Some(r) = app.replay {
+                let icon = if r.playing { "▶" } else { "⏸" };
+                second.push(Span::styled(
+                    format!(
+                        "{icon} {}x {} / {}",
+                        trim_speed(r.speed),
+                        fmt::secs(r.position_ns as f64 / 1e9),
+                        fmt::secs(r.length_ns as f64 / 1e9)
+                    ),
+                    t.title(),
+                ));
+                second.push(Span::raw("  "));
+            }
+        } else if app.paused {
+            second.push(Span::styled("PAUSED (events still folded)", t.warn()));
+            second.push(Span::raw("  "));
+        }
+        if app.ended {
+            second.push(Span::styled(
+                if app.mode == Mode::Replay {
+                    "end of recording"
+                } else {
+                    "source ended"
+                },
+                t.warn(),
+            ));
+            second.push(Span::raw("  "));
+        }
+        let vm = app.vm_filter.as_deref().unwrap_or("all");
+        let mode = match app.vruntime_mode {
+            VruntimeMode::PerLine => "progress",
+            VruntimeMode::Common => "common min",
+        };
+        second.push(Span::styled(
+            format!(
+                "window {}s  sort {}  vm {}  vruntime {}",
+                app.window_s(),
+                app.sort.label(),
+                vm,
+                mode
+            ),
+            t.dim(),
+        ));
+        second.push(Span::styled("  ? help  q quit", t.dim()));
+        Paragraph::new(vec![
+            Line::from(first).style(t.header_bar()),
+            Line::from(second),
+        ])
+        .render(area, buf);
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn trim_speed(v: f64) -> String {
+    if v >= 1.0 && v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
