@@ -37,12 +37,15 @@ const volatile __u32 kvm_pio_val_off = 24;
  * below the threshold are still read within one poll period. */
 const volatile __u64 wakeup_bytes = 64 << 10;
 
-/* Threads to report on (key: tid). Filled and emptied from user space. */
+/* Threads to report on: bit (tid % 64) of element (tid / 64). Every sched_switch on the host
+ * checks both sides, so this is the hot path: the verifier inlines array lookups (no helper
+ * call), where a hash lookup costs a helper call and a hash walk. User space sizes it from
+ * kernel.pid_max before load and is its only writer. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4194304 / 64);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 } tracked SEC(".maps");
 
 /* Size is set by user space (ProbeOptions::ring_bytes) before load. */
@@ -77,7 +80,10 @@ struct {
 
 static __always_inline bool is_tracked(__u32 tid)
 {
-	return tid != 0 && bpf_map_lookup_elem(&tracked, &tid) != NULL;
+	__u32 slot = tid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&tracked, &slot);
+
+	return tid != 0 && bits && ((*bits >> (tid % 64)) & 1);
 }
 
 static __always_inline __u32 current_tid(void)

@@ -31,8 +31,23 @@ fn main() {
     fs::write(out.join("abi_consts.rs"), abi_consts(&text))
         .unwrap_or_else(|e| fail(&format!("cannot write abi_consts.rs: {e}")));
 
+    let clang = find_clang();
+    // The header is plain C too: check its _Static_asserts for the host's x86-64 ABI, which
+    // the Rust side follows (`-ffreestanding`: clang's own stdint.h, no libc headers needed).
+    let host = Command::new(&clang)
+        .args(["-fsyntax-only", "-ffreestanding", "-std=c11", "-x", "c"])
+        .arg(&header)
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run {clang}: {e}")));
+    if !host.status.success() {
+        fail(&format!(
+            "{} fails its layout asserts for the host ABI:\n{}",
+            header.display(),
+            String::from_utf8_lossy(&host.stderr)
+        ));
+    }
     compile(
-        &find_clang(),
+        &clang,
         &ebpf.join("kvmscope.bpf.c"),
         &ebpf,
         &out.join("kvmscope.bpf.o"),

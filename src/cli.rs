@@ -102,6 +102,12 @@ pub struct VmmArgs {
     /// Port-I/O exit every K work units (workload `exits`).
     #[arg(long, value_name = "K")]
     pub exit_every: Option<u64>,
+    /// Length of each burst of work of the `sleepy` workload, in microseconds.
+    #[arg(long, value_name = "US")]
+    pub burst_us: Option<u64>,
+    /// How long the VMM blocks a `sleepy` vCPU after each burst, in microseconds.
+    #[arg(long, value_name = "US")]
+    pub sleep_us: Option<u64>,
     /// Off-CPU gap threshold in microseconds for the guests' gap rings.
     #[arg(long, value_name = "US")]
     pub gap_threshold_us: Option<u64>,

@@ -22,7 +22,10 @@ impl FileSource {
     /// Opens `path` and reads its header. Errors say what is wrong with the file.
     pub fn open(path: &Path) -> anyhow::Result<FileSource> {
         let reader = trace_file::open(path)?;
-        Ok(FileSource { path: path.to_path_buf(), reader })
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            reader,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -73,8 +76,9 @@ impl FileSource {
     /// Opens `path` and reads it to the end: header, all events, what went wrong.
     pub fn read_all(path: &Path) -> anyhow::Result<(FileSource, Vec<Event>)> {
         let mut src = FileSource::open(path)?;
-        let events =
-            src.load_all().with_context(|| format!("reading events from {}", path.display()))?;
+        let events = src
+            .load_all()
+            .with_context(|| format!("reading events from {}", path.display()))?;
         Ok((src, events))
     }
 }

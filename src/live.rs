@@ -18,6 +18,18 @@
 //! Stopping (the `stop` flag from Ctrl-C/SIGTERM, or [`LiveSource::stop_after`]) stops the VMM,
 //! drains the ring buffer and detaches the probes; dropping the source does the same, so a
 //! panic or an early `?` never leaves probes attached or vCPU threads running.
+//!
+//! Use from a command (`report`, `record`, ...):
+//! ```text
+//! live::require_privileges(Some("record"), &args.target)?;   // one clear line if not root
+//! let stop = live::stop_on_signals()?;                       // Ctrl-C / SIGTERM
+//! let mut source = LiveSource::open(&args.target, stop)?;
+//! if let Some(d) = args.duration { source.stop_after(Duration::from_secs_f64(d)); }
+//! while source.poll(&mut batch, Duration::from_millis(100))? { /* batch → sink */ }
+//! source.lost_total(); source.vmm_summary(); source.host();   // for headers and summaries
+//! ```
+//! The first events are one `TaskInfo` per tracked thread; the last poll (returning `true`)
+//! carries the final drain and a `VmEnded` for every process still tracked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,7 +168,6 @@ impl LiveSource {
     /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
     pub fn open(target: &TargetArgs, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
         require_privileges(None, target)?;
-        let start_ns = monotonic_ns();
         let host = probes::host::host_info();
 
         // Resolve external targets before loading anything: a wrong pid is the most common
@@ -165,6 +176,11 @@ impl LiveSource {
         let initial = match &spec {
             Some(spec) => targets::resolve(spec)?,
             None => Vec::new(),
+        };
+        let scenario = match (&target.scenario, target.demo) {
+            (Some(path), true) => Some(vmm::Scenario::from_toml_file(path)?),
+            (None, true) => Some(vmm::Scenario::default_demo()),
+            (_, false) => None,
         };
 
         // Probes before the VMM, so its vCPU threads are tracked before their guests run.
@@ -181,6 +197,8 @@ impl LiveSource {
             .as_ref()
             .map(|p| p.warnings().to_vec())
             .unwrap_or_default();
+        // Relative times start once the probes are attached (loading can take seconds).
+        let start_ns = monotonic_ns();
 
         let mut source = LiveSource {
             host,
@@ -207,12 +225,7 @@ impl LiveSource {
             warnings,
         };
 
-        if target.demo {
-            let scenario = match &target.scenario {
-                Some(path) => vmm::Scenario::from_toml_file(path)
-                    .with_context(|| format!("cannot read scenario {}", path.display()))?,
-                None => vmm::Scenario::default_demo(),
-            };
+        if let Some(scenario) = scenario {
             let pid = std::process::id();
             let mut track_error = None;
             // Track each vCPU thread once it exists but before its guest runs: its very first
@@ -488,6 +501,9 @@ impl LiveSource {
             }
         }
         out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        // Observation ends here: the final drain and the detach below take a while, and the
+        // model ends every tracked thread at this timestamp (later events are ignored).
+        let ts = monotonic_ns();
         if let Some(p) = &mut self.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
             p.poll(out, Duration::from_millis(50))
@@ -496,9 +512,18 @@ impl LiveSource {
         // Detach now, not at drop: the summary's lost count must be final.
         if let Some(p) = self.probes.take() {
             self.final_lost = p.lost_total();
+            // Warnings raised while running (undecodable records, ...) belong in the summary.
+            for w in p.warnings() {
+                if !self.warnings.contains(w) {
+                    self.warnings.push(w.clone());
+                }
+            }
+            if p.undecodable() > 0 {
+                self.warnings
+                    .push(format!("{} records could not be decoded", p.undecodable()));
+            }
             drop(p);
         }
-        let ts = monotonic_ns();
         for (pid, vm) in std::mem::take(&mut self.processes) {
             out.push(Event::VmEnded(VmEnded { ts, pid, vm }));
         }
@@ -541,8 +566,8 @@ fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {
     }
 }
 
-impl Source for LiveSource {
-    fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
+impl LiveSource {
+    fn poll_events(&mut self, out: &mut Vec<Event>, timeout: Duration) -> anyhow::Result<bool> {
         if self.finished {
             return Ok(false);
         }
@@ -583,6 +608,14 @@ impl Source for LiveSource {
             None => std::thread::sleep(wait),
         }
         Ok(true)
+    }
+}
+
+impl Source for LiveSource {
+    fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
+        // Keep the whole context chain in the message: callers print the error as one line.
+        self.poll_events(out, timeout)
+            .map_err(|e| SourceError::from(format!("{e:#}")))
     }
 
     fn host(&self) -> &HostInfo {

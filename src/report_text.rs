@@ -12,6 +12,9 @@ use anyhow::Context;
 use model::{HostInfo, Model, ModelConfig, Percentiles, Snapshot, Source, VcpuState};
 use serde::Serialize;
 
+/// Reorder window of the report's model, ns.
+const REPORT_REORDER_WINDOW_NS: u64 = 50_000_000;
+
 /// Where the events came from, for the report header and the JSON `source` section.
 #[derive(Clone, Debug, Serialize)]
 pub struct SourceSection {
@@ -49,10 +52,17 @@ pub struct DriveLimits<'a> {
 
 /// Folds everything `source` yields (within `limits`) into a fresh model.
 pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Result<Model> {
-    let mut model = Model::new(ModelConfig::default());
+    // A report is not interactive, so it can afford a wide reorder window: on a host that is
+    // itself a VM, a vCPU stalled (steal) between reserving a ring-buffer record and stamping
+    // it can invert events by milliseconds.
+    let mut model = Model::new(ModelConfig {
+        reorder_window_ns: REPORT_REORDER_WINDOW_NS,
+        ..ModelConfig::default()
+    });
     let mut batch = Vec::with_capacity(8192);
     let began = Instant::now();
     let mut first_ts: Option<u64> = None;
+    let mut stopped_at: Option<Instant> = None;
     loop {
         if limits.wall.is_some_and(|w| began.elapsed() >= w) {
             // Tell a live source to wind down; keep polling to drain what it still holds.
@@ -63,7 +73,10 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
             .poll(&mut batch, Duration::from_millis(100))
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("reading events from {}", source.describe()))?;
-        if let (Some(span), Some(first)) = (limits.event_span_ns, first_ts.or(batch.first().map(|e| e.ts()))) {
+        if let (Some(span), Some(first)) = (
+            limits.event_span_ns,
+            first_ts.or(batch.first().map(|e| e.ts())),
+        ) {
             first_ts = Some(first);
             let end = first.saturating_add(span);
             if let Some(cut) = batch.iter().position(|e| e.ts() > end) {
@@ -79,9 +92,13 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
         if !more {
             break;
         }
-        if limits.stop.load(Ordering::SeqCst) && limits.wall.is_none_or(|w| began.elapsed() >= w + Duration::from_secs(5)) {
-            // Stopped (Ctrl-C) and the source did not end within 5 s of that: report anyway.
-            break;
+        if limits.stop.load(Ordering::SeqCst) {
+            // A stopped source drains and ends by itself; if it does not within 5 s, report
+            // what we have.
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(5) {
+                break;
+            }
         }
     }
     model.finish();
@@ -96,7 +113,13 @@ pub fn document(model: &Model, source: SourceSection, host: HostInfo) -> ReportD
     }
     snapshot.vruntime.clear();
     let duration_s = snapshot.ts.saturating_sub(snapshot.start) as f64 / 1e9;
-    ReportDoc { report_version: 1, source, host, duration_s, snapshot }
+    ReportDoc {
+        report_version: 1,
+        source,
+        host,
+        duration_s,
+        snapshot,
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -142,7 +165,11 @@ pub fn render_text(doc: &ReportDoc) -> String {
         "{:<8} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
         "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
     );
-    let shown: Vec<_> = s.vcpus.iter().filter(|v| v.vcpu.is_some() || v.run_ns > 0).collect();
+    let shown: Vec<_> = s
+        .vcpus
+        .iter()
+        .filter(|v| v.vcpu.is_some() || v.run_ns > 0)
+        .collect();
     for v in &shown {
         let _ = writeln!(
             o,
@@ -170,17 +197,33 @@ pub fn render_text(doc: &ReportDoc) -> String {
         "Resume latency, µs p50/p90/p99 (switch-in → guest runs; source: {})",
         s.resume.source
     );
-    let _ = writeln!(o, "{:<14} {:>18} {:>18} {:>18} {:>10}", "", "same pCPU", "migrated", "last instr → out", "wait");
+    let _ = writeln!(
+        o,
+        "{:<14} {:>18} {:>18} {:>18} {:>10}",
+        "", "same pCPU", "migrated", "last instr → out", "wait"
+    );
     for v in &shown {
         let r = &v.resume;
         let _ = writeln!(
             o,
             "{:<14} {:>18} {:>18} {:>18} {:>10}",
-            truncate(&format!("{}/{} {}", v.vm, v.vcpu.map_or("-".into(), |i| i.to_string()), v.tid), 14),
+            truncate(
+                &format!(
+                    "{}/{} {}",
+                    v.vm,
+                    v.vcpu.map_or("-".into(), |i| i.to_string()),
+                    v.tid
+                ),
+                14
+            ),
             format!("{} (n={})", pct(&r.same_pcpu), r.same_pcpu.count),
             format!("{} (n={})", pct(&r.migrated), r.migrated.count),
             pct(&r.to_switch_out),
-            if v.wait.count > 0 { format!("{:.0}", us(v.wait.p50)) } else { "-".into() },
+            if v.wait.count > 0 {
+                format!("{:.0}", us(v.wait.p50))
+            } else {
+                "-".into()
+            },
         );
     }
     let r = &s.resume;
@@ -195,13 +238,22 @@ pub fn render_text(doc: &ReportDoc) -> String {
         );
     }
     if r.vmclear_calls > 0 {
-        let _ = writeln!(o, "VMCLEAR cross-calls: {} (queue → done {} µs)", r.vmclear_calls, pct(&r.vmclear));
+        let _ = writeln!(
+            o,
+            "VMCLEAR cross-calls: {} (queue → done {} µs)",
+            r.vmclear_calls,
+            pct(&r.vmclear)
+        );
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "pCPU occupancy (whole run)");
     for p in &s.pcpus {
         let occ = &p.occupancy_run;
-        let mut parts: Vec<String> = occ.vms.iter().map(|(n, f)| format!("{n} {:.1}%", f * 100.0)).collect();
+        let mut parts: Vec<String> = occ
+            .vms
+            .iter()
+            .map(|(n, f)| format!("{n} {:.1}%", f * 100.0))
+            .collect();
         for (n, f) in occ.others.iter().take(3) {
             parts.push(format!("{n} {:.1}%", f * 100.0));
         }
@@ -224,12 +276,19 @@ pub fn render_text(doc: &ReportDoc) -> String {
             if vm.ended { " (ended)" } else { "" }
         );
     }
-    let _ = writeln!(o, "fairness across VMs (Jain, weight-normalised): {:.3}", s.fairness);
+    let _ = writeln!(
+        o,
+        "fairness across VMs (Jain, weight-normalised): {:.3}",
+        s.fairness
+    );
     let mut culprits = s.wait_culprits.clone();
-    culprits.sort_by(|a, b| b.ns.cmp(&a.ns));
+    culprits.sort_by_key(|c| std::cmp::Reverse(c.ns));
     if !culprits.is_empty() {
-        let top: Vec<String> =
-            culprits.iter().take(4).map(|c| format!("tid {} behind {} {:.1} ms", c.tid, c.culprit, ms(c.ns))).collect();
+        let top: Vec<String> = culprits
+            .iter()
+            .take(4)
+            .map(|c| format!("tid {} behind {} {:.1} ms", c.tid, c.culprit, ms(c.ns)))
+            .collect();
         let _ = writeln!(o, "top wait culprits: {}", top.join("; "));
     }
     let hl = &s.health;
@@ -256,12 +315,23 @@ mod tests {
     fn demo_doc() -> ReportDoc {
         let mut src = SynthSource::new(demo_stream(3.0));
         let stop = AtomicBool::new(false);
-        let model = drive(&mut src, &DriveLimits { wall: None, event_span_ns: None, stop: &stop })
-            .expect("synthetic source never fails");
+        let model = drive(
+            &mut src,
+            &DriveLimits {
+                wall: None,
+                event_span_ns: None,
+                stop: &stop,
+            },
+        )
+        .expect("synthetic source never fails");
         let host = src.host().clone();
         document(
             &model,
-            SourceSection { kind: "synthetic".into(), describe: src.describe(), extra: Default::default() },
+            SourceSection {
+                kind: "synthetic".into(),
+                describe: src.describe(),
+                extra: Default::default(),
+            },
             host,
         )
     }
@@ -273,14 +343,24 @@ mod tests {
         let vcpus = v["vcpus"].as_array().expect("vcpus array");
         assert_eq!(vcpus.len(), 4);
         for c in vcpus {
-            for key in ["tid", "run_ns", "wait_ns", "sleep_ns", "vruntime", "weight", "migrations"] {
+            for key in [
+                "tid",
+                "run_ns",
+                "wait_ns",
+                "sleep_ns",
+                "vruntime",
+                "weight",
+                "migrations",
+            ] {
                 assert!(c.get(key).is_some(), "missing {key}");
             }
             assert!(c["resume"]["same_pcpu"]["p50"].is_u64());
             assert!(c["resume"]["migrated"]["p99"].is_u64());
         }
         assert!((doc.duration_s - 3.0).abs() < 0.01, "{}", doc.duration_s);
-        assert!(v["pcpus"][0]["lane"].as_array().is_some_and(|l| l.is_empty()));
+        assert!(v["pcpus"][0]["lane"]
+            .as_array()
+            .is_some_and(|l| l.is_empty()));
         assert_eq!(v["source"]["kind"], "synthetic");
     }
 
@@ -288,8 +368,15 @@ mod tests {
     fn event_span_limits_a_file_report() {
         let mut src = SynthSource::new(demo_stream(3.0));
         let stop = AtomicBool::new(false);
-        let model = drive(&mut src, &DriveLimits { wall: None, event_span_ns: Some(1_000_000_000), stop: &stop })
-            .expect("drive");
+        let model = drive(
+            &mut src,
+            &DriveLimits {
+                wall: None,
+                event_span_ns: Some(1_000_000_000),
+                stop: &stop,
+            },
+        )
+        .expect("drive");
         let s = model.snapshot();
         assert!(s.ts - s.start <= 1_000_000_000, "{}", s.ts - s.start);
         assert!(s.ts - s.start > 900_000_000);
@@ -299,7 +386,15 @@ mod tests {
     fn text_fits_one_screen_and_names_everything() {
         let text = render_text(&demo_doc());
         assert!(text.lines().count() <= 40, "{text}");
-        for needle in ["vm0", "vm1", "same pCPU", "migrated", "cpu0", "fairness", "health"] {
+        for needle in [
+            "vm0",
+            "vm1",
+            "same pCPU",
+            "migrated",
+            "cpu0",
+            "fairness",
+            "health",
+        ] {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
     }

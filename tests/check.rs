@@ -107,13 +107,22 @@ fn check_as_nobody_refuses_with_the_reason() {
     if !privileged(Privilege::Bpf) {
         return;
     }
-    let bin = env!("CARGO_BIN_EXE_kvmscope");
+    // A copy in a world-readable directory: the build tree may sit under a private home.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("kvmscope-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("kvmscope");
+    std::fs::copy(env!("CARGO_BIN_EXE_kvmscope"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(bin)
+        .arg(&bin)
         .arg("check")
+        .current_dir(&dir)
         .output()
         .expect("run setpriv");
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}");

@@ -506,9 +506,10 @@ fn wait_for_bpf_links(pid: u32) {
 }
 
 fn report_vcpus(doc: &serde_json::Value, pid: u32) -> BTreeMap<u64, serde_json::Value> {
-    doc["snapshot"]["vcpus"]
+    // The report document carries the snapshot's fields at its top level.
+    doc["vcpus"]
         .as_array()
-        .expect("snapshot.vcpus")
+        .expect("the report's vcpus")
         .iter()
         .filter(|v| v["pid"].as_u64() == Some(pid as u64))
         .map(|v| (v["tid"].as_u64().unwrap(), v.clone()))
@@ -619,7 +620,78 @@ fn report_run_and_wait_match_schedstat() {
         );
         assert!(
             close(got_wait, wait),
-            "vCPU {i}: wait {got_wait} ns vs schedstat {wait} ns"
+            "vCPU {i}: wait {got_wait} ns vs schedstat {wait} ns; report health {}",
+            doc["health"]
         );
     }
+}
+
+#[test]
+fn a_vm_started_mid_session_is_picked_up_and_closed_out() {
+    if !privileged(Privilege::Bpf) || !qemu_available() {
+        return;
+    }
+    // `--qemu` with no name watches every QEMU VM; one must exist when the session opens.
+    let early = Qemu::start("early", Qmp::None, true);
+    let mut child = kvmscope()
+        .args(["trace", "--qemu", "--format", "jsonl", "--duration", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_event = || -> Option<serde_json::Value> {
+        lines
+            .next()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+    };
+    let announced = |e: &serde_json::Value, pid: u32| {
+        e["type"] == "task_info" && e["pid"].as_u64() == Some(pid as u64)
+    };
+    let mut early_seen = 0;
+    while early_seen < 2 {
+        let e = next_event().expect("the session ended before tracking the first VM");
+        early_seen += usize::from(announced(&e, early.pid));
+    }
+
+    let mut late = Qemu::start("late", Qmp::Option, false);
+    let oracle = qmp_threads(late.qmp.as_deref().unwrap());
+    let mut late_tids = BTreeMap::new();
+    while late_tids.len() < 2 {
+        let e = next_event().expect("the session ended without picking up the new VM");
+        if announced(&e, late.pid) {
+            late_tids.insert(e["vcpu"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        late_tids, oracle,
+        "the new VM's vCPU threads, as QMP names them"
+    );
+    let late_pid = late.pid as u64;
+    late.kill();
+
+    let mut rest = Vec::new();
+    while let Some(e) = next_event() {
+        rest.push(e);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended: Vec<u64> = rest
+        .iter()
+        .filter(|e| e["type"] == "vm_ended")
+        .filter_map(|e| e["pid"].as_u64())
+        .collect();
+    // The killed VM is closed out during the session, before the early one (closed at the
+    // end, when the session stops watching it).
+    let late_at = ended.iter().position(|&p| p == late_pid);
+    let early_at = ended.iter().position(|&p| p == early.pid as u64);
+    assert!(
+        late_at.is_some() && early_at.is_some() && late_at < early_at,
+        "vm_ended order {ended:?}"
+    );
+    assert_eq!(rest.last().unwrap()["type"], "summary");
 }

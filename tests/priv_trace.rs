@@ -33,7 +33,12 @@ fn monotonic_ns() -> u64 {
 fn signal(pid: u32, sig: i32) {
     // SAFETY: plain syscall on integers; the pid is our own child.
     let r = unsafe { libc::kill(pid as i32, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Kills and reaps a child on every exit path, so no VMM or tracer outlives a failed test.
@@ -81,7 +86,10 @@ fn start_vmm(scenario: &Path, n: usize) -> (Reaped, Vec<u32>) {
         if tids.len() == n {
             return (child, tids);
         }
-        assert!(Instant::now() < deadline, "the VMM's {n} vCPU threads did not appear");
+        assert!(
+            Instant::now() < deadline,
+            "the VMM's {n} vCPU threads did not appear"
+        );
         thread::sleep(Duration::from_millis(20));
     }
 }
@@ -123,9 +131,15 @@ fn freeze(pid: u32, tids: &[u32]) {
             // `T` is set just before the last switch; let it complete, then make sure no
             // thread still accrues run time.
             thread::sleep(Duration::from_millis(30));
-            let a: Vec<_> = tids.iter().map(|&t| SchedStat::read(pid, t).unwrap()).collect();
+            let a: Vec<_> = tids
+                .iter()
+                .map(|&t| SchedStat::read(pid, t).unwrap())
+                .collect();
             thread::sleep(Duration::from_millis(30));
-            let b: Vec<_> = tids.iter().map(|&t| SchedStat::read(pid, t).unwrap()).collect();
+            let b: Vec<_> = tids
+                .iter()
+                .map(|&t| SchedStat::read(pid, t).unwrap())
+                .collect();
             if a == b {
                 return;
             }
@@ -156,7 +170,9 @@ fn read_oracle(pid: u32, tids: &[u32]) -> BTreeMap<u32, Oracle> {
 }
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// Per tracked thread, what its switch events inside (t1, t2) say.
@@ -165,11 +181,12 @@ struct Seen {
     switch_outs: u64,
     /// Wall time on CPU: switch-in → switch-out timestamps.
     on_cpu_ns: u64,
-    /// Task-clock time on CPU: `se.sum_exec_runtime` at switch-out minus at switch-in.
-    task_clock_ns: u64,
+    /// Switch-outs with no switch-in since the previous switch-out: a switch-in event that
+    /// never arrived (its on-CPU stretch is missing from `on_cpu_ns`).
+    missing_ins: u64,
     first_in_runtime: Option<u64>,
     last_out: Option<Value>,
-    open_in: Option<(u64, u64)>,
+    open_in: Option<u64>,
 }
 
 fn fold_switches(events: &[Value], tids: &[u32], t1: u64, t2: u64) -> BTreeMap<u32, Seen> {
@@ -185,16 +202,22 @@ fn fold_switches(events: &[Value], tids: &[u32], t1: u64, t2: u64) -> BTreeMap<u
         if let Some(s) = seen.get_mut(&(u(e, "prev_tid") as u32)) {
             s.switch_outs += 1;
             let se = &e["prev_se"];
-            assert!(se.is_object(), "switch-out of a tracked thread without se: {e}");
-            if let Some((t_in, rt_in)) = s.open_in.take() {
-                s.on_cpu_ns += ts - t_in;
-                s.task_clock_ns += u(se, "sum_exec_runtime") - rt_in;
+            assert!(
+                se.is_object(),
+                "switch-out of a tracked thread without se: {e}"
+            );
+            match s.open_in.take() {
+                Some(t_in) => s.on_cpu_ns += ts - t_in,
+                None => s.missing_ins += 1,
             }
             s.last_out = Some(se.clone());
         }
         if let Some(s) = seen.get_mut(&(u(e, "next_tid") as u32)) {
             let se = &e["next_se"];
-            assert!(se.is_object(), "switch-in of a tracked thread without se: {e}");
+            assert!(
+                se.is_object(),
+                "switch-in of a tracked thread without se: {e}"
+            );
             let rt = u(se, "sum_exec_runtime");
             if let Some(out) = &s.last_out {
                 // Off the CPU, a thread accrues no run time: it comes back with the figure
@@ -206,7 +229,7 @@ fn fold_switches(events: &[Value], tids: &[u32], t1: u64, t2: u64) -> BTreeMap<u
                 );
             }
             s.first_in_runtime.get_or_insert(rt);
-            s.open_in = Some((ts, rt));
+            s.open_in = Some(ts);
         }
     }
     seen
@@ -262,7 +285,10 @@ fn trace_matches_the_kernels_own_figures() {
     let mut events: Vec<Value> = vec![serde_json::from_str(&first).unwrap()];
     events.extend(lines.try_iter().map(|l| serde_json::from_str(&l).unwrap()));
     let summary = events.pop().unwrap();
-    assert_eq!(summary["type"], "summary", "last line is not the summary: {summary}");
+    assert_eq!(
+        summary["type"], "summary",
+        "last line is not the summary: {summary}"
+    );
     assert_eq!(summary["lost"], 0, "events were lost: {summary}");
 
     // Every vCPU thread was announced, with its VM and index.
@@ -275,10 +301,10 @@ fn trace_matches_the_kernels_own_figures() {
         assert!(info["vcpu"].is_u64(), "{info}");
     }
 
-    std::fs::write("/tmp/dbg_events.json", serde_json::to_string(&serde_json::json!({"events": events, "t1": t1, "t2": t2, "tids": tids, "before": before.iter().map(|(k,v)| (k.to_string(), (v.sched.sum_exec_runtime, v.sched.nr_switches, v.stat.run_ns))).collect::<BTreeMap<_,_>>(), "after": after.iter().map(|(k,v)| (k.to_string(), (v.sched.sum_exec_runtime, v.sched.nr_switches, v.stat.run_ns))).collect::<BTreeMap<_,_>>()})).unwrap()).unwrap(); // DBG
     let seen = fold_switches(&events, &tids, t1, t2);
     let mut on_cpu_total = 0u64;
     let mut schedstat_total = 0u64;
+    let mut missing_total = 0u64;
     for &tid in &tids {
         let s = &seen[&tid];
         let (b, a) = (before[&tid], after[&tid]);
@@ -290,7 +316,11 @@ fn trace_matches_the_kernels_own_figures() {
             a.sched.nr_switches - b.sched.nr_switches,
             "{label}: switch-outs vs nr_switches delta"
         );
-        assert!(s.switch_outs > 10, "{label}: only {} switches in 3 s", s.switch_outs);
+        assert!(
+            s.switch_outs > 10,
+            "{label}: only {} switches in 3 s",
+            s.switch_outs
+        );
 
         // The last switch-out carries the vruntime /proc shows now, give or take what the
         // thread could have gained since (its run time since then, weighted).
@@ -307,22 +337,52 @@ fn trace_matches_the_kernels_own_figures() {
             a.sched.vruntime
         );
 
-        // Run time: task clock from the switch events equals schedstat's exactly (both are
-        // se.sum_exec_runtime); wall-clock on-CPU time additionally holds steal.
+        // Run time: the task clock carried by the switch events (se.sum_exec_runtime at the
+        // first switch-in and the last switch-out) equals schedstat's growth exactly.
         let run_delta = a.stat.run_ns - b.stat.run_ns;
-        assert_eq!(s.first_in_runtime, Some(b.sched.sum_exec_runtime), "{label}");
-        assert_eq!(s.task_clock_ns, run_delta, "{label}: task clock from switches");
+        assert_eq!(
+            s.first_in_runtime,
+            Some(b.sched.sum_exec_runtime),
+            "{label}"
+        );
+        assert_eq!(
+            u(last, "sum_exec_runtime") - b.sched.sum_exec_runtime,
+            run_delta,
+            "{label}: task clock from switches vs schedstat"
+        );
         let ratio = s.on_cpu_ns as f64 / run_delta as f64;
         eprintln!(
-            "{label}: {} switches, on-CPU {:.3} ms wall / {:.3} ms schedstat = {:.2}%",
+            "{label}: {} switches ({} switch-ins missing), on-CPU {:.3} ms wall / {:.3} ms \
+             schedstat = {:.2}%",
             s.switch_outs,
+            s.missing_ins,
             s.on_cpu_ns as f64 / 1e6,
             run_delta as f64 / 1e6,
             ratio * 100.0
         );
+        // Switch-ins with no event although nothing was lost are counted and shown: seen here
+        // at 0-2% of switches while other work loads the host. The kernel emits no
+        // sched_switch for them (a bpftrace reader of the classic tracepoint misses the same
+        // ones, plain non-vCPU threads too). Their on-CPU time is missing from the wall sum,
+        // which must still be within 2%.
+        let over = s.on_cpu_ns as f64 - run_delta as f64;
+        assert!(
+            over >= -0.02 * run_delta as f64,
+            "{label}: on-CPU from switches {} ns vs schedstat {run_delta} ns ({} of {} \
+             switch-ins missing)",
+            s.on_cpu_ns,
+            s.missing_ins,
+            s.switch_outs
+        );
         on_cpu_total += s.on_cpu_ns;
         schedstat_total += run_delta;
+        missing_total += s.missing_ins;
     }
+    // Whatever went missing, the tracer itself noticed and said so.
+    assert!(
+        u(&summary, "unpaired_switch_outs") >= missing_total,
+        "{missing_total} switch-ins missing but the summary says {summary}"
+    );
     let ratio = on_cpu_total as f64 / schedstat_total as f64;
     let steal = steal2 - steal1;
     eprintln!(
@@ -334,14 +394,15 @@ fn trace_matches_the_kernels_own_figures() {
         steal as f64 / 1e6,
         (t2 - t1) as f64 / 1e9
     );
-    // Wall on-CPU time exceeds the task clock by the steal and IRQ time inside it; allow 2%
-    // plus the host steal measured over the same interval.
-    let allowance = schedstat_total as f64 * 0.02 + steal as f64;
+    // Wall on-CPU time exceeds the task clock by the steal and IRQ time inside it: within
+    // 2% below (missing switch-ins shorten it) and 2% plus the host steal of the same
+    // interval above.
+    let over = on_cpu_total as f64 - schedstat_total as f64;
+    let allowance = schedstat_total as f64 * 0.02;
     assert!(
-        on_cpu_total >= schedstat_total
-            && (on_cpu_total - schedstat_total) as f64 <= allowance,
+        -allowance <= over && over <= allowance + steal as f64,
         "on-CPU from switches {on_cpu_total} ns vs schedstat {schedstat_total} ns \
-         (allowed {allowance:.0} ns over)"
+         (host steal {steal} ns)"
     );
 }
 
@@ -358,7 +419,15 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
          exit_every = 20000\n\n[[vm.vcpu]]\nindex = 2\nworkload = \"exits\"\n",
     );
     let out = kvmscope()
-        .args(["trace", "--demo", "--duration", "3", "--format", "jsonl", "--scenario"])
+        .args([
+            "trace",
+            "--demo",
+            "--duration",
+            "3",
+            "--format",
+            "jsonl",
+            "--scenario",
+        ])
         .arg(&scenario)
         .stdin(Stdio::null())
         .output()
@@ -373,7 +442,10 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
     let summary = events.pop().expect("no output");
     assert_eq!(summary["type"], "summary", "{summary}");
     assert_eq!(summary["lost"], 0, "events were lost: {summary}");
-    let vcpus = summary["vmm"]["vcpus"].as_array().expect("no VMM summary").clone();
+    let vcpus = summary["vmm"]["vcpus"]
+        .as_array()
+        .expect("no VMM summary")
+        .clone();
     assert_eq!(vcpus.len(), 3);
 
     for v in &vcpus {
@@ -386,6 +458,19 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
                 .collect::<Vec<_>>()
         };
 
+        // Announced before anything else of it, with its VM and index.
+        let first = events
+            .iter()
+            .position(|e| {
+                e["tid"].as_u64() == Some(tid)
+                    || e["prev_tid"].as_u64() == Some(tid)
+                    || e["next_tid"].as_u64() == Some(tid)
+            })
+            .unwrap();
+        assert_eq!(events[first]["type"], "task_info", "{label}: first event");
+        assert_eq!(events[first]["vm"], "mix");
+        assert_eq!(events[first]["vcpu"], v["index"]);
+
         // Switches carry vruntime and weight for every vCPU thread.
         let outs: Vec<&Value> = events
             .iter()
@@ -394,11 +479,15 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
         assert!(outs.len() > 10, "{label}: only {} switch-outs", outs.len());
         for e in &outs {
             let se = &e["prev_se"];
-            assert!(u(se, "vruntime") > 0 && u(se, "weight") == 1024, "{label}: {e}");
+            assert!(
+                u(se, "vruntime") > 0 && u(se, "weight") == 1024,
+                "{label}: {e}"
+            );
         }
 
         // Exits to user space: exactly the VMM's own counters (port I/O, and the EINTR
-        // returns its stop kick causes).
+        // returns its stop kick causes). The VMM lets the guests go only once the tracer
+        // watches their threads, so even the first exit is seen.
         let exits = of_tid("userspace_exit");
         let io = exits
             .iter()
@@ -406,7 +495,11 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
             .count() as u64;
         let intr = exits.iter().filter(|e| e["errno"] == -libc::EINTR).count() as u64;
         assert_eq!(io, u(&v["exits"], "pio"), "{label}: port-I/O exits");
-        assert_eq!(intr, u(&v["exits"], "intr"), "{label}: interrupted KVM_RUNs");
+        assert_eq!(
+            intr,
+            u(&v["exits"], "intr"),
+            "{label}: interrupted KVM_RUNs"
+        );
         if v["workload"] == "exits" {
             assert!(io > 100, "{label}: only {io} exits in 3 s");
         }
@@ -440,7 +533,15 @@ fn no_bpf_trace_reports_counters_per_vcpu() {
     let (vmm, tids) = start_vmm(&scenario, 3);
     let pid = vmm.0.id();
     let out = kvmscope()
-        .args(["trace", "--no-bpf", "--duration", "2.5", "--format", "jsonl", "--pid"])
+        .args([
+            "trace",
+            "--no-bpf",
+            "--duration",
+            "2.5",
+            "--format",
+            "jsonl",
+            "--pid",
+        ])
         .arg(pid.to_string())
         .stdin(Stdio::null())
         .output()
@@ -448,7 +549,10 @@ fn no_bpf_trace_reports_counters_per_vcpu() {
     drop(vmm);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "trace failed: {stderr}");
-    assert!(stderr.contains("Missing without BPF"), "no word on what is missing: {stderr}");
+    assert!(
+        stderr.contains("Missing without BPF"),
+        "no word on what is missing: {stderr}"
+    );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -457,12 +561,15 @@ fn no_bpf_trace_reports_counters_per_vcpu() {
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["bpf"], false);
-    assert_eq!(summary["counts"]["sched_switch"], Value::Null, "switches without BPF?");
+    assert_eq!(
+        summary["counts"]["sched_switch"],
+        Value::Null,
+        "switches without BPF?"
+    );
     for &tid in &tids {
         let last = lines
             .iter()
-            .filter(|l| l["type"] == "counters" && u(l, "tid") == tid as u64)
-            .next_back()
+            .rfind(|l| l["type"] == "counters" && u(l, "tid") == tid as u64)
             .unwrap_or_else(|| panic!("no counters line for vCPU thread {tid}"));
         let task_clock = u(last, "task_clock_ns");
         let run = u(last, "schedstat_run_ns");
@@ -478,7 +585,43 @@ fn no_bpf_trace_reports_counters_per_vcpu() {
         assert!(run > 100_000_000, "tid {tid} barely ran: {last}");
         // Both count time on CPU since tracking began, read a moment apart.
         let ratio = task_clock as f64 / run as f64;
-        assert!((0.95..1.05).contains(&ratio), "tid {tid}: task-clock/schedstat {ratio:.3}");
+        assert!(
+            (0.95..1.05).contains(&ratio),
+            "tid {tid}: task-clock/schedstat {ratio:.3}"
+        );
         assert_eq!(u(last, "weight"), 1024);
     }
+}
+
+#[test]
+fn a_guest_crash_ends_the_trace_with_a_clear_error() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[[vm]]\nname = \"bad\"\nvcpus = 1\nworkload = \"triple-fault\"\n",
+    );
+    let out = kvmscope()
+        .args(["trace", "--demo", "--duration", "5", "--scenario"])
+        .arg(&scenario)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a crashed guest must fail the trace: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains("the bundled VMM failed: guest fault in vm0 (bad) vCPU 0"),
+        "{stderr}"
+    );
 }

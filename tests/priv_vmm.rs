@@ -205,6 +205,7 @@ fn bad_scenarios_and_flags_name_the_offending_value() {
         (&["--vcpus", "0"][..], "--vcpus `0`"),
         (&["--duration=-1"][..], "--duration `-1`"),
         (&["--migrate-every", "0"][..], "--migrate-every `0`"),
+        (&["--sleep-us", "5000000"][..], "--sleep-us `5000000`"),
         (&["--gap-threshold-us", "0"][..], "--gap-threshold-us `0`"),
     ] {
         let (code, _, stderr) = run(kvmscope().arg("vmm").args(args));

@@ -16,9 +16,17 @@ fn assert_clear_error(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "expected failure; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(out.stdout.is_empty(), "unexpected stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "unexpected stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -41,7 +49,10 @@ fn not_root_is_refused_clearly() {
             .output()
             .unwrap()
     };
-    assert_clear_error(&out, "kvmscope trace needs root (or CAP_BPF and CAP_PERFMON)");
+    assert_clear_error(
+        &out,
+        "kvmscope trace needs root (or CAP_BPF and CAP_PERFMON)",
+    );
 }
 
 #[test]
@@ -64,7 +75,10 @@ fn a_pid_without_vcpus_is_refused_clearly() {
         .unwrap();
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
-    assert_clear_error(&out, &format!("process {} (sleep) holds no KVM vCPU", sleeper.id()));
+    assert_clear_error(
+        &out,
+        &format!("process {} (sleep) holds no KVM vCPU", sleeper.id()),
+    );
 }
 
 #[test]

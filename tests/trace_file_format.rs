@@ -25,9 +25,8 @@ fn frames(bytes: &[u8]) -> (Vec<ChunkInfo>, u64) {
 }
 
 fn trailer_offset(bytes: &[u8]) -> usize {
-    // The trailer is the last frame; its JSON starts with `{"events"`.
-    let pos = bytes.windows(10).rposition(|w| w == b"{\"events\":").unwrap();
-    pos - 17
+    // The trailer is the last frame: sync bytes then kind 3.
+    bytes.windows(5).rposition(|w| w == b"KVCK\x03").unwrap()
 }
 
 #[test]
@@ -45,7 +44,10 @@ fn demo_like_stream_round_trips_compactly() {
         .map(|e| if let Event::Lost(l) = e { l.count } else { 0 })
         .sum();
     assert_eq!(trailer.lost, lost);
-    assert_eq!(trailer.start_ts, events.iter().map(Event::ts).min().unwrap());
+    assert_eq!(
+        trailer.start_ts,
+        events.iter().map(Event::ts).min().unwrap()
+    );
     assert_eq!(trailer.end_ts, events.iter().map(Event::ts).max().unwrap());
     assert_eq!(trailer.processes.len(), 2, "{:?}", trailer.processes);
     assert_eq!(trailer.processes[1].threads[1].vcpu, Some(1));
@@ -83,7 +85,10 @@ fn unfinished_recording_keeps_every_ended_chunk() {
     let mut w = TraceWriter::with_options(
         Vec::new(),
         &header(),
-        WriterOptions { chunk_bytes: 8192, ..Default::default() },
+        WriterOptions {
+            chunk_bytes: 8192,
+            ..Default::default()
+        },
     )
     .unwrap();
     for e in &events {
@@ -123,7 +128,11 @@ fn truncation_at_and_inside_every_chunk_keeps_complete_chunks() {
             assert_eq!(stats.corrupt_chunks, 0);
             assert!(trailer.is_none());
             if cut > b {
-                assert!(stats.problems()[0].contains("truncated"), "{:?}", stats.problems());
+                assert!(
+                    stats.problems()[0].contains("truncated"),
+                    "{:?}",
+                    stats.problems()
+                );
             }
         }
         before += index.get(k).map_or(0, |c| c.events as usize);
@@ -142,7 +151,10 @@ fn truncation_inside_the_header_is_a_clear_error() {
             matches!(err, TraceError::NoHeader { .. }),
             "cut at {cut}: {msg}"
         );
-        assert!(msg.contains("test.trace") && msg.contains("header"), "{msg}");
+        assert!(
+            msg.contains("test.trace") && msg.contains("header"),
+            "{msg}"
+        );
     }
 }
 
@@ -168,7 +180,11 @@ fn a_flipped_bit_loses_exactly_the_chunk_it_hit() {
         let k = index.iter().rposition(|c| c.offset <= pos).unwrap();
         let skip_from: usize = index[..k].iter().map(|c| c.events as usize).sum();
         let skip_to = skip_from + index[k].events as usize;
-        assert_eq!(back.len(), events.len() - index[k].events as usize, "flip at {pos}");
+        assert_eq!(
+            back.len(),
+            events.len() - index[k].events as usize,
+            "flip at {pos}"
+        );
         assert!(back[..skip_from] == events[..skip_from]);
         assert!(back[skip_from..] == events[skip_to..]);
         assert!(trailer.is_some());

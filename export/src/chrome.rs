@@ -47,11 +47,14 @@ fn us(ns: u64) -> f64 {
 impl<W: Write> ChromeWriter<W> {
     pub fn new(mut out: W, header: &TraceHeader) -> Result<Self, ExportError> {
         out.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
-        serde_json::to_writer(&mut out, &json!({
-            "recorder": header.recorder,
-            "host": header.host,
-            "command_line": header.command_line,
-        }))?;
+        serde_json::to_writer(
+            &mut out,
+            &json!({
+                "recorder": header.recorder,
+                "host": header.host,
+                "command_line": header.command_line,
+            }),
+        )?;
         out.write_all(b",\"traceEvents\":[\n")?;
         let mut w = ChromeWriter {
             out,
@@ -106,10 +109,19 @@ impl<W: Write> ChromeWriter<W> {
         Ok(())
     }
 
-    fn cpu_slice(&mut self, cpu: u32, start: u64, end: u64, tid: u32, comm: Comm) -> Result<(), ExportError> {
+    fn cpu_slice(
+        &mut self,
+        cpu: u32,
+        start: u64,
+        end: u64,
+        tid: u32,
+        comm: Comm,
+    ) -> Result<(), ExportError> {
         if self.named_cpus.insert(cpu) {
-            self.emit(json!({"ph": "M", "name": "thread_name", "pid": CPUS_PID, "tid": cpu,
-                "args": {"name": format!("CPU {cpu}")}}))?;
+            self.emit(
+                json!({"ph": "M", "name": "thread_name", "pid": CPUS_PID, "tid": cpu,
+                "args": {"name": format!("CPU {cpu}")}}),
+            )?;
         }
         if tid == 0 {
             return Ok(()); // idle: leave the lane empty
@@ -118,14 +130,26 @@ impl<W: Write> ChromeWriter<W> {
             Some(v) => v.label(),
             None => format!("{comm} ({tid})"),
         };
-        self.emit(json!({"ph": "X", "cat": "sched", "name": name, "pid": CPUS_PID, "tid": cpu,
-            "ts": us(start), "dur": us(end.saturating_sub(start)), "args": {"tid": tid}}))
+        self.emit(
+            json!({"ph": "X", "cat": "sched", "name": name, "pid": CPUS_PID, "tid": cpu,
+            "ts": us(start), "dur": us(end.saturating_sub(start)), "args": {"tid": tid}}),
+        )
     }
 
-    fn state_slice(&mut self, tid: u32, start: u64, end: u64, state: VcpuState) -> Result<(), ExportError> {
-        let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else { return Ok(()) };
-        self.emit(json!({"ph": "X", "cat": "vcpu", "name": state_name(state), "pid": pid,
-            "tid": tid, "ts": us(start), "dur": us(end.saturating_sub(start))}))
+    fn state_slice(
+        &mut self,
+        tid: u32,
+        start: u64,
+        end: u64,
+        state: VcpuState,
+    ) -> Result<(), ExportError> {
+        let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else {
+            return Ok(());
+        };
+        self.emit(
+            json!({"ph": "X", "cat": "vcpu", "name": state_name(state), "pid": pid,
+            "tid": tid, "ts": us(start), "dur": us(end.saturating_sub(start))}),
+        )
     }
 
     fn mark(&mut self, m: Mark) -> Result<(), ExportError> {
@@ -133,8 +157,10 @@ impl<W: Write> ChromeWriter<W> {
             Mark::NewVcpu(v) => {
                 self.emit(json!({"ph": "M", "name": "process_name", "pid": v.pid,
                     "args": {"name": v.vm}}))?;
-                self.emit(json!({"ph": "M", "name": "thread_name", "pid": v.pid, "tid": v.tid,
-                    "args": {"name": v.label()}}))?;
+                self.emit(
+                    json!({"ph": "M", "name": "thread_name", "pid": v.pid, "tid": v.tid,
+                    "args": {"name": v.label()}}),
+                )?;
                 self.emit(json!({"ph": "M", "name": "thread_name", "pid": v.pid,
                     "tid": v.tid | GAP_TID_BIT, "args": {"name": format!("{} guest gaps", v.label())}}))?;
                 self.vcpus.insert(v.tid, v);
@@ -150,23 +176,36 @@ impl<W: Write> ChromeWriter<W> {
                 }
             }
             Mark::Vruntime { tid, ts, vruntime } => {
-                let Some(v) = self.vcpus.get(&tid) else { return Ok(()) };
+                let Some(v) = self.vcpus.get(&tid) else {
+                    return Ok(());
+                };
                 let (pid, name) = (v.pid, format!("{} vruntime (ms)", v.label()));
                 self.emit(json!({"ph": "C", "name": name, "pid": pid, "ts": us(ts),
                     "args": {"vruntime": vruntime as f64 / 1e6}}))?;
             }
-            Mark::Resume { tid, ts, ns, migrated } => {
-                let Some(v) = self.vcpus.get(&tid) else { return Ok(()) };
+            Mark::Resume {
+                tid,
+                ts,
+                ns,
+                migrated,
+            } => {
+                let Some(v) = self.vcpus.get(&tid) else {
+                    return Ok(());
+                };
                 let (pid, name) = (v.pid, format!("{} resume latency (us)", v.label()));
                 let key = if migrated { "migrated" } else { "same_pcpu" };
                 self.emit(json!({"ph": "C", "name": name, "pid": pid, "ts": us(ts),
                     "args": {key: ns as f64 / 1000.0}}))?;
             }
             Mark::GuestGap { tid, start, end } => {
-                let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else { return Ok(()) };
-                self.emit(json!({"ph": "X", "cat": "guest", "name": "off CPU (guest's view)",
+                let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else {
+                    return Ok(());
+                };
+                self.emit(
+                    json!({"ph": "X", "cat": "guest", "name": "off CPU (guest's view)",
                     "pid": pid, "tid": tid | GAP_TID_BIT, "ts": us(start),
-                    "dur": us(end.saturating_sub(start))}))?;
+                    "dur": us(end.saturating_sub(start))}),
+                )?;
             }
         }
         Ok(())

@@ -23,7 +23,9 @@ use perfetto_protos::sched::{
 use perfetto_protos::thread_descriptor::ThreadDescriptor;
 use perfetto_protos::trace::Trace;
 use perfetto_protos::trace_packet::{trace_packet::SequenceFlags, TracePacket};
-use perfetto_protos::track_descriptor::{track_descriptor::Static_or_dynamic_name, TrackDescriptor};
+use perfetto_protos::track_descriptor::{
+    track_descriptor::Static_or_dynamic_name, TrackDescriptor,
+};
 use perfetto_protos::track_event::{track_event::Type, TrackEvent};
 use protobuf::{EnumOrUnknown, Message, MessageField};
 
@@ -138,7 +140,13 @@ impl<W: Write> PerfettoWriter<W> {
         }
         let open: Vec<u32> = self.open_state.iter().copied().collect();
         for tid in open {
-            self.track_event(uuid(tid, STATE), self.last_ts, Type::TYPE_SLICE_END, None, None)?;
+            self.track_event(
+                uuid(tid, STATE),
+                self.last_ts,
+                Type::TYPE_SLICE_END,
+                None,
+                None,
+            )?;
         }
         self.write_out()?;
         self.out.flush()?;
@@ -214,7 +222,9 @@ impl<W: Write> PerfettoWriter<W> {
     }
 
     fn flush_bundle(&mut self, cpu: u32) -> Result<(), ExportError> {
-        let Some(events) = self.bundles.remove(&cpu) else { return Ok(()) };
+        let Some(events) = self.bundles.remove(&cpu) else {
+            return Ok(());
+        };
         if events.is_empty() {
             return Ok(());
         }
@@ -234,18 +244,47 @@ impl<W: Write> PerfettoWriter<W> {
                 if self.open_state.contains(&tid) {
                     self.track_event(track, ts, Type::TYPE_SLICE_END, None, None)?;
                 }
-                self.track_event(track, ts, Type::TYPE_SLICE_BEGIN, Some(state_name(state)), None)?;
+                self.track_event(
+                    track,
+                    ts,
+                    Type::TYPE_SLICE_BEGIN,
+                    Some(state_name(state)),
+                    None,
+                )?;
                 self.open_state.insert(tid);
             }
             Mark::Vruntime { tid, ts, vruntime } => {
-                self.track_event(uuid(tid, VRUNTIME), ts, Type::TYPE_COUNTER, None, Some(vruntime as i64))?;
+                self.track_event(
+                    uuid(tid, VRUNTIME),
+                    ts,
+                    Type::TYPE_COUNTER,
+                    None,
+                    Some(vruntime as i64),
+                )?;
             }
-            Mark::Resume { tid, ts, ns, migrated: _ } => {
-                self.track_event(uuid(tid, RESUME), ts, Type::TYPE_COUNTER, None, Some(ns as i64))?;
+            Mark::Resume {
+                tid,
+                ts,
+                ns,
+                migrated: _,
+            } => {
+                self.track_event(
+                    uuid(tid, RESUME),
+                    ts,
+                    Type::TYPE_COUNTER,
+                    None,
+                    Some(ns as i64),
+                )?;
             }
             Mark::GuestGap { tid, start, end } => {
                 let track = uuid(tid, GAPS);
-                self.track_event(track, start, Type::TYPE_SLICE_BEGIN, Some("off CPU (guest's view)"), None)?;
+                self.track_event(
+                    track,
+                    start,
+                    Type::TYPE_SLICE_BEGIN,
+                    Some("off CPU (guest's view)"),
+                    None,
+                )?;
                 self.track_event(track, end, Type::TYPE_SLICE_END, None, None)?;
             }
             Mark::CpuRun { .. } => {}
@@ -284,14 +323,16 @@ impl<W: Write> PerfettoWriter<W> {
             let mut td = TrackDescriptor::new();
             td.uuid = Some(uuid(v.tid, kind));
             td.parent_uuid = Some(process_uuid(v.pid));
-            td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} {name}")));
+            td.static_or_dynamic_name =
+                Some(Static_or_dynamic_name::Name(format!("{label} {name}")));
             td.counter = MessageField::some(c);
             self.descriptor(td)?;
         }
         let mut td = TrackDescriptor::new();
         td.uuid = Some(uuid(v.tid, GAPS));
         td.parent_uuid = Some(process_uuid(v.pid));
-        td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} guest gaps")));
+        td.static_or_dynamic_name =
+            Some(Static_or_dynamic_name::Name(format!("{label} guest gaps")));
         self.descriptor(td)?;
         self.declared_threads.insert(v.tid, v);
         self.stats.vcpu_tracks = self.declared_threads.len() as u32;

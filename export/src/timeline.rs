@@ -3,7 +3,7 @@
 //!
 //! Kept separate from the writers so Perfetto and Chrome JSON show the same derived facts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use model::trace_file::TraceHeader;
 use model::{Comm, Event, VcpuState};
@@ -33,14 +33,36 @@ pub enum Mark {
     /// A vCPU thread seen for the first time (before any other mark of it).
     NewVcpu(VcpuThread),
     /// `tid` entered `state` at `ts`.
-    State { tid: u32, ts: u64, state: VcpuState },
-    Vruntime { tid: u32, ts: u64, vruntime: u64 },
+    State {
+        tid: u32,
+        ts: u64,
+        state: VcpuState,
+    },
+    Vruntime {
+        tid: u32,
+        ts: u64,
+        vruntime: u64,
+    },
     /// Switch-in to guest running again, ns; `migrated` when it came back on another pCPU.
-    Resume { tid: u32, ts: u64, ns: u64, migrated: bool },
+    Resume {
+        tid: u32,
+        ts: u64,
+        ns: u64,
+        migrated: bool,
+    },
     /// The guest saw itself kept off the CPU over `[start, end]`.
-    GuestGap { tid: u32, start: u64, end: u64 },
+    GuestGap {
+        tid: u32,
+        start: u64,
+        end: u64,
+    },
     /// A thread that left a pCPU (`prev`) and the one that took it, for CPU lanes.
-    CpuRun { cpu: u32, ts: u64, tid: u32, comm: Comm },
+    CpuRun {
+        cpu: u32,
+        ts: u64,
+        tid: u32,
+        comm: Comm,
+    },
 }
 
 #[derive(Default)]
@@ -54,7 +76,7 @@ struct ThreadState {
 /// Folds events into [`Mark`]s for the tracked vCPU threads.
 pub struct Timeline {
     vcpus: HashMap<u32, VcpuThread>,
-    announced: HashMap<u32, bool>,
+    announced: HashSet<u32>,
     threads: HashMap<u32, ThreadState>,
     /// Last known comm by tid (wakeups and migrations carry only the tid).
     comms: HashMap<u32, Comm>,
@@ -79,7 +101,7 @@ impl Timeline {
         }
         Timeline {
             vcpus,
-            announced: HashMap::new(),
+            announced: HashSet::new(),
             threads: HashMap::new(),
             comms: HashMap::new(),
         }
@@ -91,9 +113,10 @@ impl Timeline {
     }
 
     fn tracked(&mut self, tid: u32, out: &mut Vec<Mark>) -> bool {
-        let Some(v) = self.vcpus.get(&tid) else { return false };
-        if !self.announced.contains_key(&tid) {
-            self.announced.insert(tid, true);
+        let Some(v) = self.vcpus.get(&tid) else {
+            return false;
+        };
+        if self.announced.insert(tid) {
             out.push(Mark::NewVcpu(v.clone()));
         }
         true
@@ -111,7 +134,12 @@ impl Timeline {
         let t = self.threads.entry(tid).or_default();
         if let Some((t_in, migrated)) = t.pending_resume.take() {
             if ts >= t_in {
-                out.push(Mark::Resume { tid, ts, ns: ts - t_in, migrated });
+                out.push(Mark::Resume {
+                    tid,
+                    ts,
+                    ns: ts - t_in,
+                    migrated,
+                });
             }
         }
     }
@@ -138,13 +166,25 @@ impl Timeline {
             Event::SchedSwitch(s) => {
                 self.comms.insert(s.prev_tid, s.prev_comm);
                 self.comms.insert(s.next_tid, s.next_comm);
-                out.push(Mark::CpuRun { cpu: s.cpu, ts: s.ts, tid: s.next_tid, comm: s.next_comm });
+                out.push(Mark::CpuRun {
+                    cpu: s.cpu,
+                    ts: s.ts,
+                    tid: s.next_tid,
+                    comm: s.next_comm,
+                });
                 if self.tracked(s.prev_tid, out) {
-                    let state =
-                        if s.prev_preempted() { VcpuState::Waiting } else { VcpuState::Sleeping };
+                    let state = if s.prev_preempted() {
+                        VcpuState::Waiting
+                    } else {
+                        VcpuState::Sleeping
+                    };
                     self.set_state(s.prev_tid, s.ts, state, out);
                     if let Some(se) = s.prev_se {
-                        out.push(Mark::Vruntime { tid: s.prev_tid, ts: s.ts, vruntime: se.vruntime });
+                        out.push(Mark::Vruntime {
+                            tid: s.prev_tid,
+                            ts: s.ts,
+                            vruntime: se.vruntime,
+                        });
                     }
                     let t = self.threads.entry(s.prev_tid).or_default();
                     t.pending_resume = None;
@@ -152,7 +192,11 @@ impl Timeline {
                 if self.tracked(s.next_tid, out) {
                     self.set_state(s.next_tid, s.ts, VcpuState::Running, out);
                     if let Some(se) = s.next_se {
-                        out.push(Mark::Vruntime { tid: s.next_tid, ts: s.ts, vruntime: se.vruntime });
+                        out.push(Mark::Vruntime {
+                            tid: s.next_tid,
+                            ts: s.ts,
+                            vruntime: se.vruntime,
+                        });
                     }
                     let t = self.threads.entry(s.next_tid).or_default();
                     let migrated = t.prev_cpu.is_some_and(|c| c != s.cpu);
@@ -185,7 +229,11 @@ impl Timeline {
             }
             Event::GuestGap(g) => {
                 if self.tracked(g.tid, out) {
-                    out.push(Mark::GuestGap { tid: g.tid, start: g.start, end: g.end });
+                    out.push(Mark::GuestGap {
+                        tid: g.tid,
+                        start: g.start,
+                        end: g.end,
+                    });
                     // The guest's first instruction after the gap: resume latency when the
                     // switch-in falls inside the gap (hosts without kvm_entry).
                     let pending = self.threads.get(&g.tid).and_then(|t| t.pending_resume);

@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use model::trace_file::TraceReader;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut reader) = TraceReader::new(data, "fuzz") else { return };
+    let Ok(mut reader) = TraceReader::new(data, "fuzz") else {
+        return;
+    };
     let mut events = Vec::new();
     while let Ok(true) = reader.next_chunk(&mut events) {
         events.clear();

@@ -62,7 +62,11 @@ fn main() {
     }
     block.truncate(BLOCK);
     // TaskInfo only at the start of the stream: later blocks would be tid reuse otherwise.
-    let infos: Vec<Event> = block.iter().filter(|e| matches!(e, Event::TaskInfo(_))).cloned().collect();
+    let infos: Vec<Event> = block
+        .iter()
+        .filter(|e| matches!(e, Event::TaskInfo(_)))
+        .cloned()
+        .collect();
     block.retain(|e| !matches!(e, Event::TaskInfo(_)));
     let first = block.first().map_or(0, Event::ts);
     let last = block.last().map_or(0, Event::ts);
@@ -120,8 +124,14 @@ fn main() {
             rss_10m = rss_kib();
             let ev_s = 10.0 * BLOCK as f64 / (ingest_ns as f64 / 1e9);
             let base_s = 10.0 * BLOCK as f64 / (base_ns as f64 / 1e9);
-            println!("ingest:   {:>8.1} M events/s (10 M events, one core)", ev_s / 1e6);
-            println!("baseline: {:>8.1} M events/s (sum of timestamps over the same events)", base_s / 1e6);
+            println!(
+                "ingest:   {:>8.1} M events/s (10 M events, one core)",
+                ev_s / 1e6
+            );
+            println!(
+                "baseline: {:>8.1} M events/s (sum of timestamps over the same events)",
+                base_s / 1e6
+            );
             println!("ratio ingest/baseline: {:.3}", ev_s / base_s);
             let best_ev = BLOCK as f64 / (best_ingest as f64 / 1e9);
             let best_b = BLOCK as f64 / (best_base as f64 / 1e9);
@@ -131,7 +141,10 @@ fn main() {
                 best_b / 1e6,
                 best_ev / best_b
             );
-            println!("goal >= 20 M events/s: {}", if best_ev >= 20e6 { "met" } else { "NOT met" });
+            println!(
+                "goal >= 20 M events/s: {}",
+                if best_ev >= 20e6 { "met" } else { "NOT met" }
+            );
         }
     }
     m.finish();
@@ -146,7 +159,8 @@ fn main() {
         "model growth: +{} KiB at 10 M, +{} KiB at 100 M (ratio 100M/10M {:.2})",
         rss_10m.saturating_sub(rss_before),
         rss_100m.saturating_sub(rss_before),
-        rss_100m.saturating_sub(rss_before) as f64 / rss_10m.saturating_sub(rss_before).max(1) as f64
+        rss_100m.saturating_sub(rss_before) as f64
+            / rss_10m.saturating_sub(rss_before).max(1) as f64
     );
     black_box(sum);
     black_box(s);

@@ -17,7 +17,11 @@ pub(crate) struct Reorder {
 
 impl Reorder {
     pub(crate) fn new(window: u64) -> Self {
-        Reorder { buf: VecDeque::new(), window, max_ts: 0 }
+        Reorder {
+            buf: VecDeque::new(),
+            window,
+            max_ts: 0,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -13,7 +13,8 @@
 //! - `migrations` counts `sched_migrate_task` events when the source delivers them: the
 //!   kernel bumps `se.nr_migrations` in `set_task_cpu()`, the same place that tracepoint
 //!   fires, so the two agree exactly (including moves of a waiting thread between run queues
-//!   and wake-up placements). Without those events it falls back to `pcpu_changes`, switch-ins
+//!   and wake-up placements) once events with `orig_cpu == dest_cpu` are skipped: the
+//!   tracepoint fires for those too, the counter does not move. Without those events it falls back to `pcpu_changes`, switch-ins
 //!   on a different pCPU than the previous switch-out, which is what matters for the VMCS
 //!   reload and is always reported beside it. A health note says which was used.
 //! - Resume latency: for each switch-in, the time until the guest runs again — the next
@@ -22,8 +23,9 @@
 //!   guest's last instruction (last `kvm_exit`, or gap start) to the switch-out.
 //! - Entitled share: weighted max-min fair share of the pCPUs a group of threads used, where
 //!   a group is threads whose used pCPU sets overlap, each capped at its demand
-//!   ((run + wait) / elapsed). Two always-runnable threads of weight 335 and 1024 on one pCPU
-//!   are entitled to 335/1359 and 1024/1359.
+//!   ((run + wait) / elapsed). The capacity shared is the pCPU time untracked tasks left
+//!   (their weights are unknown). Two always-runnable threads of weight 335 and 1024 alone on
+//!   one pCPU are entitled to 335/1359 and 1024/1359.
 //! - Lag: vruntime (as of the thread's last switch) minus the smallest vruntime among tracked
 //!   runnable threads on the same run queue. vruntimes of different run queues are not
 //!   comparable, so no cross-queue lag is given.
@@ -55,6 +57,8 @@ const MAX_COMMS: usize = 4096;
 const MAX_UNKNOWN_TIDS: usize = 65_536;
 /// Distinct culprits remembered per waiting thread; the rest are folded into "(other)".
 const MAX_CULPRITS: usize = 32;
+/// Guest gaps held until the kernel events catch up; past this the oldest is matched early.
+const MAX_QUEUED_GAPS: usize = 65_536;
 /// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
 const MAX_OPEN_CSD: usize = 256;
 /// Period of the cumulative-counter checkpoints used for the 1 s / 10 s windows.
@@ -280,6 +284,10 @@ pub struct Model {
     unknown_tids: FxHashSet<u32>,
     unknown_count: u64,
     open_csd: Vec<OpenCsd>,
+    /// Guest gaps waiting for the kernel events up to their end.
+    gaps: VecDeque<GuestGap>,
+    /// Kinds of the events that came too late (for the health note).
+    late_kinds: Vec<&'static str>,
     lost: u64,
     uncertain_ns: u64,
     out_of_order: u64,
@@ -314,6 +322,8 @@ impl Model {
             unknown_tids: FxHashSet::default(),
             unknown_count: 0,
             open_csd: Vec::new(),
+            gaps: VecDeque::new(),
+            late_kinds: Vec::new(),
             lost: 0,
             uncertain_ns: 0,
             out_of_order: 0,
@@ -343,6 +353,10 @@ impl Model {
     }
 
     fn ingest_one(&mut self, ev: &Event) {
+        if let Event::GuestGap(g) = ev {
+            self.queue_gap(*g);
+            return;
+        }
         if ev.ts() < self.now {
             self.apply_late(ev);
             return;
@@ -357,59 +371,116 @@ impl Model {
     /// it; only the batch's newest `reorder_window_ns` is copied at the end.
     pub fn ingest_batch(&mut self, evs: &[Event]) {
         self.events = self.events.saturating_add(evs.len() as u64);
-        // evs[pending..k] are in order, after everything buffered, and not yet applied.
+        // evs[pending..k] are in order (guest gaps aside), after everything buffered, and not
+        // yet applied; `run_last` is the newest timestamp among them.
         let mut pending = 0;
+        let mut run_last = 0u64;
         for (k, ev) in evs.iter().enumerate() {
             prefetch(evs.get(k + PREFETCH_AHEAD));
+            if let Event::GuestGap(g) = ev {
+                if pending == k {
+                    self.queue_gap(*g);
+                    pending = k + 1;
+                }
+                // Otherwise it waits in the slice and is queued when the run reaches it.
+                continue;
+            }
             let ts = ev.ts();
             let in_run = if pending == k {
                 ts >= self.now && self.reorder.back_ts().is_none_or(|b| b <= ts)
             } else {
-                evs[k - 1].ts() <= ts
+                run_last <= ts
             };
             if in_run {
+                run_last = ts;
                 self.reorder.note_ts(ts);
                 let wm = self.reorder.watermark();
                 self.release(wm);
                 if self.reorder.is_empty() {
-                    while pending <= k && evs[pending].ts() <= wm {
-                        self.apply(&evs[pending]);
+                    while pending <= k {
+                        let e = &evs[pending];
+                        if let Event::GuestGap(g) = e {
+                            self.queue_gap(*g);
+                        } else if e.ts() <= wm {
+                            self.apply(e);
+                        } else {
+                            break;
+                        }
                         pending += 1;
                     }
+                    self.drain_gaps();
                 }
                 continue;
             }
             for e in &evs[pending..k] {
-                self.reorder.push(e.clone());
+                self.hold(e);
             }
             pending = k + 1;
             self.ingest_one(ev);
         }
         for e in &evs[pending..] {
-            self.reorder.push(e.clone());
+            self.hold(e);
+        }
+    }
+
+    /// Puts an event in the reorder buffer (guest gaps in their own queue).
+    fn hold(&mut self, e: &Event) {
+        match e {
+            Event::GuestGap(g) => self.queue_gap(*g),
+            _ => self.reorder.push(e.clone()),
+        }
+    }
+
+    /// Guest gaps come from the VMM, not the kernel ring, so they run ahead of or behind the
+    /// kernel events by tens of ms. They must not move the reorder watermark; each is matched
+    /// once the kernel events up to its end (its switch-in) have been folded in.
+    fn queue_gap(&mut self, g: GuestGap) {
+        if self.gaps.len() >= MAX_QUEUED_GAPS {
+            if let Some(old) = self.gaps.pop_front() {
+                self.on_guest_gap(&old);
+            }
+        }
+        self.gaps.push_back(g);
+        self.drain_gaps();
+    }
+
+    fn drain_gaps(&mut self) {
+        while let Some(g) = self.gaps.front() {
+            if g.end > self.now {
+                break;
+            }
+            if let Some(g) = self.gaps.pop_front() {
+                self.on_guest_gap(&g);
+            }
         }
     }
 
     /// End of stream: folds in everything still held in the reorder window.
     pub fn finish(&mut self) {
         self.release(u64::MAX);
+        while let Some(g) = self.gaps.pop_front() {
+            self.on_guest_gap(&g);
+        }
     }
 
     fn release(&mut self, limit: u64) {
+        let mut any = false;
         while let Some(ev) = self.reorder.pop_upto(limit) {
             self.apply(&ev);
+            any = true;
+        }
+        if any && !self.gaps.is_empty() {
+            self.drain_gaps();
         }
     }
 
     /// An event older than what was already folded in: count it and fold it in at "now" so
-    /// that state transitions are not lost. Guest gaps are matched against history instead:
-    /// the VMM reads them in batches, so they are routinely late and that is not an error.
+    /// that state transitions are not lost. (Guest gaps never come here: see `queue_gap`.)
     fn apply_late(&mut self, ev: &Event) {
-        if let Event::GuestGap(g) = ev {
-            self.on_guest_gap(g);
-            return;
-        }
         self.out_of_order = self.out_of_order.saturating_add(1);
+        if !self.late_kinds.contains(&ev.kind()) {
+            self.late_kinds.push(ev.kind());
+        }
         let now = self.now;
         let mut e = ev.clone();
         match &mut e {
@@ -473,7 +544,9 @@ impl Model {
         let behind = ts.saturating_sub(self.next_checkpoint);
         if behind > span {
             let skip = (behind - span) / CHECKPOINT_NS;
-            self.next_checkpoint = self.next_checkpoint.saturating_add(skip.saturating_mul(CHECKPOINT_NS));
+            self.next_checkpoint = self
+                .next_checkpoint
+                .saturating_add(skip.saturating_mul(CHECKPOINT_NS));
         }
         while self.next_checkpoint <= ts {
             let b = self.next_checkpoint;
@@ -530,7 +603,11 @@ impl Model {
             return (MAX_COMMS - 1) as u32;
         }
         let id = self.comms.len() as u32;
-        let stored = if self.comms.len() == MAX_COMMS - 1 { Comm::new("(many others)") } else { comm };
+        let stored = if self.comms.len() == MAX_COMMS - 1 {
+            Comm::new("(many others)")
+        } else {
+            comm
+        };
         self.comms.push(stored);
         self.comm_id.insert(comm, id);
         id
@@ -546,13 +623,19 @@ impl Model {
             }
             return i as u32;
         }
-        self.vms.push(VmEntry { name: name.to_string(), pid, ended: false });
+        self.vms.push(VmEntry {
+            name: name.to_string(),
+            pid,
+            ended: false,
+        });
         (self.vms.len() - 1) as u32
     }
 
     /// Closes the running segment of `cpu` at `ts`: occupancy, lane, wait attribution.
     fn close_segment(&mut self, cpu: u32, ts: u64) {
-        let Some(c) = self.cpus.get_mut(cpu as usize) else { return };
+        let Some(c) = self.cpus.get_mut(cpu as usize) else {
+            return;
+        };
         if !c.seen {
             return;
         }
@@ -577,10 +660,17 @@ impl Model {
             }
             let waiting = c.waiting.len() as u32;
             match c.lane.back_mut() {
-                Some(last) if last.owner == owner && last.waiting == waiting && last.end == start => {
+                Some(last)
+                    if last.owner == owner && last.waiting == waiting && last.end == start =>
+                {
                     last.end = ts;
                 }
-                _ => c.lane.push_back(Seg { start, end: ts, owner, waiting }),
+                _ => c.lane.push_back(Seg {
+                    start,
+                    end: ts,
+                    owner,
+                    waiting,
+                }),
             }
             let horizon = ts.saturating_sub(self.cfg.history_ns);
             while c.lane.len() > self.cfg.max_lane_segments
@@ -590,7 +680,9 @@ impl Model {
             }
             // Everyone waiting in this run queue was kept waiting by `owner`.
             for &w in &c.waiting {
-                let Some(t) = self.tasks.get_mut(w as usize) else { continue };
+                let Some(t) = self.tasks.get_mut(w as usize) else {
+                    continue;
+                };
                 let from = start.max(t.since);
                 let d = ts.saturating_sub(from);
                 if d == 0 {
@@ -603,7 +695,9 @@ impl Model {
     }
 
     fn remove_waiting(&mut self, slot: usize) {
-        let Some(t) = self.tasks.get(slot) else { return };
+        let Some(t) = self.tasks.get(slot) else {
+            return;
+        };
         if let Some(c) = self.cpus.get_mut(t.cpu as usize) {
             if let Some(p) = c.waiting.iter().position(|&w| w as usize == slot) {
                 c.waiting.swap_remove(p);
@@ -627,7 +721,9 @@ impl Model {
 
     /// Ends the thread's current state at `ts`, adding the interval to its counters.
     fn account(&mut self, slot: usize, ts: u64) {
-        let Some(t) = self.tasks.get_mut(slot) else { return };
+        let Some(t) = self.tasks.get_mut(slot) else {
+            return;
+        };
         let d = ts.saturating_sub(t.since);
         match t.state {
             TState::Running => t.cum.run = t.cum.run.saturating_add(d),
@@ -652,9 +748,15 @@ impl Model {
             }
         }
         t.last_sum_exec = Some(se.sum_exec_runtime);
-        let due = t.series.back().is_none_or(|p| ts.saturating_sub(p.ts) >= spacing);
+        let due = t
+            .series
+            .back()
+            .is_none_or(|p| ts.saturating_sub(p.ts) >= spacing);
         if due {
-            t.series.push_back(VruntimePoint { ts, vruntime: se.vruntime });
+            t.series.push_back(VruntimePoint {
+                ts,
+                vruntime: se.vruntime,
+            });
             let cap = (history / spacing.max(1)).clamp(16, 100_000) as usize + 16;
             let horizon = ts.saturating_sub(history);
             while t.series.len() > cap || t.series.front().is_some_and(|p| p.ts < horizon) {
@@ -690,7 +792,11 @@ impl Model {
                 TState::Unknown => {
                     // It was on this CPU since the last switch here, or since tracking began.
                     let t = &mut self.tasks[p];
-                    let from = if cpu_seen { cpu_since.max(t.first_seen) } else { t.first_seen };
+                    let from = if cpu_seen {
+                        cpu_since.max(t.first_seen)
+                    } else {
+                        t.first_seen
+                    };
                     t.cum.run = t.cum.run.saturating_add(ts.saturating_sub(from));
                     t.since = ts;
                 }
@@ -707,7 +813,10 @@ impl Model {
                 if let Some(se) = &s.prev_se {
                     Self::update_se(t, se, ts, spacing, history);
                 }
-                if t.resume_from_entry && t.last_exit_ts > t.last_entry_ts && t.last_exit_ts >= t.last_in_ts {
+                if t.resume_from_entry
+                    && t.last_exit_ts > t.last_entry_ts
+                    && t.last_exit_ts >= t.last_in_ts
+                {
                     t.to_out.record(ts - t.last_exit_ts);
                 }
                 t.cpu = cpu;
@@ -782,7 +891,11 @@ impl Model {
                 if t.recent_ins.len() >= self.cfg.recent_switch_ins.max(1) {
                     t.recent_ins.pop_front();
                 }
-                t.recent_ins.push_back(SwitchIn { ts, migrated, prev_out: t.last_out_ts });
+                t.recent_ins.push_back(SwitchIn {
+                    ts,
+                    migrated,
+                    prev_out: t.last_out_ts,
+                });
                 (n + 1) as u32
             }
             Some(_) => IDLE,
@@ -813,12 +926,19 @@ impl Model {
             c.last_event_ts = w.ts;
         }
         let Some(n) = self.slot(w.tid) else { return };
-        let target = if w.target_cpu < MAX_CPUS { w.target_cpu } else { w.cpu };
+        let target = if w.target_cpu < MAX_CPUS {
+            w.target_cpu
+        } else {
+            w.cpu
+        };
         match self.tasks[n].state {
             TState::Sleeping => self.account(n, w.ts),
             TState::Unknown => {
                 let t = &mut self.tasks[n];
-                t.cum.sleep = t.cum.sleep.saturating_add(w.ts.saturating_sub(t.first_seen));
+                t.cum.sleep = t
+                    .cum
+                    .sleep
+                    .saturating_add(w.ts.saturating_sub(t.first_seen));
                 t.since = w.ts;
             }
             // Already runnable (a waking that raced with the switch-out) or gone.
@@ -837,7 +957,16 @@ impl Model {
         }
         let Some(n) = self.slot(m.tid) else { return };
         self.saw_migrate = true;
-        let dest = if m.dest_cpu < MAX_CPUS { m.dest_cpu } else { return };
+        if m.orig_cpu == m.dest_cpu {
+            // set_task_cpu() fires the tracepoint even when the CPU does not change, but only
+            // bumps se.nr_migrations when it does.
+            return;
+        }
+        let dest = if m.dest_cpu < MAX_CPUS {
+            m.dest_cpu
+        } else {
+            return;
+        };
         if self.tasks[n].state == TState::Exited {
             return;
         }
@@ -919,7 +1048,13 @@ impl Model {
         {
             return i;
         }
-        t.exits.push(ExitEntry { userspace, isa, reason, count: 0, latency: Latency::default() });
+        t.exits.push(ExitEntry {
+            userspace,
+            isa,
+            reason,
+            count: 0,
+            latency: Latency::default(),
+        });
         t.exits.len() - 1
     }
 
@@ -974,7 +1109,11 @@ impl Model {
                 if self.open_csd.len() >= MAX_OPEN_CSD {
                     self.open_csd.remove(0);
                 }
-                self.open_csd.push(OpenCsd { csd: x.csd, ts: x.ts, slot: n as u32 });
+                self.open_csd.push(OpenCsd {
+                    csd: x.csd,
+                    ts: x.ts,
+                    slot: n as u32,
+                });
             }
             CrossCallPhase::Entry => {}
             CrossCallPhase::Exit => {
@@ -1003,7 +1142,12 @@ impl Model {
         }
         // The last switch-in inside the gap, with its switch-out also inside: the gap was
         // the scheduler's doing, not an exit to the VMM.
-        let hit = t.recent_ins.iter().rev().find(|s| s.ts <= g.end && s.ts > g.start).copied();
+        let hit = t
+            .recent_ins
+            .iter()
+            .rev()
+            .find(|s| s.ts <= g.end && s.ts > g.start)
+            .copied();
         if let Some(s) = hit {
             if s.prev_out >= g.start && s.prev_out <= s.ts {
                 t.resume_from_gap = true;
@@ -1022,11 +1166,21 @@ impl Model {
         self.lost = self.lost.saturating_add(l.count);
         // The loss happened somewhere since the last event we saw from that CPU.
         let from = if l.cpu == u32::MAX {
-            self.cpus.iter().map(|c| c.last_event_ts).max().unwrap_or(l.ts)
+            self.cpus
+                .iter()
+                .map(|c| c.last_event_ts)
+                .max()
+                .unwrap_or(l.ts)
         } else {
-            self.cpus.get(l.cpu as usize).map_or(l.ts, |c| c.last_event_ts)
+            self.cpus
+                .get(l.cpu as usize)
+                .map_or(l.ts, |c| c.last_event_ts)
         };
-        let from = if from == 0 { self.start.unwrap_or(l.ts) } else { from };
+        let from = if from == 0 {
+            self.start.unwrap_or(l.ts)
+        } else {
+            from
+        };
         self.uncertain_ns = self.uncertain_ns.saturating_add(l.ts.saturating_sub(from));
     }
 
@@ -1187,7 +1341,11 @@ impl Model {
             let (c, elapsed) = figures[i];
             let secs = elapsed as f64 / 1e9;
             let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-            let migrations = if self.saw_migrate { c.migrate_events } else { c.pcpu_changes };
+            let migrations = if self.saw_migrate {
+                c.migrate_events
+            } else {
+                c.pcpu_changes
+            };
             let lag = if t.is_runnable() || t.state == TState::Sleeping {
                 let min = self
                     .tasks
@@ -1195,7 +1353,10 @@ impl Model {
                     .filter(|o| o.is_runnable() && o.cpu == t.cpu && o.last_sum_exec.is_some())
                     .map(|o| o.vruntime)
                     .min();
-                min.map_or(0, |m| (t.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                min.map_or(0, |m| {
+                    (t.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
+                        as i64
+                })
             } else {
                 0
             };
@@ -1203,11 +1364,19 @@ impl Model {
                 .exits
                 .iter()
                 .map(|x| ExitStats {
-                    reason: if x.userspace { userspace_exit_name(x.reason) } else { hw_exit_name(x.isa, x.reason) },
+                    reason: if x.userspace {
+                        userspace_exit_name(x.reason)
+                    } else {
+                        hw_exit_name(x.isa, x.reason)
+                    },
                     count: x.count,
                     per_second: {
                         let s = t.end_or(now).saturating_sub(t.first_seen) as f64 / 1e9;
-                        if s > 0.0 { x.count as f64 / s } else { 0.0 }
+                        if s > 0.0 {
+                            x.count as f64 / s
+                        } else {
+                            0.0
+                        }
                     },
                     latency: x.latency.percentiles(),
                 })
@@ -1235,7 +1404,10 @@ impl Model {
                 TState::Running => t.sub,
             };
             vcpus.push(VcpuSnapshot {
-                vm: self.vms.get(t.vm as usize).map_or_else(String::new, |v| v.name.clone()),
+                vm: self
+                    .vms
+                    .get(t.vm as usize)
+                    .map_or_else(String::new, |v| v.name.clone()),
                 pid: t.pid,
                 vcpu: t.vcpu,
                 tid: t.tid,
@@ -1250,7 +1422,11 @@ impl Model {
                 task_clock_ns: c.task_clock,
                 wait_ns: c.wait,
                 sleep_ns: c.sleep,
-                cpu_share: if elapsed > 0 { c.run as f64 / elapsed as f64 } else { 0.0 },
+                cpu_share: if elapsed > 0 {
+                    c.run as f64 / elapsed as f64
+                } else {
+                    0.0
+                },
                 entitled_share: entitled[i],
                 switches: c.voluntary.saturating_add(c.involuntary),
                 voluntary_switches: c.voluntary,
@@ -1272,13 +1448,25 @@ impl Model {
         let mut vms = Vec::with_capacity(self.vms.len());
         let mut vm_ratios = Vec::new();
         for (vi, v) in self.vms.iter().enumerate() {
-            let members: Vec<usize> =
-                (0..self.tasks.len()).filter(|&i| self.tasks[i].vm as usize == vi).collect();
-            let vcpu_members: Vec<usize> =
-                members.iter().copied().filter(|&i| self.tasks[i].vcpu.is_some()).collect();
-            let set = if vcpu_members.is_empty() { &members } else { &vcpu_members };
-            let run_ns = set.iter().fold(0u64, |a, &i| a.saturating_add(vcpus[i].run_ns));
-            let wait_ns = set.iter().fold(0u64, |a, &i| a.saturating_add(vcpus[i].wait_ns));
+            let members: Vec<usize> = (0..self.tasks.len())
+                .filter(|&i| self.tasks[i].vm as usize == vi)
+                .collect();
+            let vcpu_members: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| self.tasks[i].vcpu.is_some())
+                .collect();
+            let set = if vcpu_members.is_empty() {
+                &members
+            } else {
+                &vcpu_members
+            };
+            let run_ns = set
+                .iter()
+                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].run_ns));
+            let wait_ns = set
+                .iter()
+                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].wait_ns));
             let cpu_share: f64 = set.iter().map(|&i| vcpus[i].cpu_share).sum();
             let entitled_share: f64 = set.iter().map(|&i| vcpus[i].entitled_share).sum();
             let ratios: Vec<f64> = set
@@ -1328,8 +1516,7 @@ impl Model {
                 self.add_owner(c.owner, d, &mut idle, &mut vm_ns, &mut comm_ns);
                 self.occupancy(idle, &vm_ns, &comm_ns)
             };
-            let mut lane: Vec<LaneSegment> =
-                c.lane.iter().map(|s| self.lane_segment(s)).collect();
+            let mut lane: Vec<LaneSegment> = c.lane.iter().map(|s| self.lane_segment(s)).collect();
             if now > c.since {
                 lane.push(self.lane_segment(&Seg {
                     start: c.since,
@@ -1355,9 +1542,13 @@ impl Model {
         let mut wait_culprits = Vec::new();
         for t in &self.tasks {
             let mut cs: Vec<(u32, u64)> = t.culprits.clone();
-            cs.sort_by(|a, b| b.1.cmp(&a.1));
+            cs.sort_by_key(|c| std::cmp::Reverse(c.1));
             for (owner, ns) in cs.into_iter().take(8) {
-                wait_culprits.push(WaitCulprit { tid: t.tid, culprit: self.owner_label(owner), ns });
+                wait_culprits.push(WaitCulprit {
+                    tid: t.tid,
+                    culprit: self.owner_label(owner),
+                    ns,
+                });
             }
         }
 
@@ -1386,7 +1577,11 @@ impl Model {
             start,
             ts: now,
             window,
-            events_per_second: if span > 0 { self.events as f64 / (span as f64 / 1e9) } else { 0.0 },
+            events_per_second: if span > 0 {
+                self.events as f64 / (span as f64 / 1e9)
+            } else {
+                0.0
+            },
             vcpus,
             pcpus,
             vms,
@@ -1411,10 +1606,13 @@ impl Model {
             );
         }
         if self.saw_migrate {
-            notes.push("migrations counted from sched_migrate_task (= se.nr_migrations)".to_string());
+            notes.push(
+                "migrations counted from sched_migrate_task (= se.nr_migrations)".to_string(),
+            );
         } else if !self.tasks.is_empty() {
             notes.push(
-                "no sched_migrate_task events: migrations are switch-ins on another pCPU".to_string(),
+                "no sched_migrate_task events: migrations are switch-ins on another pCPU"
+                    .to_string(),
             );
         }
         if self.lost > 0 {
@@ -1426,9 +1624,10 @@ impl Model {
         }
         if self.out_of_order > 0 {
             notes.push(format!(
-                "{} events arrived later than the {:.1} ms reorder window and were folded in late",
+                "{} events arrived later than the {:.1} ms reorder window and were folded in late ({})",
                 self.out_of_order,
-                self.cfg.reorder_window_ns as f64 / 1e6
+                self.cfg.reorder_window_ns as f64 / 1e6,
+                self.late_kinds.join(", ")
             ));
         }
         Health {
@@ -1443,7 +1642,14 @@ impl Model {
         }
     }
 
-    fn add_owner(&self, owner: u32, d: u64, idle: &mut u64, vm_ns: &mut Vec<u64>, comm_ns: &mut Vec<u64>) {
+    fn add_owner(
+        &self,
+        owner: u32,
+        d: u64,
+        idle: &mut u64,
+        vm_ns: &mut Vec<u64>,
+        comm_ns: &mut Vec<u64>,
+    ) {
         if d == 0 {
             return;
         }
@@ -1477,26 +1683,48 @@ impl Model {
             .iter()
             .enumerate()
             .filter(|(_, &ns)| ns > 0)
-            .map(|(i, &ns)| (self.vms.get(i).map_or_else(|| "?".into(), |v| v.name.clone()), f(ns)))
+            .map(|(i, &ns)| {
+                (
+                    self.vms
+                        .get(i)
+                        .map_or_else(|| "?".into(), |v| v.name.clone()),
+                    f(ns),
+                )
+            })
             .collect();
         vms.sort_by(|a, b| b.1.total_cmp(&a.1));
         let mut others: Vec<(String, f64)> = comm_ns
             .iter()
             .enumerate()
             .filter(|(_, &ns)| ns > 0)
-            .map(|(i, &ns)| (self.comms.get(i).map_or_else(|| "?".into(), |c| c.to_string()), f(ns)))
+            .map(|(i, &ns)| {
+                (
+                    self.comms
+                        .get(i)
+                        .map_or_else(|| "?".into(), |c| c.to_string()),
+                    f(ns),
+                )
+            })
             .collect();
         others.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Occupancy { idle: f(idle), vms, others }
+        Occupancy {
+            idle: f(idle),
+            vms,
+            others,
+        }
     }
 
     fn owner_label(&self, owner: u32) -> String {
         if owner == IDLE {
             "idle".to_string()
         } else if owner & OTHER != 0 {
-            self.comms.get((owner & !OTHER) as usize).map_or_else(|| "(other)".into(), |c| c.to_string())
+            self.comms
+                .get((owner & !OTHER) as usize)
+                .map_or_else(|| "(other)".into(), |c| c.to_string())
         } else {
-            self.tasks.get((owner - 1) as usize).map_or_else(|| "?".into(), |t| t.label(&self.vms))
+            self.tasks
+                .get((owner - 1) as usize)
+                .map_or_else(|| "?".into(), |t| t.label(&self.vms))
         }
     }
 
@@ -1504,18 +1732,53 @@ impl Model {
         let owner = if s.owner == IDLE {
             LaneOwner::Idle
         } else if s.owner & OTHER != 0 {
-            LaneOwner::Other { comm: self.owner_label(s.owner) }
+            LaneOwner::Other {
+                comm: self.owner_label(s.owner),
+            }
         } else {
             match self.tasks.get((s.owner - 1) as usize) {
                 Some(t) => LaneOwner::Vcpu {
-                    vm: self.vms.get(t.vm as usize).map_or_else(String::new, |v| v.name.clone()),
+                    vm: self
+                        .vms
+                        .get(t.vm as usize)
+                        .map_or_else(String::new, |v| v.name.clone()),
                     vcpu: t.vcpu,
                     tid: t.tid,
                 },
                 None => LaneOwner::Idle,
             }
         };
-        LaneSegment { start: s.start, end: s.end, owner, waiting: s.waiting }
+        LaneSegment {
+            start: s.start,
+            end: s.end,
+            owner,
+            waiting: s.waiting,
+        }
+    }
+
+    /// Fraction of pCPU `cpu`'s observed time not taken by untracked tasks: what tracked
+    /// threads could have shared.
+    fn tracked_capacity(&self, cpu: u32) -> f64 {
+        let Some(c) = self.cpus.get(cpu as usize).filter(|c| c.seen) else {
+            return 1.0;
+        };
+        let mut others = c.comm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b));
+        let mut total = c
+            .vm_ns
+            .iter()
+            .fold(c.idle_ns.saturating_add(others), |a, &b| {
+                a.saturating_add(b)
+            });
+        let open = self.now.saturating_sub(c.since);
+        total = total.saturating_add(open);
+        if c.owner & OTHER != 0 {
+            others = others.saturating_add(open);
+        }
+        if total == 0 {
+            1.0
+        } else {
+            1.0 - others as f64 / total as f64
+        }
     }
 
     /// Weighted max-min fair share per thread (see the module docs).
@@ -1543,7 +1806,9 @@ impl Model {
         }
         let mut roots: Vec<usize> = (0..n).map(|i| find(&mut group, i)).collect();
         let members_of = |r: usize, roots: &[usize]| -> Vec<usize> {
-            (0..n).filter(|&i| roots[i] == r && self.tasks[i].cpus_used != 0).collect()
+            (0..n)
+                .filter(|&i| roots[i] == r && self.tasks[i].cpus_used != 0)
+                .collect()
         };
         let mut done = vec![false; n];
         for r in 0..n {
@@ -1558,7 +1823,13 @@ impl Model {
             if members.is_empty() {
                 continue;
             }
-            let cpus = members.iter().fold(0u128, |a, &m| a | self.tasks[m].cpus_used).count_ones() as f64;
+            let mask = members
+                .iter()
+                .fold(0u128, |a, &m| a | self.tasks[m].cpus_used);
+            let cpus: f64 = (0..128u32)
+                .filter(|b| mask & (1u128 << b) != 0)
+                .map(|b| self.tracked_capacity(b))
+                .sum();
             let demand: Vec<f64> = members
                 .iter()
                 .map(|&m| {
@@ -1575,7 +1846,10 @@ impl Model {
             let mut capacity = cpus;
             let mut alloc = vec![0.0f64; members.len()];
             while !open.is_empty() && capacity > 1e-12 {
-                let wsum: f64 = open.iter().map(|&k| self.tasks[members[k]].weight.max(1) as f64).sum();
+                let wsum: f64 = open
+                    .iter()
+                    .map(|&k| self.tasks[members[k]].weight.max(1) as f64)
+                    .sum();
                 let mut capped = Vec::new();
                 for &k in &open {
                     let fair = capacity * self.tasks[members[k]].weight.max(1) as f64 / wsum;

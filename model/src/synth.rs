@@ -17,12 +17,27 @@ pub fn task_info(ts: u64, tid: u32, pid: u32, vm: &str, vcpu: Option<u32>, nice:
         Some(i) => Comm::new(&format!("{vm}-vcpu{i}")),
         None => Comm::new(vm),
     };
-    Event::TaskInfo(TaskInfo { ts, tid, pid, comm, vm: vm.to_string(), vcpu, nice })
+    Event::TaskInfo(TaskInfo {
+        ts,
+        tid,
+        pid,
+        comm,
+        vm: vm.to_string(),
+        vcpu,
+        nice,
+    })
 }
 
 /// Scheduler-entity data as a switch carries it.
 pub fn se(vruntime: u64, weight: u32, sum_exec_runtime: u64) -> SchedEntity {
-    SchedEntity { vruntime, weight, sum_exec_runtime, deadline: None, vlag: None, slice: None }
+    SchedEntity {
+        vruntime,
+        weight,
+        sum_exec_runtime,
+        deadline: None,
+        vlag: None,
+        slice: None,
+    }
 }
 
 /// Builder for a `sched_switch`. Defaults: prev preempted (state 0), comms `t<tid>`, no se.
@@ -31,7 +46,13 @@ pub struct Switch(pub SchedSwitch);
 
 impl Switch {
     pub fn new(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Self {
-        let name = |t: u32| if t == 0 { Comm::new("swapper") } else { Comm::new(&format!("t{t}")) };
+        let name = |t: u32| {
+            if t == 0 {
+                Comm::new("swapper")
+            } else {
+                Comm::new(&format!("t{t}"))
+            }
+        };
         Switch(SchedSwitch {
             ts,
             cpu,
@@ -83,31 +104,74 @@ pub fn switch_sleep(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Event {
 }
 
 pub fn wakeup(ts: u64, cpu: u32, tid: u32, target_cpu: u32) -> Event {
-    Event::Wakeup(Wakeup { ts, cpu, tid, pid: tid, target_cpu, waker_tid: 0 })
+    Event::Wakeup(Wakeup {
+        ts,
+        cpu,
+        tid,
+        pid: tid,
+        target_cpu,
+        waker_tid: 0,
+    })
 }
 
 pub fn migrate(ts: u64, tid: u32, orig_cpu: u32, dest_cpu: u32) -> Event {
-    Event::Migrate(Migrate { ts, cpu: orig_cpu, tid, pid: tid, orig_cpu, dest_cpu })
+    Event::Migrate(Migrate {
+        ts,
+        cpu: orig_cpu,
+        tid,
+        pid: tid,
+        orig_cpu,
+        dest_cpu,
+    })
 }
 
 pub fn task_exit(ts: u64, cpu: u32, tid: u32) -> Event {
-    Event::TaskExit(TaskExit { ts, cpu, tid, pid: tid })
+    Event::TaskExit(TaskExit {
+        ts,
+        cpu,
+        tid,
+        pid: tid,
+    })
 }
 
 pub fn kvm_entry(ts: u64, cpu: u32, tid: u32) -> Event {
-    Event::KvmEntry(KvmEntry { ts, cpu, tid, vcpu_id: 0 })
+    Event::KvmEntry(KvmEntry {
+        ts,
+        cpu,
+        tid,
+        vcpu_id: 0,
+    })
 }
 
 pub fn kvm_exit(ts: u64, cpu: u32, tid: u32, isa: ExitIsa, reason: u32) -> Event {
-    Event::KvmExit(KvmExit { ts, cpu, tid, vcpu_id: 0, reason, isa })
+    Event::KvmExit(KvmExit {
+        ts,
+        cpu,
+        tid,
+        vcpu_id: 0,
+        reason,
+        isa,
+    })
 }
 
 pub fn userspace_exit(ts: u64, cpu: u32, tid: u32, reason: u32) -> Event {
-    Event::UserspaceExit(UserspaceExit { ts, cpu, tid, reason, errno: 0 })
+    Event::UserspaceExit(UserspaceExit {
+        ts,
+        cpu,
+        tid,
+        reason,
+        errno: 0,
+    })
 }
 
 pub fn guest_gap(start: u64, end: u64, tid: u32, vm: u32, vcpu: u32) -> Event {
-    Event::GuestGap(GuestGap { start, end, tid, vm, vcpu })
+    Event::GuestGap(GuestGap {
+        start,
+        end,
+        tid,
+        vm,
+        vcpu,
+    })
 }
 
 pub fn lost(ts: u64, cpu: u32, count: u64) -> Event {
@@ -115,12 +179,32 @@ pub fn lost(ts: u64, cpu: u32, count: u64) -> Event {
 }
 
 pub fn vm_ended(ts: u64, pid: u32, vm: &str) -> Event {
-    Event::VmEnded(VmEnded { ts, pid, vm: vm.to_string() })
+    Event::VmEnded(VmEnded {
+        ts,
+        pid,
+        vm: vm.to_string(),
+    })
 }
 
 /// A VMCLEAR cross-call: queued on `cpu` by `tid` for `target_cpu`, or its exit there.
-pub fn vmclear(ts: u64, cpu: u32, phase: CrossCallPhase, csd: u64, target_cpu: u32, tid: u32) -> Event {
-    Event::CrossCall(CrossCall { ts, cpu, phase, func: 0xffff_ffff_8100_0000, csd, target_cpu, tid, is_vmclear: true })
+pub fn vmclear(
+    ts: u64,
+    cpu: u32,
+    phase: CrossCallPhase,
+    csd: u64,
+    target_cpu: u32,
+    tid: u32,
+) -> Event {
+    Event::CrossCall(CrossCall {
+        ts,
+        cpu,
+        phase,
+        func: 0xffff_ffff_8100_0000,
+        csd,
+        target_cpu,
+        tid,
+        is_vmclear: true,
+    })
 }
 
 /// What a simulated thread does when it runs.
@@ -215,7 +299,12 @@ pub struct Sim {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let cpus = (0..cfg.cpus.max(1))
-            .map(|_| SimCpu { cur: None, slice_end: cfg.start_ts, run_from: cfg.start_ts, min_vruntime: 0 })
+            .map(|_| SimCpu {
+                cur: None,
+                slice_end: cfg.start_ts,
+                run_from: cfg.start_ts,
+                min_vruntime: 0,
+            })
             .collect();
         let threads = cfg
             .tasks
@@ -223,8 +312,14 @@ impl Sim {
             .enumerate()
             .map(|(i, t)| SimThread {
                 weight: nice_to_weight(t.nice),
-                state: SimState::Sleeping { until: cfg.start_ts + 1000 * (i as u64 + 1) },
-                cpu: t.cpus.first().copied().unwrap_or(i as u32 % cfg.cpus.max(1)),
+                state: SimState::Sleeping {
+                    until: cfg.start_ts + 1000 * (i as u64 + 1),
+                },
+                cpu: t
+                    .cpus
+                    .first()
+                    .copied()
+                    .unwrap_or(i as u32 % cfg.cpus.max(1)),
                 vruntime: 0,
                 sum_exec: 0,
                 burst_left: 0,
@@ -234,7 +329,17 @@ impl Sim {
                 t: t.clone(),
             })
             .collect();
-        Sim { now: cfg.start_ts, threads, cpus, pending: VecDeque::new(), rng: 0x9e37_79b9_7f4a_7c15, started: false, next_rebalance: 0, rebalance_turn: 0, cfg }
+        Sim {
+            now: cfg.start_ts,
+            threads,
+            cpus,
+            pending: VecDeque::new(),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            started: false,
+            next_rebalance: 0,
+            rebalance_turn: 0,
+            cfg,
+        }
     }
 
     fn rand(&mut self) -> u64 {
@@ -252,7 +357,8 @@ impl Sim {
 
     fn se_of(&self, i: usize) -> Option<SchedEntity> {
         let th = &self.threads[i];
-        th.t.tracked.then(|| se(th.vruntime, th.weight, th.sum_exec))
+        th.t.tracked
+            .then(|| se(th.vruntime, th.weight, th.sum_exec))
     }
 
     fn comm_of(&self, i: Option<usize>) -> Comm {
@@ -293,11 +399,22 @@ impl Sim {
                 for k in 0..n {
                     let ts = self.cpus[cpu].run_from + (k + 1) * (ran / (n + 1)).max(1);
                     if tracked {
-                        self.pending.push_back(userspace_exit(ts, cpu as u32, tid, 2));
-                        self.pending.push_back(Event::Pio(Pio { ts, cpu: cpu as u32, tid, rw: 1, port: 0x3f8, size: 1, val: 0 }));
+                        self.pending
+                            .push_back(userspace_exit(ts, cpu as u32, tid, 2));
+                        self.pending.push_back(Event::Pio(Pio {
+                            ts,
+                            cpu: cpu as u32,
+                            tid,
+                            rw: 1,
+                            port: 0x3f8,
+                            size: 1,
+                            val: 0,
+                        }));
                         if self.cfg.entry_exit {
-                            self.pending.push_back(kvm_exit(ts, cpu as u32, tid, ExitIsa::Vmx, 30));
-                            self.pending.push_back(kvm_entry(ts + 2_000, cpu as u32, tid));
+                            self.pending
+                                .push_back(kvm_exit(ts, cpu as u32, tid, ExitIsa::Vmx, 30));
+                            self.pending
+                                .push_back(kvm_entry(ts + 2_000, cpu as u32, tid));
                         }
                     }
                 }
@@ -345,13 +462,24 @@ impl Sim {
             th.state = SimState::Running;
             let migrated = th.last_out_cpu.is_some_and(|c| c != cpu as u32);
             if th.t.tracked && th.t.vcpu.is_some() && th.last_out_cpu.is_some() {
-                let resume = if migrated { self.cfg.resume_migrated_ns } else { self.cfg.resume_same_ns } + jitter;
+                let resume = if migrated {
+                    self.cfg.resume_migrated_ns
+                } else {
+                    self.cfg.resume_same_ns
+                } + jitter;
                 let first = now + resume;
                 if self.cfg.guest_gaps {
-                    self.pending.push_back(guest_gap(th.last_out, first, th.t.tid, 0, th.t.vcpu.unwrap_or(0)));
+                    self.pending.push_back(guest_gap(
+                        th.last_out,
+                        first,
+                        th.t.tid,
+                        0,
+                        th.t.vcpu.unwrap_or(0),
+                    ));
                 }
                 if self.cfg.entry_exit {
-                    self.pending.push_back(kvm_entry(first, cpu as u32, th.t.tid));
+                    self.pending
+                        .push_back(kvm_entry(first, cpu as u32, th.t.tid));
                 }
             }
             th.cpu = cpu as u32;
@@ -422,9 +550,14 @@ impl Sim {
                     continue;
                 }
                 let ncpu = self.cpus.len() as u32;
-                let idle = (0..ncpu).find(|&c| self.allowed(i, c) && self.cpus[c as usize].cur.is_none());
+                let idle =
+                    (0..ncpu).find(|&c| self.allowed(i, c) && self.cpus[c as usize].cur.is_none());
                 let target = idle.unwrap_or(self.threads[i].cpu);
-                let target = if self.allowed(i, target) { target } else { self.threads[i].t.cpus.first().copied().unwrap_or(0) };
+                let target = if self.allowed(i, target) {
+                    target
+                } else {
+                    self.threads[i].t.cpus.first().copied().unwrap_or(0)
+                };
                 let minv = self.cpus[target as usize].min_vruntime;
                 let th = &mut self.threads[i];
                 // Sleeper credit: at most half a slice behind the queue.
@@ -442,7 +575,8 @@ impl Sim {
                     th.burst_left = run_ns;
                 }
                 if th.t.tracked {
-                    self.pending.push_back(wakeup(now, target, th.t.tid, target));
+                    self.pending
+                        .push_back(wakeup(now, target, th.t.tid, target));
                 }
             }
         }
@@ -453,7 +587,9 @@ impl Sim {
             if let Some(i) = cur {
                 if let Behaviour::Sleepy { sleep_ns, .. } = self.threads[i].t.behaviour {
                     if self.threads[i].burst_left == 0 {
-                        self.threads[i].state = SimState::Sleeping { until: now + sleep_ns };
+                        self.threads[i].state = SimState::Sleeping {
+                            until: now + sleep_ns,
+                        };
                         let next = self.pick(cpu as u32);
                         self.switch_to(cpu, next, true);
                         continue;
@@ -464,7 +600,9 @@ impl Sim {
                 Some(i) if now >= self.cpus[cpu].slice_end => {
                     let next = self.pick(cpu as u32);
                     match next {
-                        Some(n) if self.threads[n].vruntime < self.threads[i].vruntime => self.switch_to(cpu, Some(n), false),
+                        Some(n) if self.threads[n].vruntime < self.threads[i].vruntime => {
+                            self.switch_to(cpu, Some(n), false)
+                        }
                         _ => self.cpus[cpu].slice_end = now + self.cfg.slice_ns,
                     }
                 }
@@ -481,13 +619,19 @@ impl Sim {
                     if next.is_none() && self.cfg.balance {
                         // Pull the longest-waiting allowed thread from another queue.
                         let cand = (0..self.threads.len()).find(|&i| {
-                            self.threads[i].state == SimState::Waiting && self.allowed(i, cpu as u32)
+                            self.threads[i].state == SimState::Waiting
+                                && self.allowed(i, cpu as u32)
                         });
                         if let Some(i) = cand {
                             let from = self.threads[i].cpu;
                             self.threads[i].cpu = cpu as u32;
                             if self.threads[i].t.tracked {
-                                self.pending.push_back(migrate(now, self.threads[i].t.tid, from, cpu as u32));
+                                self.pending.push_back(migrate(
+                                    now,
+                                    self.threads[i].t.tid,
+                                    from,
+                                    cpu as u32,
+                                ));
                             }
                             next = Some(i);
                         }
@@ -520,7 +664,8 @@ impl Sim {
             let minv = self.cpus[dest as usize].min_vruntime;
             self.threads[i].vruntime = self.threads[i].vruntime.max(minv);
             if self.threads[i].t.tracked {
-                self.pending.push_back(migrate(now, self.threads[i].t.tid, from, dest));
+                self.pending
+                    .push_back(migrate(now, self.threads[i].t.tid, from, dest));
             }
             self.rebalance_turn = i + 1;
             return;
@@ -529,7 +674,16 @@ impl Sim {
 }
 
 fn vcpu(tid: u32, pid: u32, vm: &str, i: u32, nice: i32, behaviour: Behaviour) -> SimTask {
-    SimTask { tid, pid, vm: vm.to_string(), vcpu: Some(i), tracked: true, nice, cpus: vec![], behaviour }
+    SimTask {
+        tid,
+        pid,
+        vm: vm.to_string(),
+        vcpu: Some(i),
+        tracked: true,
+        nice,
+        cpus: vec![],
+        behaviour,
+    }
 }
 
 /// The overcommitted demo scenario: 2 pCPUs, vm0 with 2 spinning vCPUs, vm1 (nice 5) with an
@@ -550,8 +704,25 @@ pub fn demo_config() -> SimConfig {
         tasks: vec![
             vcpu(1001, 1000, "vm0", 0, 0, Behaviour::Spin),
             vcpu(1002, 1000, "vm0", 1, 0, Behaviour::Spin),
-            vcpu(2001, 2000, "vm1", 0, 5, Behaviour::Exits { every_ns: 200_000 }),
-            vcpu(2002, 2000, "vm1", 1, 5, Behaviour::Sleepy { run_ns: 1_000_000, sleep_ns: 4_000_000 }),
+            vcpu(
+                2001,
+                2000,
+                "vm1",
+                0,
+                5,
+                Behaviour::Exits { every_ns: 200_000 },
+            ),
+            vcpu(
+                2002,
+                2000,
+                "vm1",
+                1,
+                5,
+                Behaviour::Sleepy {
+                    run_ns: 1_000_000,
+                    sleep_ns: 4_000_000,
+                },
+            ),
             SimTask {
                 tid: 77,
                 pid: 77,
@@ -560,7 +731,10 @@ pub fn demo_config() -> SimConfig {
                 tracked: false,
                 nice: 0,
                 cpus: vec![0],
-                behaviour: Behaviour::Sleepy { run_ns: 200_000, sleep_ns: 50_000_000 },
+                behaviour: Behaviour::Sleepy {
+                    run_ns: 200_000,
+                    sleep_ns: 50_000_000,
+                },
             },
         ],
     }
@@ -601,16 +775,21 @@ impl SynthSource {
         SynthSource {
             events: events.into(),
             batch: 4096,
-            host: HostInfo {
-                hostname: "synthetic".into(),
-                kernel: "synthetic".into(),
-                scheduler: "EEVDF".into(),
-                cpus: 2,
-                kvm_flavour: "none".into(),
-                clock: "CLOCK_MONOTONIC".into(),
-                tsc_hz: None,
-            },
+            host: synthetic_host(),
         }
+    }
+}
+
+/// The host a synthetic stream claims to come from (2 pCPUs, EEVDF).
+pub fn synthetic_host() -> HostInfo {
+    HostInfo {
+        hostname: "synthetic".into(),
+        kernel: "synthetic".into(),
+        scheduler: "EEVDF".into(),
+        cpus: 2,
+        kvm_flavour: "none".into(),
+        clock: "CLOCK_MONOTONIC".into(),
+        tsc_hz: None,
     }
 }
 
@@ -639,7 +818,13 @@ mod tests {
         let evs = demo_stream(1.0);
         assert!(evs.windows(2).all(|w| w[0].ts() <= w[1].ts()));
         let has = |k: &str| evs.iter().any(|e| e.kind() == k);
-        for k in ["task_info", "sched_switch", "wakeup", "guest_gap", "userspace_exit"] {
+        for k in [
+            "task_info",
+            "sched_switch",
+            "wakeup",
+            "guest_gap",
+            "userspace_exit",
+        ] {
             assert!(has(k), "no {k} in the demo stream");
         }
         assert!(evs.len() > 1000, "{}", evs.len());

@@ -41,20 +41,36 @@ fn any_event() -> impl Strategy<Value = Event> {
 fn check(s: &Snapshot) {
     for v in &s.vcpus {
         let sum = v.run_ns as u128 + v.wait_ns as u128 + v.sleep_ns as u128;
-        assert!(sum <= v.elapsed_ns as u128, "tid {}: {sum} > {}", v.tid, v.elapsed_ns);
+        assert!(
+            sum <= v.elapsed_ns as u128,
+            "tid {}: {sum} > {}",
+            v.tid,
+            v.elapsed_ns
+        );
         assert!(v.cpu_share.is_finite() && v.cpu_share <= 1.0 + 1e-9);
         assert!(v.entitled_share.is_finite() && v.entitled_share >= 0.0);
     }
     for p in &s.pcpus {
         let covered: u64 = p.lane.iter().map(|l| l.end - l.start).sum();
         let first = p.lane.first().map_or(s.ts, |l| l.start);
-        assert_eq!(covered, s.ts - first, "cpu {}: lane has gaps or overlaps", p.cpu);
+        assert_eq!(
+            covered,
+            s.ts - first,
+            "cpu {}: lane has gaps or overlaps",
+            p.cpu
+        );
         for w in p.lane.windows(2) {
             assert_eq!(w[0].end, w[1].start, "cpu {}: lane not contiguous", p.cpu);
         }
         for o in [&p.occupancy_1s, &p.occupancy_10s, &p.occupancy_run] {
-            let total = o.idle + o.vms.iter().map(|x| x.1).sum::<f64>() + o.others.iter().map(|x| x.1).sum::<f64>();
-            assert!(total == 0.0 || (total - 1.0).abs() < 1e-9, "cpu {}: occupancy sums to {total}", p.cpu);
+            let total = o.idle
+                + o.vms.iter().map(|x| x.1).sum::<f64>()
+                + o.others.iter().map(|x| x.1).sum::<f64>();
+            assert!(
+                total == 0.0 || (total - 1.0).abs() < 1e-9,
+                "cpu {}: occupancy sums to {total}",
+                p.cpu
+            );
         }
     }
     assert!(s.fairness.is_finite());

@@ -14,7 +14,10 @@ fn fold(evs: &[Event]) -> Snapshot {
 }
 
 fn vc(s: &Snapshot, tid: u32) -> &VcpuSnapshot {
-    s.vcpus.iter().find(|v| v.tid == tid).unwrap_or_else(|| panic!("no tid {tid} in snapshot"))
+    s.vcpus
+        .iter()
+        .find(|v| v.tid == tid)
+        .unwrap_or_else(|| panic!("no tid {tid} in snapshot"))
 }
 
 fn close(a: f64, b: f64, eps: f64) -> bool {
@@ -39,13 +42,16 @@ struct Case {
 
 /// `n` equal-weight spinners round-robin on one pCPU, `slice` each, for `periods` periods.
 fn equal_weight(n: u32, slice: u64, periods: u64) -> Vec<Event> {
-    let mut evs: Vec<Event> = (1..=n).map(|t| task_info(0, t, 100, "vm0", Some(t - 1), 0)).collect();
+    let mut evs: Vec<Event> = (1..=n)
+        .map(|t| task_info(0, t, 100, "vm0", Some(t - 1), 0))
+        .collect();
     let mut vr = vec![0u64; n as usize + 1];
     let mut prev = 0u32;
     let mut ts = 0;
     for _ in 0..periods {
         for t in 1..=n {
-            let mut sw = Switch::new(ts, 0, prev, t).next_se(se(vr[t as usize], 1024, vr[t as usize]));
+            let mut sw =
+                Switch::new(ts, 0, prev, t).next_se(se(vr[t as usize], 1024, vr[t as usize]));
             if prev != 0 {
                 sw = sw.prev_se(se(vr[prev as usize], 1024, vr[prev as usize]));
             }
@@ -68,7 +74,10 @@ fn equal_weight(n: u32, slice: u64, periods: u64) -> Vec<Event> {
 /// nice 0 (1024) against nice 5 (335) on one pCPU: per period of 1359 µs the first runs
 /// 1024 µs and the second 335 µs, so both gain 1024 µs of vruntime per period.
 fn nice5_vs_nice0(periods: u64) -> Vec<Event> {
-    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0), task_info(0, 2, 200, "vm1", Some(0), 5)];
+    let mut evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        task_info(0, 2, 200, "vm1", Some(0), 5),
+    ];
     let (mut va, mut vb, mut ea, mut eb) = (0u64, 0u64, 0u64, 0u64);
     let mut ts = 0;
     let mut prev = 0;
@@ -81,13 +90,23 @@ fn nice5_vs_nice0(periods: u64) -> Vec<Event> {
         ts += 1024 * US;
         va += 1024 * US;
         ea += 1024 * US;
-        evs.push(Switch::new(ts, 0, 1, 2).prev_se(se(va, 1024, ea)).next_se(se(vb, 335, eb)).build());
+        evs.push(
+            Switch::new(ts, 0, 1, 2)
+                .prev_se(se(va, 1024, ea))
+                .next_se(se(vb, 335, eb))
+                .build(),
+        );
         ts += 335 * US;
         vb += 335 * US * 1024 / 335;
         eb += 335 * US;
         prev = 2;
     }
-    evs.push(Switch::new(ts, 0, 2, 1).prev_se(se(vb, 335, eb)).next_se(se(va, 1024, ea)).build());
+    evs.push(
+        Switch::new(ts, 0, 2, 1)
+            .prev_se(se(vb, 335, eb))
+            .next_se(se(va, 1024, ea))
+            .build(),
+    );
     evs
 }
 
@@ -97,14 +116,22 @@ fn sleeper_runs_first() -> Vec<Event> {
         task_info(0, 1, 100, "vm0", Some(0), 0),
         task_info(0, 2, 100, "vm0", Some(1), 0),
         task_info(0, 3, 100, "vm0", Some(2), 0),
-        Switch::new(0, 0, 0, 1).next_se(se(50 * MS, 1024, 0)).build(),
-        Switch::new(3 * MS, 0, 1, 2).prev_se(se(53 * MS, 1024, 3 * MS)).next_se(se(51 * MS, 1024, 0)).build(),
+        Switch::new(0, 0, 0, 1)
+            .next_se(se(50 * MS, 1024, 0))
+            .build(),
+        Switch::new(3 * MS, 0, 1, 2)
+            .prev_se(se(53 * MS, 1024, 3 * MS))
+            .next_se(se(51 * MS, 1024, 0))
+            .build(),
         wakeup(4 * MS, 1, 3, 0),
         Switch::new(4 * MS + 50 * US, 0, 2, 3)
             .prev_se(se(52 * MS + 50 * US, 1024, 1050 * US))
             .next_se(se(49 * MS, 1024, 0))
             .build(),
-        Switch::new(5 * MS + 50 * US, 0, 3, 1).sleeping().prev_se(se(50 * MS, 1024, MS)).build(),
+        Switch::new(5 * MS + 50 * US, 0, 3, 1)
+            .sleeping()
+            .prev_se(se(50 * MS, 1024, MS))
+            .build(),
         switch(8 * MS, 0, 1, 2),
     ]
 }
@@ -116,10 +143,10 @@ fn states_across_cpus() -> Vec<Event> {
         task_info(0, 11, 100, "vm0", Some(1), 0),
         switch(0, 0, 0, 10),
         switch(0, 1, 0, 11),
-        switch(1 * MS, 1, 11, 500),        // 11 preempted by an untracked task
-        switch_sleep(2 * MS, 0, 10, 0),    // 10 sleeps
-        switch(3 * MS, 1, 500, 11),        // 11 back after 2 ms waiting
-        wakeup(5 * MS, 1, 10, 0),          // 10 wakes after 3 ms asleep
+        switch(MS, 1, 11, 500),         // 11 preempted by an untracked task
+        switch_sleep(2 * MS, 0, 10, 0), // 10 sleeps
+        switch(3 * MS, 1, 500, 11),     // 11 back after 2 ms waiting
+        wakeup(5 * MS, 1, 10, 0),       // 10 wakes after 3 ms asleep
         switch(5 * MS + 100 * US, 0, 0, 10),
         switch_sleep(9 * MS, 1, 11, 0),
         switch(10 * MS, 0, 10, 0),
@@ -133,34 +160,104 @@ fn exact_accounting_table() {
             name: "3 equal-weight spinners, 4 ms slices, 5 periods",
             events: equal_weight(3, 4 * MS, 5),
             want: vec![
-                Want { tid: 1, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
-                Want { tid: 2, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
-                Want { tid: 3, run: 20 * MS, wait: 40 * MS, sleep: 0, voluntary: 0, involuntary: 5 },
+                Want {
+                    tid: 1,
+                    run: 20 * MS,
+                    wait: 40 * MS,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 5,
+                },
+                Want {
+                    tid: 2,
+                    run: 20 * MS,
+                    wait: 40 * MS,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 5,
+                },
+                Want {
+                    tid: 3,
+                    run: 20 * MS,
+                    wait: 40 * MS,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 5,
+                },
             ],
         },
         Case {
             name: "nice 5 vs nice 0, 10 periods",
             events: nice5_vs_nice0(10),
             want: vec![
-                Want { tid: 1, run: 10240 * US, wait: 3350 * US, sleep: 0, voluntary: 0, involuntary: 10 },
-                Want { tid: 2, run: 3350 * US, wait: 10240 * US, sleep: 0, voluntary: 0, involuntary: 10 },
+                Want {
+                    tid: 1,
+                    run: 10240 * US,
+                    wait: 3350 * US,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 10,
+                },
+                Want {
+                    tid: 2,
+                    run: 3350 * US,
+                    wait: 10240 * US,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 10,
+                },
             ],
         },
         Case {
             name: "sleeper with low vruntime runs first",
             events: sleeper_runs_first(),
             want: vec![
-                Want { tid: 1, run: 5950 * US, wait: 2050 * US, sleep: 0, voluntary: 0, involuntary: 2 },
-                Want { tid: 2, run: 1050 * US, wait: 6950 * US, sleep: 0, voluntary: 0, involuntary: 1 },
-                Want { tid: 3, run: MS, wait: 50 * US, sleep: 6950 * US, voluntary: 1, involuntary: 0 },
+                Want {
+                    tid: 1,
+                    run: 5950 * US,
+                    wait: 2050 * US,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 2,
+                },
+                Want {
+                    tid: 2,
+                    run: 1050 * US,
+                    wait: 6950 * US,
+                    sleep: 0,
+                    voluntary: 0,
+                    involuntary: 1,
+                },
+                Want {
+                    tid: 3,
+                    run: MS,
+                    wait: 50 * US,
+                    sleep: 6950 * US,
+                    voluntary: 1,
+                    involuntary: 0,
+                },
             ],
         },
         Case {
             name: "preempt, sleep, wake across pCPUs",
             events: states_across_cpus(),
             want: vec![
-                Want { tid: 10, run: 6900 * US, wait: 100 * US, sleep: 3 * MS, voluntary: 1, involuntary: 1 },
-                Want { tid: 11, run: 7 * MS, wait: 2 * MS, sleep: MS, voluntary: 1, involuntary: 1 },
+                Want {
+                    tid: 10,
+                    run: 6900 * US,
+                    wait: 100 * US,
+                    sleep: 3 * MS,
+                    voluntary: 1,
+                    involuntary: 1,
+                },
+                Want {
+                    tid: 11,
+                    run: 7 * MS,
+                    wait: 2 * MS,
+                    sleep: MS,
+                    voluntary: 1,
+                    involuntary: 1,
+                },
             ],
         },
     ];
@@ -168,10 +265,25 @@ fn exact_accounting_table() {
         let s = fold(&case.events);
         for w in &case.want {
             let v = vc(&s, w.tid);
-            let got = (v.run_ns, v.wait_ns, v.sleep_ns, v.voluntary_switches, v.involuntary_switches);
+            let got = (
+                v.run_ns,
+                v.wait_ns,
+                v.sleep_ns,
+                v.voluntary_switches,
+                v.involuntary_switches,
+            );
             let want = (w.run, w.wait, w.sleep, w.voluntary, w.involuntary);
-            assert_eq!(got, want, "{}: tid {} (run, wait, sleep, vol, invol)", case.name, w.tid);
-            assert!(v.run_ns + v.wait_ns + v.sleep_ns <= v.elapsed_ns, "{}: tid {}", case.name, w.tid);
+            assert_eq!(
+                got, want,
+                "{}: tid {} (run, wait, sleep, vol, invol)",
+                case.name, w.tid
+            );
+            assert!(
+                v.run_ns + v.wait_ns + v.sleep_ns <= v.elapsed_ns,
+                "{}: tid {}",
+                case.name,
+                w.tid
+            );
         }
     }
 }
@@ -187,9 +299,13 @@ fn equal_weights_gain_equal_vruntime_per_period() {
             // Thread 1 is back on the CPU at the end: its vruntime is as of that switch-in.
             assert_eq!(v.vruntime, expected, "tid {tid} after {periods} periods");
             assert!(close(v.cpu_share, 1.0 / 3.0, 1e-9), "{}", v.cpu_share);
-            assert!(close(v.entitled_share, 1.0 / 3.0, 1e-9), "{}", v.entitled_share);
+            assert!(
+                close(v.entitled_share, 1.0 / 3.0, 1e-9),
+                "{}",
+                v.entitled_share
+            );
             assert_eq!(v.lag, 0, "all equal: no lag");
-            assert_eq!(v.task_clock_ns, expected.saturating_sub(if tid == 1 { 0 } else { 0 }), "tid {tid}");
+            assert_eq!(v.task_clock_ns, expected, "tid {tid}");
         }
         let vm = &s.vms[0];
         assert!(close(vm.fairness, 1.0, 1e-9));
@@ -205,8 +321,16 @@ fn nice_5_gets_335_of_1359() {
     assert_eq!(b.nice, 5);
     assert!(close(a.cpu_share, 1024.0 / 1359.0, 1e-9), "{}", a.cpu_share);
     assert!(close(b.cpu_share, 335.0 / 1359.0, 1e-9), "{}", b.cpu_share);
-    assert!(close(a.entitled_share, 1024.0 / 1359.0, 1e-9), "{}", a.entitled_share);
-    assert!(close(b.entitled_share, 335.0 / 1359.0, 1e-9), "{}", b.entitled_share);
+    assert!(
+        close(a.entitled_share, 1024.0 / 1359.0, 1e-9),
+        "{}",
+        a.entitled_share
+    );
+    assert!(
+        close(b.entitled_share, 335.0 / 1359.0, 1e-9),
+        "{}",
+        b.entitled_share
+    );
     // Both advanced 10 × 1024 µs of vruntime: the weights were honoured exactly.
     assert_eq!(a.vruntime, 10 * 1024 * US);
     assert_eq!(b.vruntime, 10 * 1024 * US);
@@ -221,15 +345,29 @@ fn sleeper_waits_briefly_and_blames_who_ran() {
     let c = vc(&s, 3);
     assert_eq!(c.wait.count, 1);
     assert!(close(c.wait.p50 as f64, 50_000.0, 500.0), "{:?}", c.wait);
-    let culprit = s.wait_culprits.iter().find(|w| w.tid == 3).expect("culprit for tid 3");
+    let culprit = s
+        .wait_culprits
+        .iter()
+        .find(|w| w.tid == 3)
+        .expect("culprit for tid 3");
     assert_eq!(culprit.culprit, "vm0/vcpu1");
     assert_eq!(culprit.ns, 50 * US);
     // Thread 2 waited 3.95 ms in the queue: behind 3 (1 ms) and 1 (2.95 ms). Its first 3 ms,
     // before any event of its own, count as wait but cannot be attributed.
-    let mut c2: Vec<(String, u64)> =
-        s.wait_culprits.iter().filter(|w| w.tid == 2).map(|w| (w.culprit.clone(), w.ns)).collect();
+    let mut c2: Vec<(String, u64)> = s
+        .wait_culprits
+        .iter()
+        .filter(|w| w.tid == 2)
+        .map(|w| (w.culprit.clone(), w.ns))
+        .collect();
     c2.sort();
-    assert_eq!(c2, vec![("vm0/vcpu0".to_string(), 2950 * US), ("vm0/vcpu2".to_string(), MS)]);
+    assert_eq!(
+        c2,
+        vec![
+            ("vm0/vcpu0".to_string(), 2950 * US),
+            ("vm0/vcpu2".to_string(), MS)
+        ]
+    );
 }
 
 #[test]
@@ -237,10 +375,20 @@ fn occupancy_splits_vm_other_and_idle() {
     let evs = vec![
         task_info(0, 1, 100, "vm0", Some(0), 0),
         switch(0, 0, 0, 1),
-        Switch::new(2 * MS, 0, 1, 77).next_comm("kworker/0:1").build(),
+        Switch::new(2 * MS, 0, 1, 77)
+            .next_comm("kworker/0:1")
+            .build(),
         switch_sleep(3 * MS, 0, 77, 0),
         switch(4 * MS, 0, 0, 1),
-        Event::Pio(Pio { ts: 5 * MS, cpu: 1, tid: 1, rw: 1, port: 0x3f8, size: 1, val: 0 }),
+        Event::Pio(Pio {
+            ts: 5 * MS,
+            cpu: 1,
+            tid: 1,
+            rw: 1,
+            port: 0x3f8,
+            size: 1,
+            val: 0,
+        }),
     ];
     let s = fold(&evs);
     let p = s.pcpus.iter().find(|p| p.cpu == 0).expect("cpu 0");
@@ -258,21 +406,13 @@ fn occupancy_splits_vm_other_and_idle() {
 
 #[test]
 fn resume_latency_from_guest_gaps_splits_same_and_migrated() {
-    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0), switch(0, 0, 0, 1), switch(0, 1, 0, 99)];
-    let mut t = 10 * MS;
-    for i in 0..20u64 {
-        let migrate_now = i % 2 == 1;
-        let cpu_out = if i % 4 < 2 { 0 } else { 1 };
-        let cpu_in = if migrate_now { 1 - cpu_out } else { cpu_out };
-        let _ = cpu_in;
-        evs.push(switch(t, cpu_out, 1, 99 + cpu_out));
-        evs.push(switch(t + 2 * MS, cpu_in, 99 + cpu_in, 1));
-        let resume = if migrate_now { 44 * US } else { 39 * US };
-        evs.push(guest_gap(t - 76 * US, t + 2 * MS + resume, 1, 0, 0));
-        t += 10 * MS;
-    }
-    // Rebuild cleanly: track which CPU the vCPU is on.
-    let mut evs2 = vec![task_info(0, 1, 100, "vm0", Some(0), 0), switch(0, 0, 0, 1), switch(0, 1, 0, 98)];
+    // One vCPU preempted every 10 ms for 2 ms; every other time it comes back on the other
+    // pCPU. Each pCPU has its own filler task.
+    let mut evs2 = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch(0, 1, 0, 98),
+    ];
     let mut on = 0u32;
     let mut t = 10 * MS;
     let mut migrated = 0;
@@ -290,11 +430,13 @@ fn resume_latency_from_guest_gaps_splits_same_and_migrated() {
         on = next;
         t += 10 * MS;
     }
-    drop(evs);
     let s = fold(&evs2);
     let v = vc(&s, 1);
     assert_eq!(v.pcpu_changes, migrated);
-    assert_eq!(v.migrations, migrated, "no migrate events: falls back to pCPU changes");
+    assert_eq!(
+        v.migrations, migrated,
+        "no migrate events: falls back to pCPU changes"
+    );
     let r = &v.resume;
     assert_eq!(r.source, "guest_gap");
     assert_eq!(r.same_pcpu.count, 20 - migrated);
@@ -305,7 +447,11 @@ fn resume_latency_from_guest_gaps_splits_same_and_migrated() {
     assert!((4_000..=6_000).contains(&r.migration_cost_p50), "{r:?}");
     assert_eq!(v.guest_gaps, 20);
     assert_eq!(s.resume.migrated.count, migrated);
-    assert!(s.health.notes.iter().any(|n| n.contains("no guest entry/exit events")));
+    assert!(s
+        .health
+        .notes
+        .iter()
+        .any(|n| n.contains("no guest entry/exit events")));
 }
 
 #[test]
@@ -323,7 +469,10 @@ fn late_guest_gaps_still_match_their_switch_in() {
     m.ingest(&guest_gap(10 * MS - 76 * US, 12 * MS + 39 * US, 1, 0, 0));
     m.finish();
     let s = m.snapshot();
-    assert_eq!(s.health.out_of_order, 0, "late gaps are normal, not disorder");
+    assert_eq!(
+        s.health.out_of_order, 0,
+        "late gaps are normal, not disorder"
+    );
     assert_eq!(vc(&s, 1).resume.same_pcpu.count, 1);
 }
 
@@ -342,27 +491,52 @@ fn kvm_entry_exit_give_resume_and_exit_latency() {
         switch(4 * MS, 1, 0, 1),
         kvm_entry(4 * MS + 30 * US, 1, 1),
         kvm_exit(5 * MS, 1, 1, ExitIsa::Svm, 0x7b),
-        userspace_exit(5 * MS + 1 * US, 1, 1, 2),
+        userspace_exit(5 * MS + US, 1, 1, 2),
         kvm_entry(5 * MS + 40 * US, 1, 1),
     ];
     let s = fold(&evs);
     let v = vc(&s, 1);
     assert_eq!(v.resume.source, "kvm_entry");
     assert_eq!(v.resume.same_pcpu.count, 1);
-    assert!(close(v.resume.same_pcpu.p50 as f64, 20_000.0, 200.0), "{:?}", v.resume);
+    assert!(
+        close(v.resume.same_pcpu.p50 as f64, 20_000.0, 200.0),
+        "{:?}",
+        v.resume
+    );
     assert_eq!(v.resume.migrated.count, 1);
-    assert!(close(v.resume.migrated.p50 as f64, 30_000.0, 300.0), "{:?}", v.resume);
+    assert!(
+        close(v.resume.migrated.p50 as f64, 30_000.0, 300.0),
+        "{:?}",
+        v.resume
+    );
     assert_eq!(v.resume.to_switch_out.count, 1);
     assert!(close(v.resume.to_switch_out.p50 as f64, 10_000.0, 100.0));
-    let ex = |name: &str| v.exits.iter().find(|e| e.reason == name).unwrap_or_else(|| panic!("{name}: {:?}", v.exits));
+    let ex = |name: &str| {
+        v.exits
+            .iter()
+            .find(|e| e.reason == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", v.exits))
+    };
     assert_eq!(ex("IO_INSTRUCTION").count, 1);
-    assert!(close(ex("IO_INSTRUCTION").latency.p50 as f64, 5_000.0, 50.0));
+    assert!(close(
+        ex("IO_INSTRUCTION").latency.p50 as f64,
+        5_000.0,
+        50.0
+    ));
     assert_eq!(ex("EPT_VIOLATION").count, 1);
     assert_eq!(ex("EXTERNAL_INTERRUPT").count, 1);
     assert_eq!(ex("IOIO").count, 1);
     assert_eq!(ex("userspace:IO").count, 1);
-    assert!(close(ex("userspace:IO").latency.p50 as f64, 39_000.0, 390.0));
-    assert!(!s.health.notes.iter().any(|n| n.contains("no guest entry/exit")));
+    assert!(close(
+        ex("userspace:IO").latency.p50 as f64,
+        39_000.0,
+        390.0
+    ));
+    assert!(!s
+        .health
+        .notes
+        .iter()
+        .any(|n| n.contains("no guest entry/exit")));
     assert_eq!(v.state, Some(VcpuState::InGuest));
 }
 
@@ -375,13 +549,19 @@ fn migrate_events_define_migrations() {
         // Moved between queues twice while waiting: two kernel migrations, no pCPU change.
         migrate(MS + 10 * US, 1, 0, 1),
         migrate(MS + 20 * US, 1, 1, 0),
+        // The tracepoint also fires for a "move" to the same CPU; nr_migrations does not move.
+        migrate(MS + 30 * US, 1, 0, 0),
         switch(2 * MS, 0, 50, 1),
     ];
     let s = fold(&evs);
     let v = vc(&s, 1);
     assert_eq!(v.migrations, 2);
     assert_eq!(v.pcpu_changes, 0);
-    assert!(s.health.notes.iter().any(|n| n.contains("sched_migrate_task")));
+    assert!(s
+        .health
+        .notes
+        .iter()
+        .any(|n| n.contains("sched_migrate_task")));
 }
 
 #[test]
@@ -416,7 +596,11 @@ fn health_counts_lost_unknown_reuse_and_ended() {
     assert_eq!(s.health.unknown_tids, 1);
     assert_eq!(s.health.tid_reuse, 1);
     assert_eq!(s.vcpus.iter().filter(|v| v.tid == 1).count(), 2);
-    assert!(s.vms.iter().find(|v| v.name == "vm1").is_some_and(|v| v.ended));
+    assert!(s
+        .vms
+        .iter()
+        .find(|v| v.name == "vm1")
+        .is_some_and(|v| v.ended));
     assert!(s.health.notes.iter().any(|n| n.contains("7 events lost")));
 }
 
@@ -444,7 +628,10 @@ fn reordering_within_the_window_changes_nothing() {
     let b = m.snapshot();
     assert_eq!(b.health.out_of_order, 0);
     for (x, y) in a.vcpus.iter().zip(&b.vcpus) {
-        assert_eq!((x.tid, x.run_ns, x.wait_ns, x.sleep_ns), (y.tid, y.run_ns, y.wait_ns, y.sleep_ns));
+        assert_eq!(
+            (x.tid, x.run_ns, x.wait_ns, x.sleep_ns),
+            (y.tid, y.run_ns, y.wait_ns, y.sleep_ns)
+        );
     }
 }
 
@@ -456,10 +643,17 @@ fn demo_stream_gives_every_headline_figure() {
         assert!(v.run_ns > 0 && v.vruntime > 0 && v.weight > 0, "{v:?}");
         assert!(v.run_ns + v.wait_ns + v.sleep_ns <= v.elapsed_ns);
     }
-    assert!(s.resume.same_pcpu.count > 0 && s.resume.migrated.count > 0, "{:?}", s.resume);
+    assert!(
+        s.resume.same_pcpu.count > 0 && s.resume.migrated.count > 0,
+        "{:?}",
+        s.resume
+    );
     assert!(s.resume.migration_cost_p50 > 0);
     assert_eq!(s.pcpus.len(), 2);
-    assert!(s.vms.iter().all(|v| v.fairness > 0.0 && v.fairness <= 1.0 + 1e-9));
+    assert!(s
+        .vms
+        .iter()
+        .all(|v| v.fairness > 0.0 && v.fairness <= 1.0 + 1e-9));
     let json = serde_json::to_string(&s).expect("snapshot serialises");
     assert!(json.contains("\"vruntime\""));
 }
@@ -471,7 +665,15 @@ fn windows_cover_the_last_second() {
         task_info(0, 1, 100, "vm0", Some(0), 0),
         switch(0, 0, 0, 1),
         switch_sleep(2500 * MS, 0, 1, 0),
-        Event::Pio(Pio { ts: 3000 * MS, cpu: 1, tid: 0, rw: 0, port: 0, size: 1, val: 0 }),
+        Event::Pio(Pio {
+            ts: 3000 * MS,
+            cpu: 1,
+            tid: 0,
+            rw: 0,
+            port: 0,
+            size: 1,
+            val: 0,
+        }),
     ];
     let mut m = Model::default();
     for e in &evs {
@@ -481,11 +683,68 @@ fn windows_cover_the_last_second() {
     let s = m.snapshot_window(Window::LastSecond);
     assert_eq!(s.window, Window::LastSecond);
     let v = vc(&s, 1);
-    assert_eq!((v.elapsed_ns, v.run_ns, v.sleep_ns), (1000 * MS, 500 * MS, 500 * MS));
+    assert_eq!(
+        (v.elapsed_ns, v.run_ns, v.sleep_ns),
+        (1000 * MS, 500 * MS, 500 * MS)
+    );
     let ten = m.snapshot_window(Window::LastTenSeconds);
-    assert_eq!(vc(&ten, 1).run_ns, 2500 * MS, "10 s covers the whole 3 s run");
+    assert_eq!(
+        vc(&ten, 1).run_ns,
+        2500 * MS,
+        "10 s covers the whole 3 s run"
+    );
     let whole = m.snapshot();
     assert_eq!(vc(&whole, 1).run_ns, 2500 * MS);
     let occ = &whole.pcpus[0].occupancy_1s;
     assert!(close(occ.idle, 0.5, 1e-9), "{occ:?}");
+}
+
+#[test]
+fn entitlement_shares_what_untracked_tasks_left() {
+    // A tracked spinner alone with an untracked hog on pCPU 0: they alternate 1 ms each.
+    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0)];
+    let mut ts = 0;
+    for _ in 0..10 {
+        evs.push(switch(ts, 0, 500, 1));
+        evs.push(switch(ts + MS, 0, 1, 500));
+        ts += 2 * MS;
+    }
+    evs.push(switch(ts, 0, 500, 1));
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert!(close(v.cpu_share, 0.5, 1e-9), "{}", v.cpu_share);
+    assert!(close(v.entitled_share, 0.5, 1e-9), "{}", v.entitled_share);
+    let culprit = s
+        .wait_culprits
+        .iter()
+        .find(|c| c.tid == 1)
+        .expect("culprit");
+    assert_eq!((culprit.culprit.as_str(), culprit.ns), ("t500", 10 * MS));
+}
+
+#[test]
+fn guest_gaps_running_ahead_of_kernel_events_do_not_make_them_late() {
+    // The VMM reads its gap ring before the kernel ring buffer delivers the switches.
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        guest_gap(10 * MS - 76 * US, 12 * MS + 39 * US, 1, 0, 0),
+        switch(10 * MS, 0, 1, 50),
+        switch(12 * MS, 0, 50, 1),
+        switch(30 * MS, 0, 1, 50),
+    ];
+    for batched in [true, false] {
+        let mut m = Model::default();
+        if batched {
+            m.ingest_batch(&evs);
+        } else {
+            evs.iter().for_each(|e| m.ingest(e));
+        }
+        m.finish();
+        let s = m.snapshot();
+        assert_eq!(s.health.out_of_order, 0, "batched: {batched}");
+        let v = vc(&s, 1);
+        assert_eq!(v.resume.same_pcpu.count, 1, "batched: {batched}");
+        assert_eq!((v.run_ns, v.wait_ns), (28 * MS, 2 * MS));
+    }
 }

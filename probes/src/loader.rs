@@ -43,7 +43,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use model::{Event, Lost};
@@ -53,9 +53,6 @@ use crate::tracefs::{self, EventFormat, KvmOffsets};
 
 /// The compiled eBPF object (built from `ebpf/kvmscope.bpf.c` by `build.rs`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kvmscope.bpf.o"));
-
-/// Size of the in-kernel tracked-thread map (`tracked` in kvmscope.bpf.c).
-pub const MAX_TRACKED: usize = 8192;
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -228,7 +225,8 @@ pub struct Probes {
     // the programs (and their links) live in `ebpf`.
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
-    tracked: HashMap<MapData, u32, u32>,
+    /// Bitmap over tids (`tracked` in kvmscope.bpf.c); this process is its only writer.
+    tracked: Array<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
     lost_seen: Vec<u64>,
     lost_total: u64,
@@ -242,13 +240,13 @@ impl Probes {
     /// Checks privileges, BTF and tracefs, loads the object and attaches every program the
     /// host supports. See the module docs.
     pub fn load(opts: ProbeOptions) -> Result<Probes, ProbeError> {
-        check_privileges()?;
-        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-            return Err(ProbeError::NoBtf);
-        }
         let page = page_size();
         if !opts.ring_bytes.is_power_of_two() || (opts.ring_bytes as usize) < page {
             return Err(ProbeError::BadRingSize(opts.ring_bytes, page));
+        }
+        check_privileges()?;
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return Err(ProbeError::NoBtf);
         }
         let mut warnings = Vec::new();
         raise_memlock(&mut warnings);
@@ -288,6 +286,7 @@ impl Probes {
         loader
             .btf(Some(&btf))
             .set_max_entries("events", opts.ring_bytes)
+            .set_max_entries("tracked", tracked_slots())
             .set_global("wakeup_bytes", &wakeup_bytes, true);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
@@ -335,7 +334,7 @@ impl Probes {
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, "events")?)
             .map_err(|e| ProbeError::Load(format!("events map: {e}")))?;
-        let tracked = HashMap::try_from(take_map(&mut ebpf, "tracked")?)
+        let tracked = Array::try_from(take_map(&mut ebpf, "tracked")?)
             .map_err(|e| ProbeError::Load(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
             .map_err(|e| ProbeError::Load(format!("lost map: {e}")))?;
@@ -362,24 +361,34 @@ impl Probes {
                 reason: "tid 0 is the idle task".into(),
             });
         }
-        self.tracked
-            .insert(tid, 1, 0)
-            .map_err(|e| ProbeError::Track {
-                tid,
-                reason: format!("{e} (at most {MAX_TRACKED} threads can be tracked)"),
-            })
+        self.set_tracked(tid, true)
     }
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
-        match self.tracked.remove(&tid) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(ProbeError::Track {
-                tid,
-                reason: format!("cannot untrack: {e}"),
-            }),
+        self.set_tracked(tid, false)
+    }
+
+    fn set_tracked(&mut self, tid: u32, on: bool) -> Result<(), ProbeError> {
+        let (slot, bit) = (tid / 64, 1u64 << (tid % 64));
+        let fail = |reason: String| ProbeError::Track { tid, reason };
+        if slot >= self.tracked.len() {
+            return Err(fail(format!(
+                "tid is above kernel.pid_max ({})",
+                self.tracked.len() * 64
+            )));
         }
+        let bits = self
+            .tracked
+            .get(&slot, 0)
+            .map_err(|e| fail(e.to_string()))?;
+        let new = if on { bits | bit } else { bits & !bit };
+        if new != bits {
+            self.tracked
+                .set(slot, new, 0)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Appends the available events to `out`. When none are waiting, sleeps until
@@ -558,6 +567,16 @@ fn kernel_before(major: u32, minor: u32) -> bool {
     (maj, min) < (major, minor)
 }
 
+/// Elements of the tracked-tid bitmap: one bit per possible tid (`kernel.pid_max`; the
+/// 64-bit kernel's ceiling, 4194304, if it cannot be read).
+fn tracked_slots() -> u32 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(4 << 20);
+    pid_max.div_ceil(64)
+}
+
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -593,4 +612,41 @@ fn wait_readable(fd: i32, timeout: Duration) -> Result<bool, ProbeError> {
         return Err(ProbeError::Poll(err));
     }
     Ok(rc > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_ring_sizes_are_refused_before_touching_the_kernel() {
+        for ring_bytes in [0, 1000, 4096 + 1, 3 << 20] {
+            let opts = ProbeOptions {
+                ring_bytes,
+                ..ProbeOptions::default()
+            };
+            let err = Probes::load(opts).err().expect("refused");
+            assert!(
+                matches!(err, ProbeError::BadRingSize(n, _) if n == ring_bytes),
+                "{err}"
+            );
+            assert!(err.to_string().contains("not a power of two"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tracked_bitmap_covers_pid_max() {
+        let slots = tracked_slots();
+        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .map(|s| s.trim().parse().unwrap())
+            .unwrap_or(4 << 20);
+        assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
+    }
+
+    #[test]
+    fn kernel_version_comparison() {
+        // This machine runs a kernel newer than 5.11 (PLATFORM.md: 6.18).
+        assert!(!kernel_before(5, 11));
+        assert!(kernel_before(999, 0));
+    }
 }

@@ -13,8 +13,9 @@ use crate::cli::{DemoArgs, TargetArgs};
 use crate::live::{stop_on_signals, LiveSource};
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let duration = duration(args.duration)?;
     let mut opts = dashboard_options("demo", args.tick_hz, args.log_file.as_deref())?;
-    opts.duration = duration(args.duration)?;
+    opts.duration = duration;
     let target = TargetArgs {
         demo: true,
         scenario: args.scenario,
@@ -44,16 +45,20 @@ pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow:
 
 /// Checks and options every dashboard command shares: stdout must be a terminal, the tick
 /// rate sane, and logs go to `log_file` (never the screen).
-pub(super) fn dashboard_options(command: &str, tick_hz: f64, log_file: Option<&Path>) -> anyhow::Result<tui::RunOptions> {
+pub(super) fn dashboard_options(
+    command: &str,
+    tick_hz: f64,
+    log_file: Option<&Path>,
+) -> anyhow::Result<tui::RunOptions> {
+    if !(0.5..=100.0).contains(&tick_hz) {
+        bail!("--tick-hz must be between 0.5 and 100, got {tick_hz}");
+    }
     // SAFETY: isatty only inspects the descriptor.
     if unsafe { libc::isatty(1) } != 1 {
         bail!(
             "kvmscope {command} draws a dashboard and needs a terminal on stdout \
              (for text output use `kvmscope report` or `kvmscope trace`)"
         );
-    }
-    if !(0.5..=100.0).contains(&tick_hz) {
-        bail!("--tick-hz must be between 0.5 and 100, got {tick_hz}");
     }
     let mut opts = tui::RunOptions::new(tick_hz);
     if let Some(path) = log_file {
@@ -62,7 +67,9 @@ pub(super) fn dashboard_options(command: &str, tick_hz: f64, log_file: Option<&P
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open log file {}", path.display()))?;
-        let for_logger = file.try_clone().with_context(|| format!("cannot open log file {}", path.display()))?;
+        let for_logger = file
+            .try_clone()
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
         // RUST_LOG overrides the default level; a logger set up earlier wins (harmless).
         let _ = env_logger::Builder::new()
             .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))

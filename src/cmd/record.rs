@@ -52,9 +52,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     // The header is written once the first events are in, so it can name the vCPU threads.
     let mut pending = Vec::new();
     let mut exhausted = false;
-    while pending.is_empty() && started.elapsed() < FIRST_EVENTS_WAIT && !stop.load(Ordering::Relaxed)
+    while pending.is_empty()
+        && started.elapsed() < FIRST_EVENTS_WAIT
+        && !stop.load(Ordering::Relaxed)
     {
-        if !source.poll(&mut pending, Duration::from_millis(100)).map_err(anyhow::Error::from_boxed)?
+        if !source
+            .poll(&mut pending, Duration::from_millis(100))
+            .map_err(anyhow::Error::from_boxed)?
         {
             exhausted = true;
             break;
@@ -72,7 +76,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         processes: processes.processes(),
         command_line: std::env::args().collect(),
         recorder: format!("kvmscope {}", env!("CARGO_PKG_VERSION")),
-        started_unix_secs: SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs()),
+        started_unix_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
     };
     let out = args.output.display().to_string();
     let write_err = |e: std::io::Error| {
@@ -129,7 +136,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let (file, trailer) = writer.finish().map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let per_event = if trailer.events > 0 { bytes as f64 / trailer.events as f64 } else { 0.0 };
+    let per_event = if trailer.events > 0 {
+        bytes as f64 / trailer.events as f64
+    } else {
+        0.0
+    };
     eprintln!(
         "recorded {} events ({} lost) over {:.1} s to {out}: {bytes} bytes, {per_event:.2} bytes/event",
         trailer.events,

@@ -29,7 +29,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut opts = dashboard_options("replay", 10.0, args.log_file.as_deref())?;
     opts.notes = source.problems();
     opts.clock = false;
-    log::info!("replaying {} events from {}", events.len(), args.file.display());
+    log::info!(
+        "replaying {} events from {}",
+        events.len(),
+        args.file.display()
+    );
     let host = source.host().clone();
     let label = source.describe();
     tui::run_replay(events, host, label, args.speed, opts).context("dashboard failed")?;

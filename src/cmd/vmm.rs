@@ -27,10 +27,11 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     let running = vmm::start(&scenario).context("cannot start the VMM")?;
     let vcpus = running.vcpus();
     eprintln!(
-        "kvmscope vmm: pid {}, {} VMs, {} vCPUs (guest code {}): {}",
+        "kvmscope vmm: pid {}, {} VMs, {} vCPUs, KVM {} (guest code {}): {}",
         running.pid(),
         scenario.vms.len(),
         vcpus.len(),
+        running.flavour(),
         running.guest_execution(),
         vcpus
             .iter()
@@ -97,6 +98,17 @@ fn scenario_from_args(args: &VmmArgs) -> anyhow::Result<vmm::Scenario> {
         }
         scenario.set_exit_every(k);
     }
+    for (flag, value, max) in [
+        ("--burst-us", args.burst_us, 10_000_000),
+        ("--sleep-us", args.sleep_us, vmm::scenario::MAX_SLEEP_US),
+    ] {
+        if let Some(v) = value {
+            if v == 0 || v > max {
+                bail!("invalid {flag} `{v}`: expected 1 to {max}");
+            }
+        }
+    }
+    scenario.set_sleepy(args.burst_us, args.sleep_us);
     if let Some(us) = args.gap_threshold_us {
         if us == 0 || us > 1_000_000 {
             bail!("invalid --gap-threshold-us `{us}`: expected 1 to 1000000");

@@ -60,7 +60,12 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
             });
         }
     }
-    for (tid, name) in [(0u32, "swapper/0"), (77, "kworker/0:1"), (301, "sshd"), (512, "cargo")] {
+    for (tid, name) in [
+        (0u32, "swapper/0"),
+        (77, "kworker/0:1"),
+        (301, "sshd"),
+        (512, "cargo"),
+    ] {
         tasks.push(Task {
             tid,
             pid: tid,
@@ -124,7 +129,11 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
                 cpu: cpu as u32,
                 tid: t.tid,
                 pid: t.pid,
-                target_cpu: if rng.chance(80) { cpu as u32 } else { 1 - cpu as u32 },
+                target_cpu: if rng.chance(80) {
+                    cpu as u32
+                } else {
+                    1 - cpu as u32
+                },
                 waker_tid: tasks[cur].tid,
             }));
         } else if roll < 90 {
@@ -168,7 +177,11 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
                 dest_cpu: 1 - cpu as u32,
             }));
         } else {
-            out.push(Event::Lost(Lost { ts, cpu: cpu as u32, count: 1 + rng.below(50) }));
+            out.push(Event::Lost(Lost {
+                ts,
+                cpu: cpu as u32,
+                count: 1 + rng.below(50),
+            }));
         }
     }
     out.truncate(n);
@@ -214,11 +227,19 @@ fn u32v(rng: &mut Rng) -> u32 {
 fn se(rng: &mut Rng) -> model::SchedEntity {
     model::SchedEntity {
         vruntime: pick(rng),
-        weight: if rng.chance(50) { 1024 } else { pick(rng) as u32 },
+        weight: if rng.chance(50) {
+            1024
+        } else {
+            pick(rng) as u32
+        },
         sum_exec_runtime: pick(rng),
         deadline: opt(rng, pick),
         vlag: opt(rng, |r| pick(r) as i64),
-        slice: if rng.chance(50) { Some(2_800_000) } else { opt(rng, pick) },
+        slice: if rng.chance(50) {
+            Some(2_800_000)
+        } else {
+            opt(rng, pick)
+        },
     }
 }
 
@@ -229,23 +250,33 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let ts = pick(&mut rng);
-        let cpu = if rng.chance(80) { rng.below(20) as u32 } else { pick(&mut rng) as u32 };
+        let cpu = if rng.chance(80) {
+            rng.below(20) as u32
+        } else {
+            pick(&mut rng) as u32
+        };
         let ev = match rng.below(13) {
-            0 => {
-                Event::SchedSwitch(SchedSwitch {
-                    ts,
-                    cpu,
-                    prev_tid: u32v(&mut rng),
-                    prev_pid: u32v(&mut rng),
-                    prev_comm: comm(&mut rng),
-                    prev_state: pick(&mut rng),
-                    next_tid: u32v(&mut rng),
-                    next_pid: u32v(&mut rng),
-                    next_comm: comm(&mut rng),
-                    prev_se: if rng.chance(50) { Some(se(&mut rng)) } else { None },
-                    next_se: if rng.chance(50) { Some(se(&mut rng)) } else { None },
-                })
-            }
+            0 => Event::SchedSwitch(SchedSwitch {
+                ts,
+                cpu,
+                prev_tid: u32v(&mut rng),
+                prev_pid: u32v(&mut rng),
+                prev_comm: comm(&mut rng),
+                prev_state: pick(&mut rng),
+                next_tid: u32v(&mut rng),
+                next_pid: u32v(&mut rng),
+                next_comm: comm(&mut rng),
+                prev_se: if rng.chance(50) {
+                    Some(se(&mut rng))
+                } else {
+                    None
+                },
+                next_se: if rng.chance(50) {
+                    Some(se(&mut rng))
+                } else {
+                    None
+                },
+            }),
             1 => Event::Wakeup(Wakeup {
                 ts,
                 cpu,
@@ -301,8 +332,11 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
             8 => Event::CrossCall(CrossCall {
                 ts,
                 cpu,
-                phase: [CrossCallPhase::Queue, CrossCallPhase::Entry, CrossCallPhase::Exit]
-                    [rng.below(3) as usize],
+                phase: [
+                    CrossCallPhase::Queue,
+                    CrossCallPhase::Entry,
+                    CrossCallPhase::Exit,
+                ][rng.below(3) as usize],
                 func: pick(&mut rng),
                 csd: pick(&mut rng),
                 target_cpu: u32v(&mut rng),
@@ -316,7 +350,11 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
                 vm: u32v(&mut rng),
                 vcpu: u32v(&mut rng),
             }),
-            10 => Event::Lost(Lost { ts, cpu, count: pick(&mut rng) }),
+            10 => Event::Lost(Lost {
+                ts,
+                cpu,
+                count: pick(&mut rng),
+            }),
             11 => Event::TaskInfo(TaskInfo {
                 ts,
                 tid: u32v(&mut rng),
@@ -355,8 +393,16 @@ pub fn header() -> model::trace_file::TraceHeader {
             pid: 4100,
             vm: "vm0".into(),
             threads: vec![
-                TrackedThread { tid: 4101, comm: "vm0-vcpu0".into(), vcpu: Some(0) },
-                TrackedThread { tid: 4102, comm: "vm0-vcpu1".into(), vcpu: Some(1) },
+                TrackedThread {
+                    tid: 4101,
+                    comm: "vm0-vcpu0".into(),
+                    vcpu: Some(0),
+                },
+                TrackedThread {
+                    tid: 4102,
+                    comm: "vm0-vcpu1".into(),
+                    vcpu: Some(1),
+                },
             ],
         }],
         command_line: vec!["kvmscope".into(), "record".into(), "--demo".into()],
@@ -368,7 +414,10 @@ pub fn header() -> model::trace_file::TraceHeader {
 /// Writes `events` as a finished trace with small chunks (so damage tests have many).
 pub fn write_trace(events: &[Event], chunk_bytes: usize) -> Vec<u8> {
     use model::trace_file::*;
-    let opts = WriterOptions { chunk_bytes, ..WriterOptions::default() };
+    let opts = WriterOptions {
+        chunk_bytes,
+        ..WriterOptions::default()
+    };
     let mut w = TraceWriter::with_options(Vec::new(), &header(), opts).unwrap();
     for e in events {
         w.write(e).unwrap();

@@ -128,6 +128,10 @@ pub struct App {
     /// Show only this VM's vCPUs (table, chart, exits); `None` = all.
     pub vm_filter: Option<String>,
     pub vruntime_mode: VruntimeMode,
+    /// First vCPU table row shown (the table clamps it to what fits).
+    pub table_scroll: usize,
+    /// Replay: play/pause asked for but not yet confirmed by the reader.
+    asked_playing: Option<bool>,
     /// Wall-clock time for the header (`None` in tests to keep snapshots stable).
     pub clock: Option<String>,
     /// Notes from the source itself (a tracepoint missing, a damaged file), shown beside the
@@ -151,6 +155,8 @@ impl App {
             sort: SortKey::Vcpu,
             vm_filter: None,
             vruntime_mode: VruntimeMode::PerLine,
+            table_scroll: 0,
+            asked_playing: None,
             clock: None,
             notes: Vec::new(),
             quit: false,
@@ -166,7 +172,13 @@ impl App {
     /// at the reader, so its updates always show (seeks while paused must be visible).
     pub fn update(&mut self, update: Update) {
         self.ended = update.ended;
-        if let Some(r) = update.replay {
+        if let Some(mut r) = update.replay {
+            // Until the reader has seen a play/pause key, keep showing what was asked for
+            // rather than flickering back for a tick.
+            match self.asked_playing {
+                Some(asked) if asked != r.playing => r.playing = asked,
+                _ => self.asked_playing = None,
+            }
             self.paused = !r.playing;
             self.replay = Some(r);
         }
@@ -175,12 +187,35 @@ impl App {
         }
     }
 
-    /// VM names in the order the snapshot lists them, then any only seen on vCPUs.
+    /// How a VM is called on screen: its name, or `name@pid` when several processes (say,
+    /// two VMMs both calling their first VM `vm0`) share the name.
+    pub fn vm_label(&self, name: &str, pid: u32) -> String {
+        let s = &self.snapshot;
+        let shared = s.vms.iter().any(|o| o.name == name && o.pid != pid)
+            || s.vcpus.iter().any(|o| o.vm == name && o.pid != pid);
+        if shared {
+            format!("{name}@{pid}")
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// VM labels in the order the snapshot lists the VMs, then any only seen on vCPUs.
     pub fn vm_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.snapshot.vms.iter().map(|v| v.name.clone()).collect();
-        for v in &self.snapshot.vcpus {
-            if !names.contains(&v.vm) {
-                names.push(v.vm.clone());
+        let mut names: Vec<String> = vec![];
+        let labels = self
+            .snapshot
+            .vms
+            .iter()
+            .map(|v| self.vm_label(&v.name, v.pid));
+        for label in labels.chain(
+            self.snapshot
+                .vcpus
+                .iter()
+                .map(|v| self.vm_label(&v.vm, v.pid)),
+        ) {
+            if !names.contains(&label) {
+                names.push(label);
             }
         }
         names
@@ -192,10 +227,14 @@ impl App {
             .snapshot
             .vcpus
             .iter()
-            .filter(|v| self.vm_filter.as_ref().is_none_or(|f| &v.vm == f))
+            .filter(|v| {
+                self.vm_filter
+                    .as_ref()
+                    .is_none_or(|f| &self.vm_label(&v.vm, v.pid) == f)
+            })
             .collect();
         let by_name = |a: &&VcpuSnapshot, b: &&VcpuSnapshot| {
-            (a.vm.as_str(), a.vcpu, a.tid).cmp(&(b.vm.as_str(), b.vcpu, b.tid))
+            (a.vm.as_str(), a.pid, a.vcpu, a.tid).cmp(&(b.vm.as_str(), b.pid, b.vcpu, b.tid))
         };
         rows.sort_by(|a, b| {
             let key = match self.sort {
@@ -235,6 +274,7 @@ impl App {
                     if let Some(r) = self.replay.as_mut() {
                         r.playing = !self.paused;
                     }
+                    self.asked_playing = Some(!self.paused);
                     Action::Replay(ReplayCommand::Play(!self.paused))
                 } else {
                     Action::None
@@ -262,6 +302,20 @@ impl App {
             }
             KeyCode::Char('S') => {
                 self.sort = self.sort.step(-1);
+                Action::None
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                // Past-the-end values are clamped by the table; bring them back first.
+                let rows = self.visible_vcpus().len();
+                self.table_scroll = self
+                    .table_scroll
+                    .min(rows.saturating_sub(1))
+                    .saturating_sub(1);
+                Action::None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                let rows = self.visible_vcpus().len();
+                self.table_scroll = (self.table_scroll + 1).min(rows.saturating_sub(1));
                 Action::None
             }
             KeyCode::Char('v') => {
@@ -321,6 +375,7 @@ impl App {
         } else {
             Some(names[next - 1].clone())
         };
+        self.table_scroll = 0;
     }
 }
 
@@ -493,6 +548,17 @@ mod tests {
             app.handle_key(key(KeyCode::Home)),
             Action::Replay(ReplayCommand::SeekTo(0))
         );
+        // An update the reader sent before it saw the pause does not flip the display back.
+        let stale = ReplayStatus {
+            playing: true,
+            ..status
+        };
+        app.update(Update {
+            snapshot: Arc::new(fixture::demo_snapshot()),
+            replay: Some(stale),
+            ended: false,
+        });
+        assert!(app.paused && !app.replay.unwrap().playing);
         // A paused replay still shows what a seek lands on.
         let mut moved = fixture::demo_snapshot();
         moved.ts += 5;
@@ -506,6 +572,46 @@ mod tests {
             ended: false,
         });
         assert_eq!(app.snapshot.ts, moved.ts);
+    }
+
+    #[test]
+    fn vms_sharing_a_name_are_told_apart_by_pid() {
+        let mut snapshot = fixture::demo_snapshot();
+        let mut twin = snapshot.vcpus[0].clone();
+        twin.pid = 9999;
+        twin.tid = 10_000;
+        snapshot.vcpus.push(twin);
+        let mut app = live_app();
+        app.update(Update {
+            snapshot: Arc::new(snapshot),
+            replay: None,
+            ended: false,
+        });
+        assert_eq!(app.vm_label("vm0", 4100), "vm0@4100");
+        assert_eq!(app.vm_label("vm0", 9999), "vm0@9999");
+        assert_eq!(app.vm_label("vm1", 4200), "vm1");
+        assert_eq!(app.vm_names(), vec!["vm0@4100", "vm1", "vm2", "vm0@9999"]);
+        app.vm_filter = Some("vm0@9999".into());
+        let tids: Vec<u32> = app.visible_vcpus().iter().map(|v| v.tid).collect();
+        assert_eq!(tids, vec![10_000]);
+    }
+
+    #[test]
+    fn arrows_scroll_the_table_within_its_rows() {
+        let mut app = live_app();
+        app.handle_key(key(KeyCode::Up));
+        assert_eq!(app.table_scroll, 0);
+        for _ in 0..10 {
+            app.handle_key(key(KeyCode::Down));
+        }
+        assert_eq!(
+            app.table_scroll, 4,
+            "5 vCPUs: the last row can be the first shown"
+        );
+        app.handle_key(key(KeyCode::Up));
+        assert_eq!(app.table_scroll, 3);
+        app.handle_key(key(KeyCode::Tab));
+        assert_eq!(app.table_scroll, 0, "a new filter starts at the top");
     }
 
     #[test]

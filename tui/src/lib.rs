@@ -17,25 +17,8 @@ pub mod theme;
 pub mod view;
 
 pub use app::{App, Mode};
-pub use run::{render_to_string, run_live, run_replay, RunOptions, TuiError};
+pub use run::{run_live, run_replay, RunOptions, TuiError};
 pub use theme::Theme;
-
-use ratatui::buffer::Buffer;
-
-/// The characters of a buffer, one line per row, trailing spaces trimmed.
-pub fn buffer_text(buf: &Buffer) -> String {
-    let area = buf.area;
-    let mut out = String::new();
-    for y in area.top()..area.bottom() {
-        let mut line = String::new();
-        for x in area.left()..area.right() {
-            line.push_str(buf[(x, y)].symbol());
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 #[cfg(test)]
 mod snapshot_tests;

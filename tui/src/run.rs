@@ -381,7 +381,14 @@ fn ui_thread(
     }
     let _stop_on_exit = StopOnExit(stop.clone());
     // Installs a panic hook that restores the terminal before the message is printed.
-    let mut terminal = ratatui::try_init()?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            // Raw mode may already be on when entering the alternate screen failed.
+            ratatui::restore();
+            return Err(e);
+        }
+    };
     crate::stderr::hook_panics();
     let result = (|| -> io::Result<()> {
         let mut next_tick = Instant::now();
@@ -449,17 +456,6 @@ fn wall_clock() -> String {
         return String::new();
     }
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
-}
-
-/// Render one frame of `app` into a string (no styles), for tests and tools.
-pub fn render_to_string(app: &App, theme: Theme, width: u16, height: u16) -> String {
-    use ratatui::backend::TestBackend;
-    let mut terminal =
-        ratatui::Terminal::new(TestBackend::new(width, height)).expect("test backend");
-    terminal
-        .draw(|f| f.render_widget(&Dashboard { app, theme }, f.area()))
-        .expect("drawing into a test backend cannot fail");
-    crate::buffer_text(terminal.backend().buffer())
 }
 
 #[cfg(test)]

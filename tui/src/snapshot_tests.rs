@@ -15,6 +15,21 @@ use crate::view::{
     Dashboard, Header, HealthLine, Keys, PcpuLanes, VcpuTable, VmcsPanel, VruntimeChart,
 };
 
+/// The characters of a buffer, one line per row, trailing spaces trimmed.
+fn buffer_text(buf: &ratatui::buffer::Buffer) -> String {
+    let area = buf.area;
+    let mut out = String::new();
+    for y in area.top()..area.bottom() {
+        let mut line = String::new();
+        for x in area.left()..area.right() {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn app_with(snapshot: model::Snapshot) -> App {
     let mut app = App::new(Mode::Live, fixture::host(), "live".into());
     app.update(Update {
@@ -45,7 +60,7 @@ fn draw(
         })
         .unwrap();
     let buf = terminal.backend().buffer().clone();
-    (crate::buffer_text(&buf), buf)
+    (buffer_text(&buf), buf)
 }
 
 fn dashboard(app: &App, theme: Theme, w: u16, h: u16) -> String {

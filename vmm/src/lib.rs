@@ -152,7 +152,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not turn every later call into a panic too.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -438,21 +438,12 @@ pub fn start_with(
     let started_ns = clock::monotonic_ns();
 
     let collector_stop = Arc::new(AtomicBool::new(false));
-    let collector = {
-        let shared = shared.clone();
-        let stop = collector_stop.clone();
-        let every = scenario.migrate_every_ms.map(Duration::from_millis);
-        std::thread::Builder::new()
-            .name("vmm-collector".into())
-            .spawn(move || collect_loop(&shared, &stop, every))
-            .ok()
-    };
-    Ok(RunningVmm {
-        shared,
+    let mut running = RunningVmm {
+        shared: shared.clone(),
         vcpu_threads: threads,
         done: Mutex::new(done_rx),
-        collector,
-        collector_stop,
+        collector: None,
+        collector_stop: collector_stop.clone(),
         vms,
         started,
         started_ns,
@@ -460,7 +451,20 @@ pub fn start_with(
         guest_execution,
         scenario: scenario.clone(),
         stopped: false,
-    })
+    };
+    let every = scenario.migrate_every_ms.map(Duration::from_millis);
+    // On failure `running` is dropped, which stops the vCPUs already running.
+    let collector = std::thread::Builder::new()
+        .name("vmm-collector".into())
+        .spawn(move || collect_loop(&shared, &collector_stop, every))
+        .map_err(|err| VmmError::Thread {
+            thread: "vmm-collector".into(),
+            what: "spawn the thread",
+            err,
+            hint: "",
+        })?;
+    running.collector = Some(collector);
+    Ok(running)
 }
 
 /// Tells threads that never ran a guest to end, and joins them.
@@ -634,6 +638,11 @@ impl RunningVmm {
                     cpus: s.plan.pin.as_ref().map(|c| c.cpus().to_vec()),
                     work_units: units,
                     units_per_s: if secs > 0.0 { units as f64 / secs } else { 0.0 },
+                    units_per_cpu_s: if sched.run_ns > 0 {
+                        units as f64 / (sched.run_ns as f64 / 1e9)
+                    } else {
+                        0.0
+                    },
                     exits: outcomes[g].as_ref().map(|o| o.counts).unwrap_or_default(),
                     gaps: r.gaps,
                     gap_ns: gaps.clock.ticks_to_ns(r.gap_ticks),
@@ -679,7 +688,10 @@ mod tests {
     use super::*;
 
     fn slot(mem: Arc<GuestMemory>, tsc_offset: i64) -> VcpuSlot {
-        let plan = Scenario::uniform(1, 1, Workload::Spin).plan().unwrap().remove(0);
+        let plan = Scenario::uniform(1, 1, Workload::Spin)
+            .plan()
+            .unwrap()
+            .remove(0);
         VcpuSlot {
             thread: VcpuThread::name(&plan),
             plan,
@@ -728,7 +740,10 @@ mod tests {
         let gaps: Vec<_> = c.pending.drain(..).collect();
         assert_eq!(gaps.len(), 2);
         assert_eq!((gaps[0].start, gaps[0].end), (5_000, 15_000));
-        assert_eq!((gaps[1].start, gaps[1].end, gaps[1].tid), (19_000, 49_000, 42));
+        assert_eq!(
+            (gaps[1].start, gaps[1].end, gaps[1].tid),
+            (19_000, 49_000, 42)
+        );
         assert_eq!(c.readers[0].gaps, 2);
         assert_eq!(c.readers[0].gap_ticks, 40_000);
         assert_eq!(c.readers[0].overruns, 0);

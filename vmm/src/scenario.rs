@@ -542,6 +542,14 @@ impl Scenario {
         }
     }
 
+    /// Sets the burst and/or sleep of every `sleepy` vCPU.
+    pub fn set_sleepy(&mut self, burst_us: Option<u64>, sleep_us: Option<u64>) {
+        for vm in &mut self.vms {
+            vm.burst_us = burst_us.or(vm.burst_us);
+            vm.sleep_us = sleep_us.or(vm.sleep_us);
+        }
+    }
+
     /// Checks the scenario and resolves it into one plan per vCPU, in VM then vCPU order.
     pub fn plan(&self) -> Result<Vec<VcpuPlan>, ScenarioError> {
         let bad = |m: String| Err(ScenarioError::Value(m));

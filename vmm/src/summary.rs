@@ -42,6 +42,9 @@ pub struct VcpuSummary {
     pub cpus: Option<Vec<u32>>,
     pub work_units: u64,
     pub units_per_s: f64,
+    /// Work units per second of the thread's own on-CPU time: the guest's speed, whatever
+    /// the host load.
+    pub units_per_cpu_s: f64,
     pub exits: ExitCounts,
     /// Off-CPU gaps the guest recorded, and their total length.
     pub gaps: u64,
@@ -58,7 +61,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} VMs, {} vCPUs, pid {}, {:.2} s, KVM {:?} (guest code {}), TSC {:.3} GHz, gap threshold {} µs",
+            "{} VMs, {} vCPUs, pid {}, {:.2} s, KVM {} (guest code {}), TSC {:.3} GHz, gap threshold {} µs",
             self.vms,
             self.vcpus.len(),
             self.pid,
@@ -70,10 +73,10 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "{:<12} {:>7} {:<7} {:>4} {:>13} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9}",
+            "{:<12} {:>7} {:<8} {:>4} {:>13} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9}",
             "vcpu",
             "tid",
-            "load",
+            "workload",
             "nice",
             "units",
             "Munits/s",
@@ -86,7 +89,7 @@ impl fmt::Display for Summary {
         for v in &self.vcpus {
             writeln!(
                 f,
-                "{:<12} {:>7} {:<7} {:>4} {:>13} {:>9.2} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1}{}",
+                "{:<12} {:>7} {:<8} {:>4} {:>13} {:>9.2} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1}{}",
                 v.thread,
                 v.tid,
                 v.workload.name(),

@@ -17,8 +17,8 @@ use crate::scenario::VcpuPlan;
 use crate::sched::{self, SchedStat};
 use crate::Shared;
 
-/// The real-time signal that kicks vCPU threads (the first one; glibc reserves none of
-/// SIGRTMIN.. for itself since it reports SIGRTMIN past its own).
+/// The real-time signal that kicks vCPU threads: the first one free for applications
+/// (glibc's SIGRTMIN already lies past the ones it uses internally).
 fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
 }
@@ -93,7 +93,7 @@ impl VcpuThread {
         slot.tid.store(tid, Ordering::Release);
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
-        self.shared.kick_list.lock().expect("kick list")[self.global] = Some(me);
+        crate::lock(&self.shared.kick_list)[self.global] = Some(me);
 
         if let Err(e) = self.apply_knobs(tid) {
             let _ = self.ready.send(Err(e));
@@ -106,7 +106,7 @@ impl VcpuThread {
             return;
         }
         if let Ok(s) = SchedStat::read(self.shared.pid, tid) {
-            *slot.sched_start.lock().expect("sched_start") = Some(s);
+            *crate::lock(&slot.sched_start) = Some(s);
         }
 
         KVM_RUN.with(|c| c.set(self.fd.get_kvm_run()));
@@ -174,7 +174,7 @@ impl VcpuThread {
 
     /// Leaves the kick list (so no signal targets a joined thread) and reports the counts.
     fn finish(&self, counts: ExitCounts) {
-        self.shared.kick_list.lock().expect("kick list")[self.global] = None;
+        crate::lock(&self.shared.kick_list)[self.global] = None;
         let _ = self.done.send(VcpuOutcome {
             global: self.global,
             counts,

@@ -1,13 +1,19 @@
 //! Creating one KVM VM: its memory, boot image and vCPUs set up in 64-bit long mode.
 //!
 //! Architecture invariant: nothing here is specific to PVM except the one optional MSR
-//! write in [`enable_pvm_native`], which VT-x/AMD-V KVM refuses (returns 0) and the VMM
+//! write in `enable_pvm_native`, which VT-x/AMD-V KVM refuses (returns 0) and the VMM
 //! ignores.
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_msr_entry, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs};
+use kvm_bindings::{
+    kvm_device_attr, kvm_msr_entry, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs, KVMIO,
+    KVM_VCPU_TSC_CTRL, KVM_VCPU_TSC_OFFSET,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_iow_nr;
 
 use crate::clock::rdtsc;
 use crate::error::VmmError;
@@ -21,6 +27,10 @@ pub const MSR_PVM_VCPU_STRUCT: u32 = 0x4b56_4d10;
 pub const MSR_PVM_SIGNATURE: u32 = 0x4b56_4d11;
 const MSR_IA32_TSC: u32 = 0x10;
 
+// kvm-ioctls offers the vCPU device-attribute ioctls on aarch64 only; x86 needs this one
+// for KVM_VCPU_TSC_OFFSET.
+ioctl_iow_nr!(KVM_SET_DEVICE_ATTR, KVMIO, 0xe1, kvm_device_attr);
+
 /// Which kind of KVM this host has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +42,17 @@ pub enum KvmFlavour {
     /// PVM, KVM without hardware virtualisation.
     Pvm,
     Unknown,
+}
+
+impl std::fmt::Display for KvmFlavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvmFlavour::Vmx => "VT-x",
+            KvmFlavour::Svm => "AMD-V",
+            KvmFlavour::Pvm => "PVM",
+            KvmFlavour::Unknown => "unknown",
+        })
+    }
 }
 
 impl KvmFlavour {
@@ -235,9 +256,30 @@ fn enable_pvm_native(vcpu: &VcpuFd) -> bool {
     }
 }
 
-/// Guest TSC − host TSC. A host-initiated read of IA32_TSC returns the guest's TSC; the
-/// host TSC is bracketed around the ioctl, so the error is half an ioctl (about 1 µs).
+/// Guest TSC − host TSC.
+///
+/// Preferably zero: KVM_VCPU_TSC_OFFSET (Linux ≥ 5.16) sets the guest's TSC to the host's
+/// exactly (KVM keeps the host's TSC rate unless told otherwise), so gap timestamps need no
+/// correction. Otherwise a host-initiated read of IA32_TSC, bracketed by host `rdtsc`s,
+/// estimates it to within half an ioctl.
 fn guest_tsc_offset(vcpu: &VcpuFd) -> Result<i64, vmm_sys_util::errno::Error> {
+    let zero: u64 = 0;
+    let attr = kvm_device_attr {
+        flags: 0,
+        group: KVM_VCPU_TSC_CTRL,
+        attr: u64::from(KVM_VCPU_TSC_OFFSET),
+        addr: &zero as *const u64 as u64,
+    };
+    // SAFETY: KVM_SET_DEVICE_ATTR on a vCPU fd reads one kvm_device_attr, and for this
+    // attribute one u64 at `addr`, which points at `zero` for the duration of the call.
+    let r = unsafe { ioctl_with_ref(vcpu, KVM_SET_DEVICE_ATTR(), &attr) };
+    if r == 0 {
+        return Ok(0);
+    }
+    measured_tsc_offset(vcpu)
+}
+
+fn measured_tsc_offset(vcpu: &VcpuFd) -> Result<i64, vmm_sys_util::errno::Error> {
     let mut best: Option<(u64, i64)> = None;
     for _ in 0..5 {
         let mut msrs = Msrs::from_entries(&[kvm_msr_entry {

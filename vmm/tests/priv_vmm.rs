@@ -177,7 +177,7 @@ fn guest_code_runs_natively_not_emulated() {
         );
         let v = &sum.vcpus[0];
         assert!(v.run_ns > 0);
-        v.work_units as f64 / (v.run_ns as f64 / 1e9)
+        v.units_per_cpu_s
     };
     let native = rate(false);
     let emulated = rate(true);
@@ -295,4 +295,49 @@ fn the_default_demo_runs_every_workload_and_knob() {
         .filter(|(b, a)| *a - *b >= 2.0)
         .count();
     assert!(moved >= v.len() / 2, "before {before:?} after {after:?}");
+}
+
+#[test]
+fn the_guest_tsc_is_the_host_tsc() {
+    if !kvm_available() {
+        return;
+    }
+    use kvm_bindings::{kvm_msr_entry, Msrs};
+    let kvm = vmm::vm::open_kvm().unwrap();
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .unwrap();
+    let params = vmm::vm::BlockParams {
+        threshold_ticks: 1,
+        exit_every: 0,
+        burst_ticks: 0,
+        sleep_us: 0,
+        fault: false,
+    };
+    let vm = vmm::vm::build_vm(&kvm, &cpuid, "vm0", &[params; 2], true).unwrap();
+    for v in &vm.vcpus {
+        // Gap timestamps are used as host TSC values: the VMM zeroes the guest's offset
+        // (KVM_VCPU_TSC_OFFSET) or measures it.
+        if v.tsc_offset != 0 {
+            eprintln!(
+                "KVM_VCPU_TSC_OFFSET not available; measured offset {}",
+                v.tsc_offset
+            );
+        }
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: 0x10, // IA32_TSC
+            ..Default::default()
+        }])
+        .unwrap();
+        let before = vmm::clock::rdtsc();
+        assert_eq!(v.fd.get_msrs(&mut msrs).unwrap(), 1);
+        let after = vmm::clock::rdtsc();
+        let host = msrs.as_slice()[0].data.wrapping_sub(v.tsc_offset as u64);
+        // A measured offset is only good to about one ioctl.
+        let slack = if v.tsc_offset == 0 { 0 } else { after - before };
+        assert!(
+            before - slack <= host && host <= after + slack,
+            "guest TSC (as host) {host} outside host bracket {before}..{after}"
+        );
+    }
 }

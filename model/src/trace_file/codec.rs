@@ -231,7 +231,10 @@ impl ChunkEncoder {
         let vr_delta = se.vruntime.wrapping_sub(old.vruntime) as i64;
         self.i(SE, vr_delta);
         let exec_delta = se.sum_exec_runtime.wrapping_sub(old.sum_exec_runtime) as i64;
-        self.i(SE, exec_delta.wrapping_sub(exec_from_vruntime(vr_delta, se.weight)));
+        self.i(
+            SE,
+            exec_delta.wrapping_sub(exec_from_vruntime(vr_delta, se.weight)),
+        );
         if let Some(l) = se.vlag {
             self.i(SE, l);
         }
@@ -239,7 +242,10 @@ impl ChunkEncoder {
             self.u(SE, s);
         }
         if let (Some(d), true) = (se.deadline, flags & 32 == 0) {
-            self.i(SE, d.wrapping_sub(old.deadline.unwrap_or(se.vruntime)) as i64);
+            self.i(
+                SE,
+                d.wrapping_sub(old.deadline.unwrap_or(se.vruntime)) as i64,
+            );
         }
         self.st.memo_mut(tid).se = *se;
     }
@@ -532,18 +538,26 @@ impl<'a> ChunkDecoder<'a> {
         }
         let mut bufs: [&[u8]; STREAMS] = [&[]; STREAMS];
         for (b, l) in bufs.iter_mut().zip(lens) {
-            let end = at.checked_add(l).ok_or(DecodeError("stream length overflows"))?;
+            let end = at
+                .checked_add(l)
+                .ok_or(DecodeError("stream length overflows"))?;
             *b = buf.get(at..end).ok_or(DecodeError("stream cut short"))?;
             at = end;
         }
         if at != buf.len() {
             return Err(DecodeError("bytes after the last stream"));
         }
-        Ok(ChunkDecoder { bufs, pos: [0; STREAMS], st: CoderState::default() })
+        Ok(ChunkDecoder {
+            bufs,
+            pos: [0; STREAMS],
+            st: CoderState::default(),
+        })
     }
 
     fn byte(&mut self, s: usize) -> DResult<u8> {
-        let b = *self.bufs[s].get(self.pos[s]).ok_or(DecodeError("event cut short"))?;
+        let b = *self.bufs[s]
+            .get(self.pos[s])
+            .ok_or(DecodeError("event cut short"))?;
         self.pos[s] += 1;
         Ok(b)
     }
@@ -563,8 +577,12 @@ impl<'a> ChunkDecoder<'a> {
         Ok(v)
     }
     fn bytes(&mut self, s: usize, n: usize) -> DResult<&'a [u8]> {
-        let end = self.pos[s].checked_add(n).ok_or(DecodeError("length overflows"))?;
-        let b = self.bufs[s].get(self.pos[s]..end).ok_or(DecodeError("field cut short"))?;
+        let end = self.pos[s]
+            .checked_add(n)
+            .ok_or(DecodeError("length overflows"))?;
+        let b = self.bufs[s]
+            .get(self.pos[s]..end)
+            .ok_or(DecodeError("field cut short"))?;
         self.pos[s] = end;
         Ok(b)
     }
@@ -586,7 +604,11 @@ impl<'a> ChunkDecoder<'a> {
             Ok(c)
         } else {
             let i = usize::try_from(idx - 1).map_err(|_| DecodeError("comm index"))?;
-            self.st.comm_list.get(i).copied().ok_or(DecodeError("unknown comm index"))
+            self.st
+                .comm_list
+                .get(i)
+                .copied()
+                .ok_or(DecodeError("unknown comm index"))
         }
     }
     fn string(&mut self) -> DResult<String> {
@@ -603,12 +625,22 @@ impl<'a> ChunkDecoder<'a> {
         if flags & !63 != 0 || (flags & 32 != 0 && flags & 2 == 0) {
             return Err(DecodeError("unknown sched entity flags"));
         }
-        let weight = if flags & 1 != 0 { old.weight } else { self.u32(SE)? };
+        let weight = if flags & 1 != 0 {
+            old.weight
+        } else {
+            self.u32(SE)?
+        };
         let vr_delta = self.i(SE)?;
         let vruntime = old.vruntime.wrapping_add(vr_delta as u64);
-        let exec_delta = self.i(SE)?.wrapping_add(exec_from_vruntime(vr_delta, weight));
+        let exec_delta = self
+            .i(SE)?
+            .wrapping_add(exec_from_vruntime(vr_delta, weight));
         let sum_exec_runtime = old.sum_exec_runtime.wrapping_add(exec_delta as u64);
-        let vlag = if flags & 4 != 0 { Some(self.i(SE)?) } else { None };
+        let vlag = if flags & 4 != 0 {
+            Some(self.i(SE)?)
+        } else {
+            None
+        };
         let slice = match (flags & 8 != 0, flags & 16 != 0) {
             (false, false) => None,
             (false, true) => return Err(DecodeError("slice flags")),
@@ -621,17 +653,34 @@ impl<'a> ChunkDecoder<'a> {
                 predicted_deadline(vruntime, slice, weight)
                     .ok_or(DecodeError("deadline predicted without a slice"))?,
             ),
-            (true, false) => {
-                Some(old.deadline.unwrap_or(vruntime).wrapping_add(self.i(SE)? as u64))
-            }
+            (true, false) => Some(
+                old.deadline
+                    .unwrap_or(vruntime)
+                    .wrapping_add(self.i(SE)? as u64),
+            ),
         };
-        let se = SchedEntity { vruntime, weight, sum_exec_runtime, deadline, vlag, slice };
+        let se = SchedEntity {
+            vruntime,
+            weight,
+            sum_exec_runtime,
+            deadline,
+            vlag,
+            slice,
+        };
         self.st.memo_mut(tid).se = se;
         Ok(se)
     }
     fn vcpu_fields(&mut self, flags: u8, cpu: u32) -> DResult<(u32, u32)> {
-        let tid = if flags & 1 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
-        let vcpu_id = if flags & 2 != 0 { self.st.memo(tid).vcpu_id } else { self.u32(ID)? };
+        let tid = if flags & 1 != 0 {
+            self.st.current(cpu)
+        } else {
+            self.u32(ID)?
+        };
+        let vcpu_id = if flags & 2 != 0 {
+            self.st.memo(tid).vcpu_id
+        } else {
+            self.u32(ID)?
+        };
         self.st.memo_mut(tid).vcpu_id = vcpu_id;
         Ok((tid, vcpu_id))
     }
@@ -658,10 +707,22 @@ impl<'a> ChunkDecoder<'a> {
             K_SCHED_SWITCH => {
                 let ts = self.ts()?;
                 let flags = self.byte(TAG)?;
-                let prev_tid = if flags & 1 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
+                let prev_tid = if flags & 1 != 0 {
+                    self.st.current(cpu)
+                } else {
+                    self.u32(ID)?
+                };
                 let prev = self.st.memo(prev_tid);
-                let prev_pid = if flags & 2 != 0 { prev.pid } else { self.u32(ID)? };
-                let prev_comm = if flags & 4 != 0 { prev.comm } else { self.comm()? };
+                let prev_pid = if flags & 2 != 0 {
+                    prev.pid
+                } else {
+                    self.u32(ID)?
+                };
+                let prev_comm = if flags & 4 != 0 {
+                    prev.comm
+                } else {
+                    self.comm()?
+                };
                 let prev_state = if flags & 128 != 0 { 0 } else { self.u(VAL)? };
                 {
                     let m = self.st.memo_mut(prev_tid);
@@ -670,15 +731,31 @@ impl<'a> ChunkDecoder<'a> {
                 }
                 let next_tid = self.u32(ID)?;
                 let next = self.st.memo(next_tid);
-                let next_pid = if flags & 8 != 0 { next.pid } else { self.u32(ID)? };
-                let next_comm = if flags & 16 != 0 { next.comm } else { self.comm()? };
+                let next_pid = if flags & 8 != 0 {
+                    next.pid
+                } else {
+                    self.u32(ID)?
+                };
+                let next_comm = if flags & 16 != 0 {
+                    next.comm
+                } else {
+                    self.comm()?
+                };
                 {
                     let m = self.st.memo_mut(next_tid);
                     m.pid = next_pid;
                     m.comm = next_comm;
                 }
-                let prev_se = if flags & 32 != 0 { Some(self.se(prev_tid)?) } else { None };
-                let next_se = if flags & 64 != 0 { Some(self.se(next_tid)?) } else { None };
+                let prev_se = if flags & 32 != 0 {
+                    Some(self.se(prev_tid)?)
+                } else {
+                    None
+                };
+                let next_se = if flags & 64 != 0 {
+                    Some(self.se(next_tid)?)
+                } else {
+                    None
+                };
                 self.st.current.insert(cpu, next_tid);
                 Event::SchedSwitch(SchedSwitch {
                     ts,
@@ -701,11 +778,26 @@ impl<'a> ChunkDecoder<'a> {
                     return Err(DecodeError("unknown wakeup flags"));
                 }
                 let tid = self.u32(ID)?;
-                let pid = if flags & 1 != 0 { self.st.memo(tid).pid } else { self.u32(ID)? };
+                let pid = if flags & 1 != 0 {
+                    self.st.memo(tid).pid
+                } else {
+                    self.u32(ID)?
+                };
                 let target_cpu = if flags & 2 != 0 { cpu } else { self.u32(ID)? };
-                let waker_tid = if flags & 4 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
+                let waker_tid = if flags & 4 != 0 {
+                    self.st.current(cpu)
+                } else {
+                    self.u32(ID)?
+                };
                 self.st.memo_mut(tid).pid = pid;
-                Event::Wakeup(Wakeup { ts, cpu, tid, pid, target_cpu, waker_tid })
+                Event::Wakeup(Wakeup {
+                    ts,
+                    cpu,
+                    tid,
+                    pid,
+                    target_cpu,
+                    waker_tid,
+                })
             }
             K_MIGRATE => {
                 let ts = self.ts()?;
@@ -714,7 +806,14 @@ impl<'a> ChunkDecoder<'a> {
                 let orig_cpu = self.u32(ID)?;
                 let dest_cpu = self.u32(ID)?;
                 self.st.memo_mut(tid).pid = pid;
-                Event::Migrate(Migrate { ts, cpu, tid, pid, orig_cpu, dest_cpu })
+                Event::Migrate(Migrate {
+                    ts,
+                    cpu,
+                    tid,
+                    pid,
+                    orig_cpu,
+                    dest_cpu,
+                })
             }
             K_TASK_EXIT => {
                 let ts = self.ts()?;
@@ -729,7 +828,12 @@ impl<'a> ChunkDecoder<'a> {
                     return Err(DecodeError("unknown kvm_entry flags"));
                 }
                 let (tid, vcpu_id) = self.vcpu_fields(flags, cpu)?;
-                Event::KvmEntry(KvmEntry { ts, cpu, tid, vcpu_id })
+                Event::KvmEntry(KvmEntry {
+                    ts,
+                    cpu,
+                    tid,
+                    vcpu_id,
+                })
             }
             K_KVM_EXIT => {
                 let ts = self.ts()?;
@@ -745,7 +849,14 @@ impl<'a> ChunkDecoder<'a> {
                 }
                 let (tid, vcpu_id) = self.vcpu_fields(flags, cpu)?;
                 let reason = self.u32(VAL)?;
-                Event::KvmExit(KvmExit { ts, cpu, tid, vcpu_id, reason, isa })
+                Event::KvmExit(KvmExit {
+                    ts,
+                    cpu,
+                    tid,
+                    vcpu_id,
+                    reason,
+                    isa,
+                })
             }
             K_USERSPACE_EXIT => {
                 let ts = self.ts()?;
@@ -753,14 +864,24 @@ impl<'a> ChunkDecoder<'a> {
                 if flags & !3 != 0 {
                     return Err(DecodeError("unknown userspace_exit flags"));
                 }
-                let tid = if flags & 1 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
+                let tid = if flags & 1 != 0 {
+                    self.st.current(cpu)
+                } else {
+                    self.u32(ID)?
+                };
                 let reason = self.u32(VAL)?;
                 let errno = if flags & 2 != 0 {
                     0
                 } else {
                     i32::try_from(self.i(VAL)?).map_err(|_| DecodeError("errno out of range"))?
                 };
-                Event::UserspaceExit(UserspaceExit { ts, cpu, tid, reason, errno })
+                Event::UserspaceExit(UserspaceExit {
+                    ts,
+                    cpu,
+                    tid,
+                    reason,
+                    errno,
+                })
             }
             K_PIO => {
                 let ts = self.ts()?;
@@ -768,14 +889,31 @@ impl<'a> ChunkDecoder<'a> {
                 if flags & !3 != 0 {
                     return Err(DecodeError("unknown pio flags"));
                 }
-                let tid = if flags & 1 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
+                let tid = if flags & 1 != 0 {
+                    self.st.current(cpu)
+                } else {
+                    self.u32(ID)?
+                };
                 let (rw, port, size, val) = if flags & 2 != 0 {
                     self.st.memo(tid).pio
                 } else {
-                    (self.u32(VAL)?, self.u32(VAL)?, self.u32(VAL)?, self.u32(VAL)?)
+                    (
+                        self.u32(VAL)?,
+                        self.u32(VAL)?,
+                        self.u32(VAL)?,
+                        self.u32(VAL)?,
+                    )
                 };
                 self.st.memo_mut(tid).pio = (rw, port, size, val);
-                Event::Pio(Pio { ts, cpu, tid, rw, port, size, val })
+                Event::Pio(Pio {
+                    ts,
+                    cpu,
+                    tid,
+                    rw,
+                    port,
+                    size,
+                    val,
+                })
             }
             K_CROSS_CALL => {
                 let ts = self.ts()?;
@@ -792,7 +930,11 @@ impl<'a> ChunkDecoder<'a> {
                 let func = self.u(VAL)?;
                 let csd = self.u(VAL)?;
                 let target_cpu = if flags & 8 != 0 { cpu } else { self.u32(ID)? };
-                let tid = if flags & 16 != 0 { self.st.current(cpu) } else { self.u32(ID)? };
+                let tid = if flags & 16 != 0 {
+                    self.st.current(cpu)
+                } else {
+                    self.u32(ID)?
+                };
                 Event::CrossCall(CrossCall {
                     ts,
                     cpu,
@@ -813,10 +955,19 @@ impl<'a> ChunkDecoder<'a> {
                 self.st.prev_gap_end = end;
                 let start = end.wrapping_sub(self.u(TS)?);
                 let tid = self.u32(ID)?;
-                let (vm, vcpu) =
-                    if flags & 1 != 0 { self.st.memo(tid).gap_owner } else { (self.u32(ID)?, self.u32(ID)?) };
+                let (vm, vcpu) = if flags & 1 != 0 {
+                    self.st.memo(tid).gap_owner
+                } else {
+                    (self.u32(ID)?, self.u32(ID)?)
+                };
                 self.st.memo_mut(tid).gap_owner = (vm, vcpu);
-                Event::GuestGap(GuestGap { start, end, tid, vm, vcpu })
+                Event::GuestGap(GuestGap {
+                    start,
+                    end,
+                    tid,
+                    vm,
+                    vcpu,
+                })
             }
             K_LOST => {
                 let ts = self.ts()?;
@@ -837,7 +988,15 @@ impl<'a> ChunkDecoder<'a> {
                 let m = self.st.memo_mut(tid);
                 m.pid = pid;
                 m.comm = comm;
-                Event::TaskInfo(TaskInfo { ts, tid, pid, comm, vm, vcpu, nice })
+                Event::TaskInfo(TaskInfo {
+                    ts,
+                    tid,
+                    pid,
+                    comm,
+                    vm,
+                    vcpu,
+                    nice,
+                })
             }
             K_VM_ENDED => {
                 let ts = self.ts()?;
@@ -895,9 +1054,28 @@ mod tests {
                 prev_se: Some(se),
                 next_se: Some(SchedEntity::default()),
             }),
-            Event::GuestGap(GuestGap { start: 10, end: 0, tid: 1, vm: u32::MAX, vcpu: 0 }),
-            Event::UserspaceExit(UserspaceExit { ts: 0, cpu: 14, tid: 0, reason: 2, errno: i32::MIN }),
-            Event::KvmExit(KvmExit { ts: 1, cpu: 15, tid: 9, vcpu_id: 0, reason: 1, isa: ExitIsa::Unknown }),
+            Event::GuestGap(GuestGap {
+                start: 10,
+                end: 0,
+                tid: 1,
+                vm: u32::MAX,
+                vcpu: 0,
+            }),
+            Event::UserspaceExit(UserspaceExit {
+                ts: 0,
+                cpu: 14,
+                tid: 0,
+                reason: 2,
+                errno: i32::MIN,
+            }),
+            Event::KvmExit(KvmExit {
+                ts: 1,
+                cpu: 15,
+                tid: 9,
+                vcpu_id: 0,
+                reason: 1,
+                isa: ExitIsa::Unknown,
+            }),
             Event::TaskInfo(TaskInfo {
                 ts: 2,
                 tid: 9,
@@ -907,7 +1085,11 @@ mod tests {
                 vcpu: Some(u32::MAX),
                 nice: i32::MIN,
             }),
-            Event::Lost(Lost { ts: 3, cpu: u32::MAX, count: u64::MAX }),
+            Event::Lost(Lost {
+                ts: 3,
+                cpu: u32::MAX,
+                count: u64::MAX,
+            }),
         ];
         assert_eq!(round_trip(&events), events);
     }
@@ -915,9 +1097,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for seed in 0u32..2000 {
-            let bytes: Vec<u8> =
-                (0..64).map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) >> 7) as u8).collect();
-            let Ok(mut dec) = ChunkDecoder::new(&bytes) else { continue };
+            let bytes: Vec<u8> = (0..64)
+                .map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) >> 7) as u8)
+                .collect();
+            let Ok(mut dec) = ChunkDecoder::new(&bytes) else {
+                continue;
+            };
             for _ in 0..100 {
                 match dec.next_event() {
                     Ok(Some(_)) => continue,

@@ -7,10 +7,10 @@
 //! chunk*     "KVCK" | kind u8 | len u32 | crc32(sync..len) u32 | crc32(payload) u32 | payload
 //! ```
 //!
-//! The first chunk is the header (kind 1, JSON [`TraceHeader`]); then events chunks (kind 2,
+//! The first chunk is the header (kind 1, zstd(JSON [`TraceHeader`])); then events chunks (kind 2,
 //! see [`codec`](self) for the event encoding), each `varint count | varint min_ts |
 //! varint max_ts | varint raw_len | zstd(raw events)`, independently decodable; a clean stop
-//! appends a trailer (kind 3, JSON [`Trailer`]).
+//! appends a trailer (kind 3, zstd(JSON [`Trailer`])).
 //!
 //! Why this shape: a recorder killed at any instant leaves complete chunks followed by at most
 //! one partial one, which the reader reports as truncated bytes. The frame header has its own
@@ -45,6 +45,8 @@ pub(crate) const FRAME_HEADER_LEN: usize = 17;
 pub(crate) const MAX_PAYLOAD: u32 = 64 << 20;
 /// Largest decompressed events chunk a reader accepts (bounds memory on crafted input).
 pub(crate) const MAX_RAW: u64 = 8 << 20;
+/// Largest decompressed header or trailer a reader accepts.
+pub(crate) const MAX_JSON: usize = 1 << 20;
 /// Largest events chunk a writer makes: half of [`MAX_RAW`], as one event may overshoot.
 pub(crate) const MAX_CHUNK_BYTES: usize = 4 << 20;
 
@@ -115,13 +117,19 @@ impl ProcessMap {
             }
         }
         self.by_vm.retain(|_, p| !p.threads.is_empty());
-        let p = self.by_vm.entry((info.pid, info.vm.clone())).or_insert_with(|| TrackedProcess {
-            pid: info.pid,
-            vm: info.vm.clone(),
-            threads: Vec::new(),
-        });
-        let thread =
-            TrackedThread { tid: info.tid, comm: info.comm.to_string(), vcpu: info.vcpu };
+        let p = self
+            .by_vm
+            .entry((info.pid, info.vm.clone()))
+            .or_insert_with(|| TrackedProcess {
+                pid: info.pid,
+                vm: info.vm.clone(),
+                threads: Vec::new(),
+            });
+        let thread = TrackedThread {
+            tid: info.tid,
+            comm: info.comm.to_string(),
+            vcpu: info.vcpu,
+        };
         match p.threads.iter_mut().find(|t| t.tid == info.tid) {
             Some(t) => *t = thread,
             None => p.threads.push(thread),

@@ -31,7 +31,11 @@ pub enum TraceError {
         "cannot read {name}: trace format version {found} is newer than this kvmscope reads \
          (version {supported}); upgrade kvmscope"
     )]
-    UnsupportedVersion { name: String, found: u16, supported: u16 },
+    UnsupportedVersion {
+        name: String,
+        found: u16,
+        supported: u16,
+    },
     #[error("cannot read {name}: the file ends before its header is complete ({bytes} bytes)")]
     NoHeader { name: String, bytes: u64 },
     #[error("cannot read {name}: its header is damaged ({why})")]
@@ -75,7 +79,10 @@ impl ReadStats {
             ));
         }
         if self.unknown_chunks > 0 {
-            p.push(format!("skipped {} chunk(s) of an unknown kind", self.unknown_chunks));
+            p.push(format!(
+                "skipped {} chunk(s) of an unknown kind",
+                self.unknown_chunks
+            ));
         }
         if !self.finalised {
             p.push("recording was not finalised (no trailer): it was killed or crashed".into());
@@ -118,7 +125,10 @@ pub fn open(path: &Path) -> Result<TraceReader<BufReader<File>>, TraceError> {
     let file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => TraceError::NotFound { name: name.clone() },
         io::ErrorKind::PermissionDenied => TraceError::PermissionDenied { name: name.clone() },
-        _ => TraceError::Open { name: name.clone(), source: e },
+        _ => TraceError::Open {
+            name: name.clone(),
+            source: e,
+        },
     })?;
     // Opening a directory read-only succeeds on Linux; only reading it fails (EISDIR).
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
@@ -141,7 +151,10 @@ impl<R: Read> TraceReader<R> {
             return Err(TraceError::BadMagic { name });
         }
         if n < PREAMBLE_LEN {
-            return Err(TraceError::NoHeader { name, bytes: n as u64 });
+            return Err(TraceError::NoHeader {
+                name,
+                bytes: n as u64,
+            });
         }
         let version = u16::from_le_bytes([pre[8], pre[9]]);
         if version == 0 || version > FORMAT_VERSION {
@@ -161,7 +174,10 @@ impl<R: Read> TraceReader<R> {
             done: false,
         };
         let frame = r.next_frame()?;
-        let bad = |r: &Self, why: &str| TraceError::BadHeader { name: r.name.clone(), why: why.into() };
+        let bad = |r: &Self, why: &str| TraceError::BadHeader {
+            name: r.name.clone(),
+            why: why.into(),
+        };
         let frame = match frame {
             None if r.stats.corrupt_chunks == 0 => {
                 return Err(TraceError::NoHeader {
@@ -175,7 +191,9 @@ impl<R: Read> TraceReader<R> {
             }
             Some(f) => f,
         };
-        r.header = serde_json::from_slice(&frame.payload)
+        let json = zstd::bulk::decompress(&frame.payload, MAX_JSON)
+            .map_err(|e| bad(&r, &format!("header does not decompress: {e}")))?;
+        r.header = serde_json::from_slice(&json)
             .map_err(|e| bad(&r, &format!("header is not valid: {e}")))?;
         Ok(r)
     }
@@ -214,12 +232,15 @@ impl<R: Read> TraceReader<R> {
                         self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
                     }
                 },
-                CHUNK_TRAILER => match serde_json::from_slice(&frame.payload) {
-                    Ok(t) => {
+                CHUNK_TRAILER => match zstd::bulk::decompress(&frame.payload, MAX_JSON)
+                    .ok()
+                    .and_then(|json| serde_json::from_slice(&json).ok())
+                {
+                    Some(t) => {
                         self.trailer = Some(t);
                         self.stats.finalised = true;
                     }
-                    Err(_) => {
+                    None => {
                         self.stats.corrupt_chunks += 1;
                         self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
                     }
@@ -234,7 +255,10 @@ impl<R: Read> TraceReader<R> {
 
     /// All remaining events, one by one.
     pub fn events(self) -> Events<R> {
-        Events { reader: self, chunk: Vec::new().into_iter() }
+        Events {
+            reader: self,
+            chunk: Vec::new().into_iter(),
+        }
     }
 
     /// The next frame whose checksums match; damage is counted and skipped.
@@ -288,7 +312,11 @@ impl<R: Read> TraceReader<R> {
                 self.stats.corrupt_bytes += (FRAME_HEADER_LEN + payload.len()) as u64;
                 continue;
             }
-            return Ok(Some(Frame { kind, offset, payload }));
+            return Ok(Some(Frame {
+                kind,
+                offset,
+                payload,
+            }));
         }
     }
 
@@ -310,7 +338,12 @@ impl<R: Read + Seek> TraceReader<R> {
                 continue;
             }
             if let Ok((count, min_ts, max_ts, _, _)) = events_prefix(&frame.payload) {
-                index.push(ChunkInfo { offset: frame.offset, events: count, min_ts, max_ts });
+                index.push(ChunkInfo {
+                    offset: frame.offset,
+                    events: count,
+                    min_ts,
+                    max_ts,
+                });
             }
         }
         self.seek_to(offset)?;
@@ -321,7 +354,9 @@ impl<R: Read + Seek> TraceReader<R> {
 
     /// Continue reading at `offset`, a [`ChunkInfo::offset`] from [`index`](Self::index).
     pub fn seek_to(&mut self, offset: u64) -> Result<(), TraceError> {
-        self.inner.seek(SeekFrom::Start(offset)).map_err(|e| read_error(&self.name, e))?;
+        self.inner
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| read_error(&self.name, e))?;
         self.offset = offset;
         self.done = false;
         Ok(())
@@ -432,5 +467,8 @@ fn read_error(name: &str, e: io::Error) -> TraceError {
     if e.kind() == io::ErrorKind::IsADirectory {
         return TraceError::IsDirectory { name: name.into() };
     }
-    TraceError::Read { name: name.into(), source: e }
+    TraceError::Read {
+        name: name.into(),
+        source: e,
+    }
 }

@@ -12,7 +12,8 @@ use crate::Event;
 /// Knobs for [`TraceWriter`]; the defaults suit `record`.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterOptions {
-    /// zstd level. 3 is zstd's default: most of the ratio at a fraction of the CPU of 19.
+    /// zstd level. 6 gains about 4% over zstd's default 3 on demo recordings for about
+    /// 0.1 µs more CPU per event; 19 gains another 4% at ten times the CPU.
     pub zstd_level: i32,
     /// End a chunk once its encoded (uncompressed) events reach this many bytes (at most
     /// 4 MiB). Larger chunks compress better; a crash loses at most one.
@@ -21,7 +22,10 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { zstd_level: 3, chunk_bytes: 1 << 20 }
+        WriterOptions {
+            zstd_level: 6,
+            chunk_bytes: 1 << 20,
+        }
     }
 }
 
@@ -55,6 +59,9 @@ impl<W: Write> TraceWriter<W> {
         let mut header = header.clone();
         header.format_version = FORMAT_VERSION;
         let json = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        // Compressed like everything else: on a short recording the JSON is a noticeable
+        // share of the file.
+        let json = zstd::bulk::compress(&json, opts.zstd_level)?;
         let mut processes = ProcessMap::default();
         for p in &header.processes {
             for t in &p.threads {
@@ -133,6 +140,7 @@ impl<W: Write> TraceWriter<W> {
         self.end_chunk()?;
         let trailer = self.trailer();
         let json = serde_json::to_vec(&trailer).map_err(io::Error::other)?;
+        let json = self.compressor.compress(&json)?;
         self.write_frame(CHUNK_TRAILER, &json)?;
         self.out.flush()?;
         Ok((self.out, trailer))

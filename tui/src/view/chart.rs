@@ -21,25 +21,27 @@ pub struct VruntimeChart<'a> {
     pub keys: &'a Keys,
 }
 
-/// One prepared line: legend name, style key and (seconds before now, ms) points.
-struct Line_ {
+/// One prepared line: legend name, style keys, the vCPU's weight, its (ts, vruntime) samples
+/// in the window and the (seconds before now, ms) points drawn.
+struct ChartLine {
     name: String,
     vm: usize,
     index: usize,
+    weight: u32,
+    samples: Vec<(u64, u64)>,
     points: Vec<(f64, f64)>,
 }
 
 impl VruntimeChart<'_> {
     /// Points of the visible vCPUs inside the window, shifted per the mode and thinned to at
     /// most a few per column (the chart cannot show more, and it keeps drawing cheap).
-    fn lines(&self, columns: usize) -> Vec<Line_> {
+    fn lines(&self, columns: usize) -> Vec<ChartLine> {
         let app = self.app;
         let s = &app.snapshot;
         let t1 = s.ts;
         let t0 = t1.saturating_sub((app.window_s() * 1e9) as u64);
         let max_points = (columns * 2).max(16);
-        let mut out = vec![];
-        let mut raw: Vec<(usize, u32, Vec<(u64, u64)>)> = vec![];
+        let mut out: Vec<ChartLine> = vec![];
         for v in app.visible_vcpus() {
             let Some(series) = s.vruntime.iter().find(|r| r.tid == v.tid) else {
                 continue;
@@ -62,23 +64,28 @@ impl VruntimeChart<'_> {
                 continue;
             }
             let (letter, vm) = self.keys.vcpu(v.tid).unwrap_or(('#', 0));
-            out.push(Line_ {
-                name: format!("{letter} {}", vcpu_label(&v.vm, v.vcpu, v.tid)),
+            out.push(ChartLine {
+                name: format!(
+                    "{letter} {}",
+                    vcpu_label(&app.vm_label(&v.vm, v.pid), v.vcpu, v.tid)
+                ),
                 vm,
                 index: out.len(),
+                weight: v.weight,
+                samples: pts,
                 points: vec![],
             });
-            raw.push((out.len() - 1, v.weight, pts));
         }
-        let common_min = raw
+        let common_min = out
             .iter()
-            .flat_map(|(_, _, p)| p.iter().map(|x| x.1))
+            .flat_map(|l| l.samples.iter().map(|x| x.1))
             .min()
             .unwrap_or(0);
         let x = |ts: u64| -((t1 - ts.min(t1)) as f64 / 1e9);
-        for (i, weight, pts) in raw {
-            out[i].points = match app.vruntime_mode {
-                VruntimeMode::PerLine => progress(&pts, weight)
+        for line in &mut out {
+            let pts = &line.samples;
+            line.points = match app.vruntime_mode {
+                VruntimeMode::PerLine => progress(pts, line.weight)
                     .into_iter()
                     .map(|(ts, y)| (x(ts), y as f64 / 1e6))
                     .collect(),

@@ -246,7 +246,7 @@ impl PcpuLanes<'_> {
             spans.push(self.letter(tid));
             spans.push(Span::raw(format!(
                 " {}  ",
-                vcpu_label(&v.vm, v.vcpu, v.tid)
+                vcpu_label(&self.app.vm_label(&v.vm, v.pid), v.vcpu, v.tid)
             )));
         }
         spans.push(Span::styled(format!("{OTHER}"), t.lane_other()));

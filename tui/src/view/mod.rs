@@ -45,23 +45,28 @@ impl Keys {
         for (i, name) in app.vm_names().into_iter().enumerate() {
             keys.vm_index.insert(name, i);
         }
-        let mut vcpus: Vec<_> = app.snapshot.vcpus.iter().collect();
-        vcpus.sort_by(|a, b| {
-            let ia = keys.vm_index.get(&a.vm).copied().unwrap_or(usize::MAX);
-            let ib = keys.vm_index.get(&b.vm).copied().unwrap_or(usize::MAX);
-            (ia, a.vcpu, a.tid).cmp(&(ib, b.vcpu, b.tid))
-        });
-        for (n, v) in vcpus.iter().enumerate() {
+        let mut vcpus: Vec<_> = app
+            .snapshot
+            .vcpus
+            .iter()
+            .map(|v| {
+                (
+                    keys.vm_index
+                        .get(&app.vm_label(&v.vm, v.pid))
+                        .copied()
+                        .unwrap_or(usize::MAX),
+                    v,
+                )
+            })
+            .collect();
+        vcpus.sort_by(|(ia, a), (ib, b)| (ia, a.vcpu, a.tid).cmp(&(ib, b.vcpu, b.tid)));
+        for (n, (vm, v)) in vcpus.iter().enumerate() {
             let letter = LETTERS.get(n).map_or('#', |&b| b as char);
-            let vm = keys.vm_index.get(&v.vm).copied().unwrap_or(0);
+            let vm = if *vm == usize::MAX { 0 } else { *vm };
             keys.vcpus.insert(v.tid, (letter, vm));
             keys.order.push(v.tid);
         }
         keys
-    }
-
-    pub fn vm(&self, name: &str) -> usize {
-        self.vm_index.get(name).copied().unwrap_or(0)
     }
 
     /// Letter and VM index of a tracked tid.

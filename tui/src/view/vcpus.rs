@@ -24,6 +24,14 @@ pub struct VcpuTable<'a> {
     pub keys: &'a Keys,
 }
 
+fn window_label(w: model::Window) -> &'static str {
+    match w {
+        model::Window::LastSecond => "the last 1 s",
+        model::Window::LastTenSeconds => "the last 10 s",
+        model::Window::WholeRun => "the whole run",
+    }
+}
+
 pub fn state_label(state: Option<VcpuState>) -> &'static str {
     match state {
         Some(VcpuState::InGuest) => "guest",
@@ -73,10 +81,28 @@ impl Widget for &VcpuTable<'_> {
             head("exits/s", Some(SortKey::Exits)),
         ]);
 
-        let body: Vec<Row> = rows.iter().map(|v| self.row(v, wide)).collect();
+        // Rows that fit under the border and header; ↑/↓ scroll through the rest.
+        let fit = area.height.saturating_sub(3) as usize;
+        let first = app.table_scroll.min(rows.len().saturating_sub(fit));
+        let body: Vec<Row> = rows
+            .iter()
+            .skip(first)
+            .take(fit)
+            .map(|v| self.row(v, wide))
+            .collect();
+        let shown = if body.len() < rows.len() {
+            format!(
+                "{}-{} of {}, ↑↓ scroll",
+                first + 1,
+                first + body.len(),
+                rows.len()
+            )
+        } else {
+            format!("{} shown", rows.len())
+        };
         let mut widths = vec![
             Constraint::Length(1),
-            Constraint::Length(if wide { 15 } else { 11 }),
+            Constraint::Length(if wide { 15 } else { 13 }),
         ];
         if wide {
             widths.push(Constraint::Length(7));
@@ -98,7 +124,15 @@ impl Widget for &VcpuTable<'_> {
         let filter = app.vm_filter.as_deref().unwrap_or("all VMs");
         let title = Line::from(vec![
             Span::styled(" vCPUs ", t.title()),
-            Span::styled(format!("({}, {} shown) ", filter, rows.len()), t.dim()),
+            Span::styled(
+                format!(
+                    "({}, {}; shares and rates over {}) ",
+                    filter,
+                    shown,
+                    window_label(app.snapshot.window)
+                ),
+                t.dim(),
+            ),
         ]);
         let empty = rows.is_empty();
         Table::new(body, widths)
@@ -134,7 +168,7 @@ impl VcpuTable<'_> {
         let share_style = if starved { t.warn() } else { Style::new() };
         let mut cells = vec![
             Cell::from(letter.to_string()).style(t.lane_vcpu(vm)),
-            Cell::from(vcpu_label(&v.vm, v.vcpu, v.tid)).style(t.vm(vm)),
+            Cell::from(vcpu_label(&self.app.vm_label(&v.vm, v.pid), v.vcpu, v.tid)).style(t.vm(vm)),
         ];
         if wide {
             cells.push(Cell::from(v.tid.to_string()));

@@ -178,7 +178,7 @@ impl Widget for &VmcsPanel<'_> {
             exits.sort_by(|a, b| b.per_second.total_cmp(&a.per_second));
             let mut spans = vec![Span::raw(format!(
                 "{:<8}",
-                vcpu_label(&v.vm, v.vcpu, v.tid)
+                vcpu_label(&app.vm_label(&v.vm, v.pid), v.vcpu, v.tid)
             ))];
             for e in exits.iter().take(3) {
                 spans.push(Span::raw(format!(

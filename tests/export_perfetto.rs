@@ -1,0 +1,253 @@
+//! `kvmscope export` on synthetic recordings (no root): the Perfetto output decoded with
+//! Perfetto's own schema (the `perfetto_protos` the exporter uses) has the sched events on the
+//! right CPU tracks, one state/counter track set per vCPU, balanced slices; the Chrome JSON
+//! parses and has CPU lanes and vCPU threads.
+
+mod common;
+mod trace_file_synth;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use common::kvmscope;
+use export::perfetto_protos::trace::Trace;
+use export::perfetto_protos::trace_packet::trace_packet::Data;
+use export::perfetto_protos::track_event::track_event::Type;
+use export::protobuf::Message;
+use model::trace_file::{ProcessMap, TraceWriter};
+use model::Event;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvmscope-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// The model helper's synthetic demo (guest gaps, or kvm_entry/exit for `vmx`) as a trace
+/// whose header lists the vCPU threads, as `record` writes it.
+fn recording(path: &Path, vmx: bool) -> Vec<Event> {
+    let events = if vmx {
+        model::synth::demo_stream_vmx(2.0)
+    } else {
+        model::synth::demo_stream(2.0)
+    };
+    let mut map = ProcessMap::default();
+    for e in &events {
+        if let Event::TaskInfo(t) = e {
+            map.note(t);
+        }
+    }
+    let mut header = trace_file_synth::header();
+    header.processes = map.processes();
+    let mut w = TraceWriter::new(std::fs::File::create(path).unwrap(), &header).unwrap();
+    for e in &events {
+        w.write(e).unwrap();
+    }
+    w.finish().unwrap();
+    events
+}
+
+fn export(input: &Path, format: &str, out: &Path) -> String {
+    let o = kvmscope()
+        .arg("export")
+        .arg(input)
+        .args(["--format", format, "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "export failed: {err}");
+    err
+}
+
+fn check_perfetto(vmx: bool) {
+    let input = scratch(if vmx { "vmx.trace" } else { "demo.trace" });
+    let events = recording(&input, vmx);
+    let out = input.with_extension("pftrace");
+    let summary = export(&input, "perfetto", &out);
+    assert!(summary.contains("ftrace sched events"), "{summary}");
+    let trace = Trace::parse_from_bytes(&std::fs::read(&out).unwrap())
+        .expect("decodes as a Perfetto Trace");
+
+    // What went in.
+    let mut want_switches: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut want_wakeups = 0;
+    let mut vcpu_tids = BTreeSet::new();
+    let mut se_samples: HashMap<u32, usize> = HashMap::new();
+    for e in &events {
+        match e {
+            Event::SchedSwitch(s) => {
+                *want_switches.entry(s.cpu).or_default() += 1;
+                if s.prev_se.is_some() {
+                    *se_samples.entry(s.prev_tid).or_default() += 1;
+                }
+                if s.next_se.is_some() {
+                    *se_samples.entry(s.next_tid).or_default() += 1;
+                }
+            }
+            Event::Wakeup(_) => want_wakeups += 1,
+            Event::TaskInfo(t) if t.vcpu.is_some() => {
+                vcpu_tids.insert(t.tid);
+            }
+            _ => {}
+        }
+    }
+    assert!(!vcpu_tids.is_empty());
+
+    // What came out.
+    let mut switches: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut wakeups = 0;
+    let mut last_ts: HashMap<u32, u64> = HashMap::new();
+    let mut thread_tracks: HashMap<u64, i32> = HashMap::new();
+    let mut counter_tracks: HashMap<u64, String> = HashMap::new();
+    let mut counter_values: HashMap<u64, usize> = HashMap::new();
+    let mut open: HashMap<u64, i64> = HashMap::new();
+    let mut seq_ids = BTreeSet::new();
+    for p in &trace.packet {
+        match &p.data {
+            Some(Data::FtraceEvents(b)) => {
+                let cpu = b.cpu.expect("bundle has a cpu");
+                for fe in &b.event {
+                    let ts = fe.timestamp.expect("ftrace event has a timestamp");
+                    // Within one CPU's bundles, time only moves forward.
+                    assert!(ts >= *last_ts.get(&cpu).unwrap_or(&0));
+                    last_ts.insert(cpu, ts);
+                    if fe.has_sched_switch() {
+                        let s = fe.sched_switch();
+                        assert!(s.next_comm.is_some() && s.prev_comm.is_some());
+                        *switches.entry(cpu).or_default() += 1;
+                    }
+                    if fe.has_sched_waking() {
+                        wakeups += 1;
+                    }
+                }
+            }
+            Some(Data::TrackDescriptor(td)) => {
+                let uuid = td.uuid.expect("track has a uuid");
+                if let Some(t) = td.thread.as_ref() {
+                    thread_tracks.insert(uuid, t.tid());
+                }
+                if td.counter.is_some() {
+                    counter_tracks.insert(uuid, td.name().to_string());
+                }
+                seq_ids.insert(p.trusted_packet_sequence_id());
+            }
+            Some(Data::TrackEvent(te)) => {
+                let track = te.track_uuid.expect("track event names its track");
+                assert!(p.timestamp.is_some());
+                seq_ids.insert(p.trusted_packet_sequence_id());
+                match te.type_() {
+                    Type::TYPE_SLICE_BEGIN => *open.entry(track).or_default() += 1,
+                    Type::TYPE_SLICE_END => *open.entry(track).or_default() -= 1,
+                    Type::TYPE_COUNTER => *counter_values.entry(track).or_default() += 1,
+                    other => panic!("unexpected track event type {other:?}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(switches, want_switches, "sched_switch per CPU track");
+    assert_eq!(wakeups, want_wakeups);
+    assert_eq!(
+        seq_ids.len(),
+        1,
+        "one trusted sequence for kvmscope's tracks"
+    );
+    let tracked: BTreeSet<u32> = thread_tracks.values().map(|&t| t as u32).collect();
+    assert_eq!(tracked, vcpu_tids, "one state track per vCPU thread");
+    assert!(open.values().all(|&n| n == 0), "every slice ends: {open:?}");
+    let vruntime_tracks: Vec<&u64> = counter_tracks
+        .iter()
+        .filter(|(_, n)| n.ends_with("vruntime"))
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(vruntime_tracks.len(), vcpu_tids.len());
+    let vruntime_values: usize = vruntime_tracks
+        .iter()
+        .map(|u| counter_values.get(u).copied().unwrap_or(0))
+        .sum();
+    let want_values: usize = vcpu_tids
+        .iter()
+        .map(|t| se_samples.get(t).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        vruntime_values, want_values,
+        "one vruntime sample per switch carrying se"
+    );
+    let resume_values: usize = counter_tracks
+        .iter()
+        .filter(|(_, n)| n.ends_with("resume latency"))
+        .map(|(u, _)| counter_values.get(u).copied().unwrap_or(0))
+        .sum();
+    assert!(
+        resume_values > 0,
+        "resume latency counters from {}",
+        if vmx { "kvm_entry" } else { "guest gaps" }
+    );
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn perfetto_export_decodes_with_perfettos_schema() {
+    check_perfetto(false);
+}
+
+#[test]
+fn perfetto_export_of_a_vmx_host_uses_kvm_entry_for_resume_latency() {
+    check_perfetto(true);
+}
+
+#[test]
+fn chrome_json_has_cpu_lanes_and_vcpu_threads() {
+    let input = scratch("chrome.trace");
+    let events = recording(&input, false);
+    let out = input.with_extension("json");
+    export(&input, "chrome-json", &out);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let evs = doc["traceEvents"].as_array().unwrap();
+    let names: BTreeSet<String> = evs
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains("CPU 0") && names.contains("CPU 1"),
+        "{names:?}"
+    );
+    let vcpus = events
+        .iter()
+        .filter(|e| matches!(e, Event::TaskInfo(t) if t.vcpu.is_some()))
+        .count();
+    assert!(
+        names
+            .iter()
+            .filter(|n| n.contains("vCPU") && !n.contains("gaps"))
+            .count()
+            == vcpus,
+        "{names:?}"
+    );
+    let slices = evs.iter().filter(|e| e["ph"] == "X").count();
+    let counters = evs.iter().filter(|e| e["ph"] == "C").count();
+    assert!(
+        slices > 100 && counters > 100,
+        "{slices} slices, {counters} counters"
+    );
+    for e in evs.iter().filter(|e| e["ph"] == "X") {
+        assert!(e["dur"].as_f64().unwrap() >= 0.0);
+    }
+    // Refuses to overwrite without --force.
+    let o = kvmscope()
+        .arg("export")
+        .arg(&input)
+        .args(["--format", "chrome-json", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&out);
+}

@@ -1,0 +1,365 @@
+//! `kvmscope report --pid` on a separately started `kvmscope vmm`, checked against the kernel's
+//! own per-thread figures over the same interval: `/proc/<pid>/task/<tid>/schedstat` (run and
+//! run-queue wait) and `/proc/<pid>/task/<tid>/sched` (`se.nr_migrations`).
+//!
+//! The report covers [first event, last event] of each thread (its `elapsed_ns` up to the
+//! report's `ts`); a sampler thread reads the kernel figures every 2 ms with CLOCK_MONOTONIC
+//! timestamps, so both sides are compared over the same interval (interpolated at its ends).
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    ts: u64,
+    run: u64,
+    wait: u64,
+    migrations: u64,
+}
+
+fn read_sample(pid: u32, tid: u32) -> Option<Sample> {
+    let ts = monotonic_ns();
+    let ss = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    let mut it = ss.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let run = it.next()??;
+    let wait = it.next()??;
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    let migrations = sched
+        .lines()
+        .find(|l| l.trim_start().starts_with("se.nr_migrations"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|v| v.trim().parse().ok())?;
+    Some(Sample {
+        ts,
+        run,
+        wait,
+        migrations,
+    })
+}
+
+/// Linear interpolation of the kernel counters at `at`.
+fn at(samples: &[Sample], at: u64) -> (f64, f64) {
+    let i = samples.partition_point(|s| s.ts <= at);
+    let (a, b) = match (
+        i.checked_sub(1).and_then(|j| samples.get(j)),
+        samples.get(i),
+    ) {
+        (Some(a), Some(b)) => (*a, *b),
+        (Some(a), None) => (*a, *a),
+        (None, Some(b)) => (*b, *b),
+        (None, None) => panic!("no samples"),
+    };
+    let f = if b.ts > a.ts {
+        (at - a.ts) as f64 / (b.ts - a.ts) as f64
+    } else {
+        0.0
+    };
+    let lerp = |x: u64, y: u64| x as f64 + (y as f64 - x as f64) * f.clamp(0.0, 1.0);
+    (lerp(a.run, b.run), lerp(a.wait, b.wait))
+}
+
+/// `se.nr_migrations` in the samples just before and just after `at` (the kernel's count at
+/// `at` lies between them).
+fn migrations_around(samples: &[Sample], at: u64) -> (u64, u64) {
+    let i = samples.partition_point(|s| s.ts <= at);
+    let before = samples[i.saturating_sub(1)].migrations;
+    let after = samples.get(i).map_or(before, |s| s.migrations);
+    (before, after)
+}
+
+fn vcpu_tids(pid: u32) -> Vec<u32> {
+    let mut tids = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for e in dir.flatten() {
+            let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let comm =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+            if comm.trim().contains("-vcpu") {
+                tids.push(tid);
+            }
+        }
+    }
+    tids.sort();
+    tids
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn report_pid_matches_schedstat_and_nr_migrations() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    // 3 spinning vCPUs on 2 pCPUs, affinity rotated every 300 ms to force migrations.
+    let vmm = kvmscope()
+        .args([
+            "vmm",
+            "--vms",
+            "1",
+            "--vcpus",
+            "3",
+            "--workload",
+            "spin",
+            "--duration",
+            "30",
+        ])
+        .args(["--migrate-every", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvmscope vmm");
+    let vmm = KillOnDrop(vmm);
+    let pid = vmm.0.id();
+    let began = Instant::now();
+    let tids = loop {
+        let t = vcpu_tids(pid);
+        if t.len() == 3 {
+            break t;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "vmm did not start 3 vCPU threads: {t:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        let tids = tids.clone();
+        thread::spawn(move || {
+            let mut per: Vec<Vec<Sample>> = vec![Vec::new(); tids.len()];
+            while !stop.load(Ordering::Relaxed) {
+                for (i, &tid) in tids.iter().enumerate() {
+                    if let Some(s) = read_sample(pid, tid) {
+                        per[i].push(s);
+                    }
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            per
+        })
+    };
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args([
+            "report",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            "5",
+            "--json",
+        ])
+        .output()
+        .expect("run kvmscope report");
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler thread");
+    drop(vmm);
+    assert!(
+        out.status.success(),
+        "report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("report prints one JSON document");
+
+    let end = doc["ts"].as_u64().expect("ts");
+    let vcpus = doc["vcpus"].as_array().expect("vcpus");
+    assert_eq!(
+        doc["health"]["lost_events"], 0,
+        "lost events make the comparison meaningless"
+    );
+    eprintln!(
+        "report health: lost {} out of order {}",
+        doc["health"]["lost_events"], doc["health"]["out_of_order"]
+    );
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (i, &tid) in tids.iter().enumerate() {
+        let v = vcpus
+            .iter()
+            .find(|v| v["tid"] == tid)
+            .unwrap_or_else(|| panic!("tid {tid} not in report"));
+        let elapsed = v["elapsed_ns"].as_u64().expect("elapsed_ns");
+        let start = end - elapsed;
+        let s = &samples[i];
+        assert!(
+            s.first().is_some_and(|f| f.ts < start) && s.last().is_some_and(|l| l.ts > end),
+            "sampler did not bracket the report"
+        );
+        let (run0, wait0) = at(s, start);
+        let (run1, wait1) = at(s, end);
+        let (k_run, k_wait) = (run1 - run0, wait1 - wait0);
+        // The VMM rotates every vCPU's affinity at once, so a rotation between two samples
+        // (2-3 ms apart) at an edge makes the kernel's count there ambiguous by one.
+        let (start_lo, start_hi) = migrations_around(s, start);
+        let (end_lo, end_hi) = migrations_around(s, end);
+        let (k_mig_lo, k_mig_hi) = (end_lo.saturating_sub(start_hi), end_hi - start_lo);
+        let task_clock = v["task_clock_ns"].as_u64().expect("task_clock_ns") as f64;
+        let run = v["run_ns"].as_u64().expect("run_ns") as f64;
+        let wait = v["wait_ns"].as_u64().expect("wait_ns") as f64;
+        let mig = v["migrations"].as_u64().expect("migrations");
+        eprintln!(
+            "tid {tid}: schedstat run {:.1} ms wait {:.1} ms migr {k_mig_lo}..={k_mig_hi} | report task-clock {:.1} ms wall run {:.1} ms wait {:.1} ms migr {mig} | elapsed {:.1} ms",
+            k_run / 1e6, k_wait / 1e6, task_clock / 1e6, run / 1e6, wait / 1e6, elapsed as f64 / 1e6
+        );
+        // Like with like: schedstat run time is the task clock (steal excluded).
+        let rel = |a: f64, b: f64| (a - b).abs() / b.max(1.0);
+        if rel(task_clock, k_run) > 0.02 {
+            failures.push(format!(
+                "tid {tid}: task-clock {task_clock} vs schedstat run {k_run}"
+            ));
+        }
+        // Wall on-CPU time from switches also includes steal: it may only exceed the task clock.
+        if run < task_clock * 0.99 {
+            failures.push(format!(
+                "tid {tid}: wall run {run} below task-clock {task_clock}"
+            ));
+        }
+        if rel(wait, k_wait) > 0.02 {
+            failures.push(format!("tid {tid}: wait {wait} vs schedstat wait {k_wait}"));
+        }
+        if !(k_mig_lo..=k_mig_hi).contains(&mig) {
+            failures.push(format!(
+                "tid {tid}: migrations {mig} vs se.nr_migrations delta {k_mig_lo}..={k_mig_hi}"
+            ));
+        }
+        // The share is run time over the observed interval; against the kernel's share over
+        // the same interval (wall run includes steal, which is small here).
+        let share = v["cpu_share"].as_f64().expect("cpu_share");
+        assert!((share - run / elapsed as f64).abs() < 1e-9);
+        let k_share = k_run / elapsed as f64;
+        if rel(share, k_share) > 0.02 {
+            failures.push(format!(
+                "tid {tid}: share {share:.4} vs schedstat share {k_share:.4}"
+            ));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A synthetic recording (the model's demo stream written with the trace-file writer): the
+/// whole file path works without privileges.
+#[test]
+fn report_on_a_trace_file_and_bad_input() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("demo.kvt");
+    let header = model::trace_file::TraceHeader {
+        format_version: 1,
+        host: model::synth::synthetic_host(),
+        ..Default::default()
+    };
+    let file = std::fs::File::create(&path).expect("create trace file");
+    let mut w = model::trace_file::TraceWriter::new(std::io::BufWriter::new(file), &header)
+        .expect("write header");
+    for e in model::synth::demo_stream(3.0) {
+        w.write(&e).expect("write event");
+    }
+    w.finish().expect("finish trace file");
+
+    let out = kvmscope()
+        .args(["report", path.to_str().expect("utf-8 path"), "--json"])
+        .output()
+        .expect("run report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["source"]["kind"], "file");
+    let vcpus = doc["vcpus"].as_array().expect("vcpus");
+    assert_eq!(vcpus.len(), 4);
+    for v in vcpus {
+        for key in [
+            "tid",
+            "run_ns",
+            "wait_ns",
+            "sleep_ns",
+            "vruntime",
+            "weight",
+            "migrations",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert!(v["run_ns"].as_u64().unwrap_or(0) > 0);
+        assert!(v["resume"]["same_pcpu"]["count"].as_u64().unwrap_or(0) > 0);
+    }
+    assert!(doc["resume"]["migrated"]["count"].as_u64().unwrap_or(0) > 0);
+
+    // --duration on a file limits the event time folded in.
+    let out = kvmscope()
+        .args([
+            "report",
+            path.to_str().expect("utf-8 path"),
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("run report");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let d = doc["duration_s"].as_f64().expect("duration_s");
+    assert!((0.9..=1.0).contains(&d), "{d}");
+
+    // Text report: one screen.
+    let out = kvmscope()
+        .args(["report", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().count() <= 40 && text.contains("migration cost"),
+        "{text}"
+    );
+
+    let garbage = dir.path().join("garbage.kvt");
+    std::fs::write(&garbage, b"not a trace").expect("write garbage");
+    let bad: Vec<Vec<&str>> = vec![
+        vec!["report"],
+        vec!["report", "/nonexistent/trace.kvt"],
+        vec!["report", garbage.to_str().expect("utf-8 path")],
+        vec![
+            "report",
+            garbage.to_str().expect("utf-8 path"),
+            "--pid",
+            "1",
+        ],
+        vec!["report", "--pid", "1", "--duration", "0"],
+    ];
+    for args in bad {
+        let out = kvmscope().args(&args).output().expect("run report");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("kvmscope: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,176 @@
+//! `kvmscope replay` end to end in a real terminal (tmux, 120x40), on a recording made from
+//! the model's synthetic demo stream, so it needs no privileges: the dashboard opens, plays,
+//! pauses, seeks to the end and back, and quits with status 0 and the terminal restored.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use model::trace_file::{TraceHeader, TraceWriter, FORMAT_VERSION};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "r"]).stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        self.cmd(&["send-keys", "-t", "r", keys]);
+    }
+
+    /// Wait until the screen satisfies `ok`; the last capture either way.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.capture();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-session", "-t", "r"]);
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn write_recording(path: &Path) {
+    let header = TraceHeader {
+        format_version: FORMAT_VERSION,
+        host: model::HostInfo {
+            hostname: "synthetic".into(),
+            kernel: "6.18.0".into(),
+            scheduler: "EEVDF".into(),
+            cpus: 2,
+            kvm_flavour: "pvm".into(),
+            clock: "CLOCK_MONOTONIC".into(),
+            tsc_hz: None,
+        },
+        recorder: "tui_replay test".into(),
+        ..TraceHeader::default()
+    };
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = TraceWriter::new(std::io::BufWriter::new(file), &header).unwrap();
+    for ev in model::synth::demo_stream(8.0) {
+        writer.write(&ev).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+fn header_line(screen: &str) -> String {
+    screen.lines().nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn replay_plays_pauses_seeks_and_quits() {
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let tag = std::process::id().to_string();
+    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("demo.kst");
+    let rc = dir.join("rc");
+    write_recording(&trace);
+    let script = format!(
+        "'{}' replay '{}'; echo $? > '{}'; sleep 120",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        trace.display(),
+        rc.display()
+    );
+    let tmux = Tmux {
+        socket: format!("kvmscope-tui-replay-{tag}"),
+    };
+    let out = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        "r",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let playing = tmux.wait_for("the replay to play", |s| {
+        header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
+    });
+    assert!(
+        playing.contains("pCPU lanes") && playing.contains("vruntime"),
+        "{playing}"
+    );
+
+    tmux.keys("Space");
+    tmux.wait_for("pause", |s| header_line(s).contains('⏸'));
+    // The reader may fold one more cycle before the command reaches it; then it holds.
+    std::thread::sleep(Duration::from_millis(400));
+    let a = tmux.capture();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        header_line(&a),
+        header_line(&tmux.capture()),
+        "a paused replay must not move"
+    );
+
+    tmux.keys("End");
+    tmux.wait_for("the end of the recording", |s| {
+        header_line(s).contains("end of recording")
+    });
+    tmux.keys("Home");
+    tmux.wait_for("the start again", |s| header_line(s).contains(" 0.0s / "));
+    tmux.keys("Right");
+    tmux.wait_for("a 5 s seek", |s| header_line(s).contains(" 5.0s / "));
+
+    tmux.keys("q");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&rc).is_ok_and(|s| !s.trim().is_empty()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "replay did not exit after q"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let alt = tmux.cmd(&["display-message", "-p", "-t", "r", "#{alternate_on}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&alt.stdout).trim(),
+        "0",
+        "alternate screen still on"
+    );
+    assert!(
+        !tmux.capture().contains("pCPU lanes"),
+        "dashboard left on screen"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
