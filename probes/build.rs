@@ -136,7 +136,8 @@ fn abi_consts(header: &str) -> String {
     rs
 }
 
+/// Stops the build with one readable line (cargo shows the build script's stderr).
 fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
-    panic!("{msg}");
+    std::process::exit(1);
 }

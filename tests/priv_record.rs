@@ -163,7 +163,7 @@ fn trailer_cpus() -> u64 {
 }
 
 /// Starts `record --demo` with no duration and waits until at least one events chunk is on
-/// disk (chunks are written every second).
+/// disk (chunks are written every two seconds).
 fn start_recorder(path: &Path) -> Child {
     let mut child = kvmscope()
         .args(["record", "--demo", "-o"])

@@ -195,8 +195,8 @@ fn report_pid_matches_schedstat_and_nr_migrations() {
         "lost events make the comparison meaningless"
     );
     eprintln!(
-        "report health: lost {} out of order {}",
-        doc["health"]["lost_events"], doc["health"]["out_of_order"]
+        "report health: lost {} out of order {} notes {}",
+        doc["health"]["lost_events"], doc["health"]["out_of_order"], doc["health"]["notes"]
     );
     let mut checked = 0;
     let mut failures = Vec::new();

@@ -301,7 +301,7 @@ fn demo_session(quit: Quit) {
         "dashboard still on screen after exit:\n{after}"
     );
     assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists() == false,
+        !Path::new(&format!("/proc/{pid}")).exists(),
         "kvmscope still running"
     );
     for (tid, comm) in threads {

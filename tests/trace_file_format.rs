@@ -107,7 +107,7 @@ fn unfinished_recording_keeps_every_ended_chunk() {
 
 #[test]
 fn truncation_at_and_inside_every_chunk_keeps_complete_chunks() {
-    let events = demo_like(20_000, 4);
+    let events = demo_like(10_000, 4);
     let bytes = write_trace(&events, 3000);
     let (index, _) = frames(&bytes);
     assert!(index.len() > 20, "want many chunks, got {}", index.len());

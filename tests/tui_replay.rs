@@ -174,3 +174,71 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Closing the terminal under a running dashboard (window closed, ssh dropped) ends it
+/// instead of leaving it spinning.
+#[test]
+fn replay_exits_when_its_terminal_goes_away() {
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let tag = format!("{}-hup", std::process::id());
+    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("demo.kst");
+    write_recording(&trace);
+    let script = format!(
+        "exec '{}' replay '{}'",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        trace.display()
+    );
+    let tmux = Tmux {
+        socket: format!("kvmscope-tui-replay-{tag}"),
+    };
+    let out = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        "r",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tmux.wait_for("the replay to play", |s| {
+        header_line(s).contains("replay: ")
+    });
+    let pid = String::from_utf8_lossy(
+        &tmux
+            .cmd(&["display-message", "-p", "-t", "r", "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "kvmscope (pid {pid}) should be running"
+    );
+    tmux.cmd(&["kill-server"]);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if start.elapsed() > Duration::from_secs(5) {
+            // Do not leave it behind, then fail.
+            let _ = Command::new("kill").arg("-9").arg(&pid).status();
+            panic!("kvmscope replay still running 5 s after its terminal went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

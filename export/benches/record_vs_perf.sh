@@ -24,8 +24,7 @@ hz=$(getconf CLK_TCK)
 rec=$!
 # Wait for the demo's vCPU threads, then attach perf to the same process.
 for _ in $(seq 50); do
-    ls /proc/$rec/task 2>/dev/null | while read -r t; do cat /proc/$rec/task/$t/comm; done \
-        | grep -q vcpu && break
+    cat /proc/$rec/task/*/comm 2>/dev/null | grep -q vcpu && break
     sleep 0.1
 done
 ( TIMEFORMAT='%U %S'; { time perf record -q -e sched:sched_switch -e 'kvm:*' -p "$rec" \
@@ -52,7 +51,7 @@ ks_ticks=0
 for t in "${!cpu[@]}"; do ks_ticks=$(( ks_ticks + cpu[$t] )); done
 ks_events=$(sed -n 's/^recorded \([0-9]*\) events.*/\1/p' "$work/record.err")
 ks_bytes=$(stat -c %s "$work/demo.trace")
-perf_events=$(perf report -i "$work/perf.data" --stats 2>/dev/null | awk '/SAMPLE events/ {print $NF; exit}')
+perf_events=$(perf report -i "$work/perf.data" --stats 2>/dev/null | awk '/SAMPLE events/ {print $3; exit}')
 perf_bytes=$(stat -c %s "$work/perf.data")
 read -r pu ps < "$work/perf.time"
 
@@ -65,9 +64,10 @@ p_cpu = float(pu) + float(ps)
 kbe = kb / ke
 pbe = pb / pe if pe else float("nan")
 print(f"workload: kvmscope record --demo --duration {secs}; perf record -e sched:sched_switch -e 'kvm:*' -p <same pid>")
+# CPU per million events: seconds per event * 1e6 events, shown in seconds.
 print(f"kvmscope: {ke} events, {kb} bytes, {kbe:.2f} bytes/event, recorder CPU {k_cpu*1e3:.0f} ms"
-      f" = {k_cpu/ke*1e9/1e3:.0f} ms per million events")
+      f" = {k_cpu/ke*1e6:.1f} s per million events")
 print(f"perf:     {pe} events, {pb} bytes, {pbe:.2f} bytes/event, perf CPU {p_cpu*1e3:.0f} ms"
-      + (f" = {p_cpu/pe*1e9/1e3:.0f} ms per million events" if pe else ""))
+      + (f" = {p_cpu/pe*1e6:.1f} s per million events" if pe else ""))
 print(f"bytes/event ratio kvmscope/perf: {kbe/pbe:.3f} (goal <= 0.1)")
 PY

@@ -14,9 +14,10 @@
 //!   kernel bumps `se.nr_migrations` in `set_task_cpu()`, the same place that tracepoint
 //!   fires, so the two agree exactly (including moves of a waiting thread between run queues
 //!   and wake-up placements) once events with `orig_cpu == dest_cpu` are skipped: the
-//!   tracepoint fires for those too, the counter does not move. Without those events it falls back to `pcpu_changes`, switch-ins
-//!   on a different pCPU than the previous switch-out, which is what matters for the VMCS
-//!   reload and is always reported beside it. A health note says which was used.
+//!   tracepoint fires for those too, the counter does not move. Without those events it
+//!   falls back to `pcpu_changes`, switch-ins on a different pCPU than the previous
+//!   switch-out, which is what matters for the VMCS reload and is always reported beside it.
+//!   A health note says which was used.
 //! - Resume latency: for each switch-in, the time until the guest runs again — the next
 //!   `kvm_entry` where the host emits it, else the end of the guest's own gap record (bundled
 //!   VMM) — split by whether the thread came back on the pCPU it left. "To switch-out" is the
@@ -57,6 +58,10 @@ const MAX_COMMS: usize = 4096;
 const MAX_UNKNOWN_TIDS: usize = 65_536;
 /// Distinct culprits remembered per waiting thread; the rest are folded into "(other)".
 const MAX_CULPRITS: usize = 32;
+/// Distinct exit reasons kept per thread; the last bucket then takes every other reason.
+const MAX_EXIT_REASONS: usize = 64;
+/// Reason code of that bucket.
+const OTHER_REASONS: u32 = u32::MAX;
 /// Guest gaps held until the kernel events catch up; past this the oldest is matched early.
 const MAX_QUEUED_GAPS: usize = 65_536;
 /// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
@@ -476,6 +481,7 @@ impl Model {
 
     /// An event older than what was already folded in: count it and fold it in at "now" so
     /// that state transitions are not lost. (Guest gaps never come here: see `queue_gap`.)
+    #[inline(never)]
     fn apply_late(&mut self, ev: &Event) {
         self.out_of_order = self.out_of_order.saturating_add(1);
         if !self.late_kinds.contains(&ev.kind()) {
@@ -501,6 +507,8 @@ impl Model {
         self.apply(&e);
     }
 
+    /// Folds one event in. Most events are small (exits, port I/O); the large, rarer
+    /// handlers are `#[inline(never)]` so this stays a small function on the hot path.
     fn apply(&mut self, ev: &Event) {
         let ts = ev.ts();
         if self.start.is_none() {
@@ -537,6 +545,7 @@ impl Model {
     /// Records every thread's cumulative counters at each 100 ms boundary of event time up to
     /// `ts`. Called before the event at `ts` is applied, so every thread's state is constant
     /// since its last event and the counters at each boundary are exact.
+    #[inline(never)]
     fn checkpoints_upto(&mut self, ts: u64) {
         let keep = (self.cfg.history_ns / CHECKPOINT_NS).clamp(11, 1000) as usize + 1;
         let span = CHECKPOINT_NS * keep as u64;
@@ -767,6 +776,7 @@ impl Model {
 
     // ----- event handlers -----
 
+    #[inline(never)]
     fn on_switch(&mut self, s: &SchedSwitch) {
         let cpu = s.cpu;
         let ts = s.ts;
@@ -921,6 +931,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_wakeup(&mut self, w: &Wakeup) {
         if let Some(c) = self.cpu_mut(w.cpu) {
             c.last_event_ts = w.ts;
@@ -951,6 +962,7 @@ impl Model {
         self.add_waiting(n, target);
     }
 
+    #[inline(never)]
     fn on_migrate(&mut self, m: &Migrate) {
         if let Some(c) = self.cpu_mut(m.cpu) {
             c.last_event_ts = m.ts;
@@ -983,6 +995,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_task_exit(&mut self, x: &TaskExit) {
         let Some(n) = self.slot(x.tid) else { return };
         self.end_task(n, x.ts);
@@ -1048,6 +1061,17 @@ impl Model {
         {
             return i;
         }
+        if t.exits.len() >= MAX_EXIT_REASONS {
+            // Garbage or exotic reason codes must not grow memory: one bucket takes the rest.
+            if let Some(i) = t.exits.iter().position(|x| x.reason == OTHER_REASONS) {
+                return i;
+            }
+            if let Some(last) = t.exits.last_mut() {
+                last.reason = OTHER_REASONS;
+                last.isa = ExitIsa::Unknown;
+            }
+            return t.exits.len() - 1;
+        }
         t.exits.push(ExitEntry {
             userspace,
             isa,
@@ -1093,6 +1117,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_cross_call(&mut self, x: &CrossCall) {
         if let Some(c) = self.cpu_mut(x.cpu) {
             c.last_event_ts = x.ts;
@@ -1127,6 +1152,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_guest_gap(&mut self, g: &GuestGap) {
         let Some(n) = self.slot(g.tid) else { return };
         if g.end < g.start {
@@ -1162,6 +1188,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_lost(&mut self, l: &Lost) {
         self.lost = self.lost.saturating_add(l.count);
         // The loss happened somewhere since the last event we saw from that CPU.
@@ -1184,6 +1211,7 @@ impl Model {
         self.uncertain_ns = self.uncertain_ns.saturating_add(l.ts.saturating_sub(from));
     }
 
+    #[inline(never)]
     fn on_task_info(&mut self, ti: &TaskInfo) {
         let vm = self.intern_vm(&ti.vm, ti.pid);
         if let Some(n) = self.slot(ti.tid) {
@@ -1262,6 +1290,7 @@ impl Model {
         }
     }
 
+    #[inline(never)]
     fn on_vm_ended(&mut self, v: &VmEnded) {
         for vm in &mut self.vms {
             if vm.name == v.vm || (v.pid != 0 && vm.pid == v.pid) {
@@ -1364,7 +1393,9 @@ impl Model {
                 .exits
                 .iter()
                 .map(|x| ExitStats {
-                    reason: if x.userspace {
+                    reason: if x.reason == OTHER_REASONS {
+                        "(other reasons)".to_string()
+                    } else if x.userspace {
                         userspace_exit_name(x.reason)
                     } else {
                         hw_exit_name(x.isa, x.reason)

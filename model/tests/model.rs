@@ -748,3 +748,22 @@ fn guest_gaps_running_ahead_of_kernel_events_do_not_make_them_late() {
         assert_eq!((v.run_ns, v.wait_ns), (28 * MS, 2 * MS));
     }
 }
+
+#[test]
+fn exit_reasons_are_bounded() {
+    let mut evs = vec![task_info(0, 1, 100, "vm0", Some(0), 0), switch(0, 0, 0, 1)];
+    for r in 0..1000u32 {
+        evs.push(kvm_exit(
+            1000 + u64::from(r),
+            0,
+            1,
+            ExitIsa::Vmx,
+            100_000 + r,
+        ));
+    }
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert!(v.exits.len() <= 64, "{}", v.exits.len());
+    assert_eq!(v.exits.iter().map(|e| e.count).sum::<u64>(), 1000);
+    assert!(v.exits.iter().any(|e| e.reason == "(other reasons)"));
+}

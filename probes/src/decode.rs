@@ -2,6 +2,8 @@
 //!
 //! Unit conversions happen here: `se.load.weight` arrives in the kernel's 64-bit fixed point
 //! (`scale_load`, nice 0 = 1024 << 10) and leaves on the textbook scale (nice 0 = 1024).
+//! A `kvm_exit` from a kernel whose tracepoint has no `vcpu_id` (before ~5.10) carries
+//! `vcpu_id == u32::MAX`; one without `isa` decodes as `ExitIsa::Unknown`.
 
 use model::{
     Comm, CrossCall, CrossCallPhase, Event, ExitIsa, KvmEntry, KvmExit, Migrate, Pio, SchedEntity,

@@ -221,8 +221,7 @@ pub struct ProgramStats {
 
 /// The loaded and attached probes. Dropping it detaches everything.
 pub struct Probes {
-    // Field order matters for Drop only in that all of these are independent kernel objects;
-    // the programs (and their links) live in `ebpf`.
+    /// Owns the programs and their links: dropping it detaches every program.
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     /// Bitmap over tids (`tracked` in kvmscope.bpf.c); this process is its only writer.

@@ -218,6 +218,8 @@ fn switch_events_match_the_kernels_own_figures() {
         probes.track(tid).unwrap();
     }
 
+    // SAFETY: gettid has no preconditions.
+    let main_tid = unsafe { libc::gettid() } as u32;
     let mut events = Vec::new();
     spinners.park(&mut probes, &mut events);
     let t_start = monotonic_ns();
@@ -258,6 +260,19 @@ fn switch_events_match_the_kernels_own_figures() {
         .filter(|s| s.ts >= t_start && s.ts <= t_end)
         .collect();
     switches.sort_by_key(|s| s.ts);
+
+    // resume() wakes the parked threads from this thread: sched_waking names it as the waker.
+    let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    for &tid in &spinners.tids {
+        let woken_by_us = events.iter().any(|e| {
+            matches!(e, Event::Wakeup(w) if w.tid == tid && w.waker_tid == main_tid
+                && w.ts >= t_start && w.ts <= t_end && w.target_cpu < ncpus)
+        });
+        assert!(
+            woken_by_us,
+            "no wakeup of {tid} by the test thread {main_tid}"
+        );
+    }
 
     let mut total_wall = 0u64;
     let mut total_run = 0u64;
@@ -362,5 +377,53 @@ fn switch_events_match_the_kernels_own_figures() {
     assert!(
         excess.abs() <= 0.02 * total_run as f64 + steal as f64,
         "wall on-CPU {total_wall} vs schedstat {total_run} (steal {steal})"
+    );
+}
+
+/// Set in the child that `refuses_clearly_without_privilege` runs as `nobody`.
+const UNPRIVILEGED_CHILD: &str = "KVMSCOPE_PROBES_UNPRIVILEGED_CHILD";
+
+#[test]
+fn refuses_clearly_without_privilege() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if std::env::var_os(UNPRIVILEGED_CHILD).is_some() || !root {
+        let err = Probes::load(ProbeOptions::default())
+            .err()
+            .expect("load refused without root");
+        assert!(
+            matches!(err, probes::loader::ProbeError::NotPrivileged),
+            "unexpected error: {err}"
+        );
+        println!("refused: {err}");
+        return;
+    }
+    // As root: run this very test again as `nobody` with no capabilities.
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "refuses_clearly_without_privilege",
+            "--nocapture",
+        ])
+        .env(UNPRIVILEGED_CHILD, "1")
+        .output()
+        .expect("setpriv runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("refused: loading eBPF probes needs root or CAP_BPF and CAP_PERFMON"),
+        "child output: {stdout}"
     );
 }

@@ -381,6 +381,7 @@ fn ui_thread(
     }
     let _stop_on_exit = StopOnExit(stop.clone());
     // Installs a panic hook that restores the terminal before the message is printed.
+    let tty = Tty::open()?;
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
         Err(e) => {
@@ -414,25 +415,32 @@ fn ui_thread(
             let mut redraw = false;
             while !redraw && !stop.load(Ordering::Relaxed) {
                 let wait = next_tick.saturating_duration_since(Instant::now());
-                if wait.is_zero() || !term_event::poll(wait.min(Duration::from_millis(100)))? {
-                    if Instant::now() >= next_tick {
-                        break;
-                    }
-                    continue;
+                if wait.is_zero() {
+                    break;
                 }
-                match term_event::read()? {
-                    TermEvent::Key(key) => {
-                        match app.handle_key(key) {
-                            Action::Quit => return Ok(()),
-                            Action::Replay(c) => {
-                                let _ = commands.send(c);
+                // Wait on the terminal ourselves first: crossterm's reader spins forever on a
+                // terminal that hung up (window closed, ssh dropped), so it is only called
+                // while the terminal is known to be there.
+                if tty.wait(wait.min(Duration::from_millis(100))) == TtyState::HungUp {
+                    log::info!("terminal hung up");
+                    return Ok(());
+                }
+                // Everything crossterm has now, including events it buffered earlier.
+                while term_event::poll(Duration::ZERO)? {
+                    match term_event::read()? {
+                        TermEvent::Key(key) => {
+                            match app.handle_key(key) {
+                                Action::Quit => return Ok(()),
+                                Action::Replay(c) => {
+                                    let _ = commands.send(c);
+                                }
+                                Action::None => {}
                             }
-                            Action::None => {}
+                            redraw = true;
                         }
-                        redraw = true;
+                        TermEvent::Resize(..) => redraw = true,
+                        _ => {}
                     }
-                    TermEvent::Resize(..) => redraw = true,
-                    _ => {}
                 }
             }
             if redraw {
@@ -443,6 +451,62 @@ fn ui_thread(
     })();
     ratatui::restore();
     result
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TtyState {
+    /// Input may be waiting (or the wait timed out).
+    Ready,
+    HungUp,
+}
+
+/// The terminal crossterm reads keys from: stdin if it is a terminal, else /dev/tty (the
+/// same choice crossterm makes).
+struct Tty {
+    fd: i32,
+    _dev_tty: Option<std::fs::File>,
+}
+
+impl Tty {
+    fn open() -> io::Result<Tty> {
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(0) } == 1 {
+            return Ok(Tty {
+                fd: 0,
+                _dev_tty: None,
+            });
+        }
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")?;
+        Ok(Tty {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&file),
+            _dev_tty: Some(file),
+        })
+    }
+
+    /// Wait up to `timeout` for input; report a hang-up.
+    fn wait(&self, timeout: Duration) -> TtyState {
+        let mut pfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe {
+            libc::poll(
+                &mut pfd,
+                1,
+                timeout.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            TtyState::HungUp
+        } else {
+            TtyState::Ready
+        }
+    }
 }
 
 /// Local time as HH:MM:SS.

@@ -204,6 +204,11 @@ impl ChunkEncoder {
     }
     fn se(&mut self, tid: u32, se: &SchedEntity) {
         let old = self.st.memo(tid).se;
+        if *se == old {
+            // The usual switch-in: nothing changed while the task was off the CPU.
+            self.byte(TAG, 64);
+            return;
+        }
         let mut flags = 0u8;
         if se.weight == old.weight {
             flags |= 1;
@@ -622,6 +627,9 @@ impl<'a> ChunkDecoder<'a> {
     fn se(&mut self, tid: u32) -> DResult<SchedEntity> {
         let old = self.st.memo(tid).se;
         let flags = self.byte(TAG)?;
+        if flags == 64 {
+            return Ok(old);
+        }
         if flags & !63 != 0 || (flags & 32 != 0 && flags & 2 == 0) {
             return Err(DecodeError("unknown sched entity flags"));
         }

@@ -101,6 +101,32 @@ pub struct Trailer {
     pub processes: Vec<TrackedProcess>,
 }
 
+/// Entry points for the fuzz targets (`fuzz/`), not a stable API: they reach the event decoder
+/// without the checksums in front of it, which random input rarely gets past.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::Event;
+
+    /// Decodes one uncompressed events chunk; `None` if it is malformed.
+    pub fn decode_raw_chunk(raw: &[u8]) -> Option<Vec<Event>> {
+        let mut dec = super::codec::ChunkDecoder::new(raw).ok()?;
+        let mut out = Vec::new();
+        while let Some(e) = dec.next_event().ok()? {
+            out.push(e);
+        }
+        Some(out)
+    }
+
+    /// Encodes events as one uncompressed chunk, for round-trip checks.
+    pub fn encode_raw_chunk(events: &[Event]) -> Vec<u8> {
+        let mut enc = super::codec::ChunkEncoder::default();
+        for e in events {
+            enc.push(e);
+        }
+        enc.take()
+    }
+}
+
 /// Builds the vCPU ↔ thread map from the `TaskInfo` events a source emits. Grouped by
 /// (pid, VM name): the bundled VMM runs several VMs in one process.
 #[derive(Clone, Debug, Default)]
