@@ -1,13 +1,13 @@
 //! A trace file as a [`model::Source`]: `report FILE`, `replay` and `export` read recordings
-//! through this, so every sink works the same on a recording as live.
+//! through this, so every sink works the same on a recording as live. (Random access by chunk
+//! is in `model::trace_file::TraceReader::{index, seek_to}`; replay folds from memory.)
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use model::trace_file::{self, ChunkInfo, ReadStats, TraceHeader, TraceReader, Trailer};
+use model::trace_file::{self, ReadStats, TraceHeader, TraceReader, Trailer};
 use model::{Event, HostInfo, Source, SourceError};
 
 /// Events from a trace file, one chunk per [`poll`](Source::poll).
@@ -16,8 +16,6 @@ pub struct FileSource {
     reader: TraceReader<BufReader<File>>,
 }
 
-// Parts of this API serve `replay` (seeking) and are not used by every command.
-#[allow(dead_code)]
 impl FileSource {
     /// Opens `path` and reads its header. Errors say what is wrong with the file.
     pub fn open(path: &Path) -> anyhow::Result<FileSource> {
@@ -51,35 +49,6 @@ impl FileSource {
     /// Problems met so far, one line each (truncation, corrupt chunks, no trailer).
     pub fn problems(&self) -> Vec<String> {
         self.reader.stats().problems()
-    }
-
-    /// Offsets and time ranges of every events chunk from the current position on, for
-    /// seeking; the read position is unchanged.
-    pub fn index(&mut self) -> anyhow::Result<Vec<ChunkInfo>> {
-        Ok(self.reader.index()?)
-    }
-
-    /// Continue from the chunk at `chunk.offset` (from [`index`](Self::index)). Stats keep
-    /// counting from where they were.
-    pub fn seek(&mut self, chunk: &ChunkInfo) -> anyhow::Result<()> {
-        Ok(self.reader.seek_to(chunk.offset)?)
-    }
-
-    /// Reads every remaining event into memory (replay's simple path; a 4 s demo recording is
-    /// a few hundred thousand events).
-    pub fn load_all(&mut self) -> anyhow::Result<Vec<Event>> {
-        let mut all = Vec::new();
-        while self.reader.next_chunk(&mut all)? {}
-        Ok(all)
-    }
-
-    /// Opens `path` and reads it to the end: header, all events, what went wrong.
-    pub fn read_all(path: &Path) -> anyhow::Result<(FileSource, Vec<Event>)> {
-        let mut src = FileSource::open(path)?;
-        let events = src
-            .load_all()
-            .with_context(|| format!("reading events from {}", path.display()))?;
-        Ok((src, events))
     }
 }
 

@@ -502,12 +502,16 @@ impl LiveSource {
         }
         out.extend(self.gaps.drain(..).map(Event::GuestGap));
         // Observation ends here: the final drain and the detach below take a while, and the
-        // model ends every tracked thread at this timestamp (later events are ignored).
+        // model ends every tracked thread at this timestamp. Events stamped after it are
+        // dropped, so that VmEnded is the newest event and never arrives late.
         let ts = monotonic_ns();
         if let Some(p) = &mut self.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
+            let before = out.len();
             p.poll(out, Duration::from_millis(50))
                 .context("cannot read the probes' ring buffer")?;
+            let tail = out.split_off(before);
+            out.extend(tail.into_iter().filter(|e| e.ts() <= ts));
         }
         // Detach now, not at drop: the summary's lost count must be final.
         if let Some(p) = self.probes.take() {

@@ -117,6 +117,8 @@ fn check_perfetto(vmx: bool) {
                     if fe.has_sched_switch() {
                         let s = fe.sched_switch();
                         assert!(s.next_comm.is_some() && s.prev_comm.is_some());
+                        // TASK_REPORT encoding, as the tracepoint itself reports it.
+                        assert!((0..=0x80).contains(&s.prev_state()), "{}", s.prev_state());
                         *switches.entry(cpu).or_default() += 1;
                     }
                     if fe.has_sched_waking() {

@@ -286,3 +286,38 @@ fn paths_that_are_not_traces_give_clear_errors() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn index_and_seek_give_random_access_to_chunks() {
+    let events = demo_like(20_000, 12);
+    let bytes = write_trace(&events, 4000);
+    let mut r = TraceReader::new(Cursor::new(&bytes), "test.trace").unwrap();
+    let index = r.index().unwrap();
+    assert_eq!(
+        index.iter().map(|c| c.events as usize).sum::<usize>(),
+        events.len()
+    );
+    let mut first = 0usize;
+    let mut starts = Vec::new();
+    for c in &index {
+        starts.push(first);
+        let slice = &events[first..first + c.events as usize];
+        assert_eq!(c.min_ts, slice.iter().map(Event::ts).min().unwrap());
+        assert_eq!(c.max_ts, slice.iter().map(Event::ts).max().unwrap());
+        first += c.events as usize;
+    }
+    // Indexing left the position alone: the first chunk comes next.
+    let mut got = Vec::new();
+    assert!(r.next_chunk(&mut got).unwrap());
+    assert!(got[..] == events[..index[0].events as usize]);
+    // Jump backwards and forwards.
+    for k in [index.len() - 1, 3, 0, index.len() / 2] {
+        r.seek_to(index[k].offset).unwrap();
+        got.clear();
+        assert!(r.next_chunk(&mut got).unwrap());
+        assert!(
+            got[..] == events[starts[k]..starts[k] + index[k].events as usize],
+            "chunk {k}"
+        );
+    }
+}

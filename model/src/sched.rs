@@ -811,9 +811,19 @@ impl Model {
                     t.since = ts;
                 }
                 TState::Waiting => {
-                    // Missed its switch-in (lost events): close the wait, count no run.
-                    self.account(p, ts);
+                    // Missed its switch-in: lost events, or a switch the tracepoint never
+                    // reported (seen on some hosts when prev is one of a few system threads).
+                    // The task clock it gained since it was last seen is run time, so the
+                    // switch-in was at the latest that long before now; the rest was wait.
+                    let ran = match (&s.prev_se, self.tasks[p].last_sum_exec) {
+                        (Some(se), Some(last)) => se.sum_exec_runtime.saturating_sub(last),
+                        _ => 0,
+                    };
+                    let switched_in = ts.saturating_sub(ran).max(self.tasks[p].since);
+                    self.account(p, switched_in);
                     self.remove_waiting(p);
+                    self.tasks[p].state = TState::Running;
+                    self.account(p, ts);
                 }
                 TState::Sleeping => self.account(p, ts),
                 TState::Exited => {}

@@ -93,6 +93,25 @@ proptest! {
     }
 
     #[test]
+    fn batches_fold_exactly_like_single_events(
+        evs in proptest::collection::vec(any_event(), 0..300),
+        cut in 1usize..64,
+    ) {
+        let mut one = Model::default();
+        evs.iter().for_each(|e| one.ingest(e));
+        one.finish();
+        let mut batched = Model::default();
+        for chunk in evs.chunks(cut) {
+            batched.ingest_batch(chunk);
+        }
+        batched.finish();
+        prop_assert_eq!(
+            serde_json::to_string(&one.snapshot()).unwrap(),
+            serde_json::to_string(&batched.snapshot()).unwrap()
+        );
+    }
+
+    #[test]
     fn sorted_random_events_hold_invariants(mut evs in proptest::collection::vec(any_event(), 0..300)) {
         evs.sort_by_key(Event::ts);
         let mut m = Model::default();

@@ -32,17 +32,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             bail!("--duration must be a positive number of seconds, not {d}");
         }
     }
+    // Refuse an existing output before starting probes and VMs (create_output re-checks
+    // atomically); the file itself is created only once the source is up, so a source that
+    // fails to start neither leaves an empty file nor truncates one given with --force.
+    if !args.force && args.output.symlink_metadata().is_ok() {
+        bail!(
+            "{} already exists; pass --force to overwrite it or choose another -o",
+            args.output.display()
+        );
+    }
     live::require_privileges(Some("record"), &args.target)?;
     let stop = live::stop_on_signals()?;
+    let mut source = LiveSource::open(&args.target, Arc::clone(&stop))?;
     let file = create_output(&args.output, args.force)?;
-    let mut source = match LiveSource::open(&args.target, Arc::clone(&stop)) {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing was recorded: do not leave an empty file that looks like a trace.
-            let _ = std::fs::remove_file(&args.output);
-            return Err(e);
-        }
-    };
     if let Some(d) = args.duration {
         source.stop_after(Duration::from_secs_f64(d));
     }
