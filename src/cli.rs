@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "kvmscope", version, about = "See how the Linux host schedules KVM vCPUs")]
+#[command(
+    name = "kvmscope",
+    version,
+    about = "See how the Linux host schedules KVM vCPUs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -334,12 +334,19 @@ mod tests {
     #[test]
     fn comm_round_trips_and_truncates() {
         assert_eq!(Comm::new("vm0-vcpu1").as_str(), "vm0-vcpu1");
-        assert_eq!(Comm::new("a-very-long-thread-name").as_str(), "a-very-long-thr");
+        assert_eq!(
+            Comm::new("a-very-long-thread-name").as_str(),
+            "a-very-long-thr"
+        );
     }
 
     #[test]
     fn events_serialise_with_a_type_tag() {
-        let e = Event::Lost(Lost { ts: 5, cpu: 1, count: 3 });
+        let e = Event::Lost(Lost {
+            ts: 5,
+            cpu: 1,
+            count: 3,
+        });
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(json, r#"{"type":"lost","ts":5,"cpu":1,"count":3}"#);
         let back: Event = serde_json::from_str(&json).unwrap();

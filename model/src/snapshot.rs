@@ -130,9 +130,15 @@ pub struct VcpuSnapshot {
 pub enum LaneOwner {
     Idle,
     /// A tracked vCPU thread.
-    Vcpu { vm: String, vcpu: Option<u32>, tid: u32 },
+    Vcpu {
+        vm: String,
+        vcpu: Option<u32>,
+        tid: u32,
+    },
     /// Any other task, by comm.
-    Other { comm: String },
+    Other {
+        comm: String,
+    },
 }
 
 /// One stretch of time on a pCPU.

@@ -7,7 +7,7 @@ pub mod abi;
 pub mod counters;
 pub mod decode;
 pub mod host;
+pub mod loader;
 pub mod qemu;
 pub mod targets;
 pub mod tracefs;
-pub mod loader;
