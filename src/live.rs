@@ -79,9 +79,7 @@ pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow:
     if target.no_bpf {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && !has_bpf_capabilities() {
+    if !probes::host::may_load_bpf() {
         let command = command.map(|c| format!(" {c}")).unwrap_or_default();
         bail!(
             "kvmscope{command} needs root (or CAP_BPF and CAP_PERFMON); \
@@ -95,19 +93,6 @@ pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow:
         );
     }
     Ok(())
-}
-
-/// CAP_BPF (39) and CAP_PERFMON (38) both in the effective set.
-fn has_bpf_capabilities() -> bool {
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    eff & (1 << CAP_BPF) != 0 && eff & (1 << CAP_PERFMON) != 0
 }
 
 /// One thread's kernel figures in `--no-bpf` mode.

@@ -326,6 +326,18 @@ fn scheduler_detail(host: &HostInfo) -> String {
     }
 }
 
+/// Whether this process may load and attach the eBPF probes: root, CAP_SYS_ADMIN, or
+/// CAP_BPF together with CAP_PERFMON in the effective set.
+pub fn may_load_bpf() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let eff = cap_eff().unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
 /// Effective capabilities of this process.
 fn cap_eff() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
