@@ -29,30 +29,6 @@ fn read_back(path: &Path) -> (Vec<model::Event>, ReadStats, Option<Trailer>) {
     (events, r.stats().clone(), r.trailer().cloned())
 }
 
-fn close(a: &Value, b: &Value, path: &str) {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(
-                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-                "{path}: {x} != {y}"
-            );
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}");
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                close(p, q, &format!("{path}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            for (k, v) in x {
-                close(v, &y[k], &format!("{path}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{path}"),
-    }
-}
-
 #[test]
 fn record_the_demo_then_report_the_file() {
     if !privileged(Privilege::Bpf) {
@@ -119,7 +95,7 @@ fn record_the_demo_then_report_the_file() {
     model.finish();
     let live = serde_json::to_value(model.snapshot()).unwrap();
     for key in ["vcpus", "vms", "resume", "health"] {
-        close(&doc[key], &live[key], key);
+        assert_json_close(&doc[key], &live[key], key);
     }
     assert!(!doc["vcpus"].as_array().unwrap().is_empty());
 

@@ -7,7 +7,7 @@ mod trace_file_synth;
 
 use std::path::{Path, PathBuf};
 
-use common::kvmscope;
+use common::{assert_json_close, kvmscope};
 use model::trace_file::{TraceReader, TraceWriter};
 use model::{Model, ModelConfig};
 use serde_json::Value;
@@ -74,37 +74,6 @@ fn model_over(path: &Path) -> Value {
     }
     m.finish();
     serde_json::to_value(m.snapshot()).unwrap()
-}
-
-/// JSON equality, floats to 1e-12 relative: serde_json's default float parsing may be one ulp
-/// off the printed value.
-fn assert_json_close(a: &Value, b: &Value, path: &str) {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(
-                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
-                "{path}: {x} != {y}"
-            );
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{path}: lengths differ");
-            for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                assert_json_close(p, q, &format!("{path}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(
-                x.keys().collect::<Vec<_>>(),
-                y.keys().collect::<Vec<_>>(),
-                "{path}: keys"
-            );
-            for (k, v) in x {
-                assert_json_close(v, &y[k], &format!("{path}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{path}"),
-    }
 }
 
 #[test]

@@ -6,51 +6,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::Tmux;
 use model::trace_file::{TraceHeader, TraceWriter, FORMAT_VERSION};
 
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tmux")
-    }
-
-    fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "r"]).stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        self.cmd(&["send-keys", "-t", "r", keys]);
-    }
-
-    /// Wait until the screen satisfies `ok`; the last capture either way.
-    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.capture();
-            if ok(&screen) {
-                return screen;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "timed out waiting for {what}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+/// Wait until the screen satisfies `ok`; the last capture either way.
+fn wait_for_screen(tmux: &Tmux, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let screen = tmux.capture();
+        if ok(&screen) {
+            return screen;
         }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-session", "-t", "r"]);
-        let _ = self.cmd(&["kill-server"]);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -105,6 +77,7 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
     let tmux = Tmux {
         socket: format!("kvmscope-tui-replay-{tag}"),
+        session: "r".into(),
     };
     let out = tmux.cmd(&[
         "new-session",
@@ -123,7 +96,7 @@ fn replay_plays_pauses_seeks_and_quits() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let playing = tmux.wait_for("the replay to play", |s| {
+    let playing = wait_for_screen(&tmux, "the replay to play", |s| {
         header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
     });
     assert!(
@@ -132,7 +105,7 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
 
     tmux.keys("Space");
-    tmux.wait_for("pause", |s| header_line(s).contains('⏸'));
+    wait_for_screen(&tmux, "pause", |s| header_line(s).contains('⏸'));
     // The reader may fold one more cycle before the command reaches it; then it holds.
     std::thread::sleep(Duration::from_millis(400));
     let a = tmux.capture();
@@ -144,13 +117,15 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
 
     tmux.keys("End");
-    tmux.wait_for("the end of the recording", |s| {
+    wait_for_screen(&tmux, "the end of the recording", |s| {
         header_line(s).contains("end of recording")
     });
     tmux.keys("Home");
-    tmux.wait_for("the start again", |s| header_line(s).contains(" 0.0s / "));
+    wait_for_screen(&tmux, "the start again", |s| {
+        header_line(s).contains(" 0.0s / ")
+    });
     tmux.keys("Right");
-    tmux.wait_for("a 5 s seek", |s| header_line(s).contains(" 5.0s / "));
+    wait_for_screen(&tmux, "a 5 s seek", |s| header_line(s).contains(" 5.0s / "));
 
     tmux.keys("q");
     let start = Instant::now();
@@ -199,6 +174,7 @@ fn replay_exits_when_its_terminal_goes_away() {
     );
     let tmux = Tmux {
         socket: format!("kvmscope-tui-replay-{tag}"),
+        session: "r".into(),
     };
     let out = tmux.cmd(&[
         "new-session",
@@ -216,7 +192,7 @@ fn replay_exits_when_its_terminal_goes_away() {
         "tmux: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    tmux.wait_for("the replay to play", |s| {
+    wait_for_screen(&tmux, "the replay to play", |s| {
         header_line(s).contains("replay: ")
     });
     let pid = String::from_utf8_lossy(
