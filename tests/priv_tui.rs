@@ -146,26 +146,7 @@ fn demo_session(quit: Quit) {
         shell_quote(&log),
         shell_quote(&rc)
     );
-    let tmux = Tmux {
-        socket: format!("kvmscope-tui-{tag}"),
-        session: "tui".into(),
-    };
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "-s",
-        "tui",
-        &script,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux new-session: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tmux = Tmux::start(format!("kvmscope-tui-{tag}"), "tui", &script);
     let shell: u32 = tmux.display("#{pane_pid}").parse().expect("pane pid");
 
     // The dashboard is up once the table has rows and the lanes have letters.

@@ -75,26 +75,7 @@ fn replay_plays_pauses_seeks_and_quits() {
         trace.display(),
         rc.display()
     );
-    let tmux = Tmux {
-        socket: format!("kvmscope-tui-replay-{tag}"),
-        session: "r".into(),
-    };
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "-s",
-        "r",
-        &script,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
 
     let playing = wait_for_screen(&tmux, "the replay to play", |s| {
         header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
@@ -172,26 +153,7 @@ fn replay_exits_when_its_terminal_goes_away() {
         env!("CARGO_BIN_EXE_kvmscope"),
         trace.display()
     );
-    let tmux = Tmux {
-        socket: format!("kvmscope-tui-replay-{tag}"),
-        session: "r".into(),
-    };
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "-s",
-        "r",
-        &script,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
     wait_for_screen(&tmux, "the replay to play", |s| {
         header_line(s).contains("replay: ")
     });

@@ -98,6 +98,31 @@ pub struct Tmux {
 }
 
 impl Tmux {
+    /// Starts `script` in a detached 120x40 session on a server of its own.
+    pub fn start(socket: String, session: &str, script: &str) -> Tmux {
+        let tmux = Tmux {
+            socket,
+            session: session.to_string(),
+        };
+        let out = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-s",
+            session,
+            script,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
     pub fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
