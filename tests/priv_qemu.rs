@@ -626,8 +626,9 @@ fn report_run_and_wait_match_schedstat() {
         // is preempted thousands of times a second, so the tracepoint wait is below
         // schedstat by up to ~20%. Until switch events carry run_delay itself (as they
         // carry sum_exec_runtime for run time), the bound is: never above the kernel's
-        // figure, and below it by at most 2% plus 25 µs per wait interval (each switch-in
-        // ends one: a preemption's or a wakeup's).
+        // figure, and below it by at most 2% plus 200 µs per wait interval (each switch-in
+        // ends one: a preemption's or a wakeup's), the worst offset measured. A p95 allowance
+        // fails when a window has few intervals and some of them are the long outliers.
         let intervals = v["switches"].as_u64().unwrap();
         let slack = wait as f64 * 0.02 + 200_000.0;
         assert!(
@@ -636,7 +637,7 @@ fn report_run_and_wait_match_schedstat() {
             doc["health"]
         );
         assert!(
-            got_wait as f64 >= wait as f64 - slack - intervals as f64 * 25_000.0,
+            got_wait as f64 >= wait as f64 - slack - intervals as f64 * 200_000.0,
             "vCPU {i}: wait {got_wait} ns vs schedstat {wait} ns is more than the \
              tracepoint offset of {intervals} wait intervals below; report health {}",
             doc["health"]
