@@ -383,11 +383,13 @@ impl Model {
         for (k, ev) in evs.iter().enumerate() {
             prefetch(evs.get(k + PREFETCH_AHEAD));
             if let Event::GuestGap(g) = ev {
+                // Queued now, as `ingest` would: the model already holds exactly what `ingest`
+                // would have released by this point, and gaps never enter the reorder buffer.
+                // The loops below skip it when they reach it in the slice.
+                self.queue_gap(*g);
                 if pending == k {
-                    self.queue_gap(*g);
                     pending = k + 1;
                 }
-                // Otherwise it waits in the slice and is queued when the run reaches it.
                 continue;
             }
             let ts = ev.ts();
@@ -404,8 +406,8 @@ impl Model {
                 if self.reorder.is_empty() {
                     while pending <= k {
                         let e = &evs[pending];
-                        if let Event::GuestGap(g) = e {
-                            self.queue_gap(*g);
+                        if matches!(e, Event::GuestGap(_)) {
+                            // Already queued when the loop above met it.
                         } else if e.ts() <= wm {
                             self.apply(e);
                         } else {
@@ -428,11 +430,11 @@ impl Model {
         }
     }
 
-    /// Puts an event in the reorder buffer (guest gaps in their own queue).
+    /// Puts a kernel event of the batch in the reorder buffer (its guest gaps were queued
+    /// when the batch loop met them).
     fn hold(&mut self, e: &Event) {
-        match e {
-            Event::GuestGap(g) => self.queue_gap(*g),
-            _ => self.reorder.push(e.clone()),
+        if !matches!(e, Event::GuestGap(_)) {
+            self.reorder.push(e.clone());
         }
     }
 
