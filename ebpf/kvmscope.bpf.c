@@ -31,11 +31,17 @@ const volatile __u32 kvm_pio_port_off = 12;
 const volatile __u32 kvm_pio_size_off = 16;
 const volatile __u32 kvm_pio_val_off = 24;
 
-/* Wake the reader only once this many bytes wait in the ring. Waking it per record would
- * make a reader whose own switches are traced (it shares CPUs with tracked threads) wake per
+/* Wake the reader once about `wakeup_bytes` wait in the ring, not per record: a reader whose
+ * own switches are traced (it shares CPUs with tracked threads) would otherwise wake per
  * event and generate the events that wake it. User space polls with a timeout, so records
- * below the threshold are still read within one poll period. */
-const volatile __u64 wakeup_bytes = 64 << 10;
+ * below the threshold are still read within one poll period.
+ *
+ * Each CPU counts the bytes it submitted since it last woke the reader (`unsignalled`) and
+ * wakes it after its share, wakeup_bytes / possible CPUs, set by user space. However the
+ * records spread over the CPUs, at most wakeup_bytes (plus one record per CPU) are then
+ * written without a wakeup. This replaces a bpf_ringbuf_query() helper call per record
+ * with an inlined per-CPU array access: the ring buffer is most of the hot path's cost. */
+const volatile __u64 wakeup_share = 64 << 10;
 
 /* Threads to report on: bit (tid % 64) of element (tid / 64). Every sched_switch on the host
  * checks both sides, so this is the hot path: the verifier inlines array lookups (no helper
@@ -61,6 +67,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
+
+/* Bytes this CPU submitted since it last woke the reader (see wakeup_share). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unsignalled SEC(".maps");
 
 /* tid -> waker tid, from sched_waking until the matching sched_wakeup. */
 struct {
@@ -100,12 +114,20 @@ static __always_inline void count_lost(void)
 		*n += 1; /* per-CPU slot: no atomics needed */
 }
 
-static __always_inline void submit(void *rec)
+static __always_inline void submit(void *rec, __u64 size)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-			      ? BPF_RB_FORCE_WAKEUP
-			      : BPF_RB_NO_WAKEUP;
+	__u32 zero = 0;
+	__u64 *pending = bpf_map_lookup_elem(&unsignalled, &zero);
+	__u64 flags = BPF_RB_NO_WAKEUP;
 
+	if (pending) {
+		/* per-CPU slot: no atomics needed */
+		*pending += size;
+		if (*pending >= wakeup_share) {
+			*pending = 0;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	bpf_ringbuf_submit(rec, flags);
 }
 
@@ -208,19 +230,18 @@ int handle_sched_switch(unsigned long long *ctx)
 	copy_comm(e->next_comm, next);
 	e->se_present = 0;
 	e->_pad = 0;
+	/* The ks_se of an untracked side is left unwritten, not zeroed: se_present tells the
+	 * decoder to ignore it, and every byte not stored saves ring-buffer cache traffic. The
+	 * ring only ever holds this object's records, so nothing foreign can show through. */
 	if (prev_tracked) {
 		read_se(&e->prev_se, prev);
 		e->se_present |= KS_SWITCH_PREV_SE;
-	} else {
-		__builtin_memset(&e->prev_se, 0, sizeof(e->prev_se));
 	}
 	if (next_tracked) {
 		read_se(&e->next_se, next);
 		e->se_present |= KS_SWITCH_NEXT_SE;
-	} else {
-		__builtin_memset(&e->next_se, 0, sizeof(e->next_se));
 	}
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -264,7 +285,7 @@ int handle_sched_wakeup(unsigned long long *ctx)
 	} else {
 		e->waker_tid = current_tid();
 	}
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -285,7 +306,7 @@ int handle_sched_migrate_task(unsigned long long *ctx)
 	e->pid = p->tgid;
 	e->orig_cpu = task_cpu(p);
 	e->dest_cpu = (__u32)ctx[1];
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -304,7 +325,7 @@ int handle_sched_process_exit(unsigned long long *ctx)
 		return 0;
 	e->tid = tid;
 	e->pid = p->tgid;
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -331,7 +352,7 @@ int handle_kvm_entry(void *ctx)
 		return 0;
 	e->tid = tid;
 	e->vcpu_id = record_u32(ctx, kvm_entry_vcpu_id_off, KS_FIELD_ABSENT);
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -350,7 +371,7 @@ int handle_kvm_exit(void *ctx)
 	e->vcpu_id = record_u32(ctx, kvm_exit_vcpu_id_off, KS_FIELD_ABSENT);
 	e->reason = record_u32(ctx, kvm_exit_reason_off, 0);
 	e->isa = record_u32(ctx, kvm_exit_isa_off, 0);
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -369,7 +390,7 @@ int handle_kvm_userspace_exit(void *ctx)
 	e->reason = record_u32(ctx, kvm_uexit_reason_off, 0);
 	e->err = (__s32)record_u32(ctx, kvm_uexit_errno_off, 0);
 	e->_pad = 0;
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -390,7 +411,7 @@ int handle_kvm_pio(void *ctx)
 	e->size = record_u32(ctx, kvm_pio_size_off, 0);
 	e->val = record_u32(ctx, kvm_pio_val_off, 0);
 	e->_pad = 0;
-	submit(e);
+	submit(e, sizeof(*e));
 	return 0;
 }
 
@@ -406,7 +427,7 @@ static __always_inline void emit_csd(__u32 phase, __u64 func, __u64 csd, __u32 t
 	e->target_cpu = target_cpu == KS_FIELD_ABSENT ? e->hdr.cpu : target_cpu;
 	e->tid = current_tid();
 	e->_pad = 0;
-	submit(e);
+	submit(e, sizeof(*e));
 }
 
 /* The verifier refuses direct ctx loads of function-pointer arguments of tp_btf programs

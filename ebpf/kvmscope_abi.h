@@ -100,7 +100,7 @@ struct ks_switch {
 	__u64 prev_state; /* 0 = preempted while runnable */
 	char prev_comm[KS_TASK_COMM_LEN];
 	char next_comm[KS_TASK_COMM_LEN];
-	__u32 se_present; /* KS_SWITCH_*_SE: which side's ks_se is filled (tracked sides) */
+	__u32 se_present; /* KS_SWITCH_*_SE: which side's ks_se is filled; the other's bytes are unspecified */
 	__u32 _pad;
 	struct ks_se prev_se;
 	struct ks_se next_se;

@@ -62,9 +62,11 @@ pub struct ProbeOptions {
     pub kvm: bool,
     /// Attach the optional `csd:*` tracepoints (VMCLEAR cross-call attribution).
     pub cross_calls: bool,
-    /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
-    /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
-    /// switches it then reads about.
+    /// Wake the reader by the time this many bytes of records wait (clamped to
+    /// `ring_bytes / 2`): each CPU wakes it after its share, `wakeup_bytes` / possible CPUs,
+    /// so it may wake earlier when one CPU produces most records. Waking per record would
+    /// let a reader sharing CPUs with tracked threads trigger the switches it then reads
+    /// about.
     pub wakeup_bytes: u32,
 }
 
@@ -239,6 +241,12 @@ impl Probes {
     /// Checks privileges, BTF and tracefs, loads the object and attaches every program the
     /// host supports. See the module docs.
     pub fn load(opts: ProbeOptions) -> Result<Probes, ProbeError> {
+        Self::load_object(opts, OBJECT)
+    }
+
+    /// [`Probes::load`] with another build of the object (cost experiments).
+    #[doc(hidden)]
+    pub fn load_object(opts: ProbeOptions, object: &[u8]) -> Result<Probes, ProbeError> {
         let page = page_size();
         if !opts.ring_bytes.is_power_of_two() || (opts.ring_bytes as usize) < page {
             return Err(ProbeError::BadRingSize(opts.ring_bytes, page));
@@ -280,18 +288,21 @@ impl Probes {
         }
 
         let globals = offsets.globals();
+        // Each CPU wakes the reader after its share of the threshold (see kvmscope.bpf.c).
         let wakeup_bytes = u64::from(opts.wakeup_bytes.min(opts.ring_bytes / 2));
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+        let wakeup_share = (wakeup_bytes / cpus).max(1);
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
             .set_max_entries("events", opts.ring_bytes)
             .set_max_entries("tracked", tracked_slots())
-            .set_global("wakeup_bytes", &wakeup_bytes, true);
+            .set_global("wakeup_share", &wakeup_share, true);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
         }
         let mut ebpf = loader
-            .load(OBJECT)
+            .load(object)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
 
         let mut attached = Vec::new();
