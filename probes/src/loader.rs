@@ -16,7 +16,8 @@
 //! let mut events = Vec::new();
 //! loop {
 //!     // Sleeps until `wakeup_bytes` of records wait or the timeout passes (no busy loop),
-//!     // then drains the ring: the timeout bounds the latency of sparse events.
+//!     // then drains the ring: the timeout bounds the latency of sparse events and of
+//!     // every switch event (sched_switch records never wake the reader).
 //!     // Ring-buffer overflows arrive as `Event::Lost` in the same batch.
 //!     probes.poll(&mut events, Duration::from_millis(100))?;
 //!     # break;
@@ -62,11 +63,12 @@ pub struct ProbeOptions {
     pub kvm: bool,
     /// Attach the optional `csd:*` tracepoints (VMCLEAR cross-call attribution).
     pub cross_calls: bool,
-    /// Wake the reader by the time this many bytes of records wait (clamped to
-    /// `ring_bytes / 2`): each CPU wakes it after its share, `wakeup_bytes` / possible CPUs,
-    /// so it may wake earlier when one CPU produces most records. Waking per record would
-    /// let a reader sharing CPUs with tracked threads trigger the switches it then reads
-    /// about.
+    /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
+    /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
+    /// switches it then reads about. Only non-switch records check it: the `sched_switch`
+    /// hot path never wakes the reader, so switch records wait for the next
+    /// [`Probes::poll`] timeout and the ring must hold one poll period of them (the default
+    /// 16 MiB holds over 80 000); overflows are counted as `Lost` as ever.
     pub wakeup_bytes: u32,
 }
 
@@ -288,16 +290,13 @@ impl Probes {
         }
 
         let globals = offsets.globals();
-        // Each CPU wakes the reader after its share of the threshold (see kvmscope.bpf.c).
         let wakeup_bytes = u64::from(opts.wakeup_bytes.min(opts.ring_bytes / 2));
-        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
-        let wakeup_share = (wakeup_bytes / cpus).max(1);
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
             .set_max_entries("events", opts.ring_bytes)
             .set_max_entries("tracked", tracked_slots())
-            .set_global("wakeup_share", &wakeup_share, true);
+            .set_global("wakeup_bytes", &wakeup_bytes, true);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
         }
@@ -403,14 +402,16 @@ impl Probes {
 
     /// Appends the available events to `out`. When none are waiting, sleeps until
     /// `wakeup_bytes` of records have gathered or `timeout` passes, then drains: `timeout` is
-    /// the latency bound for sparse events (use the consumer's tick, e.g. 100 ms).
+    /// the latency bound for sparse events and for switch events, which never wake the
+    /// reader (use the consumer's tick, e.g. 100 ms).
     /// Records lost to a full ring buffer since the last call are appended as `Event::Lost`
     /// (one per CPU that lost some).
     pub fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<(), ProbeError> {
         let before = out.len();
         self.drain(out);
         if out.len() == before {
-            // Records below the wakeup threshold do not wake us: drain after the timeout too.
+            // Switch records, and others below the wakeup threshold, do not wake us: drain
+            // after the timeout too.
             wait_readable(self.ring.as_raw_fd(), timeout)?;
             self.drain(out);
         }
