@@ -187,6 +187,8 @@ struct Task {
     last_run_delay: Option<u64>,
     /// A switch has carried this task's sched entity (its vruntime is known).
     se_seen: bool,
+    /// A switch has carried its `run_delay` (a schedstat seed alone says nothing).
+    run_delay_seen: bool,
     vruntime: u64,
     cpus_used: u128,
     wait_hist: Latency,
@@ -774,6 +776,7 @@ impl Model {
                 t.cum.run_delay = t.cum.run_delay.saturating_add(now - prev);
             }
             t.last_run_delay = Some(now);
+            t.run_delay_seen = true;
         }
         let due = t
             .series
@@ -1282,6 +1285,7 @@ impl Model {
             last_sum_exec: ti.schedstat.map(|s| s.run_ns),
             last_run_delay: ti.schedstat.map(|s| s.wait_ns),
             se_seen: false,
+            run_delay_seen: false,
             vruntime: 0,
             cpus_used: 0,
             wait_hist: Latency::default(),
@@ -1482,7 +1486,7 @@ impl Model {
                 nice: t.nice,
                 run_ns: c.run,
                 task_clock_ns: c.task_clock,
-                run_delay_ns: t.last_run_delay.map(|_| c.run_delay),
+                run_delay_ns: t.run_delay_seen.then_some(c.run_delay),
                 wait_ns: c.wait,
                 sleep_ns: c.sleep,
                 cpu_share: if elapsed > 0 {

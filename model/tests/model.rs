@@ -868,6 +868,12 @@ fn schedstat_at_tracking_start_seeds_the_kernel_counters() {
             })
             .build(),
     ];
+    let s = fold(&evs[..1]);
+    assert_eq!(
+        vc(&s, 1).run_delay_ns,
+        None,
+        "no switch has carried run_delay yet"
+    );
     let s = fold(&evs);
     let v = vc(&s, 1);
     assert_eq!(v.task_clock_ns, 2 * MS);
