@@ -34,9 +34,10 @@ struct Qemu {
 }
 
 impl Qemu {
-    /// Start a 2-vCPU VM as PLATFORM.md describes (`-display none`: QEMU refuses
-    /// `-nographic` with `-daemonize`); `qmp` adds a QMP socket, `debug_threads`
-    /// names the vCPU threads. Returns once both vCPU descriptors exist.
+    /// Start a 2-vCPU VM with issue #8's command line plus `-parallel none` (QEMU refuses
+    /// `-nographic` with `-daemonize` while any of serial, parallel or monitor is left at
+    /// its stdio default); `qmp` adds a QMP socket, `debug_threads` names the vCPU threads.
+    /// Returns once both vCPU descriptors exist.
     fn start(tag: &str, qmp: Qmp, debug_threads: bool) -> Qemu {
         Qemu::start_smp(tag, qmp, debug_threads, "2", 2)
     }
@@ -60,7 +61,8 @@ impl Qemu {
             smp,
             "-m",
             "128",
-            "-display",
+            "-nographic",
+            "-parallel",
             "none",
             "-no-reboot",
         ])
