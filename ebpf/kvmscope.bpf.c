@@ -171,6 +171,13 @@ static __always_inline void read_se(struct ks_se *out, struct task_struct *p)
 		out->vlag = p->se.vlag;
 		present |= KS_SE_HAS_VLAG;
 	}
+	/* The kernel's own wait counter: lets the model report run-queue wait exactly as
+	 * schedstat does, where tracepoint timing starts each wait a few µs late. */
+	out->run_delay = 0;
+	if (bpf_core_field_exists(p->sched_info.run_delay)) {
+		out->run_delay = p->sched_info.run_delay;
+		present |= KS_SE_HAS_RUN_DELAY;
+	}
 	out->present = present;
 	out->_pad = 0;
 }

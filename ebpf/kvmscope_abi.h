@@ -48,6 +48,8 @@ typedef int64_t __s64;
 #define KS_SE_HAS_SLICE 2u
 /* vlag is only meaningful while the task is off the run queue (it shares a union otherwise). */
 #define KS_SE_HAS_VLAG 4u
+/* sched_info exists only with CONFIG_SCHED_INFO (schedstats, delay accounting, taskstats). */
+#define KS_SE_HAS_RUN_DELAY 8u
 
 /* ks_switch.se_present bits. */
 #define KS_SWITCH_PREV_SE 1u
@@ -79,17 +81,19 @@ struct ks_se {
 	__u64 deadline;
 	__u64 slice;
 	__s64 vlag;
+	__u64 run_delay; /* sched_info.run_delay: the schedstat run-queue wait counter */
 	__u32 present; /* KS_SE_HAS_* */
 	__u32 _pad;
 };
-#define KS_SIZE_SE 56
+#define KS_SIZE_SE 64
 #define KS_OFF_SE_VRUNTIME 0
 #define KS_OFF_SE_WEIGHT 8
 #define KS_OFF_SE_SUM_EXEC 16
 #define KS_OFF_SE_DEADLINE 24
 #define KS_OFF_SE_SLICE 32
 #define KS_OFF_SE_VLAG 40
-#define KS_OFF_SE_PRESENT 48
+#define KS_OFF_SE_RUN_DELAY 48
+#define KS_OFF_SE_PRESENT 56
 
 struct ks_switch {
 	struct ks_hdr hdr;
@@ -105,7 +109,7 @@ struct ks_switch {
 	struct ks_se prev_se;
 	struct ks_se next_se;
 };
-#define KS_SIZE_SWITCH 192
+#define KS_SIZE_SWITCH 208
 #define KS_OFF_SWITCH_PREV_TID 16
 #define KS_OFF_SWITCH_PREV_PID 20
 #define KS_OFF_SWITCH_NEXT_TID 24
@@ -115,7 +119,7 @@ struct ks_switch {
 #define KS_OFF_SWITCH_NEXT_COMM 56
 #define KS_OFF_SWITCH_SE_PRESENT 72
 #define KS_OFF_SWITCH_PREV_SE 80
-#define KS_OFF_SWITCH_NEXT_SE 136
+#define KS_OFF_SWITCH_NEXT_SE 144
 
 /* One record per wakeup of a tracked task: sched_waking supplies the waker, sched_wakeup the
  * time and target CPU. */
@@ -236,6 +240,7 @@ KS_ASSERT_OFF(ks_se, sum_exec_runtime, KS_OFF_SE_SUM_EXEC);
 KS_ASSERT_OFF(ks_se, deadline, KS_OFF_SE_DEADLINE);
 KS_ASSERT_OFF(ks_se, slice, KS_OFF_SE_SLICE);
 KS_ASSERT_OFF(ks_se, vlag, KS_OFF_SE_VLAG);
+KS_ASSERT_OFF(ks_se, run_delay, KS_OFF_SE_RUN_DELAY);
 KS_ASSERT_OFF(ks_se, present, KS_OFF_SE_PRESENT);
 
 KS_ASSERT_LAYOUT(ks_switch, KS_SIZE_SWITCH);

@@ -77,10 +77,17 @@ struct thread_info {
 	u32 cpu;
 };
 
+/* Present with CONFIG_SCHED_INFO; run_delay is what /proc/<pid>/task/<tid>/schedstat reports
+ * as run-queue wait. */
+struct sched_info {
+	unsigned long long run_delay;
+};
+
 struct task_struct {
 	struct thread_info thread_info;
 	unsigned int __state;
 	struct sched_entity se;
+	struct sched_info sched_info;
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];

@@ -56,7 +56,7 @@ pub struct TargetArgs {
     /// Watch every process that holds a KVM vCPU.
     #[arg(long, conflicts_with = "qemu")]
     pub all_kvm: bool,
-    /// Watch QEMU VMs: all of them, or the one with this name or pid.
+    /// Watch QEMU VMs: all of them (also those that start later), or the one with this name or pid.
     #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "NAME|PID")]
     pub qemu: Option<String>,
     /// QMP socket to map QEMU vCPUs to threads (otherwise found from the command line).

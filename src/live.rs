@@ -9,7 +9,11 @@
 //!   stream as `Event::GuestGap`.
 //!
 //! Every tracked thread is announced with an `Event::TaskInfo` before its first other event; a
-//! tracked process that disappears yields `Event::VmEnded`.
+//! tracked process that disappears yields `Event::VmEnded`. A thread whose vCPU index is learnt
+//! later is announced again: QEMU VMs that neither QMP nor thread names map are watched whole
+//! where `kvm_entry` fires, and each thread is labelled with the vCPU id of its first
+//! `kvm_entry` (`probes::qemu::KvmEntryMapper`). `--qemu` with no name also waits for VMs that
+//! start later.
 //!
 //! With `--no-bpf` no probes are loaded: the stream carries only the task and VM events (and
 //! guest gaps), and [`LiveSource::counter_readings`] gives per-thread perf counters and
@@ -29,7 +33,8 @@
 //! source.lost_total(); source.vmm_summary(); source.host();   // for headers and summaries
 //! ```
 //! The first events are one `TaskInfo` per tracked thread; the last poll (returning `true`)
-//! carries the final drain and a `VmEnded` for every process still tracked.
+//! carries the final drain, then a `VmEnded` for each of the bundled VMM's VMs (stopped with the
+//! session) or one `ObservationEnd` (other processes run on).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,9 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use model::{Comm, Event, GuestGap, HostInfo, Lost, Source, SourceError, TaskInfo, VmEnded};
+use model::{
+    Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo, VmEnded,
+};
 use probes::counters::{CounterReading, ProcSched, SchedStat, ThreadCounters};
 use probes::loader::{ProbeOptions, Probes};
+use probes::qemu::{EntryMapped, KvmEntryMapper};
 use probes::targets::{self, TargetSpec, TrackedThread};
 
 use crate::cli::TargetArgs;
@@ -146,6 +154,9 @@ pub struct LiveSource {
     /// Guest-gap records the VMM lost so far (already reported as `Lost`).
     gaps_lost: u64,
     warnings: Vec<String>,
+    /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
+    /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
+    qemu_entry: QemuEntryMapping,
 }
 
 impl LiveSource {
@@ -158,9 +169,11 @@ impl LiveSource {
         // Resolve external targets before loading anything: a wrong pid is the most common
         // mistake and deserves an instant, clear answer.
         let spec = spec_from_args(target);
-        let initial = match &spec {
-            Some(spec) => targets::resolve(spec)?,
-            None => Vec::new(),
+        // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
+        let kvm_entry_ids = !target.no_bpf && kvm_entry_fires();
+        let (initial, unmapped) = match &spec {
+            Some(spec) => resolve_initial(spec, kvm_entry_ids)?,
+            None => (Vec::new(), Vec::new()),
         };
         let scenario = match (&target.scenario, target.demo) {
             (Some(path), true) => Some(vmm::Scenario::from_toml_file(path)?),
@@ -208,6 +221,7 @@ impl LiveSource {
             final_lost: 0,
             gaps_lost: 0,
             warnings,
+            qemu_entry: QemuEntryMapping::new(kvm_entry_ids),
         };
 
         if let Some(scenario) = scenario {
@@ -237,6 +251,7 @@ impl LiveSource {
                 return Err(e);
             }
         } else {
+            source.warn_unmapped(&unmapped, true);
             for t in initial {
                 source.start_tracking(t, None)?;
             }
@@ -335,6 +350,14 @@ impl LiveSource {
             );
         }
         self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
+        // Read right after tracking began, so the kernel counters that switches carry are
+        // counted from here and run or wait before the first switch event is not lost.
+        let schedstat = SchedStat::read(t.pid, t.tid)
+            .ok()
+            .map(|s| model::Schedstat {
+                run_ns: s.run_ns,
+                wait_ns: s.wait_ns,
+            });
         self.pending.push(Event::TaskInfo(TaskInfo {
             ts: monotonic_ns(),
             tid: t.tid,
@@ -343,7 +366,12 @@ impl LiveSource {
             vm: t.vm.clone(),
             vcpu: t.vcpu,
             nice,
+            schedstat,
         }));
+        if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
+            self.qemu_entry.mapper.watch(t.pid, t.tid);
+            self.qemu_entry.pids.insert(t.pid);
+        }
         self.tracked.insert(t.tid, t);
         Ok(())
     }
@@ -355,6 +383,79 @@ impl LiveSource {
         }
         self.counters.remove(&tid);
         self.tracked.remove(&tid);
+        self.qemu_entry.mapper.forget(tid);
+    }
+
+    /// Announce again, with their vCPU index, the threads whose first `kvm_entry` arrived in
+    /// the last batch, and tell `probes::qemu` about VMs now mapped in full.
+    fn relabel_from_kvm_entry(&mut self, out: &mut Vec<Event>) {
+        let mut mapped = std::mem::take(&mut self.qemu_entry.mapped);
+        self.qemu_entry.mapper.take_mapped(&mut mapped);
+        let mut pids = BTreeSet::new();
+        for m in mapped.drain(..) {
+            // kvm_entry carries KVM's vcpu_id (the APIC ID); views show QEMU's cpu-index.
+            if self.relabel(m.tid, probes::qemu::cpu_index_of(m.pid, m.vcpu_id)) {
+                pids.insert(m.pid);
+            }
+        }
+        out.append(&mut self.pending);
+        self.qemu_entry.mapped = mapped;
+        for pid in pids {
+            if !self.qemu_entry.complete.contains(&pid)
+                && probes::qemu::note_kvm_entry_ids(pid, &self.qemu_entry.mapper.seen_in(pid))
+            {
+                // Every vCPU is known: the threads left (QEMU's main and I/O threads) never
+                // enter a guest, so stop looking at kvm_entry events for them.
+                self.qemu_entry.mapper.forget_process(pid);
+                self.qemu_entry.complete.insert(pid);
+            }
+        }
+    }
+
+    /// Give tracked thread `tid` its vCPU index and announce it again (the model and the
+    /// sinks update the thread). False if `tid` is not tracked.
+    fn relabel(&mut self, tid: u32, vcpu: u32) -> bool {
+        let Some(t) = self.tracked.get_mut(&tid) else {
+            return false;
+        };
+        t.vcpu = Some(vcpu);
+        let nice = targets::ThreadStat::read(t.pid, t.tid).map_or(0, |s| s.nice);
+        self.pending.push(Event::TaskInfo(TaskInfo {
+            ts: monotonic_ns(),
+            tid: t.tid,
+            pid: t.pid,
+            comm: Comm::new(&t.comm),
+            vm: t.vm.clone(),
+            vcpu: t.vcpu,
+            nice,
+            // Already tracked: the model counts from the first TaskInfo's figures.
+            schedstat: None,
+        }));
+        true
+    }
+
+    /// Say once per VM that a QEMU VM is not watched because its vCPUs cannot be mapped. A VM
+    /// found by a rescan may be starting (its QMP monitor not answering yet): it is only
+    /// warned about if the next rescan still cannot map it; `at_open`, at once.
+    fn warn_unmapped(&mut self, unmapped: &[probes::qemu::QemuVm], at_open: bool) {
+        let seen_before = std::mem::take(&mut self.qemu_entry.unmapped_last);
+        self.qemu_entry.unmapped_last = unmapped.iter().map(|vm| vm.pid).collect();
+        for vm in unmapped {
+            if (at_open || seen_before.contains(&vm.pid)) && self.qemu_entry.warned.insert(vm.pid) {
+                let mut why = vm.unmapped_error().to_string();
+                if !self.qemu_entry.enabled {
+                    why.push_str(&format!(
+                        "; not watched (mapping from kvm_entry vCPU ids needs {})",
+                        if self.bpf {
+                            "a VT-x/AMD-V host: kvm_entry does not fire here"
+                        } else {
+                            "the probes (no --no-bpf) on a VT-x/AMD-V host"
+                        }
+                    ));
+                }
+                self.warnings.push(why);
+            }
+        }
     }
 
     /// Find threads and processes that appeared or vanished since the last scan.
@@ -367,6 +468,7 @@ impl LiveSource {
         let mut now: Vec<TrackedThread> = Vec::new();
         // Processes that still exist but could not be read this time keep their threads.
         let mut keep: BTreeSet<u32> = BTreeSet::new();
+        let mut unmapped = Vec::new();
         match spec {
             TargetSpec::Pids(pids) => {
                 for &pid in pids {
@@ -384,8 +486,12 @@ impl LiveSource {
             }
             TargetSpec::Qemu { selector, qmp } => {
                 let selector = selector.as_deref().filter(|s| !s.is_empty());
-                match probes::qemu::vcpu_threads(selector, qmp.as_deref()) {
-                    Ok(t) => now = t,
+                let entry_ids = self.qemu_entry.enabled;
+                match probes::qemu::session_threads(selector, qmp.as_deref(), entry_ids) {
+                    Ok(found) => {
+                        now = found.threads;
+                        unmapped = found.unmapped;
+                    }
                     Err(_) => keep.extend(
                         known_pids
                             .iter()
@@ -403,18 +509,29 @@ impl LiveSource {
             }
         }
 
+        self.warn_unmapped(&unmapped, false);
         let now_tids: BTreeSet<u32> = now.iter().map(|t| t.tid).collect();
         let gone: Vec<u32> = self
             .tracked
             .values()
-            .filter(|t| !now_tids.contains(&t.tid) && !keep.contains(&t.pid))
+            .filter(|t| {
+                !now_tids.contains(&t.tid) && !keep.contains(&t.pid) && !self.qemu_entry.keeps(t)
+            })
             .map(|t| t.tid)
             .collect();
         for tid in gone {
             self.stop_tracking(tid);
         }
         for t in now {
-            self.start_tracking(t, None)?;
+            match (self.tracked.get(&t.tid).map(|known| known.vcpu), t.vcpu) {
+                // Watched unlabelled so far, mapped now (QMP answered at last, or the
+                // kvm_entry mapping completed): announce its index.
+                (Some(None), Some(vcpu)) => {
+                    self.qemu_entry.mapper.forget(t.tid);
+                    self.relabel(t.tid, vcpu);
+                }
+                _ => self.start_tracking(t, None)?,
+            }
         }
         let live_pids: BTreeSet<u32> = self.tracked.values().map(|t| t.pid).collect();
         let ended: Vec<u32> = self
@@ -476,6 +593,7 @@ impl LiveSource {
         self.finished = true;
         out.append(&mut self.pending);
         let mut vmm_error = None;
+        let bundled = self.vmm.is_some();
         if let Some(vmm) = self.vmm.take() {
             // Stop the guests first, so every exit they make is still seen by the probes.
             vmm.drain_gaps(&mut self.gaps);
@@ -487,8 +605,8 @@ impl LiveSource {
         }
         out.extend(self.gaps.drain(..).map(Event::GuestGap));
         // Observation ends here: the final drain and the detach below take a while, and the
-        // model ends every tracked thread at this timestamp. Events stamped after it are
-        // dropped, so that VmEnded is the newest event and never arrives late.
+        // model counts every tracked thread up to this timestamp. Events stamped after it are
+        // dropped, so that the closing event is the newest and never arrives late.
         let ts = monotonic_ns();
         if let Some(p) = &mut self.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
@@ -513,8 +631,15 @@ impl LiveSource {
             }
             drop(p);
         }
-        for (pid, vm) in std::mem::take(&mut self.processes) {
-            out.push(Event::VmEnded(VmEnded { ts, pid, vm }));
+        // The bundled VMM's guests were stopped above: they ended. Processes of others run
+        // on; only our observation of them ends.
+        let processes = std::mem::take(&mut self.processes);
+        if bundled {
+            for (pid, vm) in processes {
+                out.push(Event::VmEnded(VmEnded { ts, pid, vm }));
+            }
+        } else {
+            out.push(Event::ObservationEnd(ObservationEnd { ts }));
         }
         match vmm_error {
             Some(e) => Err(anyhow::Error::new(e).context("the bundled VMM failed")),
@@ -555,6 +680,82 @@ fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {
     }
 }
 
+/// Whether `kvm:kvm_entry` fires on this host (VT-x/AMD-V; not PVM), so that QEMU vCPU
+/// threads can be mapped from the vCPU ids it carries.
+fn kvm_entry_fires() -> bool {
+    probes::host::kvm_flavour().fires_entry_exit()
+}
+
+/// The threads to watch when the session opens, and the QEMU VMs left out because they
+/// cannot be mapped. `--qemu` without a name watches every QEMU VM, also those that start
+/// later: none running yet is not an error but a note on stderr. A name or pid that matches
+/// no VM is an error, as is any other target that resolves to nothing.
+fn resolve_initial(
+    spec: &TargetSpec,
+    kvm_entry_ids: bool,
+) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
+    let TargetSpec::Qemu { selector, qmp } = spec else {
+        return Ok((targets::resolve(spec)?, Vec::new()));
+    };
+    let selector = selector.as_deref().filter(|s| !s.is_empty());
+    let found = probes::qemu::session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
+    if found.threads.is_empty() {
+        if found.unmapped.is_empty() {
+            eprintln!("kvmscope: no QEMU VM using KVM runs yet: waiting for QEMU VMs to start");
+        } else {
+            eprintln!(
+                "kvmscope: no QEMU VM can be watched yet ({} cannot be mapped): waiting for \
+                 QEMU VMs to start",
+                found.unmapped.len()
+            );
+        }
+    }
+    let mut threads = found.threads;
+    threads.sort_by_key(|t| (t.pid, t.vcpu.unwrap_or(u32::MAX), t.tid));
+    threads.dedup_by_key(|t| t.tid);
+    Ok((threads, found.unmapped))
+}
+
+/// The live side of the third QEMU mapping method: QEMU threads watched with no vCPU index
+/// are labelled with the vCPU id of their first `kvm_entry` event.
+struct QemuEntryMapping {
+    /// The probes are loaded and `kvm_entry` fires on this host.
+    enabled: bool,
+    mapper: KvmEntryMapper,
+    /// Reused by [`LiveSource::relabel_from_kvm_entry`].
+    mapped: Vec<EntryMapped>,
+    /// Processes whose threads were watched unlabelled. Their threads stay tracked while they
+    /// exist, also once the VM is mapped and only its vCPU threads are targets: dropping a
+    /// thread mid-session would leave its last state open in the model.
+    pids: BTreeSet<u32>,
+    /// Processes whose every vCPU has been mapped (and told to `probes::qemu`).
+    complete: BTreeSet<u32>,
+    /// Unmapped VMs already warned about, by pid.
+    warned: BTreeSet<u32>,
+    /// Unmapped VMs found by the last scan, by pid.
+    unmapped_last: BTreeSet<u32>,
+}
+
+impl QemuEntryMapping {
+    fn new(enabled: bool) -> Self {
+        QemuEntryMapping {
+            enabled,
+            mapper: KvmEntryMapper::default(),
+            mapped: Vec::new(),
+            pids: BTreeSet::new(),
+            complete: BTreeSet::new(),
+            warned: BTreeSet::new(),
+            unmapped_last: BTreeSet::new(),
+        }
+    }
+
+    /// Whether a thread that is no longer a target stays tracked (see `pids`).
+    fn keeps(&self, t: &TrackedThread) -> bool {
+        self.pids.contains(&t.pid)
+            && std::path::Path::new(&format!("/proc/{}/task/{}", t.pid, t.tid)).exists()
+    }
+}
+
 impl LiveSource {
     fn poll_events(&mut self, out: &mut Vec<Event>, timeout: Duration) -> anyhow::Result<bool> {
         if self.finished {
@@ -581,6 +782,10 @@ impl LiveSource {
                 let before = out.len();
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
+                self.qemu_entry.mapper.observe(&out[before..]);
+                if self.qemu_entry.mapper.has_news() {
+                    self.relabel_from_kvm_entry(out);
+                }
                 // An exited thread's tid can be reused by an unrelated thread: stop
                 // filtering on it now rather than at the next rescan.
                 let exited: Vec<u32> = out[before..]

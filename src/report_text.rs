@@ -162,8 +162,8 @@ pub fn render_text(doc: &ReportDoc) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<8} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
-        "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
+        "{:<8} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
+        "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "kwait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
     );
     let shown: Vec<_> = s
         .vcpus
@@ -173,7 +173,7 @@ pub fn render_text(doc: &ReportDoc) -> String {
     for v in &shown {
         let _ = writeln!(
             o,
-            "{:<8} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
+            "{:<8} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
             truncate(&v.vm, 8),
             v.vcpu.map_or("-".to_string(), |i| i.to_string()),
             v.tid,
@@ -181,6 +181,8 @@ pub fn render_text(doc: &ReportDoc) -> String {
             ms(v.run_ns),
             ms(v.task_clock_ns),
             ms(v.wait_ns),
+            v.run_delay_ns
+                .map_or_else(|| "-".to_string(), |k| format!("{:.1}", ms(k))),
             ms(v.sleep_ns),
             v.cpu_share * 100.0,
             v.entitled_share * 100.0,
@@ -191,6 +193,11 @@ pub fn render_text(doc: &ReportDoc) -> String {
             v.switches,
         );
     }
+    let _ = writeln!(
+        o,
+        "(tclk: the kernel's task clock; wait: run-queue wait from tracepoints; kwait: the same \
+         by the kernel's schedstat counter, '-' where the kernel has none)"
+    );
     let _ = writeln!(o);
     let _ = writeln!(
         o,

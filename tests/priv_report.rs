@@ -225,8 +225,8 @@ fn report_pid_matches_schedstat_and_nr_migrations() {
         let wait = v["wait_ns"].as_u64().expect("wait_ns") as f64;
         let mig = v["migrations"].as_u64().expect("migrations");
         eprintln!(
-            "tid {tid}: schedstat run {:.1} ms wait {:.1} ms migr {k_mig_lo}..={k_mig_hi} | report task-clock {:.1} ms wall run {:.1} ms wait {:.1} ms migr {mig} switches {} | elapsed {:.1} ms",
-            k_run / 1e6, k_wait / 1e6, task_clock / 1e6, run / 1e6, wait / 1e6, v["switches"], elapsed as f64 / 1e6
+            "tid {tid}: schedstat run {:.1} ms wait {:.1} ms migr {k_mig_lo}..={k_mig_hi} | report task-clock {:.1} ms wall run {:.1} ms wait {:.1} ms run_delay {:.1} ms migr {mig} switches {} | elapsed {:.1} ms",
+            k_run / 1e6, k_wait / 1e6, task_clock / 1e6, run / 1e6, wait / 1e6, v["run_delay_ns"].as_u64().unwrap_or(0) as f64 / 1e6, v["switches"], elapsed as f64 / 1e6
         );
         // Like with like: schedstat run time is the task clock (steal excluded).
         let rel = |a: f64, b: f64| (a - b).abs() / b.max(1.0);
@@ -241,12 +241,22 @@ fn report_pid_matches_schedstat_and_nr_migrations() {
                 "tid {tid}: wall run {run} below task-clock {task_clock}"
             ));
         }
-        // Wait is timed from sched_switch tracepoints; the kernel's run_delay starts a wait at
-        // rq_clock read before the tracepoint fires (p50 6.4 µs, p95 9.4 µs per interval,
-        // rare outliers ~160 µs, measured with bpftrace on sched_info). So: never above the
-        // kernel's figure by more than 2%, and below it by at most 2% plus 25 µs per wait
-        // interval (each switch-in ends one). Carrying run_delay in switch events, as
-        // sum_exec_runtime is carried for run time, would make this exact.
+        // Like with like again: the kernel's wait counter (sched_info.run_delay) carried in
+        // the switch events is the figure schedstat reports.
+        let kernel_wait = v["run_delay_ns"]
+            .as_u64()
+            .expect("run_delay_ns: this kernel has schedstat, so switches carry run_delay")
+            as f64;
+        if rel(kernel_wait, k_wait) > 0.02 {
+            failures.push(format!(
+                "tid {tid}: run_delay wait {kernel_wait} vs schedstat wait {k_wait}"
+            ));
+        }
+        // The tracepoint-timed wait starts each wait a little late: the kernel's clock starts
+        // at an rq_clock read before the tracepoint fires (p50 6.4 µs, p95 9.4 µs per
+        // interval, rare outliers ~160 µs, measured with bpftrace on sched_info). So: never
+        // above the kernel's figure by more than 2%, and below it by at most 2% plus 25 µs per
+        // wait interval (each switch-in ends one).
         let intervals = v["switches"].as_u64().expect("switches") as f64;
         if wait > k_wait * 1.02 || wait < k_wait * 0.98 - intervals * 25_000.0 {
             failures.push(format!(

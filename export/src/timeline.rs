@@ -251,7 +251,8 @@ impl Timeline {
             | Event::CrossCall(_)
             | Event::Pio(_)
             | Event::Lost(_)
-            | Event::VmEnded(_) => {}
+            | Event::VmEnded(_)
+            | Event::ObservationEnd(_) => {}
         }
     }
 

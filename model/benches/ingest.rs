@@ -48,6 +48,7 @@ fn shift(ev: &mut Event, by: u64) {
         Event::Lost(x) => x.ts += by,
         Event::TaskInfo(x) => x.ts += by,
         Event::VmEnded(x) => x.ts += by,
+        Event::ObservationEnd(x) => x.ts += by,
     }
 }
 

@@ -73,6 +73,13 @@ pub struct SchedEntity {
     pub vlag: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slice: Option<u64>,
+    /// `sched_info.run_delay`: the task's total run-queue wait, ns — the counter behind
+    /// `/proc/<pid>/task/<tid>/schedstat`'s second field. At a switch it covers the waits
+    /// that ended before the task's latest switch-in (the kernel adds a wait just after the
+    /// switch-in tracepoint). `None` on kernels without CONFIG_SCHED_INFO and in sources that
+    /// predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_delay: Option<u64>,
 }
 
 /// `sched:sched_switch`: `prev` leaves `cpu`, `next` takes it.
@@ -257,6 +264,21 @@ pub struct TaskInfo {
     pub vcpu: Option<u32>,
     /// Nice value when tracking began.
     pub nice: i32,
+    /// The thread's `/proc/<pid>/task/<tid>/schedstat` when tracking began: the starting
+    /// point of the kernel counters that switch events carry (`sum_exec_runtime`,
+    /// `run_delay`), so that run and wait before the first switch event are counted too.
+    /// `None` from sources that cannot read it (trace files from before it, other hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedstat: Option<Schedstat>,
+}
+
+/// The first two figures of `/proc/<pid>/task/<tid>/schedstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Schedstat {
+    /// Time on CPU, ns (`se.sum_exec_runtime`).
+    pub run_ns: u64,
+    /// Time waiting on a run queue, ns (`sched_info.run_delay`).
+    pub wait_ns: u64,
 }
 
 /// A tracked process is gone (its last thread exited or it was detached).
@@ -265,6 +287,13 @@ pub struct VmEnded {
     pub ts: u64,
     pub pid: u32,
     pub vm: String,
+}
+
+/// The source stopped observing at `ts` (a live session ended, the VMs still running). Views
+/// count every tracked thread's current state up to here; unlike [`VmEnded`] nothing ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservationEnd {
+    pub ts: u64,
 }
 
 /// One decoded event. Serialised as `{"type": "sched_switch", ...fields}`.
@@ -284,6 +313,7 @@ pub enum Event {
     Lost(Lost),
     TaskInfo(TaskInfo),
     VmEnded(VmEnded),
+    ObservationEnd(ObservationEnd),
 }
 
 impl Event {
@@ -304,6 +334,7 @@ impl Event {
             Event::Lost(e) => e.ts,
             Event::TaskInfo(e) => e.ts,
             Event::VmEnded(e) => e.ts,
+            Event::ObservationEnd(e) => e.ts,
         }
     }
 
@@ -323,6 +354,7 @@ impl Event {
             Event::Lost(_) => "lost",
             Event::TaskInfo(_) => "task_info",
             Event::VmEnded(_) => "vm_ended",
+            Event::ObservationEnd(_) => "observation_end",
         }
     }
 }

@@ -115,6 +115,8 @@ enum TState {
 struct Cum {
     run: u64,
     task_clock: u64,
+    /// Run-queue wait by the kernel's own counter (`sched_info.run_delay` deltas).
+    run_delay: u64,
     wait: u64,
     sleep: u64,
     voluntary: u64,
@@ -131,6 +133,7 @@ impl Cum {
         Cum {
             run: self.run.saturating_sub(o.run),
             task_clock: self.task_clock.saturating_sub(o.task_clock),
+            run_delay: self.run_delay.saturating_sub(o.run_delay),
             wait: self.wait.saturating_sub(o.wait),
             sleep: self.sleep.saturating_sub(o.sleep),
             voluntary: self.voluntary.saturating_sub(o.voluntary),
@@ -181,6 +184,11 @@ struct Task {
     last_out_ts: u64,
     cum: Cum,
     last_sum_exec: Option<u64>,
+    last_run_delay: Option<u64>,
+    /// A switch has carried this task's sched entity (its vruntime is known).
+    se_seen: bool,
+    /// A switch has carried its `run_delay` (a schedstat seed alone says nothing).
+    run_delay_seen: bool,
     vruntime: u64,
     cpus_used: u128,
     wait_hist: Latency,
@@ -505,6 +513,7 @@ impl Model {
             Event::Lost(x) => x.ts = now,
             Event::TaskInfo(x) => x.ts = now,
             Event::VmEnded(x) => x.ts = now,
+            Event::ObservationEnd(x) => x.ts = now,
         }
         self.apply(&e);
     }
@@ -541,6 +550,8 @@ impl Model {
             Event::Lost(l) => self.on_lost(l),
             Event::TaskInfo(t) => self.on_task_info(t),
             Event::VmEnded(v) => self.on_vm_ended(v),
+            // Moving `now` up to it (above) is all it does.
+            Event::ObservationEnd(_) => {}
         }
     }
 
@@ -753,12 +764,20 @@ impl Model {
             t.weight = se.weight;
         }
         t.vruntime = se.vruntime;
+        t.se_seen = true;
         if let Some(prev) = t.last_sum_exec {
             if se.sum_exec_runtime >= prev {
                 t.cum.task_clock = t.cum.task_clock.saturating_add(se.sum_exec_runtime - prev);
             }
         }
         t.last_sum_exec = Some(se.sum_exec_runtime);
+        if let Some(now) = se.run_delay {
+            if let Some(prev) = t.last_run_delay.filter(|p| now >= *p) {
+                t.cum.run_delay = t.cum.run_delay.saturating_add(now - prev);
+            }
+            t.last_run_delay = Some(now);
+            t.run_delay_seen = true;
+        }
         let due = t
             .series
             .back()
@@ -1262,7 +1281,11 @@ impl Model {
             last_out_cpu: None,
             last_out_ts: 0,
             cum: Cum::default(),
-            last_sum_exec: None,
+            // Counted from tracking start where the source read the kernel's figures then.
+            last_sum_exec: ti.schedstat.map(|s| s.run_ns),
+            last_run_delay: ti.schedstat.map(|s| s.wait_ns),
+            se_seen: false,
+            run_delay_seen: false,
             vruntime: 0,
             cpus_used: 0,
             wait_hist: Latency::default(),
@@ -1391,7 +1414,7 @@ impl Model {
                 let min = self
                     .tasks
                     .iter()
-                    .filter(|o| o.is_runnable() && o.cpu == t.cpu && o.last_sum_exec.is_some())
+                    .filter(|o| o.is_runnable() && o.cpu == t.cpu && o.se_seen)
                     .map(|o| o.vruntime)
                     .min();
                 min.map_or(0, |m| {
@@ -1463,6 +1486,7 @@ impl Model {
                 nice: t.nice,
                 run_ns: c.run,
                 task_clock_ns: c.task_clock,
+                run_delay_ns: t.run_delay_seen.then_some(c.run_delay),
                 wait_ns: c.wait,
                 sleep_ns: c.sleep,
                 cpu_share: if elapsed > 0 {

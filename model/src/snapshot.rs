@@ -98,6 +98,13 @@ pub struct VcpuSnapshot {
     pub run_ns: u64,
     /// Task-clock run time from `se.sum_exec_runtime` deltas, ns (excludes steal).
     pub task_clock_ns: u64,
+    /// Run-queue wait by the kernel's own counter, ns: `sched_info.run_delay` deltas between
+    /// switches, the figure `/proc/<pid>/task/<tid>/schedstat` reports. `wait_ns` times the
+    /// same waits from tracepoints, which fire a few µs after the kernel starts a wait's
+    /// clock. `None` where the kernel lacks CONFIG_SCHED_INFO or the source predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_delay_ns: Option<u64>,
+    /// Run-queue wait from switch and wakeup timestamps, ns.
     pub wait_ns: u64,
     pub sleep_ns: u64,
     /// Fraction of elapsed time on CPU (0..=1) and what its weight entitles it to.

@@ -25,6 +25,7 @@ pub fn task_info(ts: u64, tid: u32, pid: u32, vm: &str, vcpu: Option<u32>, nice:
         vm: vm.to_string(),
         vcpu,
         nice,
+        schedstat: None,
     })
 }
 
@@ -37,6 +38,7 @@ pub fn se(vruntime: u64, weight: u32, sum_exec_runtime: u64) -> SchedEntity {
         deadline: None,
         vlag: None,
         slice: None,
+        run_delay: None,
     }
 }
 

@@ -797,3 +797,87 @@ fn missed_switch_in_splits_wait_and_run_by_task_clock() {
     assert_eq!((v.run_ns, v.wait_ns), (8 * MS, 6 * MS), "(run, wait)");
     assert_eq!((v.voluntary_switches, v.involuntary_switches), (1, 2));
 }
+
+/// The kernel's wait counter, as switches carry it, gives `run_delay_ns`: it starts each wait
+/// when the kernel queues the task (a few µs before the switch-out tracepoint) and adds it just
+/// after the switch-in that ends it, so the switch-in still shows the old total.
+#[test]
+fn run_delay_deltas_give_the_kernels_wait() {
+    let with_delay = |vr: u64, sum: u64, delay: u64| SchedEntity {
+        run_delay: Some(delay),
+        ..se(vr, 1024, sum)
+    };
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        task_info(0, 2, 100, "vm0", Some(1), 0),
+        Switch::new(0, 0, 0, 1)
+            .next_se(with_delay(0, 0, 500 * US))
+            .build(),
+        // Preempted at 2 ms (the kernel queued it 5 µs earlier); back at 5 ms.
+        Switch::new(2 * MS, 0, 1, 75)
+            .prev_se(with_delay(2 * MS, 2 * MS, 500 * US))
+            .build(),
+        Switch::new(5 * MS, 0, 75, 1)
+            .next_se(with_delay(2 * MS, 2 * MS, 500 * US))
+            .build(),
+        // The 3 ms + 5 µs wait shows at the next switch-out.
+        Switch::new(7 * MS, 0, 1, 0)
+            .sleeping()
+            .prev_se(with_delay(4 * MS, 4 * MS, 3_505 * US))
+            .build(),
+        // Thread 2's kernel has no sched_info: no figure rather than zero.
+        Switch::new(7 * MS, 1, 0, 2).next_se(se(0, 1024, 0)).build(),
+        Switch::new(8 * MS, 1, 2, 0)
+            .sleeping()
+            .prev_se(se(MS, 1024, MS))
+            .build(),
+    ];
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!(v.wait_ns, 3 * MS, "tracepoint wait");
+    assert_eq!(v.run_delay_ns, Some(3_005 * US), "kernel wait");
+    assert_eq!(vc(&s, 2).run_delay_ns, None);
+    let json = serde_json::to_value(&s).unwrap();
+    assert!(json["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["run_delay_ns"] == 3_005_000));
+}
+
+/// The schedstat a live source reads when tracking begins is the starting point of the kernel
+/// counters: a thread first seen leaving the CPU still has its run and wait since then.
+#[test]
+fn schedstat_at_tracking_start_seeds_the_kernel_counters() {
+    let Event::TaskInfo(mut ti) = task_info(0, 1, 100, "vm0", Some(0), 0) else {
+        unreachable!()
+    };
+    ti.schedstat = Some(Schedstat {
+        run_ns: 10 * MS,
+        wait_ns: 7 * MS,
+    });
+    let evs = vec![
+        Event::TaskInfo(ti),
+        // Running since before tracking began; it waited 1 ms after tracking began (the
+        // switch-in was not seen) and ran 2 ms.
+        Switch::new(3 * MS, 0, 1, 0)
+            .sleeping()
+            .prev_se(SchedEntity {
+                run_delay: Some(8 * MS),
+                ..se(5 * MS, 1024, 12 * MS)
+            })
+            .build(),
+    ];
+    let s = fold(&evs[..1]);
+    assert_eq!(
+        vc(&s, 1).run_delay_ns,
+        None,
+        "no switch has carried run_delay yet"
+    );
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!(v.task_clock_ns, 2 * MS);
+    assert_eq!(v.run_delay_ns, Some(MS));
+    // No switch has carried its sched entity before: it does not count as "vruntime known".
+    assert_eq!(v.lag, 0);
+}

@@ -32,6 +32,7 @@ pub const FIELD_ABSENT: u32 = KS_FIELD_ABSENT as u32;
 pub const SE_HAS_DEADLINE: u32 = KS_SE_HAS_DEADLINE as u32;
 pub const SE_HAS_SLICE: u32 = KS_SE_HAS_SLICE as u32;
 pub const SE_HAS_VLAG: u32 = KS_SE_HAS_VLAG as u32;
+pub const SE_HAS_RUN_DELAY: u32 = KS_SE_HAS_RUN_DELAY as u32;
 pub const SWITCH_PREV_SE: u32 = KS_SWITCH_PREV_SE as u32;
 pub const SWITCH_NEXT_SE: u32 = KS_SWITCH_NEXT_SE as u32;
 pub const CSD_QUEUE: u32 = KS_CSD_QUEUE as u32;
@@ -83,6 +84,8 @@ pub struct Se {
     pub deadline: u64,
     pub slice: u64,
     pub vlag: i64,
+    /// `sched_info.run_delay` (valid when `present` has `SE_HAS_RUN_DELAY`).
+    pub run_delay: u64,
     pub present: u32,
     pub _pad: u32,
 }
@@ -212,7 +215,8 @@ assert_layout!(Hdr, KS_SIZE_HDR; ts = KS_OFF_HDR_TS, kind = KS_OFF_HDR_KIND, cpu
 assert_layout!(Se, KS_SIZE_SE;
     vruntime = KS_OFF_SE_VRUNTIME, weight = KS_OFF_SE_WEIGHT,
     sum_exec_runtime = KS_OFF_SE_SUM_EXEC, deadline = KS_OFF_SE_DEADLINE,
-    slice = KS_OFF_SE_SLICE, vlag = KS_OFF_SE_VLAG, present = KS_OFF_SE_PRESENT);
+    slice = KS_OFF_SE_SLICE, vlag = KS_OFF_SE_VLAG, run_delay = KS_OFF_SE_RUN_DELAY,
+    present = KS_OFF_SE_PRESENT);
 assert_layout!(Switch, KS_SIZE_SWITCH;
     prev_tid = KS_OFF_SWITCH_PREV_TID, prev_pid = KS_OFF_SWITCH_PREV_PID,
     next_tid = KS_OFF_SWITCH_NEXT_TID, next_pid = KS_OFF_SWITCH_NEXT_PID,

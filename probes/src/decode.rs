@@ -52,6 +52,7 @@ fn sched_entity(se: &abi::Se) -> SchedEntity {
         deadline: has(abi::SE_HAS_DEADLINE).then_some(se.deadline),
         vlag: has(abi::SE_HAS_VLAG).then_some(se.vlag),
         slice: has(abi::SE_HAS_SLICE).then_some(se.slice),
+        run_delay: has(abi::SE_HAS_RUN_DELAY).then_some(se.run_delay),
     }
 }
 

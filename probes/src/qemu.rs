@@ -7,16 +7,21 @@
 //!    `-chardev socket,path=...` + `-mon ...,mode=control` on the command line, or a libvirt
 //!    `monitor.sock` this process holds) — the robust mapping;
 //! 2. thread names `CPU <n>/KVM` (QEMU's `-name ...,debug-threads=on`);
-//! 3. `kvm_entry` vCPU ids observed per thread by a live source, handed in with
-//!    [`note_kvm_entry_ids`] (that tracepoint does not fire on PVM hosts).
+//! 3. `kvm_entry` vCPU ids observed per thread ([`KvmEntryMapper`] learns them from the event
+//!    stream of a live source or of `kvmscope qemu list`), handed in with
+//!    [`note_kvm_entry_ids`] or [`QemuVm::map_from_kvm_entry`] (that tracepoint fires on
+//!    VT-x/AMD-V hosts only, not on PVM).
 //!
 //! Which method mapped a VM is kept in [`QemuVm::method`], and why QMP was not used in
-//! [`QemuVm::qmp_error`], so `kvmscope qemu list` can say it.
+//! [`QemuVm::qmp_error`] (and why `kvm_entry` did not in [`QemuVm::kvm_entry_error`]), so
+//! `kvmscope qemu list` can say it.
 //!
 //! Entry points for other modules (the live source resolves `--qemu [NAME|PID]` with them):
 //! - [`discover`]`(qmp: Option<&Path>) -> Result<Vec<QemuVm>, QemuError>`
 //! - [`vcpu_threads`]`(selector: Option<&str>, qmp: Option<&Path>)
 //!   -> Result<Vec<TrackedThread>, QemuError>`
+//! - [`session_threads`]`(selector, qmp, kvm_entry_ids) -> Result<SessionThreads, QemuError>`:
+//!   what a live session watches, including whole unmapped VMs to map from `kvm_entry`;
 //! - [`is_qemu`]`(pid) -> bool`, [`process_vcpu_threads`]`(pid, qmp)` for `--pid` on QEMU.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -136,6 +141,10 @@ pub struct QemuVm {
     /// Why QMP did not map this VM (no socket found, refused, timed out...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qmp_error: Option<String>,
+    /// Why the `kvm_entry` method did not map it either (set by whoever tried it, such as
+    /// `kvmscope qemu list`: "kvm_entry does not fire on this host", ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kvm_entry_error: Option<String>,
     /// Sorted by index. Mapped VMs list every vCPU with its tid.
     pub vcpus: Vec<QemuVcpu>,
 }
@@ -151,8 +160,8 @@ impl QemuVm {
     /// Map an unmapped VM from `(tid, vcpu_id)` pairs seen in `kvm_entry` events (the hook
     /// for live sources on VT-x/AMD-V hosts). Pairs whose tid is not a thread of this VM are
     /// ignored. Returns true if the VM is now mapped. A VM already mapped by QMP or thread
-    /// names is left alone: those methods are exact, this one relies on vcpu_id = cpu-index,
-    /// which holds for QEMU's default x86 topologies.
+    /// names is left alone: those methods are exact, this one relies on KVM's vcpu_id (the x86
+    /// APIC ID) growing with QEMU's cpu-index (see [`cpu_index_of`]).
     pub fn map_from_kvm_entry(&mut self, seen: &[(u32, u32)]) -> bool {
         if self.is_mapped() {
             return true;
@@ -161,10 +170,11 @@ impl QemuVm {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        let vcpu_ids = read_fds(self.pid).map(|f| f.vcpu_ids).unwrap_or_default();
         let mut by_index: BTreeMap<u32, u32> = BTreeMap::new();
         for &(tid, vcpu_id) in seen {
             if threads.contains(&tid) {
-                by_index.insert(vcpu_id, tid);
+                by_index.insert(rank_of(&vcpu_ids, vcpu_id).unwrap_or(vcpu_id), tid);
             }
         }
         if by_index.len() as u32 != self.vcpu_fds {
@@ -178,6 +188,7 @@ impl QemuVm {
             })
             .collect();
         self.method = MapMethod::KvmEntry;
+        self.kvm_entry_error = None;
         true
     }
 
@@ -192,6 +203,15 @@ impl QemuVm {
                 vcpu: Some(v.index),
             })
         })
+    }
+
+    /// Why this VM is not mapped, with what to do, as one line.
+    pub fn unmapped_error(&self) -> QemuError {
+        QemuError::Unmapped {
+            name: self.name.clone(),
+            pid: self.pid,
+            why: unmapped_reason(self),
+        }
     }
 
     /// Whether `selector` (a name or a pid) picks this VM.
@@ -272,6 +292,23 @@ pub fn discover(qmp: Option<&Path>) -> Result<Vec<QemuVm>, QemuError> {
         .collect())
 }
 
+/// QEMU's cpu-index of the vCPU that KVM (and `kvm_entry`) knows as `vcpu_id` in process
+/// `pid`: its rank among the process's `anon_inode:kvm-vcpu:<vcpu_id>` descriptors. On x86
+/// the vcpu_id is the APIC ID, which grows with cpu-index but skips values when a topology's
+/// core or thread count is not a power of two (`-smp 6,sockets=2,cores=3` gives 0,1,2,4,5,6).
+/// `vcpu_id` itself when the descriptors cannot be read or do not list it.
+pub fn cpu_index_of(pid: u32, vcpu_id: u32) -> u32 {
+    read_fds(pid)
+        .ok()
+        .and_then(|f| rank_of(&f.vcpu_ids, vcpu_id))
+        .unwrap_or(vcpu_id)
+}
+
+/// Position of `id` in the sorted set `ids`.
+fn rank_of(ids: &BTreeSet<u32>, id: u32) -> Option<u32> {
+    ids.contains(&id).then(|| ids.range(..id).count() as u32)
+}
+
 /// The live source's hook for the third method: `(tid, vcpu_id)` pairs it saw in `kvm_entry`
 /// events of QEMU process `pid`. If they map every vCPU of a VM QMP and thread names could
 /// not, the mapping is remembered and later [`discover`]/[`vcpu_threads`] calls return it
@@ -292,6 +329,144 @@ pub fn note_kvm_entry_ids(pid: u32, seen: &[(u32, u32)]) -> bool {
     }
     cache.insert(key, vm);
     true
+}
+
+/// The third mapping method, for a live source: learns which watched thread runs which vCPU
+/// from the vCPU id every `kvm_entry` event carries, for QEMU VMs that QMP and thread names
+/// could not map.
+///
+/// The source registers each QEMU thread it watches without a vCPU index ([`Self::watch`]),
+/// passes every batch of events through [`Self::observe`], and when [`Self::has_news`] says
+/// so, collects the threads mapped since with [`Self::take_mapped`] (to announce them again
+/// with their index) and hands complete VMs to [`note_kvm_entry_ids`] with
+/// [`Self::seen_in`].
+///
+/// `observe` sees every event of a session: it allocates nothing and does one hash lookup
+/// per `kvm_entry` (none at all once nothing is left to map).
+#[derive(Debug, Default)]
+pub struct KvmEntryMapper {
+    /// Watched threads by tid.
+    threads: HashMap<u32, WatchedThread>,
+    /// Threads whose vCPU id is known, not yet taken by `take_mapped`. Its capacity covers
+    /// every watched thread (reserved in `watch`), so `observe` never grows it.
+    news: Vec<u32>,
+    /// Watched threads whose vCPU id is not known yet: `observe` returns at once at zero.
+    waiting: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WatchedThread {
+    pid: u32,
+    vcpu_id: Option<u32>,
+}
+
+/// A thread [`KvmEntryMapper`] mapped: thread `tid` of process `pid` runs the vCPU KVM numbers
+/// `vcpu_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryMapped {
+    pub pid: u32,
+    pub tid: u32,
+    /// KVM's id of the vCPU (the x86 APIC ID); [`cpu_index_of`] turns it into QEMU's index.
+    pub vcpu_id: u32,
+}
+
+impl KvmEntryMapper {
+    /// Start learning the vCPU of thread `tid` of QEMU process `pid`.
+    pub fn watch(&mut self, pid: u32, tid: u32) {
+        if self.threads.contains_key(&tid) {
+            return;
+        }
+        self.threads
+            .insert(tid, WatchedThread { pid, vcpu_id: None });
+        self.waiting += 1;
+        self.news
+            .reserve(self.threads.len().saturating_sub(self.news.len()));
+    }
+
+    /// Stop watching `tid` (it exited or is no longer a target).
+    pub fn forget(&mut self, tid: u32) {
+        if let Some(t) = self.threads.remove(&tid) {
+            if t.vcpu_id.is_none() {
+                self.waiting -= 1;
+            }
+            self.news.retain(|&n| n != tid);
+        }
+    }
+
+    /// Stop watching every thread of process `pid` (its VM is mapped in full: the threads
+    /// left are not vCPU threads, and `observe` should not keep looking for them).
+    pub fn forget_process(&mut self, pid: u32) {
+        let tids: Vec<u32> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.pid == pid)
+            .map(|(&tid, _)| tid)
+            .collect();
+        for tid in tids {
+            self.forget(tid);
+        }
+    }
+
+    /// Whether `tid` is watched.
+    pub fn is_watched(&self, tid: u32) -> bool {
+        self.threads.contains_key(&tid)
+    }
+
+    /// Note the vCPU ids of the `kvm_entry` events in `events`. The first id a thread shows
+    /// is kept: a QEMU vCPU thread runs one vCPU for its whole life.
+    pub fn observe(&mut self, events: &[model::Event]) {
+        if self.waiting == 0 {
+            return;
+        }
+        for event in events {
+            let model::Event::KvmEntry(entry) = event else {
+                continue;
+            };
+            let Some(t) = self.threads.get_mut(&entry.tid) else {
+                continue;
+            };
+            if t.vcpu_id.is_none() {
+                t.vcpu_id = Some(entry.vcpu_id);
+                self.waiting -= 1;
+                // Within the capacity reserved by `watch`: no allocation.
+                self.news.push(entry.tid);
+            }
+        }
+    }
+
+    /// Whether threads were mapped since the last [`Self::take_mapped`].
+    pub fn has_news(&self) -> bool {
+        !self.news.is_empty()
+    }
+
+    /// The threads mapped since the last call, in the order their first `kvm_entry` came.
+    pub fn take_mapped(&mut self, out: &mut Vec<EntryMapped>) {
+        for tid in self.news.drain(..) {
+            if let Some(&WatchedThread {
+                pid,
+                vcpu_id: Some(vcpu),
+            }) = self.threads.get(&tid)
+            {
+                out.push(EntryMapped {
+                    pid,
+                    tid,
+                    vcpu_id: vcpu,
+                });
+            }
+        }
+    }
+
+    /// `(tid, vcpu_id)` of every mapped thread of process `pid`, for [`note_kvm_entry_ids`].
+    pub fn seen_in(&self, pid: u32) -> Vec<(u32, u32)> {
+        let mut seen: Vec<(u32, u32)> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.pid == pid)
+            .filter_map(|(&tid, t)| t.vcpu_id.map(|id| (tid, id)))
+            .collect();
+        seen.sort_unstable();
+        seen
+    }
 }
 
 /// Mappings made earlier in this process, by (pid, start time). A QEMU's vCPU threads live
@@ -327,38 +502,76 @@ pub fn vcpu_threads(
     selector: Option<&str>,
     qmp: Option<&Path>,
 ) -> Result<Vec<TrackedThread>, QemuError> {
-    let vms = discover(qmp)?;
-    match selector.filter(|s| !s.is_empty()) {
-        None => Ok(vms
-            .iter()
-            .filter(|vm| vm.is_mapped())
-            .flat_map(QemuVm::threads)
-            .collect()),
-        Some(sel) => {
-            let picked: Vec<&QemuVm> = vms.iter().filter(|vm| vm.matches(sel)).collect();
-            if picked.is_empty() {
-                return Err(QemuError::NoSuchVm {
-                    selector: sel.to_string(),
-                    running: running_list(&vms),
-                });
-            }
-            let mut out = Vec::new();
-            for vm in picked {
-                if !vm.is_mapped() {
-                    return Err(QemuError::Unmapped {
-                        name: vm.name.clone(),
-                        pid: vm.pid,
-                        why: unmapped_reason(vm),
-                    });
-                }
-                out.extend(vm.threads());
-            }
-            Ok(out)
-        }
-    }
+    session_threads(selector, qmp, false).map(|s| s.threads)
 }
 
-/// Whether `pid`'s executable or argv[0] is `qemu-system-*` (or a distribution's `qemu-kvm`).
+/// What a live session watches for `--qemu [NAME|PID]`, from [`session_threads`].
+#[derive(Clone, Debug, Default)]
+pub struct SessionThreads {
+    /// Mapped VMs' vCPU threads (with their index) and, for VMs left to the `kvm_entry`
+    /// method, all their threads (vCPU index `None` until a [`KvmEntryMapper`] maps them).
+    pub threads: Vec<TrackedThread>,
+    /// VMs that could not be mapped and are not watched, with the reason in `qmp_error`.
+    pub unmapped: Vec<QemuVm>,
+}
+
+/// The threads a live session watches for the VMs `selector` picks (`None` or `""` = every
+/// VM, else a name or pid), as [`vcpu_threads`] does, except for VMs that QMP and thread
+/// names cannot map: with `kvm_entry_ids` (the session sees `kvm_entry` events, i.e. a
+/// VT-x/AMD-V host with probes loaded) all their threads are watched unlabelled, to be mapped
+/// from the vCPU ids their `kvm_entry` events carry; without it they are listed in
+/// [`SessionThreads::unmapped`], or an error when the selector names one.
+pub fn session_threads(
+    selector: Option<&str>,
+    qmp: Option<&Path>,
+    kvm_entry_ids: bool,
+) -> Result<SessionThreads, QemuError> {
+    let vms = discover(qmp)?;
+    let selector = selector.filter(|s| !s.is_empty());
+    let picked: Vec<&QemuVm> = vms
+        .iter()
+        .filter(|vm| selector.is_none_or(|sel| vm.matches(sel)))
+        .collect();
+    if let (Some(sel), true) = (selector, picked.is_empty()) {
+        return Err(QemuError::NoSuchVm {
+            selector: sel.to_string(),
+            running: running_list(&vms),
+        });
+    }
+    let mut out = SessionThreads::default();
+    for vm in picked {
+        if vm.is_mapped() {
+            out.threads.extend(vm.threads());
+        } else if kvm_entry_ids {
+            out.threads.extend(all_threads(vm));
+        } else if selector.is_some() {
+            return Err(vm.unmapped_error());
+        } else {
+            out.unmapped.push(vm.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Every thread of an unmapped VM, with no vCPU index: which of them run vCPUs is learnt
+/// from `kvm_entry` events.
+fn all_threads(vm: &QemuVm) -> impl Iterator<Item = TrackedThread> + '_ {
+    list_tasks(vm.pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tid| {
+            Some(TrackedThread {
+                pid: vm.pid,
+                tid,
+                // A thread that exits while we look is simply not watched.
+                comm: thread_comm(vm.pid, tid)?,
+                vm: vm.name.clone(),
+                vcpu: None,
+            })
+        })
+}
+
+/// Whether `pid`'s executable or `argv[0]` is `qemu-system-*` (or a distribution's `qemu-kvm`).
 pub fn is_qemu(pid: u32) -> bool {
     let argv0 = read_cmdline(pid).ok().and_then(|a| a.into_iter().next());
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -378,11 +591,7 @@ pub fn process_vcpu_threads(pid: u32, qmp: Option<&Path>) -> Result<Vec<TrackedT
             running: running_list(&vms),
         })?;
     if !vm.is_mapped() {
-        return Err(QemuError::Unmapped {
-            name: vm.name.clone(),
-            pid,
-            why: unmapped_reason(vm),
-        });
+        return Err(vm.unmapped_error());
     }
     Ok(vm.threads().collect())
 }
@@ -504,6 +713,7 @@ fn inspect(pid: u32) -> Result<Option<(QemuVm, Vec<PathBuf>)>, QemuError> {
         method: MapMethod::None,
         qmp_socket: None,
         qmp_error: None,
+        kvm_entry_error: None,
         vcpus: (0..fds.vcpu_ids.len() as u32)
             .map(|index| QemuVcpu { index, tid: None })
             .collect(),
@@ -984,6 +1194,7 @@ mod tests {
             method: MapMethod::None,
             qmp_socket: None,
             qmp_error: None,
+            kvm_entry_error: None,
             vcpus: vec![QemuVcpu {
                 index: 0,
                 tid: None,
@@ -1000,5 +1211,150 @@ mod tests {
                 tid: Some(me)
             }]
         );
+    }
+
+    /// `kvm_entry` of thread `tid` running vCPU `vcpu_id`.
+    fn entry(ts: u64, tid: u32, vcpu_id: u32) -> model::Event {
+        model::Event::KvmEntry(model::KvmEntry {
+            ts,
+            cpu: 0,
+            tid,
+            vcpu_id,
+        })
+    }
+
+    #[test]
+    fn kvm_entry_mapper_labels_watched_threads_from_their_first_entry() {
+        use model::synth;
+        let mut mapper = KvmEntryMapper::default();
+        // QEMU 100: main thread 100, vCPU threads 101 (vCPU 1) and 102 (vCPU 0).
+        for tid in [100, 101, 102] {
+            mapper.watch(100, tid);
+        }
+        mapper.watch(200, 201);
+        assert!(!mapper.has_news());
+        mapper.observe(&[
+            synth::switch(1, 0, 100, 101),
+            entry(2, 101, 1),
+            synth::kvm_exit(3, 0, 101, model::ExitIsa::Vmx, 30),
+            entry(4, 999, 7), // not watched: another VM's thread
+            entry(5, 102, 0),
+            entry(6, 101, 5), // a thread keeps its first vCPU id
+        ]);
+        assert!(mapper.has_news());
+        let mut mapped = Vec::new();
+        mapper.take_mapped(&mut mapped);
+        assert_eq!(
+            mapped,
+            vec![
+                EntryMapped {
+                    pid: 100,
+                    tid: 101,
+                    vcpu_id: 1
+                },
+                EntryMapped {
+                    pid: 100,
+                    tid: 102,
+                    vcpu_id: 0
+                },
+            ]
+        );
+        assert!(!mapper.has_news());
+        assert_eq!(mapper.seen_in(100), vec![(101, 1), (102, 0)]);
+        assert_eq!(mapper.seen_in(200), vec![]);
+
+        // Later batches report only what is new.
+        mapper.observe(&[entry(7, 101, 1), entry(8, 201, 0)]);
+        mapped.clear();
+        mapper.take_mapped(&mut mapped);
+        assert_eq!(
+            mapped,
+            vec![EntryMapped {
+                pid: 200,
+                tid: 201,
+                vcpu_id: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn kvm_entry_mapper_forgets_threads_and_never_grows_while_observing() {
+        let mut mapper = KvmEntryMapper::default();
+        for tid in 1..=64 {
+            mapper.watch(1, tid);
+        }
+        let capacity = mapper.news.capacity();
+        assert!(capacity >= 64);
+        // A thread that exits before entering the guest is forgotten, also when its entry
+        // was seen but not yet taken.
+        mapper.observe(&[entry(1, 3, 2)]);
+        mapper.forget(3);
+        mapper.forget(4);
+        assert!(!mapper.has_news());
+        assert!(!mapper.is_watched(3));
+        let events: Vec<model::Event> = (1..=64).map(|tid| entry(tid as u64, tid, tid)).collect();
+        mapper.observe(&events);
+        assert_eq!(mapper.news.capacity(), capacity, "observe allocated");
+        assert_eq!(mapper.news.len(), 62);
+        assert_eq!(mapper.waiting, 0);
+        // Nothing left to learn: a batch is not even looked at.
+        mapper.observe(&[entry(99, 5, 0)]);
+        assert_eq!(mapper.news.len(), 62);
+        let mut mapped = Vec::new();
+        mapper.take_mapped(&mut mapped);
+        assert!(mapped
+            .iter()
+            .all(|m| m.tid == m.vcpu_id && m.tid != 3 && m.tid != 4));
+        assert_eq!(mapper.seen_in(1).len(), 62);
+    }
+
+    #[test]
+    fn apic_ids_with_gaps_rank_to_cpu_indices() {
+        // -smp 6,sockets=2,cores=3: APIC IDs skip 3.
+        let ids = BTreeSet::from([0, 1, 2, 4, 5, 6]);
+        let ranks: Vec<Option<u32>> = [0, 2, 4, 6, 3]
+            .iter()
+            .map(|&id| rank_of(&ids, id))
+            .collect();
+        assert_eq!(ranks, vec![Some(0), Some(2), Some(3), Some(5), None]);
+        // A process without vCPU descriptors (this test): the id is taken as the index.
+        assert_eq!(cpu_index_of(std::process::id(), 4), 4);
+    }
+
+    #[test]
+    fn kvm_entry_mapper_stops_looking_once_a_vm_is_mapped() {
+        let mut mapper = KvmEntryMapper::default();
+        // QEMU 10: main thread 10 never enters a guest; 11 and 12 run vCPUs 0 and 1.
+        for tid in [10, 11, 12] {
+            mapper.watch(10, tid);
+        }
+        mapper.watch(20, 21);
+        mapper.observe(&[entry(1, 11, 0), entry(2, 12, 1)]);
+        assert_eq!(mapper.waiting, 2, "10 and 21 still unknown");
+        mapper.forget_process(10);
+        assert_eq!(mapper.waiting, 1);
+        assert!(!mapper.is_watched(10) && !mapper.is_watched(11));
+        assert!(mapper.is_watched(21));
+        let mut mapped = Vec::new();
+        mapper.take_mapped(&mut mapped);
+        assert!(
+            mapped.is_empty(),
+            "forgotten threads are not reported: {mapped:?}"
+        );
+        mapper.forget_process(20);
+        assert_eq!(mapper.waiting, 0);
+    }
+
+    #[test]
+    fn session_threads_refuse_an_unknown_vm_in_one_line() {
+        let err = session_threads(Some("no-such-vm-kvmscope-unit"), None, true).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("no QEMU VM named or with pid `no-such-vm-kvmscope-unit`"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1);
+        // Every VM, none of which needs to be running: never an error for that.
+        assert!(session_threads(None, None, true).is_ok());
     }
 }

@@ -34,6 +34,7 @@ fn switch_with_both_sides_tracked_on_an_eevdf_kernel() {
         deadline: vruntime + 2_800_000,
         slice: 2_800_000,
         vlag: -1200,
+        run_delay: 40_000,
         present,
         _pad: 0,
     };
@@ -52,7 +53,7 @@ fn switch_with_both_sides_tracked_on_an_eevdf_kernel() {
         prev_se: se(
             7_000_000_000,
             1024 << 10,
-            abi::SE_HAS_DEADLINE | abi::SE_HAS_SLICE | abi::SE_HAS_VLAG,
+            abi::SE_HAS_DEADLINE | abi::SE_HAS_SLICE | abi::SE_HAS_VLAG | abi::SE_HAS_RUN_DELAY,
         ),
         next_se: se(
             6_999_000_000,
@@ -77,6 +78,7 @@ fn switch_with_both_sides_tracked_on_an_eevdf_kernel() {
             deadline: Some(7_002_800_000),
             vlag: Some(-1200),
             slice: Some(2_800_000),
+            run_delay: Some(40_000),
         }),
         next_se: Some(SchedEntity {
             vruntime: 6_999_000_000,
@@ -85,12 +87,13 @@ fn switch_with_both_sides_tracked_on_an_eevdf_kernel() {
             deadline: Some(7_001_800_000),
             vlag: None,
             slice: Some(2_800_000),
+            run_delay: None,
         }),
     });
     assert_eq!(decode(&rec), want);
     assert_eq!(
         serde_json::to_string(&want).unwrap(),
-        r#"{"type":"sched_switch","ts":1000000123,"cpu":1,"prev_tid":101,"prev_pid":100,"prev_comm":"vm0-vcpu0","prev_state":0,"next_tid":102,"next_pid":100,"next_comm":"vm0-vcpu1","prev_se":{"vruntime":7000000000,"weight":1024,"sum_exec_runtime":5000000,"deadline":7002800000,"vlag":-1200,"slice":2800000},"next_se":{"vruntime":6999000000,"weight":335,"sum_exec_runtime":5000000,"deadline":7001800000,"slice":2800000}}"#
+        r#"{"type":"sched_switch","ts":1000000123,"cpu":1,"prev_tid":101,"prev_pid":100,"prev_comm":"vm0-vcpu0","prev_state":0,"next_tid":102,"next_pid":100,"next_comm":"vm0-vcpu1","prev_se":{"vruntime":7000000000,"weight":1024,"sum_exec_runtime":5000000,"deadline":7002800000,"vlag":-1200,"slice":2800000,"run_delay":40000},"next_se":{"vruntime":6999000000,"weight":335,"sum_exec_runtime":5000000,"deadline":7001800000,"slice":2800000}}"#
     );
 }
 
@@ -302,7 +305,7 @@ fn bad_records_are_errors_not_panics() {
         Err(DecodeError::Short {
             kind: abi::KIND_SWITCH,
             len: 16,
-            want: 192
+            want: std::mem::size_of::<abi::Switch>()
         })
     );
     assert_eq!(

@@ -176,6 +176,16 @@ fn schedstat_run_ns(tid: u32) -> u64 {
         .unwrap()
 }
 
+/// Second field of schedstat: run-queue wait (`sched_info.run_delay`), ns.
+fn schedstat_wait_ns(tid: u32) -> u64 {
+    task_file(tid, "schedstat")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Steal time of all CPUs, ns (/proc/stat counts USER_HZ ticks).
 fn steal_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -313,6 +323,14 @@ fn switch_events_match_the_kernels_own_figures() {
         assert_eq!(
             se.sum_exec_runtime as i128, a.sum_exec,
             "thread {tid}: last switch-out sum_exec_runtime"
+        );
+        // The kernel adds each wait to run_delay just after the switch-in that ends it, so a
+        // switch-out carries every wait before it; parked since, the thread has no other.
+        // /proc/<tid>/schedstat exists here, so the kernel has sched_info: it must be carried.
+        assert_eq!(
+            se.run_delay,
+            Some(schedstat_wait_ns(tid)),
+            "thread {tid}: last switch-out run_delay vs schedstat wait"
         );
 
         // 3. On-CPU time from the switches: task clock (se.sum_exec_runtime carried in the

@@ -129,14 +129,19 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             switch_check.observe(event);
             match event {
                 Event::Lost(l) => lost_in_stream += l.count,
-                Event::TaskInfo(i) => threads.push(ThreadLine {
-                    pid: i.pid,
-                    tid: i.tid,
-                    comm: i.comm.to_string(),
-                    vm: i.vm.clone(),
-                    vcpu: i.vcpu,
-                    nice: i.nice,
-                }),
+                Event::TaskInfo(i) => {
+                    // A thread announced again (its vCPU index learnt mid-session) is
+                    // listed once, as last announced.
+                    threads.retain(|t: &ThreadLine| (t.pid, t.tid) != (i.pid, i.tid));
+                    threads.push(ThreadLine {
+                        pid: i.pid,
+                        tid: i.tid,
+                        comm: i.comm.to_string(),
+                        vm: i.vm.clone(),
+                        vcpu: i.vcpu,
+                        nice: i.nice,
+                    });
+                }
                 _ => {}
             }
             if let Err(e) = write_event(&mut out, format, event, start_ns) {
@@ -399,6 +404,7 @@ fn text_line(e: &Event, start_ns: u64) -> String {
             i.nice
         ),
         Event::VmEnded(v) => format!("{:<5} vm_ended        {} (pid {})", "-", v.vm, v.pid),
+        Event::ObservationEnd(_) => format!("{:<5} observation_end (VMs still running)", "-"),
     };
     format!("{t:>12.3} ms {body}")
 }

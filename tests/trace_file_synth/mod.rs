@@ -56,6 +56,7 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
                     deadline: Some(0),
                     vlag: None,
                     slice: Some(2_800_000),
+                    run_delay: Some(rng.below(1_000_000)),
                 },
             });
         }
@@ -86,6 +87,10 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
             vm,
             vcpu: Some(vcpu),
             nice: 0,
+            schedstat: Some(model::Schedstat {
+                run_ns: t.se.sum_exec_runtime,
+                wait_ns: t.se.run_delay.unwrap_or(0),
+            }),
         }));
     }
     let mut current = [tasks.len() - 4, tasks.len() - 4];
@@ -106,6 +111,7 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
                 tasks[cur].se.vruntime += ran * 1024 / w;
                 tasks[cur].se.sum_exec_runtime += ran - rng.below(ran / 50 + 1);
                 tasks[cur].se.deadline = Some(tasks[cur].se.vruntime + 2_800_000);
+                tasks[cur].se.run_delay = tasks[cur].se.run_delay.map(|r| r + rng.below(50_000));
             }
             let preempted = rng.chance(60);
             out.push(Event::SchedSwitch(SchedSwitch {
@@ -240,6 +246,7 @@ fn se(rng: &mut Rng) -> model::SchedEntity {
         } else {
             opt(rng, pick)
         },
+        run_delay: opt(rng, pick),
     }
 }
 
@@ -255,7 +262,7 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
         } else {
             pick(&mut rng) as u32
         };
-        let ev = match rng.below(13) {
+        let ev = match rng.below(14) {
             0 => Event::SchedSwitch(SchedSwitch {
                 ts,
                 cpu,
@@ -363,12 +370,17 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
                 vm: ["", "vm0", "qemu-1234", "ünïcode ☃"][rng.below(4) as usize].to_string(),
                 vcpu: opt(&mut rng, u32v),
                 nice: u32v(&mut rng) as i32,
+                schedstat: opt(&mut rng, |r| model::Schedstat {
+                    run_ns: pick(r),
+                    wait_ns: pick(r),
+                }),
             }),
-            _ => Event::VmEnded(VmEnded {
+            12 => Event::VmEnded(VmEnded {
                 ts,
                 pid: u32v(&mut rng),
                 vm: "vm1".into(),
             }),
+            _ => Event::ObservationEnd(ObservationEnd { ts }),
         };
         out.push(ev);
     }

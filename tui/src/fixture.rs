@@ -321,6 +321,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
             nice: v.vm.nice,
             run_ns: run_ns[i],
             task_clock_ns: run_ns[i] * 98 / 100,
+            run_delay_ns: None,
             wait_ns: (window_ns * (1.0 - share) * v.vm.demand) as u64,
             sleep_ns: (window_ns * (1.0 - v.vm.demand)) as u64,
             cpu_share: share,

@@ -32,6 +32,17 @@ const K_GUEST_GAP: u8 = 9;
 const K_LOST: u8 = 10;
 const K_TASK_INFO: u8 = 11;
 const K_VM_ENDED: u8 = 12;
+const K_OBSERVATION_END: u8 = 13;
+
+/// Sched-entity flag byte: bits 0-5 say which fields follow and which are predicted, 64 alone
+/// means "unchanged", and this bit says a `run_delay` delta ends the entity. Files written
+/// before run_delay existed never set it, so they still read; older readers refuse new files
+/// with a clear error instead of misreading them.
+const SE_HAS_RUN_DELAY: u8 = 128;
+
+/// Task-info tag bit (high nibble, where other kinds keep their CPU): the thread's schedstat
+/// at tracking start follows. Older files never set it.
+const TASK_INFO_HAS_SCHEDSTAT: u8 = 0x10;
 
 /// Field streams. A chunk's fields are stored column-wise, one stream per kind of value, so
 /// zstd sees runs of alike numbers (timestamps with timestamps, tids with tids) and
@@ -64,6 +75,11 @@ struct TidMemo {
     pio: (u32, u32, u32, u32),
     /// VM and vCPU index of this tid's last guest gap.
     gap_owner: (u32, u32),
+    /// When it last became runnable off-CPU (preempted or woken), 0 if not waiting.
+    queued_at: u64,
+    /// Run-queue wait seen in the stream since its last `run_delay` was coded: the kernel adds
+    /// just that to `run_delay`, give or take the µs its clock starts before the tracepoint.
+    waited: u64,
 }
 
 /// State shared (mirrored) by encoder and decoder; reset at every chunk.
@@ -91,6 +107,28 @@ impl CoderState {
     }
     fn current(&self, cpu: u32) -> u32 {
         self.current.get(&cpu).copied().unwrap_or(0)
+    }
+    /// After a switch is coded: what it says about waits, for the `run_delay` prediction.
+    fn note_switch(&mut self, ts: u64, prev_tid: u32, prev_runnable: bool, next_tid: u32) {
+        self.memo_mut(prev_tid).queued_at = if prev_runnable { ts } else { 0 };
+        let m = self.memo_mut(next_tid);
+        if m.queued_at != 0 {
+            m.waited = m.waited.wrapping_add(ts.wrapping_sub(m.queued_at));
+        }
+        m.queued_at = 0;
+    }
+    fn note_wakeup(&mut self, ts: u64, tid: u32) {
+        let m = self.memo_mut(tid);
+        if m.queued_at == 0 {
+            m.queued_at = ts;
+        }
+    }
+    /// The `run_delay` a coded sched entity is predicted to carry; the residual is stored.
+    fn predicted_run_delay(&mut self, tid: u32) -> u64 {
+        let m = self.memo_mut(tid);
+        let p = m.se.run_delay.unwrap_or(0).wrapping_add(m.waited);
+        m.waited = 0;
+        p
     }
 }
 
@@ -229,6 +267,9 @@ impl ChunkEncoder {
         if se.deadline.is_some() && se.deadline == predicted {
             flags |= 32;
         }
+        if se.run_delay.is_some() {
+            flags |= SE_HAS_RUN_DELAY;
+        }
         self.byte(TAG, flags);
         if flags & 1 == 0 {
             self.u(SE, se.weight as u64);
@@ -251,6 +292,10 @@ impl ChunkEncoder {
                 SE,
                 d.wrapping_sub(old.deadline.unwrap_or(se.vruntime)) as i64,
             );
+        }
+        if let Some(r) = se.run_delay {
+            let predicted = self.st.predicted_run_delay(tid);
+            self.i(SE, r.wrapping_sub(predicted) as i64);
         }
         self.st.memo_mut(tid).se = *se;
     }
@@ -334,6 +379,8 @@ impl ChunkEncoder {
                 if let Some(se) = &e.next_se {
                     self.se(e.next_tid, se);
                 }
+                self.st
+                    .note_switch(e.ts, e.prev_tid, e.prev_state == 0, e.next_tid);
                 self.st.current.insert(e.cpu, e.next_tid);
             }
             Event::Wakeup(e) => {
@@ -361,6 +408,7 @@ impl ChunkEncoder {
                     self.u(ID, e.waker_tid as u64);
                 }
                 self.st.memo_mut(e.tid).pid = e.pid;
+                self.st.note_wakeup(e.ts, e.tid);
             }
             Event::Migrate(e) => {
                 self.tag(K_MIGRATE, Some(e.cpu));
@@ -484,7 +532,17 @@ impl ChunkEncoder {
                 self.u(VAL, e.count);
             }
             Event::TaskInfo(e) => {
-                self.tag(K_TASK_INFO, None);
+                // A task-info record has no CPU: the tag's high nibble says whether the
+                // thread's schedstat at tracking start follows.
+                self.byte(
+                    TAG,
+                    K_TASK_INFO
+                        | if e.schedstat.is_some() {
+                            TASK_INFO_HAS_SCHEDSTAT
+                        } else {
+                            0
+                        },
+                );
                 self.ts(e.ts);
                 self.u(ID, e.tid as u64);
                 self.u(ID, e.pid as u64);
@@ -492,6 +550,10 @@ impl ChunkEncoder {
                 self.string(&e.vm);
                 self.u(ID, e.vcpu.map_or(0, |v| v as u64 + 1));
                 self.i(VAL, e.nice as i64);
+                if let Some(s) = e.schedstat {
+                    self.u(SE, s.run_ns);
+                    self.u(SE, s.wait_ns);
+                }
                 let m = self.st.memo_mut(e.tid);
                 m.pid = e.pid;
                 m.comm = e.comm;
@@ -501,6 +563,10 @@ impl ChunkEncoder {
                 self.ts(e.ts);
                 self.u(ID, e.pid as u64);
                 self.string(&e.vm);
+            }
+            Event::ObservationEnd(e) => {
+                self.tag(K_OBSERVATION_END, None);
+                self.ts(e.ts);
             }
         }
     }
@@ -630,7 +696,7 @@ impl<'a> ChunkDecoder<'a> {
         if flags == 64 {
             return Ok(old);
         }
-        if flags & !63 != 0 || (flags & 32 != 0 && flags & 2 == 0) {
+        if flags & !(63 | SE_HAS_RUN_DELAY) != 0 || (flags & 32 != 0 && flags & 2 == 0) {
             return Err(DecodeError("unknown sched entity flags"));
         }
         let weight = if flags & 1 != 0 {
@@ -667,6 +733,12 @@ impl<'a> ChunkDecoder<'a> {
                     .wrapping_add(self.i(SE)? as u64),
             ),
         };
+        let run_delay = if flags & SE_HAS_RUN_DELAY != 0 {
+            let predicted = self.st.predicted_run_delay(tid);
+            Some(predicted.wrapping_add(self.i(SE)? as u64))
+        } else {
+            None
+        };
         let se = SchedEntity {
             vruntime,
             weight,
@@ -674,6 +746,7 @@ impl<'a> ChunkDecoder<'a> {
             deadline,
             vlag,
             slice,
+            run_delay,
         };
         self.st.memo_mut(tid).se = se;
         Ok(se)
@@ -704,11 +777,15 @@ impl<'a> ChunkDecoder<'a> {
         }
         let tag = self.byte(TAG)?;
         let kind = tag & 0x0f;
-        let has_cpu = !matches!(kind, K_GUEST_GAP | K_TASK_INFO | K_VM_ENDED);
+        let has_cpu = !matches!(
+            kind,
+            K_GUEST_GAP | K_TASK_INFO | K_VM_ENDED | K_OBSERVATION_END
+        );
         let cpu = match (tag >> 4, has_cpu) {
             (0, true) => self.u32(ID)?,
             (n, true) => u32::from(n - 1),
             (0, false) => 0,
+            _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT => 0,
             (_, false) => return Err(DecodeError("cpu on an event without one")),
         };
         let ev = match kind {
@@ -764,6 +841,7 @@ impl<'a> ChunkDecoder<'a> {
                 } else {
                     None
                 };
+                self.st.note_switch(ts, prev_tid, prev_state == 0, next_tid);
                 self.st.current.insert(cpu, next_tid);
                 Event::SchedSwitch(SchedSwitch {
                     ts,
@@ -798,6 +876,7 @@ impl<'a> ChunkDecoder<'a> {
                     self.u32(ID)?
                 };
                 self.st.memo_mut(tid).pid = pid;
+                self.st.note_wakeup(ts, tid);
                 Event::Wakeup(Wakeup {
                     ts,
                     cpu,
@@ -993,6 +1072,14 @@ impl<'a> ChunkDecoder<'a> {
                     v => Some(u32::try_from(v - 1).map_err(|_| DecodeError("vcpu index"))?),
                 };
                 let nice = i32::try_from(self.i(VAL)?).map_err(|_| DecodeError("nice"))?;
+                let schedstat = if tag & TASK_INFO_HAS_SCHEDSTAT != 0 {
+                    Some(Schedstat {
+                        run_ns: self.u(SE)?,
+                        wait_ns: self.u(SE)?,
+                    })
+                } else {
+                    None
+                };
                 let m = self.st.memo_mut(tid);
                 m.pid = pid;
                 m.comm = comm;
@@ -1004,6 +1091,7 @@ impl<'a> ChunkDecoder<'a> {
                     vm,
                     vcpu,
                     nice,
+                    schedstat,
                 })
             }
             K_VM_ENDED => {
@@ -1012,6 +1100,7 @@ impl<'a> ChunkDecoder<'a> {
                 let vm = self.string()?;
                 Event::VmEnded(VmEnded { ts, pid, vm })
             }
+            K_OBSERVATION_END => Event::ObservationEnd(ObservationEnd { ts: self.ts()? }),
             _ => return Err(DecodeError("unknown event kind")),
         };
         Ok(Some(ev))
@@ -1045,6 +1134,7 @@ mod tests {
             deadline: Some(0),
             vlag: Some(i64::MIN),
             slice: Some(u64::MAX),
+            run_delay: Some(u64::MAX),
         };
         let mut weird = Comm([0xff; 16]);
         weird.0[3] = 0;
@@ -1092,6 +1182,10 @@ mod tests {
                 vm: "vm-é".into(),
                 vcpu: Some(u32::MAX),
                 nice: i32::MIN,
+                schedstat: Some(Schedstat {
+                    run_ns: u64::MAX,
+                    wait_ns: 0,
+                }),
             }),
             Event::Lost(Lost {
                 ts: 3,

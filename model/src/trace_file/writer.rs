@@ -73,6 +73,7 @@ impl<W: Write> TraceWriter<W> {
                     vm: p.vm.clone(),
                     vcpu: t.vcpu,
                     nice: 0,
+                    schedstat: None,
                 });
             }
         }
