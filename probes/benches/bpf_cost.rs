@@ -17,8 +17,9 @@
 //! Read the ratio together with the share of sched_switch runs that emitted a full record
 //! (printed per round, median in the summary): a filtered run costs a fraction of a full one,
 //! so when other work on the host adds untracked switches the ratio drops without the
-//! program getting any cheaper. The load average is printed for the same reason; a quiet
-//! host gives about 80% full records in the "3 tracked" phase.
+//! program getting any cheaper. The load average is printed for the same reason: on a quiet
+//! host nearly every run emits a full record in both phases (the three busy threads switch
+//! a few hundred times a second); concurrent builds bring the share down to 20-60%.
 //!
 //! Run-time statistics are switched on with `BPF_ENABLE_STATS`: the kernel keeps
 //! `kernel.bpf_stats_enabled` on only while the returned fd is open, so it is restored when
