@@ -34,11 +34,7 @@ const volatile __u32 kvm_pio_val_off = 24;
 /* Wake the reader only once this many bytes wait in the ring. Waking it per record would
  * make a reader whose own switches are traced (it shares CPUs with tracked threads) wake per
  * event and generate the events that wake it. User space polls with a timeout, so records
- * below the threshold are still read within one poll period.
- *
- * Only the rarer records check the threshold: sched_switch records never wake the reader
- * (see handle_sched_switch), so they are read at the reader's next poll timeout at the
- * latest, or earlier when another record finds wakeup_bytes waiting. */
+ * below the threshold are still read within one poll period. */
 const volatile __u64 wakeup_bytes = 64 << 10;
 
 /* Threads to report on: bit (tid % 64) of element (tid / 64). Every sched_switch on the host
@@ -57,6 +53,35 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
+
+/*
+ * sched_switch records do not go through `events` but through one ring per CPU of fixed-size
+ * slots in an mmapable array, read by user space in place. sched_switch runs on every context
+ * switch of the host, with the run queue locked and interrupts off, so a CPU's ring has one
+ * writer at a time and needs no lock: where bpf_ringbuf_reserve()/submit() take a spinlock
+ * and touch the shared ring's header, position and record lines (measured: over a third of
+ * the program's cost here), this costs one array slot and one position line. Full rings
+ * count their records in `lost`, like `events`. The reader drains them on its poll timeout.
+ * User space sizes both maps and sets the mask before load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, KS_BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_switch_pos);
+} switch_pos SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, KS_BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_switch);
+} switch_ring SEC(".maps");
+
+/* Slots per CPU minus one (a power of two minus one). */
+const volatile __u32 switch_slots_mask = 0;
 
 /* Records that found the ring buffer full, per CPU: user space turns them into Lost events. */
 struct {
@@ -202,13 +227,30 @@ int handle_sched_switch(unsigned long long *ctx)
 	__u32 next_tid = next->pid;
 	bool prev_tracked = is_tracked(prev_tid);
 	bool next_tracked = is_tracked(next_tid);
+	struct ks_switch_pos *pos;
 	struct ks_switch *e;
+	__u32 cpu, slot;
+	__u64 head;
 
 	if (!prev_tracked && !next_tracked)
 		return 0;
-	e = reserve(sizeof(*e), KS_KIND_SWITCH);
+	cpu = bpf_get_smp_processor_id();
+	pos = bpf_map_lookup_elem(&switch_pos, &cpu);
+	if (!pos)
+		return 0;
+	head = pos->head;
+	/* tail is the reader's: a stale value only makes the ring look fuller than it is. */
+	if (head - pos->tail > switch_slots_mask) {
+		count_lost();
+		return 0;
+	}
+	slot = cpu * (switch_slots_mask + 1) + (__u32)(head & switch_slots_mask);
+	e = bpf_map_lookup_elem(&switch_ring, &slot);
 	if (!e)
 		return 0;
+	e->hdr.ts = bpf_ktime_get_ns();
+	e->hdr.kind = KS_KIND_SWITCH;
+	e->hdr.cpu = cpu;
 	e->prev_tid = prev_tid;
 	e->prev_pid = prev->tgid;
 	e->next_tid = next_tid;
@@ -220,8 +262,8 @@ int handle_sched_switch(unsigned long long *ctx)
 	e->se_present = 0;
 	e->_pad = 0;
 	/* The ks_se of an untracked side is left unwritten, not zeroed: se_present tells the
-	 * decoder to ignore it, and every ring-buffer cache line not stored to is one less to
-	 * fetch. The ring only ever holds this object's records: nothing foreign shows through. */
+	 * decoder to ignore it, and every slot cache line not stored to is one less to fetch.
+	 * The slots only ever hold this program's records: nothing foreign shows through. */
 	if (prev_tracked) {
 		read_se(&e->prev_se, prev);
 		e->se_present |= KS_SWITCH_PREV_SE;
@@ -230,10 +272,18 @@ int handle_sched_switch(unsigned long long *ctx)
 		read_se(&e->next_se, next);
 		e->se_present |= KS_SWITCH_NEXT_SE;
 	}
-	/* The hot path: no bpf_ringbuf_query() to decide on a wakeup (a helper call: 5-10% of
-	 * this program's cost on the development machine). The reader drains the ring on its
-	 * poll timeout; a ring that fills in between counts its losses in `lost` as ever. */
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	/* Publish: the reader must see the record before the new head. */
+#if defined(__TARGET_ARCH_x86)
+	/* x86 keeps stores in program order (TSO) and the JIT emits them as written: only
+	 * the compiler must not move the record's stores below this one. */
+	asm volatile("" ::: "memory");
+	pos->head = head + 1;
+#else
+	/* Elsewhere a fetching atomic is the fully ordered store BPF offers; its result is
+	 * used so that clang emits the fetching form (one writer per CPU: it is `head`). */
+	if (__sync_fetch_and_add(&pos->head, 1) != head)
+		count_lost();
+#endif
 	return 0;
 }
 

@@ -121,6 +121,22 @@ struct ks_switch {
 #define KS_OFF_SWITCH_PREV_SE 80
 #define KS_OFF_SWITCH_NEXT_SE 144
 
+/* Positions of one CPU's switch ring (`switch_pos[cpu]`, an mmapable array). The BPF
+ * program on that CPU is the only writer of `head` (records written); the reader is the only
+ * writer of `tail` (records consumed). Each on its own cache line. */
+struct ks_switch_pos {
+	__u64 head;
+	__u64 _pad0[7];
+	__u64 tail;
+	__u64 _pad1[7];
+};
+#define KS_SIZE_SWITCH_POS 128
+#define KS_OFF_SWITCH_POS_HEAD 0
+#define KS_OFF_SWITCH_POS_TAIL 64
+
+/* BPF_F_MMAPABLE from linux/bpf.h (not included here: CI builds without kernel headers). */
+#define KS_BPF_F_MMAPABLE (1U << 10)
+
 /* One record per wakeup of a tracked task: sched_waking supplies the waker, sched_wakeup the
  * time and target CPU. */
 struct ks_wakeup {
@@ -242,6 +258,10 @@ KS_ASSERT_OFF(ks_se, slice, KS_OFF_SE_SLICE);
 KS_ASSERT_OFF(ks_se, vlag, KS_OFF_SE_VLAG);
 KS_ASSERT_OFF(ks_se, run_delay, KS_OFF_SE_RUN_DELAY);
 KS_ASSERT_OFF(ks_se, present, KS_OFF_SE_PRESENT);
+
+KS_ASSERT_LAYOUT(ks_switch_pos, KS_SIZE_SWITCH_POS);
+KS_ASSERT_OFF(ks_switch_pos, head, KS_OFF_SWITCH_POS_HEAD);
+KS_ASSERT_OFF(ks_switch_pos, tail, KS_OFF_SWITCH_POS_TAIL);
 
 KS_ASSERT_LAYOUT(ks_switch, KS_SIZE_SWITCH);
 KS_ASSERT_OFF(ks_switch, prev_tid, KS_OFF_SWITCH_PREV_TID);

@@ -107,6 +107,17 @@ pub struct Switch {
     pub next_se: Se,
 }
 
+/// `struct ks_switch_pos`: one CPU's switch-ring positions (read and written in place, through
+/// the mmapped map, as atomics).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwitchPos {
+    pub head: u64,
+    pub _pad0: [u64; 7],
+    pub tail: u64,
+    pub _pad1: [u64; 7],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wakeup {
@@ -217,6 +228,8 @@ assert_layout!(Se, KS_SIZE_SE;
     sum_exec_runtime = KS_OFF_SE_SUM_EXEC, deadline = KS_OFF_SE_DEADLINE,
     slice = KS_OFF_SE_SLICE, vlag = KS_OFF_SE_VLAG, run_delay = KS_OFF_SE_RUN_DELAY,
     present = KS_OFF_SE_PRESENT);
+assert_layout!(SwitchPos, KS_SIZE_SWITCH_POS;
+    head = KS_OFF_SWITCH_POS_HEAD, tail = KS_OFF_SWITCH_POS_TAIL);
 assert_layout!(Switch, KS_SIZE_SWITCH;
     prev_tid = KS_OFF_SWITCH_PREV_TID, prev_pid = KS_OFF_SWITCH_PREV_PID,
     next_tid = KS_OFF_SWITCH_NEXT_TID, next_pid = KS_OFF_SWITCH_NEXT_PID,

@@ -9,5 +9,6 @@ pub mod decode;
 pub mod host;
 pub mod loader;
 pub mod qemu;
+mod switch_rings;
 pub mod targets;
 pub mod tracefs;

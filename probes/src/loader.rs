@@ -50,6 +50,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use model::{Event, Lost};
 
 use crate::decode::Decoder;
+use crate::switch_rings::{self, SwitchRings};
 use crate::tracefs::{self, EventFormat, KvmOffsets};
 
 /// The compiled eBPF object (built from `ebpf/kvmscope.bpf.c` by `build.rs`).
@@ -57,7 +58,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kv
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
-    /// Ring buffer size in bytes: a power of two and a multiple of the page size.
+    /// Ring buffer size in bytes: a power of two and a multiple of the page size. The
+    /// per-CPU rings of switch records get as much again, shared among the CPUs (at least
+    /// 1024 records per CPU).
     pub ring_bytes: u32,
     /// Attach the `kvm:*` tracepoints (entry, exit, userspace exit, pio).
     pub kvm: bool,
@@ -65,10 +68,9 @@ pub struct ProbeOptions {
     pub cross_calls: bool,
     /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
     /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
-    /// switches it then reads about. Only non-switch records check it: the `sched_switch`
-    /// hot path never wakes the reader, so switch records wait for the next
-    /// [`Probes::poll`] timeout and the ring must hold one poll period of them (the default
-    /// 16 MiB holds over 80 000); overflows are counted as `Lost` as ever.
+    /// switches it then reads about. Switch records never wake the reader: they go to
+    /// per-CPU rings read at every [`Probes::poll`], so those must hold one poll period of
+    /// them (the default, on 2 CPUs, 32 768 each); overflows are counted as `Lost` as ever.
     pub wakeup_bytes: u32,
 }
 
@@ -112,6 +114,8 @@ pub enum ProbeError {
     Poll(std::io::Error),
     #[error("cannot read the lost-event counters: {0}")]
     Lost(String),
+    #[error("cannot map the switch rings into memory: {0}")]
+    SwitchRings(String),
 }
 
 #[derive(Clone, Copy)]
@@ -228,6 +232,8 @@ pub struct Probes {
     /// Owns the programs and their links: dropping it detaches every program.
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    /// Per-CPU rings of sched_switch records.
+    switches: SwitchRings,
     /// Bitmap over tids (`tracked` in kvmscope.bpf.c); this process is its only writer.
     tracked: Array<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
@@ -291,12 +297,20 @@ impl Probes {
 
         let globals = offsets.globals();
         let wakeup_bytes = u64::from(opts.wakeup_bytes.min(opts.ring_bytes / 2));
+        // bpf_get_smp_processor_id() is below the number of possible CPUs.
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(path, e)| ProbeError::Load(format!("cannot read {path}: {e}")))?;
+        let slots = switch_rings::slots_per_cpu(opts.ring_bytes, cpus);
+        let switch_slots_mask = slots - 1;
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
             .set_max_entries("events", opts.ring_bytes)
             .set_max_entries("tracked", tracked_slots())
-            .set_global("wakeup_bytes", &wakeup_bytes, true);
+            .set_max_entries("switch_pos", cpus as u32)
+            .set_max_entries("switch_ring", cpus as u32 * slots)
+            .set_global("wakeup_bytes", &wakeup_bytes, true)
+            .set_global("switch_slots_mask", &switch_slots_mask, true);
         for (name, value) in &globals {
             loader.set_global(name, value, true);
         }
@@ -347,10 +361,18 @@ impl Probes {
             .map_err(|e| ProbeError::Load(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
             .map_err(|e| ProbeError::Load(format!("lost map: {e}")))?;
+        let mut array = |name: &'static str| match take_map(&mut ebpf, name)? {
+            aya::maps::Map::Array(data) => Ok(data),
+            _ => Err(ProbeError::Load(format!("{name} is not an array map"))),
+        };
+        let (pos_map, ring_map) = (array("switch_pos")?, array("switch_ring")?);
+        let switches = SwitchRings::map(pos_map, ring_map, cpus, slots)
+            .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
 
         Ok(Probes {
             ebpf,
             ring,
+            switches,
             tracked,
             lost,
             lost_seen: Vec::new(),
@@ -415,6 +437,9 @@ impl Probes {
             wait_readable(self.ring.as_raw_fd(), timeout)?;
             self.drain(out);
         }
+        // The rings are read one after the other: put the batch back in time order (stable,
+        // so each CPU's order stays as written).
+        out[before..].sort_by_key(Event::ts);
         self.collect_lost(out)
     }
 
@@ -461,16 +486,20 @@ impl Probes {
     }
 
     fn drain(&mut self, out: &mut Vec<Event>) {
-        while let Some(item) = self.ring.next() {
-            match self.decoder.decode(&item) {
-                Ok(event) => out.push(event),
-                Err(e) => {
-                    if self.undecodable == 0 {
-                        self.warnings.push(format!("undecodable records: {e}"));
-                    }
-                    self.undecodable += 1;
+        let (decoder, warnings, undecodable) =
+            (&self.decoder, &mut self.warnings, &mut self.undecodable);
+        let mut take = |record: &[u8]| match decoder.decode(record) {
+            Ok(event) => out.push(event),
+            Err(e) => {
+                if *undecodable == 0 {
+                    warnings.push(format!("undecodable records: {e}"));
                 }
+                *undecodable += 1;
             }
+        };
+        self.switches.drain(&mut take);
+        while let Some(item) = self.ring.next() {
+            take(&item);
         }
     }
 

@@ -445,3 +445,102 @@ fn refuses_clearly_without_privilege() {
         "child output: {stdout}"
     );
 }
+
+/// Two tracked threads on one CPU that hand it to each other with `sched_yield` until
+/// `stop`, then sleep until `exit`: tens of thousands of switches a second.
+fn yielders(
+    stop: &Arc<AtomicBool>,
+    exit: &Arc<AtomicBool>,
+) -> (Vec<u32>, Vec<thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel();
+    let handles = (0..2)
+        .map(|_| {
+            let (stop, exit, tx) = (stop.clone(), exit.clone(), tx.clone());
+            thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity get a
+                // pointer to it and its size, for the calling thread (pid 0).
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+                }
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+                while !exit.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    ((0..2).map(|_| rx.recv().unwrap()).collect(), handles)
+}
+
+#[test]
+fn a_full_switch_ring_counts_what_it_loses() {
+    if !privileged() {
+        return;
+    }
+    // The smallest rings: 1024 switch records per CPU.
+    let opts = ProbeOptions {
+        ring_bytes: 4096,
+        ..ProbeOptions::default()
+    };
+    let mut probes = Probes::load(opts).expect("probes load");
+    let (stop, exit) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (tids, handles) = yielders(&stop, &exit);
+    for &tid in &tids {
+        probes.track(tid).unwrap();
+    }
+    let mut events = Vec::new();
+    let switches = |tid: u32| sched_value(tid, "nr_switches");
+    // Read as we go for a moment, then not at all for a second: the rings overflow.
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        probes.poll(&mut events, Duration::from_millis(2)).unwrap();
+    }
+    events.clear();
+    let t0 = monotonic_ns();
+    let before: i128 = tids.iter().map(|&t| switches(t)).sum();
+    let lost_before = probes.lost_total();
+    thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(200));
+    let after: i128 = tids.iter().map(|&t| switches(t)).sum();
+    probes.poll(&mut events, Duration::ZERO).unwrap();
+    let lost = probes.lost_total() - lost_before;
+    let lost_events: u64 = events
+        .iter()
+        .map(|e| if let Event::Lost(l) = e { l.count } else { 0 })
+        .sum();
+    let outs = events
+        .iter()
+        .filter(|e| matches!(e, Event::SchedSwitch(s) if s.ts >= t0 && tids.contains(&s.prev_tid)))
+        .count() as i128;
+    exit.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let happened = after - before;
+    eprintln!("{happened} switch-outs; {outs} received, {lost} records lost");
+    assert!(
+        happened > 2 * 1024,
+        "the threads did not switch enough: {happened}"
+    );
+    assert!(lost > 0, "a 1024-slot ring held {happened} switches");
+    assert_eq!(lost_events, lost, "every loss arrives as a Lost event");
+    // Nothing vanishes without being counted (lost records may also be switch-ins from
+    // untracked tasks, hence >=), and nothing is invented.
+    assert!(
+        outs + lost as i128 >= happened,
+        "{outs} + {lost} < {happened}"
+    );
+    assert!(outs <= happened);
+    assert_eq!(probes.undecodable(), 0);
+}
