@@ -65,7 +65,8 @@ pub struct TargetArgs {
     /// Read counters and schedstat only (for hosts where BPF is not allowed).
     #[arg(long)]
     pub no_bpf: bool,
-    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    /// Ring buffer size in bytes (power of two, multiple of the page size); the per-CPU rings of
+    /// switch records get as much again.
     #[arg(long, default_value_t = 16 << 20)]
     pub ring_bytes: u32,
 }
