@@ -153,6 +153,10 @@ pub struct LiveSource {
     final_lost: u64,
     /// Guest-gap records the VMM lost so far (already reported as `Lost`).
     gaps_lost: u64,
+    /// Tracked threads whose exit was seen, still tracked until their last switch-out (or a
+    /// deadline): it comes after `sched_process_exit`, once the exit has released the
+    /// thread's memory and files, and must carry the thread's sched entity.
+    exiting: Vec<(u32, Instant)>,
     warnings: Vec<String>,
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
@@ -220,6 +224,7 @@ impl LiveSource {
             finished: false,
             final_lost: 0,
             gaps_lost: 0,
+            exiting: Vec::new(),
             warnings,
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids),
         };
@@ -517,6 +522,8 @@ impl LiveSource {
             .filter(|t| {
                 !now_tids.contains(&t.tid) && !keep.contains(&t.pid) && !self.qemu_entry.keeps(t)
             })
+            // Exited threads leave /proc before their last switch: `retire_exited` ends them.
+            .filter(|t| !self.exiting.iter().any(|(x, _)| *x == t.tid))
             .map(|t| t.tid)
             .collect();
         for tid in gone {
@@ -550,6 +557,46 @@ impl LiveSource {
             }
         }
         Ok(())
+    }
+
+    /// An exited thread's tid can be reused by an unrelated thread: stop filtering on it
+    /// soon rather than at the next rescan, but only after its last switch-out (state
+    /// TASK_DEAD), or a second after its exit if that switch is never seen.
+    fn retire_exited(&mut self, batch: &[Event]) {
+        const TASK_DEAD: u64 = 0x80;
+        const GRACE: Duration = Duration::from_secs(1);
+        let now = Instant::now();
+        let mut done: Vec<u32> = Vec::new();
+        for e in batch {
+            match e {
+                Event::TaskExit(x)
+                    if self.tracked.contains_key(&x.tid)
+                        && !self.exiting.iter().any(|(t, _)| *t == x.tid) =>
+                {
+                    self.exiting.push((x.tid, now + GRACE));
+                }
+                Event::SchedSwitch(s)
+                    if s.prev_state & TASK_DEAD != 0
+                        && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
+                {
+                    done.push(s.prev_tid);
+                }
+                _ => {}
+            }
+        }
+        done.extend(
+            self.exiting
+                .iter()
+                .filter(|(_, deadline)| *deadline <= now)
+                .map(|(t, _)| *t),
+        );
+        if done.is_empty() {
+            return;
+        }
+        self.exiting.retain(|(t, _)| !done.contains(t));
+        for tid in done {
+            self.stop_tracking(tid);
+        }
     }
 
     fn stop_requested(&self) -> bool {
@@ -786,18 +833,7 @@ impl LiveSource {
                 if self.qemu_entry.mapper.has_news() {
                     self.relabel_from_kvm_entry(out);
                 }
-                // An exited thread's tid can be reused by an unrelated thread: stop
-                // filtering on it now rather than at the next rescan.
-                let exited: Vec<u32> = out[before..]
-                    .iter()
-                    .filter_map(|e| match e {
-                        Event::TaskExit(x) if self.tracked.contains_key(&x.tid) => Some(x.tid),
-                        _ => None,
-                    })
-                    .collect();
-                for tid in exited {
-                    self.stop_tracking(tid);
-                }
+                self.retire_exited(&out[before..]);
             }
             None => std::thread::sleep(wait),
         }
