@@ -1,9 +1,10 @@
 //! Cost of kvmscope's eBPF programs per run, beside a baseline measured in the same run: the
 //! `bpftrace` one-liner `tracepoint:sched:sched_switch { @[pid] = count(); }`.
 //!
-//! `cargo bench -p probes --bench bpf_cost` (root). Three busy threads share the machine's
-//! CPUs for `KVMSCOPE_BENCH_SECS` (default 5) per phase while both tracers are attached:
-//! - phase "3 tracked": the three busy threads tracked (the realistic case: most switches
+//! `cargo bench -p probes --bench bpf_cost` (root). The bundled VMM runs three `spin` vCPUs
+//! on the machine's CPUs for `KVMSCOPE_BENCH_SECS` (default 5) per phase while both tracers
+//! are attached:
+//! - phase "3 tracked": the three vCPU threads tracked (the realistic case: most switches
 //!   involve one of them and emit a full record; the rest are filtered in the kernel);
 //! - phase "all tracked": every thread on the host tracked, so nearly every switch emits a
 //!   full record with both sides' sched_entity: the worst case per run.
@@ -34,8 +35,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -141,43 +140,30 @@ fn all_tids() -> Vec<u32> {
     tids
 }
 
-struct Spinners {
+/// The workload: the bundled VMM with one VM of three `spin` vCPUs on this machine's
+/// CPUs. Stopped (and its vCPU threads joined) when dropped.
+struct Vcpus {
     tids: Vec<u32>,
-    stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<()>>,
+    vmm: Option<vmm::RunningVmm>,
 }
 
-impl Spinners {
-    fn start(n: usize) -> Spinners {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let handles = (0..n)
-            .map(|_| {
-                let (stop, tx) = (stop.clone(), tx.clone());
-                thread::spawn(move || {
-                    // SAFETY: gettid has no preconditions.
-                    tx.send(unsafe { libc::gettid() } as u32).unwrap();
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_add(1));
-                    }
-                })
-            })
-            .collect();
-        let tids = (0..n).map(|_| rx.recv().unwrap()).collect();
-        Spinners {
+impl Vcpus {
+    fn start(n: u32) -> Result<Vcpus, String> {
+        let scenario = vmm::Scenario::uniform(1, n, vmm::Workload::Spin);
+        let vmm =
+            vmm::start(&scenario).map_err(|e| format!("cannot start the bundled VMM: {e}"))?;
+        let tids = vmm.vcpus().iter().map(|v| v.tid).collect();
+        Ok(Vcpus {
             tids,
-            stop,
-            handles,
-        }
+            vmm: Some(vmm),
+        })
     }
 }
 
-impl Drop for Spinners {
+impl Drop for Vcpus {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
+        if let Some(vmm) = self.vmm.take() {
+            let _ = vmm.stop();
         }
     }
 }
@@ -212,7 +198,7 @@ fn loadavg() -> String {
 
 fn phase(
     name: &str,
-    spinners: &Spinners,
+    vcpus: &Vcpus,
     track_all: bool,
     baseline_first: bool,
     secs: u64,
@@ -236,7 +222,7 @@ fn phase(
     let tids = if track_all {
         all_tids()
     } else {
-        spinners.tids.clone()
+        vcpus.tids.clone()
     };
     let mut tracked = 0;
     for tid in tids {
@@ -353,7 +339,13 @@ fn main() {
         }
     };
     println!("BPF run-time stats on through BPF_ENABLE_STATS (off again when this process exits)");
-    let spinners = Spinners::start(3);
+    let vcpus = match Vcpus::start(3) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     // Rounds alternate between the phases and the attach order so that load from elsewhere
     // on the machine and the first-attached penalty hit both alike; the summary is the median
     // ratio per phase.
@@ -369,7 +361,7 @@ fn main() {
                     "kvmscope"
                 };
                 let title = format!("{name}, round {round}/{rounds}, {first} attached first");
-                match phase(&title, &spinners, *all, baseline_first, secs) {
+                match phase(&title, &vcpus, *all, baseline_first, secs) {
                     Ok(r) => results[i].push(r),
                     Err(e) => {
                         eprintln!("error: {name}: {e}");
@@ -379,7 +371,7 @@ fn main() {
             }
         }
     }
-    drop(spinners);
+    drop(vcpus);
     println!("\nload average: {load_before} before, {} after", loadavg());
     for ((name, _), rounds) in phases.iter().zip(results) {
         let mut rs: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
