@@ -8,105 +8,20 @@
 //! cargo run --release -p probes --example bpf_ab -- /tmp/a.o /tmp/b.o@262144
 //! ```
 //! Root. Each argument is an object file, optionally `@RING_BYTES`. Environment: `SECS`
-//! per round (3), `ROUNDS` (6), `TRACK=all` to track every thread instead of the three busy
-//! ones. Rounds rotate the attach order (the program attached first pays for cold caches);
+//! per round (3), `ROUNDS` (6), `TRACK=all` to track every thread instead of the three spinning
+//! vCPUs of the bundled VMM (the bench's workload). Rounds rotate the attach order (the program attached first pays for cold caches);
 //! the summary gives each program's median ns/run and median ratio to bpftrace with the
 //! spread. The share of runs that emitted a record is that of the first object.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+#[path = "../benches/support/mod.rs"]
+mod support;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aya::programs::loaded_programs;
 use aya::sys::{enable_stats, Stats};
 use probes::loader::{ProbeOptions, Probes};
-
-const BASELINE: &str = "tracepoint:sched:sched_switch { @[pid] = count(); }";
-
-/// The bpftrace child; stopped (by its pid) when dropped.
-struct Bpftrace {
-    child: Child,
-    prog_ids: Vec<u32>,
-}
-
-impl Bpftrace {
-    fn start() -> Result<Bpftrace, String> {
-        let before = program_ids();
-        let child = Command::new("bpftrace")
-            .args(["-e", BASELINE])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run bpftrace: {e} (apt-get install bpftrace)"))?;
-        let mut bt = Bpftrace {
-            child,
-            prog_ids: Vec::new(),
-        };
-        let stdout = bt.child.stdout.take().ok_or("bpftrace has no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        if !line.starts_with("Attaching") {
-            return Err(format!("bpftrace did not attach: {line:?}"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while bt.prog_ids.is_empty() {
-            if Instant::now() > deadline {
-                return Err("cannot find bpftrace's program".into());
-            }
-            thread::sleep(Duration::from_millis(50));
-            bt.prog_ids = program_ids()
-                .into_iter()
-                .filter(|id| !before.contains(id))
-                .collect();
-        }
-        Ok(bt)
-    }
-
-    /// (run_time_ns, run_count) summed over bpftrace's programs.
-    fn stats(&self) -> (u64, u64) {
-        loaded_programs()
-            .filter_map(Result::ok)
-            .filter(|p| self.prog_ids.contains(&p.id()))
-            .fold((0, 0), |(t, n), p| {
-                (t + p.run_time().as_nanos() as u64, n + p.run_count())
-            })
-    }
-}
-
-impl Drop for Bpftrace {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-}
-
-fn program_ids() -> Vec<u32> {
-    loaded_programs()
-        .filter_map(Result::ok)
-        .map(|p| p.id())
-        .collect()
-}
-
-fn all_tids() -> Vec<u32> {
-    let mut tids = Vec::new();
-    for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(tasks) = std::fs::read_dir(proc.path().join("task")) else {
-            continue;
-        };
-        tids.extend(
-            tasks
-                .flatten()
-                .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok()),
-        );
-    }
-    tids
-}
+use support::{all_tids, median, Bpftrace, Vcpus};
 
 /// (run_time_ns, run_count) of a build's sched_switch program.
 fn switch_stats(p: &Probes) -> (u64, u64) {
@@ -114,12 +29,6 @@ fn switch_stats(p: &Probes) -> (u64, u64) {
         .into_iter()
         .find(|s| s.event == "sched:sched_switch")
         .map_or((0, 0), |s| (s.run_time_ns, s.run_count))
-}
-
-/// Median of a non-empty slice (sorts it).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
 }
 
 struct Build {
@@ -182,27 +91,10 @@ fn run() -> Result<(), String> {
     let _stats =
         enable_stats(Stats::RunTime).map_err(|e| format!("cannot enable BPF stats: {e}"))?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spinners: Vec<_> = (0..3)
-        .map(|_| {
-            let (stop, tx) = (stop.clone(), tx.clone());
-            thread::spawn(move || {
-                // SAFETY: gettid has no preconditions.
-                let _ = tx.send(unsafe { libc::gettid() } as u32);
-                let mut x = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-            })
-        })
-        .collect();
-    let spin_tids: Vec<u32> = rx.iter().take(3).collect();
-    let result = measure(&builds, &spin_tids, track_all, secs, rounds);
-    stop.store(true, Ordering::Relaxed);
-    for h in spinners {
-        let _ = h.join();
-    }
+    // The bench's workload: three spinning vCPUs of the bundled VMM.
+    let vcpus = Vcpus::start(3)?;
+    let result = measure(&builds, &vcpus.tids, track_all, secs, rounds);
+    drop(vcpus);
     result
 }
 
