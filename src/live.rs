@@ -363,16 +363,7 @@ impl LiveSource {
                 run_ns: s.run_ns,
                 wait_ns: s.wait_ns,
             });
-        self.pending.push(Event::TaskInfo(TaskInfo {
-            ts: monotonic_ns(),
-            tid: t.tid,
-            pid: t.pid,
-            comm: Comm::new(&t.comm),
-            vm: t.vm.clone(),
-            vcpu: t.vcpu,
-            nice,
-            schedstat,
-        }));
+        self.pending.push(task_info(&t, nice, schedstat));
         if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
             self.qemu_entry.mapper.watch(t.pid, t.tid);
             self.qemu_entry.pids.insert(t.pid);
@@ -425,17 +416,9 @@ impl LiveSource {
         };
         t.vcpu = Some(vcpu);
         let nice = targets::ThreadStat::read(t.pid, t.tid).map_or(0, |s| s.nice);
-        self.pending.push(Event::TaskInfo(TaskInfo {
-            ts: monotonic_ns(),
-            tid: t.tid,
-            pid: t.pid,
-            comm: Comm::new(&t.comm),
-            vm: t.vm.clone(),
-            vcpu: t.vcpu,
-            nice,
-            // Already tracked: the model counts from the first TaskInfo's figures.
-            schedstat: None,
-        }));
+        // Already tracked: the model counts from the first TaskInfo's figures.
+        let info = task_info(t, nice, None);
+        self.pending.push(info);
         true
     }
 
@@ -693,6 +676,20 @@ impl LiveSource {
             None => Ok(()),
         }
     }
+}
+
+/// The announcement of tracked thread `t`, stamped now.
+fn task_info(t: &TrackedThread, nice: i32, schedstat: Option<model::Schedstat>) -> Event {
+    Event::TaskInfo(TaskInfo {
+        ts: monotonic_ns(),
+        tid: t.tid,
+        pid: t.pid,
+        comm: Comm::new(&t.comm),
+        vm: t.vm.clone(),
+        vcpu: t.vcpu,
+        nice,
+        schedstat,
+    })
 }
 
 /// The target spec of everything but `--demo` (which is resolved from the VMM it starts).

@@ -367,17 +367,7 @@ fn killing_qemu_mid_trace_ends_the_vm_not_the_session() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut events: Vec<serde_json::Value> = Vec::new();
     // Kill QEMU once the session tracks both vCPU threads.
-    let mut announced = BTreeMap::new();
-    for line in lines.by_ref() {
-        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if v["type"] == "task_info" && v["pid"].as_u64() == Some(qemu.pid as u64) {
-            announced.insert(v["vcpu"].as_u64().unwrap(), v["tid"].as_u64().unwrap());
-        }
-        events.push(v);
-        if announced.len() == 2 {
-            break;
-        }
-    }
+    let announced = read_until_announced(&mut lines, qemu.pid, &mut events);
     assert_eq!(
         announced, oracle,
         "the session tracks the threads QMP names"
@@ -447,6 +437,27 @@ fn a_control_monitor_on_a_chardev_is_found_as_qmp() {
         listed_threads(&vm),
         qmp_threads(qemu.qmp.as_deref().unwrap())
     );
+}
+
+/// Reads a `trace --format jsonl` stream into `events` until both vCPU threads of QEMU `pid`
+/// are announced; returns them as vCPU index → tid.
+fn read_until_announced(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    pid: u32,
+    events: &mut Vec<serde_json::Value>,
+) -> BTreeMap<u64, u64> {
+    let mut announced = BTreeMap::new();
+    while announced.len() < 2 {
+        let line = lines
+            .next()
+            .expect("the session ended before announcing both vCPU threads");
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if e["type"] == "task_info" && e["pid"].as_u64() == Some(pid as u64) {
+            announced.insert(e["vcpu"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        }
+        events.push(e);
+    }
+    announced
 }
 
 /// `/proc/<pid>/task/<tid>/schedstat`: (on-CPU ns, run-queue wait ns).
@@ -751,17 +762,7 @@ fn qemu_without_a_name_waits_for_a_vm_that_starts_later() {
 
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut events: Vec<serde_json::Value> = Vec::new();
-    let mut announced = BTreeMap::new();
-    for line in lines.by_ref() {
-        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if e["type"] == "task_info" && e["pid"].as_u64() == Some(pid) {
-            announced.insert(e["vcpu"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
-        }
-        events.push(e);
-        if announced.len() == 2 {
-            break;
-        }
-    }
+    let announced = read_until_announced(&mut lines, late.pid, &mut events);
     assert_eq!(
         announced, oracle,
         "the VM started after the session is tracked, each vCPU thread with its index"
