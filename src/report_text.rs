@@ -12,9 +12,6 @@ use anyhow::Context;
 use model::{HostInfo, Model, ModelConfig, Percentiles, Snapshot, Source, VcpuState};
 use serde::Serialize;
 
-/// Reorder window of the report's model, ns.
-const REPORT_REORDER_WINDOW_NS: u64 = 50_000_000;
-
 /// Where the events came from, for the report header and the JSON `source` section.
 #[derive(Clone, Debug, Serialize)]
 pub struct SourceSection {
@@ -52,13 +49,7 @@ pub struct DriveLimits<'a> {
 
 /// Folds everything `source` yields (within `limits`) into a fresh model.
 pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Result<Model> {
-    // A report is not interactive, so it can afford a wide reorder window: on a host that is
-    // itself a VM, a vCPU stalled (steal) between reserving a ring-buffer record and stamping
-    // it can invert events by milliseconds.
-    let mut model = Model::new(ModelConfig {
-        reorder_window_ns: REPORT_REORDER_WINDOW_NS,
-        ..ModelConfig::default()
-    });
+    let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::with_capacity(8192);
     let began = Instant::now();
     let mut first_ts: Option<u64> = None;

@@ -85,7 +85,8 @@ fn record_the_demo_then_report_the_file() {
         doc["source"]["extra"]["header"]["host"]["cpus"],
         trailer_cpus()
     );
-    let mut model = Model::new(ModelConfig::default());
+    // The report's own configuration: a window that differs reorders differently.
+    let mut model = Model::new(ModelConfig::report());
     let mut r = TraceReader::new(std::fs::File::open(&path).unwrap(), "t").unwrap();
     let mut batch = Vec::new();
     while r.next_chunk(&mut batch).unwrap() {

@@ -66,7 +66,8 @@ fn report_json(path: &Path) -> Value {
 /// delivers them: what a live report over these events would say.
 fn model_over(path: &Path) -> Value {
     let mut r = TraceReader::new(std::fs::File::open(path).unwrap(), "x").unwrap();
-    let mut m = Model::new(ModelConfig::default());
+    // The report's own configuration: a window that differs reorders differently.
+    let mut m = Model::new(ModelConfig::report());
     let mut batch = Vec::new();
     while r.next_chunk(&mut batch).unwrap() {
         m.ingest_batch(&batch);

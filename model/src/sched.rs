@@ -88,6 +88,18 @@ pub struct ModelConfig {
     pub recent_switch_ins: usize,
 }
 
+impl ModelConfig {
+    /// For whole-run reports (`kvmscope report`), which are not interactive and so can afford
+    /// a wide reorder window: on a host that is itself a VM, a vCPU stalled (steal) between
+    /// reserving a record and stamping it can invert events by milliseconds.
+    pub fn report() -> Self {
+        ModelConfig {
+            reorder_window_ns: 50_000_000,
+            ..ModelConfig::default()
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
