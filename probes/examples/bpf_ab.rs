@@ -9,7 +9,10 @@
 //! ```
 //! Root. Each argument is an object file, optionally `@RING_BYTES`. Environment: `SECS`
 //! per round (3), `ROUNDS` (6), `TRACK=all` to track every thread instead of the three spinning
-//! vCPUs of the bundled VMM (the bench's workload). Rounds rotate the attach order (the program attached first pays for cold caches);
+//! vCPUs of the bundled VMM (the bench's workload), `SOLO=1` to load one build per round
+//! beside bpftrace (cycling through the builds) instead of all at once: builds share the
+//! cold cache lines of the tracepoint path, so the first attached warms them for the others,
+//! and only solo rounds show what one build costs on its own, as the bench measures it. Rounds rotate the attach order (the program attached first pays for cold caches);
 //! the summary gives each program's median ns/run and median ratio to bpftrace with the
 //! spread. The share of runs that emitted a record is that of the first object.
 
@@ -93,15 +96,36 @@ fn run() -> Result<(), String> {
 
     // The bench's workload: three spinning vCPUs of the bundled VMM.
     let vcpus = Vcpus::start(3)?;
-    let result = measure(&builds, &vcpus.tids, track_all, secs, rounds);
+    let solo = std::env::var("SOLO").is_ok_and(|v| v == "1");
+    let result = measure(&builds, &vcpus.tids, track_all, solo, secs, rounds);
     drop(vcpus);
     result
+}
+
+/// Attach order of a round; index `builds` is bpftrace. All builds at once: rotated each
+/// round and reversed every other cycle, so each takes each position. Solo: one build per
+/// round beside bpftrace, cycling through the builds, each order in turn.
+fn attach_order(round: usize, builds: usize, solo: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = if solo {
+        vec![round % builds, builds]
+    } else {
+        (0..=builds).collect()
+    };
+    let cycle = if solo { builds } else { builds + 1 };
+    if !solo {
+        order.rotate_left(round % cycle);
+    }
+    if (round / cycle) % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 fn measure(
     builds: &[Build],
     spin_tids: &[u32],
     track_all: bool,
+    solo: bool,
     secs: u64,
     rounds: usize,
 ) -> Result<(), String> {
@@ -111,11 +135,7 @@ fn measure(
     let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut shares = Vec::new();
     for round in 0..rounds {
-        let mut order: Vec<usize> = (0..n).collect();
-        order.rotate_left(round % n);
-        if (round / n) % 2 == 1 {
-            order.reverse();
-        }
+        let order = attach_order(round, builds.len(), solo);
         let mut loaded: Vec<Option<Probes>> = builds.iter().map(|_| None).collect();
         let mut baseline = None;
         for &i in &order {
@@ -143,20 +163,25 @@ fn measure(
             loaded[i] = Some(p);
         }
         let baseline = baseline.ok_or("bpftrace not started")?;
-        let mut loaded: Vec<Probes> = loaded.into_iter().flatten().collect();
+        // (build index, probes) of the builds loaded this round.
+        let mut loaded: Vec<(usize, Probes)> = loaded
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p?)))
+            .collect();
         let mut events = Vec::new();
-        for p in &mut loaded {
+        for (_, p) in &mut loaded {
             p.poll(&mut events, Duration::ZERO)
                 .map_err(|e| e.to_string())?;
         }
         events.clear();
-        let ours0: Vec<(u64, u64)> = loaded.iter().map(switch_stats).collect();
+        let ours0: Vec<(u64, u64)> = loaded.iter().map(|(_, p)| switch_stats(p)).collect();
         let base0 = baseline.stats();
         let until = Instant::now() + Duration::from_secs(secs);
         let mut records = 0u64;
         while Instant::now() < until {
             thread::sleep(Duration::from_millis(50));
-            for (k, p) in loaded.iter_mut().enumerate() {
+            for (k, (_, p)) in loaded.iter_mut().enumerate() {
                 p.poll(&mut events, Duration::ZERO)
                     .map_err(|e| e.to_string())?;
                 if k == 0 {
@@ -168,10 +193,11 @@ fn measure(
                 events.clear();
             }
         }
-        let ours1: Vec<(u64, u64)> = loaded.iter().map(switch_stats).collect();
+        let ours1: Vec<(u64, u64)> = loaded.iter().map(|(_, p)| switch_stats(p)).collect();
         let base1 = baseline.stats();
         drop(baseline);
-        let lost: Vec<u64> = loaded.iter().map(Probes::lost_total).collect();
+        let lost: Vec<u64> = loaded.iter().map(|(_, p)| p.lost_total()).collect();
+        let measured: Vec<usize> = loaded.iter().map(|(i, _)| *i).collect();
         drop(loaded);
 
         let runs = base1.1.saturating_sub(base0.1);
@@ -188,12 +214,12 @@ fn measure(
             "round {round} order {order:?}: {runs} runs, {:.0}% with a record; bpftrace {base_ns:.0} ns",
             share * 100.0
         );
-        for (i, b) in builds.iter().enumerate() {
-            let dn = ours1[i].1.saturating_sub(ours0[i].1).max(1);
-            let v = ours1[i].0.saturating_sub(ours0[i].0) as f64 / dn as f64;
+        for (k, &i) in measured.iter().enumerate() {
+            let dn = ours1[k].1.saturating_sub(ours0[k].1).max(1);
+            let v = ours1[k].0.saturating_sub(ours0[k].0) as f64 / dn as f64;
             ns[i].push(v);
             ratio[i].push(v / base_ns);
-            line += &format!(" | {} {v:.0} ({:.2})", b.name, v / base_ns);
+            line += &format!(" | {} {v:.0} ({:.2})", builds[i].name, v / base_ns);
         }
         println!("{line}; lost {lost:?}");
     }
@@ -205,6 +231,9 @@ fn measure(
         median(&mut shares) * 100.0
     );
     for i in 0..n {
+        if ns[i].is_empty() {
+            continue;
+        }
         let name = builds.get(i).map_or("bpftrace", |b| b.name.as_str());
         let (lo, hi) = ratio[i]
             .iter()
