@@ -121,21 +121,52 @@ struct ks_switch {
 #define KS_OFF_SWITCH_PREV_SE 80
 #define KS_OFF_SWITCH_NEXT_SE 144
 
-/* Positions of one CPU's switch ring (`switch_pos[cpu]`, an mmapable array). The BPF
- * program on that CPU is the only writer of `head` (records written); the reader is the only
- * writer of `tail` (records consumed). Each on its own cache line. */
-struct ks_switch_pos {
-	__u64 head;
-	__u64 _pad0[7];
-	__u64 tail;
-	__u64 _pad1[7];
+/* sched_switch records travel in chunks: each chunk is the single value of its own small
+ * array map, and `switch_chunks` (an array of maps) holds every CPU's chunks. A chunk stays
+ * under the size the kernel still kmalloc()s for a map (32 KiB with the map's header), so it
+ * lives in the kernel's linear mapping, where one huge-page TLB entry covers it, rather than
+ * in vmalloc space, where every 4 KiB page costs a TLB miss on the write path (see
+ * kvmscope.bpf.c). */
+#define KS_SWITCH_CHUNK_RECORDS 144
+struct ks_switch_chunk {
+	struct ks_switch rec[KS_SWITCH_CHUNK_RECORDS];
 };
-#define KS_SIZE_SWITCH_POS 128
-#define KS_OFF_SWITCH_POS_HEAD 0
-#define KS_OFF_SWITCH_POS_TAIL 64
+/* KS_SIZE_SWITCH * KS_SWITCH_CHUNK_RECORDS */
+#define KS_SIZE_SWITCH_CHUNK 29952
 
-/* BPF_F_MMAPABLE from linux/bpf.h (not included here: CI builds without kernel headers). */
-#define KS_BPF_F_MMAPABLE (1U << 10)
+/* One CPU's write position (`switch_head[cpu]`): records written on that CPU, and what the
+ * write path needs with them on one cache line, so that it loads nothing else. User space
+ * sets `capacity`, `first_key` and `key_mask` before attaching; after that only the BPF
+ * program on that CPU writes the entry, and user space reads `head` with a map lookup.
+ * `chunk_key`/`index` are `head` split into chunk and record (kept here to spare a division
+ * per record); `limit` is how far the writer may go before it looks at the tail again. */
+struct ks_switch_head {
+	__u64 head;
+	__u64 limit;
+	__u64 capacity;
+	__u32 first_key; /* switch_chunks index of this CPU's first chunk */
+	__u32 key_mask; /* chunks per CPU - 1 (a power of two - 1) */
+	__u32 chunk; /* chunk of record `head`, 0..=key_mask */
+	__u32 index; /* record `head` within it */
+	__u64 _pad[3];
+};
+#define KS_SIZE_SWITCH_HEAD 64
+#define KS_OFF_SWITCH_HEAD_HEAD 0
+#define KS_OFF_SWITCH_HEAD_LIMIT 8
+#define KS_OFF_SWITCH_HEAD_CAPACITY 16
+#define KS_OFF_SWITCH_HEAD_FIRST_KEY 24
+#define KS_OFF_SWITCH_HEAD_KEY_MASK 28
+#define KS_OFF_SWITCH_HEAD_CHUNK 32
+#define KS_OFF_SWITCH_HEAD_INDEX 36
+
+/* One CPU's read position (`switch_tail[cpu]`): records consumed. Written only by the reader
+ * (a map update); a map of its own, so that the update cannot overwrite `head`. */
+struct ks_switch_tail {
+	__u64 tail;
+	__u64 _pad[7];
+};
+#define KS_SIZE_SWITCH_TAIL 64
+#define KS_OFF_SWITCH_TAIL_TAIL 0
 
 /* One record per wakeup of a tracked task: sched_waking supplies the waker, sched_wakeup the
  * time and target CPU. */
@@ -259,9 +290,17 @@ KS_ASSERT_OFF(ks_se, vlag, KS_OFF_SE_VLAG);
 KS_ASSERT_OFF(ks_se, run_delay, KS_OFF_SE_RUN_DELAY);
 KS_ASSERT_OFF(ks_se, present, KS_OFF_SE_PRESENT);
 
-KS_ASSERT_LAYOUT(ks_switch_pos, KS_SIZE_SWITCH_POS);
-KS_ASSERT_OFF(ks_switch_pos, head, KS_OFF_SWITCH_POS_HEAD);
-KS_ASSERT_OFF(ks_switch_pos, tail, KS_OFF_SWITCH_POS_TAIL);
+KS_ASSERT_LAYOUT(ks_switch_chunk, KS_SIZE_SWITCH_CHUNK);
+KS_ASSERT_LAYOUT(ks_switch_head, KS_SIZE_SWITCH_HEAD);
+KS_ASSERT_OFF(ks_switch_head, head, KS_OFF_SWITCH_HEAD_HEAD);
+KS_ASSERT_OFF(ks_switch_head, limit, KS_OFF_SWITCH_HEAD_LIMIT);
+KS_ASSERT_OFF(ks_switch_head, capacity, KS_OFF_SWITCH_HEAD_CAPACITY);
+KS_ASSERT_OFF(ks_switch_head, first_key, KS_OFF_SWITCH_HEAD_FIRST_KEY);
+KS_ASSERT_OFF(ks_switch_head, key_mask, KS_OFF_SWITCH_HEAD_KEY_MASK);
+KS_ASSERT_OFF(ks_switch_head, chunk, KS_OFF_SWITCH_HEAD_CHUNK);
+KS_ASSERT_OFF(ks_switch_head, index, KS_OFF_SWITCH_HEAD_INDEX);
+KS_ASSERT_LAYOUT(ks_switch_tail, KS_SIZE_SWITCH_TAIL);
+KS_ASSERT_OFF(ks_switch_tail, tail, KS_OFF_SWITCH_TAIL_TAIL);
 
 KS_ASSERT_LAYOUT(ks_switch, KS_SIZE_SWITCH);
 KS_ASSERT_OFF(ks_switch, prev_tid, KS_OFF_SWITCH_PREV_TID);

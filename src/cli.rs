@@ -66,7 +66,7 @@ pub struct TargetArgs {
     #[arg(long)]
     pub no_bpf: bool,
     /// Ring buffer size in bytes (power of two, multiple of the page size); the per-CPU rings of
-    /// switch records get as much again.
+    /// switch records get up to as much again.
     #[arg(long, default_value_t = 16 << 20)]
     pub ring_bytes: u32,
 }

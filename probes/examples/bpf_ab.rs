@@ -133,6 +133,8 @@ fn measure(
     let n = builds.len() + 1;
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); n];
+    // Per build: ratios of the rounds it was attached before bpftrace, and after.
+    let mut by_order: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; n];
     let mut shares = Vec::new();
     for round in 0..rounds {
         let order = attach_order(round, builds.len(), solo);
@@ -219,6 +221,9 @@ fn measure(
             let v = ours1[k].0.saturating_sub(ours0[k].0) as f64 / dn as f64;
             ns[i].push(v);
             ratio[i].push(v / base_ns);
+            let pos = |x: usize| order.iter().position(|&o| o == x);
+            let after = usize::from(pos(i) > pos(builds.len()));
+            by_order[i][after].push(v / base_ns);
             line += &format!(" | {} {v:.0} ({:.2})", builds[i].name, v / base_ns);
         }
         println!("{line}; lost {lost:?}");
@@ -245,6 +250,16 @@ fn measure(
             median(&mut ns[i]),
             median(&mut ratio[i])
         );
+        for (half, when) in by_order[i].iter_mut().zip(["before", "after"]) {
+            if !half.is_empty() {
+                println!(
+                    "{:<24} attached {when} bpftrace: median ratio {:.2} ({} rounds)",
+                    "",
+                    median(half),
+                    half.len()
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -107,15 +107,38 @@ pub struct Switch {
     pub next_se: Se,
 }
 
-/// `struct ks_switch_pos`: one CPU's switch-ring positions (read and written in place, through
-/// the mmapped map, as atomics).
+/// Records per `struct ks_switch_chunk`.
+pub const SWITCH_CHUNK_RECORDS: usize = KS_SWITCH_CHUNK_RECORDS as usize;
+
+/// `struct ks_switch_chunk`: the one value of a switch-ring chunk map, read whole with a map
+/// lookup.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SwitchChunk {
+    pub rec: [Switch; SWITCH_CHUNK_RECORDS],
+}
+
+/// `struct ks_switch_head`: one CPU's write position and the write path's parameters (set up
+/// by the reader before attaching, written by the BPF program only after that).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SwitchPos {
+pub struct SwitchHead {
     pub head: u64,
-    pub _pad0: [u64; 7],
+    pub limit: u64,
+    pub capacity: u64,
+    pub first_key: u32,
+    pub key_mask: u32,
+    pub chunk: u32,
+    pub index: u32,
+    pub _pad: [u64; 3],
+}
+
+/// `struct ks_switch_tail`: one CPU's read position (written by the reader only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwitchTail {
     pub tail: u64,
-    pub _pad1: [u64; 7],
+    pub _pad: [u64; 7],
 }
 
 #[repr(C)]
@@ -228,8 +251,13 @@ assert_layout!(Se, KS_SIZE_SE;
     sum_exec_runtime = KS_OFF_SE_SUM_EXEC, deadline = KS_OFF_SE_DEADLINE,
     slice = KS_OFF_SE_SLICE, vlag = KS_OFF_SE_VLAG, run_delay = KS_OFF_SE_RUN_DELAY,
     present = KS_OFF_SE_PRESENT);
-assert_layout!(SwitchPos, KS_SIZE_SWITCH_POS;
-    head = KS_OFF_SWITCH_POS_HEAD, tail = KS_OFF_SWITCH_POS_TAIL);
+assert_layout!(SwitchChunk, KS_SIZE_SWITCH_CHUNK; rec = 0);
+assert_layout!(SwitchHead, KS_SIZE_SWITCH_HEAD;
+    head = KS_OFF_SWITCH_HEAD_HEAD, limit = KS_OFF_SWITCH_HEAD_LIMIT,
+    capacity = KS_OFF_SWITCH_HEAD_CAPACITY, first_key = KS_OFF_SWITCH_HEAD_FIRST_KEY,
+    key_mask = KS_OFF_SWITCH_HEAD_KEY_MASK, chunk = KS_OFF_SWITCH_HEAD_CHUNK,
+    index = KS_OFF_SWITCH_HEAD_INDEX);
+assert_layout!(SwitchTail, KS_SIZE_SWITCH_TAIL; tail = KS_OFF_SWITCH_TAIL_TAIL);
 assert_layout!(Switch, KS_SIZE_SWITCH;
     prev_tid = KS_OFF_SWITCH_PREV_TID, prev_pid = KS_OFF_SWITCH_PREV_PID,
     next_tid = KS_OFF_SWITCH_NEXT_TID, next_pid = KS_OFF_SWITCH_NEXT_PID,

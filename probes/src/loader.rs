@@ -59,8 +59,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kv
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
     /// Ring buffer size in bytes: a power of two and a multiple of the page size. The
-    /// per-CPU rings of switch records get as much again, shared among the CPUs (at least
-    /// 1024 records per CPU).
+    /// per-CPU rings of switch records get up to as much again, shared among the CPUs (from
+    /// 1 152 to 9 216 records per CPU).
     pub ring_bytes: u32,
     /// Attach the `kvm:*` tracepoints (entry, exit, userspace exit, pio).
     pub kvm: bool,
@@ -114,7 +114,7 @@ pub enum ProbeError {
     Poll(std::io::Error),
     #[error("cannot read the lost-event counters: {0}")]
     Lost(String),
-    #[error("cannot map the switch rings into memory: {0}")]
+    #[error("cannot set up or read the sched_switch rings: {0}")]
     SwitchRings(String),
 }
 
@@ -300,23 +300,31 @@ impl Probes {
         // bpf_get_smp_processor_id() is below the number of possible CPUs.
         let cpus = aya::util::nr_cpus()
             .map_err(|(path, e)| ProbeError::Load(format!("cannot read {path}: {e}")))?;
-        let slots = switch_rings::slots_per_cpu(opts.ring_bytes, cpus);
-        let switch_slots_mask = slots - 1;
+        let chunks_per_cpu = switch_rings::chunks_per_cpu(opts.ring_bytes, cpus);
+        raise_nofile(cpus as u64 * u64::from(chunks_per_cpu), &mut warnings);
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
-            .set_max_entries("events", opts.ring_bytes)
-            .set_max_entries("tracked", tracked_slots())
-            .set_max_entries("switch_pos", cpus as u32)
-            .set_max_entries("switch_ring", cpus as u32 * slots)
-            .set_global("wakeup_bytes", &wakeup_bytes, true)
-            .set_global("switch_slots_mask", &switch_slots_mask, true);
+            .map_max_entries("events", opts.ring_bytes)
+            .map_max_entries("tracked", tracked_slots())
+            .map_max_entries("switch_head", cpus as u32)
+            .map_max_entries("switch_tail", cpus as u32)
+            .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
+            .override_global("wakeup_bytes", &wakeup_bytes, true);
         for (name, value) in &globals {
-            loader.set_global(name, value, true);
+            loader.override_global(name, value, true);
         }
         let mut ebpf = loader
             .load(object)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
+        // Before any program runs: the write path reads its parameters from the rings.
+        let (outer, heads, tails) = (
+            take_map(&mut ebpf, "switch_chunks")?,
+            take_map(&mut ebpf, "switch_head")?,
+            take_map(&mut ebpf, "switch_tail")?,
+        );
+        let switches = SwitchRings::create(outer, heads, tails, cpus, chunks_per_cpu)
+            .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
 
         let mut attached = Vec::new();
         for spec in &SCHED {
@@ -361,13 +369,6 @@ impl Probes {
             .map_err(|e| ProbeError::Load(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
             .map_err(|e| ProbeError::Load(format!("lost map: {e}")))?;
-        let mut array = |name: &'static str| match take_map(&mut ebpf, name)? {
-            aya::maps::Map::Array(data) => Ok(data),
-            _ => Err(ProbeError::Load(format!("{name} is not an array map"))),
-        };
-        let (pos_map, ring_map) = (array("switch_pos")?, array("switch_ring")?);
-        let switches = SwitchRings::map(pos_map, ring_map, cpus, slots)
-            .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
 
         Ok(Probes {
             ebpf,
@@ -430,12 +431,12 @@ impl Probes {
     /// (one per CPU that lost some).
     pub fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<(), ProbeError> {
         let before = out.len();
-        self.drain(out);
+        self.drain(out)?;
         if out.len() == before {
             // Switch records, and others below the wakeup threshold, do not wake us: drain
             // after the timeout too.
             wait_readable(self.ring.as_raw_fd(), timeout)?;
-            self.drain(out);
+            self.drain(out)?;
         }
         // The rings are read one after the other: put the batch back in time order (stable,
         // so each CPU's order stays as written).
@@ -485,7 +486,7 @@ impl Probes {
             .collect()
     }
 
-    fn drain(&mut self, out: &mut Vec<Event>) {
+    fn drain(&mut self, out: &mut Vec<Event>) -> Result<(), ProbeError> {
         let (decoder, warnings, undecodable) =
             (&self.decoder, &mut self.warnings, &mut self.undecodable);
         let mut take = |record: &[u8]| match decoder.decode(record) {
@@ -497,10 +498,13 @@ impl Probes {
                 *undecodable += 1;
             }
         };
-        self.switches.drain(&mut take);
+        self.switches
+            .drain(&mut take)
+            .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
         while let Some(item) = self.ring.next() {
             take(&item);
         }
+        Ok(())
     }
 
     fn collect_lost(&mut self, out: &mut Vec<Event>) -> Result<(), ProbeError> {
@@ -579,6 +583,31 @@ fn raise_memlock(warnings: &mut Vec<String>) {
     if kernel_before(5, 11) {
         warnings.push(format!(
             "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel (< 5.11)"
+        ));
+    }
+}
+
+/// Each switch-ring chunk is a map this process holds open: make room for `maps` more
+/// descriptors than are usually open, up to the hard limit.
+fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit the call writes into.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = (maps + 1024).min(lim.rlim_max);
+    if lim.rlim_cur >= want {
+        return;
+    }
+    lim.rlim_cur = want;
+    // SAFETY: as above; the new soft limit is within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        warnings.push(format!(
+            "cannot raise RLIMIT_NOFILE to {want} ({}): the switch rings need {maps} maps",
+            std::io::Error::last_os_error()
         ));
     }
 }

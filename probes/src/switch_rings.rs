@@ -1,114 +1,148 @@
-//! The per-CPU rings that carry `sched_switch` records (`switch_pos` and `switch_ring` in
-//! `ebpf/kvmscope.bpf.c`): their size, their mapping into this process, and draining them.
+//! The per-CPU rings that carry `sched_switch` records (`switch_chunks`, `switch_head` and
+//! `switch_tail` in `ebpf/kvmscope.bpf.c`): their size, the chunk maps this side creates, and
+//! draining them.
 //!
-//! Each CPU has `slots` fixed-size slots of `struct ks_switch` and a `struct ks_switch_pos`.
-//! The BPF program on that CPU writes slot `head % slots` and then advances `head`; it never
-//! writes more than `slots` ahead of `tail`, which only this reader advances (it counts a
-//! record in `lost` instead). So a slot between `tail` and `head` is never rewritten while it
-//! is read, and nothing is lost without being counted.
+//! CPU `n`'s ring is `chunks` chunk maps of [`abi::SWITCH_CHUNK_RECORDS`] records each, at
+//! `switch_chunks[n * chunks ..]`; its record `i` (counting from the start of tracing) is
+//! record `i % RECORDS` of chunk `(i / RECORDS) % chunks` (the BPF side keeps that split in
+//! `switch_head` as it goes). The BPF program on that CPU writes
+//! record `head` and then advances `head`; it never writes `capacity` or more ahead of
+//! `tail`, which only this reader advances (it counts a record in `lost` instead). So a
+//! record between `tail` and `head` is never rewritten while it is read, and nothing is lost
+//! without being counted.
+//!
+//! The chunks are small non-mmapable maps on purpose (the BPF side says why): this side reads
+//! them with one map lookup per chunk that holds new records, a copy of under 30 KiB.
 
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
 
-use aya::maps::MapData;
-use memmap2::{MmapOptions, MmapRaw};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, MapError};
+use aya::Pod;
 
 use crate::abi;
 
-/// Bytes of one slot: the kernel lays array values out at multiples of 8.
-pub(crate) const SLOT_BYTES: usize = std::mem::size_of::<abi::Switch>().next_multiple_of(8);
-const POS_BYTES: usize = std::mem::size_of::<abi::SwitchPos>();
-const HEAD: usize = std::mem::offset_of!(abi::SwitchPos, head);
-const TAIL: usize = std::mem::offset_of!(abi::SwitchPos, tail);
+/// Bytes of one record in a chunk.
+pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<abi::Switch>();
+/// Records per chunk.
+const RECORDS: u64 = abi::SWITCH_CHUNK_RECORDS as u64;
 
-/// Slots per CPU for a budget of `ring_bytes` shared by `cpus` CPUs: a power of two, at least
-/// 1024 (a tenth of a second of 10 000 tracked switches per second per CPU) and at most
-/// 65 536.
-pub(crate) fn slots_per_cpu(ring_bytes: u32, cpus: usize) -> u32 {
-    let per_cpu = ring_bytes as usize / cpus.max(1) / SLOT_BYTES;
+/// A chunk's value as bytes: what a lookup of a chunk map copies out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ChunkBytes([u8; std::mem::size_of::<abi::SwitchChunk>()]);
+// SAFETY: a plain byte array: every bit pattern is valid, no padding, no pointers.
+unsafe impl Pod for ChunkBytes {}
+
+// SAFETY: plain `repr(C)` structs of u64 fields without padding (their layout is asserted
+// against the C header in `abi`).
+unsafe impl Pod for abi::SwitchHead {}
+// SAFETY: as above.
+unsafe impl Pod for abi::SwitchTail {}
+
+/// Chunks per CPU for a budget of `ring_bytes` shared by `cpus` CPUs: a power of two, at
+/// least 8 (1 152 records: a tenth of a second of 10 000 tracked switches per second per
+/// CPU) and at most 64 (each chunk is a map and holds a file descriptor here).
+pub(crate) fn chunks_per_cpu(ring_bytes: u32, cpus: usize) -> u32 {
+    let chunk = std::mem::size_of::<abi::SwitchChunk>();
+    let per_cpu = ring_bytes as usize / cpus.max(1) / chunk;
     let pow2 = match per_cpu {
         0 => 1,
         n if n.is_power_of_two() => n,
         n => n.next_power_of_two() / 2,
     };
-    pow2.clamp(1024, 65_536) as u32
+    pow2.clamp(8, 64) as u32
 }
 
-/// Both maps, mapped into this process. Dropping it unmaps them and closes the maps.
+/// The positions and every CPU's chunks.
 pub(crate) struct SwitchRings {
-    pos: MmapRaw,
-    ring: MmapRaw,
-    cpus: usize,
-    slots: u64,
-    /// The map descriptors, kept open as long as the mappings are used.
-    _maps: (MapData, MapData),
+    heads: Array<MapData, abi::SwitchHead>,
+    tails: Array<MapData, abi::SwitchTail>,
+    /// `chunks[n * per_cpu + c]`: chunk `c` of CPU `n`.
+    chunks: Vec<Array<MapData, ChunkBytes>>,
+    /// Kept open: programs are loaded after the rings are set up, referring to its fd.
+    _outer: ArrayOfMaps<MapData, Array<MapData, ChunkBytes>>,
+    /// Where this side has read up to, per CPU (what it last wrote to `tails`).
+    read: Vec<u64>,
+    per_cpu: u64,
 }
 
 impl SwitchRings {
-    /// Maps `switch_pos` (read-write: this side advances `tail`) and `switch_ring`
-    /// (read-only), created by the loader with `cpus` and `cpus * slots` entries.
-    pub(crate) fn map(pos: MapData, ring: MapData, cpus: usize, slots: u32) -> io::Result<Self> {
-        let pos_len = cpus * POS_BYTES;
-        let ring_len = cpus * slots as usize * SLOT_BYTES;
-        let pos_map = MmapOptions::new()
-            .len(pos_len)
-            .map_raw(pos.fd().as_fd().as_raw_fd())?;
-        let ring_map = MmapOptions::new()
-            .len(ring_len)
-            .map_raw_read_only(ring.fd().as_fd().as_raw_fd())?;
+    /// Creates `cpus * per_cpu` chunk maps and installs them in `outer`, the loaded
+    /// `switch_chunks`, and sets up `heads` (`switch_head`); `tails` is `switch_tail`. Both
+    /// have `cpus` entries. Call it before the sched_switch program is attached: until then
+    /// the entries do not describe the chunks.
+    pub(crate) fn create(
+        outer: Map,
+        heads: Map,
+        tails: Map,
+        cpus: usize,
+        per_cpu: u32,
+    ) -> Result<Self, MapError> {
+        let mut outer: ArrayOfMaps<MapData, Array<MapData, ChunkBytes>> = outer.try_into()?;
+        let total = cpus as u32 * per_cpu;
+        let mut chunks = Vec::with_capacity(total as usize);
+        for index in 0..total {
+            let chunk = Array::<MapData, ChunkBytes>::create(1, 0)?;
+            outer.set(index, &chunk, 0)?;
+            chunks.push(chunk);
+        }
+        let mut heads: Array<MapData, abi::SwitchHead> = heads.try_into()?;
+        for cpu in 0..cpus as u32 {
+            let head = abi::SwitchHead {
+                capacity: u64::from(per_cpu) * RECORDS,
+                first_key: cpu * per_cpu,
+                key_mask: per_cpu - 1,
+                ..Default::default()
+            };
+            heads.set(cpu, head, 0)?;
+        }
         Ok(SwitchRings {
-            pos: pos_map,
-            ring: ring_map,
-            cpus,
-            slots: u64::from(slots),
-            _maps: (pos, ring),
+            _outer: outer,
+            heads,
+            tails: tails.try_into()?,
+            chunks,
+            read: vec![0; cpus],
+            per_cpu: u64::from(per_cpu),
         })
     }
 
-    fn position(&self, cpu: usize, field: usize) -> &AtomicU64 {
-        debug_assert!(cpu < self.cpus);
-        // SAFETY: `cpu < self.cpus`, so the 8 bytes at `field` of entry `cpu` lie inside the
-        // mapping of `cpus` entries; the mapping is page-aligned and entries and fields are
-        // multiples of 8 bytes, so the address suits an AtomicU64. The kernel side accesses
-        // this word only as an aligned 8-byte value too, and the mapping lives as long as
-        // `self`.
-        unsafe { &*(self.pos.as_mut_ptr().add(cpu * POS_BYTES + field) as *const AtomicU64) }
-    }
-
     /// Hands every record written since the last call to `f` (CPU by CPU, each CPU's in the
-    /// order written), then frees their slots.
-    pub(crate) fn drain(&mut self, mut f: impl FnMut(&[u8])) {
-        let mut slot = [0u8; SLOT_BYTES];
-        for cpu in 0..self.cpus {
-            // Acquire: the records below `head` were written before it was advanced.
-            let head = self.position(cpu, HEAD).load(Ordering::Acquire);
-            let mut tail = self.position(cpu, TAIL).load(Ordering::Relaxed);
-            // The writer never runs more than `slots` ahead; should the words be corrupt,
-            // read at most one ring's worth.
-            if head.wrapping_sub(tail) > self.slots {
-                tail = head.wrapping_sub(self.slots);
+    /// order written), then frees them for the writer.
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<(), MapError> {
+        let capacity = self.per_cpu * RECORDS;
+        for cpu in 0..self.read.len() {
+            let head = self.heads.get(&(cpu as u32), 0)?.head;
+            // The records below `head` were written before it was advanced; order the chunk
+            // reads after the head read (the BPF side publishes with a store after them, or a
+            // fully ordered atomic where stores may be reordered).
+            fence(Ordering::Acquire);
+            let mut at = self.read[cpu];
+            // The writer never runs `capacity` ahead; should the word be corrupt, read at
+            // most one ring's worth.
+            if head.wrapping_sub(at) > capacity {
+                at = head.wrapping_sub(capacity);
             }
-            while tail != head {
-                let index = cpu as u64 * self.slots + (tail & (self.slots - 1));
-                let at = index as usize * SLOT_BYTES;
-                // SAFETY: `index < cpus * slots`, so `at + SLOT_BYTES` is within the ring
-                // mapping; the slot lies between `tail` and `head`, which the writer does not
-                // touch until `tail` moves past it (module docs), so the copy sees a whole
-                // record. `slot` is a distinct local buffer of the same length.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ring.as_ptr().add(at),
-                        slot.as_mut_ptr(),
-                        SLOT_BYTES,
-                    )
+            while at != head {
+                let chunk_no = at / RECORDS;
+                let index = cpu as u64 * self.per_cpu + chunk_no % self.per_cpu;
+                let chunk = self.chunks[index as usize].get(&0, 0)?;
+                let end = head.min((chunk_no + 1) * RECORDS);
+                for i in at..end {
+                    let offset = (i % RECORDS) as usize * RECORD_BYTES;
+                    f(&chunk.0[offset..offset + RECORD_BYTES]);
+                }
+                at = end;
+            }
+            if at != self.read[cpu] {
+                self.read[cpu] = at;
+                let tail = abi::SwitchTail {
+                    tail: at,
+                    ..Default::default()
                 };
-                f(&slot);
-                tail = tail.wrapping_add(1);
+                self.tails.set(cpu as u32, tail, 0)?;
             }
-            // Release: the slots are read before the writer may reuse them.
-            self.position(cpu, TAIL).store(tail, Ordering::Release);
         }
+        Ok(())
     }
 }
 
@@ -117,15 +151,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_a_power_of_two_within_bounds() {
-        assert_eq!(SLOT_BYTES, 208);
-        // 16 MiB over 2 CPUs: 40 329 slots fit, so 32 768.
-        assert_eq!(slots_per_cpu(16 << 20, 2), 32_768);
-        assert_eq!(slots_per_cpu(16 << 20, 256), 1024);
-        assert_eq!(slots_per_cpu(1 << 30, 1), 65_536);
-        assert_eq!(slots_per_cpu(4096, 0), 1024);
+    fn chunks_are_a_power_of_two_within_bounds() {
+        assert_eq!(RECORD_BYTES, 208);
+        assert_eq!(std::mem::size_of::<ChunkBytes>(), 144 * 208);
+        // 16 MiB over 2 CPUs: 280 chunks fit, capped at 64.
+        assert_eq!(chunks_per_cpu(16 << 20, 2), 64);
+        // 4 MiB over 32 CPUs: 4.4 chunks fit, raised to 8.
+        assert_eq!(chunks_per_cpu(4 << 20, 32), 8);
+        // 8 MiB over 16 CPUs: 17.5 fit, so 16.
+        assert_eq!(chunks_per_cpu(8 << 20, 16), 16);
+        assert_eq!(chunks_per_cpu(4096, 0), 8);
         for cpus in 1..300 {
-            assert!(slots_per_cpu(16 << 20, cpus).is_power_of_two());
+            assert!(chunks_per_cpu(16 << 20, cpus).is_power_of_two());
         }
     }
 }

@@ -484,7 +484,7 @@ fn a_full_switch_ring_counts_what_it_loses() {
     if !privileged() {
         return;
     }
-    // The smallest rings: 1024 switch records per CPU.
+    // The smallest rings: 8 chunks of 144 switch records per CPU.
     let opts = ProbeOptions {
         ring_bytes: 4096,
         ..ProbeOptions::default()
@@ -533,7 +533,7 @@ fn a_full_switch_ring_counts_what_it_loses() {
         happened > 2 * 1024,
         "the threads did not switch enough: {happened}"
     );
-    assert!(lost > 0, "a 1024-slot ring held {happened} switches");
+    assert!(lost > 0, "a 1152-record ring held {happened} switches");
     assert_eq!(lost_events, lost, "every loss arrives as a Lost event");
     // Nothing vanishes without being counted (lost records may also be switch-ins from
     // untracked tasks, hence >=), and nothing is invented.
