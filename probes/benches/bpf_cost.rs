@@ -14,14 +14,14 @@
 //! summary gives the median ratio and its spread, the median of each attach order with the
 //! ns behind it, and each program's cost when attached first, as it runs when alone on the
 //! tracepoint. Other work on the machine moves both programs' costs a lot from one round to
-//! the next, and the order matters, though not the way one would guess: it is mostly
-//! bpftrace's program whose cost moves. Phase "3 tracked", 4 rounds each way (medians):
-//! kvmscope's program cost 640 ns attached first and 567 ns behind bpftrace, bpftrace's
-//! 1272 ns attached first and 956 ns behind kvmscope's. Run first, kvmscope's program warms
-//! something bpftrace's run then finds warm (kernel code or data both paths use; which, a VM
-//! without a PMU cannot tell). Earlier builds of kvmscope's
-//! program did pay more when first: bpftrace's program sits behind the classic tracepoint's
-//! perf handler, which reads prev's and next's task_struct outside its measured time.
+//! the next, and the order matters: whichever program is attached first pays for cold state
+//! the second then finds warm, and how much each gains from going second varies from run to
+//! run. Two runs of phase "3 tracked", 4 rounds each way (medians, attached first / second):
+//! kvmscope's program 640 / 567 ns and 784 / 559 ns, bpftrace's 1272 / 956 ns and
+//! 1313 / 1190 ns. The "each attached first" line is the least stable of the summary: it
+//! divides medians taken in different rounds. bpftrace's program also always runs behind the
+//! classic tracepoint's perf handler, which reads prev's and next's task_struct outside its
+//! measured time.
 //!
 //! Read the ratio together with the share of sched_switch runs that emitted a full record
 //! (printed per round, median in the summary): a filtered run costs a fraction of a full one,
