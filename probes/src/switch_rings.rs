@@ -5,11 +5,10 @@
 //! CPU `n`'s ring is `chunks` chunk maps of [`abi::SWITCH_CHUNK_RECORDS`] records each, at
 //! `switch_chunks[n * chunks ..]`; its record `i` (counting from the start of tracing) is
 //! record `i % RECORDS` of chunk `(i / RECORDS) % chunks` (the BPF side keeps that split in
-//! `switch_head` as it goes). The BPF program on that CPU writes
-//! record `head` and then advances `head`; it never writes `capacity` or more ahead of
-//! `tail`, which only this reader advances (it counts a record in `lost` instead). So a
-//! record between `tail` and `head` is never rewritten while it is read, and nothing is lost
-//! without being counted.
+//! `switch_head` as it goes). The BPF program on that CPU writes record `head` and then
+//! advances `head`; it never writes `capacity` or more ahead of `tail`, which only this reader
+//! advances (it counts a record in `lost` instead). So a record between `tail` and `head` is
+//! never rewritten while it is read, and nothing is lost without being counted.
 //!
 //! The chunks are small non-mmapable maps on purpose (the BPF side says why): this side reads
 //! them with one map lookup per chunk that holds new records, a copy of under 30 KiB.
@@ -33,8 +32,8 @@ struct ChunkBytes([u8; std::mem::size_of::<abi::SwitchChunk>()]);
 // SAFETY: a plain byte array: every bit pattern is valid, no padding, no pointers.
 unsafe impl Pod for ChunkBytes {}
 
-// SAFETY: plain `repr(C)` structs of u64 fields without padding (their layout is asserted
-// against the C header in `abi`).
+// SAFETY: plain `repr(C)` structs of integer fields without padding (their layout is
+// asserted against the C header in `abi`): every bit pattern is valid.
 unsafe impl Pod for abi::SwitchHead {}
 // SAFETY: as above.
 unsafe impl Pod for abi::SwitchTail {}
