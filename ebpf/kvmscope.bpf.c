@@ -278,7 +278,7 @@ int handle_sched_switch(unsigned long long *ctx)
 	}
 	chunk_no = h->chunk;
 	index = h->index;
-	key = h->first_key + (chunk_no & h->key_mask);
+	key = h->first_key + chunk_no; /* h->chunk is kept below chunks per CPU */
 	chunk_map = bpf_map_lookup_elem(&switch_chunks, &key);
 	chunk = chunk_map ? bpf_map_lookup_elem(chunk_map, &zero) : NULL;
 	/* Only a chunk user space failed to install: count, never drop silently. */

@@ -44,12 +44,8 @@ unsafe impl Pod for abi::SwitchTail {}
 pub(crate) fn chunks_per_cpu(ring_bytes: u32, cpus: usize) -> u32 {
     let chunk = std::mem::size_of::<abi::SwitchChunk>();
     let per_cpu = ring_bytes as usize / cpus.max(1) / chunk;
-    let pow2 = match per_cpu {
-        0 => 1,
-        n if n.is_power_of_two() => n,
-        n => n.next_power_of_two() / 2,
-    };
-    pow2.clamp(8, 64) as u32
+    // The largest power of two that fits.
+    (1usize << per_cpu.max(1).ilog2()).clamp(8, 64) as u32
 }
 
 /// The positions and every CPU's chunks.
