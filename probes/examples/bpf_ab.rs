@@ -12,7 +12,10 @@
 //! vCPUs of the bundled VMM (the bench's workload), `SOLO=1` to load one build per round
 //! beside bpftrace (cycling through the builds) instead of all at once: builds share the
 //! cold cache lines of the tracepoint path, so the first attached warms them for the others,
-//! and only solo rounds show what one build costs on its own, as the bench measures it. Rounds rotate the attach order (the program attached first pays for cold caches);
+//! and only solo rounds show what one build costs on its own, as the bench measures it.
+//! `WORKLOAD=wakeups` replaces the vCPUs with the bench's "wakeups" workload (two threads
+//! passing a byte over pipes), and `PROGRAM=sched:sched_wakeup` (any attached event) compares
+//! that program instead of sched_switch; the baseline stays bpftrace's sched_switch counter. Rounds rotate the attach order (the program attached first pays for cold caches);
 //! the summary gives each program's median ns/run and median ratio to bpftrace with the
 //! spread. The share of runs that emitted a record is that of the first object.
 
@@ -24,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use aya::sys::{enable_stats, Stats};
 use probes::loader::{ProbeOptions, Probes};
-use support::{all_tids, median, Bpftrace, Vcpus};
+use support::{all_tids, median, Bpftrace, PingPong, Vcpus};
 
-/// (run_time_ns, run_count) of a build's sched_switch program.
+/// (run_time_ns, run_count) of the measured program of a build (`PROGRAM`, by default
+/// sched_switch's).
 fn switch_stats(p: &Probes) -> (u64, u64) {
+    let event = std::env::var("PROGRAM").unwrap_or_else(|_| "sched:sched_switch".into());
     p.program_stats()
         .into_iter()
-        .find(|s| s.event == "sched:sched_switch")
+        .find(|s| s.event == event)
         .map_or((0, 0), |s| (s.run_time_ns, s.run_count))
 }
 
@@ -94,9 +99,14 @@ fn run() -> Result<(), String> {
     let _stats =
         enable_stats(Stats::RunTime).map_err(|e| format!("cannot enable BPF stats: {e}"))?;
 
+    let solo = std::env::var("SOLO").is_ok_and(|v| v == "1");
+    if std::env::var("WORKLOAD").is_ok_and(|w| w == "wakeups") {
+        // The bench's "wakeups" phase: two threads passing a byte over pipes.
+        let pp = PingPong::start()?;
+        return measure(&builds, &pp.tids, track_all, solo, secs, rounds);
+    }
     // The bench's workload: three spinning vCPUs of the bundled VMM.
     let vcpus = Vcpus::start(3)?;
-    let solo = std::env::var("SOLO").is_ok_and(|v| v == "1");
     let result = measure(&builds, &vcpus.tids, track_all, solo, secs, rounds);
     drop(vcpus);
     result
@@ -123,7 +133,7 @@ fn attach_order(round: usize, builds: usize, solo: bool) -> Vec<usize> {
 
 fn measure(
     builds: &[Build],
-    spin_tids: &[u32],
+    workload_tids: &[u32],
     track_all: bool,
     solo: bool,
     secs: u64,
@@ -156,7 +166,7 @@ fn measure(
             let tids = if track_all {
                 all_tids()
             } else {
-                spin_tids.to_vec()
+                workload_tids.to_vec()
             };
             for t in tids {
                 // Threads may exit between the listing and here.

@@ -296,7 +296,7 @@ impl Probes {
         }
 
         let globals = offsets.globals();
-        let wakeup_bytes = u64::from(opts.wakeup_bytes.min(opts.ring_bytes / 2));
+        let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
         // bpf_get_smp_processor_id() is below the number of possible CPUs.
         let cpus = aya::util::nr_cpus()
             .map_err(|(path, e)| ProbeError::Load(format!("cannot read {path}: {e}")))?;
@@ -305,6 +305,9 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
+            // `wakers` is task-local storage, which aya creates but has no user-space type
+            // for; only the eBPF programs use it.
+            .allow_unsupported_maps()
             .map_max_entries("events", opts.ring_bytes)
             .map_max_entries("tracked", tracked_slots())
             .map_max_entries("switch_head", cpus as u32)

@@ -138,3 +138,117 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
 }
+
+/// A wakeup-heavy workload: two threads pinned to one CPU pass a byte back and forth over
+/// two pipes, so every context switch on that CPU follows a wakeup of one of them. The
+/// bundled VMM's `spin` vCPUs are preempted, hardly ever woken: this is the workload that
+/// shows what the sched_waking/sched_wakeup programs cost. Stopped (threads joined) when
+/// dropped.
+pub struct PingPong {
+    pub tids: Vec<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2(2) writes two fds into a two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just opened and are owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for
+    // cpu < CPU_SETSIZE; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Passes the byte on: reads it from `from`, writes it to `to`, until `stop` is set or the
+/// other thread has gone. Each pipe has one writer, so whichever thread stops first closes
+/// the pipe the other is blocked on, which then reads EOF and stops too.
+fn relay(
+    mut from: std::fs::File,
+    mut to: std::fs::File,
+    serve: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let mut b = [0u8; 1];
+    if serve && to.write_all(&b).is_err() {
+        return;
+    }
+    while from.read_exact(&mut b).is_ok() && !stop.load(Ordering::Relaxed) {
+        if to.write_all(&b).is_err() {
+            return;
+        }
+    }
+}
+
+impl PingPong {
+    /// Starts both threads on the last CPU (the reader and bpftrace are free to use others).
+    pub fn start() -> Result<PingPong, String> {
+        let cpu = aya::util::online_cpus()
+            .map_err(|(p, e)| format!("cannot read {p}: {e}"))?
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize;
+        let (a_read, a_write) = pipe()?;
+        let (b_read, b_write) = pipe()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for (from, to, serve) in [(a_read, b_write, false), (b_read, a_write, true)] {
+            let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
+            let (from, to) = (std::fs::File::from(from), std::fs::File::from(to));
+            threads.push(thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() } as u32;
+                let pinned = pin(cpu);
+                let ok = pinned.is_ok();
+                let _ = tid_tx.send((tid, pinned.map_err(|e| e.to_string())));
+                if ok {
+                    relay(from, to, serve, &stop);
+                }
+            }));
+        }
+        drop(tid_tx);
+        let mut tids = Vec::new();
+        // One message per thread (each keeps its sender while it runs).
+        for (tid, pinned) in tid_rx.iter().take(threads.len()) {
+            pinned.map_err(|e| format!("cannot pin the ping-pong threads to CPU {cpu}: {e}"))?;
+            tids.push(tid);
+        }
+        Ok(PingPong {
+            tids,
+            stop,
+            threads,
+        })
+    }
+}
+
+impl Drop for PingPong {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
