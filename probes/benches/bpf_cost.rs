@@ -9,7 +9,7 @@
 //! - phase "all tracked": every thread on the host tracked, so nearly every switch emits a
 //!   full record with both sides' sched_entity: the worst case per run.
 //! - phase "wakeups", after the others, with the VMM stopped: two tracked threads pinned to
-//!   one CPU pass a byte over pipes, so every switch follows a wakeup. Spinning vCPUs are
+//!   one CPU pass a byte over a socket pair, so every switch follows a wakeup. Spinning vCPUs are
 //!   preempted, hardly ever woken; this is what prices sched_waking and sched_wakeup (each
 //!   program's median ratio is printed; the baseline is still bpftrace's sched_switch run).
 //!   Measured (4 rounds each way, 4 s): sched_switch 0.54, sched_waking 0.39, sched_wakeup
@@ -201,6 +201,11 @@ fn phase(
     })
 }
 
+fn fail(what: &str, e: &str) -> ! {
+    eprintln!("error: {what}: {e}");
+    std::process::exit(1);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too: only bench for real.
     if !std::env::args().any(|a| a == "--bench") {
@@ -228,35 +233,26 @@ fn main() {
         }
     };
     println!("BPF run-time stats on through BPF_ENABLE_STATS (off again when this process exits)");
-    let vcpus = match Vcpus::start(3) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    let vcpus = Vcpus::start(3).unwrap_or_else(|e| fail("workload", &e));
     // Rounds alternate between the phases and the attach order so that load from elsewhere
     // on the machine and the first-attached penalty hit both alike; the summary is the median
     // ratio per phase.
     let phases = [("3 tracked", false), ("all tracked", true)];
     let mut results: Vec<Vec<Round>> = phases.iter().map(|_| Vec::new()).collect();
     let load_before = loadavg();
+    let measure = |name: &str, tids: &[u32], all: bool, round: usize, baseline_first: bool| {
+        let first = if baseline_first {
+            "bpftrace"
+        } else {
+            "kvmscope"
+        };
+        let title = format!("{name}, round {round}/{rounds}, {first} attached first");
+        phase(&title, tids, all, baseline_first, secs).unwrap_or_else(|e| fail(name, &e))
+    };
     for round in 1..=rounds {
         for baseline_first in [false, true] {
             for (i, (name, all)) in phases.iter().enumerate() {
-                let first = if baseline_first {
-                    "bpftrace"
-                } else {
-                    "kvmscope"
-                };
-                let title = format!("{name}, round {round}/{rounds}, {first} attached first");
-                match phase(&title, &vcpus.tids, *all, baseline_first, secs) {
-                    Ok(r) => results[i].push(r),
-                    Err(e) => {
-                        eprintln!("error: {name}: {e}");
-                        std::process::exit(1);
-                    }
-                }
+                results[i].push(measure(name, &vcpus.tids, *all, round, baseline_first));
             }
         }
     }
@@ -266,21 +262,8 @@ fn main() {
     let mut wakeup_rounds = Vec::new();
     for round in 1..=rounds {
         for baseline_first in [false, true] {
-            let first = if baseline_first {
-                "bpftrace"
-            } else {
-                "kvmscope"
-            };
-            let title = format!("wakeups, round {round}/{rounds}, {first} attached first");
-            let result = PingPong::start()
-                .and_then(|pp| phase(&title, &pp.tids, false, baseline_first, secs));
-            match result {
-                Ok(r) => wakeup_rounds.push(r),
-                Err(e) => {
-                    eprintln!("error: wakeups: {e}");
-                    std::process::exit(1);
-                }
-            }
+            let pp = PingPong::start().unwrap_or_else(|e| fail("wakeups", &e));
+            wakeup_rounds.push(measure("wakeups", &pp.tids, false, round, baseline_first));
         }
     }
     println!("\nload average: {load_before} before, {} after", loadavg());
@@ -334,7 +317,7 @@ fn main() {
             }
         }
     }
-    println!("wakeups (two threads passing a byte over pipes on one CPU, both tracked), median ns/run / bpftrace ns/run:");
+    println!("wakeups (two threads passing a byte over a socket pair on one CPU, both tracked), median ns/run / bpftrace ns/run:");
     for e in events {
         let mut v: Vec<f64> = wakeup_rounds
             .iter()

@@ -14,7 +14,7 @@
 //! cold cache lines of the tracepoint path, so the first attached warms them for the others,
 //! and only solo rounds show what one build costs on its own, as the bench measures it.
 //! `WORKLOAD=wakeups` replaces the vCPUs with the bench's "wakeups" workload (two threads
-//! passing a byte over pipes), and `PROGRAM=sched:sched_wakeup` (any attached event) compares
+//! passing a byte over a socket pair), and `PROGRAM=sched:sched_wakeup` (any attached event) compares
 //! that program instead of sched_switch; the baseline stays bpftrace's sched_switch counter. Rounds rotate the attach order (the program attached first pays for cold caches);
 //! the summary gives each program's median ns/run and median ratio to bpftrace with the
 //! spread. The share of runs that emitted a record is that of the first object.
@@ -101,7 +101,7 @@ fn run() -> Result<(), String> {
 
     let solo = std::env::var("SOLO").is_ok_and(|v| v == "1");
     if std::env::var("WORKLOAD").is_ok_and(|w| w == "wakeups") {
-        // The bench's "wakeups" phase: two threads passing a byte over pipes.
+        // The bench's "wakeups" phase: two threads passing a byte over a socket pair.
         let pp = PingPong::start()?;
         return measure(&builds, &pp.tids, track_all, solo, secs, rounds);
     }

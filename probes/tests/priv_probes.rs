@@ -545,7 +545,7 @@ fn a_full_switch_ring_counts_what_it_loses() {
     assert_eq!(probes.undecodable(), 0);
 }
 
-/// The bench's wakeup-heavy workload (two threads passing a byte over pipes on one CPU).
+/// The bench's wakeup-heavy workload (two threads passing a byte over a socket pair on one CPU).
 #[allow(dead_code)]
 #[path = "../benches/support/mod.rs"]
 mod bench_support;

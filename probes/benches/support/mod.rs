@@ -3,6 +3,7 @@
 //! without `main.rs`); the example includes it with `#[path]`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -140,7 +141,7 @@ pub fn median(v: &mut [f64]) -> f64 {
 }
 
 /// A wakeup-heavy workload: two threads pinned to one CPU pass a byte back and forth over
-/// two pipes, so every context switch on that CPU follows a wakeup of one of them. The
+/// a socket pair, so every context switch on that CPU follows a wakeup of one of them. The
 /// bundled VMM's `spin` vCPUs are preempted, hardly ever woken: this is the workload that
 /// shows what the sched_waking/sched_wakeup programs cost. Stopped (threads joined) when
 /// dropped.
@@ -150,53 +151,18 @@ pub struct PingPong {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2(2) writes two fds into a two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just opened and are owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for
-    // cpu < CPU_SETSIZE; pid 0 is the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Passes the byte on: reads it from `from`, writes it to `to`, until `stop` is set or the
-/// other thread has gone. Each pipe has one writer, so whichever thread stops first closes
-/// the pipe the other is blocked on, which then reads EOF and stops too.
-fn relay(
-    mut from: std::fs::File,
-    mut to: std::fs::File,
-    serve: bool,
-    stop: &std::sync::atomic::AtomicBool,
-) {
+/// Passes the byte back: reads it from `end`, writes it back, until `stop` is set or the
+/// other thread has gone. Whichever thread stops first closes its end, and the other, blocked
+/// reading, gets EOF and stops too.
+fn relay(mut end: UnixStream, serve: bool, stop: &std::sync::atomic::AtomicBool) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering;
     let mut b = [0u8; 1];
-    if serve && to.write_all(&b).is_err() {
+    if serve && end.write_all(&b).is_err() {
         return;
     }
-    while from.read_exact(&mut b).is_ok() && !stop.load(Ordering::Relaxed) {
-        if to.write_all(&b).is_err() {
+    while end.read_exact(&mut b).is_ok() && !stop.load(Ordering::Relaxed) {
+        if end.write_all(&b).is_err() {
             return;
         }
     }
@@ -209,23 +175,20 @@ impl PingPong {
             .map_err(|(p, e)| format!("cannot read {p}: {e}"))?
             .into_iter()
             .max()
-            .unwrap_or(0) as usize;
-        let (a_read, a_write) = pipe()?;
-        let (b_read, b_write) = pipe()?;
+            .unwrap_or(0);
+        let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for (from, to, serve) in [(a_read, b_write, false), (b_read, a_write, true)] {
+        for (end, serve) in [(a, false), (b, true)] {
             let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
-            let (from, to) = (std::fs::File::from(from), std::fs::File::from(to));
             threads.push(thread::spawn(move || {
-                // SAFETY: gettid has no preconditions.
-                let tid = unsafe { libc::gettid() } as u32;
-                let pinned = pin(cpu);
+                let tid = vmm::sched::gettid();
+                let pinned = vmm::sched::set_affinity(tid, &[cpu]).map_err(|e| e.to_string());
                 let ok = pinned.is_ok();
-                let _ = tid_tx.send((tid, pinned.map_err(|e| e.to_string())));
+                let _ = tid_tx.send((tid, pinned));
                 if ok {
-                    relay(from, to, serve, &stop);
+                    relay(end, serve, &stop);
                 }
             }));
         }
