@@ -115,8 +115,8 @@ struct {
  * storage, not a hash keyed by tid: a lookup follows the task's own storage pointer, with
  * no hashing, bucket lock or LRU list, and the entry goes away with the task. Measured on
  * the bench's "wakeups" workload (benches/bpf_cost.rs): with an LRU hash here sched_waking
- * cost as much as the whole bpftrace baseline (1.0) and sched_wakeup 1.6 times it; now 0.39
- * and 0.81. Only tracked tasks ever get an entry. */
+ * cost as much as the whole bpftrace baseline (1.0) and sched_wakeup 1.6 times it; now
+ * 0.39-0.43 and 0.81-0.89. Only tracked tasks ever get an entry. */
 struct ks_waker {
 	__u32 tid;
 	__u32 pending; /* set by sched_waking, cleared by sched_wakeup: a waker tid can be 0 */

@@ -9,12 +9,13 @@
 //! - phase "all tracked": every thread on the host tracked, so nearly every switch emits a
 //!   full record with both sides' sched_entity: the worst case per run.
 //! - phase "wakeups", after the others, with the VMM stopped: two tracked threads pinned to
-//!   one CPU pass a byte over a socket pair, so every switch follows a wakeup. Spinning vCPUs are
-//!   preempted, hardly ever woken; this is what prices sched_waking and sched_wakeup (each
-//!   program's median ratio is printed; the baseline is still bpftrace's sched_switch run).
-//!   Measured (4 rounds each way, 4 s): sched_switch 0.54, sched_waking 0.39, sched_wakeup
-//!   0.81. With the waker in an LRU hash (before task-local storage) sched_waking cost 1.0
-//!   and sched_wakeup 1.6.
+//!   one CPU pass a byte over a socket pair, so every switch follows a wakeup. Spinning vCPUs
+//!   are preempted, hardly ever woken; this is what prices sched_waking and sched_wakeup
+//!   (each program's median ratio is printed; the baseline is still bpftrace's sched_switch
+//!   run). Measured (4 rounds each way, 4 s): sched_switch 0.62, sched_waking 0.43,
+//!   sched_wakeup 0.89. With pipes instead of the socket pair bpftrace's run cost more and the
+//!   ratios were 0.54, 0.39 and 0.81: the workload moves the baseline too. With the waker in
+//!   an LRU hash (before task-local storage) sched_waking cost 1.0 and sched_wakeup 1.6.
 //!
 //! `KVMSCOPE_BENCH_RING=BYTES` sets the ring buffer size (default: `ProbeOptions`'s).
 //! Each phase runs `KVMSCOPE_BENCH_ROUNDS` (default 2) times with each attach order, and the
