@@ -11,6 +11,7 @@ mod qemu;
 mod record;
 mod replay;
 mod report;
+pub mod simulate;
 mod top;
 mod trace;
 mod vmm;
@@ -27,5 +28,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Top(a) => top::run(a),
         Command::Qemu(a) => qemu::run(a),
+        Command::Simulate(a) => simulate::run(a),
     }
 }
