@@ -1520,6 +1520,12 @@ impl Model {
                 guest_gaps: c.gaps,
                 guest_gap_ns: c.gap_ns,
                 elapsed_ns: elapsed,
+                ended: t.state == TState::Exited || t.exiting,
+                latency_buckets: VcpuLatencyBuckets {
+                    wait: t.wait_hist.buckets(),
+                    resume_same_pcpu: t.resume_same.buckets(),
+                    resume_migrated: t.resume_migrated.buckets(),
+                },
             });
         }
 
@@ -1581,6 +1587,11 @@ impl Model {
             let open = now.saturating_sub(c.since);
             self.add_owner(c.owner, open, &mut idle, &mut vm_ns, &mut comm_ns);
             let occupancy_run = self.occupancy(idle, &vm_ns, &comm_ns);
+            let time = PcpuTime {
+                idle_ns: idle,
+                vcpu_ns: vm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+                other_ns: comm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            };
             let occ_window = |w: u64| {
                 let from = now.saturating_sub(w);
                 let (mut idle, mut vm_ns, mut comm_ns) = (0u64, Vec::new(), Vec::new());
@@ -1613,6 +1624,7 @@ impl Model {
                 occupancy_1s: occ_window(1_000_000_000),
                 occupancy_10s: occ_window(10_000_000_000),
                 occupancy_run,
+                time,
                 lane,
             });
         }
