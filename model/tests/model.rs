@@ -402,6 +402,15 @@ fn occupancy_splits_vm_other_and_idle() {
     let covered: u64 = p.lane.iter().map(|l| l.end - l.start).sum();
     assert_eq!(covered, 5 * MS);
     assert_eq!(p.current_tid, Some(1));
+    // The same split as times, for counters.
+    assert_eq!(
+        p.time,
+        PcpuTime {
+            idle_ns: MS,
+            vcpu_ns: 3 * MS,
+            other_ns: MS
+        }
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@ use super::resume::ResumeTracker;
 use super::task::TState;
 use super::{jain, Model};
 use crate::{
-    LaneOwner, LaneSegment, Occupancy, PcpuSnapshot, Snapshot, VcpuSnapshot, VcpuState, VmSnapshot,
-    VruntimeSeries, WaitCulprit, Window,
+    LaneOwner, LaneSegment, Occupancy, PcpuSnapshot, PcpuTime, Snapshot, VcpuLatencyBuckets,
+    VcpuSnapshot, VcpuState, VmSnapshot, VruntimeSeries, WaitCulprit, Window,
 };
 
 /// What a snapshot covers and carries.
@@ -204,6 +204,12 @@ impl Model {
             guest_gaps: c.gaps,
             guest_gap_ns: c.gap_ns,
             elapsed_ns: elapsed,
+            ended: t.state == TState::Exited || t.exiting,
+            latency_buckets: VcpuLatencyBuckets {
+                wait: t.clock.wait_hist.buckets(),
+                resume_same_pcpu: t.resume.same.buckets(),
+                resume_migrated: t.resume.migrated.buckets(),
+            },
         }
     }
 
@@ -260,6 +266,11 @@ impl Model {
         let now = self.now;
         let mut run = c.time.clone();
         run.add(c.owner, now.saturating_sub(c.since), &self.tasks);
+        let time = PcpuTime {
+            idle_ns: run.idle,
+            vcpu_ns: run.vm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            other_ns: run.others(),
+        };
         let occ_window = |w: u64| {
             let from = now.saturating_sub(w);
             let mut time = OwnerTime::default();
@@ -297,6 +308,7 @@ impl Model {
             occupancy_1s: occ_window(1_000_000_000),
             occupancy_10s: occ_window(10_000_000_000),
             occupancy_run: self.occupancy(&run),
+            time,
             lane,
         }
     }
