@@ -5,7 +5,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::Percentiles;
+use crate::{LatencyBuckets, Percentiles, LATENCY_BUCKET_BOUNDS_NS};
 
 /// Largest value kept exactly enough (one hour in ns); larger values are clamped to it.
 const HIGHEST_NS: u64 = 3_600_000_000_000;
@@ -46,6 +46,22 @@ impl Latency {
         }
     }
 
+    /// Counts per bucket of [`LATENCY_BUCKET_BOUNDS_NS`]; one pass over the recorded values.
+    pub(crate) fn buckets(&self) -> LatencyBuckets {
+        let mut out = LatencyBuckets::default();
+        let Some(h) = self.0.as_ref() else { return out };
+        for v in h.iter_recorded() {
+            let value = h.lowest_equivalent(v.value_iterated_to());
+            let n = v.count_at_value();
+            let i = LATENCY_BUCKET_BOUNDS_NS.partition_point(|&b| b < value);
+            out.counts[i] = out.counts[i].saturating_add(n);
+            out.sum_ns = out
+                .sum_ns
+                .saturating_add(h.median_equivalent(value).saturating_mul(n));
+        }
+        out
+    }
+
     pub(crate) fn percentiles(&self) -> Percentiles {
         match self.0.as_ref() {
             None => Percentiles::default(),
@@ -77,6 +93,13 @@ mod tests {
         assert_eq!(p.count, 100);
         assert!((p.p50 as f64 - 50_000.0).abs() <= 500.0, "{p:?}");
         assert!((p.p99 as f64 - 99_000.0).abs() <= 990.0, "{p:?}");
+        let b = l.buckets();
+        assert_eq!(b.count(), 100);
+        // 1..=5 µs, 6..=10, 11..=25, 26..=50, 51..=100 µs.
+        assert_eq!(&b.counts[..6], &[5, 5, 15, 25, 50, 0]);
+        let sum = (1..=100u64).map(|v| v * 1000).sum::<u64>() as f64;
+        assert!((b.sum_ns as f64 - sum).abs() <= sum * 0.01, "{b:?}");
+        assert_eq!(Latency::default().buckets(), LatencyBuckets::default());
         let mut all = Latency::default();
         all.merge(&l);
         all.merge(&l);

@@ -18,6 +18,6 @@ pub mod trace_file;
 
 pub use event::*;
 pub use host::HostInfo;
-pub use sched::{jain, nice_to_weight, Model, ModelConfig, NICE_TO_WEIGHT};
+pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};

@@ -45,6 +45,45 @@ pub struct Percentiles {
     pub mean: f64,
 }
 
+/// Upper bounds of the latency buckets that histogram sinks (the Prometheus exporter) share,
+/// ns. A 1-2.5-5 series from 5 µs to 25 ms, 12 bounds: resume latency sits at 1-10 µs on
+/// VT-x/AMD-V and 40-80 µs on PVM, run-queue waits at 0.1-10 ms (EEVDF's base slice is 3 ms,
+/// a few waiters make tens of ms), so each of those ranges gets three to four buckets; past
+/// 25 ms only the count and sum matter. Twelve bounds keep a classic histogram at 15 series
+/// per vCPU (with `+Inf`, sum and count).
+pub const LATENCY_BUCKET_BOUNDS_NS: [u64; 12] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000, 25_000_000,
+];
+
+/// One latency distribution as counts per bucket of [`LATENCY_BUCKET_BOUNDS_NS`]: what a
+/// Prometheus histogram carries. Values are binned at the HDR histogram's resolution (1%), so
+/// a value within 1% of a bound may land in the neighbouring bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencyBuckets {
+    /// `counts[i]`: values in (bound[i-1], bound[i]]; the last entry: above the largest bound.
+    pub counts: [u64; LATENCY_BUCKET_BOUNDS_NS.len() + 1],
+    /// Sum of the values, ns.
+    pub sum_ns: u64,
+}
+
+impl LatencyBuckets {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, &c| a.saturating_add(c))
+    }
+}
+
+/// A vCPU's latency distributions as buckets (whole run), for histogram sinks.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct VcpuLatencyBuckets {
+    /// Run-queue waits (the same waits as `VcpuSnapshot::wait`).
+    pub wait: LatencyBuckets,
+    /// Switch-in → guest running, same pCPU as last time.
+    pub resume_same_pcpu: LatencyBuckets,
+    /// Switch-in → guest running, on another pCPU.
+    pub resume_migrated: LatencyBuckets,
+}
+
 /// Resume latency split by whether the vCPU came back on the pCPU it last ran on.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResumeLatency {
@@ -129,6 +168,12 @@ pub struct VcpuSnapshot {
     /// shares.
     #[serde(default)]
     pub elapsed_ns: u64,
+    /// The thread has exited or its VM has ended: its figures are final.
+    #[serde(default)]
+    pub ended: bool,
+    /// Latency distributions as buckets (histogram sinks); JSON reports leave them out.
+    #[serde(default, skip_serializing)]
+    pub latency_buckets: VcpuLatencyBuckets,
 }
 
 /// What ran on a pCPU during one slice of a lane.
@@ -168,6 +213,16 @@ pub struct Occupancy {
     pub others: Vec<(String, f64)>,
 }
 
+/// Whole-run time of a pCPU by who ran, ns (the occupancy shares as times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PcpuTime {
+    pub idle_ns: u64,
+    /// Tracked vCPU threads.
+    pub vcpu_ns: u64,
+    /// Any other task.
+    pub other_ns: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct PcpuSnapshot {
     pub cpu: u32,
@@ -177,6 +232,9 @@ pub struct PcpuSnapshot {
     pub occupancy_1s: Occupancy,
     pub occupancy_10s: Occupancy,
     pub occupancy_run: Occupancy,
+    /// Whole-run time by owner kind since the pCPU was first seen.
+    #[serde(default)]
+    pub time: PcpuTime,
     /// Recent history, oldest first, covering at least the last 10 s.
     pub lane: Vec<LaneSegment>,
 }

@@ -7,6 +7,7 @@ use crate::cli::Command;
 mod check;
 mod demo;
 mod export;
+mod exporter;
 mod qemu;
 mod record;
 mod replay;
@@ -29,5 +30,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Top(a) => top::run(a),
         Command::Qemu(a) => qemu::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Exporter(a) => exporter::run(a),
     }
 }

@@ -257,6 +257,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
             occupancy_1s: occ.clone(),
             occupancy_10s: occ.clone(),
             occupancy_run: occ,
+            time: Default::default(),
             lane,
         });
     }
@@ -346,6 +347,8 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
             guest_gap_ns: (window_ns * (1.0 - share) * 0.9) as u64,
             pcpu_changes: migrations,
             elapsed_ns: now - START_NS,
+            ended: false,
+            latency_buckets: Default::default(),
         });
         let mut points = vec![];
         let mut ts = from.div_ceil(SAMPLE_NS) * SAMPLE_NS;

@@ -180,6 +180,11 @@ pub fn build_vm(
     })
 }
 
+/// RFLAGS bit 1 is reserved and always 1.
+const RFLAGS_RESERVED_1: u64 = 1 << 1;
+/// Interrupt enable flag.
+const RFLAGS_IF: u64 = 1 << 9;
+
 /// Segments, control registers and paging for 64-bit mode at CPL0; RIP at the program,
 /// RDI at this vCPU's control block.
 fn set_long_mode(vcpu: &VcpuFd, control_block: u64) -> Result<(), vmm_sys_util::errno::Error> {
@@ -237,7 +242,11 @@ fn set_long_mode(vcpu: &VcpuFd, control_block: u64) -> Result<(), vmm_sys_util::
     let mut regs = vcpu.get_regs()?;
     regs.rip = guest::CODE_ADDR;
     regs.rsp = guest::STACK_TOP;
-    regs.rflags = 0x2;
+    // IF=1 although the guest has no IDT: the VMM creates no irqchip and never injects an
+    // interrupt, so the flag changes nothing the guest sees. It matters to emulated VT-x:
+    // Bochs 2.7 takes no external-interrupt VM exit while the guest runs with IF=0 (real
+    // VT-x exits either way), so a `spin` vCPU would never give its pCPU back there.
+    regs.rflags = RFLAGS_RESERVED_1 | RFLAGS_IF;
     regs.rdi = control_block;
     vcpu.set_regs(&regs)
 }

@@ -341,3 +341,27 @@ fn the_guest_tsc_is_the_host_tsc() {
         );
     }
 }
+
+#[test]
+fn guests_enter_with_interrupts_enabled() {
+    if !kvm_available() {
+        return;
+    }
+    // Emulated VT-x (Bochs) takes no external-interrupt exit from a guest with IF=0, so a
+    // spinning vCPU would never give its pCPU back there; IF=1 is harmless here because
+    // the VMM has no irqchip and injects nothing.
+    let kvm = vmm::vm::open_kvm().expect("open /dev/kvm");
+    let cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .expect("supported CPUID");
+    let params = vmm::vm::BlockParams {
+        threshold_ticks: 1000,
+        exit_every: 0,
+        burst_ticks: 0,
+        sleep_us: 0,
+        fault: false,
+    };
+    let built = vmm::vm::build_vm(&kvm, &cpuid, "if-test", &[params], true).expect("build");
+    let regs = built.vcpus[0].fd.get_regs().expect("KVM_GET_REGS");
+    assert_eq!(regs.rflags, 0x202, "RFLAGS {:#x}", regs.rflags);
+}
