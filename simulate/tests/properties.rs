@@ -84,7 +84,7 @@ fn idle_while_waiting(evs: &[Event], pcpus: u32) -> u64 {
     for e in evs {
         let ts = e.ts();
         if let Some(l) = last {
-            if !waiting.is_empty() && running.iter().any(|&r| r == 0) {
+            if !waiting.is_empty() && running.contains(&0) {
                 bad += ts - l;
             }
         }
