@@ -102,13 +102,17 @@ impl Array {
         }
         self.bitmap |= 1 << i;
     }
-    fn first(&self) -> Option<u32> {
+    /// Takes the first thread of the highest-priority non-empty list.
+    fn pop_first(&mut self) -> Option<u32> {
         if self.bitmap == 0 {
             return None;
         }
-        self.lists[self.bitmap.trailing_zeros() as usize]
-            .front()
-            .copied()
+        let i = self.bitmap.trailing_zeros() as usize;
+        let t = self.lists[i].pop_front();
+        if self.lists[i].is_empty() {
+            self.bitmap &= !(1 << i);
+        }
+        t
     }
     fn remove(&mut self, t: u32) -> bool {
         for (i, l) in self.lists.iter_mut().enumerate() {
@@ -347,11 +351,10 @@ impl Policy for O1 {
             }
         }
         let rq = &mut self.rqs[c];
-        let Some(t) = rq.active.first() else {
+        let Some(t) = rq.active.pop_first() else {
             self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
             return None;
         };
-        rq.active.remove(t);
         rq.curr = Some(t);
         let task = self.tasks[t as usize];
         if task.activated > 0 {
