@@ -60,7 +60,11 @@ impl Model {
                 run_last = ts;
                 self.reorder.note_ts(ts);
                 let wm = self.reorder.watermark();
-                self.release(wm);
+                // Guest gaps are matched only once everything up to the watermark is in,
+                // the batch's own pending events included, exactly as `ingest` matches them
+                // after a release: draining between the buffer and the slice would match a
+                // gap before a same-timestamp event still in the slice (its TaskInfo, say).
+                self.release_held(wm);
                 if self.reorder.is_empty() {
                     while pending <= k {
                         let e = &evs[pending];
@@ -73,8 +77,8 @@ impl Model {
                         }
                         pending += 1;
                     }
-                    self.drain_gaps();
                 }
+                self.drain_gaps();
                 continue;
             }
             for e in &evs[pending..k] {
@@ -129,14 +133,19 @@ impl Model {
     }
 
     fn release(&mut self, limit: u64) {
+        if self.release_held(limit) && !self.gaps.is_empty() {
+            self.drain_gaps();
+        }
+    }
+
+    /// Applies the buffered events up to `limit`; true when there were any.
+    fn release_held(&mut self, limit: u64) -> bool {
         let mut any = false;
         while let Some(ev) = self.reorder.pop_upto(limit) {
             self.apply(&ev);
             any = true;
         }
-        if any && !self.gaps.is_empty() {
-            self.drain_gaps();
-        }
+        any
     }
 
     /// An event older than what was already folded in: count it and fold it in at "now" so
