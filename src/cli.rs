@@ -41,6 +41,11 @@ pub enum Command {
     Top(TopArgs),
     /// Find QEMU VMs and their vCPU threads.
     Qemu(QemuArgs),
+    /// Replay a recording's vCPU demand through other schedulers (CFS, EEVDF, O(1), 2.4
+    /// goodness, Xen credit, Xen SEDF) and compare them with what the host did.
+    Simulate(SimulateArgs),
+    /// Serve per-vCPU scheduling metrics to Prometheus (OpenMetrics on /metrics).
+    Exporter(ExporterArgs),
 }
 
 /// Which vCPU threads to watch. Exactly one of these is given (or none where a command
@@ -177,6 +182,30 @@ pub struct ReplayArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Trace file whose demand is replayed.
+    pub file: PathBuf,
+    /// Policies, comma-separated (cfs, eevdf, o1, on, credit, sedf), or `all`.
+    #[arg(long, default_value = "all")]
+    pub policy: String,
+    /// pCPUs to simulate (default: the recording's).
+    #[arg(long)]
+    pub pcpus: Option<u32>,
+    /// A policy parameter, NAME=VALUE (`cfs.latency=12ms`, `credit.cap.vm1=50`); repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub param: Vec<String>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the simulated run (one --policy) as a trace file instead of the comparison.
+    #[arg(long, value_name = "OUT")]
+    pub record: Option<PathBuf>,
+    /// Overwrite an existing --record file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ExportArgs {
     pub file: PathBuf,
     #[arg(long, value_parser = ["perfetto", "chrome-json"])]
@@ -212,6 +241,19 @@ pub struct TopArgs {
     pub tick_hz: f64,
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExporterArgs {
+    /// What to watch; by default every KVM user on the host, also VMs that start later.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Prometheus exporter-toolkit web config (YAML): TLS and basic auth with bcrypt hashes.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

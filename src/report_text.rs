@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use model::{HostInfo, Model, ModelConfig, Percentiles, Snapshot, Source, VcpuState};
+use model::{
+    HostInfo, Model, ModelConfig, Percentiles, Snapshot, SnapshotOptions, Source, VcpuState,
+};
 use serde::Serialize;
 
 /// Where the events came from, for the report header and the JSON `source` section.
@@ -98,11 +100,7 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
 
 /// Builds the report document from a finished model.
 pub fn document(model: &Model, source: SourceSection, host: HostInfo) -> ReportDoc {
-    let mut snapshot = model.snapshot();
-    for p in &mut snapshot.pcpus {
-        p.lane.clear();
-    }
-    snapshot.vruntime.clear();
+    let snapshot = model.snapshot_with(SnapshotOptions::figures());
     let duration_s = snapshot.ts.saturating_sub(snapshot.start) as f64 / 1e9;
     ReportDoc {
         report_version: 1,

@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate touches no kernel interface, terminal or clock. Time
 //! comes only from event timestamps, so the same code runs live, on a recording and in tests.
 
+pub mod demand;
 pub mod event;
 pub mod exit_names;
 pub mod host;
@@ -17,6 +18,6 @@ pub mod trace_file;
 
 pub use event::*;
 pub use host::HostInfo;
-pub use sched::{jain, nice_to_weight, Model, ModelConfig, NICE_TO_WEIGHT};
+pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};

@@ -890,3 +890,57 @@ fn schedstat_at_tracking_start_seeds_the_kernel_counters() {
     // No switch has carried its sched entity before: it does not count as "vruntime known".
     assert_eq!(v.lag, 0);
 }
+
+#[test]
+fn entitlement_keeps_every_pcpu_of_a_512_pcpu_host_apart() {
+    // One spinner alone on each of 512 pCPUs, except pCPU 300, where two share 1 ms slices.
+    // pCPUs past 127 once shared one bit of a u128, which grouped hundreds of threads onto
+    // one pCPU's capacity.
+    const SHARED: u32 = 300;
+    let (a, b) = (10_001, 10_002);
+    let mut evs = Vec::new();
+    for cpu in (0..512).filter(|&c| c != SHARED) {
+        evs.push(task_info(MS, cpu + 1, 100, "vm0", Some(cpu), 0));
+    }
+    evs.push(task_info(MS, a, 200, "vm1", Some(0), 0));
+    evs.push(task_info(MS, b, 200, "vm1", Some(1), 0));
+    for cpu in (0..512).filter(|&c| c != SHARED) {
+        evs.push(switch(MS, cpu, 0, cpu + 1));
+    }
+    let mut ts = MS;
+    for _ in 0..10 {
+        evs.push(switch(ts, SHARED, b, a));
+        evs.push(switch(ts + MS, SHARED, a, b));
+        ts += 2 * MS;
+    }
+    for cpu in (0..512).filter(|&c| c != SHARED) {
+        evs.push(switch(ts, cpu, cpu + 1, 0));
+    }
+    evs.push(switch(ts, SHARED, b, a));
+    evs.sort_by_key(Event::ts);
+    let s = fold(&evs);
+    for cpu in [0, 126, 127, 128, 200, 511] {
+        let v = vc(&s, cpu + 1);
+        assert_eq!(v.pcpu, Some(cpu));
+        assert!(
+            close(v.entitled_share, 1.0, 1e-9),
+            "pCPU {cpu}: {}",
+            v.entitled_share
+        );
+    }
+    for tid in [a, b] {
+        let v = vc(&s, tid);
+        assert!(close(v.cpu_share, 0.5, 1e-3), "{tid}: {}", v.cpu_share);
+        assert!(
+            close(v.entitled_share, 0.5, 1e-3),
+            "{tid}: {}",
+            v.entitled_share
+        );
+    }
+    let vm0 = s.vms.iter().find(|v| v.name == "vm0").expect("vm0");
+    assert!(
+        close(vm0.entitled_share, 511.0, 1e-6),
+        "{}",
+        vm0.entitled_share
+    );
+}

@@ -7,10 +7,12 @@ use crate::cli::Command;
 mod check;
 mod demo;
 mod export;
+mod exporter;
 mod qemu;
 mod record;
 mod replay;
 mod report;
+pub mod simulate;
 mod top;
 mod trace;
 mod vmm;
@@ -27,5 +29,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Top(a) => top::run(a),
         Command::Qemu(a) => qemu::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Exporter(a) => exporter::run(a),
     }
 }

@@ -1,0 +1,111 @@
+//! Health: what the model could not take at face value (lost, late, unknown or malformed
+//! input), counted so every view can show it, and the notes that explain the figures.
+
+use rustc_hash::FxHashSet;
+
+use super::Model;
+use crate::{Health, Lost};
+
+/// Distinct unknown tids remembered (for counting each once).
+const MAX_UNKNOWN_TIDS: usize = 65_536;
+
+/// The model's health counters.
+#[derive(Default)]
+pub(super) struct HealthCounters {
+    pub(super) unknown_tids: FxHashSet<u32>,
+    pub(super) unknown_count: u64,
+    /// Kinds of the events that came too late (for the health note).
+    pub(super) late_kinds: Vec<&'static str>,
+    pub(super) lost: u64,
+    pub(super) uncertain_ns: u64,
+    pub(super) out_of_order: u64,
+    pub(super) tid_reuse: u64,
+    pub(super) malformed: u64,
+    pub(super) saw_entry_exit: bool,
+    pub(super) saw_migrate: bool,
+    pub(super) saw_gap: bool,
+}
+
+impl Model {
+    pub(super) fn note_unknown(&mut self, tid: u32) {
+        let h = &mut self.health;
+        if tid != 0 && h.unknown_tids.len() < MAX_UNKNOWN_TIDS && h.unknown_tids.insert(tid) {
+            h.unknown_count = h.unknown_count.saturating_add(1);
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn on_lost(&mut self, l: &Lost) {
+        self.health.lost = self.health.lost.saturating_add(l.count);
+        // The loss happened somewhere since the last event we saw from that CPU.
+        let from = if l.cpu == u32::MAX {
+            self.cpus
+                .iter()
+                .map(|c| c.last_event_ts)
+                .max()
+                .unwrap_or(l.ts)
+        } else {
+            self.cpus
+                .get(l.cpu as usize)
+                .map_or(l.ts, |c| c.last_event_ts)
+        };
+        let from = if from == 0 {
+            self.start.unwrap_or(l.ts)
+        } else {
+            from
+        };
+        self.health.uncertain_ns = self
+            .health
+            .uncertain_ns
+            .saturating_add(l.ts.saturating_sub(from));
+    }
+
+    pub(super) fn health_view(&self) -> Health {
+        let mut notes = Vec::new();
+        let has_vcpus = self.tasks.iter().any(|t| t.vcpu.is_some());
+        if has_vcpus && !self.health.saw_entry_exit {
+            notes.push("no guest entry/exit events seen on this host".to_string());
+        }
+        if has_vcpus && !self.health.saw_entry_exit && !self.health.saw_gap {
+            notes.push(
+                "no guest gap records either: resume latency cannot be measured for these vCPUs"
+                    .to_string(),
+            );
+        }
+        if self.health.saw_migrate {
+            notes.push(
+                "migrations counted from sched_migrate_task (= se.nr_migrations)".to_string(),
+            );
+        } else if !self.tasks.is_empty() {
+            notes.push(
+                "no sched_migrate_task events: migrations are switch-ins on another pCPU"
+                    .to_string(),
+            );
+        }
+        if self.health.lost > 0 {
+            notes.push(format!(
+                "{} events lost: figures over {:.1} ms of the run are uncertain",
+                self.health.lost,
+                self.health.uncertain_ns as f64 / 1e6
+            ));
+        }
+        if self.health.out_of_order > 0 {
+            notes.push(format!(
+                "{} events arrived later than the {:.1} ms reorder window and were folded in late ({})",
+                self.health.out_of_order,
+                self.cfg.reorder_window_ns as f64 / 1e6,
+                self.health.late_kinds.join(", ")
+            ));
+        }
+        Health {
+            events: self.events,
+            lost_events: self.health.lost,
+            out_of_order: self.health.out_of_order,
+            unknown_tids: self.health.unknown_count,
+            tid_reuse: self.health.tid_reuse,
+            uncertain_ns: self.health.uncertain_ns,
+            malformed: self.health.malformed,
+            notes,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! KVM events: guest entries and exits (what a running vCPU does, its exits by reason, the
+//! resume latency `kvm_entry` closes) and the VMCLEAR cross-calls a migrated vCPU costs.
+
+use super::task::TState;
+use super::Model;
+use crate::{CrossCall, CrossCallPhase, ExitIsa, KvmEntry, KvmExit, UserspaceExit, VcpuState};
+
+/// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
+const MAX_OPEN_CSD: usize = 256;
+
+/// A VMCLEAR cross-call queued and not yet finished.
+#[derive(Clone, Copy)]
+pub(super) struct OpenCsd {
+    csd: u64,
+    ts: u64,
+    slot: u32,
+}
+
+impl Model {
+    pub(super) fn on_kvm_entry(&mut self, e: &KvmEntry) {
+        self.health.saw_entry_exit = true;
+        if let Some(c) = self.cpu_mut(e.cpu) {
+            c.last_event_ts = e.ts;
+        }
+        let Some(n) = self.slot(e.tid) else { return };
+        let t = &mut self.tasks[n];
+        if t.state == TState::Running {
+            t.sub = VcpuState::InGuest;
+        }
+        t.resume.entered(e.ts);
+        t.exits.entered(e.ts);
+    }
+
+    pub(super) fn on_kvm_exit(&mut self, e: &KvmExit) {
+        self.health.saw_entry_exit = true;
+        if let Some(c) = self.cpu_mut(e.cpu) {
+            c.last_event_ts = e.ts;
+        }
+        let Some(n) = self.slot(e.tid) else { return };
+        let t = &mut self.tasks[n];
+        t.exits.exited(false, e.isa, e.reason, e.ts);
+        t.clock.cum.exits = t.clock.cum.exits.saturating_add(1);
+        t.resume.last_exit_ts = e.ts;
+        if t.state == TState::Running {
+            t.sub = VcpuState::Running;
+        }
+    }
+
+    pub(super) fn on_userspace_exit(&mut self, e: &UserspaceExit) {
+        if let Some(c) = self.cpu_mut(e.cpu) {
+            c.last_event_ts = e.ts;
+        }
+        let Some(n) = self.slot(e.tid) else { return };
+        let t = &mut self.tasks[n];
+        t.exits.exited(true, ExitIsa::Unknown, e.reason, e.ts);
+        // A kvm_exit already counted this exit when the host emits both.
+        if !t.resume.from_entry {
+            t.clock.cum.exits = t.clock.cum.exits.saturating_add(1);
+        }
+        if t.state == TState::Running {
+            t.sub = VcpuState::InVmm;
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn on_cross_call(&mut self, x: &CrossCall) {
+        if let Some(c) = self.cpu_mut(x.cpu) {
+            c.last_event_ts = x.ts;
+        }
+        if !x.is_vmclear {
+            return;
+        }
+        match x.phase {
+            CrossCallPhase::Queue => {
+                // Queued from the pCPU loading the vCPU: the current thread there is it.
+                let Some(n) = self.slot(x.tid) else { return };
+                let t = &mut self.tasks[n];
+                t.resume.vmclear_calls = t.resume.vmclear_calls.saturating_add(1);
+                if self.open_csd.len() >= MAX_OPEN_CSD {
+                    self.open_csd.remove(0);
+                }
+                self.open_csd.push(OpenCsd {
+                    csd: x.csd,
+                    ts: x.ts,
+                    slot: n as u32,
+                });
+            }
+            CrossCallPhase::Entry => {}
+            CrossCallPhase::Exit => {
+                if let Some(p) = self.open_csd.iter().position(|o| o.csd == x.csd) {
+                    let o = self.open_csd.swap_remove(p);
+                    if let Some(t) = self.tasks.get_mut(o.slot as usize) {
+                        t.resume.vmclear.record(x.ts.saturating_sub(o.ts));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Tracked threads: their identity and scheduling state, the VMs they belong to, and their
+//! lifecycle (announced by `TaskInfo`, ended by `TaskExit`, `VmEnded` or tid reuse).
+
+use super::clocks::{Clocks, Cum};
+use super::cpu_set::CpuSet;
+use super::exits::ExitTracker;
+use super::owner::Owner;
+use super::resume::ResumeTracker;
+use super::Model;
+use crate::{nice_to_weight, Comm, TaskExit, TaskInfo, VcpuState, VmEnded};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TState {
+    /// Tracked but no scheduling event yet.
+    Unknown,
+    Running,
+    Waiting,
+    Sleeping,
+    Exited,
+}
+
+/// One tracked thread.
+pub(super) struct Task {
+    pub(super) tid: u32,
+    pub(super) pid: u32,
+    pub(super) vm: u32,
+    pub(super) vcpu: Option<u32>,
+    pub(super) comm: Comm,
+    pub(super) nice: i32,
+    pub(super) weight: u32,
+    pub(super) first_seen: u64,
+    pub(super) ended_at: Option<u64>,
+    /// Its exit was reported while it ran: it ends at its final switch-out.
+    pub(super) exiting: bool,
+    pub(super) state: TState,
+    /// What a running thread does (in the guest, in the host kernel, in the VMM).
+    pub(super) sub: VcpuState,
+    /// Start of the current state.
+    pub(super) since: u64,
+    /// pCPU it runs on, or the run queue it waits in, or the pCPU it last ran on.
+    pub(super) cpu: u32,
+    pub(super) last_out_cpu: Option<u32>,
+    pub(super) last_out_ts: u64,
+    pub(super) cpus_used: CpuSet,
+    pub(super) clock: Clocks,
+    pub(super) resume: ResumeTracker,
+    pub(super) exits: ExitTracker,
+    /// Who kept it waiting, and for how long.
+    pub(super) culprits: Vec<(Owner, u64)>,
+}
+
+impl Task {
+    pub(super) fn is_runnable(&self) -> bool {
+        matches!(self.state, TState::Running | TState::Waiting)
+    }
+
+    /// Counters including the open interval up to `now`.
+    pub(super) fn cum_at(&self, now: u64) -> Cum {
+        let mut c = self.clock.cum;
+        let open = now.saturating_sub(self.since);
+        match self.state {
+            TState::Running => c.run = c.run.saturating_add(open),
+            TState::Waiting => c.wait = c.wait.saturating_add(open),
+            TState::Sleeping => c.sleep = c.sleep.saturating_add(open),
+            TState::Unknown | TState::Exited => {}
+        }
+        c
+    }
+
+    pub(super) fn end_or(&self, now: u64) -> u64 {
+        self.ended_at.unwrap_or(now)
+    }
+
+    pub(super) fn label(&self, vms: &[VmEntry]) -> String {
+        let vm = vms.get(self.vm as usize).map_or("?", |v| v.name.as_str());
+        match self.vcpu {
+            Some(i) => format!("{vm}/vcpu{i}"),
+            None => format!("{vm}/{}", self.comm),
+        }
+    }
+}
+
+pub(super) struct VmEntry {
+    pub(super) name: String,
+    pub(super) pid: u32,
+    pub(super) ended: bool,
+}
+
+impl Model {
+    pub(super) fn vm_name(&self, vm: u32) -> String {
+        self.vms
+            .get(vm as usize)
+            .map_or_else(String::new, |v| v.name.clone())
+    }
+
+    fn intern_vm(&mut self, name: &str, pid: u32) -> u32 {
+        if let Some(i) = self.vms.iter().position(|v| v.name == name) {
+            let v = &mut self.vms[i];
+            if v.ended && v.pid != pid {
+                // A new process under an old name: the VM is back.
+                v.ended = false;
+                v.pid = pid;
+            }
+            return i as u32;
+        }
+        self.vms.push(VmEntry {
+            name: name.to_string(),
+            pid,
+            ended: false,
+        });
+        (self.vms.len() - 1) as u32
+    }
+
+    /// Ends the thread's current state at `ts`, adding the interval to its counters.
+    pub(super) fn account(&mut self, slot: usize, ts: u64) {
+        let Some(t) = self.tasks.get_mut(slot) else {
+            return;
+        };
+        let d = ts.saturating_sub(t.since);
+        let cum = &mut t.clock.cum;
+        match t.state {
+            TState::Running => cum.run = cum.run.saturating_add(d),
+            TState::Waiting => {
+                cum.wait = cum.wait.saturating_add(d);
+                t.clock.wait_hist.record(d);
+            }
+            TState::Sleeping => cum.sleep = cum.sleep.saturating_add(d),
+            TState::Unknown | TState::Exited => {}
+        }
+        t.since = ts;
+    }
+
+    #[inline(never)]
+    pub(super) fn on_task_exit(&mut self, x: &TaskExit) {
+        let Some(n) = self.slot(x.tid) else { return };
+        self.end_task(n, x.ts);
+    }
+
+    /// A running thread finishes at its final switch-out; anything else ends now.
+    fn end_task(&mut self, n: usize, ts: u64) {
+        match self.tasks[n].state {
+            TState::Running => self.tasks[n].exiting = true,
+            TState::Exited => {}
+            TState::Waiting => {
+                self.account(n, ts);
+                self.remove_waiting(n);
+                self.mark_exited(n, ts);
+            }
+            TState::Sleeping | TState::Unknown => {
+                self.account(n, ts);
+                self.mark_exited(n, ts);
+            }
+        }
+    }
+
+    fn mark_exited(&mut self, n: usize, ts: u64) {
+        let t = &mut self.tasks[n];
+        t.state = TState::Exited;
+        t.sub = VcpuState::Unknown;
+        t.ended_at = Some(ts);
+        t.since = ts;
+    }
+
+    #[inline(never)]
+    pub(super) fn on_task_info(&mut self, ti: &TaskInfo) {
+        let vm = self.intern_vm(&ti.vm, ti.pid);
+        if let Some(n) = self.slot(ti.tid) {
+            let t = &mut self.tasks[n];
+            if t.pid == ti.pid && t.vm == vm && t.state != TState::Exited {
+                t.vcpu = ti.vcpu;
+                t.comm = ti.comm;
+                t.nice = ti.nice;
+                return;
+            }
+            // The tid now names another thread: retire the old one.
+            self.health.tid_reuse = self.health.tid_reuse.saturating_add(1);
+            self.end_task(n, ti.ts);
+            if self.tasks[n].state == TState::Running {
+                self.account(n, ti.ts);
+                self.mark_exited(n, ti.ts);
+            }
+        }
+        let slot = self.tasks.len();
+        self.tasks.push(Task {
+            tid: ti.tid,
+            pid: ti.pid,
+            vm,
+            vcpu: ti.vcpu,
+            comm: ti.comm,
+            nice: ti.nice,
+            weight: nice_to_weight(ti.nice),
+            first_seen: ti.ts,
+            ended_at: None,
+            exiting: false,
+            state: TState::Unknown,
+            sub: VcpuState::Unknown,
+            since: ti.ts,
+            cpu: 0,
+            last_out_cpu: None,
+            last_out_ts: 0,
+            cpus_used: CpuSet::default(),
+            // Counted from tracking start where the source read the kernel's figures then.
+            clock: Clocks::seeded(ti.schedstat.map(|s| (s.run_ns, s.wait_ns))),
+            resume: ResumeTracker::default(),
+            exits: ExitTracker::default(),
+            culprits: Vec::new(),
+        });
+        self.tid_slot.insert(ti.tid, slot as u32);
+        self.health.unknown_tids.remove(&ti.tid);
+        // If this thread is on a CPU right now, that CPU's owner becomes it from here on.
+        let now = ti.ts;
+        for cpu in 0..self.cpus.len() {
+            if self.cpus[cpu].seen && self.cpus[cpu].cur_tid == ti.tid {
+                self.close_segment(cpu as u32, now);
+                self.cpus[cpu].owner = Owner::Task(slot as u32);
+                let t = &mut self.tasks[slot];
+                t.state = TState::Running;
+                t.sub = VcpuState::Running;
+                t.cpu = cpu as u32;
+                t.since = now;
+                t.resume.last_in_ts = now;
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn on_vm_ended(&mut self, v: &VmEnded) {
+        for vm in &mut self.vms {
+            if vm.name == v.vm || (v.pid != 0 && vm.pid == v.pid) {
+                vm.ended = true;
+            }
+        }
+        for n in 0..self.tasks.len() {
+            if self.tasks[n].pid == v.pid && self.tasks[n].state != TState::Exited {
+                if self.tasks[n].state == TState::Running {
+                    self.account(n, v.ts);
+                    let cpu = self.tasks[n].cpu;
+                    self.close_segment(cpu, v.ts);
+                    if let Some(c) = self.cpus.get_mut(cpu as usize) {
+                        if c.owner == Owner::Task(n as u32) {
+                            // We no longer know who runs there; count it as idle.
+                            c.owner = Owner::Idle;
+                        }
+                    }
+                    self.mark_exited(n, v.ts);
+                } else {
+                    self.end_task(n, v.ts);
+                }
+            }
+        }
+    }
+}

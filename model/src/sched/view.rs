@@ -1,0 +1,410 @@
+//! Snapshots: the model's state as the plain [`Snapshot`] every view reads, over a window,
+//! with or without the pCPU lanes and vruntime series (a whole-run report needs neither).
+
+use super::clocks::Cum;
+use super::lanes::{Cpu, Seg};
+use super::owner::{Owner, OwnerTime};
+use super::resume::ResumeTracker;
+use super::task::TState;
+use super::{jain, Model};
+use crate::{
+    LaneOwner, LaneSegment, Occupancy, PcpuSnapshot, PcpuTime, Snapshot, VcpuLatencyBuckets,
+    VcpuSnapshot, VcpuState, VmSnapshot, VruntimeSeries, WaitCulprit, Window,
+};
+
+/// What a snapshot covers and carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// The window of the per-vCPU, per-VM and fairness figures.
+    pub window: Window,
+    /// Build each pCPU's lane (the segments over the history window).
+    pub lanes: bool,
+    /// Build each thread's vruntime series.
+    pub vruntime_series: bool,
+}
+
+impl SnapshotOptions {
+    /// Everything, over `window`: what the dashboard draws.
+    pub fn full(window: Window) -> Self {
+        SnapshotOptions {
+            window,
+            lanes: true,
+            vruntime_series: true,
+        }
+    }
+
+    /// The whole run's figures without lanes and series: what a report prints.
+    pub fn figures() -> Self {
+        SnapshotOptions {
+            window: Window::WholeRun,
+            lanes: false,
+            vruntime_series: false,
+        }
+    }
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions::full(Window::WholeRun)
+    }
+}
+
+impl Model {
+    /// Everything over the whole run.
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(SnapshotOptions::default())
+    }
+
+    /// Per-vCPU, per-VM and fairness figures over `window` (pCPU occupancy always carries all
+    /// three windows). Latency percentiles and culprits always cover the whole run.
+    pub fn snapshot_window(&self, window: Window) -> Snapshot {
+        self.snapshot_with(SnapshotOptions::full(window))
+    }
+
+    /// A snapshot as `opts` asks.
+    pub fn snapshot_with(&self, opts: SnapshotOptions) -> Snapshot {
+        let now = self.now;
+        let start = self.start.unwrap_or(0);
+        let figures = self.window_figures(opts.window);
+        let entitled = self.entitled_shares(&figures);
+        let mut all = ResumeTracker::default();
+        let vcpus: Vec<VcpuSnapshot> = (0..self.tasks.len())
+            .map(|i| {
+                all.merge(&self.tasks[i].resume);
+                self.vcpu_view(i, figures[i], entitled[i])
+            })
+            .collect();
+        let (vms, fairness) = self.vm_views(&vcpus);
+        let pcpus = self
+            .cpus
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.seen)
+            .map(|(i, c)| self.pcpu_view(i as u32, c, opts.lanes))
+            .collect();
+        let vruntime = if opts.vruntime_series {
+            self.vruntime_series()
+        } else {
+            Vec::new()
+        };
+        let span = now.saturating_sub(start);
+        Snapshot {
+            start,
+            ts: now,
+            window: opts.window,
+            events_per_second: if span > 0 {
+                self.events as f64 / (span as f64 / 1e9)
+            } else {
+                0.0
+            },
+            vcpus,
+            pcpus,
+            vms,
+            vruntime,
+            wait_culprits: self.wait_culprits(),
+            resume: all.view(),
+            fairness,
+            health: self.health_view(),
+        }
+    }
+
+    /// Per task: counters over the window and its elapsed time in it.
+    fn window_figures(&self, window: Window) -> Vec<(Cum, u64)> {
+        let now = self.now;
+        let win_ns = match window {
+            Window::LastSecond => Some(1_000_000_000u64),
+            Window::LastTenSeconds => Some(10_000_000_000u64),
+            Window::WholeRun => None,
+        };
+        self.tasks
+            .iter()
+            .map(|t| {
+                let end = t.end_or(now);
+                let total = t.cum_at(end);
+                match win_ns {
+                    None => (total, end.saturating_sub(t.first_seen)),
+                    Some(w) => {
+                        let from = now.saturating_sub(w);
+                        // The newest checkpoint at or before the window start.
+                        match t.clock.checkpoints.iter().rev().find(|(ts, _)| *ts <= from) {
+                            Some((ts, c)) if *ts >= t.first_seen => {
+                                (total.minus(c), end.saturating_sub(*ts))
+                            }
+                            _ => (total, end.saturating_sub(t.first_seen)),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn vcpu_view(&self, i: usize, (c, elapsed): (Cum, u64), entitled: f64) -> VcpuSnapshot {
+        let t = &self.tasks[i];
+        let now = self.now;
+        let secs = elapsed as f64 / 1e9;
+        let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let migrations = if self.health.saw_migrate {
+            c.migrate_events
+        } else {
+            c.pcpu_changes
+        };
+        let lag = if t.is_runnable() || t.state == TState::Sleeping {
+            let min = self
+                .tasks
+                .iter()
+                .filter(|o| o.is_runnable() && o.cpu == t.cpu && o.clock.se_seen)
+                .map(|o| o.clock.vruntime)
+                .min();
+            min.map_or(0, |m| {
+                (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
+                    as i64
+            })
+        } else {
+            0
+        };
+        let state = match t.state {
+            TState::Unknown | TState::Exited => VcpuState::Unknown,
+            TState::Waiting => VcpuState::Waiting,
+            TState::Sleeping => VcpuState::Sleeping,
+            TState::Running => t.sub,
+        };
+        VcpuSnapshot {
+            vm: self.vm_name(t.vm),
+            pid: t.pid,
+            vcpu: t.vcpu,
+            tid: t.tid,
+            comm: t.comm.to_string(),
+            state: Some(state),
+            pcpu: (t.state != TState::Unknown).then_some(t.cpu),
+            vruntime: t.clock.vruntime,
+            lag,
+            weight: t.weight,
+            nice: t.nice,
+            run_ns: c.run,
+            task_clock_ns: c.task_clock,
+            run_delay_ns: t.clock.run_delay_seen.then_some(c.run_delay),
+            wait_ns: c.wait,
+            sleep_ns: c.sleep,
+            cpu_share: if elapsed > 0 {
+                c.run as f64 / elapsed as f64
+            } else {
+                0.0
+            },
+            entitled_share: entitled,
+            switches: c.voluntary.saturating_add(c.involuntary),
+            voluntary_switches: c.voluntary,
+            involuntary_switches: c.involuntary,
+            migrations,
+            pcpu_changes: c.pcpu_changes,
+            migrations_per_second: per_s(migrations),
+            exits_per_second: per_s(c.exits),
+            wait: t.clock.wait_hist.percentiles(),
+            resume: t.resume.view(),
+            exits: t.exits.stats(t.end_or(now).saturating_sub(t.first_seen)),
+            guest_gaps: c.gaps,
+            guest_gap_ns: c.gap_ns,
+            elapsed_ns: elapsed,
+            ended: t.state == TState::Exited || t.exiting,
+            latency_buckets: VcpuLatencyBuckets {
+                wait: t.clock.wait_hist.buckets(),
+                resume_same_pcpu: t.resume.same.buckets(),
+                resume_migrated: t.resume.migrated.buckets(),
+            },
+        }
+    }
+
+    /// Per VM, and Jain's index over the VMs' share-to-entitlement ratios.
+    fn vm_views(&self, vcpus: &[VcpuSnapshot]) -> (Vec<VmSnapshot>, f64) {
+        let mut vms = Vec::with_capacity(self.vms.len());
+        let mut vm_ratios = Vec::new();
+        for (vi, v) in self.vms.iter().enumerate() {
+            let members: Vec<usize> = (0..self.tasks.len())
+                .filter(|&i| self.tasks[i].vm as usize == vi)
+                .collect();
+            let vcpu_members: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| self.tasks[i].vcpu.is_some())
+                .collect();
+            let set = if vcpu_members.is_empty() {
+                &members
+            } else {
+                &vcpu_members
+            };
+            let run_ns = set
+                .iter()
+                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].run_ns));
+            let wait_ns = set
+                .iter()
+                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].wait_ns));
+            let cpu_share: f64 = set.iter().map(|&i| vcpus[i].cpu_share).sum();
+            let entitled_share: f64 = set.iter().map(|&i| vcpus[i].entitled_share).sum();
+            let ratios: Vec<f64> = set
+                .iter()
+                .filter(|&&i| vcpus[i].entitled_share > 0.0)
+                .map(|&i| vcpus[i].cpu_share / vcpus[i].entitled_share)
+                .collect();
+            if entitled_share > 0.0 {
+                vm_ratios.push(cpu_share / entitled_share);
+            }
+            vms.push(VmSnapshot {
+                name: v.name.clone(),
+                pid: v.pid,
+                vcpus: vcpu_members.len() as u32,
+                run_ns,
+                wait_ns,
+                cpu_share,
+                entitled_share,
+                fairness: jain(&ratios),
+                ended: v.ended,
+            });
+        }
+        (vms, jain(&vm_ratios))
+    }
+
+    fn pcpu_view(&self, cpu: u32, c: &Cpu, lanes: bool) -> PcpuSnapshot {
+        let now = self.now;
+        let mut run = c.time.clone();
+        run.add(c.owner, now.saturating_sub(c.since), &self.tasks);
+        let time = PcpuTime {
+            idle_ns: run.idle,
+            vcpu_ns: run.vm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            other_ns: run.others(),
+        };
+        let occ_window = |w: u64| {
+            let from = now.saturating_sub(w);
+            let mut time = OwnerTime::default();
+            for s in c.lane.iter().rev() {
+                if s.end <= from {
+                    break;
+                }
+                let d = s.end.saturating_sub(s.start.max(from));
+                time.add(s.owner, d, &self.tasks);
+            }
+            let d = now.saturating_sub(c.since.max(from));
+            time.add(c.owner, d, &self.tasks);
+            self.occupancy(&time)
+        };
+        let mut lane = Vec::new();
+        if lanes {
+            lane.reserve(c.lane.len() + 1);
+            lane.extend(c.lane.iter().map(|s| self.lane_segment(s)));
+            if now > c.since {
+                lane.push(self.lane_segment(&Seg {
+                    start: c.since,
+                    end: now,
+                    owner: c.owner,
+                    waiting: c.waiting.len() as u32,
+                }));
+            }
+        }
+        PcpuSnapshot {
+            cpu,
+            current_tid: match c.owner {
+                Owner::Task(slot) => self.tasks.get(slot as usize).map(|t| t.tid),
+                Owner::Idle | Owner::Other(_) => None,
+            },
+            waiting: c.waiting.len() as u32,
+            occupancy_1s: occ_window(1_000_000_000),
+            occupancy_10s: occ_window(10_000_000_000),
+            occupancy_run: self.occupancy(&run),
+            time,
+            lane,
+        }
+    }
+
+    /// Wait culprits, largest first, at most 8 per waiting thread.
+    fn wait_culprits(&self) -> Vec<WaitCulprit> {
+        let mut wait_culprits = Vec::new();
+        for t in &self.tasks {
+            let mut cs = t.culprits.clone();
+            cs.sort_by_key(|c| std::cmp::Reverse(c.1));
+            for (owner, ns) in cs.into_iter().take(8) {
+                wait_culprits.push(WaitCulprit {
+                    tid: t.tid,
+                    culprit: self.owner_label(owner),
+                    ns,
+                });
+            }
+        }
+        wait_culprits
+    }
+
+    fn vruntime_series(&self) -> Vec<VruntimeSeries> {
+        self.tasks
+            .iter()
+            .filter(|t| !t.clock.series.is_empty())
+            .map(|t| VruntimeSeries {
+                tid: t.tid,
+                label: t.label(&self.vms),
+                points: t.clock.series.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    fn occupancy(&self, time: &OwnerTime) -> Occupancy {
+        let total = time.total();
+        if total == 0 {
+            return Occupancy::default();
+        }
+        let f = |x: u64| x as f64 / total as f64;
+        let mut vms: Vec<(String, f64)> = time
+            .vm_ns
+            .iter()
+            .enumerate()
+            .filter(|(_, &ns)| ns > 0)
+            .map(|(i, &ns)| {
+                (
+                    self.vms
+                        .get(i)
+                        .map_or_else(|| "?".into(), |v| v.name.clone()),
+                    f(ns),
+                )
+            })
+            .collect();
+        vms.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut others: Vec<(String, f64)> = time
+            .comm_ns
+            .iter()
+            .enumerate()
+            .filter(|(_, &ns)| ns > 0)
+            .map(|(i, &ns)| {
+                (
+                    self.comms
+                        .get(i)
+                        .map_or_else(|| "?".into(), |c| c.to_string()),
+                    f(ns),
+                )
+            })
+            .collect();
+        others.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Occupancy {
+            idle: f(time.idle),
+            vms,
+            others,
+        }
+    }
+
+    fn lane_segment(&self, s: &Seg) -> LaneSegment {
+        let owner = match s.owner {
+            Owner::Idle => LaneOwner::Idle,
+            Owner::Other(_) => LaneOwner::Other {
+                comm: self.owner_label(s.owner),
+            },
+            Owner::Task(slot) => match self.tasks.get(slot as usize) {
+                Some(t) => LaneOwner::Vcpu {
+                    vm: self.vm_name(t.vm),
+                    vcpu: t.vcpu,
+                    tid: t.tid,
+                },
+                None => LaneOwner::Idle,
+            },
+        };
+        LaneSegment {
+            start: s.start,
+            end: s.end,
+            owner,
+            waiting: s.waiting,
+        }
+    }
+}
