@@ -168,6 +168,10 @@ pub struct RecordArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// When done, print one JSON document: events, lost, bytes and (`--demo`) the bundled
+    /// VMM's own counters, which the trace file does not hold.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,8 @@ pub struct FairParams {
     pub tick: u64,
     pub migration_cost: u64,
     pub balance_interval: u64,
+    /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
+    pub idle_balance_interval: u64,
     pub gentle_fair_sleepers: bool,
     pub start_debit: bool,
     pub place_lag: bool,
@@ -52,6 +54,11 @@ impl FairParams {
                 tick: tick_ns(name, p, 250)?,
                 migration_cost: p.ns(name, "migration_cost", 500_000)?,
                 balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
+                idle_balance_interval: p.ns(
+                    name,
+                    "idle_balance_interval",
+                    1_000_000 * u64::from(ncpus),
+                )?,
                 gentle_fair_sleepers: p.bool(name, "gentle_fair_sleepers", true)?,
                 start_debit: p.bool(name, "start_debit", true)?,
                 place_lag: false,
@@ -67,13 +74,18 @@ impl FairParams {
                 tick: tick_ns(name, p, 250)?,
                 migration_cost: p.ns(name, "migration_cost", 500_000)?,
                 balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
+                idle_balance_interval: p.ns(
+                    name,
+                    "idle_balance_interval",
+                    1_000_000 * u64::from(ncpus),
+                )?,
                 gentle_fair_sleepers: false,
                 start_debit: false,
                 place_lag: p.bool(name, "place_lag", true)?,
                 run_to_parity: p.bool(name, "run_to_parity", true)?,
             },
         };
-        if fp.balance_interval == 0 {
+        if fp.balance_interval == 0 || fp.idle_balance_interval == 0 {
             return Err(ParamError::Invalid(
                 "--param balance_interval must be above 0".into(),
             ));
@@ -420,7 +432,11 @@ impl Policy for Fair {
                 }
             }
         }
-        let t = self.best(cx, cpu)?;
+        let Some(t) = self.best(cx, cpu) else {
+            // Idle: balance again soon (hot threads cool down).
+            self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+            return None;
+        };
         let rq = &mut self.rqs[cpu as usize];
         if let Some(i) = rq.queue.iter().position(|&u| u == t) {
             rq.queue.swap_remove(i);
@@ -499,7 +515,13 @@ impl Policy for Fair {
     }
 
     fn global(&mut self, cx: &mut Cx, now: u64) {
-        self.next_balance = now + self.p.balance_interval;
+        let any_idle = (0..cx.ncpus).any(|c| !cx.is_running(c));
+        self.next_balance = now
+            + if any_idle {
+                self.p.idle_balance_interval
+            } else {
+                self.p.balance_interval
+            };
         let Some((src, dst)) = imbalance(cx, |c| self.rqs[c as usize].queue.len()) else {
             return;
         };

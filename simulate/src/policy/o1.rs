@@ -26,6 +26,8 @@ pub struct O1Params {
     pub on_runqueue_weight: u64,
     pub cache_hot_time: u64,
     pub balance_interval: u64,
+    /// `rebalance_tick` on an idle pCPU (every tick-ish, 1 ms).
+    pub idle_balance_interval: u64,
 }
 
 impl O1Params {
@@ -46,13 +48,14 @@ impl O1Params {
             on_runqueue_weight: p.u64(o, "on_runqueue_weight", 30)?,
             cache_hot_time: p.ns(o, "cache_hot_time", 2_500_000)?,
             balance_interval: p.ns(o, "balance_interval", 200_000_000)?,
+            idle_balance_interval: p.ns(o, "idle_balance_interval", 1_000_000)?,
         };
         if op.max_bonus < 2 || op.max_sleep_avg == 0 || op.def_timeslice == 0 {
             return Err(ParamError::Invalid(
                 "--param max_bonus must be >= 2, max_sleep_avg and def_timeslice above 0".into(),
             ));
         }
-        if op.balance_interval == 0 {
+        if op.balance_interval == 0 || op.idle_balance_interval == 0 {
             return Err(ParamError::Invalid(
                 "--param balance_interval must be above 0".into(),
             ));
@@ -99,13 +102,17 @@ impl Array {
         }
         self.bitmap |= 1 << i;
     }
-    fn first(&self) -> Option<u32> {
+    /// Takes the first thread of the highest-priority non-empty list.
+    fn pop_first(&mut self) -> Option<u32> {
         if self.bitmap == 0 {
             return None;
         }
-        self.lists[self.bitmap.trailing_zeros() as usize]
-            .front()
-            .copied()
+        let i = self.bitmap.trailing_zeros() as usize;
+        let t = self.lists[i].pop_front();
+        if self.lists[i].is_empty() {
+            self.bitmap &= !(1 << i);
+        }
+        t
     }
     fn remove(&mut self, t: u32) -> bool {
         for (i, l) in self.lists.iter_mut().enumerate() {
@@ -344,8 +351,10 @@ impl Policy for O1 {
             }
         }
         let rq = &mut self.rqs[c];
-        let t = rq.active.first()?;
-        rq.active.remove(t);
+        let Some(t) = rq.active.pop_first() else {
+            self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+            return None;
+        };
         rq.curr = Some(t);
         let task = self.tasks[t as usize];
         if task.activated > 0 {
@@ -401,7 +410,13 @@ impl Policy for O1 {
     }
 
     fn global(&mut self, cx: &mut Cx, now: u64) {
-        self.next_balance = now + self.p.balance_interval;
+        let any_idle = (0..cx.ncpus).any(|c| !cx.is_running(c));
+        self.next_balance = now
+            + if any_idle {
+                self.p.idle_balance_interval
+            } else {
+                self.p.balance_interval
+            };
         let Some((src, dst)) = imbalance(cx, |c| self.queued(c)) else {
             return;
         };

@@ -55,6 +55,8 @@ struct Unit {
     cputime: u64,
     lost: u64,
     runnable: bool,
+    /// Woken at least once (the first wake starts a fresh period).
+    started: bool,
     /// In `runq` (slice left this period) rather than waiting for the next period.
     in_runq: bool,
 }
@@ -218,8 +220,13 @@ impl Policy for Sedf {
         let u = &mut self.units[t as usize];
         u.runnable = true;
         let home = u.home;
+        let first = !std::mem::replace(&mut u.started, true);
         if u.slice > 0 {
-            if now < Self::period_start(u) {
+            if first {
+                u.deadl_abs = now + u.period;
+                u.cputime = 0;
+                u.in_runq = true;
+            } else if now < Self::period_start(u) {
                 // Woke before its period began: just requeue.
             } else if now < u.deadl_abs {
                 // Short block: the rest of this period is forfeited, the loss is owed in
