@@ -981,3 +981,43 @@ fn entitlement_keeps_every_pcpu_of_a_512_pcpu_host_apart() {
         vm0.entitled_share
     );
 }
+
+#[test]
+fn ended_threads_shed_their_distributions_but_keep_their_counters() {
+    let mut evs = demo_stream(4.0);
+    let end_at = evs[0].ts() + 1_000_000_000;
+    let cut = evs.partition_point(|e| e.ts() < end_at);
+    evs.insert(cut, vm_ended(end_at, 2000, "vm1"));
+    let fold_with = |shed: Option<u64>| {
+        let mut m = Model::new(ModelConfig {
+            shed_ended_after_ns: shed,
+            ..ModelConfig::default()
+        });
+        m.ingest_batch(&evs);
+        m.finish();
+        m.snapshot()
+    };
+    let kept = fold_with(None);
+    let shed = fold_with(Some(1_000_000_000));
+    let mut ended = 0;
+    for (k, s) in kept.vcpus.iter().zip(&shed.vcpus) {
+        assert_eq!(k.tid, s.tid);
+        assert_eq!(
+            (k.task_clock_ns, k.run_delay_ns, k.switches, k.migrations),
+            (s.task_clock_ns, s.run_delay_ns, s.switches, s.migrations),
+            "tid {}: counters are kept",
+            k.tid
+        );
+        let exits = |v: &VcpuSnapshot| v.exits.iter().map(|x| x.count).sum::<u64>();
+        assert_eq!(exits(k), exits(s));
+        if s.ended {
+            ended += 1;
+            assert!(k.wait.count > 0, "tid {}: it waited", k.tid);
+            assert_eq!(s.wait.count, 0, "tid {}: distribution dropped", s.tid);
+            assert_eq!(s.latency_buckets, VcpuLatencyBuckets::default());
+        } else {
+            assert_eq!(k.wait, s.wait, "tid {}: live threads keep theirs", k.tid);
+        }
+    }
+    assert_eq!(ended, 2, "vm1's two vCPUs ended");
+}

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of the `kvmscope` binary.
 #![allow(dead_code)]
 
+pub mod schedstat;
+
 use std::path::Path;
 use std::process::Command;
 
