@@ -57,7 +57,8 @@ echo "tracer rc=$?" >> /tmp/a.err
 kill -CONT $vmm
 kill -INT $vmm
 wait $vmm
+vmm_rc=$?
 lab_emit allkvm.sched /tmp/a.sched
-lab_emit allkvm.vmm /tmp/a.vmm
+lab_send allkvm.vmm $vmm_rc "$(lab_ms)" /tmp/a.vmm /tmp/a.vmm.err
 gzip -1 -c /tmp/a.trace | base64 > /tmp/a.trace.b64
 LAB_ENCODING=gzip+base64 lab_send allkvm.trace 0 "$(lab_ms)" /tmp/a.trace.b64 /tmp/a.err
