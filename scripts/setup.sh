@@ -13,9 +13,11 @@ fi
 # qemu-system-x86: the QEMU tests; tmux: the dashboard's end-to-end test; util-linux:
 # setpriv for the not-root tests; linux-perf + bpftrace: the benchmarks' baselines;
 # gcc + libc6-dev (static tinyvmm), xz-utils + zstd (kernel modules), binutils (strip): the
-# kernel matrix (lab/), which fetches its kernels itself into /var/cache/kvmscope-lab.
+# kernel matrix (lab/), which fetches its kernels itself into /var/cache/kvmscope-lab;
+# prometheus (2.42, with promtool): the exporter's real-Prometheus test and its rule tests
+# (on a host with systemd its postinst also starts a Prometheus on :9090; tests use other ports).
 packages=(clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 tmux util-linux procps linux-perf bpftrace
-    gcc libc6-dev xz-utils zstd binutils)
+    gcc libc6-dev xz-utils zstd binutils prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -38,6 +38,8 @@ pub enum Command {
     Top(TopArgs),
     /// Find QEMU VMs and their vCPU threads.
     Qemu(QemuArgs),
+    /// Serve per-vCPU scheduling metrics to Prometheus (OpenMetrics on /metrics).
+    Exporter(ExporterArgs),
 }
 
 /// Which vCPU threads to watch. Exactly one of these is given (or none where a command
@@ -209,6 +211,19 @@ pub struct TopArgs {
     pub tick_hz: f64,
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExporterArgs {
+    /// What to watch; by default every KVM user on the host, also VMs that start later.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Prometheus exporter-toolkit web config (YAML): TLS and basic auth with bcrypt hashes.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ use crate::cli::Command;
 mod check;
 mod demo;
 mod export;
+mod exporter;
 mod qemu;
 mod record;
 mod replay;
@@ -27,5 +28,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Top(a) => top::run(a),
         Command::Qemu(a) => qemu::run(a),
+        Command::Exporter(a) => exporter::run(a),
     }
 }
