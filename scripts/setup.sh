@@ -18,6 +18,9 @@ fi
 # (on a host with systemd its postinst also starts a Prometheus on :9090; tests use other ports).
 packages=(clang-19 llvm-19 libbpf-dev bpftool qemu-system-x86 tmux util-linux procps linux-perf bpftrace
     gcc libc6-dev xz-utils zstd binutils prometheus)
+# bochs (+ its BIOS images) and isolinux/syslinux-common/xorriso: the Bochs VT-x lane
+# (lab/bochs), which boots the lab's kernels from a CD image on an emulated Intel CPU.
+packages+=(bochs bochsbios vgabios isolinux syslinux-common xorriso)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -38,6 +38,9 @@ pub enum Command {
     Top(TopArgs),
     /// Find QEMU VMs and their vCPU threads.
     Qemu(QemuArgs),
+    /// Replay a recording's vCPU demand through other schedulers (CFS, EEVDF, O(1), 2.4
+    /// goodness, Xen credit, Xen SEDF) and compare them with what the host did.
+    Simulate(SimulateArgs),
     /// Serve per-vCPU scheduling metrics to Prometheus (OpenMetrics on /metrics).
     Exporter(ExporterArgs),
 }
@@ -162,6 +165,10 @@ pub struct RecordArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// When done, print one JSON document: events, lost, bytes and (`--demo`) the bundled
+    /// VMM's own counters, which the trace file does not hold.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +180,30 @@ pub struct ReplayArgs {
     /// Write logs here (never to the screen).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Trace file whose demand is replayed.
+    pub file: PathBuf,
+    /// Policies, comma-separated (cfs, eevdf, o1, on, credit, sedf), or `all`.
+    #[arg(long, default_value = "all")]
+    pub policy: String,
+    /// pCPUs to simulate (default: the recording's).
+    #[arg(long)]
+    pub pcpus: Option<u32>,
+    /// A policy parameter, NAME=VALUE (`cfs.latency=12ms`, `credit.cap.vm1=50`); repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub param: Vec<String>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the simulated run (one --policy) as a trace file instead of the comparison.
+    #[arg(long, value_name = "OUT")]
+    pub record: Option<PathBuf>,
+    /// Overwrite an existing --record file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use model::{
-    HostInfo, Model, ModelConfig, Percentiles, Snapshot, SnapshotOptions, Source, VcpuState,
+    HostInfo, Model, ModelConfig, Percentiles, ResumeLatency, Snapshot, SnapshotOptions, Source,
+    VcpuState,
 };
 use serde::Serialize;
 
@@ -100,7 +101,10 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
 
 /// Builds the report document from a finished model.
 pub fn document(model: &Model, source: SourceSection, host: HostInfo) -> ReportDoc {
-    let snapshot = model.snapshot_with(SnapshotOptions::figures());
+    let mut snapshot = model.snapshot_with(SnapshotOptions::figures());
+    if let Some(why) = host.vmclear_unattributable() {
+        snapshot.health.notes.push(why.to_string());
+    }
     let duration_s = snapshot.ts.saturating_sub(snapshot.start) as f64 / 1e9;
     ReportDoc {
         report_version: 1,
@@ -233,14 +237,7 @@ pub fn render_text(doc: &ReportDoc) -> String {
             r.migration_cost_p99 as f64 / 1e3
         );
     }
-    if r.vmclear_calls > 0 {
-        let _ = writeln!(
-            o,
-            "VMCLEAR cross-calls: {} (queue → done {} µs)",
-            r.vmclear_calls,
-            pct(&r.vmclear)
-        );
-    }
+    vmclear_lines(&mut o, r);
     let _ = writeln!(o);
     let _ = writeln!(o, "pCPU occupancy (whole run)");
     for p in &s.pcpus {
@@ -308,6 +305,28 @@ pub fn render_text(doc: &ReportDoc) -> String {
 
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+/// VT-x: the VMCLEAR IPIs migrated vCPUs waited for, their two parts and the share of the
+/// migration cost they explain. (Where they cannot be attributed, a health note says why.)
+fn vmclear_lines(o: &mut String, r: &ResumeLatency) {
+    if r.vmclear_calls > 0 {
+        let _ = writeln!(
+            o,
+            "VMCLEAR IPIs: {} | queue → done {} µs (delivery {}, VMCLEAR {})",
+            r.vmclear_calls,
+            pct(&r.vmclear),
+            pct(&r.vmclear_delivery),
+            pct(&r.vmclear_run)
+        );
+        if let Some(share) = r.vmclear_explains {
+            let _ = writeln!(
+                o,
+                "  they account for {:.0}% of the migrated − same mean resume latency",
+                share * 100.0
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,12 +37,14 @@ fn record_the_demo_then_report_the_file() {
     }
     let path = scratch("demo.trace");
     let out = kvmscope()
-        .args(["record", "--demo", "--duration", "4", "-o"])
+        .args(["record", "--demo", "--duration", "4", "--json", "-o"])
         .arg(&path)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "record failed: {err}");
+    // --json: the same figures, plus the bundled VMM's own counters the file does not hold.
+    let done: Value = serde_json::from_slice(&out.stdout).expect("record --json prints JSON");
     // "recorded N events (L lost) over S s to FILE: B bytes, X bytes/event"
     let said: u64 = err
         .split("recorded ")
@@ -55,6 +57,16 @@ fn record_the_demo_then_report_the_file() {
     assert!(stats.problems().is_empty(), "{:?}", stats.problems());
     let trailer = trailer.unwrap();
     assert_eq!(trailer.events, said);
+    assert_eq!(done["events"], said);
+    assert_eq!(done["lost"], trailer.lost);
+    let vmm_vcpus = done["vmm"]["vcpus"].as_array().expect("the VMM's vCPUs");
+    assert_eq!(vmm_vcpus.len(), 6, "the default demo's vCPUs: {done:#}");
+    assert!(
+        vmm_vcpus
+            .iter()
+            .all(|v| v["exits"]["pio"].as_u64() >= Some(1)),
+        "{done:#}"
+    );
     assert_eq!(events.len() as u64, said);
     assert!(
         said > 1000,

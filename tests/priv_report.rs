@@ -7,72 +7,14 @@
 //! timestamps, so both sides are compared over the same interval (interpolated at its ends).
 
 mod common;
+use common::schedstat::*;
 use common::*;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    ts: u64,
-    run: u64,
-    wait: u64,
-    migrations: u64,
-}
-
-fn read_sample(pid: u32, tid: u32) -> Option<Sample> {
-    let ts = monotonic_ns();
-    let ss = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    let mut it = ss.split_whitespace().map(|v| v.parse::<u64>().ok());
-    let run = it.next()??;
-    let wait = it.next()??;
-    let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
-    let migrations = sched
-        .lines()
-        .find(|l| l.trim_start().starts_with("se.nr_migrations"))
-        .and_then(|l| l.rsplit(':').next())
-        .and_then(|v| v.trim().parse().ok())?;
-    Some(Sample {
-        ts,
-        run,
-        wait,
-        migrations,
-    })
-}
-
-/// Linear interpolation of the kernel counters at `at`.
-fn at(samples: &[Sample], at: u64) -> (f64, f64) {
-    let i = samples.partition_point(|s| s.ts <= at);
-    let (a, b) = match (
-        i.checked_sub(1).and_then(|j| samples.get(j)),
-        samples.get(i),
-    ) {
-        (Some(a), Some(b)) => (*a, *b),
-        (Some(a), None) => (*a, *a),
-        (None, Some(b)) => (*b, *b),
-        (None, None) => panic!("no samples"),
-    };
-    let f = if b.ts > a.ts {
-        (at - a.ts) as f64 / (b.ts - a.ts) as f64
-    } else {
-        0.0
-    };
-    let lerp = |x: u64, y: u64| x as f64 + (y as f64 - x as f64) * f.clamp(0.0, 1.0);
-    (lerp(a.run, b.run), lerp(a.wait, b.wait))
-}
 
 /// `se.nr_migrations` in the samples just before and just after `at` (the kernel's count at
 /// `at` lies between them).
@@ -81,33 +23,6 @@ fn migrations_around(samples: &[Sample], at: u64) -> (u64, u64) {
     let before = samples[i.saturating_sub(1)].migrations;
     let after = samples.get(i).map_or(before, |s| s.migrations);
     (before, after)
-}
-
-fn vcpu_tids(pid: u32) -> Vec<u32> {
-    let mut tids = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for e in dir.flatten() {
-            let Ok(tid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let comm =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-            if comm.trim().contains("-vcpu") {
-                tids.push(tid);
-            }
-        }
-    }
-    tids.sort();
-    tids
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -149,22 +64,13 @@ fn report_pid_matches_schedstat_and_nr_migrations() {
     };
 
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let stop = Arc::clone(&stop);
-        let tids = tids.clone();
-        thread::spawn(move || {
-            let mut per: Vec<Vec<Sample>> = vec![Vec::new(); tids.len()];
-            while !stop.load(Ordering::Relaxed) {
-                for (i, &tid) in tids.iter().enumerate() {
-                    if let Some(s) = read_sample(pid, tid) {
-                        per[i].push(s);
-                    }
-                }
-                thread::sleep(Duration::from_millis(2));
-            }
-            per
-        })
-    };
+    let sampler = sample_threads(
+        pid,
+        tids.clone(),
+        Arc::clone(&stop),
+        Duration::from_millis(2),
+        monotonic_ns,
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
         .args([

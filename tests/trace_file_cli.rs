@@ -5,32 +5,12 @@
 mod common;
 mod trace_file_synth;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{assert_json_close, kvmscope};
+use common::{assert_json_close, kvmscope, TempDir};
 use model::trace_file::{TraceReader, TraceWriter};
 use model::{Model, ModelConfig};
 use serde_json::Value;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("kvmscope-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The model helper's synthetic demo (4 vCPUs, 2 pCPUs) as a finished trace file.
 fn synthetic_trace(path: &Path) -> Vec<model::Event> {

@@ -12,10 +12,12 @@
 //! - [`initramfs::Initramfs`]: a newc cpio around busybox, the generic `/init`
 //!   ([`GUEST_INIT`]), the modules, the binaries under test with their libraries and a suite;
 //! - [`qemu::Qemu`]: one boot under TCG, console and results port captured to files;
+//! - [`bochs::Bochs`]: the same under Bochs (emulated VT-x), from an isolinux CD image;
 //! - [`results::Results`]: the protocol by which the guest's steps come back (markers on a
 //!   serial port: works on every emulator).
 
 pub mod apt;
+pub mod bochs;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use model::{Model, ModelConfig, Snapshot, Source, SourceError};
+use model::{Model, ModelConfig, Snapshot, SnapshotOptions, Source, SourceError};
 
 #[derive(Debug, Default)]
 struct Published {
@@ -102,14 +102,22 @@ impl Board {
 }
 
 /// The model tuning for the exporter: the reorder window of whole-run reports (a late event
-/// costs nothing here) and short histories, since no view draws lanes or vruntime charts and
-/// every exported figure is a whole-run counter.
+/// costs nothing here), short histories, since no view draws lanes or vruntime charts and
+/// every exported figure is a whole-run counter, and ended threads shed their distributions
+/// a minute after they end (their series are gone from scrapes by then), so memory stays
+/// flat as VMs come and go.
 pub fn exporter_model_config() -> ModelConfig {
     ModelConfig {
         history_ns: 1_000_000_000,
         max_lane_segments: 1024,
+        shed_ended_after_ns: Some(60_000_000_000),
         ..ModelConfig::report()
     }
+}
+
+/// What a snapshot for the exporter holds: whole-run figures, no lanes or chart series.
+pub fn take_snapshot(model: &Model) -> Snapshot {
+    model.snapshot_with(SnapshotOptions::figures())
 }
 
 /// How often the ingest loop publishes a snapshot when nobody asks (keeps `/` and a first
@@ -128,7 +136,7 @@ pub fn ingest(
 ) -> Result<(), SourceError> {
     let mut batch = Vec::with_capacity(8192);
     let mut last_publish = Instant::now();
-    board.publish(model.snapshot());
+    board.publish(take_snapshot(model));
     let result = loop {
         batch.clear();
         let more = match source.poll(&mut batch, poll_timeout) {
@@ -137,7 +145,7 @@ pub fn ingest(
         };
         model.ingest_batch(&batch);
         if board.wants_fresh() || last_publish.elapsed() >= IDLE_PUBLISH {
-            board.publish(model.snapshot());
+            board.publish(take_snapshot(model));
             last_publish = Instant::now();
         }
         if !more || stop.load(Ordering::Acquire) {
@@ -145,7 +153,7 @@ pub fn ingest(
         }
     };
     model.finish();
-    board.publish(model.snapshot());
+    board.publish(take_snapshot(model));
     board.close();
     result
 }

@@ -22,7 +22,7 @@ pub mod web_config;
 
 use std::net::SocketAddr;
 
-pub use board::{exporter_model_config, ingest, Board};
+pub use board::{exporter_model_config, ingest, take_snapshot, Board};
 pub use families::{openmetrics_text, registry, SourceFacts};
 pub use http::{serve, Endpoint, Limits};
 pub use web_config::{WebConfig, WebConfigError};

@@ -4,6 +4,7 @@
 //! Architecture invariant: this crate touches no kernel interface, terminal or clock. Time
 //! comes only from event timestamps, so the same code runs live, on a recording and in tests.
 
+pub mod demand;
 pub mod event;
 pub mod exit_names;
 pub mod host;

@@ -127,9 +127,20 @@ pub struct ResumeLatency {
     /// VMCLEAR cross-calls (VT-x: the old pCPU clears the VMCS) seen for these switch-ins.
     #[serde(default)]
     pub vmclear_calls: u64,
-    /// Cross-call queue → function exit on the old pCPU, ns.
+    /// Cross-call queue → function exit on the old pCPU, ns: the wait of the vCPU's load.
     #[serde(default)]
     pub vmclear: Percentiles,
+    /// Of that, queue → function entry on the old pCPU (the IPI's delivery), ns.
+    #[serde(default)]
+    pub vmclear_delivery: Percentiles,
+    /// Of that, function entry → exit (the VMCLEAR itself), ns.
+    #[serde(default)]
+    pub vmclear_run: Percentiles,
+    /// The part of `migrated.mean - same_pcpu.mean` the VMCLEARs' time accounts for (1.0 =
+    /// all of it; more than 1 when the rest of a migrated resume is faster than a same-pCPU
+    /// one). `None` without VMCLEARs or without a positive difference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmclear_explains: Option<f64>,
     /// `migrated.p50 - same_pcpu.p50`, ns (negative if migration was not slower).
     pub migration_cost_p50: i64,
     pub migration_cost_p99: i64,

@@ -587,6 +587,43 @@ fn vmclear_cross_calls_are_attributed() {
     assert_eq!(v.resume.vmclear_calls, 1);
     assert!(close(v.resume.vmclear.p50 as f64, 8_000.0, 80.0));
     assert_eq!(s.resume.vmclear_calls, 1);
+    // Queue -> entry on the old pCPU is the IPI's delivery, entry -> exit the VMCLEAR.
+    assert!(close(v.resume.vmclear_delivery.p50 as f64, 4_000.0, 40.0));
+    assert!(close(v.resume.vmclear_run.p50 as f64, 4_000.0, 40.0));
+}
+
+#[test]
+fn vmclear_ipis_explain_part_of_the_migration_cost() {
+    // Same pCPU: 20 us to the guest. Migrated (cpu 0 -> 1): 50 us, of which the VMCLEAR on
+    // cpu 0 took 15 us (5 delivery + 10 run): it explains 15 of the 30 us difference.
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        kvm_entry(20 * US, 0, 1),
+        switch(MS, 0, 1, 0),
+        switch(2 * MS, 0, 0, 1),
+        kvm_entry(2 * MS + 20 * US, 0, 1),
+        switch(3 * MS, 0, 1, 0),
+        switch(4 * MS, 1, 0, 1),
+        vmclear(4 * MS + 5 * US, 1, CrossCallPhase::Queue, 0xabc, 0, 1),
+        vmclear(4 * MS + 10 * US, 0, CrossCallPhase::Entry, 0xabc, 0, 0),
+        vmclear(4 * MS + 20 * US, 0, CrossCallPhase::Exit, 0xabc, 0, 0),
+        kvm_entry(4 * MS + 50 * US, 1, 1),
+    ];
+    let s = fold(&evs);
+    let r = &vc(&s, 1).resume;
+    assert_eq!(
+        (r.same_pcpu.count, r.migrated.count, r.vmclear_calls),
+        (2, 1, 1),
+        "{r:?}"
+    );
+    assert!(close(r.vmclear_delivery.p50 as f64, 5_000.0, 50.0), "{r:?}");
+    assert!(close(r.vmclear_run.p50 as f64, 10_000.0, 100.0), "{r:?}");
+    let share = r.vmclear_explains.expect("a share");
+    assert!(close(share, 0.5, 0.02), "{share} {r:?}");
+    // Without a difference to explain there is no share.
+    let none = fold(&evs[..6]);
+    assert_eq!(vc(&none, 1).resume.vmclear_explains, None);
 }
 
 #[test]
@@ -962,4 +999,44 @@ fn a_switch_out_with_no_switch_in_is_counted_and_shown() {
         "{:?}",
         s.health.notes
     );
+}
+
+#[test]
+fn ended_threads_shed_their_distributions_but_keep_their_counters() {
+    let mut evs = demo_stream(4.0);
+    let end_at = evs[0].ts() + 1_000_000_000;
+    let cut = evs.partition_point(|e| e.ts() < end_at);
+    evs.insert(cut, vm_ended(end_at, 2000, "vm1"));
+    let fold_with = |shed: Option<u64>| {
+        let mut m = Model::new(ModelConfig {
+            shed_ended_after_ns: shed,
+            ..ModelConfig::default()
+        });
+        m.ingest_batch(&evs);
+        m.finish();
+        m.snapshot()
+    };
+    let kept = fold_with(None);
+    let shed = fold_with(Some(1_000_000_000));
+    let mut ended = 0;
+    for (k, s) in kept.vcpus.iter().zip(&shed.vcpus) {
+        assert_eq!(k.tid, s.tid);
+        assert_eq!(
+            (k.task_clock_ns, k.run_delay_ns, k.switches, k.migrations),
+            (s.task_clock_ns, s.run_delay_ns, s.switches, s.migrations),
+            "tid {}: counters are kept",
+            k.tid
+        );
+        let exits = |v: &VcpuSnapshot| v.exits.iter().map(|x| x.count).sum::<u64>();
+        assert_eq!(exits(k), exits(s));
+        if s.ended {
+            ended += 1;
+            assert!(k.wait.count > 0, "tid {}: it waited", k.tid);
+            assert_eq!(s.wait.count, 0, "tid {}: distribution dropped", s.tid);
+            assert_eq!(s.latency_buckets, VcpuLatencyBuckets::default());
+        } else {
+            assert_eq!(k.wait, s.wait, "tid {}: live threads keep theirs", k.tid);
+        }
+    }
+    assert_eq!(ended, 2, "vm1's two vCPUs ended");
 }

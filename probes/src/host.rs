@@ -480,7 +480,7 @@ fn tracepoint(
     {
         let why = match system {
             "csd" => {
-                "absent on this kernel (migration IPIs, VMCLEAR on VT-x, cannot be attributed)"
+                "absent on this kernel (csd:* arrived in Linux 6.4): VMCLEAR attribution needs Linux 6.4; everything else works"
             }
             "kvm" => "absent (KVM not loaded or built without tracepoints)",
             _ => "absent",

@@ -12,6 +12,7 @@ mod qemu;
 mod record;
 mod replay;
 mod report;
+pub mod simulate;
 mod top;
 mod trace;
 mod vmm;
@@ -28,6 +29,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::run(a),
         Command::Top(a) => top::run(a),
         Command::Qemu(a) => qemu::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::Exporter(a) => exporter::run(a),
     }
 }

@@ -143,13 +143,35 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         0.0
     };
+    let seconds = trailer.end_ts.saturating_sub(trailer.start_ts) as f64 / 1e9;
     eprintln!(
-        "recorded {} events ({} lost) over {:.1} s to {out}: {bytes} bytes, {per_event:.2} bytes/event",
-        trailer.events,
-        trailer.lost,
-        trailer.end_ts.saturating_sub(trailer.start_ts) as f64 / 1e9,
+        "recorded {} events ({} lost) over {seconds:.1} s to {out}: {bytes} bytes, {per_event:.2} bytes/event",
+        trailer.events, trailer.lost,
     );
+    if args.json {
+        let done = RecordDone {
+            output: &out,
+            events: trailer.events,
+            lost: trailer.lost,
+            bytes,
+            seconds,
+            vmm: source.vmm_summary(),
+        };
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `record --json`'s closing document.
+#[derive(serde::Serialize)]
+struct RecordDone<'a> {
+    output: &'a str,
+    events: u64,
+    lost: u64,
+    bytes: u64,
+    seconds: f64,
+    /// The in-process VMM's summary (`--demo`): its own exit counters per vCPU.
+    vmm: Option<&'a vmm::Summary>,
 }
 
 fn progress_line<W: std::io::Write>(w: &TraceWriter<W>) -> String {

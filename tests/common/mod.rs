@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of the `kvmscope` binary.
 #![allow(dead_code)]
 
+pub mod schedstat;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -151,5 +153,26 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd(&["kill-session", "-t", &self.session]);
         let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("kvmscope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self, f: &str) -> std::path::PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

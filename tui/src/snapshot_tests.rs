@@ -246,6 +246,37 @@ fn vmcs_panel_without_guest_timing_says_so() {
 }
 
 #[test]
+fn vmcs_panel_on_vtx_shows_vmclear_ipis_or_why_not() {
+    let theme = Theme::coloured();
+    let mut snapshot = fixture::demo_snapshot();
+    snapshot.resume.vmclear_calls = 120;
+    snapshot.resume.vmclear = model::Percentiles {
+        count: 120,
+        p50: 31_000,
+        p99: 45_000,
+        ..Default::default()
+    };
+    snapshot.resume.vmclear_delivery.p50 = 21_000;
+    snapshot.resume.vmclear_run.p50 = 9_000;
+    snapshot.resume.vmclear_explains = Some(0.42);
+    let app = app_with(snapshot);
+    let (text, _) = draw(54, 16, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
+    assert!(text.contains("VMCLEAR IPIs 120"), "{text}");
+    assert!(text.contains("delivery 21"), "{text}");
+    assert!(text.contains("42% of the migrated"), "{text}");
+
+    // VT-x on Linux 6.1: no csd:* tracepoints, no VMCLEARs to show, and the panel says why.
+    let mut app = app_with(fixture::demo_snapshot());
+    app.host.kvm_flavour = "vmx".into();
+    app.host.kernel = "6.1.0-50-amd64".into();
+    let (text, _) = draw(54, 16, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
+    assert!(
+        text.contains("VMCLEAR attribution needs Linux 6.4"),
+        "{text}"
+    );
+}
+
+#[test]
 fn health_line() {
     let mut snapshot = fixture::demo_snapshot();
     snapshot.health.lost_events = 1234;

@@ -234,6 +234,14 @@ impl Model {
                 break;
             }
         }
+        if let Some(after) = self.cfg.shed_ended_after_ns {
+            let before = ts.saturating_sub(after);
+            for t in &mut self.tasks {
+                if !t.shed && t.ended_at.is_some_and(|e| e < before) {
+                    t.shed_distributions();
+                }
+            }
+        }
     }
 }
 

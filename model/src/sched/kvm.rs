@@ -15,6 +15,8 @@ const MAX_OPEN_CSD: usize = 256;
 pub(super) struct OpenCsd {
     csd: u64,
     ts: u64,
+    /// When the old pCPU entered `__loaded_vmcs_clear` (the IPI arrived).
+    entry_ts: Option<u64>,
     slot: u32,
 }
 
@@ -110,15 +112,20 @@ impl Model {
                 self.open_csd.push(OpenCsd {
                     csd: x.csd,
                     ts: x.ts,
+                    entry_ts: None,
                     slot: n as u32,
                 });
             }
-            CrossCallPhase::Entry => {}
+            CrossCallPhase::Entry => {
+                if let Some(o) = self.open_csd.iter_mut().find(|o| o.csd == x.csd) {
+                    o.entry_ts = Some(x.ts);
+                }
+            }
             CrossCallPhase::Exit => {
                 if let Some(p) = self.open_csd.iter().position(|o| o.csd == x.csd) {
                     let o = self.open_csd.swap_remove(p);
                     if let Some(t) = self.tasks.get_mut(o.slot as usize) {
-                        t.resume.vmclear.record(x.ts.saturating_sub(o.ts));
+                        t.resume.vmclear_done(o.ts, o.entry_ts, x.ts);
                     }
                 }
             }

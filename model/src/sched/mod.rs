@@ -95,6 +95,11 @@ pub struct ModelConfig {
     pub vruntime_spacing_ns: u64,
     /// Recent switch-ins remembered per thread to match late guest-gap records.
     pub recent_switch_ins: usize,
+    /// Drop the latency distributions and histories of a thread this long after it ended,
+    /// keeping its counters, ns. `None` (reports, the dashboard): keep everything. An
+    /// always-on sink (the exporter) sets it, so VMs coming and going for days do not grow
+    /// the model by a few histograms (up to ~40 KiB each) per thread that ever ran.
+    pub shed_ended_after_ns: Option<u64>,
 }
 
 impl ModelConfig {
@@ -117,6 +122,7 @@ impl Default for ModelConfig {
             max_lane_segments: 50_000,
             vruntime_spacing_ns: 5_000_000,
             recent_switch_ins: 256,
+            shed_ended_after_ns: None,
         }
     }
 }

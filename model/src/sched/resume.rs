@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use super::Model;
 use crate::latency::Latency;
-use crate::{GuestGap, ResumeLatency, Transition};
+use crate::{GuestGap, Percentiles, ResumeLatency, Transition};
 
 #[derive(Clone, Copy)]
 struct SwitchIn {
@@ -22,7 +22,10 @@ pub(super) struct ResumeTracker {
     pub(super) same: Latency,
     pub(super) migrated: Latency,
     pub(super) to_out: Latency,
+    /// VMCLEAR cross-calls: queue → function exit on the old pCPU, and its two parts.
     pub(super) vmclear: Latency,
+    pub(super) vmclear_delivery: Latency,
+    pub(super) vmclear_run: Latency,
     pub(super) vmclear_calls: u64,
     /// Resume latency came from `kvm_entry` events.
     pub(super) from_entry: bool,
@@ -37,6 +40,19 @@ pub(super) struct ResumeTracker {
 }
 
 impl ResumeTracker {
+    /// Drops the distributions and remembered switch-ins of an ended thread, keeping the
+    /// VMCLEAR count and where its latency came from.
+    pub(super) fn shed(&mut self) {
+        *self = ResumeTracker {
+            vmclear_calls: self.vmclear_calls,
+            from_entry: self.from_entry,
+            from_gap: self.from_gap,
+            last_exit_ts: self.last_exit_ts,
+            last_in_ts: self.last_in_ts,
+            ..ResumeTracker::default()
+        };
+    }
+
     /// The thread was switched in at `ts`; `prev_out` is its previous switch-out. Up to
     /// `recent` switch-ins are remembered for late guest gaps.
     pub(super) fn switched_in(&mut self, ts: u64, migrated: bool, prev_out: u64, recent: usize) {
@@ -74,6 +90,16 @@ impl ResumeTracker {
         Some((d, migrated))
     }
 
+    /// A VMCLEAR cross-call of this vCPU ended: queued at `queue`, entered on the old pCPU at
+    /// `entry` (if that event was seen), returned at `exit`.
+    pub(super) fn vmclear_done(&mut self, queue: u64, entry: Option<u64>, exit: u64) {
+        self.vmclear.record(exit.saturating_sub(queue));
+        if let Some(entry) = entry.filter(|&e| e >= queue && e <= exit) {
+            self.vmclear_delivery.record(entry - queue);
+            self.vmclear_run.record(exit - entry);
+        }
+    }
+
     fn record(&mut self, d: u64, migrated: bool) {
         if migrated {
             self.migrated.record(d);
@@ -107,6 +133,8 @@ impl ResumeTracker {
         self.migrated.merge(&o.migrated);
         self.to_out.merge(&o.to_out);
         self.vmclear.merge(&o.vmclear);
+        self.vmclear_delivery.merge(&o.vmclear_delivery);
+        self.vmclear_run.merge(&o.vmclear_run);
         self.vmclear_calls = self.vmclear_calls.saturating_add(o.vmclear_calls);
         self.from_entry |= o.from_entry;
         self.from_gap |= o.from_gap;
@@ -135,12 +163,44 @@ impl ResumeTracker {
             migrated,
             to_switch_out: self.to_out.percentiles(),
             vmclear_calls: self.vmclear_calls,
+            vmclear_explains: vmclear_share(
+                &migrated,
+                &same_pcpu,
+                &self.vmclear,
+                self.vmclear_calls,
+            ),
             vmclear: self.vmclear.percentiles(),
+            vmclear_delivery: self.vmclear_delivery.percentiles(),
+            vmclear_run: self.vmclear_run.percentiles(),
             migration_cost_p50: cost50,
             migration_cost_p99: cost99,
             source: source.to_string(),
         }
     }
+}
+
+/// The part of the migrated-vs-same mean resume latency that VMCLEAR IPIs account for: the
+/// time they took, spread over the migrated switch-ins, over the difference of the means. A
+/// VT-x vCPU loaded on a new pCPU waits for its old pCPU's VMCLEAR before it can VMPTRLD, so
+/// that wait sits inside its resume latency. Means, not percentiles: only means add up.
+/// `None` without migrated and same-pCPU switch-ins, VMCLEARs, or a positive difference.
+fn vmclear_share(
+    migrated: &Percentiles,
+    same: &Percentiles,
+    vmclear: &Latency,
+    calls: u64,
+) -> Option<f64> {
+    let clears = vmclear.percentiles();
+    let difference = migrated.mean - same.mean;
+    if migrated.count == 0 || same.count == 0 || clears.count == 0 || calls == 0 {
+        return None;
+    }
+    if difference.is_nan() || difference <= 0.0 {
+        return None;
+    }
+    // Calls whose exit was not seen still cost about the mean of those seen.
+    let per_migration = clears.mean * calls as f64 / migrated.count as f64;
+    Some(per_migration / difference)
 }
 
 impl Model {

@@ -47,6 +47,8 @@ pub(super) struct Task {
     pub(super) exits: ExitTracker,
     /// Who kept it waiting, and for how long.
     pub(super) culprits: Vec<(Owner, u64)>,
+    /// Its distributions were dropped ([`ModelConfig::shed_ended_after_ns`]).
+    pub(super) shed: bool,
 }
 
 impl Task {
@@ -65,6 +67,16 @@ impl Task {
             TState::Unknown | TState::Exited => {}
         }
         c
+    }
+
+    /// Drops what an ended thread's memory is mostly made of (latency histograms, histories,
+    /// culprits), keeping every counter, so its figures stay final and its VM's sums whole.
+    pub(super) fn shed_distributions(&mut self) {
+        self.resume.shed();
+        self.clock.shed();
+        self.exits.shed();
+        self.culprits = Vec::new();
+        self.shed = true;
     }
 
     pub(super) fn end_or(&self, now: u64) -> u64 {
@@ -206,6 +218,7 @@ impl Model {
             resume: ResumeTracker::default(),
             exits: ExitTracker::default(),
             culprits: Vec::new(),
+            shed: false,
         });
         self.log_thread(slot, ti);
         self.tid_slot.insert(ti.tid, slot as u32);

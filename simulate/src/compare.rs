@@ -1,0 +1,316 @@
+//! The side-by-side view: the recorded host and each simulated policy, measured the same way
+//! (each event stream folded by `model::Model` and `model::demand::DemandFold`), against each
+//! vCPU's fair share (weighted max-min over its demand). Text on one screen or one JSON
+//! document; the same input gives the same bytes.
+
+use serde::Serialize;
+
+use model::demand::{Demand, DemandFold};
+use model::{Event, Model, ModelConfig, Snapshot};
+
+/// One vCPU under one schedule.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct VcpuFigures {
+    pub tid: u32,
+    pub label: String,
+    pub cpu_share: f64,
+    pub wait_p50_us: f64,
+    pub wait_p99_us: f64,
+    pub wake_to_run_p50_us: f64,
+    pub wake_to_run_p99_us: f64,
+    pub preemptions_per_s: f64,
+    pub migrations_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct VmFigures {
+    pub vm: String,
+    pub cpu_share: f64,
+    pub fair_share: f64,
+}
+
+/// One column: the recording, or one policy.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub describe: String,
+    pub events: u64,
+    pub vcpus: Vec<VcpuFigures>,
+    pub vms: Vec<VmFigures>,
+    /// Jain's index over each vCPU's share divided by its fair share.
+    pub fairness: f64,
+}
+
+/// What a vCPU wanted and was entitled to.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct VcpuDemand {
+    pub tid: u32,
+    pub label: String,
+    pub weight: u32,
+    pub demand: f64,
+    pub fair_share: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Comparison {
+    pub source: String,
+    pub pcpus: u32,
+    pub recorded_pcpus: u32,
+    pub span_s: f64,
+    pub open_loop: String,
+    pub params: Vec<String>,
+    pub demand: Vec<VcpuDemand>,
+    pub columns: Vec<Column>,
+}
+
+fn label(d: &model::demand::ThreadDemand) -> String {
+    match d.vcpu {
+        Some(i) => format!("{}/vcpu{i}", d.vm),
+        None => format!("{}/{}", d.vm, d.comm),
+    }
+}
+
+/// Weighted max-min fair shares: s_i = min(d_i, λ·w_i) with Σ s_i = min(P, Σ d_i).
+pub fn fair_shares(demand: &[f64], weight: &[f64], pcpus: f64) -> Vec<f64> {
+    let n = demand.len();
+    let mut share = vec![0.0; n];
+    let mut open: Vec<usize> = (0..n).filter(|&i| demand[i] > 0.0).collect();
+    let mut left = pcpus.min(demand.iter().sum());
+    while !open.is_empty() && left > 1e-12 {
+        let wsum: f64 = open.iter().map(|&i| weight[i]).sum();
+        let lambda = left / wsum;
+        let (capped, rest): (Vec<usize>, Vec<usize>) = open
+            .iter()
+            .partition(|&&i| demand[i] - share[i] <= lambda * weight[i]);
+        if capped.is_empty() {
+            for &i in &rest {
+                share[i] += lambda * weight[i];
+            }
+            break;
+        }
+        for &i in &capped {
+            left -= demand[i] - share[i];
+            share[i] = demand[i];
+        }
+        open = rest;
+    }
+    share
+}
+
+/// Folds one event stream into its column.
+pub fn measure(
+    name: &str,
+    describe: &str,
+    events: &[Event],
+    demand: &Demand,
+    fair: &[VcpuDemand],
+) -> Column {
+    let mut m = Model::new(ModelConfig::report());
+    m.ingest_batch(events);
+    m.finish();
+    let snap = m.snapshot();
+    let mut fold = DemandFold::default();
+    fold.ingest_batch(events);
+    let served = fold.finish();
+    column(
+        name,
+        describe,
+        &snap,
+        &served,
+        demand,
+        fair,
+        events.len() as u64,
+    )
+}
+
+fn column(
+    name: &str,
+    describe: &str,
+    snap: &Snapshot,
+    served: &Demand,
+    demand: &Demand,
+    fair: &[VcpuDemand],
+    events: u64,
+) -> Column {
+    let span = (demand.span_ns() as f64 / 1e9).max(1e-9);
+    let us = |ns: u64| ns as f64 / 1e3;
+    let mut vcpus = Vec::new();
+    let mut ratios = Vec::new();
+    for f in fair {
+        let v = snap.vcpus.iter().find(|v| v.tid == f.tid);
+        let w = served.tracked().find(|t| t.tid == f.tid);
+        let share = v.map_or(0.0, |v| v.task_clock_ns.max(v.run_ns) as f64 / 1e9 / span);
+        if f.fair_share > 0.0 {
+            ratios.push(share / f.fair_share);
+        }
+        vcpus.push(VcpuFigures {
+            tid: f.tid,
+            label: f.label.clone(),
+            cpu_share: round(share),
+            wait_p50_us: round(v.map_or(0.0, |v| us(v.wait.p50))),
+            wait_p99_us: round(v.map_or(0.0, |v| us(v.wait.p99))),
+            wake_to_run_p50_us: round(w.map_or(0.0, |w| us(w.wake_to_run.p50))),
+            wake_to_run_p99_us: round(w.map_or(0.0, |w| us(w.wake_to_run.p99))),
+            preemptions_per_s: round(v.map_or(0.0, |v| v.involuntary_switches as f64 / span)),
+            migrations_per_s: round(v.map_or(0.0, |v| v.pcpu_changes as f64 / span)),
+        });
+    }
+    let mut vms: Vec<VmFigures> = Vec::new();
+    for (d, f) in demand.tracked().zip(fair) {
+        let share = vcpus
+            .iter()
+            .find(|v| v.tid == f.tid)
+            .map_or(0.0, |v| v.cpu_share);
+        match vms.iter_mut().find(|v| v.vm == d.vm) {
+            Some(v) => {
+                v.cpu_share = round(v.cpu_share + share);
+                v.fair_share = round(v.fair_share + f.fair_share);
+            }
+            None => vms.push(VmFigures {
+                vm: d.vm.clone(),
+                cpu_share: share,
+                fair_share: f.fair_share,
+            }),
+        }
+    }
+    Column {
+        name: name.to_string(),
+        describe: describe.to_string(),
+        events,
+        vcpus,
+        vms,
+        fairness: round(model::jain(&ratios)),
+    }
+}
+
+/// Six significant decimals: stable text and JSON, finer than any figure means.
+fn round(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e6).round() / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// Each tracked vCPU's demand (CPU wanted over the span) and fair share on `pcpus`.
+pub fn demand_rows(demand: &Demand, pcpus: u32) -> Vec<VcpuDemand> {
+    let span = demand.span_ns().max(1) as f64;
+    let all: Vec<&model::demand::ThreadDemand> = demand.threads.iter().collect();
+    let want: Vec<f64> = all
+        .iter()
+        .map(|t| (t.run_ns() as f64 / span).min(1.0))
+        .collect();
+    let weight: Vec<f64> = all.iter().map(|t| f64::from(t.weight.max(1))).collect();
+    // Background load is a party to the fill on its own pCPU's share.
+    let fair = fair_shares(&want, &weight, f64::from(pcpus));
+    all.iter()
+        .zip(want.iter().zip(&fair))
+        .filter(|(t, _)| !t.background)
+        .map(|(t, (&d, &f))| VcpuDemand {
+            tid: t.tid,
+            label: label(t),
+            weight: t.weight,
+            demand: round(d),
+            fair_share: round(f),
+        })
+        .collect()
+}
+
+/// The text table: one block per figure, one row per vCPU, one column per schedule.
+pub fn render_text(c: &Comparison) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "kvmscope simulate {}: {} vCPUs on {} pCPUs (recorded on {}), {:.1} s",
+        c.source,
+        c.demand.len(),
+        c.pcpus,
+        c.recorded_pcpus,
+        c.span_s
+    );
+    let _ = writeln!(s, "note: {}", c.open_loop);
+    if !c.params.is_empty() {
+        let _ = writeln!(s, "params: {}", c.params.join(" "));
+    }
+    let lw = c
+        .demand
+        .iter()
+        .map(|d| d.label.len())
+        .max()
+        .unwrap_or(4)
+        .max(22);
+    let cw = 13;
+    let header = |s: &mut String, title: &str| {
+        let _ = write!(s, "{title:<lw$}", lw = lw + 2);
+        for col in &c.columns {
+            let _ = write!(s, "{:>cw$}", col.name);
+        }
+        s.push('\n');
+    };
+    type Pick = fn(&VcpuFigures) -> String;
+    let blocks: [(&str, Pick); 5] = [
+        ("CPU share %", |v| format!("{:.1}", v.cpu_share * 100.0)),
+        ("run-queue wait p50/p99 us", |v| {
+            format!("{:.0}/{:.0}", v.wait_p50_us, v.wait_p99_us)
+        }),
+        ("wake-to-run p50/p99 us", |v| {
+            format!("{:.0}/{:.0}", v.wake_to_run_p50_us, v.wake_to_run_p99_us)
+        }),
+        ("preemptions/s", |v| format!("{:.1}", v.preemptions_per_s)),
+        ("migrations/s", |v| format!("{:.1}", v.migrations_per_s)),
+    ];
+    for (i, (title, pick)) in blocks.iter().enumerate() {
+        header(&mut s, title);
+        for (k, d) in c.demand.iter().enumerate() {
+            let name = if i == 0 {
+                format!("{} (fair {:.1})", d.label, d.fair_share * 100.0)
+            } else {
+                d.label.clone()
+            };
+            let _ = write!(s, "  {name:<lw$}");
+            for col in &c.columns {
+                let cell = col.vcpus.get(k).map_or("-".into(), pick);
+                let _ = write!(s, "{cell:>cw$}");
+            }
+            s.push('\n');
+        }
+    }
+    header(&mut s, "VM CPU share % (fair)");
+    if let Some(first) = c.columns.first() {
+        for (k, vm) in first.vms.iter().enumerate() {
+            let name = format!("{} ({:.1})", vm.vm, vm.fair_share * 100.0);
+            let _ = write!(s, "  {name:<lw$}");
+            for col in &c.columns {
+                let cell = col
+                    .vms
+                    .get(k)
+                    .map_or("-".into(), |v| format!("{:.1}", v.cpu_share * 100.0));
+                let _ = write!(s, "{cell:>cw$}");
+            }
+            s.push('\n');
+        }
+    }
+    let _ = write!(s, "{:<lw$}", "fairness (Jain, share/fair)", lw = lw + 2);
+    for col in &c.columns {
+        let _ = write!(s, "{:>cw$}", format!("{:.3}", col.fairness));
+    }
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn water_fill_caps_small_demands_and_splits_the_rest_by_weight() {
+        let s = fair_shares(&[0.1, 1.0, 1.0], &[1.0, 1.0, 3.0], 1.0);
+        assert!((s[0] - 0.1).abs() < 1e-9);
+        assert!((s[1] - 0.225).abs() < 1e-9, "{s:?}");
+        assert!((s[2] - 0.675).abs() < 1e-9, "{s:?}");
+        // The schedbench oracle: 4 pCPUs, 6 CPU-bound workers -> 2/3 each.
+        let s = fair_shares(&[1.0; 6], &[1.0; 6], 4.0);
+        assert!(s.iter().all(|x| (x - 2.0 / 3.0).abs() < 1e-9), "{s:?}");
+    }
+}

@@ -1,0 +1,602 @@
+//! The discrete-event engine every policy runs in: it owns time, the demand (bursts and
+//! sleeps), the pCPUs' current threads and the event stream; a [`Policy`] owns its run
+//! queues and decides who runs where and for how long.
+//!
+//! Replay is open loop: each sleep lasts as long as it did in the recording, whatever the
+//! policy did to the burst before it. The engine emits the same `model::Event`s a live host
+//! would (task info, switches carrying the policy's virtual time, wakeups, migrations), so
+//! every sink works on a simulated run unchanged.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use model::demand::Demand;
+use model::{Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch, TaskInfo, Wakeup};
+
+/// Largest pCPU count (masks are `u128`).
+pub const MAX_PCPUS: u32 = 128;
+/// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
+pub const BACKGROUND_TID: u32 = 0x7000_0000;
+
+/// What a policy may know of a thread.
+#[derive(Clone, Debug)]
+pub struct SimThread {
+    pub tid: u32,
+    pub weight: u32,
+    pub nice: i32,
+    /// pCPUs it may run on (bit per pCPU).
+    pub allowed: u128,
+    /// Index of its VM (background stand-ins each have their own group).
+    pub group: u32,
+    /// Index inside its VM (vCPU number where known), for static placement.
+    pub index: u32,
+    pub background: bool,
+}
+
+impl SimThread {
+    pub fn may_run_on(&self, cpu: u32) -> bool {
+        cpu < MAX_PCPUS && self.allowed & (1u128 << cpu) != 0
+    }
+}
+
+/// What the engine shows a policy, and how the policy asks for a reschedule.
+pub struct Cx<'a> {
+    pub threads: &'a [SimThread],
+    pub ncpus: u32,
+    /// Thread running on each pCPU.
+    pub curr: &'a [Option<u32>],
+    /// The pCPU each thread last ran or was queued on.
+    pub cpu_of: &'a [u32],
+    resched: &'a mut u128,
+    touched: &'a mut u128,
+}
+
+impl Cx<'_> {
+    /// Ask the engine to run the policy's pick on `cpu` now.
+    pub fn resched(&mut self, cpu: u32) {
+        *self.resched |= 1u128 << cpu;
+        *self.touched |= 1u128 << cpu;
+    }
+
+    /// `cpu`'s queue changed: the engine asks for its timer again.
+    pub fn touch(&mut self, cpu: u32) {
+        *self.touched |= 1u128 << cpu;
+    }
+
+    pub fn is_running(&self, cpu: u32) -> bool {
+        self.curr[cpu as usize].is_some()
+    }
+}
+
+/// A scheduling policy as a deterministic state machine. Thread ids are indices into
+/// `Cx::threads`. The engine calls, for a pCPU: `put_prev` for the thread leaving it (still
+/// runnable or going to sleep), then `pick`; `timer`/`tick` for the running thread's next
+/// decision point; `wake` when a thread becomes runnable.
+pub trait Policy {
+    /// A thread becomes runnable at `now`: queue it and return the pCPU it is queued on.
+    fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32;
+    /// `t` stops running on `cpu` at `now`; `runnable` is false when it goes to sleep.
+    fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool);
+    /// The thread to run next on `cpu` (taken off its queue), or None to idle. It may come
+    /// from another pCPU's queue (balancing); the engine then reports a migration.
+    fn pick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> Option<u32>;
+    /// When the running thread on `cpu` must next be looked at (`u64::MAX`: never).
+    fn timer(&self, cx: &Cx, cpu: u32, now: u64) -> u64;
+    /// The timer of `cpu` fired; true to preempt the running thread.
+    fn tick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> bool;
+    /// Policy-wide periodic work (accounting, balancing), if any.
+    fn global_timer(&self) -> u64 {
+        u64::MAX
+    }
+    fn global(&mut self, _cx: &mut Cx, _now: u64) {}
+    /// The thread's virtual time for switch events, where the policy has one (the engine
+    /// reports weighted CPU time, `exec * 1024 / weight`, for those that do not).
+    fn vtime(&self, _t: u32) -> Option<u64> {
+        None
+    }
+    fn deadline(&self, _t: u32) -> Option<u64> {
+        None
+    }
+    fn slice(&self, _t: u32) -> Option<u64> {
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunState {
+    Sleeping,
+    Runnable,
+    Running,
+    Done,
+}
+
+struct Run {
+    state: RunState,
+    burst: usize,
+    /// CPU time left in the current burst.
+    remaining: u64,
+    exec: u64,
+    run_delay: u64,
+    wait_since: u64,
+}
+
+/// Counts of one simulated run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Events emitted.
+    pub events: u64,
+    pub switches: u64,
+    pub wakeups: u64,
+    pub migrations: u64,
+    /// Timer decisions taken (ticks that were looked at).
+    pub ticks: u64,
+}
+
+/// Runs `policy` over `demand` on `ncpus` pCPUs, handing every event to `sink`; returns the
+/// counts and the policy in its final state (tests read it).
+pub fn run<P: Policy>(
+    demand: &Demand,
+    ncpus: u32,
+    policy: P,
+    sink: &mut dyn FnMut(&Event),
+) -> (RunStats, P) {
+    let mut e = Engine::new(demand, ncpus, policy);
+    e.run(sink);
+    (e.stats, e.policy)
+}
+
+/// The threads a policy sees, in demand order (tracked first, then background).
+pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
+    let all: u128 = if ncpus >= MAX_PCPUS {
+        u128::MAX
+    } else {
+        (1u128 << ncpus) - 1
+    };
+    let mut vms: Vec<&str> = Vec::new();
+    let mut per_vm: Vec<u32> = Vec::new();
+    demand
+        .threads
+        .iter()
+        .map(|t| {
+            let group = if t.background {
+                vms.push("");
+                per_vm.push(0);
+                vms.len() - 1
+            } else {
+                match vms.iter().position(|v| *v == t.vm) {
+                    Some(i) => i,
+                    None => {
+                        vms.push(&t.vm);
+                        per_vm.push(0);
+                        vms.len() - 1
+                    }
+                }
+            };
+            let seq = per_vm[group];
+            per_vm[group] += 1;
+            let mut allowed: u128 = t
+                .allowed
+                .iter()
+                .filter(|&&c| c < ncpus.min(MAX_PCPUS))
+                .fold(0, |m, &c| m | (1u128 << c));
+            // A thread seen on every recorded pCPU may use all of the simulated ones.
+            if allowed == 0 || t.allowed.len() as u32 >= demand.pcpus {
+                allowed = all;
+            }
+            if t.background {
+                // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
+                allowed = t
+                    .allowed
+                    .first()
+                    .filter(|&&c| c < ncpus)
+                    .map_or(0, |&c| 1u128 << c);
+            }
+            SimThread {
+                tid: if t.background {
+                    BACKGROUND_TID + t.first_cpu
+                } else {
+                    t.tid
+                },
+                weight: t.weight.max(1),
+                nice: t.nice,
+                allowed,
+                group: group as u32,
+                index: t.vcpu.unwrap_or(seq),
+                background: t.background,
+            }
+        })
+        .collect()
+}
+
+struct Engine<'d, P> {
+    demand: &'d Demand,
+    policy: P,
+    threads: Vec<SimThread>,
+    runs: Vec<Run>,
+    curr: Vec<Option<u32>>,
+    cpu_of: Vec<u32>,
+    /// When the running thread was last accounted.
+    since: Vec<u64>,
+    next_at: Vec<u64>,
+    wakes: BinaryHeap<Reverse<(u64, u32)>>,
+    stats: RunStats,
+    /// Offset of simulated time 0 in the recording's clock.
+    base: u64,
+    end: u64,
+}
+
+impl<'d, P: Policy> Engine<'d, P> {
+    fn new(demand: &'d Demand, ncpus: u32, policy: P) -> Self {
+        let threads = sim_threads(demand, ncpus);
+        let n = ncpus as usize;
+        let mut runs = Vec::with_capacity(threads.len());
+        let mut wakes = BinaryHeap::new();
+        let mut cpu_of = Vec::with_capacity(threads.len());
+        for (i, (t, st)) in demand.threads.iter().zip(&threads).enumerate() {
+            let first = t.bursts.first();
+            let usable = st.allowed != 0 && first.is_some();
+            runs.push(Run {
+                state: if usable {
+                    RunState::Sleeping
+                } else {
+                    RunState::Done
+                },
+                burst: 0,
+                remaining: first.map_or(0, |b| b.run_ns.max(1)),
+                exec: 0,
+                run_delay: 0,
+                wait_since: 0,
+            });
+            if usable {
+                wakes.push(Reverse((t.first_wake_ns, i as u32)));
+            }
+            let home = if st.may_run_on(t.first_cpu) {
+                t.first_cpu
+            } else {
+                st.allowed.trailing_zeros().min(ncpus.saturating_sub(1))
+            };
+            cpu_of.push(home);
+        }
+        Engine {
+            demand,
+            policy,
+            threads,
+            runs,
+            curr: vec![None; n],
+            cpu_of,
+            since: vec![0; n],
+            next_at: vec![u64::MAX; n],
+            wakes,
+            stats: RunStats::default(),
+            base: demand.start,
+            end: demand.span_ns(),
+        }
+    }
+
+    fn emit(&mut self, sink: &mut dyn FnMut(&Event), ev: Event) {
+        self.stats.events += 1;
+        sink(&ev);
+    }
+
+    fn run(&mut self, sink: &mut dyn FnMut(&Event)) {
+        for t in &self.demand.threads {
+            if t.background {
+                continue;
+            }
+            let ev = Event::TaskInfo(TaskInfo {
+                ts: self.base,
+                tid: t.tid,
+                pid: t.pid,
+                comm: t.comm,
+                vm: t.vm.clone(),
+                vcpu: t.vcpu,
+                nice: t.nice,
+                schedstat: None,
+            });
+            self.emit(sink, ev);
+        }
+        let mut resched: u128 = 0;
+        let mut touched: u128 = 0;
+        loop {
+            let (cpu_t, cpu) =
+                self.next_at
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (u64::MAX, 0usize),
+                        |best, (c, &t)| {
+                            if t < best.0 {
+                                (t, c)
+                            } else {
+                                best
+                            }
+                        },
+                    );
+            let wake_t = self.wakes.peek().map_or(u64::MAX, |r| r.0 .0);
+            let global_t = self.policy.global_timer();
+            let now = cpu_t.min(wake_t).min(global_t);
+            if now >= self.end || now == u64::MAX {
+                break;
+            }
+            if cpu_t == now {
+                self.on_cpu_event(sink, cpu as u32, now, &mut resched, &mut touched);
+            } else if global_t == now {
+                let mut cx = Cx {
+                    threads: &self.threads,
+                    ncpus: self.curr.len() as u32,
+                    curr: &self.curr,
+                    cpu_of: &self.cpu_of,
+                    resched: &mut resched,
+                    touched: &mut touched,
+                };
+                // Accounting reads the running threads' CPU time up to now.
+                self.policy.global(&mut cx, now);
+            } else {
+                let Some(Reverse((_, t))) = self.wakes.pop() else {
+                    break;
+                };
+                self.on_wake(sink, t, now, &mut resched, &mut touched);
+            }
+            while resched != 0 {
+                let c = resched.trailing_zeros();
+                resched &= !(1u128 << c);
+                self.schedule(sink, c, now, true, &mut resched, &mut touched);
+            }
+            while touched != 0 {
+                let c = touched.trailing_zeros();
+                touched &= !(1u128 << c);
+                self.rearm(c, now);
+            }
+        }
+        let end = self.base + self.end;
+        self.emit(sink, Event::ObservationEnd(ObservationEnd { ts: end }));
+    }
+
+    fn rearm(&mut self, cpu: u32, now: u64) {
+        let c = cpu as usize;
+        let Some(t) = self.curr[c] else {
+            self.next_at[c] = u64::MAX;
+            return;
+        };
+        let done = now
+            + self.runs[t as usize]
+                .remaining
+                .saturating_sub(now - self.since[c]);
+        let cx = Cx {
+            threads: &self.threads,
+            ncpus: self.curr.len() as u32,
+            curr: &self.curr,
+            cpu_of: &self.cpu_of,
+            resched: &mut 0,
+            touched: &mut 0,
+        };
+        let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
+        self.next_at[c] = done.min(timer);
+    }
+
+    /// Brings the running thread's burst up to `now`; true when the burst is over.
+    fn account(&mut self, cpu: u32, now: u64) -> bool {
+        let c = cpu as usize;
+        let Some(t) = self.curr[c] else { return false };
+        let ran = now - self.since[c];
+        self.since[c] = now;
+        let r = &mut self.runs[t as usize];
+        r.exec += ran;
+        r.remaining = r.remaining.saturating_sub(ran);
+        r.remaining == 0
+    }
+
+    fn on_cpu_event(
+        &mut self,
+        sink: &mut dyn FnMut(&Event),
+        cpu: u32,
+        now: u64,
+        resched: &mut u128,
+        touched: &mut u128,
+    ) {
+        *touched |= 1u128 << cpu;
+        if self.account(cpu, now) {
+            // The burst is over: the thread sleeps by itself.
+            self.schedule(sink, cpu, now, false, resched, touched);
+            return;
+        }
+        self.stats.ticks += 1;
+        let mut cx = Cx {
+            threads: &self.threads,
+            ncpus: self.curr.len() as u32,
+            curr: &self.curr,
+            cpu_of: &self.cpu_of,
+            resched,
+            touched,
+        };
+        if self.policy.tick(&mut cx, cpu, now) {
+            *resched |= 1u128 << cpu;
+        }
+    }
+
+    fn on_wake(
+        &mut self,
+        sink: &mut dyn FnMut(&Event),
+        t: u32,
+        now: u64,
+        resched: &mut u128,
+        touched: &mut u128,
+    ) {
+        let i = t as usize;
+        if self.runs[i].state != RunState::Sleeping {
+            return;
+        }
+        self.runs[i].state = RunState::Runnable;
+        self.runs[i].wait_since = now;
+        let mut cx = Cx {
+            threads: &self.threads,
+            ncpus: self.curr.len() as u32,
+            curr: &self.curr,
+            cpu_of: &self.cpu_of,
+            resched,
+            touched,
+        };
+        let target = self.policy.wake(&mut cx, t, now);
+        *touched |= 1u128 << target;
+        let tid = self.threads[i].tid;
+        let ts = self.base + now;
+        let from = self.cpu_of[i];
+        self.move_to(sink, t, target, from, ts);
+        self.stats.wakeups += 1;
+        if !self.threads[i].background {
+            self.emit(
+                sink,
+                Event::Wakeup(Wakeup {
+                    ts,
+                    cpu: target,
+                    tid,
+                    pid: self.demand.threads[i].pid,
+                    target_cpu: target,
+                    waker_tid: 0,
+                }),
+            );
+        }
+    }
+
+    /// Reports `t` moving to `dest` (a `sched_migrate_task` raised on `cpu`), if it moves.
+    fn move_to(&mut self, sink: &mut dyn FnMut(&Event), t: u32, dest: u32, cpu: u32, ts: u64) {
+        let i = t as usize;
+        let orig = self.cpu_of[i];
+        if orig == dest {
+            return;
+        }
+        self.cpu_of[i] = dest;
+        self.stats.migrations += 1;
+        if !self.threads[i].background {
+            let ev = Event::Migrate(Migrate {
+                ts,
+                cpu,
+                tid: self.threads[i].tid,
+                pid: self.demand.threads[i].pid,
+                orig_cpu: orig,
+                dest_cpu: dest,
+            });
+            self.emit(sink, ev);
+        }
+    }
+
+    fn entity(&self, t: u32) -> Option<SchedEntity> {
+        let i = t as usize;
+        if self.threads[i].background {
+            return None;
+        }
+        Some(SchedEntity {
+            vruntime: self.policy.vtime(t).unwrap_or_else(|| {
+                (u128::from(self.runs[i].exec) * 1024 / u128::from(self.threads[i].weight)) as u64
+            }),
+            weight: self.threads[i].weight,
+            sum_exec_runtime: self.runs[i].exec,
+            deadline: self.policy.deadline(t),
+            vlag: None,
+            slice: self.policy.slice(t),
+            run_delay: Some(self.runs[i].run_delay),
+        })
+    }
+
+    fn comm(&self, t: Option<u32>, cpu: u32) -> (u32, u32, Comm) {
+        match t {
+            None => (0, 0, Comm::new(&format!("swapper/{cpu}"))),
+            Some(t) => {
+                let d = &self.demand.threads[t as usize];
+                (self.threads[t as usize].tid, d.pid, d.comm)
+            }
+        }
+    }
+
+    /// Takes the running thread off `cpu` (still runnable, or asleep when `runnable` is
+    /// false) and runs the policy's pick there.
+    fn schedule(
+        &mut self,
+        sink: &mut dyn FnMut(&Event),
+        cpu: u32,
+        now: u64,
+        runnable: bool,
+        resched: &mut u128,
+        touched: &mut u128,
+    ) {
+        let c = cpu as usize;
+        *touched |= 1u128 << cpu;
+        if runnable && self.account(cpu, now) {
+            return self.schedule(sink, cpu, now, false, resched, touched);
+        }
+        let prev = self.curr[c];
+        let mut cx = Cx {
+            threads: &self.threads,
+            ncpus: self.curr.len() as u32,
+            curr: &self.curr,
+            cpu_of: &self.cpu_of,
+            resched,
+            touched,
+        };
+        if let Some(p) = prev {
+            self.policy.put_prev(&mut cx, cpu, p, now, runnable);
+        }
+        let next = self.policy.pick(&mut cx, cpu, now);
+        if next == prev && runnable {
+            // Kept the CPU: no switch.
+            return;
+        }
+        let ts = self.base + now;
+        if let Some(p) = prev {
+            let i = p as usize;
+            if runnable {
+                self.runs[i].state = RunState::Runnable;
+                self.runs[i].wait_since = now;
+            } else {
+                self.end_burst(p, now);
+            }
+        }
+        if let Some(n) = next {
+            let i = n as usize;
+            self.move_to(sink, n, cpu, cpu, ts);
+            let r = &mut self.runs[i];
+            r.run_delay += now - r.wait_since;
+            r.state = RunState::Running;
+        }
+        self.curr[c] = next;
+        self.since[c] = now;
+        if prev == next {
+            // The same thread slept and woke within one instant: no switch to report.
+            return;
+        }
+        let (prev_tid, prev_pid, prev_comm) = self.comm(prev, cpu);
+        let (next_tid, next_pid, next_comm) = self.comm(next, cpu);
+        let ev = Event::SchedSwitch(SchedSwitch {
+            ts,
+            cpu,
+            prev_tid,
+            prev_pid,
+            prev_comm,
+            prev_state: u64::from(prev.is_some() && !runnable),
+            next_tid,
+            next_pid,
+            next_comm,
+            prev_se: prev.and_then(|p| self.entity(p)),
+            next_se: next.and_then(|n| self.entity(n)),
+        });
+        self.stats.switches += 1;
+        self.emit(sink, ev);
+    }
+
+    /// The thread's burst ended at `now`: it sleeps as long as it did in the recording.
+    fn end_burst(&mut self, t: u32, now: u64) {
+        let i = t as usize;
+        let bursts = &self.demand.threads[i].bursts;
+        let r = &mut self.runs[i];
+        let sleep = bursts.get(r.burst).and_then(|b| b.sleep_ns);
+        r.burst += 1;
+        match (sleep, bursts.get(r.burst)) {
+            (Some(s), Some(next)) => {
+                r.state = RunState::Sleeping;
+                r.remaining = next.run_ns.max(1);
+                self.wakes.push(Reverse((now + s, t)));
+            }
+            _ => r.state = RunState::Done,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `--param name=value`: every constant of every policy is a named parameter with its source's
+//! default. A name may be prefixed with a policy (`cfs.latency=12ms`) to set it for that one
+//! only, and per-VM parameters take the VM as a suffix (`credit.cap.vm1=50`).
+//!
+//! Each policy reads what it knows through [`Params`]; a name that no selected policy read is
+//! an error naming the parameters that exist, so a typo never goes unnoticed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("--param {0:?} is not NAME=VALUE")]
+    Syntax(String),
+    #[error("--param {name}: {value:?} is not {want}")]
+    Value {
+        name: String,
+        value: String,
+        want: &'static str,
+    },
+    #[error("--param {name} is not a parameter of {policies} (known: {known})")]
+    Unknown {
+        name: String,
+        policies: String,
+        known: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parameters given on the command line, and which of them a policy has read.
+#[derive(Debug, Default)]
+pub struct Params {
+    given: BTreeMap<String, String>,
+    /// Given names some policy read.
+    used: RefCell<BTreeSet<String>>,
+    /// Every name policies asked for (for the error message).
+    known: RefCell<BTreeSet<String>>,
+}
+
+impl Params {
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Params, ParamError> {
+        let mut given = BTreeMap::new();
+        for it in items {
+            let it = it.as_ref();
+            let Some((k, v)) = it.split_once('=') else {
+                return Err(ParamError::Syntax(it.to_string()));
+            };
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(ParamError::Syntax(it.to_string()));
+            }
+            given.insert(k.to_string(), v.trim().to_string());
+        }
+        Ok(Params {
+            given,
+            ..Params::default()
+        })
+    }
+
+    /// The value for `policy`'s `name`: `policy.name` wins over plain `name`.
+    fn raw(&self, policy: &str, name: &str) -> Option<(String, &str)> {
+        self.known.borrow_mut().insert(name.to_string());
+        for key in [format!("{policy}.{name}"), name.to_string()] {
+            if let Some(v) = self.given.get(&key) {
+                self.used.borrow_mut().insert(key.clone());
+                return Some((key, v.as_str()));
+            }
+        }
+        None
+    }
+
+    /// A duration: a number with a unit (`ns`, `us`, `ms`, `s`), or plain ns.
+    pub fn ns(&self, policy: &str, name: &str, default: u64) -> Result<u64, ParamError> {
+        let Some((key, v)) = self.raw(policy, name) else {
+            return Ok(default);
+        };
+        parse_ns(v).ok_or_else(|| ParamError::Value {
+            name: key,
+            value: v.to_string(),
+            want: "a duration (e.g. 750us, 3ms, 0.5s)",
+        })
+    }
+
+    pub fn u64(&self, policy: &str, name: &str, default: u64) -> Result<u64, ParamError> {
+        let Some((key, v)) = self.raw(policy, name) else {
+            return Ok(default);
+        };
+        v.parse().map_err(|_| ParamError::Value {
+            name: key,
+            value: v.to_string(),
+            want: "a non-negative integer",
+        })
+    }
+
+    pub fn bool(&self, policy: &str, name: &str, default: bool) -> Result<bool, ParamError> {
+        let Some((key, v)) = self.raw(policy, name) else {
+            return Ok(default);
+        };
+        match v {
+            "1" | "true" | "on" | "yes" => Ok(true),
+            "0" | "false" | "off" | "no" => Ok(false),
+            _ => Err(ParamError::Value {
+                name: key,
+                value: v.to_string(),
+                want: "true or false",
+            }),
+        }
+    }
+
+    /// Per-VM values: every given `policy.name.VM` or `name.VM`, as (VM, value).
+    pub fn per_vm<T>(
+        &self,
+        policy: &str,
+        name: &str,
+        parse: impl Fn(&Params, &str, &str) -> Result<T, ParamError>,
+    ) -> Result<Vec<(String, T)>, ParamError> {
+        self.known.borrow_mut().insert(format!("{name}.VM"));
+        let mut out = Vec::new();
+        let scoped = format!("{policy}.{name}.");
+        let plain = format!("{name}.");
+        for k in self.given.keys() {
+            let vm = k
+                .strip_prefix(&scoped)
+                .or_else(|| k.strip_prefix(&plain).filter(|_| !k.contains(&scoped)));
+            if let Some(vm) = vm {
+                let vm = vm.to_string();
+                let key = k.clone();
+                let v = parse(self, policy, &key.clone())?;
+                self.used.borrow_mut().insert(key);
+                out.push((vm, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Parses the given value of the full key `key` as a duration.
+    pub fn ns_of(&self, key: &str) -> Result<u64, ParamError> {
+        let v = self.given.get(key).map(String::as_str).unwrap_or("");
+        parse_ns(v).ok_or_else(|| ParamError::Value {
+            name: key.to_string(),
+            value: v.to_string(),
+            want: "a duration (e.g. 750us, 3ms, 0.5s)",
+        })
+    }
+
+    /// Parses the given value of the full key `key` as an integer.
+    pub fn u64_of(&self, key: &str) -> Result<u64, ParamError> {
+        let v = self.given.get(key).map(String::as_str).unwrap_or("");
+        v.parse().map_err(|_| ParamError::Value {
+            name: key.to_string(),
+            value: v.to_string(),
+            want: "a non-negative integer",
+        })
+    }
+
+    /// After every selected policy was built: a given name none of them read is an error.
+    pub fn check_all_used(&self, policies: &[&str]) -> Result<(), ParamError> {
+        let used = self.used.borrow();
+        for k in self.given.keys() {
+            if !used.contains(k) {
+                let known: Vec<String> = self.known.borrow().iter().cloned().collect();
+                return Err(ParamError::Unknown {
+                    name: k.clone(),
+                    policies: policies.join(", "),
+                    known: known.join(" "),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `750us`, `3ms`, `0.5s`, `1000` (ns).
+pub fn parse_ns(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mult) = if let Some(n) = v.strip_suffix("ns") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e9)
+    } else {
+        (v, 1.0)
+    };
+    let x: f64 = num.trim().parse().ok()?;
+    let ns = x * mult;
+    (0.0..1.8e19).contains(&ns).then_some(ns.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_scoping() {
+        assert_eq!(parse_ns("750us"), Some(750_000));
+        assert_eq!(parse_ns("0.5s"), Some(500_000_000));
+        assert_eq!(parse_ns("12"), Some(12));
+        assert_eq!(parse_ns("-1ms"), None);
+        let p = Params::parse(&["cfs.latency=12ms", "hz=1000"]).unwrap();
+        assert_eq!(p.ns("cfs", "latency", 6).unwrap(), 12_000_000);
+        assert_eq!(p.ns("eevdf", "latency", 6).unwrap(), 6);
+        assert_eq!(p.u64("cfs", "hz", 250).unwrap(), 1000);
+        assert!(p.check_all_used(&["cfs"]).is_ok());
+        let p = Params::parse(&["latnecy=1ms"]).unwrap();
+        p.ns("cfs", "latency", 6).unwrap();
+        let e = p.check_all_used(&["cfs"]).unwrap_err().to_string();
+        assert!(e.contains("latnecy") && e.contains("latency"), "{e}");
+        assert!(Params::parse(&["nonsense"]).is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! Linux's fair class in its two designs: CFS (2.6.23–6.5: pick the smallest vruntime, slices
+//! from `sched_latency`, sleeper credit on wakeup, wakeup granularity) and EEVDF (6.6+: pick
+//! the eligible entity with the earliest virtual deadline, lag-based placement,
+//! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
+//! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
+//! placement, new-idle pull, periodic pull past an imbalance of two, `migration_cost`
+//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled.
+
+use crate::engine::{Cx, Policy};
+use crate::params::{ParamError, Params};
+use crate::policy::{imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
+
+const NICE_0: i128 = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    Cfs,
+    Eevdf,
+}
+
+/// Parameters, named as in the kernel (`sysctl_sched_*` without the prefix).
+#[derive(Clone, Debug)]
+pub struct FairParams {
+    pub latency: u64,
+    pub min_granularity: u64,
+    pub wakeup_granularity: u64,
+    pub nr_latency: u64,
+    pub base_slice: u64,
+    pub tick: u64,
+    pub migration_cost: u64,
+    pub balance_interval: u64,
+    /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
+    pub idle_balance_interval: u64,
+    pub gentle_fair_sleepers: bool,
+    pub start_debit: bool,
+    pub place_lag: bool,
+    pub run_to_parity: bool,
+}
+
+impl FairParams {
+    pub fn new(flavour: Flavour, p: &Params, ncpus: u32) -> Result<FairParams, ParamError> {
+        let f = linux_factor(ncpus);
+        let name = match flavour {
+            Flavour::Cfs => "cfs",
+            Flavour::Eevdf => "eevdf",
+        };
+        let fp = match flavour {
+            Flavour::Cfs => FairParams {
+                latency: p.ns(name, "latency", 6_000_000 * f)?,
+                min_granularity: p.ns(name, "min_granularity", 750_000 * f)?,
+                wakeup_granularity: p.ns(name, "wakeup_granularity", 1_000_000 * f)?,
+                nr_latency: p.u64(name, "nr_latency", 8)?.max(1),
+                base_slice: 0,
+                tick: tick_ns(name, p, 250)?,
+                migration_cost: p.ns(name, "migration_cost", 500_000)?,
+                balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
+                idle_balance_interval: p.ns(
+                    name,
+                    "idle_balance_interval",
+                    1_000_000 * u64::from(ncpus),
+                )?,
+                gentle_fair_sleepers: p.bool(name, "gentle_fair_sleepers", true)?,
+                start_debit: p.bool(name, "start_debit", true)?,
+                place_lag: false,
+                run_to_parity: false,
+            },
+            Flavour::Eevdf => FairParams {
+                latency: 0,
+                min_granularity: 0,
+                wakeup_granularity: 0,
+                nr_latency: 8,
+                // 0.70 ms x factor since v6.15 (commit 2ae891b82695); this host runs 6.18.
+                base_slice: p.ns(name, "base_slice", 700_000 * f)?,
+                tick: tick_ns(name, p, 250)?,
+                migration_cost: p.ns(name, "migration_cost", 500_000)?,
+                balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
+                idle_balance_interval: p.ns(
+                    name,
+                    "idle_balance_interval",
+                    1_000_000 * u64::from(ncpus),
+                )?,
+                gentle_fair_sleepers: false,
+                start_debit: false,
+                place_lag: p.bool(name, "place_lag", true)?,
+                run_to_parity: p.bool(name, "run_to_parity", true)?,
+            },
+        };
+        if fp.balance_interval == 0 || fp.idle_balance_interval == 0 {
+            return Err(ParamError::Invalid(
+                "--param balance_interval must be above 0".into(),
+            ));
+        }
+        Ok(fp)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Ent {
+    v: i64,
+    deadline: i64,
+    vlag: i64,
+    sum_exec: u64,
+    prev_sum_exec: u64,
+    /// When it last stopped running (cache-hot window).
+    last_ran: u64,
+    placed: bool,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Rq {
+    /// Runnable threads not running.
+    queue: Vec<u32>,
+    /// Weights of the queued threads and the running one.
+    load: i128,
+    curr: Option<u32>,
+    exec_start: u64,
+    min_v: i64,
+    /// RUN_TO_PARITY: the thread picked last and the virtual time it is protected up to.
+    protect: Option<(u32, i64)>,
+}
+
+pub struct Fair {
+    flavour: Flavour,
+    p: FairParams,
+    ents: Vec<Ent>,
+    rqs: Vec<Rq>,
+    seq: u64,
+    next_balance: u64,
+}
+
+fn delta_fair(d: u64, w: u32) -> i64 {
+    (i128::from(d) * NICE_0 / i128::from(w.max(1))) as i64
+}
+
+/// Wall time in which a thread of weight `w` gains `dv` of virtual time.
+fn wall_for(dv: i64, w: u32) -> u64 {
+    if dv <= 0 {
+        0
+    } else {
+        (i128::from(dv) * i128::from(w) / NICE_0 + 1) as u64
+    }
+}
+
+impl Fair {
+    pub fn new(flavour: Flavour, p: FairParams, nthreads: usize, ncpus: u32) -> Fair {
+        let next_balance = p.balance_interval;
+        Fair {
+            flavour,
+            p,
+            ents: vec![Ent::default(); nthreads],
+            rqs: (0..ncpus).map(|_| Rq::default()).collect(),
+            seq: 0,
+            next_balance,
+        }
+    }
+
+    fn w(cx: &Cx, t: u32) -> u32 {
+        cx.threads[t as usize].weight
+    }
+
+    fn update_curr(&mut self, cx: &Cx, cpu: u32, now: u64) {
+        let rq = &mut self.rqs[cpu as usize];
+        let Some(t) = rq.curr else { return };
+        let d = now.saturating_sub(rq.exec_start);
+        rq.exec_start = now;
+        let w = cx.threads[t as usize].weight;
+        let e = &mut self.ents[t as usize];
+        e.sum_exec += d;
+        e.v += delta_fair(d, w);
+        if self.flavour == Flavour::Eevdf && e.v >= e.deadline {
+            e.deadline = e.v + delta_fair(self.p.base_slice, w);
+        }
+        self.update_min(cpu);
+    }
+
+    fn update_min(&mut self, cpu: u32) {
+        let rq = &self.rqs[cpu as usize];
+        let curr = rq.curr.map(|t| self.ents[t as usize].v);
+        let left = rq.queue.iter().map(|&t| self.ents[t as usize].v).min();
+        let m = match (curr, left) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
+        };
+        let rq = &mut self.rqs[cpu as usize];
+        rq.min_v = rq.min_v.max(m);
+    }
+
+    /// EEVDF's V: the load-weighted mean vruntime of the queue and the running thread.
+    fn avg_v(&self, cx: &Cx, cpu: u32) -> i64 {
+        let rq = &self.rqs[cpu as usize];
+        let v0 = rq.min_v;
+        let (mut sum, mut load) = (0i128, 0i128);
+        for t in rq.queue.iter().copied().chain(rq.curr) {
+            let w = i128::from(Self::w(cx, t));
+            sum += i128::from(self.ents[t as usize].v - v0) * w;
+            load += w;
+        }
+        if load == 0 {
+            v0
+        } else {
+            v0 + sum.div_euclid(load) as i64
+        }
+    }
+
+    fn eligible(&self, cx: &Cx, cpu: u32, t: u32) -> bool {
+        let rq = &self.rqs[cpu as usize];
+        let v0 = rq.min_v;
+        let (mut sum, mut load) = (0i128, 0i128);
+        for u in rq.queue.iter().copied().chain(rq.curr) {
+            let w = i128::from(Self::w(cx, u));
+            sum += i128::from(self.ents[u as usize].v - v0) * w;
+            load += w;
+        }
+        sum >= i128::from(self.ents[t as usize].v - v0) * load
+    }
+
+    fn sched_slice(&self, cx: &Cx, cpu: u32, t: u32) -> u64 {
+        let rq = &self.rqs[cpu as usize];
+        let nr = (rq.queue.len() + usize::from(rq.curr.is_some())) as u64;
+        let period = if nr <= self.p.nr_latency {
+            self.p.latency
+        } else {
+            nr * self.p.min_granularity
+        };
+        let load = rq.load.max(1);
+        let s = (i128::from(period) * i128::from(Self::w(cx, t)) / load) as u64;
+        s.max(self.p.min_granularity)
+    }
+
+    /// Puts `t` on `cpu`'s queue at its wakeup (or first) placement.
+    fn place(&mut self, cx: &Cx, cpu: u32, t: u32, from: u32) {
+        let w = Self::w(cx, t);
+        let initial = !self.ents[t as usize].placed;
+        match self.flavour {
+            Flavour::Cfs => {
+                let rq_min = self.rqs[cpu as usize].min_v;
+                let e = &mut self.ents[t as usize];
+                if initial {
+                    let vslice = delta_fair(self.p.latency, w);
+                    e.v = rq_min + if self.p.start_debit { vslice } else { 0 };
+                } else {
+                    if from != cpu {
+                        // vruntime is relative to the queue it leaves and re-based on the new one.
+                        e.v = e.v - self.rqs[from as usize].min_v + rq_min;
+                    }
+                    let mut thresh = self.p.latency as i64;
+                    if self.p.gentle_fair_sleepers {
+                        thresh /= 2;
+                    }
+                    e.v = e.v.max(rq_min - thresh);
+                }
+            }
+            Flavour::Eevdf => {
+                let v = self.avg_v(cx, cpu);
+                let rq = &self.rqs[cpu as usize];
+                let load = rq.load;
+                let busy = !rq.queue.is_empty() || rq.curr.is_some();
+                let e = &mut self.ents[t as usize];
+                let mut lag = 0i64;
+                if self.p.place_lag && busy && !initial && load > 0 {
+                    lag = (i128::from(e.vlag) * (load + i128::from(w)) / load) as i64;
+                }
+                e.v = v - lag;
+                let vslice = delta_fair(self.p.base_slice, w);
+                e.deadline = e.v + if initial { vslice / 2 } else { vslice };
+            }
+        }
+        let e = &mut self.ents[t as usize];
+        e.placed = true;
+        self.seq += 1;
+        e.seq = self.seq;
+        let rq = &mut self.rqs[cpu as usize];
+        rq.queue.push(t);
+        rq.load += i128::from(w);
+    }
+
+    fn store_lag(&mut self, cx: &Cx, cpu: u32, t: u32) {
+        if self.flavour != Flavour::Eevdf {
+            return;
+        }
+        let w = Self::w(cx, t);
+        let v = self.avg_v(cx, cpu);
+        let limit = delta_fair(self.p.base_slice + self.p.tick, w);
+        let e = &mut self.ents[t as usize];
+        e.vlag = (v - e.v).clamp(-limit, limit);
+    }
+
+    fn remove(&mut self, cx: &Cx, cpu: u32, t: u32) {
+        let rq = &mut self.rqs[cpu as usize];
+        if let Some(i) = rq.queue.iter().position(|&u| u == t) {
+            rq.queue.swap_remove(i);
+            rq.load -= i128::from(Self::w(cx, t));
+        }
+    }
+
+    /// The queued thread `pick` would take, without taking it.
+    fn best(&self, cx: &Cx, cpu: u32) -> Option<u32> {
+        let rq = &self.rqs[cpu as usize];
+        let key = |t: u32| {
+            let e = &self.ents[t as usize];
+            (e.v, e.seq)
+        };
+        match self.flavour {
+            Flavour::Cfs => rq.queue.iter().copied().min_by_key(|&t| key(t)),
+            Flavour::Eevdf => {
+                if let Some((p, vprot)) = rq.protect {
+                    if self.p.run_to_parity
+                        && rq.queue.contains(&p)
+                        && self.ents[p as usize].v < vprot
+                        && self.eligible(cx, cpu, p)
+                    {
+                        return Some(p);
+                    }
+                }
+                rq.queue
+                    .iter()
+                    .copied()
+                    .filter(|&t| self.eligible(cx, cpu, t))
+                    .min_by_key(|&t| (self.ents[t as usize].deadline, self.ents[t as usize].seq))
+                    .or_else(|| rq.queue.iter().copied().min_by_key(|&t| key(t)))
+            }
+        }
+    }
+
+    fn hot(&self, t: u32, now: u64) -> bool {
+        now.saturating_sub(self.ents[t as usize].last_ran) < self.p.migration_cost
+    }
+
+    /// Moves a queued thread from `src` to `dst` (balancing).
+    fn migrate(&mut self, cx: &Cx, t: u32, src: u32, dst: u32) {
+        self.store_lag(cx, src, t);
+        let rel_deadline = self.ents[t as usize].deadline - self.ents[t as usize].v;
+        self.remove(cx, src, t);
+        self.place(cx, dst, t, src);
+        if self.flavour == Flavour::Eevdf {
+            // PLACE_REL_DEADLINE: the relative deadline survives the move.
+            let e = &mut self.ents[t as usize];
+            e.deadline = e.v + rel_deadline;
+        }
+    }
+
+    /// A queued thread of `src` that may move to `dst` now.
+    fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
+        self.rqs[src as usize]
+            .queue
+            .iter()
+            .copied()
+            .filter(|&t| cx.threads[t as usize].may_run_on(dst) && !self.hot(t, now))
+            .min_by_key(|&t| self.ents[t as usize].seq)
+    }
+}
+
+impl Policy for Fair {
+    fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
+        let cpu = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
+        let from = cx.cpu_of[t as usize];
+        self.update_curr(cx, cpu, now);
+        self.place(cx, cpu, t, from);
+        cx.touch(cpu);
+        let rq = &self.rqs[cpu as usize];
+        let Some(curr) = rq.curr else {
+            cx.resched(cpu);
+            return cpu;
+        };
+        let preempt = match self.flavour {
+            Flavour::Cfs => {
+                let vdiff = self.ents[curr as usize].v - self.ents[t as usize].v;
+                vdiff > delta_fair(self.p.wakeup_granularity, Self::w(cx, t))
+            }
+            Flavour::Eevdf => {
+                let ce = &self.ents[curr as usize];
+                let protected = self.p.run_to_parity
+                    && rq
+                        .protect
+                        .is_some_and(|(p, vprot)| p == curr && ce.v < vprot)
+                    && self.eligible(cx, cpu, curr);
+                if protected {
+                    false
+                } else {
+                    // pick_eevdf over the queue and curr would take the wakee.
+                    let curr_ok = self.eligible(cx, cpu, curr);
+                    let best = rq
+                        .queue
+                        .iter()
+                        .copied()
+                        .chain(curr_ok.then_some(curr))
+                        .filter(|&u| u == curr || self.eligible(cx, cpu, u))
+                        .min_by_key(|&u| {
+                            (self.ents[u as usize].deadline, self.ents[u as usize].seq)
+                        });
+                    best == Some(t)
+                }
+            }
+        };
+        if preempt {
+            cx.resched(cpu);
+        }
+        cpu
+    }
+
+    fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {
+        self.update_curr(cx, cpu, now);
+        self.ents[t as usize].last_ran = now;
+        if !runnable {
+            self.store_lag(cx, cpu, t);
+        }
+        let w = i128::from(Self::w(cx, t));
+        let rq = &mut self.rqs[cpu as usize];
+        rq.curr = None;
+        if runnable {
+            rq.queue.push(t);
+        } else {
+            rq.load -= w;
+        }
+    }
+
+    fn pick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> Option<u32> {
+        if self.rqs[cpu as usize].queue.is_empty() {
+            // New-idle balance: pull from the pCPU with the most waiting.
+            let n = cx.ncpus;
+            let src = (1..n)
+                .map(|k| (cpu + k) % n)
+                .filter(|&c| self.movable(cx, c, cpu, now).is_some())
+                .max_by_key(|&c| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));
+            if let Some(src) = src {
+                if let Some(t) = self.movable(cx, src, cpu, now) {
+                    self.update_curr(cx, src, now);
+                    self.migrate(cx, t, src, cpu);
+                    cx.touch(src);
+                }
+            }
+        }
+        let Some(t) = self.best(cx, cpu) else {
+            // Idle: balance again soon (hot threads cool down).
+            self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+            return None;
+        };
+        let rq = &mut self.rqs[cpu as usize];
+        if let Some(i) = rq.queue.iter().position(|&u| u == t) {
+            rq.queue.swap_remove(i);
+        }
+        rq.curr = Some(t);
+        rq.exec_start = now;
+        let e = &mut self.ents[t as usize];
+        e.prev_sum_exec = e.sum_exec;
+        if self.flavour == Flavour::Eevdf && rq.protect.is_none_or(|(p, _)| p != t) {
+            rq.protect = Some((t, e.deadline));
+        }
+        if self.flavour == Flavour::Eevdf && rq.protect.is_some_and(|(p, v)| p == t && v < e.v) {
+            rq.protect = Some((t, e.deadline));
+        }
+        Some(t)
+    }
+
+    fn timer(&self, cx: &Cx, cpu: u32, now: u64) -> u64 {
+        let rq = &self.rqs[cpu as usize];
+        let Some(t) = rq.curr else { return u64::MAX };
+        if rq.queue.is_empty() {
+            return u64::MAX;
+        }
+        let w = Self::w(cx, t);
+        let e = &self.ents[t as usize];
+        let d = now.saturating_sub(rq.exec_start);
+        let v_now = e.v + delta_fair(d, w);
+        let at = match self.flavour {
+            Flavour::Cfs => {
+                let ran = e.sum_exec + d - e.prev_sum_exec;
+                let slice = self.sched_slice(cx, cpu, t);
+                let t1 = now + slice.saturating_sub(ran) + 1;
+                let left = rq
+                    .queue
+                    .iter()
+                    .map(|&u| self.ents[u as usize].v)
+                    .min()
+                    .unwrap_or(v_now);
+                let t2 = now + wall_for(left + slice as i64 - v_now, w);
+                let tmin = now + self.p.min_granularity.saturating_sub(ran);
+                t1.min(t2.max(tmin))
+            }
+            Flavour::Eevdf => now + wall_for(e.deadline - v_now, w),
+        };
+        tick_at_or_after(at, self.p.tick)
+    }
+
+    fn tick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> bool {
+        let Some(t) = self.rqs[cpu as usize].curr else {
+            return false;
+        };
+        let before = self.ents[t as usize].deadline;
+        self.update_curr(cx, cpu, now);
+        let rq = &self.rqs[cpu as usize];
+        if rq.queue.is_empty() {
+            return false;
+        }
+        match self.flavour {
+            Flavour::Cfs => {
+                let e = &self.ents[t as usize];
+                let ran = e.sum_exec - e.prev_sum_exec;
+                let slice = self.sched_slice(cx, cpu, t);
+                if ran > slice {
+                    return true;
+                }
+                let left = rq.queue.iter().map(|&u| self.ents[u as usize].v).min();
+                ran >= self.p.min_granularity && left.is_some_and(|l| e.v - l > slice as i64)
+            }
+            // update_deadline: a new slice was handed out, so reschedule.
+            Flavour::Eevdf => self.ents[t as usize].deadline != before,
+        }
+    }
+
+    fn global_timer(&self) -> u64 {
+        self.next_balance
+    }
+
+    fn global(&mut self, cx: &mut Cx, now: u64) {
+        let any_idle = (0..cx.ncpus).any(|c| !cx.is_running(c));
+        self.next_balance = now
+            + if any_idle {
+                self.p.idle_balance_interval
+            } else {
+                self.p.balance_interval
+            };
+        let Some((src, dst)) = imbalance(cx, |c| self.rqs[c as usize].queue.len()) else {
+            return;
+        };
+        if let Some(t) = self.movable(cx, src, dst, now) {
+            self.update_curr(cx, src, now);
+            self.update_curr(cx, dst, now);
+            self.migrate(cx, t, src, dst);
+            cx.touch(src);
+            if cx.is_running(dst) {
+                cx.touch(dst);
+            } else {
+                cx.resched(dst);
+            }
+        }
+    }
+
+    fn vtime(&self, t: u32) -> Option<u64> {
+        Some(self.ents[t as usize].v.max(0) as u64)
+    }
+
+    fn deadline(&self, t: u32) -> Option<u64> {
+        (self.flavour == Flavour::Eevdf).then(|| self.ents[t as usize].deadline.max(0) as u64)
+    }
+
+    fn slice(&self, _t: u32) -> Option<u64> {
+        (self.flavour == Flavour::Eevdf).then_some(self.p.base_slice)
+    }
+}

@@ -1,0 +1,96 @@
+//! Hand-made demand for tests and benchmarks: threads with given weights, pCPUs, bursts and
+//! sleeps, without a recording.
+
+use model::demand::{Burst, Demand, ThreadDemand};
+use model::{nice_to_weight, Comm, Percentiles};
+
+/// One synthetic vCPU: VM index, nice, allowed pCPUs (empty = all), and its bursts.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub vm: u32,
+    pub nice: i32,
+    pub allowed: Vec<u32>,
+    pub bursts: Vec<Burst>,
+}
+
+impl Spec {
+    /// Always runnable for `span_ns`.
+    pub fn hog(vm: u32, nice: i32, span_ns: u64) -> Spec {
+        Spec {
+            vm,
+            nice,
+            allowed: Vec::new(),
+            bursts: vec![Burst {
+                run_ns: span_ns,
+                sleep_ns: None,
+            }],
+        }
+    }
+
+    /// Runs `run_ns`, sleeps `sleep_ns`, repeated over `span_ns`.
+    pub fn periodic(vm: u32, nice: i32, run_ns: u64, sleep_ns: u64, span_ns: u64) -> Spec {
+        let n = (span_ns / (run_ns + sleep_ns).max(1)).max(1) + 1;
+        Spec {
+            vm,
+            nice,
+            allowed: Vec::new(),
+            bursts: (0..n)
+                .map(|_| Burst {
+                    run_ns,
+                    sleep_ns: Some(sleep_ns),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn on(mut self, cpus: &[u32]) -> Spec {
+        self.allowed = cpus.to_vec();
+        self
+    }
+}
+
+/// A demand of `specs` on `pcpus` pCPUs over `span_ns`; tids are 1000 + index, VMs `vm<N>`,
+/// every vCPU runnable at time 0.
+pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
+    let mut per_vm: Vec<u32> = Vec::new();
+    let threads = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let v = s.vm as usize;
+            if per_vm.len() <= v {
+                per_vm.resize(v + 1, 0);
+            }
+            let vcpu = per_vm[v];
+            per_vm[v] += 1;
+            let allowed = if s.allowed.is_empty() {
+                (0..pcpus).collect()
+            } else {
+                s.allowed.clone()
+            };
+            ThreadDemand {
+                tid: 1000 + i as u32,
+                pid: 100 + s.vm,
+                comm: Comm::new(&format!("vm{}-vcpu{vcpu}", s.vm)),
+                vm: format!("vm{}", s.vm),
+                vcpu: Some(vcpu),
+                nice: s.nice,
+                weight: nice_to_weight(s.nice),
+                first_cpu: allowed[0],
+                allowed,
+                first_wake_ns: 0,
+                bursts: s.bursts.clone(),
+                background: false,
+                wake_to_run: Percentiles::default(),
+            }
+        })
+        .collect();
+    Demand {
+        start: 1_000_000_000,
+        end: 1_000_000_000 + span_ns,
+        pcpus,
+        threads,
+        lost_events: 0,
+        out_of_order: 0,
+    }
+}

@@ -1,0 +1,328 @@
+//! Textbook properties of each policy, over random demand where the property is general
+//! (expected values from /work/shared/SCHEDULERS.md section 8), plus the engine's own
+//! contract: the demand folded back out of a simulated run is the demand put in.
+
+use model::demand::{Burst, DemandFold};
+use model::{Event, Model, ModelConfig};
+use proptest::prelude::*;
+use simulate::engine;
+use simulate::policy::goodness::{Goodness, GoodnessParams};
+use simulate::policy::o1::{O1Params, O1};
+use simulate::synthetic::{demand, Spec};
+use simulate::{build, run, Params, PolicyKind};
+
+const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn events_of(
+    kind: PolicyKind,
+    d: &model::demand::Demand,
+    pcpus: u32,
+    params: &[&str],
+) -> Vec<Event> {
+    let p = Params::parse(params).unwrap();
+    let built = build(kind, d, pcpus, &p).unwrap();
+    p.check_all_used(&[kind.name()]).unwrap();
+    let mut evs = Vec::new();
+    run(built, d, pcpus, &mut |e| evs.push(e.clone()));
+    evs
+}
+
+/// CPU share of each tracked thread (by tid order of the demand) over the span.
+fn shares(evs: &[Event], d: &model::demand::Demand) -> Vec<f64> {
+    let mut m = Model::new(ModelConfig::report());
+    m.ingest_batch(evs);
+    m.finish();
+    let snap = m.snapshot();
+    d.tracked()
+        .map(|t| {
+            snap.vcpus
+                .iter()
+                .find(|v| v.tid == t.tid)
+                .map_or(0.0, |v| v.run_ns as f64 / d.span_ns() as f64)
+        })
+        .collect()
+}
+
+/// Per tid: (start, end) of every stretch on a CPU, in simulated time.
+fn run_intervals(evs: &[Event], base: u64, tid: u32) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut on: Option<u64> = None;
+    for e in evs {
+        if let Event::SchedSwitch(s) = e {
+            if s.prev_tid == tid {
+                if let Some(a) = on.take() {
+                    out.push((a - base, s.ts - base));
+                }
+            }
+            if s.next_tid == tid {
+                on = Some(s.ts);
+            }
+        }
+        if let Event::ObservationEnd(o) = e {
+            if let Some(a) = on.take() {
+                out.push((a - base, o.ts - base));
+            }
+        }
+    }
+    out
+}
+
+fn cpu_in(iv: &[(u64, u64)], from: u64, to: u64) -> u64 {
+    iv.iter()
+        .map(|&(a, b)| b.min(to).saturating_sub(a.max(from)))
+        .sum()
+}
+
+/// Time during which some pCPU idled while a runnable thread that may run there waited
+/// (all threads here may run anywhere).
+fn idle_while_waiting(evs: &[Event], pcpus: u32) -> u64 {
+    use std::collections::BTreeSet;
+    let mut running = vec![0u32; pcpus as usize];
+    let mut waiting: BTreeSet<u32> = BTreeSet::new();
+    let (mut last, mut bad) = (None::<u64>, 0u64);
+    for e in evs {
+        let ts = e.ts();
+        if let Some(l) = last {
+            if !waiting.is_empty() && running.contains(&0) {
+                bad += ts - l;
+            }
+        }
+        last = Some(ts);
+        match e {
+            Event::Wakeup(w) => {
+                waiting.insert(w.tid);
+            }
+            Event::SchedSwitch(s) => {
+                if s.prev_tid != 0 && s.prev_state == 0 {
+                    waiting.insert(s.prev_tid);
+                }
+                waiting.remove(&s.next_tid);
+                running[s.cpu as usize] = s.next_tid;
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+fn hogs(nices: &[i32], span: u64) -> Vec<Spec> {
+    nices
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Spec::hog(i as u32, n, span).on(&[0]))
+        .collect()
+}
+
+fn expected_by_weight(nices: &[i32]) -> Vec<f64> {
+    let w: Vec<f64> = nices
+        .iter()
+        .map(|&n| f64::from(model::nice_to_weight(n)))
+        .collect();
+    let sum: f64 = w.iter().sum();
+    w.iter().map(|x| x / sum).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cfs_and_eevdf_shares_follow_weight_within_one_point(
+        nices in prop::collection::vec(-5i32..=10, 2..=4)
+    ) {
+        let span = 10 * S;
+        let d = demand(&hogs(&nices, span), 1, span);
+        let want = expected_by_weight(&nices);
+        for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+            let got = shares(&events_of(kind, &d, 1, &[]), &d);
+            for (g, w) in got.iter().zip(&want) {
+                prop_assert!((g - w).abs() <= 0.01, "{kind:?} nices {nices:?}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn work_conserving_policies_leave_no_pcpu_idle_while_a_thread_waits(
+        seed in 0u64..1000, pcpus in 1u32..=4, n in 2usize..=7
+    ) {
+        let span = 2 * S;
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let specs: Vec<Spec> = (0..n)
+            .map(|i| {
+                let run = 100_000 + next() % (5 * MS);
+                let sleep = 100_000 + next() % (5 * MS);
+                Spec::periodic(i as u32 % 3, (next() % 11) as i32 - 5, run, sleep, span)
+            })
+            .collect();
+        let d = demand(&specs, pcpus, span);
+        // Cache-hot refusals (migration_cost, cache_hot_time) are where the kernels choose
+        // not to conserve work; with them off, placement and balancing must.
+        let cases: [(PolicyKind, &[&str]); 5] = [
+            (PolicyKind::Cfs, &["migration_cost=0"]),
+            (PolicyKind::Eevdf, &["migration_cost=0"]),
+            (PolicyKind::O1, &["cache_hot_time=0"]),
+            (PolicyKind::On, &[]),
+            (PolicyKind::Credit, &[]),
+        ];
+        for (kind, params) in cases {
+            let evs = events_of(kind, &d, pcpus, params);
+            let bad = idle_while_waiting(&evs, pcpus);
+            prop_assert!(bad * 50 <= span, "{kind:?}: a pCPU idled {bad} ns of {span} while a thread waited");
+        }
+    }
+
+    #[test]
+    fn sedf_gives_every_slice_in_every_period_at_utilisation_up_to_one(
+        p0 in 5u64..=50, p1 in 5u64..=50, u0 in 5u64..=60, u1 in 5u64..=35
+    ) {
+        let span = S;
+        let d = demand(&hogs(&[0, 0], span), 1, span);
+        let (period0, period1) = (p0 * MS, p1 * MS);
+        let (slice0, slice1) = (period0 * u0 / 100, period1 * u1 / 100);
+        let args = [
+            format!("sedf.period.vm0={period0}"), format!("sedf.slice.vm0={slice0}"),
+            format!("sedf.period.vm1={period1}"), format!("sedf.slice.vm1={slice1}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let evs = events_of(PolicyKind::Sedf, &d, 1, &args);
+        for (k, (period, slice)) in [(period0, slice0), (period1, slice1)].into_iter().enumerate() {
+            let iv = run_intervals(&evs, d.start, 1000 + k as u32);
+            let mut a = 0;
+            while a + period <= span {
+                let got = cpu_in(&iv, a, a + period);
+                prop_assert!(got >= slice, "vm{k} got {got} of slice {slice} in period at {a}");
+                a += period;
+            }
+        }
+    }
+}
+
+#[test]
+fn credit_never_exceeds_a_cap_even_on_an_idle_pcpu() {
+    let span = 3 * S;
+    let d = demand(&[Spec::hog(0, 0, span).on(&[0])], 1, span);
+    for cap in [10u64, 30, 50, 75] {
+        let arg = format!("credit.cap.vm0={cap}");
+        let got = shares(&events_of(PolicyKind::Credit, &d, 1, &[&arg]), &d)[0];
+        // Overshoot allowed: at most one 30 ms period over the run.
+        let limit = cap as f64 / 100.0 + 0.030 / 3.0;
+        assert!(got <= limit, "cap {cap}: share {got}");
+        assert!(
+            got >= cap as f64 / 100.0 - 0.03,
+            "cap {cap}: share {got} far below it"
+        );
+    }
+}
+
+/// Mean wake-to-run latency of the first tracked thread.
+fn sleeper_wait(evs: &[Event]) -> f64 {
+    let mut fold = DemandFold::default();
+    fold.ingest_batch(evs);
+    let served = fold.finish();
+    let mean = served.tracked().next().unwrap().wake_to_run.mean;
+    mean
+}
+
+#[test]
+fn credit_boost_lowers_a_sleepy_vcpus_wait_beside_hogs() {
+    let span = 3 * S;
+    let specs = [
+        Spec::periodic(0, 0, 500_000, 9_500_000, span).on(&[0]),
+        Spec::hog(1, 0, span).on(&[0]),
+        Spec::hog(2, 0, span).on(&[0]),
+    ];
+    let d = demand(&specs, 1, span);
+    let with = sleeper_wait(&events_of(PolicyKind::Credit, &d, 1, &[]));
+    let without = sleeper_wait(&events_of(
+        PolicyKind::Credit,
+        &d,
+        1,
+        &["credit.boost=false"],
+    ));
+    assert!(
+        with * 4.0 < without,
+        "boost: {with} ns, no boost: {without} ns"
+    );
+}
+
+#[test]
+fn o1_gives_a_sleepy_thread_a_better_priority_than_a_hog_of_the_same_nice() {
+    let span = 5 * S;
+    let specs = [
+        Spec::periodic(0, 0, MS, 9 * MS, span).on(&[0]),
+        Spec::hog(1, 0, span).on(&[0]),
+    ];
+    let d = demand(&specs, 1, span);
+    let p = O1::new(O1Params::new(&Params::default()).unwrap(), 2, 1);
+    let (_, p) = engine::run(&d, 1, p, &mut |_| {});
+    assert!(
+        p.prio(0) < p.prio(1),
+        "sleepy {} vs hog {}",
+        p.prio(0),
+        p.prio(1)
+    );
+    // The textbook end points: bonus +5 (115) for the sleeper, 125 for the hog.
+    assert_eq!(p.prio(0), 115);
+    assert_eq!(p.prio(1), 125);
+}
+
+#[test]
+fn goodness_recalculates_only_when_every_runnable_counter_is_zero() {
+    let span = 5 * S;
+    let specs = [
+        Spec::hog(0, 0, span).on(&[0]),
+        Spec::hog(1, 19, span).on(&[0]),
+        Spec::periodic(2, 0, 2 * MS, 30 * MS, span).on(&[0]),
+    ];
+    let d = demand(&specs, 1, span);
+    let threads = engine::sim_threads(&d, 1);
+    let p = Goodness::new(GoodnessParams::new(&Params::default()).unwrap(), &threads);
+    let mut evs = Vec::new();
+    let (_, p) = engine::run(&d, 1, p, &mut |e| evs.push(e.clone()));
+    assert!(p.recalculations > 10, "{}", p.recalculations);
+    assert_eq!(p.max_runnable_counter_at_recalc, 0);
+    // Hogs alone share by NICE_TO_TICKS: nice 0 vs 19 at HZ=100 is 6:1.
+    let d2 = demand(&hogs(&[0, 19], span), 1, span);
+    let s = shares(&events_of(PolicyKind::On, &d2, 1, &[]), &d2);
+    assert!(
+        (s[0] - 6.0 / 7.0).abs() < 0.01 && (s[1] - 1.0 / 7.0).abs() < 0.01,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn the_demand_of_a_simulated_run_is_the_demand_put_in() {
+    let span = 2 * S;
+    let specs = [
+        Spec::periodic(0, 0, 3 * MS, 2 * MS, span),
+        Spec::periodic(0, 5, 700_000, 300_000, span),
+        Spec::hog(1, 0, span),
+        Spec::periodic(1, -3, 50_000, 950_000, span),
+    ];
+    let d = demand(&specs, 2, span);
+    for kind in PolicyKind::ALL {
+        let evs = events_of(kind, &d, 2, &[]);
+        let mut fold = DemandFold::default();
+        fold.ingest_batch(&evs);
+        let back = fold.finish();
+        for (inp, out) in d.tracked().zip(back.tracked()) {
+            assert_eq!(inp.tid, out.tid);
+            // All but the burst the end of the run cut short come back exactly.
+            let done = out.bursts.len().saturating_sub(1);
+            assert!(
+                done > 0 || inp.bursts.len() == 1,
+                "{kind:?} tid {}: no burst done",
+                inp.tid
+            );
+            let want: Vec<Burst> = inp.bursts[..done].to_vec();
+            let got: Vec<u64> = out.bursts[..done].iter().map(|b| b.run_ns).collect();
+            let want_run: Vec<u64> = want.iter().map(|b| b.run_ns).collect();
+            assert_eq!(got, want_run, "{kind:?} tid {}", inp.tid);
+            // Sleeps: as recorded (open loop).
+            for (g, w) in out.bursts[..done.saturating_sub(1)].iter().zip(&want) {
+                assert_eq!(g.sleep_ns, w.sleep_ns, "{kind:?} tid {}", inp.tid);
+            }
+        }
+    }
+}

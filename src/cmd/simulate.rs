@@ -1,0 +1,169 @@
+//! `kvmscope simulate FILE`: the recording's demand replayed through other schedulers, side by
+//! side with what the host did (text or one JSON document), or one simulated run recorded as
+//! a trace file (`--record OUT`) that `replay`, `report` and `export` read like any other.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use model::demand::{Demand, DemandFold};
+use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
+use model::{Event, Source};
+use simulate::compare::{self, Comparison};
+use simulate::{Params, PolicyKind};
+
+use crate::cli::SimulateArgs;
+use crate::file_source::{create_output, FileSource};
+
+/// Events per trace-file chunk of a simulated recording.
+const CHUNK_EVENTS: usize = 100_000;
+
+/// The recording's events, its demand and its pCPU count.
+pub struct Recorded {
+    pub events: Vec<Event>,
+    pub demand: Demand,
+    pub header: TraceHeader,
+}
+
+/// Reads a trace file whole and folds its demand.
+pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
+    let mut src = FileSource::open(path)?;
+    let mut events = Vec::new();
+    while src
+        .poll(&mut events, std::time::Duration::ZERO)
+        .map_err(anyhow::Error::from_boxed)
+        .with_context(|| format!("reading {}", path.display()))?
+    {}
+    for p in src.problems() {
+        eprintln!("warning: {}: {p}", path.display());
+    }
+    let header = src.header().clone();
+    let mut fold = DemandFold::default().with_pcpus(src.host().cpus);
+    fold.ingest_batch(&events);
+    Ok(Recorded {
+        events,
+        demand: fold.finish(),
+        header,
+    })
+}
+
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let kinds = PolicyKind::parse_list(&args.policy)?;
+    let params = Params::parse(&args.param)?;
+    if args.record.is_some() && kinds.len() != 1 {
+        bail!(
+            "--record writes one simulated run: give one --policy, not {}",
+            args.policy
+        );
+    }
+    if let Some(out) = &args.record {
+        if !args.force && out.symlink_metadata().is_ok() {
+            bail!(
+                "{} already exists; pass --force to overwrite it or choose another path",
+                out.display()
+            );
+        }
+    }
+    let rec = load(&args.file)?;
+    let pcpus = args.pcpus.unwrap_or(rec.demand.pcpus);
+    simulate::check_inputs(&rec.demand, pcpus).with_context(|| args.file.display().to_string())?;
+    // Build every policy first so a bad parameter fails before any work.
+    let mut built = Vec::new();
+    for &k in &kinds {
+        built.push((k, simulate::build(k, &rec.demand, pcpus, &params)?));
+    }
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    params.check_all_used(&names)?;
+
+    if let Some(out) = &args.record {
+        let (kind, b) = built.pop().expect("one policy");
+        return record(&rec, kind, b, pcpus, out, args.force);
+    }
+
+    let fair = compare::demand_rows(&rec.demand, pcpus);
+    let mut columns = vec![compare::measure(
+        "recorded",
+        &format!("the recording ({})", rec.header.host.scheduler),
+        &rec.events,
+        &rec.demand,
+        &fair,
+    )];
+    for (kind, b) in built {
+        let mut events = Vec::new();
+        simulate::run(b, &rec.demand, pcpus, &mut |e| events.push(e.clone()));
+        columns.push(compare::measure(
+            kind.name(),
+            kind.describe(),
+            &events,
+            &rec.demand,
+            &fair,
+        ));
+    }
+    let doc = Comparison {
+        source: args.file.display().to_string(),
+        pcpus,
+        recorded_pcpus: rec.demand.pcpus,
+        span_s: rec.demand.span_ns() as f64 / 1e9,
+        open_loop: simulate::OPEN_LOOP_NOTE.to_string(),
+        params: args.param.clone(),
+        demand: fair,
+        columns,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).context("encoding the comparison as JSON")?
+        );
+    } else {
+        print!("{}", compare::render_text(&doc));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record(
+    rec: &Recorded,
+    kind: PolicyKind,
+    built: simulate::Built,
+    pcpus: u32,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut events = Vec::new();
+    simulate::run(built, &rec.demand, pcpus, &mut |e| events.push(e.clone()));
+    let mut processes = ProcessMap::default();
+    for e in &events {
+        if let Event::TaskInfo(t) = e {
+            processes.note(t);
+        }
+    }
+    let mut host = rec.header.host.clone();
+    host.scheduler = format!("simulated {} ({})", kind.name(), kind.describe());
+    host.cpus = pcpus;
+    let header = TraceHeader {
+        format_version: FORMAT_VERSION,
+        host,
+        processes: processes.processes(),
+        command_line: std::env::args().collect(),
+        recorder: format!("kvmscope {} simulate", env!("CARGO_PKG_VERSION")),
+        started_unix_secs: rec.header.started_unix_secs,
+    };
+    let file = create_output(out, force)?;
+    let name = out.display().to_string();
+    let err = |e: std::io::Error| anyhow::Error::new(e).context(format!("cannot write {name}"));
+    let mut w = TraceWriter::new(std::io::BufWriter::new(file), &header).map_err(err)?;
+    for chunk in events.chunks(CHUNK_EVENTS) {
+        for e in chunk {
+            w.write(e).map_err(err)?;
+        }
+        w.end_chunk().map_err(err)?;
+    }
+    w.finish().map_err(err)?;
+    eprintln!(
+        "{}: {} simulated events of {} ({}); {}",
+        name,
+        events.len(),
+        kind.name(),
+        kind.describe(),
+        simulate::OPEN_LOOP_NOTE
+    );
+    Ok(ExitCode::SUCCESS)
+}
