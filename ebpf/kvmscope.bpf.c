@@ -122,12 +122,42 @@ struct ks_waker {
 	__u32 pending; /* set by sched_waking, cleared by sched_wakeup: a waker tid can be 0 */
 };
 
+#ifndef KS_WAKER_HASH
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for local storage */
 	__type(key, int);
 	__type(value, struct ks_waker);
 } wakers SEC(".maps");
+
+static __always_inline struct ks_waker *waker_of(struct task_struct *p, bool create)
+{
+	return bpf_task_storage_get(&wakers, p, NULL, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+/* Kernels whose tracing programs cannot use task-local storage (before 5.12; the loader
+ * decides from BTF) get this build: the same figure through an LRU hash keyed by tid, at the
+ * cost measured above. An evicted entry only loses one waker (sched_wakeup then names the
+ * current task, as on a local wakeup). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct ks_waker);
+} wakers SEC(".maps");
+
+static __always_inline struct ks_waker *waker_of(struct task_struct *p, bool create)
+{
+	__u32 tid = p->pid;
+	struct ks_waker *w = bpf_map_lookup_elem(&wakers, &tid);
+	struct ks_waker fresh = {};
+
+	if (w || !create)
+		return w;
+	bpf_map_update_elem(&wakers, &tid, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&wakers, &tid);
+}
+#endif
 
 /* csd pointers queued by tracked threads, so their entry/exit on the target CPU is sent. */
 struct {
@@ -259,6 +289,20 @@ static __always_inline void copy_comm(char *dst, struct task_struct *p)
 	((__u64 *)dst)[1] = src[1];
 }
 
+/* The address of record `index` of `chunk`, bounded on the register it is computed from.
+ * A C bounds check is not enough before Linux ~6.8: clang may spill `index`, compare a
+ * reloaded copy and compute the address from another reload, and those verifiers do not carry
+ * the bound learnt on one register over to the stack slot ("R2 unbounded memory access" on
+ * 6.1). The clamp below is never taken (the caller has checked); it exists for the verifier. */
+static __always_inline struct ks_switch *switch_slot(struct ks_switch_chunk *chunk, __u64 index)
+{
+	asm volatile("if %[i] < %[n] goto +1\n\t"
+		     "%[i] = 0"
+		     : [i] "+r"(index)
+		     : [n] "i"(KS_SWITCH_CHUNK_RECORDS));
+	return &chunk->rec[index];
+}
+
 /* sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...) */
 SEC("tp_btf/sched_switch")
 int handle_sched_switch(unsigned long long *ctx)
@@ -309,7 +353,7 @@ int handle_sched_switch(unsigned long long *ctx)
 		count_lost();
 		return 0;
 	}
-	e = &chunk->rec[index];
+	e = switch_slot(chunk, index);
 	e->hdr.ts = bpf_ktime_get_ns();
 	e->hdr.kind = KS_KIND_SWITCH;
 	e->hdr.cpu = cpu;
@@ -366,7 +410,7 @@ int handle_sched_waking(unsigned long long *ctx)
 
 	if (!is_tracked(tid))
 		return 0;
-	w = bpf_task_storage_get(&wakers, p, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	w = waker_of(p, true);
 	if (w) {
 		w->tid = waker;
 		w->pending = 1;
@@ -393,7 +437,7 @@ int handle_sched_wakeup(unsigned long long *ctx)
 	e->target_cpu = task_cpu(p);
 	/* Remote wakeups complete on the target CPU, where current is not the waker: prefer what
 	 * sched_waking saw. */
-	waker = bpf_task_storage_get(&wakers, p, NULL, 0);
+	waker = waker_of(p, false);
 	if (waker && waker->pending) {
 		e->waker_tid = waker->tid;
 		waker->pending = 0;

@@ -1,5 +1,6 @@
-//! Compiles `ebpf/kvmscope.bpf.c` with clang into `$OUT_DIR/kvmscope.bpf.o` (embedded by
-//! `loader.rs`) and turns the `KS_*` numbers of `ebpf/kvmscope_abi.h` into Rust constants
+//! Compiles `ebpf/kvmscope.bpf.c` with clang into `$OUT_DIR/kvmscope.bpf.o` and, with
+//! `-DKS_WAKER_HASH` (kernels whose tracing programs have no task-local storage, before 5.12),
+//! `$OUT_DIR/kvmscope-waker-hash.bpf.o` (both embedded by `loader.rs`) and turns the `KS_*` numbers of `ebpf/kvmscope_abi.h` into Rust constants
 //! (`$OUT_DIR/abi_consts.rs`) so that `abi.rs` can assert its structs against the header.
 
 use std::env;
@@ -46,11 +47,14 @@ fn main() {
             String::from_utf8_lossy(&host.stderr)
         ));
     }
+    let src = ebpf.join("kvmscope.bpf.c");
+    compile(&clang, &src, &ebpf, &out.join("kvmscope.bpf.o"), &[]);
     compile(
         &clang,
-        &ebpf.join("kvmscope.bpf.c"),
+        &src,
         &ebpf,
-        &out.join("kvmscope.bpf.o"),
+        &out.join("kvmscope-waker-hash.bpf.o"),
+        &["-DKS_WAKER_HASH"],
     );
 }
 
@@ -76,8 +80,9 @@ fn find_clang() -> String {
     ))
 }
 
-fn compile(clang: &str, src: &Path, include: &Path, obj: &Path) {
+fn compile(clang: &str, src: &Path, include: &Path, obj: &Path, defines: &[&str]) {
     let output = Command::new(clang)
+        .args(defines)
         .args([
             "-O2",
             "-g",

@@ -93,6 +93,22 @@ fn check_json_parses_and_agrees_with_the_host() {
     ] {
         assert!(items.iter().any(|i| i["name"] == tp), "no {tp} item");
     }
+    // One entry per eBPF program where they could be loaded; this kernel (6.18) has every
+    // feature, so each loads and none needs a fallback.
+    match doc["programs"].as_array() {
+        Some(programs) => {
+            assert_eq!(programs.len(), 12, "{}", doc["programs"]);
+            for p in programs {
+                assert_eq!(p["loads"], true, "{p}");
+                assert_eq!(p["detail"], "loads and attaches", "{p}");
+            }
+        }
+        None => assert!(
+            doc["programs"].as_str().unwrap().starts_with("not loaded"),
+            "{}",
+            doc["programs"]
+        ),
+    }
     let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap();
     let item = items
         .iter()

@@ -5,8 +5,9 @@
  * counters, which the host compares with the kvm_exit/kvm_userspace_exit events kvmscope
  * decoded for this thread.
  *
- * Usage: tinyvmm OUTS [WAIT_MS]   (WAIT_MS: pause after creating the vCPU, so that a tracer
- * rescanning for vCPU descriptors finds this thread before the first KVM_RUN)
+ * Usage: tinyvmm OUTS [WAIT_MS | -]   (pause after creating the vCPU, so that a tracer
+ * rescanning for vCPU descriptors finds this thread before the first KVM_RUN: WAIT_MS, or
+ * until a line arrives on stdin with `-`; `--all-kvm` needs a KVM user to start at all)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +35,8 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
 	long outs = argc > 1 ? atol(argv[1]) : 1000;
-	long wait_ms = argc > 2 ? atol(argv[2]) : 0;
+	int wait_stdin = argc > 2 && strcmp(argv[2], "-") == 0;
+	long wait_ms = argc > 2 && !wait_stdin ? atol(argv[2]) : 0;
 	if (outs < 1 || outs > 65535) {
 		fprintf(stderr, "tinyvmm: OUTS must be 1..65535, got %ld\n", outs);
 		return 2;
@@ -86,7 +88,11 @@ int main(int argc, char **argv)
 	struct kvm_regs regs = { .rip = CODE_AT, .rflags = 0x2 };
 	if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0)
 		return die("KVM_SET_REGS");
-	if (wait_ms > 0) {
+	if (wait_stdin) {
+		char line[16];
+		if (!fgets(line, sizeof(line), stdin))
+			fprintf(stderr, "tinyvmm: stdin closed before the go line: starting\n");
+	} else if (wait_ms > 0) {
 		struct timespec pause = { wait_ms / 1000, (wait_ms % 1000) * 1000000L };
 		nanosleep(&pause, NULL);
 	}

@@ -17,6 +17,11 @@ pub struct Qemu {
     pub mem_mb: u32,
     /// The whole boot, suite included, is killed after this long.
     pub timeout: Duration,
+    /// Boots again (up to this many times) when the kernel died before `/init` reported
+    /// anything. Multi-threaded TCG occasionally lets a vCPU run code another vCPU is
+    /// patching (jump labels at boot): an `Oops: int3` in a random function, seen once in
+    /// about 15 boots of 6.12. The suite itself is never retried.
+    pub early_death_retries: u32,
 }
 
 impl Default for Qemu {
@@ -26,6 +31,7 @@ impl Default for Qemu {
             smp: 2,
             mem_mb: 2048,
             timeout: Duration::from_secs(600),
+            early_death_retries: 2,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod decode;
 pub mod host;
 pub mod loader;
+pub mod programs;
 pub mod qemu;
 mod switch_rings;
 pub mod targets;

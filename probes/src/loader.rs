@@ -45,16 +45,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use model::{Event, Lost};
 
 use crate::decode::Decoder;
+use crate::programs::{self, attach, Fallback, ProgramFailure, CSD, KVM, SCHED};
 use crate::switch_rings::{self, SwitchRings};
 use crate::tracefs::{self, EventFormat, KvmOffsets};
-
-/// The compiled eBPF object (built from `ebpf/kvmscope.bpf.c` by `build.rs`).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kvmscope.bpf.o"));
 
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -102,10 +99,10 @@ pub enum ProbeError {
     Tracefs(#[from] tracefs::TracefsError),
     #[error("ring buffer size {0} is not a power of two of at least the page size ({1} bytes)")]
     BadRingSize(u32, usize),
-    #[error("cannot load the eBPF object: {0}")]
-    Load(String),
-    #[error("cannot attach {what}: {reason}")]
-    Attach { what: &'static str, reason: String },
+    #[error("cannot load the eBPF object on Linux {release}: {reason}")]
+    Load { release: String, reason: String },
+    #[error("{0}")]
+    Program(ProgramFailure),
     #[error("eBPF object has no {0} map (object and loader out of step)")]
     MissingMap(&'static str),
     #[error("cannot track thread {tid}: {reason}")]
@@ -117,104 +114,6 @@ pub enum ProbeError {
     #[error("cannot set up or read the sched_switch rings: {0}")]
     SwitchRings(String),
 }
-
-#[derive(Clone, Copy)]
-enum Hook {
-    /// `tp_btf/<name>` (vmlinux tracepoints).
-    Btf(&'static str),
-    /// Classic `tracepoint/<category>/<name>` (works for module tracepoints).
-    Classic(&'static str, &'static str),
-}
-
-struct Spec {
-    program: &'static str,
-    /// `category:event`, as listed by [`Probes::attached`].
-    event: &'static str,
-    hook: Hook,
-    /// What users lose when it cannot be attached.
-    feature: &'static str,
-}
-
-const SCHED: [Spec; 5] = [
-    Spec {
-        program: "handle_sched_switch",
-        event: "sched:sched_switch",
-        hook: Hook::Btf("sched_switch"),
-        feature: "context switches",
-    },
-    Spec {
-        program: "handle_sched_waking",
-        event: "sched:sched_waking",
-        hook: Hook::Btf("sched_waking"),
-        feature: "who woke a thread on remote wakeups",
-    },
-    Spec {
-        program: "handle_sched_wakeup",
-        event: "sched:sched_wakeup",
-        hook: Hook::Btf("sched_wakeup"),
-        feature: "wakeup events",
-    },
-    Spec {
-        program: "handle_sched_migrate_task",
-        event: "sched:sched_migrate_task",
-        hook: Hook::Btf("sched_migrate_task"),
-        feature: "migration events",
-    },
-    Spec {
-        program: "handle_sched_process_exit",
-        event: "sched:sched_process_exit",
-        hook: Hook::Btf("sched_process_exit"),
-        feature: "thread exit events",
-    },
-];
-
-const KVM: [Spec; 4] = [
-    Spec {
-        program: "handle_kvm_entry",
-        event: "kvm:kvm_entry",
-        hook: Hook::Classic("kvm", "kvm_entry"),
-        feature: "guest entry events",
-    },
-    Spec {
-        program: "handle_kvm_exit",
-        event: "kvm:kvm_exit",
-        hook: Hook::Classic("kvm", "kvm_exit"),
-        feature: "guest exit reasons",
-    },
-    Spec {
-        program: "handle_kvm_userspace_exit",
-        event: "kvm:kvm_userspace_exit",
-        hook: Hook::Classic("kvm", "kvm_userspace_exit"),
-        feature: "exits to the VMM",
-    },
-    Spec {
-        program: "handle_kvm_pio",
-        event: "kvm:kvm_pio",
-        hook: Hook::Classic("kvm", "kvm_pio"),
-        feature: "port I/O exit details",
-    },
-];
-
-const CSD: [Spec; 3] = [
-    Spec {
-        program: "handle_csd_queue_cpu",
-        event: "csd:csd_queue_cpu",
-        hook: Hook::Btf("csd_queue_cpu"),
-        feature: "cross-CPU call (VMCLEAR IPI) attribution",
-    },
-    Spec {
-        program: "handle_csd_function_entry",
-        event: "csd:csd_function_entry",
-        hook: Hook::Btf("csd_function_entry"),
-        feature: "cross-CPU call (VMCLEAR IPI) attribution",
-    },
-    Spec {
-        program: "handle_csd_function_exit",
-        event: "csd:csd_function_exit",
-        hook: Hook::Btf("csd_function_exit"),
-        feature: "cross-CPU call (VMCLEAR IPI) attribution",
-    },
-];
 
 /// Cost counters of one attached program (non-zero only while `kernel.bpf_stats_enabled=1`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +141,7 @@ pub struct Probes {
     decoder: Decoder,
     attached: Vec<&'static str>,
     warnings: Vec<String>,
+    fallbacks: Vec<Fallback>,
     undecodable: u64,
 }
 
@@ -249,77 +149,39 @@ impl Probes {
     /// Checks privileges, BTF and tracefs, loads the object and attaches every program the
     /// host supports. See the module docs.
     pub fn load(opts: ProbeOptions) -> Result<Probes, ProbeError> {
-        Self::load_object(opts, OBJECT)
+        Self::load_with(opts, None)
     }
 
     /// [`Probes::load`] with another build of the object (cost experiments).
     #[doc(hidden)]
     pub fn load_object(opts: ProbeOptions, object: &[u8]) -> Result<Probes, ProbeError> {
-        let page = page_size();
-        if !opts.ring_bytes.is_power_of_two() || (opts.ring_bytes as usize) < page {
-            return Err(ProbeError::BadRingSize(opts.ring_bytes, page));
-        }
-        check_privileges()?;
-        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-            return Err(ProbeError::NoBtf);
-        }
-        let mut warnings = Vec::new();
-        raise_memlock(&mut warnings);
-        let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))?;
+        Self::load_with(opts, Some(object))
+    }
 
-        // kvm tracepoint layouts, from this kernel's tracefs.
-        let mut offsets = KvmOffsets::default();
-        let mut kvm_usable: Vec<&'static str> = Vec::new();
-        if opts.kvm {
-            let root = tracefs::tracefs_root()?;
-            for spec in &KVM {
-                let Hook::Classic(system, name) = spec.hook else {
-                    continue;
-                };
-                let usable = match EventFormat::load(&root, system, name)? {
-                    None => Err(format!(
-                        "{} is not on this kernel (is KVM loaded?)",
-                        spec.event
-                    )),
-                    Some(format) => match name {
-                        "kvm_entry" => offsets.set_entry(&format),
-                        "kvm_exit" => offsets.set_exit(&format),
-                        "kvm_userspace_exit" => offsets.set_userspace_exit(&format),
-                        _ => offsets.set_pio(&format),
-                    },
-                };
-                match usable {
-                    Ok(()) => kvm_usable.push(spec.program),
-                    Err(why) => warnings.push(format!("{} lost: {why}", spec.feature)),
+    fn load_with(opts: ProbeOptions, object: Option<&[u8]>) -> Result<Probes, ProbeError> {
+        let Loaded {
+            mut ebpf,
+            btf,
+            fallbacks,
+            kvm_usable,
+            mut warnings,
+            cpus,
+            chunks_per_cpu,
+        } = load_ebpf(&opts, object)?;
+        let kvm_usable: Vec<&'static str> = kvm_usable
+            .into_iter()
+            .filter_map(|(program, usable)| match usable {
+                Ok(()) => Some(program),
+                Err(why) => {
+                    let feature = KVM
+                        .iter()
+                        .find(|s| s.program == program)
+                        .map_or("", |s| s.feature);
+                    warnings.push(format!("{feature} lost: {why}"));
+                    None
                 }
-            }
-        }
-
-        let globals = offsets.globals();
-        let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
-        // bpf_get_smp_processor_id() is below the number of possible CPUs.
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(path, e)| ProbeError::Load(format!("cannot read {path}: {e}")))?;
-        let chunks_per_cpu = switch_rings::chunks_per_cpu(opts.ring_bytes, cpus);
-        raise_nofile(cpus as u64 * u64::from(chunks_per_cpu), &mut warnings);
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(&btf))
-            // `wakers` is task-local storage, which aya creates but has no user-space type
-            // for; only the eBPF programs use it.
-            .allow_unsupported_maps()
-            .map_max_entries("events", opts.ring_bytes)
-            .map_max_entries("tracked", tracked_slots())
-            .map_max_entries("switch_head", cpus as u32)
-            .map_max_entries("switch_tail", cpus as u32)
-            .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
-            .override_global("wakeup_bytes", &wakeup_bytes, true);
-        for (name, value) in &globals {
-            loader.override_global(name, value, true);
-        }
-        let mut ebpf = loader
-            .load(object)
-            .map_err(|e| ProbeError::Load(e.to_string()))?;
+            })
+            .collect();
         // Before any program runs: the write path reads its parameters from the rings.
         let (outer, heads, tails) = (
             take_map(&mut ebpf, "switch_chunks")?,
@@ -333,11 +195,8 @@ impl Probes {
         for spec in &SCHED {
             match attach(&mut ebpf, spec, &btf) {
                 Ok(()) => attached.push(spec.event),
-                Err(reason) if spec.program == "handle_sched_switch" => {
-                    return Err(ProbeError::Attach {
-                        what: spec.event,
-                        reason,
-                    });
+                Err(failure) if spec.program == "handle_sched_switch" => {
+                    return Err(ProbeError::Program(failure));
                 }
                 Err(reason) => warnings.push(format!("{} lost: {reason}", spec.feature)),
             }
@@ -367,11 +226,11 @@ impl Probes {
         }
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, "events")?)
-            .map_err(|e| ProbeError::Load(format!("events map: {e}")))?;
+            .map_err(|e| load_error(format!("events map: {e}")))?;
         let tracked = Array::try_from(take_map(&mut ebpf, "tracked")?)
-            .map_err(|e| ProbeError::Load(format!("tracked map: {e}")))?;
+            .map_err(|e| load_error(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
-            .map_err(|e| ProbeError::Load(format!("lost map: {e}")))?;
+            .map_err(|e| load_error(format!("lost map: {e}")))?;
 
         Ok(Probes {
             ebpf,
@@ -384,8 +243,14 @@ impl Probes {
             decoder,
             attached,
             warnings,
+            fallbacks,
             undecodable: 0,
         })
+    }
+
+    /// How the probes work differently on this kernel (none on a recent one).
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
     }
 
     /// Report events of thread `tid` from now on.
@@ -535,27 +400,126 @@ impl Probes {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &Spec, btf: &Btf) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(spec.program)
-        .ok_or_else(|| format!("program {} missing from the eBPF object", spec.program))?;
-    match spec.hook {
-        Hook::Btf(name) => {
-            let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            p.load(name, btf)
-                .map_err(|e| format!("{} cannot be loaded: {e}", spec.event))?;
-            p.attach()
-                .map_err(|e| format!("{} cannot be attached: {e}", spec.event))?;
-        }
-        Hook::Classic(category, name) => {
-            let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            p.load()
-                .map_err(|e| format!("{} cannot be loaded: {e}", spec.event))?;
-            p.attach(category, name)
-                .map_err(|e| format!("{} cannot be attached: {e}", spec.event))?;
+/// The object loaded into the kernel (maps created), nothing attached yet.
+pub(crate) struct Loaded {
+    pub(crate) ebpf: Ebpf,
+    pub(crate) btf: Btf,
+    pub(crate) fallbacks: Vec<Fallback>,
+    /// Per kvm program: whether this kernel's tracefs layout is usable, or why not.
+    pub(crate) kvm_usable: Vec<(&'static str, Result<(), String>)>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) cpus: usize,
+    pub(crate) chunks_per_cpu: u32,
+}
+
+/// Checks privileges, BTF and tracefs and loads `object`, or the build this kernel's BTF
+/// calls for (see [`programs::object_for`]).
+pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Loaded, ProbeError> {
+    let page = page_size();
+    if !opts.ring_bytes.is_power_of_two() || (opts.ring_bytes as usize) < page {
+        return Err(ProbeError::BadRingSize(opts.ring_bytes, page));
+    }
+    check_privileges()?;
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    let mut warnings = Vec::new();
+    raise_memlock(&mut warnings);
+    let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))?;
+
+    // kvm tracepoint layouts, from this kernel's tracefs.
+    let mut offsets = KvmOffsets::default();
+    let mut kvm_usable = Vec::new();
+    if opts.kvm {
+        let root = tracefs::tracefs_root()?;
+        for spec in &KVM {
+            let programs::Hook::Classic(system, name) = spec.hook else {
+                continue;
+            };
+            let usable = match EventFormat::load(&root, system, name)? {
+                None => Err(format!(
+                    "{} is not on this kernel (is KVM loaded?)",
+                    spec.event
+                )),
+                Some(format) => match name {
+                    "kvm_entry" => offsets.set_entry(&format),
+                    "kvm_exit" => offsets.set_exit(&format),
+                    "kvm_userspace_exit" => offsets.set_userspace_exit(&format),
+                    _ => offsets.set_pio(&format),
+                },
+            };
+            kvm_usable.push((spec.program, usable));
         }
     }
-    Ok(())
+
+    let globals = offsets.globals();
+    let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
+    // bpf_get_smp_processor_id() is below the number of possible CPUs.
+    let cpus =
+        aya::util::nr_cpus().map_err(|(path, e)| load_error(format!("cannot read {path}: {e}")))?;
+    let chunks_per_cpu = switch_rings::chunks_per_cpu(opts.ring_bytes, cpus);
+    raise_nofile(cpus as u64 * u64::from(chunks_per_cpu), &mut warnings);
+    let load = |object: &[u8]| {
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            // `wakers` is task-local storage, which aya creates but has no user-space type
+            // for; only the eBPF programs use it.
+            .allow_unsupported_maps()
+            .map_max_entries("events", opts.ring_bytes)
+            .map_max_entries("tracked", tracked_slots())
+            .map_max_entries("switch_head", cpus as u32)
+            .map_max_entries("switch_tail", cpus as u32)
+            .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
+            .override_global("wakeup_bytes", &wakeup_bytes, true);
+        for (name, value) in &globals {
+            loader.override_global(name, value, true);
+        }
+        loader.load(object)
+    };
+    let (object, mut fallbacks) = match object {
+        Some(o) => (o, Vec::new()),
+        None => programs::object_for(&btf),
+    };
+    let ebpf = match load(object) {
+        Ok(ebpf) => ebpf,
+        // A kernel with the helper but not for tracing programs (5.11): the other build.
+        Err(e)
+            if object.as_ptr() == programs::OBJECT.as_ptr() && e.to_string().contains("wakers") =>
+        {
+            fallbacks.push(programs::waker_hash_fallback(&format!(
+                "the task-local storage map cannot be created here: {e}"
+            )));
+            load(programs::OBJECT_WAKER_HASH).map_err(|e| load_error(e.to_string()))?
+        }
+        Err(e) => return Err(load_error(e.to_string())),
+    };
+    Ok(Loaded {
+        ebpf,
+        btf,
+        fallbacks,
+        kvm_usable,
+        warnings,
+        cpus,
+        chunks_per_cpu,
+    })
+}
+
+fn load_error(reason: String) -> ProbeError {
+    ProbeError::Load {
+        release: crate::host::kernel_release(),
+        reason,
+    }
+}
+
+impl ProbeError {
+    /// The verifier's whole log when a program was refused (for `-v` and log files).
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            ProbeError::Program(f) => f.verifier_log.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

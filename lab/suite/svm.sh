@@ -1,0 +1,63 @@
+# kvmscope's suite on an AMD-V kernel (sourced by the lab's /init; see lab/README.md). Every
+# step's output goes back to the host, where tests/priv_kernels.rs asserts it. Lean on
+# purpose: the emulator runs a debug kvmscope some 20-50 times slower than the host.
+K=/bin/kvmscope
+
+# One VM, two vCPUs that exit to the VMM every 2000 work units, their affinities rotated
+# every 50 ms: exits of several kinds, same-pCPU and migrated switch-ins.
+cat > /tmp/exits.toml <<'TOML'
+migrate_every_ms = 50
+[[vm]]
+name = "lab"
+vcpus = 2
+workload = "exits"
+exit_every = 2000
+TOML
+
+lab_step check 120 $K check --json
+lab_step_gz trace 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl
+lab_step report 300 $K report --demo --scenario /tmp/exits.toml --duration 3 --json
+
+# --all-kvm over two KVM users that are not its own: kvmscope's VMM as a separate process and
+# tinyvmm (C). --all-kvm wants a KVM user at its start: tinyvmm's vCPU, waiting for a go line.
+# The tracer starts while the CPUs are free (its BPF load is the slow part under emulation);
+# it is ready once it announced tinyvmm's thread (a task_info line).
+mkfifo /tmp/tiny.go
+tinyvmm 3000 - < /tmp/tiny.go > /tmp/tiny.out 2> /tmp/tiny.err &
+tiny=$!
+exec 3> /tmp/tiny.go
+$K trace --all-kvm --format jsonl > /tmp/a.trace 2> /tmp/a.err &
+tracer=$!
+for _ in $(seq 900); do
+	grep -qs '"type":"task_info"' /tmp/a.trace && break
+	sleep 0.1
+done
+sleep 1
+$K vmm --vms 1 --vcpus 2 --workload exits --duration 60 --json > /tmp/a.vmm 2> /tmp/a.vmm.err &
+vmm=$!
+sleep 1
+t0=$(lab_ms)
+echo go >&3
+wait $tiny
+tiny_rc=$?
+exec 3>&-
+lab_send tinyvmm $tiny_rc "$t0" /tmp/tiny.out /tmp/tiny.err
+# Quiescence: stopped (SIGSTOP), the VMM's threads stand still; each one's /proc sched must
+# match what its last switch-out carried. The tracer gets a second to read the last records.
+kill -STOP $vmm
+sleep 1
+for t in /proc/$vmm/task/*; do
+	echo "task ${t##*/} $(cat "$t/comm")"
+	cat "$t/sched"
+done > /tmp/a.sched
+sleep 1
+kill -INT $tracer
+wait $tracer
+echo "tracer rc=$?" >> /tmp/a.err
+kill -CONT $vmm
+kill -INT $vmm
+wait $vmm
+lab_emit allkvm.sched /tmp/a.sched
+lab_emit allkvm.vmm /tmp/a.vmm
+gzip -1 -c /tmp/a.trace | base64 > /tmp/a.trace.b64
+LAB_ENCODING=gzip+base64 lab_send allkvm.trace 0 "$(lab_ms)" /tmp/a.trace.b64 /tmp/a.err
