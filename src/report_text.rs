@@ -290,6 +290,13 @@ pub fn render_text(doc: &ReportDoc) -> String {
         "health: {} events, {} lost, {} out of order, {} unknown tids, {} tid reuse",
         hl.events, hl.lost_events, hl.out_of_order, hl.unknown_tids, hl.tid_reuse
     );
+    if hl.unpaired_switch_outs > 0 || hl.malformed > 0 {
+        let _ = writeln!(
+            o,
+            "        {} unpaired switch-outs, {} malformed events",
+            hl.unpaired_switch_outs, hl.malformed
+        );
+    }
     for n in &hl.notes {
         let _ = writeln!(o, "  note: {n}");
     }

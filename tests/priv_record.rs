@@ -3,6 +3,7 @@
 //! SIGTERM or killed outright mid-run still leaving a readable file.
 
 mod common;
+mod export_figures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -286,4 +287,24 @@ fn a_full_disk_is_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot write /dev/full (disk full?)"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn exports_of_a_recorded_demo_equal_its_report() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let path = scratch("export-eq.trace");
+    let out = kvmscope()
+        .args(["record", "--demo", "--duration", "2", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    export_figures::assert_exports_equal_report(&path);
+    let _ = std::fs::remove_file(&path);
 }

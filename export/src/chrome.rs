@@ -2,16 +2,17 @@
 //! other tools that read it. Streams: one JSON object per line inside the array.
 //!
 //! pCPUs appear as threads of a "host CPUs" process (what ran, as complete slices); each vCPU
-//! thread gets state slices, and vruntime / resume latency counters under its VM's process.
+//! thread gets state slices, and vruntime / resume latency / switch counters under its VM's
+//! process, all written from the model's transitions (see `fold`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use model::trace_file::TraceHeader;
-use model::{Comm, Event, VcpuState};
+use model::{Event, PcpuHolder, Transition};
 use serde_json::{json, Value};
 
-use crate::timeline::{state_name, Mark, Timeline, VcpuThread};
+use crate::fold::Fold;
 use crate::ExportError;
 
 /// Process id used for the pCPU lanes; real pids are below 2^22 on Linux.
@@ -28,15 +29,15 @@ pub struct ChromeStats {
 
 pub struct ChromeWriter<W: Write> {
     out: W,
-    timeline: Timeline,
-    marks: Vec<Mark>,
+    fold: Fold,
+    transitions: Vec<Transition>,
     first: bool,
     /// What each CPU runs since when.
-    running: HashMap<u32, (u64, u32, Comm)>,
-    states: HashMap<u32, (u64, VcpuState)>,
-    vcpus: HashMap<u32, VcpuThread>,
+    running: HashMap<u32, (u64, PcpuHolder)>,
+    /// Each thread slot's open state slice: since when, named what.
+    states: HashMap<u32, (u64, &'static str)>,
+    switches: HashMap<u32, u64>,
     named_cpus: HashSet<u32>,
-    last_ts: u64,
     stats: ChromeStats,
 }
 
@@ -58,14 +59,13 @@ impl<W: Write> ChromeWriter<W> {
         out.write_all(b",\"traceEvents\":[\n")?;
         let mut w = ChromeWriter {
             out,
-            timeline: Timeline::new(header),
-            marks: Vec::new(),
+            fold: Fold::new(),
+            transitions: Vec::new(),
             first: true,
             running: HashMap::new(),
             states: HashMap::new(),
-            vcpus: HashMap::new(),
+            switches: HashMap::new(),
             named_cpus: HashSet::new(),
-            last_ts: 0,
             stats: ChromeStats::default(),
         };
         w.emit(json!({"ph": "M", "name": "process_name", "pid": CPUS_PID, "args": {"name": "host CPUs"}}))?;
@@ -74,25 +74,26 @@ impl<W: Write> ChromeWriter<W> {
 
     pub fn push(&mut self, ev: &Event) -> Result<(), ExportError> {
         self.stats.events_in += 1;
-        self.last_ts = self.last_ts.max(ev.ts());
-        let mut marks = std::mem::take(&mut self.marks);
-        self.timeline.push(ev, &mut marks);
-        for m in marks.drain(..) {
-            self.mark(m)?;
-        }
-        self.marks = marks;
-        Ok(())
+        let mut tx = std::mem::take(&mut self.transitions);
+        self.fold.push(ev, &mut tx);
+        let written = tx.drain(..).try_for_each(|t| self.transition(t));
+        self.transitions = tx;
+        written
     }
 
     pub fn finish(mut self) -> Result<(W, ChromeStats), ExportError> {
-        let end = self.last_ts;
-        let running: Vec<(u32, (u64, u32, Comm))> = self.running.drain().collect();
-        for (cpu, (start, tid, comm)) in running {
-            self.cpu_slice(cpu, start, end, tid, comm)?;
+        let mut tx = std::mem::take(&mut self.transitions);
+        let end = self.fold.finish(&mut tx);
+        for t in tx.drain(..) {
+            self.transition(t)?;
         }
-        let states: Vec<(u32, (u64, VcpuState))> = self.states.drain().collect();
-        for (tid, (start, state)) in states {
-            self.state_slice(tid, start, end, state)?;
+        let running: Vec<(u32, (u64, PcpuHolder))> = self.running.drain().collect();
+        for (cpu, (start, holder)) in running {
+            self.cpu_slice(cpu, start, end, holder)?;
+        }
+        let states: Vec<(u32, (u64, &'static str))> = self.states.drain().collect();
+        for (thread, (start, name)) in states {
+            self.state_slice(thread, start, end, name)?;
         }
         self.out.write_all(b"\n]}\n")?;
         self.out.flush()?;
@@ -114,8 +115,7 @@ impl<W: Write> ChromeWriter<W> {
         cpu: u32,
         start: u64,
         end: u64,
-        tid: u32,
-        comm: Comm,
+        holder: PcpuHolder,
     ) -> Result<(), ExportError> {
         if self.named_cpus.insert(cpu) {
             self.emit(
@@ -123,12 +123,13 @@ impl<W: Write> ChromeWriter<W> {
                 "args": {"name": format!("CPU {cpu}")}}),
             )?;
         }
-        if tid == 0 {
-            return Ok(()); // idle: leave the lane empty
-        }
-        let name = match self.vcpus.get(&tid) {
-            Some(v) => v.label(),
-            None => format!("{comm} ({tid})"),
+        let (name, tid) = match holder {
+            PcpuHolder::Idle => return Ok(()), // leave the lane empty
+            PcpuHolder::Thread(thread) => match self.fold.thread(thread) {
+                Some(v) => (v.label.clone(), v.tid),
+                None => return Ok(()),
+            },
+            PcpuHolder::Other { tid, comm } => (format!("{comm} ({tid})"), tid),
         };
         self.emit(
             json!({"ph": "X", "cat": "sched", "name": name, "pid": CPUS_PID, "tid": cpu,
@@ -138,67 +139,103 @@ impl<W: Write> ChromeWriter<W> {
 
     fn state_slice(
         &mut self,
-        tid: u32,
+        thread: u32,
         start: u64,
         end: u64,
-        state: VcpuState,
+        name: &str,
     ) -> Result<(), ExportError> {
-        let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else {
+        let Some((pid, tid)) = self.fold.thread(thread).map(|v| (v.pid, v.tid)) else {
             return Ok(());
         };
-        self.emit(
-            json!({"ph": "X", "cat": "vcpu", "name": state_name(state), "pid": pid,
-            "tid": tid, "ts": us(start), "dur": us(end.saturating_sub(start))}),
-        )
+        self.emit(json!({"ph": "X", "cat": "vcpu", "name": name, "pid": pid,
+            "tid": tid, "ts": us(start), "dur": us(end.saturating_sub(start))}))
     }
 
-    fn mark(&mut self, m: Mark) -> Result<(), ExportError> {
-        match m {
-            Mark::NewVcpu(v) => {
+    /// Begins thread `thread`'s state `name` at `ts`, closing the one before.
+    fn state(&mut self, thread: u32, ts: u64, name: &'static str) -> Result<(), ExportError> {
+        if let Some((start, prev)) = self.states.insert(thread, (ts, name)) {
+            self.state_slice(thread, start, ts, prev)?;
+        }
+        Ok(())
+    }
+
+    /// A counter sample on thread `thread`'s VM process, named after the thread.
+    fn counter(
+        &mut self,
+        thread: u32,
+        ts: u64,
+        what: &str,
+        key: &str,
+        value: f64,
+    ) -> Result<(), ExportError> {
+        let Some(v) = self.fold.thread(thread) else {
+            return Ok(());
+        };
+        let (pid, name) = (v.pid, format!("{} {what}", v.label));
+        self.emit(json!({"ph": "C", "name": name, "pid": pid, "ts": us(ts),
+            "args": {key: value}}))
+    }
+
+    fn transition(&mut self, t: Transition) -> Result<(), ExportError> {
+        match t {
+            Transition::Thread { thread, .. } => {
+                let Some(v) = self.fold.thread(thread).cloned() else {
+                    return Ok(());
+                };
                 self.emit(json!({"ph": "M", "name": "process_name", "pid": v.pid,
                     "args": {"name": v.vm}}))?;
                 self.emit(
                     json!({"ph": "M", "name": "thread_name", "pid": v.pid, "tid": v.tid,
-                    "args": {"name": v.label()}}),
+                    "args": {"name": v.label}}),
                 )?;
                 self.emit(json!({"ph": "M", "name": "thread_name", "pid": v.pid,
-                    "tid": v.tid | GAP_TID_BIT, "args": {"name": format!("{} guest gaps", v.label())}}))?;
-                self.vcpus.insert(v.tid, v);
+                    "tid": v.tid | GAP_TID_BIT, "args": {"name": format!("{} guest gaps", v.label)}}))?;
             }
-            Mark::CpuRun { cpu, ts, tid, comm } => {
-                if let Some((start, prev, prev_comm)) = self.running.insert(cpu, (ts, tid, comm)) {
-                    self.cpu_slice(cpu, start, ts, prev, prev_comm)?;
+            Transition::Pcpu { ts, cpu, holder } => {
+                if let Some((start, prev)) = self.running.insert(cpu, (ts, holder)) {
+                    self.cpu_slice(cpu, start, ts, prev)?;
                 }
             }
-            Mark::State { tid, ts, state } => {
-                if let Some((start, prev)) = self.states.insert(tid, (ts, state)) {
-                    self.state_slice(tid, start, ts, prev)?;
-                }
+            Transition::State {
+                ts, thread, state, ..
+            } => self.state(thread, ts, state.name())?,
+            Transition::Exited { ts, thread } => self.state(thread, ts, "exited")?,
+            Transition::SwitchOut { ts, thread, .. } => {
+                let n = self.switches.entry(thread).or_default();
+                *n += 1;
+                let n = *n;
+                self.counter(thread, ts, "switches", "switches", n as f64)?;
             }
-            Mark::Vruntime { tid, ts, vruntime } => {
-                let Some(v) = self.vcpus.get(&tid) else {
-                    return Ok(());
-                };
-                let (pid, name) = (v.pid, format!("{} vruntime (ms)", v.label()));
-                self.emit(json!({"ph": "C", "name": name, "pid": pid, "ts": us(ts),
-                    "args": {"vruntime": vruntime as f64 / 1e6}}))?;
-            }
-            Mark::Resume {
-                tid,
+            Transition::Vruntime {
                 ts,
-                ns,
+                thread,
+                vruntime,
+            } => self.counter(
+                thread,
+                ts,
+                "vruntime (ms)",
+                "vruntime",
+                vruntime as f64 / 1e6,
+            )?,
+            Transition::Resume {
+                ts,
+                thread,
+                latency_ns,
                 migrated,
             } => {
-                let Some(v) = self.vcpus.get(&tid) else {
-                    return Ok(());
-                };
-                let (pid, name) = (v.pid, format!("{} resume latency (us)", v.label()));
                 let key = if migrated { "migrated" } else { "same_pcpu" };
-                self.emit(json!({"ph": "C", "name": name, "pid": pid, "ts": us(ts),
-                    "args": {key: ns as f64 / 1000.0}}))?;
+                self.counter(
+                    thread,
+                    ts,
+                    "resume latency (us)",
+                    key,
+                    latency_ns as f64 / 1000.0,
+                )?;
             }
-            Mark::GuestGap { tid, start, end } => {
-                let Some(pid) = self.vcpus.get(&tid).map(|v| v.pid) else {
+            Transition::GuestGap {
+                thread, start, end, ..
+            } => {
+                let Some((pid, tid)) = self.fold.thread(thread).map(|v| (v.pid, v.tid)) else {
                     return Ok(());
                 };
                 self.emit(
@@ -207,6 +244,7 @@ impl<W: Write> ChromeWriter<W> {
                     "dur": us(end.saturating_sub(start))}),
                 )?;
             }
+            Transition::Exit { .. } | Transition::Entry { .. } => {}
         }
         Ok(())
     }

@@ -3,15 +3,15 @@
 //!
 //! Architecture invariant: exporters are sinks over `model::Event`s and the trace header; they
 //! read no files themselves (the binary feeds them from a `FileSource`), so they are tested
-//! with synthetic streams.
+//! with synthetic streams. Every state, switch and latency they draw comes from the model's
+//! transitions (`fold`); only Perfetto's ftrace CPU tracks are the events themselves.
 
 mod chrome;
+mod fold;
 mod perfetto;
-mod timeline;
 
 pub use chrome::{ChromeStats, ChromeWriter};
 pub use perfetto::{PerfettoStats, PerfettoWriter};
-pub use timeline::{state_name, Mark, Timeline, VcpuThread};
 
 /// The schema and runtime the Perfetto output is built with, for readers (tests, tools) that
 /// decode it with the same definitions.

@@ -3,14 +3,15 @@
 //! Scheduler events become ftrace events in `FtraceEventBundle`s per CPU, exactly as
 //! Perfetto's own `traced_probes` writes them, so ui.perfetto.dev and trace_processor fill
 //! their `sched`/`thread_state` tables and draw CPU tracks natively. What only kvmscope knows
-//! (vCPU states, vruntime, resume latency, guest gaps) goes on TrackEvent tracks under each
-//! VM's process.
+//! (vCPU states, switches, vruntime, resume latency, guest gaps) goes on TrackEvent tracks
+//! under each VM's process, written from the model's transitions (see `fold`), never
+//! re-derived from the events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
 use model::trace_file::TraceHeader;
-use model::{Comm, Event};
+use model::{Comm, Event, Transition};
 use perfetto_protos::counter_descriptor::{counter_descriptor::Unit, CounterDescriptor};
 use perfetto_protos::ftrace_event::FtraceEvent;
 use perfetto_protos::ftrace_event_bundle::FtraceEventBundle;
@@ -29,7 +30,7 @@ use perfetto_protos::track_descriptor::{
 use perfetto_protos::track_event::{track_event::Type, TrackEvent};
 use protobuf::{EnumOrUnknown, Message, MessageField};
 
-use crate::timeline::{state_name, Mark, Timeline, VcpuThread};
+use crate::fold::{Fold, ThreadLabel};
 use crate::ExportError;
 
 /// The kernel's default priority for a nice-0 task; the recording does not carry prio.
@@ -57,14 +58,17 @@ pub struct PerfettoStats {
 pub struct PerfettoWriter<W: Write> {
     out: W,
     trace: Trace,
-    timeline: Timeline,
-    marks: Vec<Mark>,
+    fold: Fold,
+    transitions: Vec<Transition>,
+    /// Last comm by tid, for the ftrace events that carry only a tid.
+    comms: HashMap<u32, Comm>,
     bundles: BTreeMap<u32, Vec<FtraceEvent>>,
     declared_processes: HashSet<u32>,
-    declared_threads: HashMap<u32, VcpuThread>,
+    /// By thread slot.
+    declared_threads: HashMap<u32, ThreadLabel>,
     open_state: HashSet<u32>,
+    switches: HashMap<u32, i64>,
     first_sequence_packet: bool,
-    last_ts: u64,
     cpus: HashSet<u32>,
     stats: PerfettoStats,
 }
@@ -82,30 +86,50 @@ fn report_state(raw: u64) -> i64 {
     (raw & 0x7f) as i64
 }
 
-fn uuid(tid: u32, kind: u64) -> u64 {
-    (1u64 << 40) | ((tid as u64) << 4) | kind
+/// A track of thread slot `thread` (slots, not tids: a reused tid is another thread).
+fn uuid(thread: u32, kind: u64) -> u64 {
+    (1u64 << 40) | ((thread as u64) << 4) | kind
 }
 fn process_uuid(pid: u32) -> u64 {
     (2u64 << 40) | pid as u64
 }
 const STATE: u64 = 1;
 const VRUNTIME: u64 = 2;
-const RESUME: u64 = 3;
+const RESUME_SAME: u64 = 3;
 const GAPS: u64 = 4;
+const RESUME_MIGRATED: u64 = 5;
+const SWITCHES: u64 = 6;
+
+/// Counter tracks per thread: kind, name suffix, unit.
+const COUNTERS: [(u64, &str, Unit); 4] = [
+    (VRUNTIME, "vruntime", Unit::UNIT_TIME_NS),
+    (
+        RESUME_SAME,
+        "resume latency (same pCPU)",
+        Unit::UNIT_TIME_NS,
+    ),
+    (
+        RESUME_MIGRATED,
+        "resume latency (migrated)",
+        Unit::UNIT_TIME_NS,
+    ),
+    (SWITCHES, "switches", Unit::UNIT_COUNT),
+];
 
 impl<W: Write> PerfettoWriter<W> {
     pub fn new(out: W, header: &TraceHeader) -> Result<Self, ExportError> {
         let mut w = PerfettoWriter {
             out,
             trace: Trace::new(),
-            timeline: Timeline::new(header),
-            marks: Vec::new(),
+            fold: Fold::new(),
+            transitions: Vec::new(),
+            comms: HashMap::new(),
             bundles: BTreeMap::new(),
             declared_processes: HashSet::new(),
             declared_threads: HashMap::new(),
             open_state: HashSet::new(),
+            switches: HashMap::new(),
             first_sequence_packet: true,
-            last_ts: 0,
             cpus: HashSet::new(),
             stats: PerfettoStats::default(),
         };
@@ -134,15 +158,12 @@ impl<W: Write> PerfettoWriter<W> {
     /// Adds one event.
     pub fn push(&mut self, ev: &Event) -> Result<(), ExportError> {
         self.stats.events_in += 1;
-        self.last_ts = self.last_ts.max(ev.ts());
         self.ftrace(ev)?;
-        let mut marks = std::mem::take(&mut self.marks);
-        self.timeline.push(ev, &mut marks);
-        for m in marks.drain(..) {
-            self.mark(m)?;
-        }
-        self.marks = marks;
-        Ok(())
+        let mut tx = std::mem::take(&mut self.transitions);
+        self.fold.push(ev, &mut tx);
+        let written = tx.drain(..).try_for_each(|t| self.transition(t));
+        self.transitions = tx;
+        written
     }
 
     /// Flushes everything, closes open slices and returns the inner writer and figures.
@@ -151,15 +172,14 @@ impl<W: Write> PerfettoWriter<W> {
         for cpu in cpus {
             self.flush_bundle(cpu)?;
         }
+        let mut tx = std::mem::take(&mut self.transitions);
+        let end = self.fold.finish(&mut tx);
+        for t in tx.drain(..) {
+            self.transition(t)?;
+        }
         let open: Vec<u32> = self.open_state.iter().copied().collect();
-        for tid in open {
-            self.track_event(
-                uuid(tid, STATE),
-                self.last_ts,
-                Type::TYPE_SLICE_END,
-                None,
-                None,
-            )?;
+        for thread in open {
+            self.track_event(uuid(thread, STATE), end, Type::TYPE_SLICE_END, None, None)?;
         }
         self.write_out()?;
         self.out.flush()?;
@@ -170,7 +190,13 @@ impl<W: Write> PerfettoWriter<W> {
     fn ftrace(&mut self, ev: &Event) -> Result<(), ExportError> {
         let mut fe = FtraceEvent::new();
         let cpu = match ev {
+            Event::TaskInfo(t) => {
+                self.comms.insert(t.tid, t.comm);
+                return Ok(());
+            }
             Event::SchedSwitch(s) => {
+                self.comms.insert(s.prev_tid, s.prev_comm);
+                self.comms.insert(s.next_tid, s.next_comm);
                 let mut e = SchedSwitchFtraceEvent::new();
                 e.prev_comm = Some(s.prev_comm.to_string());
                 e.prev_pid = Some(s.prev_tid as i32);
@@ -230,8 +256,11 @@ impl<W: Write> PerfettoWriter<W> {
     }
 
     fn comm(&self, tid: u32) -> String {
-        let c: Comm = self.timeline.comm(tid);
-        c.to_string()
+        self.comms
+            .get(&tid)
+            .copied()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn flush_bundle(&mut self, cpu: u32) -> Result<(), ExportError> {
@@ -249,48 +278,65 @@ impl<W: Write> PerfettoWriter<W> {
         self.push_packet(packet)
     }
 
-    fn mark(&mut self, m: Mark) -> Result<(), ExportError> {
-        match m {
-            Mark::NewVcpu(v) => self.declare(v)?,
-            Mark::State { tid, ts, state } => {
-                let track = uuid(tid, STATE);
-                if self.open_state.contains(&tid) {
-                    self.track_event(track, ts, Type::TYPE_SLICE_END, None, None)?;
+    fn transition(&mut self, t: Transition) -> Result<(), ExportError> {
+        match t {
+            Transition::Thread { thread, .. } => {
+                if let Some(label) = self.fold.thread(thread).cloned() {
+                    self.declare(thread, label)?;
                 }
-                self.track_event(
-                    track,
-                    ts,
-                    Type::TYPE_SLICE_BEGIN,
-                    Some(state_name(state)),
-                    None,
-                )?;
-                self.open_state.insert(tid);
             }
-            Mark::Vruntime { tid, ts, vruntime } => {
+            Transition::State {
+                ts, thread, state, ..
+            } => self.state_slice(thread, ts, state.name())?,
+            Transition::Exited { ts, thread } => self.state_slice(thread, ts, "exited")?,
+            Transition::SwitchOut { ts, thread, .. } => {
+                let n = self.switches.entry(thread).or_default();
+                *n += 1;
+                let n = *n;
                 self.track_event(
-                    uuid(tid, VRUNTIME),
+                    uuid(thread, SWITCHES),
+                    ts,
+                    Type::TYPE_COUNTER,
+                    None,
+                    Some(n),
+                )?;
+            }
+            Transition::Vruntime {
+                ts,
+                thread,
+                vruntime,
+            } => {
+                self.track_event(
+                    uuid(thread, VRUNTIME),
                     ts,
                     Type::TYPE_COUNTER,
                     None,
                     Some(vruntime as i64),
                 )?;
             }
-            Mark::Resume {
-                tid,
+            Transition::Resume {
                 ts,
-                ns,
-                migrated: _,
+                thread,
+                latency_ns,
+                migrated,
             } => {
+                let kind = if migrated {
+                    RESUME_MIGRATED
+                } else {
+                    RESUME_SAME
+                };
                 self.track_event(
-                    uuid(tid, RESUME),
+                    uuid(thread, kind),
                     ts,
                     Type::TYPE_COUNTER,
                     None,
-                    Some(ns as i64),
+                    Some(latency_ns as i64),
                 )?;
             }
-            Mark::GuestGap { tid, start, end } => {
-                let track = uuid(tid, GAPS);
+            Transition::GuestGap {
+                thread, start, end, ..
+            } => {
+                let track = uuid(thread, GAPS);
                 self.track_event(
                     track,
                     start,
@@ -300,15 +346,27 @@ impl<W: Write> PerfettoWriter<W> {
                 )?;
                 self.track_event(track, end, Type::TYPE_SLICE_END, None, None)?;
             }
-            Mark::CpuRun { .. } => {}
+            // The CPU tracks are the ftrace events; exits are not drawn.
+            Transition::Exit { .. } | Transition::Entry { .. } | Transition::Pcpu { .. } => {}
         }
         Ok(())
     }
 
-    /// Track descriptors for a vCPU thread: its state track (a thread track, so it sits with
-    /// the thread's scheduling lane) and counter/gap tracks under the VM's process.
-    fn declare(&mut self, v: VcpuThread) -> Result<(), ExportError> {
-        if self.declared_threads.get(&v.tid) == Some(&v) {
+    /// Ends the thread's open state slice at `ts` and begins one named `name`.
+    fn state_slice(&mut self, thread: u32, ts: u64, name: &str) -> Result<(), ExportError> {
+        let track = uuid(thread, STATE);
+        if self.open_state.contains(&thread) {
+            self.track_event(track, ts, Type::TYPE_SLICE_END, None, None)?;
+        }
+        self.track_event(track, ts, Type::TYPE_SLICE_BEGIN, Some(name), None)?;
+        self.open_state.insert(thread);
+        Ok(())
+    }
+
+    /// Track descriptors for a thread: its state track (a thread track, so it sits with the
+    /// thread's scheduling lane) and counter/gap tracks under the VM's process.
+    fn declare(&mut self, thread: u32, v: ThreadLabel) -> Result<(), ExportError> {
+        if self.declared_threads.get(&thread) == Some(&v) {
             return Ok(());
         }
         if self.declared_processes.insert(v.pid) {
@@ -320,21 +378,21 @@ impl<W: Write> PerfettoWriter<W> {
             td.process = MessageField::some(p);
             self.descriptor(td)?;
         }
-        let label = v.label();
+        let label = v.label.clone();
         let mut t = ThreadDescriptor::new();
         t.pid = Some(v.pid as i32);
         t.tid = Some(v.tid as i32);
         t.thread_name = Some(v.comm.clone());
         let mut td = TrackDescriptor::new();
-        td.uuid = Some(uuid(v.tid, STATE));
+        td.uuid = Some(uuid(thread, STATE));
         td.thread = MessageField::some(t);
         td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!("{label} state")));
         self.descriptor(td)?;
-        for (kind, name) in [(VRUNTIME, "vruntime"), (RESUME, "resume latency")] {
+        for (kind, name, unit) in COUNTERS {
             let mut c = CounterDescriptor::new();
-            c.unit = Some(EnumOrUnknown::new(Unit::UNIT_TIME_NS));
+            c.unit = Some(EnumOrUnknown::new(unit));
             let mut td = TrackDescriptor::new();
-            td.uuid = Some(uuid(v.tid, kind));
+            td.uuid = Some(uuid(thread, kind));
             td.parent_uuid = Some(process_uuid(v.pid));
             td.static_or_dynamic_name =
                 Some(Static_or_dynamic_name::Name(format!("{label} {name}")));
@@ -342,12 +400,12 @@ impl<W: Write> PerfettoWriter<W> {
             self.descriptor(td)?;
         }
         let mut td = TrackDescriptor::new();
-        td.uuid = Some(uuid(v.tid, GAPS));
+        td.uuid = Some(uuid(thread, GAPS));
         td.parent_uuid = Some(process_uuid(v.pid));
         td.static_or_dynamic_name =
             Some(Static_or_dynamic_name::Name(format!("{label} guest gaps")));
         self.descriptor(td)?;
-        self.declared_threads.insert(v.tid, v);
+        self.declared_threads.insert(thread, v);
         self.stats.vcpu_tracks = self.declared_threads.len() as u32;
         Ok(())
     }

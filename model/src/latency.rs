@@ -12,11 +12,13 @@ const HIGHEST_NS: u64 = 3_600_000_000_000;
 /// Two significant digits: percentiles are within 1% of the recorded values.
 const SIGFIG: u8 = 2;
 
+/// One latency distribution (ns). Public so that a sink summarising the model's transitions
+/// (a test, an exporter) computes percentiles exactly as the model does.
 #[derive(Clone, Default)]
-pub(crate) struct Latency(Option<Box<Histogram<u64>>>);
+pub struct Latency(Option<Box<Histogram<u64>>>);
 
 impl Latency {
-    pub(crate) fn record(&mut self, ns: u64) {
+    pub fn record(&mut self, ns: u64) {
         if self.0.is_none() {
             // Creation only fails on invalid bounds, which are constants here; if it ever
             // did, the figure stays empty rather than panicking.
@@ -35,7 +37,7 @@ impl Latency {
     }
 
     /// Folds `other` into `self` (for the all-vCPU headline figures).
-    pub(crate) fn merge(&mut self, other: &Latency) {
+    pub fn merge(&mut self, other: &Latency) {
         let Some(src) = other.0.as_ref() else { return };
         match self.0.as_mut() {
             Some(dst) => {
@@ -47,7 +49,7 @@ impl Latency {
     }
 
     /// Counts per bucket of [`LATENCY_BUCKET_BOUNDS_NS`]; one pass over the recorded values.
-    pub(crate) fn buckets(&self) -> LatencyBuckets {
+    pub fn buckets(&self) -> LatencyBuckets {
         let mut out = LatencyBuckets::default();
         let Some(h) = self.0.as_ref() else { return out };
         for v in h.iter_recorded() {
@@ -62,7 +64,7 @@ impl Latency {
         out
     }
 
-    pub(crate) fn percentiles(&self) -> Percentiles {
+    pub fn percentiles(&self) -> Percentiles {
         match self.0.as_ref() {
             None => Percentiles::default(),
             Some(h) if h.is_empty() => Percentiles::default(),

@@ -983,6 +983,25 @@ fn entitlement_keeps_every_pcpu_of_a_512_pcpu_host_apart() {
 }
 
 #[test]
+fn a_switch_out_with_no_switch_in_is_counted_and_shown() {
+    // 7 is tracked: out, in, out is consistent; a second out in a row is not.
+    let evs = vec![
+        task_info(0, 7, 100, "vm0", Some(0), 0),
+        switch(MS, 0, 7, 9),
+        switch(2 * MS, 0, 9, 7),
+        switch(3 * MS, 0, 7, 9),
+        switch(4 * MS, 0, 7, 9),
+    ];
+    let s = fold(&evs);
+    assert_eq!(s.health.unpaired_switch_outs, 1);
+    assert!(
+        s.health.notes.iter().any(|n| n.contains("no switch-in")),
+        "{:?}",
+        s.health.notes
+    );
+}
+
+#[test]
 fn ended_threads_shed_their_distributions_but_keep_their_counters() {
     let mut evs = demo_stream(4.0);
     let end_at = evs[0].ts() + 1_000_000_000;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use model::{exit_names, Event, Source};
+use model::{exit_names, Event, Model, ModelConfig, SnapshotOptions, Source};
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,8 +35,9 @@ struct Summary {
     /// The in-process VMM's own summary (`--demo`): its exit and gap counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     vmm: Option<vmm::Summary>,
-    /// Switch-outs of a tracked thread with no switch-in since its previous switch-out: a
-    /// consistency check that catches switch events missing without a lost count.
+    /// Switch-outs of a tracked thread with no switch-in since its previous switch-out (the
+    /// model's `health.unpaired_switch_outs`): a consistency check that catches switch events
+    /// missing without a lost count.
     unpaired_switch_outs: u64,
     events: u64,
     counts: BTreeMap<&'static str, u64>,
@@ -51,25 +52,6 @@ struct ThreadLine {
     vm: String,
     vcpu: Option<u32>,
     nice: i32,
-}
-
-/// Per tracked thread, whether it is on a CPU according to the switches seen so far.
-#[derive(Default)]
-struct SwitchCheck {
-    on_cpu: BTreeMap<u32, bool>,
-    unpaired: u64,
-}
-
-impl SwitchCheck {
-    fn observe(&mut self, event: &Event) {
-        let Event::SchedSwitch(s) = event else { return };
-        if s.prev_se.is_some() && self.on_cpu.insert(s.prev_tid, false) == Some(false) {
-            self.unpaired += 1;
-        }
-        if s.next_se.is_some() {
-            self.on_cpu.insert(s.next_tid, true);
-        }
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,7 +96,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut lost_in_stream = 0u64;
     let mut threads = Vec::new();
-    let mut switch_check = SwitchCheck::default();
+    // Only for its health counters: the trace lines are the events themselves.
+    let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::new();
     let mut last_counters = Instant::now();
     let mut pipe_closed = false;
@@ -124,9 +107,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         let more = source
             .poll(&mut batch, Duration::from_millis(100))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        model.ingest_batch(&batch);
         for event in &batch {
             *counts.entry(event.kind()).or_default() += 1;
-            switch_check.observe(event);
             match event {
                 Event::Lost(l) => lost_in_stream += l.count,
                 Event::TaskInfo(i) => {
@@ -181,7 +164,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let lost = lost_in_stream.max(source.lost_total());
     let events: u64 = counts.values().sum();
     let mut warnings = source.warnings().to_vec();
-    if switch_check.unpaired > 0 {
+    model.finish();
+    let unpaired = model
+        .snapshot_with(SnapshotOptions::figures())
+        .health
+        .unpaired_switch_outs;
+    if unpaired > 0 {
         // Nothing may go missing silently. On the hosts measured, the kernel's own
         // sched_switch tracepoint skips a few switch-ins (a classic-tracepoint reader sees the
         // same gaps), so this is not a ring-buffer loss; say so rather than hide it.
@@ -193,7 +181,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         warnings.push(format!(
             "{} switch-outs of tracked threads came with no switch-in since their previous \
              switch-out: {why}",
-            switch_check.unpaired
+            unpaired
         ));
     }
     for w in warnings.iter().skip(source.warnings().len()) {
@@ -207,7 +195,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         threads,
         warnings,
         vmm: source.vmm_summary().cloned(),
-        unpaired_switch_outs: switch_check.unpaired,
+        unpaired_switch_outs: unpaired,
         events,
         counts: counts.clone(),
         lost,
@@ -497,34 +485,6 @@ mod tests {
         assert!(line.contains("cpu1"), "{line}");
         assert!(line.contains("vm0-vcpu0[42] R -> swapper/1[0]"), "{line}");
         assert!(line.contains("vruntime=5.000000ms weight=1024"), "{line}");
-    }
-
-    #[test]
-    fn a_missing_switch_in_is_noticed() {
-        let se = Some(SchedEntity::default());
-        let switch = |prev_tid, prev_se, next_tid, next_se| {
-            Event::SchedSwitch(SchedSwitch {
-                ts: 0,
-                cpu: 0,
-                prev_tid,
-                prev_pid: prev_tid,
-                prev_comm: Comm::new("a"),
-                prev_state: 0,
-                next_tid,
-                next_pid: next_tid,
-                next_comm: Comm::new("b"),
-                prev_se,
-                next_se,
-            })
-        };
-        let mut check = SwitchCheck::default();
-        // 7 is tracked: out, in, out is consistent; a second out in a row is not.
-        check.observe(&switch(7, se, 9, None));
-        check.observe(&switch(9, None, 7, se));
-        check.observe(&switch(7, se, 9, None));
-        assert_eq!(check.unpaired, 0);
-        check.observe(&switch(7, se, 9, None));
-        assert_eq!(check.unpaired, 1);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(super) struct HealthCounters {
     pub(super) out_of_order: u64,
     pub(super) tid_reuse: u64,
     pub(super) malformed: u64,
+    /// Switch-outs of a tracked thread with no switch-in since its previous switch-out.
+    pub(super) unpaired_switch_outs: u64,
     pub(super) saw_entry_exit: bool,
     pub(super) saw_migrate: bool,
     pub(super) saw_gap: bool,
@@ -97,6 +99,13 @@ impl Model {
                 self.health.late_kinds.join(", ")
             ));
         }
+        if self.health.unpaired_switch_outs > 0 {
+            notes.push(format!(
+                "{} switch-outs of tracked threads came with no switch-in since their previous \
+                 switch-out (switches the kernel did not report, or lost)",
+                self.health.unpaired_switch_outs
+            ));
+        }
         Health {
             events: self.events,
             lost_events: self.health.lost,
@@ -105,6 +114,7 @@ impl Model {
             tid_reuse: self.health.tid_reuse,
             uncertain_ns: self.health.uncertain_ns,
             malformed: self.health.malformed,
+            unpaired_switch_outs: self.health.unpaired_switch_outs,
             notes,
         }
     }

@@ -3,7 +3,9 @@
 
 use super::task::TState;
 use super::Model;
-use crate::{CrossCall, CrossCallPhase, ExitIsa, KvmEntry, KvmExit, UserspaceExit, VcpuState};
+use crate::{
+    CrossCall, CrossCallPhase, ExitIsa, KvmEntry, KvmExit, Transition, UserspaceExit, VcpuState,
+};
 
 /// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
 const MAX_OPEN_CSD: usize = 256;
@@ -26,11 +28,21 @@ impl Model {
         }
         let Some(n) = self.slot(e.tid) else { return };
         let t = &mut self.tasks[n];
-        if t.state == TState::Running {
+        let (ts, thread) = (e.ts, n as u32);
+        if t.state == TState::Running && t.sub != VcpuState::InGuest {
             t.sub = VcpuState::InGuest;
+            self.log.state(ts, n, VcpuState::InGuest, Some(t.cpu));
         }
-        t.resume.entered(e.ts);
-        t.exits.entered(e.ts);
+        self.log.push(|| Transition::Entry { ts, thread });
+        if let Some((latency_ns, migrated)) = t.resume.entered(ts) {
+            self.log.push(|| Transition::Resume {
+                ts,
+                thread,
+                latency_ns,
+                migrated,
+            });
+        }
+        t.exits.entered(ts);
     }
 
     pub(super) fn on_kvm_exit(&mut self, e: &KvmExit) {
@@ -43,8 +55,16 @@ impl Model {
         t.exits.exited(false, e.isa, e.reason, e.ts);
         t.clock.cum.exits = t.clock.cum.exits.saturating_add(1);
         t.resume.last_exit_ts = e.ts;
-        if t.state == TState::Running {
+        self.log.push(|| Transition::Exit {
+            ts: e.ts,
+            thread: n as u32,
+            userspace: false,
+            isa: e.isa,
+            reason: e.reason,
+        });
+        if t.state == TState::Running && t.sub != VcpuState::Running {
             t.sub = VcpuState::Running;
+            self.log.state(e.ts, n, VcpuState::Running, Some(t.cpu));
         }
     }
 
@@ -59,8 +79,16 @@ impl Model {
         if !t.resume.from_entry {
             t.clock.cum.exits = t.clock.cum.exits.saturating_add(1);
         }
-        if t.state == TState::Running {
+        self.log.push(|| Transition::Exit {
+            ts: e.ts,
+            thread: n as u32,
+            userspace: true,
+            isa: ExitIsa::Unknown,
+            reason: e.reason,
+        });
+        if t.state == TState::Running && t.sub != VcpuState::InVmm {
             t.sub = VcpuState::InVmm;
+            self.log.state(e.ts, n, VcpuState::InVmm, Some(t.cpu));
         }
     }
 

@@ -46,7 +46,8 @@
 //! wakeups, migrations), `kvm` (entries, exits, VMCLEAR cross-calls), `task` (tracked
 //! threads and their lifecycle), the per-thread trackers `clocks`, `resume` and `exits`,
 //! `owner` and `lanes` (who holds each pCPU, run queues, wait attribution), `cpu_set`,
-//! `fairness` (entitled share), `health` (odd input, counted) and `view` (snapshots).
+//! `fairness` (entitled share), `health` (odd input, counted), `view` (snapshots) and
+//! `transitions` (the log of applied changes that transition sinks read).
 
 mod clocks;
 mod cpu_set;
@@ -60,6 +61,7 @@ mod owner;
 mod resume;
 mod switch;
 mod task;
+mod transitions;
 mod view;
 
 use std::collections::VecDeque;
@@ -75,6 +77,7 @@ use health::HealthCounters;
 use kvm::OpenCsd;
 use lanes::Cpu;
 use task::{Task, VmEntry};
+use transitions::TransitionLog;
 
 /// CPUs beyond this are treated as malformed input (keeps per-CPU vectors small and sane).
 const MAX_CPUS: u32 = 4096;
@@ -144,6 +147,7 @@ pub struct Model {
     /// Guest gaps waiting for the kernel events up to their end.
     gaps: VecDeque<GuestGap>,
     health: HealthCounters,
+    log: TransitionLog,
     next_checkpoint: u64,
 }
 
@@ -170,6 +174,7 @@ impl Model {
             open_csd: Vec::new(),
             gaps: VecDeque::new(),
             health: HealthCounters::default(),
+            log: TransitionLog::default(),
             next_checkpoint: 0,
         }
     }

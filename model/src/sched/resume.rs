@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use super::Model;
 use crate::latency::Latency;
-use crate::{GuestGap, Percentiles, ResumeLatency};
+use crate::{GuestGap, Percentiles, ResumeLatency, Transition};
 
 #[derive(Clone, Copy)]
 struct SwitchIn {
@@ -215,9 +215,25 @@ impl Model {
         let t = &mut self.tasks[n];
         t.clock.cum.gaps = t.clock.cum.gaps.saturating_add(1);
         t.clock.cum.gap_ns = t.clock.cum.gap_ns.saturating_add(g.end - g.start);
-        if t.resume.from_entry {
-            return;
+        let hit = if t.resume.from_entry {
+            None
+        } else {
+            t.resume.gap(g)
+        };
+        let thread = n as u32;
+        self.log.push(|| Transition::GuestGap {
+            thread,
+            start: g.start,
+            end: g.end,
+            matched: hit.is_some(),
+        });
+        if let Some((_, latency_ns, migrated)) = hit {
+            self.log.push(|| Transition::Resume {
+                ts: g.end,
+                thread,
+                latency_ns,
+                migrated,
+            });
         }
-        t.resume.gap(g);
     }
 }

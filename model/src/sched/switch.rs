@@ -4,7 +4,7 @@
 use super::owner::Owner;
 use super::task::{TState, Task};
 use super::{Model, MAX_CPUS};
-use crate::{Migrate, SchedEntity, SchedSwitch, VcpuState, Wakeup};
+use crate::{Migrate, PcpuHolder, SchedEntity, SchedSwitch, Transition, VcpuState, Wakeup};
 
 impl Model {
     #[inline(never)]
@@ -42,6 +42,7 @@ impl Model {
                     };
                     t.clock.cum.run = t.clock.cum.run.saturating_add(ts.saturating_sub(from));
                     t.since = ts;
+                    self.log.state(from, p, VcpuState::Running, Some(cpu));
                 }
                 TState::Waiting => {
                     // Missed its switch-in: lost events, or a switch the tracepoint never
@@ -53,36 +54,65 @@ impl Model {
                         _ => 0,
                     };
                     let switched_in = ts.saturating_sub(ran).max(self.tasks[p].since);
+                    self.health.unpaired_switch_outs += 1;
                     self.account(p, switched_in);
                     self.remove_waiting(p);
                     self.tasks[p].state = TState::Running;
+                    self.tasks[p].sub = VcpuState::Running;
+                    self.log
+                        .state(switched_in, p, VcpuState::Running, Some(cpu));
                     self.account(p, ts);
                 }
-                TState::Sleeping => self.account(p, ts),
+                TState::Sleeping => {
+                    // Switched out twice with no switch-in (nor wakeup) between.
+                    self.health.unpaired_switch_outs += 1;
+                    self.account(p, ts);
+                }
                 TState::Exited => {}
             }
             let t = &mut self.tasks[p];
             if t.state != TState::Exited {
                 if let Some(se) = &s.prev_se {
                     sample_se(t, se, ts, spacing, history);
+                    self.log.push(|| Transition::Vruntime {
+                        ts,
+                        thread: p as u32,
+                        vruntime: se.vruntime,
+                    });
                 }
                 t.resume.switched_out(ts);
                 t.cpu = cpu;
                 t.last_out_cpu = Some(cpu);
                 t.last_out_ts = ts;
                 t.since = ts;
+                let thread = p as u32;
                 if t.exiting {
                     t.state = TState::Exited;
                     t.ended_at = Some(ts);
+                    self.log.push(|| Transition::Exited { ts, thread });
                 } else if s.prev_preempted() {
                     t.clock.cum.involuntary = t.clock.cum.involuntary.saturating_add(1);
                     t.state = TState::Waiting;
                     t.sub = VcpuState::Waiting;
+                    self.log.push(|| Transition::SwitchOut {
+                        ts,
+                        thread,
+                        pcpu: cpu,
+                        preempted: true,
+                    });
+                    self.log.state(ts, p, VcpuState::Waiting, Some(cpu));
                     self.add_waiting(p, cpu);
                 } else {
                     t.clock.cum.voluntary = t.clock.cum.voluntary.saturating_add(1);
                     t.state = TState::Sleeping;
                     t.sub = VcpuState::Sleeping;
+                    self.log.push(|| Transition::SwitchOut {
+                        ts,
+                        thread,
+                        pcpu: cpu,
+                        preempted: false,
+                    });
+                    self.log.state(ts, p, VcpuState::Sleeping, None);
                 }
             }
         } else if s.prev_se.is_some() {
@@ -107,6 +137,8 @@ impl Model {
                         if d > 0 {
                             t.clock.wait_hist.record(d);
                         }
+                        self.log
+                            .state(t.first_seen, n, VcpuState::Waiting, Some(cpu));
                     }
                     TState::Running => {
                         // Still marked running elsewhere (lost switch-out): close that run.
@@ -119,6 +151,11 @@ impl Model {
                 let t = &mut self.tasks[n];
                 if let Some(se) = &s.next_se {
                     sample_se(t, se, ts, spacing, history);
+                    self.log.push(|| Transition::Vruntime {
+                        ts,
+                        thread: n as u32,
+                        vruntime: se.vruntime,
+                    });
                 }
                 let migrated = t.last_out_cpu.is_some_and(|o| o != cpu);
                 if migrated {
@@ -131,6 +168,7 @@ impl Model {
                 t.cpu = cpu;
                 t.resume
                     .switched_in(ts, migrated, t.last_out_ts, self.cfg.recent_switch_ins);
+                self.log.state(ts, n, VcpuState::Running, Some(cpu));
                 Owner::Task(n as u32)
             }
             Some(_) => Owner::Idle,
@@ -145,6 +183,18 @@ impl Model {
                 }
             }
         };
+        self.log.push(|| Transition::Pcpu {
+            ts,
+            cpu,
+            holder: match owner {
+                Owner::Task(slot) => PcpuHolder::Thread(slot),
+                Owner::Idle => PcpuHolder::Idle,
+                Owner::Other(_) => PcpuHolder::Other {
+                    tid: s.next_tid,
+                    comm: s.next_comm,
+                },
+            },
+        });
         if let Some(c) = self.cpus.get_mut(cpu as usize) {
             if !c.seen {
                 c.seen = true;
@@ -177,6 +227,7 @@ impl Model {
                     .sleep
                     .saturating_add(w.ts.saturating_sub(t.first_seen));
                 t.since = w.ts;
+                self.log.state(t.first_seen, n, VcpuState::Sleeping, None);
             }
             // Already runnable (a waking that raced with the switch-out) or gone.
             TState::Running | TState::Waiting | TState::Exited => return,
@@ -185,6 +236,7 @@ impl Model {
         t.state = TState::Waiting;
         t.sub = VcpuState::Waiting;
         t.cpu = target;
+        self.log.state(w.ts, n, VcpuState::Waiting, Some(target));
         self.add_waiting(n, target);
     }
 
@@ -213,6 +265,7 @@ impl Model {
             self.close_segment(self.tasks[n].cpu, m.ts);
             self.remove_waiting(n);
             self.add_waiting(n, dest);
+            self.log.state(m.ts, n, VcpuState::Waiting, Some(dest));
         }
         let t = &mut self.tasks[n];
         t.clock.cum.migrate_events = t.clock.cum.migrate_events.saturating_add(1);

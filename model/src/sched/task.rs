@@ -7,7 +7,7 @@ use super::exits::ExitTracker;
 use super::owner::Owner;
 use super::resume::ResumeTracker;
 use super::Model;
-use crate::{nice_to_weight, Comm, TaskExit, TaskInfo, VcpuState, VmEnded};
+use crate::{nice_to_weight, Comm, TaskExit, TaskInfo, Transition, VcpuState, VmEnded};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TState {
@@ -85,10 +85,7 @@ impl Task {
 
     pub(super) fn label(&self, vms: &[VmEntry]) -> String {
         let vm = vms.get(self.vm as usize).map_or("?", |v| v.name.as_str());
-        match self.vcpu {
-            Some(i) => format!("{vm}/vcpu{i}"),
-            None => format!("{vm}/{}", self.comm),
-        }
+        crate::thread_label(vm, self.vcpu, &self.comm)
     }
 }
 
@@ -171,6 +168,10 @@ impl Model {
         t.sub = VcpuState::Unknown;
         t.ended_at = Some(ts);
         t.since = ts;
+        self.log.push(|| Transition::Exited {
+            ts,
+            thread: n as u32,
+        });
     }
 
     #[inline(never)]
@@ -182,6 +183,7 @@ impl Model {
                 t.vcpu = ti.vcpu;
                 t.comm = ti.comm;
                 t.nice = ti.nice;
+                self.log_thread(n, ti);
                 return;
             }
             // The tid now names another thread: retire the old one.
@@ -218,6 +220,7 @@ impl Model {
             culprits: Vec::new(),
             shed: false,
         });
+        self.log_thread(slot, ti);
         self.tid_slot.insert(ti.tid, slot as u32);
         self.health.unknown_tids.remove(&ti.tid);
         // If this thread is on a CPU right now, that CPU's owner becomes it from here on.
@@ -232,8 +235,22 @@ impl Model {
                 t.cpu = cpu as u32;
                 t.since = now;
                 t.resume.last_in_ts = now;
+                self.log
+                    .state(now, slot, VcpuState::Running, Some(cpu as u32));
             }
         }
+    }
+
+    fn log_thread(&mut self, slot: usize, ti: &TaskInfo) {
+        self.log.push(|| Transition::Thread {
+            ts: ti.ts,
+            thread: slot as u32,
+            tid: ti.tid,
+            pid: ti.pid,
+            vm: ti.vm.clone(),
+            vcpu: ti.vcpu,
+            comm: ti.comm,
+        });
     }
 
     #[inline(never)]

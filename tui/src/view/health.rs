@@ -50,6 +50,12 @@ impl Widget for &HealthLine<'_> {
                 t.warn(),
             ));
         }
+        if h.unpaired_switch_outs > 0 {
+            spans.push(Span::styled(
+                format!("  unpaired switch-outs {}", h.unpaired_switch_outs),
+                t.warn(),
+            ));
+        }
         if h.uncertain_ns > 0 {
             spans.push(Span::styled(
                 format!("  uncertain {}", fmt::ns(h.uncertain_ns)),

@@ -1,0 +1,103 @@
+//! Transitions: what the model did with each event, in the order it applied them.
+//!
+//! The model folds reordered events into state; a sink that draws or counts *changes* (the
+//! Perfetto and Chrome exporters, a metrics exporter, a scheduler simulation checked against
+//! a recording) reads these instead of re-deriving state from raw events, so every sink sees
+//! exactly the states, switches and resume latencies that `report` and the dashboard count.
+//!
+//! Turn them on with [`crate::Model::record_transitions`] and take them with
+//! [`crate::Model::take_transitions`] after each batch (they accumulate until taken).
+//!
+//! Ordering: the transitions of one thread are in time order, and their times add up to the
+//! snapshot's figures exactly: a thread's run time (`run_ns`) is the time it spent in the
+//! running states (`InGuest`, `Running`, `InVmm`) from each [`Transition::State`] to its next
+//! `State` or [`Transition::Exited`], the last one open until the snapshot's `ts`; likewise
+//! `wait_ns` for `Waiting` and `sleep_ns` for `Sleeping`. A transition's `ts` can lie before
+//! the event that caused it (the model learns some states late, e.g. the run of a thread whose
+//! switch-in was never reported), never after it, and never before the thread's previous
+//! transition. Across threads, transitions come in the order the model applied events.
+//!
+//! `thread` is the thread's slot: its index in [`crate::Snapshot::vcpus`].
+
+use crate::{Comm, ExitIsa, VcpuState};
+
+/// Who holds a pCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PcpuHolder {
+    Idle,
+    /// A tracked thread, by slot.
+    Thread(u32),
+    /// Any other task.
+    Other {
+        tid: u32,
+        comm: Comm,
+    },
+}
+
+/// One change the model applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    /// A tracked thread was announced (or announced again with a new vCPU index or comm).
+    Thread {
+        ts: u64,
+        thread: u32,
+        tid: u32,
+        pid: u32,
+        vm: String,
+        vcpu: Option<u32>,
+        comm: Comm,
+    },
+    /// From `ts` the thread is in `state` (never `Unknown`); `pcpu` is the pCPU it runs on
+    /// or the run queue it waits in (none while it sleeps).
+    State {
+        ts: u64,
+        thread: u32,
+        state: VcpuState,
+        pcpu: Option<u32>,
+    },
+    /// The thread left pCPU `pcpu`; `preempted` when it stayed runnable. One per switch the
+    /// snapshot counts (`voluntary_switches` + `involuntary_switches`).
+    SwitchOut {
+        ts: u64,
+        thread: u32,
+        pcpu: u32,
+        preempted: bool,
+    },
+    /// The thread ended at `ts` (its final switch-out, its VM's end, or its tid reused).
+    Exited { ts: u64, thread: u32 },
+    /// A switch carried the thread's vruntime.
+    Vruntime { ts: u64, thread: u32, vruntime: u64 },
+    /// The guest ran again at `ts`, `latency_ns` after the switch-in; `migrated` when that
+    /// switch-in was on another pCPU than the switch-out before it. One per value in the
+    /// snapshot's resume `same_pcpu` / `migrated` distributions.
+    Resume {
+        ts: u64,
+        thread: u32,
+        latency_ns: u64,
+        migrated: bool,
+    },
+    /// The guest saw itself off the CPU over `[start, end]`; `matched` when a switch-in inside
+    /// it made it a resume (then a [`Transition::Resume`] follows).
+    GuestGap {
+        thread: u32,
+        start: u64,
+        end: u64,
+        matched: bool,
+    },
+    /// A guest exit (`userspace`: to the VMM, with a `KVM_EXIT_*` reason).
+    Exit {
+        ts: u64,
+        thread: u32,
+        userspace: bool,
+        isa: ExitIsa,
+        reason: u32,
+    },
+    /// A guest entry.
+    Entry { ts: u64, thread: u32 },
+    /// From `ts`, `holder` runs on pCPU `cpu`.
+    Pcpu {
+        ts: u64,
+        cpu: u32,
+        holder: PcpuHolder,
+    },
+}
