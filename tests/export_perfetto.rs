@@ -144,6 +144,7 @@ fn check_perfetto(vmx: bool) {
                     Type::TYPE_SLICE_BEGIN => *open.entry(track).or_default() += 1,
                     Type::TYPE_SLICE_END => *open.entry(track).or_default() -= 1,
                     Type::TYPE_COUNTER => *counter_values.entry(track).or_default() += 1,
+                    Type::TYPE_INSTANT => {}
                     other => panic!("unexpected track event type {other:?}"),
                 }
             }
@@ -252,4 +253,93 @@ fn chrome_json_has_cpu_lanes_and_vcpu_threads() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn perfetto_draws_each_vmclear_ipi_as_a_flow_from_the_vcpu_to_the_old_pcpu() {
+    use model::synth::{switch, task_info, vmclear};
+    use model::CrossCallPhase::{Entry, Exit, Queue};
+    const MS: u64 = 1_000_000;
+    const US: u64 = 1_000;
+    // vCPU tid 1 moves from pCPU 0 to 1 (VMCLEAR on 0) and back (on 1, entry not seen).
+    let events = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch(MS, 0, 1, 0),
+        switch(2 * MS, 1, 0, 1),
+        vmclear(2 * MS + 5 * US, 1, Queue, 0xa, 0, 1),
+        vmclear(2 * MS + 10 * US, 0, Entry, 0xa, 0, 0),
+        vmclear(2 * MS + 20 * US, 0, Exit, 0xa, 0, 0),
+        switch(3 * MS, 1, 1, 0),
+        switch(4 * MS, 0, 0, 1),
+        vmclear(4 * MS + 5 * US, 0, Queue, 0xb, 1, 1),
+        vmclear(4 * MS + 30 * US, 1, Exit, 0xb, 1, 1),
+    ];
+    let mut map = ProcessMap::default();
+    for e in &events {
+        if let Event::TaskInfo(t) = e {
+            map.note(t);
+        }
+    }
+    let mut header = trace_file_synth::header();
+    header.processes = map.processes();
+    let mut w = export::PerfettoWriter::new(Vec::new(), &header).unwrap();
+    for e in &events {
+        w.push(e).unwrap();
+    }
+    let (bytes, stats) = w.finish().unwrap();
+    assert_eq!(stats.vmclear_flows, 2);
+    let trace = Trace::parse_from_bytes(&bytes).expect("decodes as a Perfetto Trace");
+
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut state_track = None;
+    // Flow id -> (track, ts, type) of its start and of its end.
+    let mut starts = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    for p in &trace.packet {
+        match &p.data {
+            Some(Data::TrackDescriptor(td)) => {
+                if td.thread.as_ref().is_some_and(|t| t.tid() == 1) {
+                    state_track = td.uuid;
+                }
+                names.insert(td.uuid(), td.name().to_string());
+            }
+            Some(Data::TrackEvent(te)) => {
+                let at = (
+                    te.track_uuid(),
+                    p.timestamp(),
+                    te.type_(),
+                    te.name().to_string(),
+                );
+                for f in &te.flow_ids {
+                    starts.insert(*f, at.clone());
+                }
+                for f in &te.terminating_flow_ids {
+                    ends.insert(*f, at.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let state_track = state_track.expect("vCPU 1's state track");
+    let want = [
+        (2 * MS + 5 * US, 0, Some(2 * MS + 10 * US)),
+        (4 * MS + 5 * US, 1, None),
+    ];
+    assert_eq!(starts.len(), want.len(), "{starts:?}");
+    for ((id, start), (queued, old, entered)) in starts.iter().zip(want) {
+        assert_eq!(
+            (start.0, start.1, start.2),
+            (state_track, queued, Type::TYPE_INSTANT),
+            "flow {id} starts on the vCPU's state track when queued"
+        );
+        assert!(start.3.contains(&format!("to pCPU {old}")), "{start:?}");
+        let end = &ends[id];
+        assert_eq!(names[&end.0], format!("pCPU {old} VMCLEAR IPIs"), "{end:?}");
+        match entered {
+            Some(entered) => assert_eq!((end.1, end.2), (entered, Type::TYPE_SLICE_BEGIN)),
+            None => assert_eq!(end.2, Type::TYPE_INSTANT, "{end:?}"),
+        }
+        assert!(end.3.starts_with("__loaded_vmcs_clear"), "{end:?}");
+    }
 }

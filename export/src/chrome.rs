@@ -244,7 +244,8 @@ impl<W: Write> ChromeWriter<W> {
                     "dur": us(end.saturating_sub(start))}),
                 )?;
             }
-            Transition::Exit { .. } | Transition::Entry { .. } => {}
+            // VMCLEAR IPIs are drawn as flows in the Perfetto export only.
+            Transition::Exit { .. } | Transition::Entry { .. } | Transition::Vmclear { .. } => {}
         }
         Ok(())
     }

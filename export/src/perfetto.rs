@@ -5,7 +5,9 @@
 //! their `sched`/`thread_state` tables and draw CPU tracks natively. What only kvmscope knows
 //! (vCPU states, switches, vruntime, resume latency, guest gaps) goes on TrackEvent tracks
 //! under each VM's process, written from the model's transitions (see `fold`), never
-//! re-derived from the events.
+//! re-derived from the events. On VT-x, each VMCLEAR IPI a migrating vCPU costs is a flow from
+//! an instant on the vCPU's state track (queued as it was loaded on its new pCPU) to the
+//! `__loaded_vmcs_clear` slice on the old pCPU's VMCLEAR track.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -52,6 +54,8 @@ pub struct PerfettoStats {
     pub track_events: u64,
     pub cpus: u32,
     pub vcpu_tracks: u32,
+    /// VMCLEAR IPIs drawn as flows (one per `Transition::Vmclear`).
+    pub vmclear_flows: u64,
 }
 
 /// Streams a recording into Perfetto's protobuf format.
@@ -68,6 +72,8 @@ pub struct PerfettoWriter<W: Write> {
     declared_threads: HashMap<u32, ThreadLabel>,
     open_state: HashSet<u32>,
     switches: HashMap<u32, i64>,
+    /// pCPUs whose VMCLEAR track is declared.
+    vmclear_tracks: HashSet<u32>,
     first_sequence_packet: bool,
     cpus: HashSet<u32>,
     stats: PerfettoStats,
@@ -92,6 +98,10 @@ fn uuid(thread: u32, kind: u64) -> u64 {
 }
 fn process_uuid(pid: u32) -> u64 {
     (2u64 << 40) | pid as u64
+}
+/// The track of the VMCLEARs pCPU `cpu` ran for vCPUs that left it.
+fn vmclear_uuid(cpu: u32) -> u64 {
+    (3u64 << 40) | cpu as u64
 }
 const STATE: u64 = 1;
 const VRUNTIME: u64 = 2;
@@ -129,6 +139,7 @@ impl<W: Write> PerfettoWriter<W> {
             declared_threads: HashMap::new(),
             open_state: HashSet::new(),
             switches: HashMap::new(),
+            vmclear_tracks: HashSet::new(),
             first_sequence_packet: true,
             cpus: HashSet::new(),
             stats: PerfettoStats::default(),
@@ -346,10 +357,63 @@ impl<W: Write> PerfettoWriter<W> {
                 )?;
                 self.track_event(track, end, Type::TYPE_SLICE_END, None, None)?;
             }
+            Transition::Vmclear {
+                ts,
+                thread,
+                queued,
+                entered,
+                pcpu,
+                old_pcpu,
+            } => self.vmclear_flow(thread, ts, queued, entered, pcpu, old_pcpu)?,
             // The CPU tracks are the ftrace events; exits are not drawn.
             Transition::Exit { .. } | Transition::Entry { .. } | Transition::Pcpu { .. } => {}
         }
         Ok(())
+    }
+
+    /// One VMCLEAR IPI: an instant on the vCPU's state track when it was queued, a slice on
+    /// the old pCPU's VMCLEAR track while it ran there (an instant at its end when its start
+    /// was not seen), joined by a flow.
+    fn vmclear_flow(
+        &mut self,
+        thread: u32,
+        ts: u64,
+        queued: u64,
+        entered: Option<u64>,
+        pcpu: u32,
+        old_pcpu: u32,
+    ) -> Result<(), ExportError> {
+        if self.vmclear_tracks.insert(old_pcpu) {
+            let mut td = TrackDescriptor::new();
+            td.uuid = Some(vmclear_uuid(old_pcpu));
+            td.static_or_dynamic_name = Some(Static_or_dynamic_name::Name(format!(
+                "pCPU {old_pcpu} VMCLEAR IPIs"
+            )));
+            self.descriptor(td)?;
+        }
+        self.stats.vmclear_flows += 1;
+        let flow = self.stats.vmclear_flows;
+        let label = self
+            .fold
+            .thread(thread)
+            .map_or_else(|| format!("thread slot {thread}"), |v| v.label.clone());
+        let mut queue = TrackEvent::new();
+        queue.set_name(format!(
+            "VMCLEAR IPI to pCPU {old_pcpu} (loaded on pCPU {pcpu})"
+        ));
+        queue.flow_ids.push(flow);
+        self.track_event_with(uuid(thread, STATE), queued, Type::TYPE_INSTANT, queue)?;
+        let mut clear = TrackEvent::new();
+        clear.set_name(format!("__loaded_vmcs_clear ({label})"));
+        clear.terminating_flow_ids.push(flow);
+        let track = vmclear_uuid(old_pcpu);
+        match entered {
+            Some(entered) => {
+                self.track_event_with(track, entered, Type::TYPE_SLICE_BEGIN, clear)?;
+                self.track_event(track, ts, Type::TYPE_SLICE_END, None, None)
+            }
+            None => self.track_event_with(track, ts, Type::TYPE_INSTANT, clear),
+        }
     }
 
     /// Ends the thread's open state slice at `ts` and begins one named `name`.
@@ -425,14 +489,25 @@ impl<W: Write> PerfettoWriter<W> {
         counter: Option<i64>,
     ) -> Result<(), ExportError> {
         let mut e = TrackEvent::new();
-        e.type_ = Some(EnumOrUnknown::new(ty));
-        e.track_uuid = Some(track);
         if let Some(n) = name {
             e.set_name(n.to_string());
         }
         if let Some(c) = counter {
             e.set_counter_value(c);
         }
+        self.track_event_with(track, ts, ty, e)
+    }
+
+    /// `e` (name, flows...) as a `ty` event on `track` at `ts`.
+    fn track_event_with(
+        &mut self,
+        track: u64,
+        ts: u64,
+        ty: Type,
+        mut e: TrackEvent,
+    ) -> Result<(), ExportError> {
+        e.type_ = Some(EnumOrUnknown::new(ty));
+        e.track_uuid = Some(track);
         let mut packet = TracePacket::new();
         packet.timestamp = Some(ts);
         packet.set_track_event(e);

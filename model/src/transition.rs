@@ -94,6 +94,18 @@ pub enum Transition {
     },
     /// A guest entry.
     Entry { ts: u64, thread: u32 },
+    /// VT-x: a VMCLEAR cross-call of this vCPU ended at `ts`. Loading the vCPU on `pcpu`,
+    /// KVM queued it at `queued` for `old_pcpu`, where the VMCS was last loaded; the old pCPU
+    /// ran `__loaded_vmcs_clear` from `entered` (none when its entry event was not seen) to
+    /// `ts`. One per VMCLEAR the snapshot's `vmclear` latency counts.
+    Vmclear {
+        ts: u64,
+        thread: u32,
+        queued: u64,
+        entered: Option<u64>,
+        pcpu: u32,
+        old_pcpu: u32,
+    },
     /// From `ts`, `holder` runs on pCPU `cpu`.
     Pcpu {
         ts: u64,

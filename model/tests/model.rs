@@ -593,6 +593,61 @@ fn vmclear_cross_calls_are_attributed() {
 }
 
 #[test]
+fn each_finished_vmclear_is_one_transition_from_the_new_pcpu_to_the_old() {
+    // vCPU 1 moves 0 -> 1 (a VMCLEAR on 0), then 1 -> 0 (one on 1 whose entry was not seen);
+    // a third queued one never finishes and makes no transition.
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        switch(MS, 0, 1, 0),
+        switch(2 * MS, 1, 0, 1),
+        vmclear(2 * MS + 5 * US, 1, CrossCallPhase::Queue, 0xa, 0, 1),
+        vmclear(2 * MS + 10 * US, 0, CrossCallPhase::Entry, 0xa, 0, 0),
+        vmclear(2 * MS + 20 * US, 0, CrossCallPhase::Exit, 0xa, 0, 0),
+        switch(3 * MS, 1, 1, 0),
+        switch(4 * MS, 0, 0, 1),
+        vmclear(4 * MS + 5 * US, 0, CrossCallPhase::Queue, 0xb, 1, 1),
+        vmclear(4 * MS + 30 * US, 1, CrossCallPhase::Exit, 0xb, 1, 1),
+        vmclear(4 * MS + 40 * US, 0, CrossCallPhase::Queue, 0xc, 1, 1),
+    ];
+    let mut m = Model::default();
+    m.record_transitions(true);
+    m.ingest_batch(&evs);
+    m.finish();
+    let mut tx = Vec::new();
+    m.take_transitions(&mut tx);
+    let vmclears: Vec<&Transition> = tx
+        .iter()
+        .filter(|t| matches!(t, Transition::Vmclear { .. }))
+        .collect();
+    let thread = m.snapshot().vcpus.iter().position(|v| v.tid == 1).unwrap() as u32;
+    assert_eq!(
+        vmclears,
+        [
+            &Transition::Vmclear {
+                ts: 2 * MS + 20 * US,
+                thread,
+                queued: 2 * MS + 5 * US,
+                entered: Some(2 * MS + 10 * US),
+                pcpu: 1,
+                old_pcpu: 0,
+            },
+            &Transition::Vmclear {
+                ts: 4 * MS + 30 * US,
+                thread,
+                queued: 4 * MS + 5 * US,
+                entered: None,
+                pcpu: 0,
+                old_pcpu: 1,
+            },
+        ]
+    );
+    // As many as the snapshot's VMCLEAR latencies; the calls count the unfinished one too.
+    let r = &m.snapshot().vcpus[thread as usize].resume;
+    assert_eq!((r.vmclear.count, r.vmclear_calls), (2, 3), "{r:?}");
+}
+
+#[test]
 fn vmclear_ipis_explain_part_of_the_migration_cost() {
     // Same pCPU: 20 us to the guest. Migrated (cpu 0 -> 1): 50 us, of which the VMCLEAR on
     // cpu 0 took 15 us (5 delivery + 10 run): it explains 15 of the 30 us difference.

@@ -28,8 +28,14 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             let (_, s) = w.finish().with_context(ctx)?;
             format!(
                 "{} events -> {} packets: {} ftrace sched events on {} CPU tracks, {} vCPU \
-                 tracks, {} track events",
-                s.events_in, s.packets, s.ftrace_events, s.cpus, s.vcpu_tracks, s.track_events
+                 tracks, {} track events, {} VMCLEAR IPI flows",
+                s.events_in,
+                s.packets,
+                s.ftrace_events,
+                s.cpus,
+                s.vcpu_tracks,
+                s.track_events,
+                s.vmclear_flows
             )
         }
         "chrome-json" => {

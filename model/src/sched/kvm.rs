@@ -18,6 +18,9 @@ pub(super) struct OpenCsd {
     /// When the old pCPU entered `__loaded_vmcs_clear` (the IPI arrived).
     entry_ts: Option<u64>,
     slot: u32,
+    /// Queued on this pCPU (the vCPU's new one) for `target_cpu` (its old one).
+    cpu: u32,
+    target_cpu: u32,
 }
 
 impl Model {
@@ -114,6 +117,8 @@ impl Model {
                     ts: x.ts,
                     entry_ts: None,
                     slot: n as u32,
+                    cpu: x.cpu,
+                    target_cpu: x.target_cpu,
                 });
             }
             CrossCallPhase::Entry => {
@@ -126,6 +131,14 @@ impl Model {
                     let o = self.open_csd.swap_remove(p);
                     if let Some(t) = self.tasks.get_mut(o.slot as usize) {
                         t.resume.vmclear_done(o.ts, o.entry_ts, x.ts);
+                        self.log.push(|| Transition::Vmclear {
+                            ts: x.ts,
+                            thread: o.slot,
+                            queued: o.ts,
+                            entered: o.entry_ts,
+                            pcpu: o.cpu,
+                            old_pcpu: o.target_cpu,
+                        });
                     }
                 }
             }
