@@ -39,7 +39,20 @@ if [ -d $T/events/csd ]; then
 	done
 fi
 echo 1 > $T/tracing_on
+# Where emulated time goes (diagnostics, on the console as they happen).
+(
+	while sleep 3; do
+		p=$(pidof kvmscope)
+		[ -n "$p" ] || continue
+		echo "sample $(cut -d' ' -f1 /proc/uptime) $(cat /proc/loadavg)"
+		for t in /proc/$p/task/*; do
+			echo "  $(cut -d' ' -f2,3,14,15 $t/stat) $(cat $t/wchan)"
+		done
+	done > /dev/console 2>&1
+) &
+lab_sampler=$!
 lab_step record 1800 $K record --demo --scenario /tmp/vmclear.toml --duration 4 -o /tmp/run.trace --json
+kill $lab_sampler
 echo 0 > $T/tracing_on
 lab_step trace 600 base64 /tmp/run.trace
 lab_step_gz tracefs-csd 600 grep -E 'csd_(queue_cpu|function_entry|function_exit):' $T/trace
