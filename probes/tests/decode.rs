@@ -553,13 +553,19 @@ fn live_tracefs_kvm_formats_parse_when_readable() {
 
 #[test]
 fn kallsyms_lookup_finds_module_symbols() {
+    // Names that contain the one looked for come first: they are skipped.
     let text = "ffffffff81000000 T _text\n\
-                ffffffffc0a1b2c0 t __loaded_vmcs_clear\t[kvm_intel]\n\
-                0000000000000000 t hidden_sym\n";
+                0000000000000000 t hidden_sym\n\
+                ffffffffc0a1b000 t __loaded_vmcs_clear_prefixed\t[kvm_intel]\n\
+                ffffffffc0a1b100 t x__loaded_vmcs_clear\t[kvm_intel]\n\
+                ffffffffc0a1b2c0 t __loaded_vmcs_clear\t[kvm_intel]";
     assert_eq!(
         kallsyms_lookup(text, "__loaded_vmcs_clear"),
         Some(0xffff_ffff_c0a1_b2c0)
     );
     assert_eq!(kallsyms_lookup(text, "hidden_sym"), None);
     assert_eq!(kallsyms_lookup(text, "missing"), None);
+    // Only the whole name, wherever it occurs in the text.
+    assert_eq!(kallsyms_lookup(text, "_text"), Some(0xffff_ffff_8100_0000));
+    assert_eq!(kallsyms_lookup(text, "x__loaded_vmcs_clear"), Some(0xffff_ffff_c0a1_b100));
 }
