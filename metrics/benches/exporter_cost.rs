@@ -9,7 +9,8 @@
 //!    replaced every 10 minutes (1,152 VMs in all), scraped every 15 s; the model's
 //!    resident-memory growth hour by hour against the first hour.
 //!
-//! `cargo bench -p metrics --bench exporter_cost` (QUICK=1: 2 h instead of 24).
+//! `cargo bench -p metrics --bench exporter_cost` (QUICK=1: 2 h instead of 24; ONLY=memory,
+//! cost or scrape: that phase alone).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,9 +257,18 @@ fn memory_with_churn() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else is taken.
+    // `cargo bench` passes --bench; nothing else is taken. ONLY=memory|cost|scrape runs one
+    // phase.
+    let only = std::env::var("ONLY").ok();
+    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     // Memory first, so the other phases' freed heap does not hide its growth in RSS.
-    memory_with_churn();
-    cost_at_64_vcpus();
-    scrape_at_512_vcpus();
+    if run("memory") {
+        memory_with_churn();
+    }
+    if run("cost") {
+        cost_at_64_vcpus();
+    }
+    if run("scrape") {
+        scrape_at_512_vcpus();
+    }
 }

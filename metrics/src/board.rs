@@ -103,14 +103,14 @@ impl Board {
 
 /// The model tuning for the exporter: the reorder window of whole-run reports (a late event
 /// costs nothing here), short histories, since no view draws lanes or vruntime charts and
-/// every exported figure is a whole-run counter, and ended threads shed their distributions
-/// a minute after they end (their series are gone from scrapes by then), so memory stays
-/// flat as VMs come and go.
+/// every exported figure is a whole-run counter, and ended threads are retired a minute after
+/// they end (their series are gone from scrapes by then; their VM keeps their counters), so
+/// memory stays flat as VMs come and go.
 pub fn exporter_model_config() -> ModelConfig {
     ModelConfig {
         history_ns: 1_000_000_000,
         max_lane_segments: 1024,
-        shed_ended_after_ns: Some(60_000_000_000),
+        retire_ended_after_ns: Some(60_000_000_000),
         ..ModelConfig::report()
     }
 }

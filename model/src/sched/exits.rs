@@ -27,15 +27,6 @@ pub(super) struct ExitTracker {
 }
 
 impl ExitTracker {
-    /// Drops the latency distributions, keeping the counts per reason.
-    pub(super) fn shed(&mut self) {
-        for e in &mut self.entries {
-            e.latency = Latency::default();
-        }
-        self.entries.shrink_to_fit();
-        self.pending = None;
-    }
-
     /// Counts an exit at `ts`; the next [`ExitTracker::entered`] closes its latency.
     pub(super) fn exited(&mut self, userspace: bool, isa: ExitIsa, reason: u32, ts: u64) {
         let i = self.index(userspace, isa, reason);

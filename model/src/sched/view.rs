@@ -1,6 +1,8 @@
 //! Snapshots: the model's state as the plain [`Snapshot`] every view reads, over a window,
 //! with or without the pCPU lanes and vruntime series (a whole-run report needs neither).
 
+use std::collections::BTreeMap;
+
 use super::clocks::Cum;
 use super::lanes::{Cpu, Seg};
 use super::owner::{Owner, OwnerTime};
@@ -68,13 +70,18 @@ impl Model {
         let figures = self.window_figures(opts.window);
         let entitled = self.entitled_shares(&figures);
         let mut all = ResumeTracker::default();
-        let vcpus: Vec<VcpuSnapshot> = (0..self.tasks.len())
-            .map(|i| {
+        // Slots in use: every slot unless threads are retired (`retire_ended_after_ns`).
+        let slots: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| !self.tasks[i].vacant)
+            .collect();
+        let vcpus: Vec<VcpuSnapshot> = slots
+            .iter()
+            .map(|&i| {
                 all.merge(&self.tasks[i].resume);
                 self.vcpu_view(i, figures[i], entitled[i])
             })
             .collect();
-        let (vms, fairness) = self.vm_views(&vcpus);
+        let (vms, fairness) = self.vm_views(&slots, &vcpus);
         let pcpus = self
             .cpus
             .iter()
@@ -213,50 +220,64 @@ impl Model {
         }
     }
 
-    /// Per VM, and Jain's index over the VMs' share-to-entitlement ratios.
-    fn vm_views(&self, vcpus: &[VcpuSnapshot]) -> (Vec<VmSnapshot>, f64) {
+    /// Per VM, and Jain's index over the VMs' share-to-entitlement ratios. `vcpus[k]` is the
+    /// thread in slot `slots[k]`; the VM's retired threads add their counters.
+    fn vm_views(&self, slots: &[usize], vcpus: &[VcpuSnapshot]) -> (Vec<VmSnapshot>, f64) {
         let mut vms = Vec::with_capacity(self.vms.len());
         let mut vm_ratios = Vec::new();
         for (vi, v) in self.vms.iter().enumerate() {
-            let members: Vec<usize> = (0..self.tasks.len())
-                .filter(|&i| self.tasks[i].vm as usize == vi)
+            let members: Vec<usize> = (0..slots.len())
+                .filter(|&k| self.tasks[slots[k]].vm as usize == vi)
                 .collect();
             let vcpu_members: Vec<usize> = members
                 .iter()
                 .copied()
-                .filter(|&i| self.tasks[i].vcpu.is_some())
+                .filter(|&k| vcpus[k].vcpu.is_some())
                 .collect();
-            let set = if vcpu_members.is_empty() {
-                &members
+            let r = &v.retired;
+            let vcpu_count = (vcpu_members.len() as u64).saturating_add(r.vcpu_threads);
+            let (set, retired_run, retired_wait) = if vcpu_count == 0 {
+                (&members, r.run_ns, r.wait_ns)
             } else {
-                &vcpu_members
+                (&vcpu_members, r.vcpu_run_ns, r.vcpu_wait_ns)
             };
             let run_ns = set
                 .iter()
-                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].run_ns));
+                .fold(retired_run, |a, &k| a.saturating_add(vcpus[k].run_ns));
             let wait_ns = set
                 .iter()
-                .fold(0u64, |a, &i| a.saturating_add(vcpus[i].wait_ns));
-            let cpu_share: f64 = set.iter().map(|&i| vcpus[i].cpu_share).sum();
-            let entitled_share: f64 = set.iter().map(|&i| vcpus[i].entitled_share).sum();
+                .fold(retired_wait, |a, &k| a.saturating_add(vcpus[k].wait_ns));
+            let cpu_share: f64 = set.iter().map(|&k| vcpus[k].cpu_share).sum();
+            let entitled_share: f64 = set.iter().map(|&k| vcpus[k].entitled_share).sum();
             let ratios: Vec<f64> = set
                 .iter()
-                .filter(|&&i| vcpus[i].entitled_share > 0.0)
-                .map(|&i| vcpus[i].cpu_share / vcpus[i].entitled_share)
+                .filter(|&&k| vcpus[k].entitled_share > 0.0)
+                .map(|&k| vcpus[k].cpu_share / vcpus[k].entitled_share)
                 .collect();
             if entitled_share > 0.0 {
                 vm_ratios.push(cpu_share / entitled_share);
             }
+            let mut exits: BTreeMap<&str, u64> = BTreeMap::new();
+            let own = members.iter().filter(|&&k| vcpus[k].pid == v.pid);
+            for x in own.flat_map(|&k| &vcpus[k].exits) {
+                let n = exits.entry(x.reason.as_str()).or_default();
+                *n = n.saturating_add(x.count);
+            }
+            for (reason, count) in &r.exits {
+                let n = exits.entry(reason.as_str()).or_default();
+                *n = n.saturating_add(*count);
+            }
             vms.push(VmSnapshot {
                 name: v.name.clone(),
                 pid: v.pid,
-                vcpus: vcpu_members.len() as u32,
+                vcpus: u32::try_from(vcpu_count).unwrap_or(u32::MAX),
                 run_ns,
                 wait_ns,
                 cpu_share,
                 entitled_share,
                 fairness: jain(&ratios),
                 ended: v.ended,
+                exits: exits.into_iter().map(|(r, n)| (r.to_string(), n)).collect(),
             });
         }
         (vms, jain(&vm_ratios))
@@ -302,7 +323,7 @@ impl Model {
             cpu,
             current_tid: match c.owner {
                 Owner::Task(slot) => self.tasks.get(slot as usize).map(|t| t.tid),
-                Owner::Idle | Owner::Other(_) => None,
+                Owner::Idle | Owner::Other(_) | Owner::Ended(_) => None,
             },
             waiting: c.waiting.len() as u32,
             occupancy_1s: occ_window(1_000_000_000),
@@ -388,7 +409,7 @@ impl Model {
     fn lane_segment(&self, s: &Seg) -> LaneSegment {
         let owner = match s.owner {
             Owner::Idle => LaneOwner::Idle,
-            Owner::Other(_) => LaneOwner::Other {
+            Owner::Other(_) | Owner::Ended(_) => LaneOwner::Other {
                 comm: self.owner_label(s.owner),
             },
             Owner::Task(slot) => match self.tasks.get(slot as usize) {
