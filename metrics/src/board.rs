@@ -115,9 +115,10 @@ pub fn exporter_model_config() -> ModelConfig {
     }
 }
 
-/// What a snapshot for the exporter holds: whole-run figures, no lanes or chart series.
+/// What a snapshot for the exporter holds: whole-run counters and latency bucket counts; no
+/// lanes, chart series, percentiles or culprits, which no family reads.
 pub fn take_snapshot(model: &Model) -> Snapshot {
-    model.snapshot_with(SnapshotOptions::figures())
+    model.snapshot_with(SnapshotOptions::counters())
 }
 
 /// How often the ingest loop publishes a snapshot when nobody asks (keeps `/` and a first

@@ -38,7 +38,7 @@ impl RetiredTotals {
             self.vcpu_run_ns = self.vcpu_run_ns.saturating_add(c.run);
             self.vcpu_wait_ns = self.vcpu_wait_ns.saturating_add(c.wait);
         }
-        for x in t.exits.stats(0) {
+        for x in t.exits.stats(0, false) {
             match self.exits.iter_mut().find(|e| e.0 == x.reason) {
                 Some(e) => e.1 = e.1.saturating_add(x.count),
                 None => self.exits.push((x.reason, x.count)),
