@@ -1008,8 +1008,10 @@ fn retiring(after: Option<u64>) -> Model {
     })
 }
 
-/// Per VM (by name and pid): run, wait, vCPU threads and exits by reason.
-fn vm_totals(s: &Snapshot) -> Vec<(String, u32, u64, u64, u32, Vec<(String, u64)>)> {
+/// A VM's name, pid, run and wait ns, vCPU threads and exits by reason.
+type VmTotals = (String, u32, u64, u64, u32, Vec<(String, u64)>);
+
+fn vm_totals(s: &Snapshot) -> Vec<VmTotals> {
     let mut v: Vec<_> = s
         .vms
         .iter()
