@@ -418,7 +418,6 @@ mod tests {
     use super::*;
     use model::synth;
 
-
     #[test]
     fn fold_loop_publishes_on_the_tick_and_stops_at_the_source_end() {
         let mut feed = LiveFeed::new(Box::new(synth::SynthSource::new(synth::demo_stream(1.0))));
