@@ -14,6 +14,7 @@ mod sched;
 pub mod snapshot;
 pub mod source;
 pub mod synth;
+pub mod task_state;
 pub mod trace_file;
 pub mod transition;
 
@@ -23,4 +24,5 @@ pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};
+pub use task_state::{SwitchOut, TaskState};
 pub use transition::{PcpuHolder, Transition};
