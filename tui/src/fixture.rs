@@ -380,6 +380,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
                 entitled_share: mine.iter().map(|v| v.entitled_share).sum(),
                 fairness: 0.97,
                 ended: false,
+                exits: Vec::new(),
             }
         })
         .collect();
