@@ -19,7 +19,7 @@ pub mod trace_file;
 pub mod transition;
 
 pub use event::*;
-pub use host::HostInfo;
+pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;

@@ -38,7 +38,7 @@ pub fn host() -> HostInfo {
         kernel: "6.18.0-test".into(),
         scheduler: "EEVDF".into(),
         cpus: 2,
-        kvm_flavour: "pvm".into(),
+        kvm_flavour: model::KvmFlavour::Pvm,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: Some(2.596e9),
     }
