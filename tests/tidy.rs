@@ -11,8 +11,14 @@ const MAX_LINES: usize = 800;
 /// Files still past [`MAX_LINES`], each with the work that splits it. An entry that no
 /// longer needs to be here is reported, not failed, so a split can land before this list.
 const TOO_LONG_FOR_NOW: &[(&str, &str)] = &[
-    ("probes/src/qemu.rs", "issue #14: argv grammar, QMP client, entry mapper"),
-    ("model/src/synth.rs", "issue #14: test scaffolding to move behind a feature"),
+    (
+        "probes/src/qemu.rs",
+        "issue #14: argv grammar, QMP client, entry mapper",
+    ),
+    (
+        "model/src/synth.rs",
+        "issue #14: test scaffolding to move behind a feature",
+    ),
     ("src/live.rs", "split this session by engineer nobpf"),
 ];
 
@@ -21,8 +27,14 @@ const PROC_READERS_DIR: &str = "probes/src/";
 const PROC_READERS: &[(&str, &str)] = &[
     ("vmm/src/sched.rs", "the VMM's own vCPU threads' schedstat"),
     ("vmm/src/vm.rs", "the TSC rate from /proc/cpuinfo"),
-    ("src/live.rs", "whether a tracked process or thread still exists"),
-    ("lab/src/initramfs.rs", "the lab guest's mount points, not a read"),
+    (
+        "src/live.rs",
+        "whether a tracked process or thread still exists",
+    ),
+    (
+        "lab/src/initramfs.rs",
+        "the lab guest's mount points, not a read",
+    ),
 ];
 
 /// Crates that touch the kernel, the terminal or the clock: the model must not depend on them.
@@ -198,7 +210,10 @@ fn every_unsafe_has_a_safety_comment() {
             }
         }
     }
-    assert!(bad.is_empty(), "unsafe without a `SAFETY:` comment at {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "unsafe without a `SAFETY:` comment at {bad:?}"
+    );
 }
 
 #[test]
