@@ -162,7 +162,12 @@ fn run_bochs_kernel(name: &str, has_csd: bool) {
     check_step(&run, has_csd);
 
     let record = run.json("record");
-    assert_eq!(record["lost"], 0, "{}", run.ctx(&format!("record: {record}")));
+    assert_eq!(
+        record["lost"],
+        0,
+        "{}",
+        run.ctx(&format!("record: {record}"))
+    );
     let vmm = &record["vmm"];
     assert_eq!(vmm["kvm"], "vmx", "{}", run.ctx("record: the VMM's KVM"));
     assert_eq!(
@@ -371,9 +376,7 @@ fn tracefs_vmclears(dump: &str) -> BTreeMap<u32, Vec<Queued>> {
         let ts = line[close + 1..]
             .split_whitespace()
             .find_map(|w| w.strip_suffix(':').filter(|w| w.contains('.')));
-        let target = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("cpu="));
+        let target = line.split_whitespace().find_map(|w| w.strip_prefix("cpu="));
         let parsed = (|| {
             let (secs, us) = ts?.split_once('.')?;
             Some((
@@ -492,7 +495,9 @@ fn vmclears_match_the_kernel(
             assert!(
                 (m.cpu, m.target) == (k.cpu, k.target) && m.ts.abs_diff(k.ts) < 2_000,
                 "{}",
-                run.ctx(&format!("vCPU thread {tid}: kvmscope {m:?} vs tracefs {k:?}"))
+                run.ctx(&format!(
+                    "vCPU thread {tid}: kvmscope {m:?} vs tracefs {k:?}"
+                ))
             );
         }
         let r = &report_vcpu(report, tid as u64)["resume"];
@@ -568,7 +573,14 @@ fn vmclears_match_the_kernel(
         err.contains(&format!(" {finished} VMCLEAR IPI flows")),
         "export: {err} (want {finished} flows)"
     );
-    out.push(format!("VMCLEARs of other threads: {}", if others.is_empty() { "none".to_string() } else { others.join(", ") }));
+    out.push(format!(
+        "VMCLEARs of other threads: {}",
+        if others.is_empty() {
+            "none".to_string()
+        } else {
+            others.join(", ")
+        }
+    ));
     out.join("\n  ")
 }
 

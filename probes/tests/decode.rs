@@ -567,5 +567,8 @@ fn kallsyms_lookup_finds_module_symbols() {
     assert_eq!(kallsyms_lookup(text, "missing"), None);
     // Only the whole name, wherever it occurs in the text.
     assert_eq!(kallsyms_lookup(text, "_text"), Some(0xffff_ffff_8100_0000));
-    assert_eq!(kallsyms_lookup(text, "x__loaded_vmcs_clear"), Some(0xffff_ffff_c0a1_b100));
+    assert_eq!(
+        kallsyms_lookup(text, "x__loaded_vmcs_clear"),
+        Some(0xffff_ffff_c0a1_b100)
+    );
 }
