@@ -9,6 +9,10 @@
 //! and counts, never latencies. The harness is the `lab` crate (lab/README.md); one Bochs at
 //! a time (its display listens on TCP 5900), in the serial `priv_` group.
 //!
+//! Not yet in `.ci/run` (ignored by default: `cargo nextest run --test priv_bochs
+//! --run-ignored all` runs it): on this session's shared host (load average 9-13) one 6.12
+//! boot did not finish its suite within 15 minutes, against a budget of 12 for both kernels.
+//!
 //! `KVMSCOPE_BOCHS_REUSE=1` asserts the last boot's results again without booting (the
 //! logs stay in the test's target tmp dir), for working on the assertions.
 
@@ -31,11 +35,13 @@ use serde_json::Value;
 const VMX_EXIT_IO_INSTRUCTION: u32 = 30;
 
 #[test]
+#[ignore = "Bochs lane: over .ci/run's 12-minute budget on a loaded host (#19)"]
 fn vtx_6_12() {
     run_bochs_kernel("6.12", true);
 }
 
 #[test]
+#[ignore = "Bochs lane: over .ci/run's 12-minute budget on a loaded host (#19)"]
 fn vtx_6_1() {
     run_bochs_kernel("6.1", false);
 }
@@ -128,7 +134,11 @@ fn boot(name: &str) -> Run {
     std::fs::create_dir_all(&work).unwrap();
     let initrd = work.join("initramfs.cpio");
     fs.write(&initrd).unwrap();
-    let boot = Bochs::default()
+    let bochs = Bochs {
+        timeout: std::time::Duration::from_secs(1800),
+        ..Bochs::default()
+    };
+    let boot = bochs
         .boot(&kernel.vmlinuz, &initrd, "", &work)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     println!(
