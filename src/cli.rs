@@ -17,6 +17,10 @@ pub struct Cli {
     /// On failure, print everything known (e.g. the eBPF verifier's whole log).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Write logs here, appended: warnings, fallbacks and a rejected eBPF program's whole
+    /// verifier log (every command; the dashboards never log to the screen).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,9 +184,6 @@ pub struct ReplayArgs {
     /// Playback speed (1 = real time).
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -232,9 +233,6 @@ pub struct DemoArgs {
     /// Redraw rate in Hz.
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -243,8 +241,6 @@ pub struct TopArgs {
     pub target: TargetArgs,
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

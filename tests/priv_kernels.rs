@@ -12,7 +12,7 @@ use std::path::Path;
 
 use lab::apt::Archive;
 use lab::kernel::{Kernel, KernelSpec};
-use lab::qemu::Qemu;
+use lab::qemu::{Qemu, TcgThreads};
 use lab::results::{tail, Results};
 use serde_json::Value;
 
@@ -93,7 +93,12 @@ fn run_matrix_kernel(name: &str) {
     std::fs::create_dir_all(&work).unwrap();
     let initrd = work.join("initramfs.cpio");
     fs.write(&initrd).unwrap();
-    let boot = Qemu::default()
+    let qemu = Qemu {
+        tcg_threads: TcgThreads::from_env(Qemu::default().tcg_threads)
+            .unwrap_or_else(|e| panic!("{e}")),
+        ..Qemu::default()
+    };
+    let boot = qemu
         .boot(&kernel.vmlinuz, &initrd, "", &work)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let r = &boot.results;
@@ -116,10 +121,11 @@ fn run_matrix_kernel(name: &str) {
     let allkvm = allkvm_step(r, eevdf, &ctx);
     // The per-kernel figures the issue note wants, one block a kernel.
     println!(
-        "kernel {name} ({}, {}): wall {:.1} s\n  {check}\n  {trace}\n  {report}\n  {allkvm}",
+        "kernel {name} ({}, {}): wall {:.1} s (TCG thread={})\n  {check}\n  {trace}\n  {report}\n  {allkvm}",
         kernel.release,
         kernel.packages.join(" + "),
-        boot.wall.as_secs_f64()
+        boot.wall.as_secs_f64(),
+        qemu.tcg_threads.as_str()
     );
 }
 
