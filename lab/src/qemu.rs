@@ -17,13 +17,14 @@ pub struct Qemu {
     pub mem_mb: u32,
     /// The whole boot, suite included, is killed after this long.
     pub timeout: Duration,
-    /// Boots again (up to this many times) when the kernel died before `/init` reported
-    /// anything. Multi-threaded TCG occasionally lets a vCPU run code another vCPU is
-    /// patching (jump labels at boot): an `Oops: int3` in a random function, seen once in
-    /// about 15 boots of 6.12. The suite itself is never retried.
-    pub early_death_retries: u32,
     /// TCG's threading: `multi` runs each vCPU on a host thread of its own, `single` runs
-    /// them all round-robin on one. `KVMSCOPE_LAB_TCG=single|multi` overrides the default.
+    /// them all round-robin on one. The default is `single`: multi-threaded TCG lets one
+    /// vCPU run a stale translation of text another vCPU is patching (the kernel's
+    /// tracepoint static keys, switched on when probes attach), an `Oops: int3` in a random
+    /// function about once in 15 boots; single-threaded TCG has no such race, and on this
+    /// 2-core host it was no slower (6.1's suite 42.1 s single vs 47.7 s multi, 6.12's
+    /// 112.7 s vs 120.8 s, one after the other under load). `KVMSCOPE_LAB_TCG=single|multi`
+    /// overrides it.
     pub tcg_threads: TcgThreads,
 }
 
@@ -62,8 +63,7 @@ impl Default for Qemu {
             smp: 2,
             mem_mb: 2048,
             timeout: Duration::from_secs(600),
-            early_death_retries: 2,
-            tcg_threads: TcgThreads::Multi,
+            tcg_threads: TcgThreads::Single,
         }
     }
 }
