@@ -1,6 +1,63 @@
 //! Facts about the host a trace was taken on, shown in headers and stored in trace files.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+/// Which KVM backs `/dev/kvm`: the one decoding of the host's KVM backend, stored in trace
+/// files by its lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvmFlavour {
+    /// Intel VT-x (`vmx` CPU flag).
+    Vmx,
+    /// AMD-V (`svm` CPU flag).
+    Svm,
+    /// PVM, a software KVM (`/sys/module/kvm_pvm`): no VMCS, kvm_entry/kvm_exit do not fire.
+    Pvm,
+    /// No `/dev/kvm`, or no backend kvmscope recognises.
+    None,
+    /// Not recorded (a synthetic stream), or a name this version does not know.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl KvmFlavour {
+    /// The name stored in trace files and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvmFlavour::Vmx => "vmx",
+            KvmFlavour::Svm => "svm",
+            KvmFlavour::Pvm => "pvm",
+            KvmFlavour::None => "none",
+            KvmFlavour::Unknown => "unknown",
+        }
+    }
+
+    /// For people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KvmFlavour::Vmx => "Intel VT-x",
+            KvmFlavour::Svm => "AMD-V",
+            KvmFlavour::Pvm => "PVM (software KVM, /sys/module/kvm_pvm)",
+            KvmFlavour::None => "no hardware or PVM backend found",
+            KvmFlavour::Unknown => "not recorded",
+        }
+    }
+
+    /// Whether `kvm:kvm_entry`/`kvm:kvm_exit` fire on this flavour. PVM switches to the
+    /// guest on its own path and never calls them.
+    pub fn fires_entry_exit(self) -> bool {
+        matches!(self, KvmFlavour::Vmx | KvmFlavour::Svm)
+    }
+}
+
+impl fmt::Display for KvmFlavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct HostInfo {
@@ -11,8 +68,7 @@ pub struct HostInfo {
     /// "unknown" without BTF.
     pub scheduler: String,
     pub cpus: u32,
-    /// "vmx", "svm", "pvm" or "none".
-    pub kvm_flavour: String,
+    pub kvm_flavour: KvmFlavour,
     /// Always "CLOCK_MONOTONIC" today; stored so a reader can refuse a clock it does not know.
     pub clock: String,
     /// Host TSC rate, if known (the bundled VMM measures it).
@@ -29,7 +85,7 @@ impl HostInfo {
     /// the `csd:*` tracepoints that show them arrived in Linux 6.4. Decided by whether the
     /// kernel has them, not by its release.
     pub fn vmclear_unattributable(&self) -> Option<&'static str> {
-        (self.kvm_flavour == "vmx" && self.csd_tracepoints == Some(false)).then_some(
+        (self.kvm_flavour == KvmFlavour::Vmx && self.csd_tracepoints == Some(false)).then_some(
             "VMCLEAR attribution needs Linux 6.4 (csd:* tracepoints); everything else works",
         )
     }
@@ -40,20 +96,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flavour_names_round_trip_and_unknown_names_read() {
+        for f in [
+            KvmFlavour::Vmx,
+            KvmFlavour::Svm,
+            KvmFlavour::Pvm,
+            KvmFlavour::None,
+        ] {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.as_str()));
+            assert_eq!(serde_json::from_str::<KvmFlavour>(&json).unwrap(), f);
+        }
+        assert_eq!(
+            serde_json::from_str::<KvmFlavour>("\"tdx\"").unwrap(),
+            KvmFlavour::Unknown
+        );
+    }
+
+    #[test]
     fn vmclear_attribution_needs_vtx_and_the_csd_tracepoints() {
-        let host = |csd: Option<bool>, kvm: &str| HostInfo {
+        let host = |csd: Option<bool>, kvm: KvmFlavour| HostInfo {
             // The release is not looked at: a backport may have csd:* on an older one.
             kernel: "6.1.0-50-amd64".into(),
-            kvm_flavour: kvm.into(),
+            kvm_flavour: kvm,
             csd_tracepoints: csd,
             ..HostInfo::default()
         };
-        assert!(host(Some(false), "vmx")
+        assert!(host(Some(false), KvmFlavour::Vmx)
             .vmclear_unattributable()
             .is_some_and(|w| w.contains("Linux 6.4")));
-        assert_eq!(host(Some(true), "vmx").vmclear_unattributable(), None);
-        assert_eq!(host(Some(false), "svm").vmclear_unattributable(), None);
-        assert_eq!(host(None, "vmx").vmclear_unattributable(), None);
+        assert_eq!(
+            host(Some(true), KvmFlavour::Vmx).vmclear_unattributable(),
+            None
+        );
+        assert_eq!(
+            host(Some(false), KvmFlavour::Svm).vmclear_unattributable(),
+            None
+        );
+        assert_eq!(host(None, KvmFlavour::Vmx).vmclear_unattributable(), None);
         // A recording from before the field existed reads as "not known".
         let old: HostInfo = serde_json::from_str(
             r#"{"hostname":"h","kernel":"6.1.0","scheduler":"CFS","cpus":2,"kvm_flavour":"vmx","clock":"CLOCK_MONOTONIC","tsc_hz":null}"#,

@@ -293,6 +293,10 @@ pub struct VmSnapshot {
     /// Jain's fairness index over weight-normalised shares of its vCPUs (1 = perfectly fair).
     pub fairness: f64,
     pub ended: bool,
+    /// Exits by reason, summed over this process's threads (retired ones included), in
+    /// reason order.
+    #[serde(default)]
+    pub exits: Vec<(String, u64)>,
 }
 
 /// Who ran while a vCPU waited ("CPU ready" with the culprit).
@@ -338,6 +342,10 @@ pub struct Health {
     /// events missing without a lost count (the kernel's tracepoint skips a few on some hosts).
     #[serde(default)]
     pub unpaired_switch_outs: u64,
+    /// Ended threads retired from the model ([`crate::ModelConfig::retire_ended_after_ns`]):
+    /// gone from `vcpus`, their counters kept in their VM's figures.
+    #[serde(default)]
+    pub retired_threads: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }
