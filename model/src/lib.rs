@@ -17,12 +17,14 @@ pub mod synth;
 pub mod task_state;
 pub mod trace_file;
 pub mod transition;
+pub mod vcpu_thread_name;
 
 pub use event::*;
-pub use host::HostInfo;
+pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};
 pub use task_state::{SwitchOut, TaskState};
 pub use transition::{PcpuHolder, Transition};
+pub use vcpu_thread_name::VcpuThreadName;

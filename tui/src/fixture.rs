@@ -38,7 +38,7 @@ pub fn host() -> HostInfo {
         kernel: "6.18.0-test".into(),
         scheduler: "EEVDF".into(),
         cpus: 2,
-        kvm_flavour: "pvm".into(),
+        kvm_flavour: model::KvmFlavour::Pvm,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: Some(2.596e9),
     }
@@ -361,7 +361,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
         }
         series.push(VruntimeSeries {
             tid: v.tid,
-            label: format!("{}/vcpu{}", v.vm.name, v.index),
+            label: model::thread_label(v.vm.name, Some(v.index), &""),
             points,
         });
     }
