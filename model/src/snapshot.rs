@@ -338,6 +338,10 @@ pub struct Health {
     /// events missing without a lost count (the kernel's tracepoint skips a few on some hosts).
     #[serde(default)]
     pub unpaired_switch_outs: u64,
+    /// Counter samples folded in: non-zero when the figures come from the kernel's counters
+    /// (no BPF), where views without switch events (lanes, resume latency) have nothing.
+    #[serde(default)]
+    pub counter_samples: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }

@@ -47,6 +47,8 @@ pub(super) struct Task {
     pub(super) exits: ExitTracker,
     /// Who kept it waiting, and for how long.
     pub(super) culprits: Vec<(Owner, u64)>,
+    /// Its previous counter sample (counters mode), `None` until the first.
+    pub(super) sampled: Option<super::counters::SampleMemo>,
     /// Its distributions were dropped ([`ModelConfig::shed_ended_after_ns`]).
     pub(super) shed: bool,
 }
@@ -218,6 +220,7 @@ impl Model {
             resume: ResumeTracker::default(),
             exits: ExitTracker::default(),
             culprits: Vec::new(),
+            sampled: None,
             shed: false,
         });
         self.log_thread(slot, ti);

@@ -143,12 +143,14 @@ impl Model {
         let now = self.now;
         let secs = elapsed as f64 / 1e9;
         let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-        let migrations = if self.health.saw_migrate {
+        let migrations = if self.health.saw_migrate || t.sampled.is_some() {
             c.migrate_events
         } else {
             c.pcpu_changes
         };
-        let lag = if t.is_runnable() || t.state == TState::Sleeping {
+        let lag = if self.sampled_only(i) {
+            self.sampled_lag(i)
+        } else if t.is_runnable() || t.state == TState::Sleeping {
             let min = self
                 .tasks
                 .iter()
@@ -175,7 +177,7 @@ impl Model {
             tid: t.tid,
             comm: t.comm.to_string(),
             state: Some(state),
-            pcpu: (t.state != TState::Unknown).then_some(t.cpu),
+            pcpu: (t.state != TState::Unknown || t.sampled.is_some()).then_some(t.cpu),
             vruntime: t.clock.vruntime,
             lag,
             weight: t.weight,

@@ -18,6 +18,9 @@ use integer_encoding::VarInt;
 
 use crate::event::*;
 
+mod counter_sample;
+use counter_sample::K_COUNTER_SAMPLE;
+
 /// Kind codes (low nibble of the tag byte). Stable: part of format version 1.
 const K_SCHED_SWITCH: u8 = 0;
 const K_WAKEUP: u8 = 1;
@@ -80,6 +83,8 @@ struct TidMemo {
     /// Run-queue wait seen in the stream since its last `run_delay` was coded: the kernel adds
     /// just that to `run_delay`, give or take the µs its clock starts before the tracepoint.
     waited: u64,
+    /// This tid's last counter sample (deltas are coded from it).
+    sample: CounterSample,
 }
 
 /// State shared (mirrored) by encoder and decoder; reset at every chunk.
@@ -568,6 +573,7 @@ impl ChunkEncoder {
                 self.tag(K_OBSERVATION_END, None);
                 self.ts(e.ts);
             }
+            Event::CounterSample(e) => self.counter_sample(e),
         }
     }
 
@@ -1101,6 +1107,7 @@ impl<'a> ChunkDecoder<'a> {
                 Event::VmEnded(VmEnded { ts, pid, vm })
             }
             K_OBSERVATION_END => Event::ObservationEnd(ObservationEnd { ts: self.ts()? }),
+            K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
             _ => return Err(DecodeError("unknown event kind")),
         };
         Ok(Some(ev))
@@ -1111,7 +1118,7 @@ impl<'a> ChunkDecoder<'a> {
 mod tests {
     use super::*;
 
-    fn round_trip(events: &[Event]) -> Vec<Event> {
+    pub(super) fn round_trip(events: &[Event]) -> Vec<Event> {
         let mut enc = ChunkEncoder::default();
         for e in events {
             enc.push(e);
