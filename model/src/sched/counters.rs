@@ -101,24 +101,24 @@ impl Model {
     /// Whether thread slot `i` is known from counter samples only (no switch has placed it).
     pub(super) fn sampled_only(&self, i: usize) -> bool {
         let t = &self.tasks[i];
-        t.sampled.is_some() && t.state == TState::Unknown
+        t.sampled.is_some() && matches!(t.state, TState::Unknown | TState::Exited)
     }
 
     /// Lag at the last sample point of a sampled thread: its vruntime minus the smallest
-    /// among the live sampled threads last seen on the same pCPU (vruntimes of different run
-    /// queues are not comparable).
+    /// among the sampled threads last seen on the same pCPU and still tracked then (running
+    /// on, or ended at the same instant: a session's close). Vruntimes of different run
+    /// queues are not comparable.
     pub(super) fn sampled_lag(&self, i: usize) -> i64 {
         let t = &self.tasks[i];
         let min = self
             .tasks
             .iter()
             .enumerate()
-            .filter(|(j, o)| self.sampled_only(*j) && o.cpu == t.cpu)
+            .filter(|(j, o)| self.sampled_only(*j) && o.cpu == t.cpu && o.ended_at == t.ended_at)
             .map(|(_, o)| o.clock.vruntime)
             .min();
         min.map_or(0, |m| {
-            (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
-                as i64
+            (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
         })
     }
 }

@@ -58,7 +58,10 @@ impl ChunkEncoder {
         self.i(SE, delta(e.vruntime, prev.vruntime));
         self.i(VAL, delta(e.timeslices, prev.timeslices));
         self.i(VAL, delta(e.voluntary_switches, prev.voluntary_switches));
-        self.i(VAL, delta(e.involuntary_switches, prev.involuntary_switches));
+        self.i(
+            VAL,
+            delta(e.involuntary_switches, prev.involuntary_switches),
+        );
         self.i(VAL, delta(e.migrations, prev.migrations));
         if flags & SAME_WEIGHT == 0 {
             self.u(VAL, e.weight as u64);
@@ -160,7 +163,11 @@ mod tests {
     fn samples_round_trip_as_deltas() {
         let mut events = Vec::new();
         for k in 0..50u64 {
-            events.push(Event::CounterSample(sample(k * 1_000_000_000, 7, k * 600_000_000)));
+            events.push(Event::CounterSample(sample(
+                k * 1_000_000_000,
+                7,
+                k * 600_000_000,
+            )));
             let mut other = sample(k * 1_000_000_000 + 5, 8, k * 300_000_000);
             other.weight = if k % 10 == 0 { 335 } else { 1024 };
             other.cpu = (k % 20) as u32;
