@@ -213,6 +213,10 @@ pub struct VcpuSnapshot {
     /// The thread has exited or its VM has ended: its figures are final.
     #[serde(default)]
     pub ended: bool,
+    /// Counters mode: the time of the sample its figures end at (they cover
+    /// `[sampled_at - elapsed_ns, sampled_at]`); `None` where switch events placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<u64>,
     /// Latency distributions as buckets (histogram sinks); JSON reports leave them out.
     #[serde(default, skip_serializing)]
     pub latency_buckets: VcpuLatencyBuckets,

@@ -104,6 +104,13 @@ impl Model {
         t.sampled.is_some() && matches!(t.state, TState::Unknown | TState::Exited)
     }
 
+    /// The time of a sampled-only thread's last sample: where its figures end.
+    pub(super) fn sampled_end(&self, i: usize) -> Option<u64> {
+        self.sampled_only(i)
+            .then(|| self.tasks[i].sampled.map(|m| m.ts))
+            .flatten()
+    }
+
     /// Lag at the last sample point of a sampled thread: its vruntime minus the smallest
     /// among the sampled threads last seen on the same pCPU and still tracked then (running
     /// on, or ended at the same instant: a session's close). Vruntimes of different run
@@ -219,6 +226,8 @@ mod tests {
         assert_eq!(v0.switches, 9);
         assert_eq!(v0.migrations, 3);
         assert_eq!(v0.vruntime, (5 * S + 1_800_000_000) / 2);
+        assert_eq!(v0.sampled_at, Some(4 * S));
+        assert_eq!(v0.elapsed_ns, 3 * S);
         assert!((v0.cpu_share - 0.6).abs() < 1e-9, "{}", v0.cpu_share);
         assert_eq!(v1.run_ns, 900_000_000);
         assert_eq!(v1.wait_ns, 1_800_000_000);

@@ -118,8 +118,10 @@ impl Model {
         };
         self.tasks
             .iter()
-            .map(|t| {
-                let end = t.end_or(now);
+            .enumerate()
+            .map(|(i, t)| {
+                // A sampled thread's figures stand as of its last sample.
+                let end = self.sampled_end(i).unwrap_or_else(|| t.end_or(now));
                 let total = t.cum_at(end);
                 match win_ns {
                     None => (total, end.saturating_sub(t.first_seen)),
@@ -207,6 +209,7 @@ impl Model {
             guest_gap_ns: c.gap_ns,
             elapsed_ns: elapsed,
             ended: t.state == TState::Exited || t.exiting,
+            sampled_at: self.sampled_end(i),
             latency_buckets: VcpuLatencyBuckets {
                 wait: t.clock.wait_hist.buckets(),
                 resume_same_pcpu: t.resume.same.buckets(),
