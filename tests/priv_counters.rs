@@ -246,3 +246,105 @@ fn counters_mode_starts_by_itself_without_bpf_capabilities() {
     assert_eq!(doc["source"]["extra"]["probes"], false, "{}", doc["source"]);
     assert_matches_kernel(&doc, &readings);
 }
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rows of the vCPU table: `│A batch/0 ...`.
+fn vcpu_rows(screen: &str) -> Vec<&str> {
+    screen
+        .lines()
+        .filter(|l| {
+            let mut c = l.chars();
+            c.next() == Some('│')
+                && c.next().is_some_and(|ch| ch.is_ascii_alphabetic())
+                && c.next() == Some(' ')
+        })
+        .collect()
+}
+
+/// The vruntime chart's braille cells, line by line.
+fn chart(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .map(|l| {
+            l.chars()
+                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+                .collect()
+        })
+        .collect()
+}
+
+/// `demo --no-bpf` in tmux: vCPU rows and the vruntime chart move at each sample, the lanes
+/// and resume-latency panels say they need BPF, `q` exits with status 0.
+#[test]
+fn dashboard_no_bpf_moves_and_names_what_needs_bpf() {
+    if !privileged(Privilege::Kvm) {
+        return;
+    }
+    assert!(
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "tmux is needed for this test (apt-get install tmux)"
+    );
+    let dir = TempDir::new("priv-counters-tui");
+    let rc = dir.path("rc");
+    let script = format!(
+        "'{}' demo --no-bpf --sample-every 250ms --log-file '{}'; echo $? > '{}'; sleep 60",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        dir.path("log").display(),
+        rc.display()
+    );
+    let tmux = Tmux::start(
+        format!("kvmscope-counters-{}", std::process::id()),
+        "tui",
+        &script,
+    );
+    let mut first = String::new();
+    wait_for(
+        "vCPU rows and vruntime lines",
+        Duration::from_secs(30),
+        || {
+            first = tmux.capture();
+            vcpu_rows(&first).len() >= 3
+                && chart(&first).iter().map(|l| l.len()).sum::<usize>() > 10
+        },
+    );
+    let mut second = String::new();
+    wait_for(
+        "the rows and the chart to move",
+        Duration::from_secs(5),
+        || {
+            second = tmux.capture();
+            vcpu_rows(&first) != vcpu_rows(&second) && chart(&first) != chart(&second)
+        },
+    );
+    assert!(
+        second.contains("pCPU lanes need switch events, which need BPF"),
+        "lanes panel should say it needs BPF:\n{second}"
+    );
+    assert!(
+        second.contains("resume latency and its split by placement need"),
+        "resume latency panel should say it needs BPF:\n{second}"
+    );
+    tmux.keys("q");
+    wait_for("kvmscope to exit", Duration::from_secs(20), || {
+        std::fs::read_to_string(&rc).is_ok_and(|s| !s.trim().is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&rc).unwrap().trim(),
+        "0",
+        "demo --no-bpf exit status; log:\n{}",
+        std::fs::read_to_string(dir.path("log")).unwrap_or_default()
+    );
+}
