@@ -193,6 +193,13 @@ pub struct ReplayArgs {
     /// Playback speed (1 = real time).
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// Also replay the recording's demand through this scheduler (cfs, eevdf, o1, on,
+    /// credit, sedf) and show that run beside the recorded one (`m` switches).
+    #[arg(long, value_name = "POLICY")]
+    pub simulate: Option<String>,
+    /// A parameter of the `--simulate` policy, NAME=VALUE (as `simulate --param`); repeatable.
+    #[arg(long, value_name = "NAME=VALUE", requires = "simulate")]
+    pub param: Vec<String>,
     /// Write logs here (never to the screen).
     #[arg(long)]
     pub log_file: Option<PathBuf>,

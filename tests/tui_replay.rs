@@ -180,3 +180,79 @@ fn replay_exits_when_its_terminal_goes_away() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `replay FILE --simulate credit`: the dashboard opens on the recording, `m` shows the
+/// simulated run (its policy in the header, the lanes redrawn) and `m` again the recording.
+/// A policy that does not exist is one clear line and a failure, before any screen.
+#[test]
+fn replay_switches_to_a_simulated_run_and_back() {
+    let tag = format!("{}-sim", std::process::id());
+    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("demo.kst");
+    write_recording(&trace);
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["replay", trace.to_str().unwrap(), "--simulate", "nosuch"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains("nosuch") && !err.contains("panicked"), "{err}");
+
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let rc = dir.join("rc");
+    let script = format!(
+        "'{}' replay '{}' --simulate credit --speed 4; echo $? > '{}'; sleep 120",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        trace.display(),
+        rc.display()
+    );
+    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
+    let recorded = wait_for_screen(&tmux, "the recorded run", |s| {
+        s.contains("recorded run (m: simulated)") && s.contains("vm0/0")
+    });
+    assert!(recorded
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .contains("EEVDF"));
+
+    tmux.keys("m");
+    let simulated = wait_for_screen(&tmux, "the simulated run", |s| {
+        s.contains("SIMULATED run (m: recorded)")
+    });
+    assert!(
+        simulated
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("simulated credit"),
+        "{simulated}"
+    );
+    assert!(simulated.contains("pCPU lanes") && simulated.contains("vruntime"));
+
+    tmux.keys("m");
+    wait_for_screen(&tmux, "the recorded run again", |s| {
+        s.contains("recorded run (m: simulated)")
+    });
+    tmux.keys("q");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&rc).is_ok_and(|s| !s.trim().is_empty()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "replay did not exit after q"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,4 +1,5 @@
-//! `kvmscope replay FILE`: the dashboard over a recording, with play/pause, speed and seek.
+//! `kvmscope replay FILE [--simulate POLICY]`: the dashboard over a recording, with play/pause,
+//! speed and seek, and optionally a simulated run of its demand to switch to.
 //! The file is read into memory first (events are small and `Copy`-sized), so seeking is a
 //! refold of the model rather than file I/O.
 
@@ -16,6 +17,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
+    // A wrong policy or parameter fails before the file is read or the screen taken.
+    let simulate = match &args.simulate {
+        Some(policy) => Some((
+            simulate::PolicyKind::parse(policy)?,
+            simulate::Params::parse(&args.param)?,
+        )),
+        None => None,
+    };
     let mut source = FileSource::open(&args.file)?;
     let mut events = Vec::new();
     while source
@@ -36,6 +45,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     );
     let host = source.host().clone();
     let label = source.describe();
-    tui::run_replay(events, host, label, args.speed, opts).context("dashboard failed")?;
+    let simulated = match &simulate {
+        Some((kind, params)) => Some(
+            super::simulate::simulated_run(&events, host.cpus, *kind, params)
+                .with_context(|| args.file.display().to_string())?,
+        ),
+        None => None,
+    };
+    tui::run_replay(events, host, label, args.speed, simulated, opts)
+        .context("dashboard failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,25 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
     })
 }
 
+/// `events`' demand replayed through one policy on `pcpus` pCPUs, for the dashboard to show
+/// beside the recording (`replay FILE --simulate POLICY`).
+pub fn simulated_run(
+    events: &[Event],
+    pcpus: u32,
+    kind: PolicyKind,
+    params: &Params,
+) -> anyhow::Result<tui::SimulatedRun> {
+    let mut fold = DemandFold::default().with_pcpus(pcpus);
+    fold.ingest_batch(events);
+    let demand = fold.finish();
+    simulate::check_inputs(&demand, pcpus)?;
+    let (events, _) = simulate::simulate(kind, &demand, pcpus, params)?;
+    Ok(tui::SimulatedRun {
+        label: format!("simulated {} ({})", kind.name(), kind.describe()),
+        events,
+    })
+}
+
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let kinds = PolicyKind::parse_list(&args.policy)?;
     let params = Params::parse(&args.param)?;

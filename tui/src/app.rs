@@ -6,6 +6,8 @@ use std::sync::Arc;
 use model::{HostInfo, Snapshot, VcpuSnapshot};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use crate::replay_keys::{self, ReplayKey};
+
 /// Time windows `+`/`-` step through, seconds.
 pub const ZOOM_STEPS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
 const DEFAULT_ZOOM: usize = 3;
@@ -79,6 +81,8 @@ pub struct ReplayStatus {
     /// Position from the recording's first event, ns.
     pub position_ns: u64,
     pub length_ns: u64,
+    /// The snapshot is of the simulated run, not the recording.
+    pub simulated: bool,
 }
 
 /// What the UI asks of a replay reader.
@@ -90,6 +94,8 @@ pub enum ReplayCommand {
     SeekBy(i64),
     /// Absolute seek from the first event, ns.
     SeekTo(u64),
+    /// Show the simulated run (true) or the recording.
+    ShowSimulated(bool),
 }
 
 /// What a key press asks of the loop beyond changing the [`App`].
@@ -137,6 +143,10 @@ pub struct App {
     /// Notes from the source itself (a tracepoint missing, a damaged file), shown beside the
     /// model's.
     pub notes: Vec<String>,
+    /// Replay with `--simulate`: how the simulated run is named (`m` switches to it).
+    pub simulated_label: Option<String>,
+    /// Replay: a switch of run asked for but not yet confirmed by the reader.
+    asked_simulated: Option<bool>,
     pub quit: bool,
 }
 
@@ -159,6 +169,8 @@ impl App {
             asked_playing: None,
             clock: None,
             notes: Vec::new(),
+            simulated_label: None,
+            asked_simulated: None,
             quit: false,
         }
     }
@@ -180,6 +192,9 @@ impl App {
                 _ => self.asked_playing = None,
             }
             self.paused = !r.playing;
+            if self.asked_simulated == Some(r.simulated) {
+                self.asked_simulated = None;
+            }
             self.replay = Some(r);
         }
         if self.mode == Mode::Replay || !self.paused {
@@ -337,23 +352,42 @@ impl App {
 
     fn replay_key(&mut self, code: KeyCode) -> Action {
         let speed = self.replay.map_or(1.0, |r| r.speed);
-        let command = match code {
-            KeyCode::Right => ReplayCommand::SeekBy(SEEK_STEP_NS),
-            KeyCode::Left => ReplayCommand::SeekBy(-SEEK_STEP_NS),
-            KeyCode::Home => ReplayCommand::SeekTo(0),
-            KeyCode::End => ReplayCommand::SeekTo(u64::MAX),
-            KeyCode::Char('>') | KeyCode::Char('.') => {
-                ReplayCommand::Speed((speed * 2.0).min(64.0))
+        let Some(key) = replay_keys::lookup(code) else {
+            return Action::None;
+        };
+        let command = match key {
+            ReplayKey::SeekForward => ReplayCommand::SeekBy(SEEK_STEP_NS),
+            ReplayKey::SeekBack => ReplayCommand::SeekBy(-SEEK_STEP_NS),
+            ReplayKey::Start => ReplayCommand::SeekTo(0),
+            ReplayKey::End => ReplayCommand::SeekTo(u64::MAX),
+            ReplayKey::Faster => ReplayCommand::Speed((speed * 2.0).min(64.0)),
+            ReplayKey::Slower => ReplayCommand::Speed((speed / 2.0).max(1.0 / 64.0)),
+            ReplayKey::SwitchRun if self.simulated_label.is_some() => {
+                let showing = self
+                    .asked_simulated
+                    .unwrap_or_else(|| self.showing_simulated());
+                self.asked_simulated = Some(!showing);
+                ReplayCommand::ShowSimulated(!showing)
             }
-            KeyCode::Char('<') | KeyCode::Char(',') => {
-                ReplayCommand::Speed((speed / 2.0).max(1.0 / 64.0))
-            }
-            _ => return Action::None,
+            ReplayKey::SwitchRun => return Action::None,
         };
         if let (ReplayCommand::Speed(s), Some(r)) = (command, self.replay.as_mut()) {
             r.speed = s;
         }
         Action::Replay(command)
+    }
+
+    /// The snapshot on screen is of the simulated run.
+    pub fn showing_simulated(&self) -> bool {
+        self.replay.is_some_and(|r| r.simulated)
+    }
+
+    /// The scheduler the snapshot on screen ran under: the host's, or the simulated policy.
+    pub fn scheduler_label(&self) -> &str {
+        match &self.simulated_label {
+            Some(label) if self.showing_simulated() => label,
+            _ => &self.host.scheduler,
+        }
     }
 
     /// `tab` cycles all → first VM → ... → last VM → all.
@@ -517,6 +551,7 @@ mod tests {
             speed: 1.0,
             position_ns: 0,
             length_ns: 10,
+            simulated: false,
         };
         app.update(Update {
             snapshot: Arc::new(fixture::demo_snapshot()),

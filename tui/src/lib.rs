@@ -2,6 +2,7 @@
 //!
 //! - [`app`]: dashboard state and key handling (no drawing);
 //! - [`view`]: one widget per panel, and [`view::Dashboard`] that lays them out;
+//! - [`replay`]: the replay reader (a recording, and a simulated run beside it);
 //! - [`run`](mod@run): the loop that folds a [`model::Source`] into a [`model::Model`] on one
 //!   thread and draws snapshots on a tick from another.
 //!
@@ -11,14 +12,19 @@
 pub mod app;
 pub mod fixture;
 pub mod fmt;
+pub mod replay;
+mod replay_keys;
 pub mod run;
 mod stderr;
 pub mod theme;
 pub mod view;
 
 pub use app::{App, Mode};
+pub use replay::SimulatedRun;
 pub use run::{run_live, run_replay, RunOptions, TuiError};
 pub use theme::Theme;
 
+#[cfg(test)]
+mod replay_snapshot_tests;
 #[cfg(test)]
 mod snapshot_tests;

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use model::{Event, HostInfo, Model, ModelConfig, Source, SourceError, Window};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 
-use crate::app::{Action, App, Mode, ReplayCommand, ReplayStatus, Update};
+use crate::app::{Action, App, Mode, ReplayCommand, Update};
+use crate::replay::{ReplayFeed, SimulatedRun};
 use crate::stderr::StderrRedirect;
 use crate::theme::Theme;
 use crate::view::Dashboard;
@@ -80,7 +81,7 @@ impl RunOptions {
 }
 
 /// The window the dashboard's per-vCPU figures (shares, rates) cover.
-const STATS_WINDOW: Window = Window::LastTenSeconds;
+pub(crate) const STATS_WINDOW: Window = Window::LastTenSeconds;
 
 /// Reader side of the loop: folds events and answers for snapshots.
 pub trait Feed {
@@ -129,139 +130,29 @@ impl Feed for LiveFeed {
     }
 }
 
-/// A recording held in memory, played against the model at a chosen speed. Seeking forward
-/// folds ahead; seeking back refolds from the start (the model is cheap to rebuild next to
-/// reading a file, and holds no state that could be rewound).
-pub struct ReplayFeed {
-    events: Vec<Event>,
-    pos: usize,
-    model: Model,
-    first_ts: u64,
-    last_ts: u64,
-    /// Trace time played up to, absolute ns.
-    cursor: u64,
-    playing: bool,
-    speed: f64,
-    last_wall: Instant,
-}
-
-impl ReplayFeed {
-    /// `events` in file order (roughly time-ordered; the model's reorder window absorbs the
-    /// rest).
-    pub fn new(events: Vec<Event>, speed: f64) -> Self {
-        let first_ts = events.iter().map(Event::ts).min().unwrap_or(0);
-        let last_ts = events.iter().map(Event::ts).max().unwrap_or(0);
-        ReplayFeed {
-            events,
-            pos: 0,
-            model: Model::new(ModelConfig::default()),
-            first_ts,
-            last_ts,
-            cursor: first_ts,
-            playing: true,
-            speed: speed.clamp(1.0 / 64.0, 64.0),
-            last_wall: Instant::now(),
-        }
-    }
-
-    pub fn status(&self) -> ReplayStatus {
-        ReplayStatus {
-            playing: self.playing,
-            speed: self.speed,
-            position_ns: self.cursor - self.first_ts,
-            length_ns: self.last_ts - self.first_ts,
-        }
-    }
-
-    /// Fold every event up to `ts` (inclusive).
-    fn fold_to(&mut self, ts: u64) {
-        let end = self.pos + self.events[self.pos..].partition_point(|e| e.ts() <= ts);
-        if end > self.pos {
-            self.model.ingest_batch(&self.events[self.pos..end]);
-            self.pos = end;
-        }
-        if self.pos == self.events.len() {
-            self.model.finish();
-        }
-    }
-
-    fn seek(&mut self, target: u64) {
-        let target = target.clamp(self.first_ts, self.last_ts);
-        if target < self.cursor {
-            self.model = Model::new(ModelConfig::default());
-            self.pos = 0;
-        }
-        self.cursor = target;
-        self.fold_to(target);
-    }
-}
-
-impl Feed for ReplayFeed {
-    fn pump(&mut self, budget: Duration) -> Result<bool, SourceError> {
-        let now = Instant::now();
-        let wall = now.duration_since(self.last_wall);
-        self.last_wall = now;
-        if self.playing && self.cursor < self.last_ts {
-            let advance = (wall.as_nanos() as f64 * self.speed) as u64;
-            self.cursor = self.cursor.saturating_add(advance).min(self.last_ts);
-            self.fold_to(self.cursor);
-        }
-        if self.cursor >= self.last_ts {
-            self.playing = false;
-        }
-        // Nothing else to wait for: sleep out the budget instead of spinning.
-        thread::sleep(budget);
-        Ok(true)
-    }
-
-    fn command(&mut self, command: ReplayCommand) {
-        match command {
-            ReplayCommand::Play(on) => {
-                // Playing from the end starts over.
-                if on && self.cursor >= self.last_ts {
-                    self.seek(self.first_ts);
-                }
-                self.playing = on;
-                self.last_wall = Instant::now();
-            }
-            ReplayCommand::Speed(s) => self.speed = s.clamp(1.0 / 64.0, 64.0),
-            ReplayCommand::SeekBy(d) => {
-                let target = if d < 0 {
-                    self.cursor.saturating_sub(d.unsigned_abs())
-                } else {
-                    self.cursor.saturating_add(d as u64)
-                };
-                self.seek(target);
-            }
-            ReplayCommand::SeekTo(off) => self.seek(self.first_ts.saturating_add(off)),
-        }
-    }
-
-    fn update(&mut self, ended: bool) -> Update {
-        Update {
-            snapshot: Arc::new(self.model.snapshot_window(STATS_WINDOW)),
-            replay: Some(self.status()),
-            ended: ended || self.pos == self.events.len(),
-        }
-    }
-}
-
 /// Open the dashboard on a live source until `q`, a signal, `opts.duration` or an error.
 pub fn run_live(source: Box<dyn Source>, opts: RunOptions) -> Result<(), TuiError> {
     let app = App::new(Mode::Live, source.host().clone(), source.describe());
     run(app, LiveFeed::new(source), opts)
 }
 
-/// Open the dashboard on a recording read into memory.
+/// Open the dashboard on a recording read into memory, with a simulated run of its demand
+/// to switch to when one is given.
 pub fn run_replay(
     events: Vec<Event>,
     host: HostInfo,
     label: String,
     speed: f64,
+    simulated: Option<SimulatedRun>,
     opts: RunOptions,
 ) -> Result<(), TuiError> {
-    let app = App::new(Mode::Replay, host, label);
-    run(app, ReplayFeed::new(events, speed), opts)
+    let mut app = App::new(Mode::Replay, host, label);
+    let mut feed = ReplayFeed::new(events, speed);
+    if let Some(sim) = simulated {
+        app.simulated_label = Some(sim.label);
+        feed = feed.with_simulated(sim.events);
+    }
+    run(app, feed, opts)
 }
 
 /// The loop itself, for any feed.
@@ -526,64 +417,6 @@ fn wall_clock() -> String {
 mod tests {
     use super::*;
     use model::synth;
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn replay_seeks_forward_and_back_to_the_same_picture() {
-        let events = synth::demo_stream(4.0);
-        let mut feed = ReplayFeed::new(events.clone(), 1.0);
-        feed.command(ReplayCommand::SeekTo(3 * S));
-        assert_eq!(feed.status().position_ns, 3 * S);
-        feed.command(ReplayCommand::SeekBy(-2 * S as i64));
-        assert_eq!(feed.status().position_ns, S);
-        let back = feed.update(false).snapshot;
-
-        let mut direct = ReplayFeed::new(events, 1.0);
-        direct.command(ReplayCommand::SeekTo(S));
-        let fresh = direct.update(false).snapshot;
-        assert_eq!(
-            back, fresh,
-            "seeking back must refold to exactly the same state"
-        );
-        assert!(!fresh.vcpus.is_empty());
-        assert!(fresh.ts > fresh.start);
-    }
-
-    #[test]
-    fn replay_pause_holds_position_and_play_at_end_restarts() {
-        let mut feed = ReplayFeed::new(synth::demo_stream(2.0), 64.0);
-        feed.command(ReplayCommand::Play(false));
-        feed.command(ReplayCommand::SeekTo(S / 2));
-        thread::sleep(Duration::from_millis(20));
-        feed.pump(Duration::ZERO).unwrap();
-        assert_eq!(
-            feed.status().position_ns,
-            S / 2,
-            "paused replay must not move"
-        );
-        assert!(!feed.status().playing);
-
-        feed.command(ReplayCommand::SeekTo(u64::MAX));
-        let status = feed.status();
-        assert_eq!(status.position_ns, status.length_ns);
-        assert!(feed.update(false).ended);
-        feed.command(ReplayCommand::Play(true));
-        assert_eq!(feed.status().position_ns, 0, "play at the end starts over");
-        assert!(feed.status().playing);
-    }
-
-    #[test]
-    fn replay_plays_at_the_chosen_speed() {
-        let mut feed = ReplayFeed::new(synth::demo_stream(3.0), 1.0);
-        feed.command(ReplayCommand::Speed(32.0));
-        feed.command(ReplayCommand::Play(true));
-        thread::sleep(Duration::from_millis(30));
-        feed.pump(Duration::ZERO).unwrap();
-        // 30+ ms at 32x is about a second of trace time; allow for a slow machine.
-        let pos = feed.status().position_ns;
-        assert!(pos >= 900_000_000, "position after 30 ms at 32x: {pos} ns");
-    }
 
     #[test]
     fn fold_loop_publishes_on_the_tick_and_stops_at_the_source_end() {

@@ -44,7 +44,7 @@ fn demo_app() -> App {
     app_with(fixture::demo_snapshot())
 }
 
-fn draw(
+pub(crate) fn draw(
     width: u16,
     height: u16,
     render: impl FnOnce(ratatui::layout::Rect, &mut ratatui::buffer::Buffer),
@@ -63,7 +63,7 @@ fn draw(
     (buffer_text(&buf), buf)
 }
 
-fn dashboard(app: &App, theme: Theme, w: u16, h: u16) -> String {
+pub(crate) fn dashboard(app: &App, theme: Theme, w: u16, h: u16) -> String {
     draw(w, h, |area, buf| Dashboard { app, theme }.render(area, buf)).0
 }
 
@@ -112,6 +112,7 @@ fn header_replay() {
         speed: 0.5,
         position_ns: 12_500_000_000,
         length_ns: 60_000_000_000,
+        simulated: false,
     };
     app.update(Update {
         snapshot: Arc::new(fixture::demo_snapshot()),

@@ -32,7 +32,7 @@ impl Widget for &Header<'_> {
             Span::raw(sep),
             Span::raw(format!("kernel {}", or_dash(&host.kernel))),
             Span::raw(sep),
-            Span::raw(or_dash(&host.scheduler).to_string()),
+            Span::raw(or_dash(app.scheduler_label()).to_string()),
             Span::raw(sep),
             Span::raw(format!("{} pCPUs", host.cpus)),
         ];
@@ -69,6 +69,15 @@ impl Widget for &Header<'_> {
                     ),
                     t.title(),
                 ));
+                second.push(Span::raw("  "));
+            }
+            if app.simulated_label.is_some() {
+                let run = if app.showing_simulated() {
+                    "SIMULATED run (m: recorded)"
+                } else {
+                    "recorded run (m: simulated)"
+                };
+                second.push(Span::styled(run, t.warn()));
                 second.push(Span::raw("  "));
             }
         } else if app.paused {

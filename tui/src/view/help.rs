@@ -6,6 +6,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Clear, Paragraph, Widget, Wrap};
 
 use crate::app::{App, Mode};
+use crate::replay_keys;
 use crate::theme::Theme;
 
 pub struct HelpPopup<'a> {
@@ -26,11 +27,9 @@ impl Widget for &HelpPopup<'_> {
             Line::from("q        quit (also ctrl-c)"),
         ];
         if self.app.mode == Mode::Replay {
-            lines.extend([
-                Line::from("← / →    seek 5 s back / forward"),
-                Line::from("home/end jump to start / end"),
-                Line::from("< / >    half / double speed"),
-            ]);
+            lines.extend(
+                replay_keys::help_lines(self.app.simulated_label.is_some()).map(Line::from),
+            );
         }
         lines.extend([
             Line::from(""),

@@ -7,7 +7,8 @@
 //! CPUs) and whether a task clock follows; the figures go to the stream of their kind
 //! (kernel clocks to `SE`, counts to `VAL`).
 
-use super::*;
+use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
+use crate::event::{CounterSample, Event};
 
 /// Kind code (low nibble of the tag byte); added in format version 1 without a bump: readers
 /// before it refuse a file that has one with "unknown event kind", never misread it.
@@ -139,6 +140,7 @@ impl ChunkDecoder<'_> {
 mod tests {
     use super::super::tests::round_trip;
     use super::*;
+    use crate::event::CounterSample;
 
     fn sample(ts: u64, tid: u32, run: u64) -> CounterSample {
         CounterSample {

@@ -1,0 +1,108 @@
+//! Bookkeeping records: lost-event counts, task info, VM end, observation end. Each kind's
+//! encode and decode sit side by side.
+
+use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
+use super::{K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
+use crate::event::{Lost, ObservationEnd, Schedstat, TaskInfo, VmEnded};
+
+/// Task-info tag bit (high nibble, where other kinds keep their CPU): the thread's schedstat
+/// at tracking start follows. Older files never set it.
+pub(super) const TASK_INFO_HAS_SCHEDSTAT: u8 = 0x10;
+
+impl ChunkEncoder {
+    pub(super) fn lost(&mut self, e: &Lost) {
+        self.tag(K_LOST, Some(e.cpu));
+        self.ts(e.ts);
+        self.u(VAL, e.count);
+    }
+
+    pub(super) fn task_info(&mut self, e: &TaskInfo) {
+        // A task-info record has no CPU: the tag's high nibble says whether the thread's
+        // schedstat at tracking start follows.
+        let mut tag = K_TASK_INFO;
+        if e.schedstat.is_some() {
+            tag |= TASK_INFO_HAS_SCHEDSTAT;
+        }
+        self.byte(TAG, tag);
+        self.ts(e.ts);
+        self.u(ID, e.tid as u64);
+        self.u(ID, e.pid as u64);
+        self.comm(&e.comm);
+        self.string(&e.vm);
+        self.u(ID, e.vcpu.map_or(0, |v| v as u64 + 1));
+        self.i(VAL, e.nice as i64);
+        if let Some(s) = e.schedstat {
+            self.u(SE, s.run_ns);
+            self.u(SE, s.wait_ns);
+        }
+        let m = self.st.memo_mut(e.tid);
+        m.pid = e.pid;
+        m.comm = e.comm;
+    }
+
+    pub(super) fn vm_ended(&mut self, e: &VmEnded) {
+        self.tag(K_VM_ENDED, None);
+        self.ts(e.ts);
+        self.u(ID, e.pid as u64);
+        self.string(&e.vm);
+    }
+
+    pub(super) fn observation_end(&mut self, e: &ObservationEnd) {
+        self.tag(K_OBSERVATION_END, None);
+        self.ts(e.ts);
+    }
+}
+
+impl ChunkDecoder<'_> {
+    pub(super) fn lost(&mut self, cpu: u32) -> DResult<Lost> {
+        let ts = self.ts()?;
+        let count = self.u(VAL)?;
+        Ok(Lost { ts, cpu, count })
+    }
+
+    /// `tag` is the whole tag byte: its high nibble carries [`TASK_INFO_HAS_SCHEDSTAT`].
+    pub(super) fn task_info(&mut self, tag: u8) -> DResult<TaskInfo> {
+        let ts = self.ts()?;
+        let tid = self.u32(ID)?;
+        let pid = self.u32(ID)?;
+        let comm = self.comm()?;
+        let vm = self.string()?;
+        let vcpu = match self.u(ID)? {
+            0 => None,
+            v => Some(u32::try_from(v - 1).map_err(|_| DecodeError("vcpu index"))?),
+        };
+        let nice = i32::try_from(self.i(VAL)?).map_err(|_| DecodeError("nice"))?;
+        let schedstat = if tag & TASK_INFO_HAS_SCHEDSTAT != 0 {
+            Some(Schedstat {
+                run_ns: self.u(SE)?,
+                wait_ns: self.u(SE)?,
+            })
+        } else {
+            None
+        };
+        let m = self.st.memo_mut(tid);
+        m.pid = pid;
+        m.comm = comm;
+        Ok(TaskInfo {
+            ts,
+            tid,
+            pid,
+            comm,
+            vm,
+            vcpu,
+            nice,
+            schedstat,
+        })
+    }
+
+    pub(super) fn vm_ended(&mut self) -> DResult<VmEnded> {
+        let ts = self.ts()?;
+        let pid = self.u32(ID)?;
+        let vm = self.string()?;
+        Ok(VmEnded { ts, pid, vm })
+    }
+
+    pub(super) fn observation_end(&mut self) -> DResult<ObservationEnd> {
+        Ok(ObservationEnd { ts: self.ts()? })
+    }
+}
