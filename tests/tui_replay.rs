@@ -34,7 +34,7 @@ fn write_recording(path: &Path) {
             kernel: "6.18.0".into(),
             scheduler: "EEVDF".into(),
             cpus: 2,
-            kvm_flavour: "pvm".into(),
+            kvm_flavour: model::KvmFlavour::Pvm,
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: None,
         },

@@ -73,19 +73,6 @@ pub struct PerfettoWriter<W: Write> {
     stats: PerfettoStats,
 }
 
-/// The sched_switch tracepoint reports `prev_state` in the kernel's TASK_REPORT encoding
-/// (S=1, D=2, T=4, t=8, X=16, Z=32, P=64, I=128), which is what trace_processor decodes; the
-/// probes carry the raw `__state`, which has extra bits (TASK_NOLOAD, TASK_WAKEKILL, ...).
-fn report_state(raw: u64) -> i64 {
-    const TASK_UNINTERRUPTIBLE: u64 = 0x2;
-    const TASK_NOLOAD: u64 = 0x400;
-    const TASK_REPORT_IDLE: i64 = 0x80;
-    if raw & (TASK_UNINTERRUPTIBLE | TASK_NOLOAD) == TASK_UNINTERRUPTIBLE | TASK_NOLOAD {
-        return TASK_REPORT_IDLE;
-    }
-    (raw & 0x7f) as i64
-}
-
 /// A track of thread slot `thread` (slots, not tids: a reused tid is another thread).
 fn uuid(thread: u32, kind: u64) -> u64 {
     (1u64 << 40) | ((thread as u64) << 4) | kind
@@ -201,7 +188,7 @@ impl<W: Write> PerfettoWriter<W> {
                 e.prev_comm = Some(s.prev_comm.to_string());
                 e.prev_pid = Some(s.prev_tid as i32);
                 e.prev_prio = Some(DEFAULT_PRIO);
-                e.prev_state = Some(report_state(s.prev_state));
+                e.prev_state = Some(s.prev_task_state().report() as i64);
                 e.next_comm = Some(s.next_comm.to_string());
                 e.next_pid = Some(s.next_tid as i32);
                 e.next_prio = Some(DEFAULT_PRIO);

@@ -103,21 +103,22 @@ impl Board {
 
 /// The model tuning for the exporter: the reorder window of whole-run reports (a late event
 /// costs nothing here), short histories, since no view draws lanes or vruntime charts and
-/// every exported figure is a whole-run counter, and ended threads shed their distributions
-/// a minute after they end (their series are gone from scrapes by then), so memory stays
-/// flat as VMs come and go.
+/// every exported figure is a whole-run counter, and ended threads are retired a minute after
+/// they end (their series are gone from scrapes by then; their VM keeps their counters), so
+/// memory stays flat as VMs come and go.
 pub fn exporter_model_config() -> ModelConfig {
     ModelConfig {
         history_ns: 1_000_000_000,
         max_lane_segments: 1024,
-        shed_ended_after_ns: Some(60_000_000_000),
+        retire_ended_after_ns: Some(60_000_000_000),
         ..ModelConfig::report()
     }
 }
 
-/// What a snapshot for the exporter holds: whole-run figures, no lanes or chart series.
+/// What a snapshot for the exporter holds: whole-run counters and latency bucket counts; no
+/// lanes, chart series, percentiles or culprits, which no family reads.
 pub fn take_snapshot(model: &Model) -> Snapshot {
-    model.snapshot_with(SnapshotOptions::figures())
+    model.snapshot_with(SnapshotOptions::counters())
 }
 
 /// How often the ingest loop publishes a snapshot when nobody asks (keeps `/` and a first

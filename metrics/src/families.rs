@@ -5,7 +5,7 @@
 //! Architecture invariant: this module only renames and converts units (ns → s). Every figure
 //! is the model's; if one is missing it goes into `Snapshot` first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -344,26 +344,16 @@ pub fn encode_snapshot(
     family(
         &mut enc,
         "vm_exits",
-        "VM exits by reason, summed over the VM's vCPU threads (also those that have exited)",
+        "VM exits by reason, summed over the VM's threads (also those that have exited)",
         None,
         Counter,
         |m| {
             for (domain, vm) in &live_vms {
-                let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();
-                for v in snap
-                    .vcpus
-                    .iter()
-                    .filter(|v| v.pid == vm.pid && v.vm == vm.name)
-                {
-                    for x in &v.exits {
-                        *by_reason.entry(x.reason.as_str()).or_default() += x.count;
-                    }
-                }
-                for (reason, n) in by_reason {
+                for (reason, n) in &vm.exits {
                     counter(
                         m,
-                        &[("domain", domain.as_str()), ("reason", reason)],
-                        n as f64,
+                        &[("domain", domain.as_str()), ("reason", reason.as_str())],
+                        *n as f64,
                     )?;
                 }
             }
@@ -462,6 +452,14 @@ pub fn encode_snapshot(
             }
             Ok(())
         },
+    )?;
+    family(
+        &mut enc,
+        "threads_retired",
+        "Ended threads the model let go a minute after they ended (their VM keeps their counters)",
+        None,
+        Counter,
+        |m| counter(m, &NO_LABELS, h.retired_threads as f64),
     )?;
     family(
         &mut enc,

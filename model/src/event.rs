@@ -90,8 +90,8 @@ pub struct SchedSwitch {
     pub prev_tid: u32,
     pub prev_pid: u32,
     pub prev_comm: Comm,
-    /// `prev->__state` as the tracepoint reports it: 0 = runnable (preempted), otherwise
-    /// the task is going to sleep (voluntary switch).
+    /// `prev->__state`, 0 when the switch was a preemption; decoded only by
+    /// [`TaskState`](crate::TaskState) (see [`SchedSwitch::prev_task_state`]).
     pub prev_state: u64,
     pub next_tid: u32,
     pub next_pid: u32,
@@ -105,9 +105,13 @@ pub struct SchedSwitch {
 }
 
 impl SchedSwitch {
+    /// `prev`'s state as it left the CPU.
+    pub fn prev_task_state(&self) -> crate::TaskState {
+        crate::TaskState(self.prev_state)
+    }
     /// True when `prev` was preempted while still runnable (involuntary switch).
     pub fn prev_preempted(&self) -> bool {
-        self.prev_state == 0
+        self.prev_task_state().is_preempted()
     }
 }
 

@@ -14,13 +14,15 @@ mod sched;
 pub mod snapshot;
 pub mod source;
 pub mod synth;
+pub mod task_state;
 pub mod trace_file;
 pub mod transition;
 
 pub use event::*;
-pub use host::HostInfo;
+pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
 pub use snapshot::*;
 pub use source::{Source, SourceError};
+pub use task_state::{SwitchOut, TaskState};
 pub use transition::{PcpuHolder, Transition};

@@ -297,6 +297,10 @@ pub struct VmSnapshot {
     /// Jain's fairness index over weight-normalised shares of its vCPUs (1 = perfectly fair).
     pub fairness: f64,
     pub ended: bool,
+    /// Exits by reason, summed over this process's threads (retired ones included), in
+    /// reason order.
+    #[serde(default)]
+    pub exits: Vec<(String, u64)>,
 }
 
 /// Who ran while a vCPU waited ("CPU ready" with the culprit).
@@ -346,6 +350,10 @@ pub struct Health {
     /// (no BPF), where views without switch events (lanes, resume latency) have nothing.
     #[serde(default)]
     pub counter_samples: u64,
+    /// Ended threads retired from the model ([`crate::ModelConfig::retire_ended_after_ns`]):
+    /// gone from `vcpus`, their counters kept in their VM's figures.
+    #[serde(default)]
+    pub retired_threads: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }

@@ -789,7 +789,7 @@ pub fn synthetic_host() -> HostInfo {
         kernel: "synthetic".into(),
         scheduler: "EEVDF".into(),
         cpus: 2,
-        kvm_flavour: "none".into(),
+        kvm_flavour: crate::KvmFlavour::None,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: None,
     }

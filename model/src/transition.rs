@@ -17,7 +17,9 @@
 //! switch-in was never reported), never after it, and never before the thread's previous
 //! transition. Across threads, transitions come in the order the model applied events.
 //!
-//! `thread` is the thread's slot: its index in [`crate::Snapshot::vcpus`].
+//! `thread` is the thread's slot: its index in [`crate::Snapshot::vcpus`]. (A model that
+//! retires ended threads, [`crate::ModelConfig::retire_ended_after_ns`], reuses slots: a
+//! [`Transition::Thread`] announces the new occupant, and `vcpus` lists occupied slots only.)
 
 use crate::{Comm, ExitIsa, VcpuState};
 

@@ -1001,42 +1001,161 @@ fn a_switch_out_with_no_switch_in_is_counted_and_shown() {
     );
 }
 
+fn retiring(after: Option<u64>) -> Model {
+    Model::new(ModelConfig {
+        retire_ended_after_ns: after,
+        ..ModelConfig::default()
+    })
+}
+
+/// A VM's name, pid, run and wait ns, vCPU threads and exits by reason.
+type VmTotals = (String, u32, u64, u64, u32, Vec<(String, u64)>);
+
+fn vm_totals(s: &Snapshot) -> Vec<VmTotals> {
+    let mut v: Vec<_> = s
+        .vms
+        .iter()
+        .map(|v| {
+            let exits = v.exits.clone();
+            (v.name.clone(), v.pid, v.run_ns, v.wait_ns, v.vcpus, exits)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn ended_threads_shed_their_distributions_but_keep_their_counters() {
-    let mut evs = demo_stream(4.0);
-    let end_at = evs[0].ts() + 1_000_000_000;
-    let cut = evs.partition_point(|e| e.ts() < end_at);
-    evs.insert(cut, vm_ended(end_at, 2000, "vm1"));
-    let fold_with = |shed: Option<u64>| {
-        let mut m = Model::new(ModelConfig {
-            shed_ended_after_ns: shed,
-            ..ModelConfig::default()
-        });
+fn retired_threads_leave_the_snapshot_and_their_vm_keeps_their_counters() {
+    // The demo with exits for 1 s, then vm1 ends and the rest runs on for 3 s.
+    let mut cfg = demo_config();
+    cfg.entry_exit = true;
+    let mut evs = stream(cfg.clone(), 1.0);
+    let end_at = cfg.start_ts + 1_000_000_000;
+    evs.push(vm_ended(end_at, 2000, "vm1"));
+    cfg.tasks.retain(|t| t.pid != 2000);
+    cfg.start_ts = end_at;
+    evs.extend(stream(cfg, 3.0));
+    evs.sort_by_key(Event::ts);
+    let fold_with = |after: Option<u64>| {
+        let mut m = retiring(after);
         m.ingest_batch(&evs);
         m.finish();
-        m.snapshot()
+        (m.snapshot(), m.thread_slots())
     };
-    let kept = fold_with(None);
-    let shed = fold_with(Some(1_000_000_000));
-    let mut ended = 0;
-    for (k, s) in kept.vcpus.iter().zip(&shed.vcpus) {
-        assert_eq!(k.tid, s.tid);
+    let (kept, kept_slots) = fold_with(None);
+    let (retired, retired_slots) = fold_with(Some(1_000_000_000));
+    let ended: Vec<u32> = kept
+        .vcpus
+        .iter()
+        .filter(|v| v.ended)
+        .map(|v| v.tid)
+        .collect();
+    assert_eq!(ended.len(), 2, "vm1's two vCPUs ended");
+    assert_eq!(retired.health.retired_threads, 2);
+    assert_eq!(retired.vcpus.len(), kept.vcpus.len() - 2);
+    assert_eq!(retired_slots, kept_slots, "nothing reused the slots yet");
+    for r in &retired.vcpus {
+        assert!(!ended.contains(&r.tid), "tid {} retired", r.tid);
+        let k = vc(&kept, r.tid);
         assert_eq!(
-            (k.task_clock_ns, k.run_delay_ns, k.switches, k.migrations),
-            (s.task_clock_ns, s.run_delay_ns, s.switches, s.migrations),
-            "tid {}: counters are kept",
-            k.tid
+            (k.run_ns, k.wait_ns, k.switches, k.migrations, &k.exits),
+            (r.run_ns, r.wait_ns, r.switches, r.migrations, &r.exits),
+            "tid {}: live threads are untouched",
+            r.tid
         );
-        let exits = |v: &VcpuSnapshot| v.exits.iter().map(|x| x.count).sum::<u64>();
-        assert_eq!(exits(k), exits(s));
-        if s.ended {
-            ended += 1;
-            assert!(k.wait.count > 0, "tid {}: it waited", k.tid);
-            assert_eq!(s.wait.count, 0, "tid {}: distribution dropped", s.tid);
-            assert_eq!(s.latency_buckets, VcpuLatencyBuckets::default());
-        } else {
-            assert_eq!(k.wait, s.wait, "tid {}: live threads keep theirs", k.tid);
+    }
+    assert_eq!(vm_totals(&kept), vm_totals(&retired));
+    let vm1 = retired.vms.iter().find(|v| v.name == "vm1").expect("vm1");
+    assert!(vm1.ended && vm1.run_ns > 0 && vm1.vcpus == 2, "{vm1:?}");
+    assert!(vm1.exits.iter().map(|e| e.1).sum::<u64>() > 0, "{vm1:?}");
+    for (k, r) in kept.pcpus.iter().zip(&retired.pcpus) {
+        assert_eq!(k.time, r.time, "pCPU {}: time by owner kind", k.cpu);
+    }
+}
+
+/// VMs of two vCPUs come and go, the kernel handing the same tids (and some pids) to each new
+/// generation: a long churn keeps the slot table at what is alive at once plus what ended
+/// within the retirement delay, every per-VM total stays exact, and a reused tid belongs to
+/// its new VM alone.
+#[test]
+fn a_long_churn_keeps_the_thread_table_bounded_and_the_totals_exact() {
+    let generation_ns = 1_500_000_000u64;
+    let generations = 40u32;
+    let mut evs = Vec::new();
+    let mut ts = 1_000_000_000u64;
+    for g in 0..generations {
+        let mut tasks = Vec::new();
+        for v in 0..2u32 {
+            let pid = 5000 + (g % 3) * 10 + v;
+            for c in 0..2u32 {
+                tasks.push(SimTask {
+                    tid: 100 + v * 10 + c,
+                    pid,
+                    vm: format!("g{g}v{v}"),
+                    vcpu: Some(c),
+                    tracked: true,
+                    nice: 0,
+                    cpus: Vec::new(),
+                    behaviour: if c == 0 {
+                        Behaviour::Exits {
+                            every_ns: 1_000_000,
+                        }
+                    } else {
+                        Behaviour::Spin
+                    },
+                });
+            }
+        }
+        let mut cfg = demo_config();
+        cfg.tasks = tasks;
+        cfg.start_ts = ts;
+        cfg.entry_exit = true;
+        evs.extend(stream(cfg, generation_ns as f64 / 1e9));
+        ts += generation_ns;
+        for v in 0..2u32 {
+            evs.push(vm_ended(ts, 5000 + (g % 3) * 10 + v, &format!("g{g}v{v}")));
         }
     }
-    assert_eq!(ended, 2, "vm1's two vCPUs ended");
+    evs.sort_by_key(Event::ts);
+    let mut kept = retiring(None);
+    let mut retired = retiring(Some(1_000_000_000));
+    let mut most_slots = 0;
+    for batch in evs.chunks(4096) {
+        kept.ingest_batch(batch);
+        retired.ingest_batch(batch);
+        most_slots = most_slots.max(retired.thread_slots());
+    }
+    kept.finish();
+    retired.finish();
+    let (k, r) = (kept.snapshot(), retired.snapshot());
+    assert_eq!(kept.thread_slots(), (generations * 4) as usize);
+    // 4 threads alive and, for the 1 s delay after an end, the 4 before them.
+    assert!(most_slots <= 8, "{most_slots} slots");
+    assert!(r.health.retired_threads >= u64::from(generations - 1) * 4);
+    assert_eq!(vm_totals(&k), vm_totals(&r));
+    let exits: u64 = r.vms.iter().flat_map(|v| &v.exits).map(|e| e.1).sum();
+    assert!(exits > 0, "the churn had exits to keep");
+    for (kc, rc) in k.pcpus.iter().zip(&r.pcpus) {
+        assert_eq!(kc.time, rc.time, "pCPU {}: time by owner kind", kc.cpu);
+    }
+    assert_eq!(
+        (k.health.events, k.health.lost_events, k.health.out_of_order),
+        (r.health.events, r.health.lost_events, r.health.out_of_order)
+    );
+    // The last generation's threads: tids reused 40 times, each attributed to its own VM with
+    // only its own life's counters, as in the model that kept every thread.
+    let last = format!("g{}v0", generations - 1);
+    for tid in [100, 101] {
+        let rv = r.vcpus.iter().find(|v| v.tid == tid).expect("live thread");
+        let kv = k
+            .vcpus
+            .iter()
+            .find(|v| v.tid == tid && v.vm == last)
+            .expect("kept");
+        assert_eq!(rv.vm, last);
+        assert_eq!(
+            (rv.run_ns, rv.wait_ns, &rv.exits),
+            (kv.run_ns, kv.wait_ns, &kv.exits)
+        );
+    }
 }

@@ -44,47 +44,7 @@ const CAP_BPF: u32 = 39;
 /// `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`, KVMIO = 0xAE.
 const KVM_GET_API_VERSION: u64 = 0xAE00;
 
-/// Which KVM backs `/dev/kvm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KvmFlavour {
-    /// Intel VT-x (`vmx` CPU flag).
-    Vmx,
-    /// AMD-V (`svm` CPU flag).
-    Svm,
-    /// PVM, a software KVM (`/sys/module/kvm_pvm`): no VMCS, kvm_entry/kvm_exit do not fire.
-    Pvm,
-    /// No `/dev/kvm`, or no backend kvmscope recognises.
-    None,
-}
-
-impl KvmFlavour {
-    /// As stored in [`HostInfo::kvm_flavour`].
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KvmFlavour::Vmx => "vmx",
-            KvmFlavour::Svm => "svm",
-            KvmFlavour::Pvm => "pvm",
-            KvmFlavour::None => "none",
-        }
-    }
-
-    /// For people.
-    pub fn describe(self) -> &'static str {
-        match self {
-            KvmFlavour::Vmx => "Intel VT-x",
-            KvmFlavour::Svm => "AMD-V",
-            KvmFlavour::Pvm => "PVM (software KVM, /sys/module/kvm_pvm)",
-            KvmFlavour::None => "no hardware or PVM backend found",
-        }
-    }
-
-    /// Whether `kvm:kvm_entry`/`kvm:kvm_exit` fire on this flavour. PVM switches to the
-    /// guest on its own path and never calls them.
-    pub fn fires_entry_exit(self) -> bool {
-        matches!(self, KvmFlavour::Vmx | KvmFlavour::Svm)
-    }
-}
+pub use model::KvmFlavour;
 
 /// The KVM backend of this host. PVM is checked first: it is what serves `/dev/kvm` when
 /// loaded, even inside a VM whose CPU flags mention virtualisation.
@@ -144,7 +104,7 @@ pub fn host_info() -> HostInfo {
         scheduler: scheduler_for(&kernel).to_string(),
         kernel,
         cpus: online_cpus(),
-        kvm_flavour: kvm_flavour().as_str().to_string(),
+        kvm_flavour: kvm_flavour(),
         clock: "CLOCK_MONOTONIC".to_string(),
         tsc_hz: None,
     }
@@ -543,6 +503,6 @@ mod tests {
         assert!(!h.kernel.is_empty());
         assert!(h.cpus >= 1);
         assert_eq!(h.clock, "CLOCK_MONOTONIC");
-        assert!(["vmx", "svm", "pvm", "none"].contains(&h.kvm_flavour.as_str()));
+        assert_ne!(h.kvm_flavour, KvmFlavour::Unknown);
     }
 }

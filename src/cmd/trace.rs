@@ -229,21 +229,6 @@ fn rel_ms(ts: u64, start_ns: u64) -> f64 {
     (ts as i128 - start_ns as i128) as f64 / 1e6
 }
 
-/// `prev_state` as `ps` shows it: R when preempted, else the sleep kind.
-fn state_letter(state: u64) -> String {
-    match state {
-        0 => "R".into(),
-        s if s & 0x1 != 0 => "S".into(),
-        s if s & 0x2 != 0 => "D".into(),
-        s if s & 0x4 != 0 => "T".into(),
-        s if s & 0x8 != 0 => "t".into(),
-        s if s & 0x10 != 0 => "X".into(),
-        s if s & 0x20 != 0 => "Z".into(),
-        s if s & 0x80 != 0 => "X".into(), // TASK_DEAD: the thread's last switch
-        s => format!("0x{s:x}"),
-    }
-}
-
 fn se_text(se: &model::SchedEntity) -> String {
     let mut s = format!(
         "vruntime={:.6}ms weight={} runtime={:.6}ms",
@@ -280,7 +265,7 @@ fn text_line(e: &Event, start_ns: u64) -> String {
                 cpu(s.cpu),
                 s.prev_comm,
                 s.prev_tid,
-                state_letter(s.prev_state),
+                s.prev_task_state(),
                 s.next_comm,
                 s.next_tid
             );
@@ -429,13 +414,5 @@ mod tests {
         assert!(line.contains("cpu1"), "{line}");
         assert!(line.contains("vm0-vcpu0[42] R -> swapper/1[0]"), "{line}");
         assert!(line.contains("vruntime=5.000000ms weight=1024"), "{line}");
-    }
-
-    #[test]
-    fn sleep_states_read_like_ps() {
-        assert_eq!(state_letter(0), "R");
-        assert_eq!(state_letter(1), "S");
-        assert_eq!(state_letter(2), "D");
-        assert_eq!(state_letter(0x402), "D");
     }
 }

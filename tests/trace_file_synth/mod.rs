@@ -397,7 +397,7 @@ pub fn header() -> model::trace_file::TraceHeader {
             kernel: "6.18.0".into(),
             scheduler: "EEVDF".into(),
             cpus: 2,
-            kvm_flavour: "pvm".into(),
+            kvm_flavour: model::KvmFlavour::Pvm,
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: Some(2.596e9),
         },

@@ -38,7 +38,7 @@ pub fn host() -> HostInfo {
         kernel: "6.18.0-test".into(),
         scheduler: "EEVDF".into(),
         cpus: 2,
-        kvm_flavour: "pvm".into(),
+        kvm_flavour: model::KvmFlavour::Pvm,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: Some(2.596e9),
     }
@@ -381,6 +381,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
                 entitled_share: mine.iter().map(|v| v.entitled_share).sum(),
                 fairness: 0.97,
                 ended: false,
+                exits: Vec::new(),
             }
         })
         .collect();

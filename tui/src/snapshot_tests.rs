@@ -268,7 +268,7 @@ fn vmcs_panel_on_vtx_shows_vmclear_ipis_or_why_not() {
 
     // VT-x on Linux 6.1: no csd:* tracepoints, no VMCLEARs to show, and the panel says why.
     let mut app = app_with(fixture::demo_snapshot());
-    app.host.kvm_flavour = "vmx".into();
+    app.host.kvm_flavour = model::KvmFlavour::Vmx;
     app.host.kernel = "6.1.0-50-amd64".into();
     let (text, _) = draw(54, 16, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
     assert!(

@@ -63,13 +63,6 @@ pub(super) struct Clocks {
 }
 
 impl Clocks {
-    /// Drops the wait distribution and the histories, keeping the counters.
-    pub(super) fn shed(&mut self) {
-        self.wait_hist = Latency::default();
-        self.series = VecDeque::new();
-        self.checkpoints = VecDeque::new();
-    }
-
     /// Starts the clocks of a thread whose kernel figures the source read when tracking
     /// began (`seed`: run and wait ns), so deltas count from tracking start.
     pub(super) fn seeded(seed: Option<(u64, u64)>) -> Self {

@@ -121,7 +121,9 @@ impl Model {
             .tasks
             .iter()
             .enumerate()
-            .filter(|(j, o)| self.sampled_only(*j) && o.cpu == t.cpu && o.ended_at == t.ended_at)
+            .filter(|(j, o)| {
+                !o.vacant && self.sampled_only(*j) && o.cpu == t.cpu && o.ended_at == t.ended_at
+            })
             .map(|(_, o)| o.clock.vruntime)
             .min();
         min.map_or(0, |m| {

@@ -234,7 +234,10 @@ impl Model {
         while self.next_checkpoint <= ts {
             let b = self.next_checkpoint;
             for t in &mut self.tasks {
-                if t.first_seen > b || t.ended_at.is_some_and(|e| e < b.saturating_sub(span)) {
+                if t.vacant
+                    || t.first_seen > b
+                    || t.ended_at.is_some_and(|e| e < b.saturating_sub(span))
+                {
                     continue;
                 }
                 let c = t.cum_at(b);
@@ -245,13 +248,8 @@ impl Model {
                 break;
             }
         }
-        if let Some(after) = self.cfg.shed_ended_after_ns {
-            let before = ts.saturating_sub(after);
-            for t in &mut self.tasks {
-                if !t.shed && t.ended_at.is_some_and(|e| e < before) {
-                    t.shed_distributions();
-                }
-            }
+        if let Some(after) = self.cfg.retire_ended_after_ns {
+            self.retire_ended_before(ts.saturating_sub(after));
         }
     }
 }

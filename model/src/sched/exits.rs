@@ -2,7 +2,7 @@
 
 use crate::exit_names::{hw_exit_name, userspace_exit_name};
 use crate::latency::Latency;
-use crate::{ExitIsa, ExitStats};
+use crate::{ExitIsa, ExitStats, Percentiles};
 
 /// Distinct exit reasons kept per thread; the last bucket then takes every other reason.
 const MAX_EXIT_REASONS: usize = 64;
@@ -27,15 +27,6 @@ pub(super) struct ExitTracker {
 }
 
 impl ExitTracker {
-    /// Drops the latency distributions, keeping the counts per reason.
-    pub(super) fn shed(&mut self) {
-        for e in &mut self.entries {
-            e.latency = Latency::default();
-        }
-        self.entries.shrink_to_fit();
-        self.pending = None;
-    }
-
     /// Counts an exit at `ts`; the next [`ExitTracker::entered`] closes its latency.
     pub(super) fn exited(&mut self, userspace: bool, isa: ExitIsa, reason: u32, ts: u64) {
         let i = self.index(userspace, isa, reason);
@@ -81,8 +72,9 @@ impl ExitTracker {
         self.entries.len() - 1
     }
 
-    /// Exits by reason, most frequent first; rates over `elapsed_ns` of observation.
-    pub(super) fn stats(&self, elapsed_ns: u64) -> Vec<ExitStats> {
+    /// Exits by reason, most frequent first; rates over `elapsed_ns` of observation; latency
+    /// percentiles only with `percentiles` (else left empty).
+    pub(super) fn stats(&self, elapsed_ns: u64, percentiles: bool) -> Vec<ExitStats> {
         let secs = elapsed_ns as f64 / 1e9;
         let mut exits: Vec<ExitStats> = self
             .entries
@@ -101,7 +93,11 @@ impl ExitTracker {
                 } else {
                     0.0
                 },
-                latency: x.latency.percentiles(),
+                latency: if percentiles {
+                    x.latency.percentiles()
+                } else {
+                    Percentiles::default()
+                },
             })
             .collect();
         exits.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));

@@ -20,6 +20,8 @@ pub(super) struct HealthCounters {
     pub(super) uncertain_ns: u64,
     pub(super) out_of_order: u64,
     pub(super) tid_reuse: u64,
+    /// Ended threads retired (`ModelConfig::retire_ended_after_ns`).
+    pub(super) retired: u64,
     pub(super) malformed: u64,
     /// Switch-outs of a tracked thread with no switch-in since its previous switch-out.
     pub(super) unpaired_switch_outs: u64,
@@ -90,7 +92,7 @@ impl Model {
             } else {
                 "migrations are se.nr_migrations growth between samples".to_string()
             });
-        } else if !self.tasks.is_empty() {
+        } else if self.tasks.iter().any(|t| !t.vacant) {
             notes.push(
                 "no sched_migrate_task events: migrations are switch-ins on another pCPU"
                     .to_string(),
@@ -128,6 +130,7 @@ impl Model {
             malformed: self.health.malformed,
             unpaired_switch_outs: self.health.unpaired_switch_outs,
             counter_samples: self.health.counter_samples,
+            retired_threads: self.health.retired,
             notes,
         }
     }

@@ -17,7 +17,7 @@ pub(super) struct OpenCsd {
     ts: u64,
     /// When the old pCPU entered `__loaded_vmcs_clear` (the IPI arrived).
     entry_ts: Option<u64>,
-    slot: u32,
+    pub(super) slot: u32,
 }
 
 impl Model {

@@ -45,9 +45,9 @@
 //! `dispatch` (reorder window, guest-gap queue, handler per kind), `switch` (sched_switch,
 //! wakeups, migrations), `kvm` (entries, exits, VMCLEAR cross-calls), `task` (tracked
 //! threads and their lifecycle), the per-thread trackers `clocks`, `resume` and `exits`,
-//! `owner` and `lanes` (who holds each pCPU, run queues, wait attribution), `cpu_set`,
-//! `fairness` (entitled share), `counters` (counter samples from the no-BPF
-//! source), `health` (odd input, counted), `view` (snapshots) and
+//! `retire` (ended threads leaving an always-on model), `owner` and `lanes` (who holds each
+//! pCPU, run queues, wait attribution), `cpu_set`, `fairness` (entitled share), `counters`
+//! (counter samples from the no-BPF source), `health` (odd input, counted), `view` (snapshots) and
 //! `transitions` (the log of applied changes that transition sinks read).
 
 mod clocks;
@@ -61,6 +61,7 @@ mod kvm;
 mod lanes;
 mod owner;
 mod resume;
+mod retire;
 mod switch;
 mod task;
 mod transitions;
@@ -97,11 +98,13 @@ pub struct ModelConfig {
     pub vruntime_spacing_ns: u64,
     /// Recent switch-ins remembered per thread to match late guest-gap records.
     pub recent_switch_ins: usize,
-    /// Drop the latency distributions and histories of a thread this long after it ended,
-    /// keeping its counters, ns. `None` (reports, the dashboard): keep everything. An
-    /// always-on sink (the exporter) sets it, so VMs coming and going for days do not grow
-    /// the model by a few histograms (up to ~40 KiB each) per thread that ever ran.
-    pub shed_ended_after_ns: Option<u64>,
+    /// Retire a thread this long after it ended, ns: it leaves the snapshot, its counters
+    /// that per-VM figures sum (run, wait, exits by reason) are kept in its VM's totals, and
+    /// its slot is reused by the next thread announced. `None` (reports, the dashboard, the
+    /// transition sinks): keep every thread, so slot `n` is always `Snapshot::vcpus[n]`. An
+    /// always-on sink (the exporter) sets it, so VMs coming and going for days leave the
+    /// model no larger than the threads alive at once.
+    pub retire_ended_after_ns: Option<u64>,
 }
 
 impl ModelConfig {
@@ -124,7 +127,7 @@ impl Default for ModelConfig {
             max_lane_segments: 50_000,
             vruntime_spacing_ns: 5_000_000,
             recent_switch_ins: 256,
-            shed_ended_after_ns: None,
+            retire_ended_after_ns: None,
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct Model {
     events: u64,
     tasks: Vec<Task>,
     tid_slot: FxHashMap<u32, u32>,
+    /// Slots of retired threads, reused before the table grows.
+    free_slots: Vec<u32>,
     vms: Vec<VmEntry>,
     cpus: Vec<Cpu>,
     comms: Vec<Comm>,
@@ -169,6 +174,7 @@ impl Model {
             events: 0,
             tasks: Vec::new(),
             tid_slot: FxHashMap::default(),
+            free_slots: Vec::new(),
             vms: Vec::new(),
             cpus: Vec::new(),
             comms: Vec::new(),
@@ -184,6 +190,13 @@ impl Model {
     /// Timestamp of the last event folded in (events still in the reorder window excluded).
     pub fn now(&self) -> u64 {
         self.now
+    }
+
+    /// Thread slots allocated, in use or free: what the model's per-thread memory grows with.
+    /// Without retirement, every thread ever announced; with it, the most alive at once
+    /// (ended ones included until they retire).
+    pub fn thread_slots(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Events ingested so far.

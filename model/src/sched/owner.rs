@@ -17,6 +17,9 @@ pub(super) enum Owner {
     Task(u32),
     /// An untracked task, by its interned comm.
     Other(u32),
+    /// A tracked thread that has since been retired (its slot freed for reuse), by its VM:
+    /// what references to its slot become, so they never name the slot's next occupant.
+    Ended(u32),
 }
 
 /// Time per owner kind: idle, per VM (tracked threads), per comm (everything else).
@@ -39,9 +42,10 @@ impl OwnerTime {
             }
             Owner::Other(id) => (&mut self.comm_ns, id as usize),
             Owner::Task(slot) => match tasks.get(slot as usize) {
-                Some(t) => (&mut self.vm_ns, t.vm as usize),
-                None => return,
+                Some(t) if !t.vacant => (&mut self.vm_ns, t.vm as usize),
+                _ => return,
             },
+            Owner::Ended(vm) => (&mut self.vm_ns, vm as usize),
         };
         if bucket.len() <= i {
             bucket.resize(i + 1, 0);
@@ -94,6 +98,7 @@ impl Model {
                 .tasks
                 .get(slot as usize)
                 .map_or_else(|| "?".into(), |t| t.label(&self.vms)),
+            Owner::Ended(vm) => crate::thread_label(&self.vm_name(vm), None, &"(ended thread)"),
         }
     }
 }

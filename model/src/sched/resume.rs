@@ -40,19 +40,6 @@ pub(super) struct ResumeTracker {
 }
 
 impl ResumeTracker {
-    /// Drops the distributions and remembered switch-ins of an ended thread, keeping the
-    /// VMCLEAR count and where its latency came from.
-    pub(super) fn shed(&mut self) {
-        *self = ResumeTracker {
-            vmclear_calls: self.vmclear_calls,
-            from_entry: self.from_entry,
-            from_gap: self.from_gap,
-            last_exit_ts: self.last_exit_ts,
-            last_in_ts: self.last_in_ts,
-            ..ResumeTracker::default()
-        };
-    }
-
     /// The thread was switched in at `ts`; `prev_out` is its previous switch-out. Up to
     /// `recent` switch-ins are remembered for late guest gaps.
     pub(super) fn switched_in(&mut self, ts: u64, migrated: bool, prev_out: u64, recent: usize) {

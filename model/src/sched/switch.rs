@@ -189,7 +189,8 @@ impl Model {
             holder: match owner {
                 Owner::Task(slot) => PcpuHolder::Thread(slot),
                 Owner::Idle => PcpuHolder::Idle,
-                Owner::Other(_) => PcpuHolder::Other {
+                // (A switch-in never names a retired thread; the arm is for completeness.)
+                Owner::Other(_) | Owner::Ended(_) => PcpuHolder::Other {
                     tid: s.next_tid,
                     comm: s.next_comm,
                 },

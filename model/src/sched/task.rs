@@ -6,6 +6,7 @@ use super::cpu_set::CpuSet;
 use super::exits::ExitTracker;
 use super::owner::Owner;
 use super::resume::ResumeTracker;
+use super::retire::RetiredTotals;
 use super::Model;
 use crate::{nice_to_weight, Comm, TaskExit, TaskInfo, Transition, VcpuState, VmEnded};
 
@@ -49,8 +50,8 @@ pub(super) struct Task {
     pub(super) culprits: Vec<(Owner, u64)>,
     /// Its previous counter sample (counters mode), `None` until the first.
     pub(super) sampled: Option<super::counters::SampleMemo>,
-    /// Its distributions were dropped ([`ModelConfig::shed_ended_after_ns`]).
-    pub(super) shed: bool,
+    /// The slot is free: its thread was retired (see `retire`) and no other took it yet.
+    pub(super) vacant: bool,
 }
 
 impl Task {
@@ -71,14 +72,53 @@ impl Task {
         c
     }
 
-    /// Drops what an ended thread's memory is mostly made of (latency histograms, histories,
-    /// culprits), keeping every counter, so its figures stay final and its VM's sums whole.
-    pub(super) fn shed_distributions(&mut self) {
-        self.resume.shed();
-        self.clock.shed();
-        self.exits.shed();
-        self.culprits = Vec::new();
-        self.shed = true;
+    fn new(ti: &TaskInfo, vm: u32) -> Self {
+        Task {
+            tid: ti.tid,
+            pid: ti.pid,
+            vm,
+            vcpu: ti.vcpu,
+            comm: ti.comm,
+            nice: ti.nice,
+            weight: nice_to_weight(ti.nice),
+            first_seen: ti.ts,
+            ended_at: None,
+            state: TState::Unknown,
+            since: ti.ts,
+            // Counted from tracking start where the source read the kernel's figures then.
+            clock: Clocks::seeded(ti.schedstat.map(|s| (s.run_ns, s.wait_ns))),
+            vacant: false,
+            ..Task::vacant()
+        }
+    }
+
+    /// A free slot: ended, in no VM, on no pCPU, holding nothing.
+    pub(super) fn vacant() -> Self {
+        Task {
+            tid: 0,
+            pid: 0,
+            vm: u32::MAX,
+            vcpu: None,
+            comm: Comm::default(),
+            nice: 0,
+            weight: nice_to_weight(0),
+            first_seen: 0,
+            ended_at: Some(0),
+            exiting: false,
+            state: TState::Exited,
+            sub: VcpuState::Unknown,
+            since: 0,
+            cpu: 0,
+            last_out_cpu: None,
+            last_out_ts: 0,
+            cpus_used: CpuSet::default(),
+            clock: Clocks::default(),
+            resume: ResumeTracker::default(),
+            exits: ExitTracker::default(),
+            culprits: Vec::new(),
+            sampled: None,
+            vacant: true,
+        }
     }
 
     pub(super) fn end_or(&self, now: u64) -> u64 {
@@ -95,6 +135,8 @@ pub(super) struct VmEntry {
     pub(super) name: String,
     pub(super) pid: u32,
     pub(super) ended: bool,
+    /// What its retired threads left (their own process's only).
+    pub(super) retired: RetiredTotals,
 }
 
 impl Model {
@@ -108,9 +150,10 @@ impl Model {
         if let Some(i) = self.vms.iter().position(|v| v.name == name) {
             let v = &mut self.vms[i];
             if v.ended && v.pid != pid {
-                // A new process under an old name: the VM is back.
+                // A new process under an old name: the VM is back, its figures its own.
                 v.ended = false;
                 v.pid = pid;
+                v.retired = RetiredTotals::default();
             }
             return i as u32;
         }
@@ -118,6 +161,7 @@ impl Model {
             name: name.to_string(),
             pid,
             ended: false,
+            retired: RetiredTotals::default(),
         });
         (self.vms.len() - 1) as u32
     }
@@ -196,33 +240,17 @@ impl Model {
                 self.mark_exited(n, ti.ts);
             }
         }
-        let slot = self.tasks.len();
-        self.tasks.push(Task {
-            tid: ti.tid,
-            pid: ti.pid,
-            vm,
-            vcpu: ti.vcpu,
-            comm: ti.comm,
-            nice: ti.nice,
-            weight: nice_to_weight(ti.nice),
-            first_seen: ti.ts,
-            ended_at: None,
-            exiting: false,
-            state: TState::Unknown,
-            sub: VcpuState::Unknown,
-            since: ti.ts,
-            cpu: 0,
-            last_out_cpu: None,
-            last_out_ts: 0,
-            cpus_used: CpuSet::default(),
-            // Counted from tracking start where the source read the kernel's figures then.
-            clock: Clocks::seeded(ti.schedstat.map(|s| (s.run_ns, s.wait_ns))),
-            resume: ResumeTracker::default(),
-            exits: ExitTracker::default(),
-            culprits: Vec::new(),
-            sampled: None,
-            shed: false,
-        });
+        // A retired thread's slot is reused (its references were remapped when it retired).
+        let slot = match self.free_slots.pop() {
+            Some(free) => {
+                self.tasks[free as usize] = Task::new(ti, vm);
+                free as usize
+            }
+            None => {
+                self.tasks.push(Task::new(ti, vm));
+                self.tasks.len() - 1
+            }
+        };
         self.log_thread(slot, ti);
         self.tid_slot.insert(ti.tid, slot as u32);
         self.health.unknown_tids.remove(&ti.tid);

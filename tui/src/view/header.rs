@@ -36,7 +36,7 @@ impl Widget for &Header<'_> {
             Span::raw(sep),
             Span::raw(format!("{} pCPUs", host.cpus)),
         ];
-        if !host.kvm_flavour.is_empty() {
+        if host.kvm_flavour != model::KvmFlavour::Unknown {
             first.push(Span::raw(format!(" ({})", host.kvm_flavour)));
         }
         first.extend([

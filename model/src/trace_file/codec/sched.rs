@@ -4,6 +4,7 @@
 use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, TAG, VAL};
 use super::{K_MIGRATE, K_SCHED_SWITCH, K_TASK_EXIT, K_WAKEUP};
 use crate::event::{Migrate, SchedSwitch, TaskExit, Wakeup};
+use crate::TaskState;
 
 /// `prev_tid` is the task last switched in on this CPU.
 const SWITCH_PREV_IS_CURRENT: u8 = 1;
@@ -91,7 +92,7 @@ impl ChunkEncoder {
             self.sched_entity(e.next_tid, se);
         }
         self.st
-            .note_switch(e.ts, e.prev_tid, e.prev_state == 0, e.next_tid);
+            .note_switch(e.ts, e.prev_tid, e.prev_preempted(), e.next_tid);
         self.st.current.insert(e.cpu, e.next_tid);
     }
 
@@ -198,7 +199,8 @@ impl ChunkDecoder<'_> {
         } else {
             None
         };
-        self.st.note_switch(ts, prev_tid, prev_state == 0, next_tid);
+        let preempted = TaskState(prev_state).is_preempted();
+        self.st.note_switch(ts, prev_tid, preempted, next_tid);
         self.st.current.insert(cpu, next_tid);
         Ok(SchedSwitch {
             ts,
