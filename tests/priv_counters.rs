@@ -7,7 +7,8 @@
 //! announcement to its closing sample. A sampler thread here reads `/proc/<pid>/task/<tid>/schedstat` and `sched`
 //! every 2 ms (CLOCK_MONOTONIC), so the kernel's growth over that interval is bracketed by
 //! the readings just before and just after each end (zero before a thread's first reading:
-//! its counters start at zero when it is created).
+//! its counters start at zero when it is created). vruntime alone may move either way between
+//! two readings (EEVDF's placement), so it is held to the bracket widened by the lag clamp.
 
 mod common;
 use common::schedstat::{monotonic_ns, vcpu_tids};
@@ -31,6 +32,8 @@ struct Reading {
     switches: u64,
     migrations: u64,
     vruntime: u64,
+    /// `se.slice` (EEVDF), ns.
+    slice: u64,
 }
 
 fn read(pid: u32, tid: u32) -> Option<Reading> {
@@ -44,6 +47,7 @@ fn read(pid: u32, tid: u32) -> Option<Reading> {
         switches: p.nr_voluntary_switches + p.nr_involuntary_switches,
         migrations: p.nr_migrations,
         vruntime: p.vruntime,
+        slice: p.slice.unwrap_or(0),
     })
 }
 
@@ -97,7 +101,12 @@ fn run_sampled(mut cmd: Command) -> (serde_json::Value, String, BTreeMap<u32, Ve
 /// Every vCPU's figures against the kernel's growth over the same interval: run and wait
 /// within 2% of it, switches and migrations within the bracket of the readings around the
 /// interval's ends, vruntime between the readings around its end (the closing sample).
-fn assert_matches_kernel(doc: &serde_json::Value, readings: &BTreeMap<u32, Vec<Reading>>) {
+/// `Err` when too few vCPUs were bracketed to judge (the sampler starved on a loaded host
+/// while the demo's threads exited right after the close); a figure that disagrees panics.
+fn assert_matches_kernel(
+    doc: &serde_json::Value,
+    readings: &BTreeMap<u32, Vec<Reading>>,
+) -> Result<(), String> {
     let vcpus = doc["vcpus"].as_array().expect("vcpus");
     assert!(
         doc["health"]["counter_samples"].as_u64().unwrap_or(0) > 0,
@@ -141,9 +150,13 @@ fn assert_matches_kernel(doc: &serde_json::Value, readings: &BTreeMap<u32, Vec<R
         let (wait_lo, wait_hi) = bracket(|r| r.wait);
         let (sw_lo, sw_hi) = bracket(|r| r.switches);
         let (mig_lo, mig_hi) = bracket(|r| r.migrations);
+        // vruntime is not monotonic: EEVDF re-places a woken task at the queue's average
+        // minus its lag, which it clamps to max(2 slices, a tick). Between the readings around
+        // the closing sample it may have moved by that much either way without running.
+        let placement = (2 * e_before.slice.max(e_after.slice)).max(4_000_000);
         let (vr_lo, vr_hi) = (
-            e_before.vruntime.min(e_after.vruntime),
-            e_before.vruntime.max(e_after.vruntime),
+            e_before.vruntime.min(e_after.vruntime) - placement,
+            e_before.vruntime.max(e_after.vruntime) + placement,
         );
         eprintln!(
             "tid {tid}: report run {:.1} ms wait {:.1} ms switches {switches} migrations \
@@ -188,12 +201,33 @@ fn assert_matches_kernel(doc: &serde_json::Value, readings: &BTreeMap<u32, Vec<R
         checked += 1;
     }
     eprintln!("{}", unbracketed.join("\n"));
-    assert!(
-        checked * 2 >= vcpus.len() && checked >= 2,
-        "only {checked} of {} vCPUs bracketed by the sampler: {unbracketed:?}",
-        vcpus.len()
-    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    if checked * 2 >= vcpus.len() && checked >= 2 {
+        Ok(())
+    } else {
+        Err(format!(
+            "only {checked} of {} vCPUs bracketed by the sampler: {unbracketed:?}",
+            vcpus.len()
+        ))
+    }
+}
+
+/// Runs the report from `cmd()` until the sampler brackets enough vCPUs to judge (at most
+/// three runs: a starved sampler is not a wrong figure); `check` sees each run first.
+fn report_against_kernel(cmd: impl Fn() -> Command, check: impl Fn(&serde_json::Value, &str)) {
+    let mut why = String::new();
+    for attempt in 1..=3 {
+        let (doc, stderr, readings) = run_sampled(cmd());
+        check(&doc, &stderr);
+        match assert_matches_kernel(&doc, &readings) {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("attempt {attempt}: {e}");
+                why = e;
+            }
+        }
+    }
+    panic!("three runs without enough bracketed vCPUs: {why}");
 }
 
 fn report_args() -> [&'static str; 6] {
@@ -212,15 +246,18 @@ fn report_no_bpf_matches_schedstat_and_proc_sched() {
     if !privileged(Privilege::Kvm) {
         return;
     }
-    let mut cmd = kvmscope();
-    cmd.args(report_args()).arg("--no-bpf");
-    let (doc, stderr, readings) = run_sampled(cmd);
-    assert!(
-        !stderr.contains("cannot load BPF"),
-        "--no-bpf is not the automatic fallback: {stderr}"
-    );
-    assert_eq!(doc["source"]["extra"]["probes"], false, "{}", doc["source"]);
-    assert_matches_kernel(&doc, &readings);
+    let cmd = || {
+        let mut cmd = kvmscope();
+        cmd.args(report_args()).arg("--no-bpf");
+        cmd
+    };
+    report_against_kernel(cmd, |doc, stderr| {
+        assert!(
+            !stderr.contains("cannot load BPF"),
+            "--no-bpf is not the automatic fallback: {stderr}"
+        );
+        assert_eq!(doc["source"]["extra"]["probes"], false, "{}", doc["source"]);
+    });
 }
 
 #[test]
@@ -232,19 +269,22 @@ fn counters_mode_starts_by_itself_without_bpf_capabilities() {
         panic!("setpriv (util-linux) is needed to drop capabilities");
     }
     let drop = "-bpf,-sys_admin,-perfmon";
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--bounding-set", drop, "--inh-caps", drop])
-        .arg(env!("CARGO_BIN_EXE_kvmscope"))
-        .args(report_args());
-    let (doc, stderr, readings) = run_sampled(cmd);
-    let notices: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("counters mode"))
-        .collect();
-    assert_eq!(notices.len(), 1, "one line saying so: {stderr}");
-    assert!(notices[0].contains("CAP_BPF"), "{}", notices[0]);
-    assert_eq!(doc["source"]["extra"]["probes"], false, "{}", doc["source"]);
-    assert_matches_kernel(&doc, &readings);
+    let cmd = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set", drop, "--inh-caps", drop])
+            .arg(env!("CARGO_BIN_EXE_kvmscope"))
+            .args(report_args());
+        cmd
+    };
+    report_against_kernel(cmd, |doc, stderr| {
+        let notices: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("counters mode"))
+            .collect();
+        assert_eq!(notices.len(), 1, "one line saying so: {stderr}");
+        assert!(notices[0].contains("CAP_BPF"), "{}", notices[0]);
+        assert_eq!(doc["source"]["extra"]["probes"], false, "{}", doc["source"]);
+    });
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
