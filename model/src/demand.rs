@@ -106,6 +106,8 @@ struct Thread {
     woke: bool,
     run_acc: u64,
     in_sum_exec: Option<u64>,
+    /// `sum_exec_runtime` at its last switch-out: what it ran across a missed switch-in.
+    out_sum_exec: Option<u64>,
     cpus: u128,
     wake_hist: Latency,
 }
@@ -242,6 +244,7 @@ impl DemandFold {
                     woke: false,
                     run_acc: 0,
                     in_sum_exec: None,
+                    out_sum_exec: None,
                     cpus: 0,
                     wake_hist: Latency::default(),
                 });
@@ -301,13 +304,25 @@ impl DemandFold {
                     t.demand.first_wake_ns = t.first_seen;
                     ts.saturating_sub(t.first_seen)
                 }
-                // A missed switch-in (lost events): nothing reliable to add.
-                State::Waiting | State::Sleeping => 0,
+                // A missed switch-in (a lost or unrecorded event): the task clock still
+                // says how long it ran since its last switch-out. A sleep ends by then, or
+                // the burst before it would never be followed by another in a replay.
+                State::Waiting | State::Sleeping => {
+                    let ran = match (s.prev_se.map(|e| e.sum_exec_runtime), t.out_sum_exec) {
+                        (Some(out), Some(last)) if out >= last => (out - last).min(ts - t.since),
+                        _ => 0,
+                    };
+                    if t.state == State::Sleeping {
+                        close_sleep(t, ts - ran);
+                    }
+                    ran
+                }
                 State::Exited => return self.on_next(s, next),
             };
             t.run_acc = t.run_acc.saturating_add(ran);
             t.since = ts;
             t.in_sum_exec = None;
+            t.out_sum_exec = s.prev_se.map(|e| e.sum_exec_runtime);
             if s.prev_preempted() {
                 t.state = State::Waiting;
                 t.woke = false;
@@ -513,5 +528,59 @@ mod tests {
         let bg: Vec<_> = d.threads.iter().filter(|t| t.background).collect();
         assert_eq!(bg.len(), 1);
         assert_eq!(bg[0].bursts[0].run_ns, 100);
+    }
+
+    /// A switch-in the recording missed (seen on PVM hosts with nothing lost) must not end
+    /// the thread's replay: the sleep before it is closed by the switch-out that follows,
+    /// and the task clock says how long the thread ran in between.
+    #[test]
+    fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
+        use crate::synth::Switch;
+        use crate::SchedEntity;
+        let se = |sum| SchedEntity {
+            sum_exec_runtime: sum,
+            weight: 1024,
+            ..SchedEntity::default()
+        };
+        let out = |ts, sum| {
+            Switch::new(ts, 0, 10, 0)
+                .sleeping()
+                .prev_se(se(sum))
+                .build()
+        };
+        let into = |ts, sum| Switch::new(ts, 0, 0, 10).next_se(se(sum)).build();
+        let mut f = DemandFold::new(0);
+        let evs = vec![
+            task_info(0, 10, 1, "vm0", Some(0), 0),
+            wakeup(100, 0, 10, 0),
+            into(200, 5_000),
+            out(500, 5_300),
+            // Woken and switched in at about 2_000 and 2_100: neither was recorded. It ran
+            // 200 ns of task clock before sleeping again at 2_300.
+            out(2_300, 5_500),
+            wakeup(4_000, 0, 10, 0),
+            into(4_100, 5_500),
+            out(4_150, 5_550),
+        ];
+        f.ingest_batch(&evs);
+        let d = f.finish();
+        let t = d.tracked().next().unwrap();
+        assert_eq!(
+            t.bursts,
+            vec![
+                Burst {
+                    run_ns: 300,
+                    sleep_ns: Some(1_600)
+                },
+                Burst {
+                    run_ns: 200,
+                    sleep_ns: Some(1_700)
+                },
+                Burst {
+                    run_ns: 50,
+                    sleep_ns: None
+                }
+            ]
+        );
     }
 }

@@ -44,16 +44,27 @@ pub fn thread_label(vm: &str, vcpu: Option<u32>, comm: &dyn std::fmt::Display) -
 }
 
 impl VcpuState {
+    /// The one table of state names: (long, as the exporters label slices; short, for a
+    /// table column in the dashboard and the text report).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            VcpuState::InGuest => ("in guest", "guest"),
+            VcpuState::Running => ("running (host)", "host"),
+            VcpuState::InVmm => ("in VMM", "vmm"),
+            VcpuState::Waiting => ("waiting (runnable)", "wait"),
+            VcpuState::Sleeping => ("sleeping", "sleep"),
+            VcpuState::Unknown => ("exited", "?"),
+        }
+    }
+
     /// The state's name as the exporters label slices.
     pub fn name(self) -> &'static str {
-        match self {
-            VcpuState::InGuest => "in guest",
-            VcpuState::Running => "running (host)",
-            VcpuState::InVmm => "in VMM",
-            VcpuState::Waiting => "waiting (runnable)",
-            VcpuState::Sleeping => "sleeping",
-            VcpuState::Unknown => "exited",
-        }
+        self.names().0
+    }
+
+    /// The state's name in a table column; `?` when it is not known.
+    pub fn short_name(state: Option<VcpuState>) -> &'static str {
+        state.unwrap_or(VcpuState::Unknown).names().1
     }
 
     /// On a pCPU: the states whose time is `run_ns`.

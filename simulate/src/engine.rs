@@ -318,9 +318,9 @@ impl<'d, P: Policy> Engine<'d, P> {
             if now >= self.end || now == u64::MAX {
                 break;
             }
-            if cpu_t == now {
-                self.on_cpu_event(sink, cpu as u32, now, &mut resched, &mut touched);
-            } else if global_t == now {
+            // Policy-wide work (accounting periods) first: a pick at the same instant
+            // sees the period's new priorities, not the last one's.
+            if global_t == now {
                 let mut cx = Cx {
                     threads: &self.threads,
                     ncpus: self.curr.len() as u32,
@@ -331,6 +331,8 @@ impl<'d, P: Policy> Engine<'d, P> {
                 };
                 // Accounting reads the running threads' CPU time up to now.
                 self.policy.global(&mut cx, now);
+            } else if cpu_t == now {
+                self.on_cpu_event(sink, cpu as u32, now, &mut resched, &mut touched);
             } else {
                 let Some(Reverse((_, t))) = self.wakes.pop() else {
                     break;

@@ -326,3 +326,55 @@ fn the_demand_of_a_simulated_run_is_the_demand_put_in() {
         }
     }
 }
+
+/// Xen weights of nices as the credit policy maps them (the kernel's weight ratio, default
+/// weight 256 at nice 0), as shares.
+fn expected_by_xen_weight(nices: &[i32]) -> Vec<f64> {
+    let w: Vec<f64> = nices
+        .iter()
+        .map(|&n| (256 * i64::from(model::nice_to_weight(n)) / 1024).max(1) as f64)
+        .collect();
+    let sum: f64 = w.iter().sum();
+    w.iter().map(|x| x / sum).collect()
+}
+
+#[test]
+fn credit_shares_follow_weight_nice_minus_one_against_four() {
+    let nices = [-1, 4];
+    let span = 3 * S;
+    let d = demand(&hogs(&nices, span), 1, span);
+    let want = expected_by_xen_weight(&nices);
+    let got = shares(&events_of(PolicyKind::Credit, &d, 1, &[]), &d);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 0.02, "{got:?} vs {want:?}");
+    }
+}
+
+/// Each tracked thread's CPU share over simulated time `from..to`.
+fn shares_between(evs: &[Event], d: &model::demand::Demand, from: u64, to: u64) -> Vec<f64> {
+    d.tracked()
+        .map(|t| cpu_in(&run_intervals(evs, d.start, t.tid), from, to) as f64 / (to - from) as f64)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The issue's property: always-runnable vCPUs on one pCPU get shares proportional to
+    /// their Xen weight, within 2 points over 3 s. Two vCPUs, any nices from -5 to 10 (a
+    /// sweep of 150 pairs stayed within 1.0 point over seconds 1-4 and 2.0 over 0-3). Three
+    /// or more on one pCPU are not asserted: that sweep found up to 13 points off, a unit
+    /// earning little still being handed whole 30 ms slices when all are OVER (issue #16).
+    #[test]
+    fn credit_shares_follow_weight_within_two_points_over_three_seconds(
+        nices in prop::collection::vec(-5i32..=10, 2)
+    ) {
+        let span = 3 * S;
+        let d = demand(&hogs(&nices, span), 1, span);
+        let want = expected_by_xen_weight(&nices);
+        let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &[]), &d, 0, span);
+        for (g, w) in got.iter().zip(&want) {
+            prop_assert!((g - w).abs() <= 0.02, "nices {nices:?}: {got:?} vs {want:?}");
+        }
+    }
+}

@@ -103,6 +103,10 @@ pub struct Credit {
     domains: Vec<Domain>,
     pcpus: Vec<Pcpu>,
     next_acct: u64,
+    /// `credit_balance`: the active units' credits summed at the last accounting, after
+    /// the bounds. When negative the next period hands out that much more (the units
+    /// overspent, say all OVER and round-robined), so debts are not forgiven by the floor.
+    balance: i64,
     /// Accounting periods run (tests read it).
     pub periods: u64,
 }
@@ -138,6 +142,7 @@ impl Credit {
         let tick = p.tslice / p.ticks_per_tslice;
         Credit {
             next_acct: p.tslice,
+            balance: 0,
             tick,
             units: vec![
                 Unit {
@@ -252,6 +257,10 @@ impl Credit {
         }
         let per_tslice = self.credits_per_tslice();
         let mut credit_total = per_tslice * i64::from(cx.ncpus);
+        // Converge the balance towards 0 when it went negative.
+        if self.balance < 0 {
+            credit_total -= self.balance;
+        }
         let ng = self.domains.len();
         let mut active = vec![0i64; ng];
         for (i, u) in self.units.iter().enumerate() {
@@ -261,6 +270,7 @@ impl Credit {
         }
         let weight_total: i64 = (0..ng).map(|g| self.domains[g].weight * active[g]).sum();
         if weight_total == 0 {
+            self.balance = 0;
             return;
         }
         let mut weight_left = weight_total;
@@ -274,6 +284,9 @@ impl Credit {
             let d = &self.domains[g];
             weight_left -= d.weight * n;
             let mut peak = n * per_tslice;
+            if self.balance < 0 {
+                peak += ceil_div(-self.balance * d.weight * n, weight_total);
+            }
             if d.cap > 0 {
                 let cap = ceil_div(d.cap * per_tslice, 100);
                 peak = peak.min(cap);
@@ -289,6 +302,7 @@ impl Credit {
             }
             unit_fair[g] = ceil_div(fair, n);
         }
+        let mut balance = 0;
         for i in 0..self.units.len() {
             if !self.units[i].active {
                 continue;
@@ -317,7 +331,9 @@ impl Credit {
                     u.credit /= 2;
                 }
             }
+            balance += self.units[i].credit;
         }
+        self.balance = balance;
         // csched_runq_sort: UNDER/BOOST ahead of OVER, order kept.
         for c in 0..self.pcpus.len() {
             let q = std::mem::take(&mut self.pcpus[c].runq);
