@@ -16,8 +16,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use model::VcpuThreadName;
 use probes::counters::{ProcSched, SchedStat};
-use probes::targets::{list_threads, parse_bundled_vcpu_name, ThreadStat};
+use probes::targets::{list_threads, ThreadStat};
 use serde_json::Value;
 
 fn monotonic_ns() -> u64 {
@@ -80,7 +81,7 @@ fn start_vmm(scenario: &Path, n: usize) -> (Reaped, Vec<u32>) {
         let tids: Vec<u32> = list_threads(pid)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, comm)| parse_bundled_vcpu_name(comm).is_some())
+            .filter(|(_, comm)| VcpuThreadName::parse(comm).is_some())
             .map(|(tid, _)| tid)
             .collect();
         if tids.len() == n {

@@ -17,6 +17,7 @@ pub mod synth;
 pub mod task_state;
 pub mod trace_file;
 pub mod transition;
+pub mod vcpu_thread_name;
 
 pub use event::*;
 pub use host::{HostInfo, KvmFlavour};
@@ -26,3 +27,4 @@ pub use snapshot::*;
 pub use source::{Source, SourceError};
 pub use task_state::{SwitchOut, TaskState};
 pub use transition::{PcpuHolder, Transition};
+pub use vcpu_thread_name::VcpuThreadName;

@@ -147,13 +147,13 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
     let bundled: Vec<TrackedThread> = threads
         .iter()
         .filter_map(|(tid, comm)| {
-            let (vm, vcpu) = parse_bundled_vcpu_name(comm)?;
+            let name = model::VcpuThreadName::parse(comm)?;
             Some(TrackedThread {
                 pid,
                 tid: *tid,
                 comm: comm.clone(),
-                vm: format!("vm{vm}"),
-                vcpu: Some(vcpu),
+                vm: name.vm_name(),
+                vcpu: Some(name.vcpu),
             })
         })
         .collect();
@@ -187,17 +187,6 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
             })
             .collect(),
     ))
-}
-
-/// `vm<V>-vcpu<C>` → `(V, C)`.
-pub fn parse_bundled_vcpu_name(comm: &str) -> Option<(u32, u32)> {
-    let rest = comm.strip_prefix("vm")?;
-    let (vm, vcpu) = rest.split_once("-vcpu")?;
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(vm) || !all_digits(vcpu) {
-        return None;
-    }
-    Some((vm.parse().ok()?, vcpu.parse().ok()?))
 }
 
 /// Thread ids and names of process `pid`, sorted by tid. Threads that exit while the
@@ -333,16 +322,6 @@ fn read_tgid(pid: u32, tid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bundled_names_parse() {
-        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu1"), Some((0, 1)));
-        assert_eq!(parse_bundled_vcpu_name("vm12-vcpu30"), Some((12, 30)));
-        assert_eq!(parse_bundled_vcpu_name("vm-vcpu1"), None);
-        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu"), None);
-        assert_eq!(parse_bundled_vcpu_name("vm0-vcpu1x"), None);
-        assert_eq!(parse_bundled_vcpu_name("CPU 0/KVM"), None);
-    }
 
     #[test]
     fn stat_names_with_spaces_and_parens_parse() {

@@ -361,7 +361,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
         }
         series.push(VruntimeSeries {
             tid: v.tid,
-            label: format!("{}/vcpu{}", v.vm.name, v.index),
+            label: model::thread_label(v.vm.name, Some(v.index), &""),
             points,
         });
     }

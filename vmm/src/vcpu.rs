@@ -84,7 +84,11 @@ pub(crate) struct VcpuThread {
 
 impl VcpuThread {
     pub fn name(plan: &VcpuPlan) -> String {
-        format!("vm{}-vcpu{}", plan.vm_index, plan.index)
+        model::VcpuThreadName {
+            vm: plan.vm_index,
+            vcpu: plan.index,
+        }
+        .to_string()
     }
 
     pub fn run(mut self) {
