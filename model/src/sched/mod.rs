@@ -46,11 +46,12 @@
 //! wakeups, migrations), `kvm` (entries, exits, VMCLEAR cross-calls), `task` (tracked
 //! threads and their lifecycle), the per-thread trackers `clocks`, `resume` and `exits`,
 //! `retire` (ended threads leaving an always-on model), `owner` and `lanes` (who holds each
-//! pCPU, run queues, wait attribution), `cpu_set`,
-//! `fairness` (entitled share), `health` (odd input, counted), `view` (snapshots) and
+//! pCPU, run queues, wait attribution), `cpu_set`, `fairness` (entitled share), `counters`
+//! (counter samples from the no-BPF source), `health` (odd input, counted), `view` (snapshots) and
 //! `transitions` (the log of applied changes that transition sinks read).
 
 mod clocks;
+mod counters;
 mod cpu_set;
 mod dispatch;
 mod exits;

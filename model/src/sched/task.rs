@@ -48,6 +48,8 @@ pub(super) struct Task {
     pub(super) exits: ExitTracker,
     /// Who kept it waiting, and for how long.
     pub(super) culprits: Vec<(Owner, u64)>,
+    /// Its previous counter sample (counters mode), `None` until the first.
+    pub(super) sampled: Option<super::counters::SampleMemo>,
     /// The slot is free: its thread was retired (see `retire`) and no other took it yet.
     pub(super) vacant: bool,
 }
@@ -114,6 +116,7 @@ impl Task {
             resume: ResumeTracker::default(),
             exits: ExitTracker::default(),
             culprits: Vec::new(),
+            sampled: None,
             vacant: true,
         }
     }

@@ -152,8 +152,10 @@ impl Model {
         };
         self.tasks
             .iter()
-            .map(|t| {
-                let end = t.end_or(now);
+            .enumerate()
+            .map(|(i, t)| {
+                // A sampled thread's figures stand as of its last sample.
+                let end = self.sampled_end(i).unwrap_or_else(|| t.end_or(now));
                 let total = t.cum_at(end);
                 match win_ns {
                     None => (total, end.saturating_sub(t.first_seen)),
@@ -183,12 +185,14 @@ impl Model {
         let now = self.now;
         let secs = elapsed as f64 / 1e9;
         let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-        let migrations = if self.health.saw_migrate {
+        let migrations = if self.health.saw_migrate || t.sampled.is_some() {
             c.migrate_events
         } else {
             c.pcpu_changes
         };
-        let lag = if t.is_runnable() || t.state == TState::Sleeping {
+        let lag = if self.sampled_only(i) {
+            self.sampled_lag(i)
+        } else if t.is_runnable() || t.state == TState::Sleeping {
             let min = self
                 .tasks
                 .iter()
@@ -215,7 +219,7 @@ impl Model {
             tid: t.tid,
             comm: t.comm.to_string(),
             state: Some(state),
-            pcpu: (t.state != TState::Unknown).then_some(t.cpu),
+            pcpu: (t.state != TState::Unknown || t.sampled.is_some()).then_some(t.cpu),
             vruntime: t.clock.vruntime,
             lag,
             weight: t.weight,
@@ -255,6 +259,7 @@ impl Model {
             guest_gap_ns: c.gap_ns,
             elapsed_ns: elapsed,
             ended: t.state == TState::Exited || t.exiting,
+            sampled_at: self.sampled_end(i),
             latency_buckets: VcpuLatencyBuckets {
                 wait: t.clock.wait_hist.buckets(),
                 resume_same_pcpu: t.resume.same.buckets(),

@@ -15,9 +15,9 @@
 //! `kvm_entry` (`probes::qemu::KvmEntryMapper`). `--qemu` with no name also waits for VMs that
 //! start later.
 //!
-//! With `--no-bpf` no probes are loaded: the stream carries only the task and VM events (and
-//! guest gaps), and [`LiveSource::counter_readings`] gives per-thread perf counters and
-//! schedstat figures instead.
+//! In counters mode (`--no-bpf`, or by itself when this process lacks the capabilities to load
+//! BPF) no probes are loaded: the stream carries the task and VM events, guest gaps, and a
+//! `CounterSample` per tracked thread every `--sample-every` ([`counter_source`]).
 //!
 //! Stopping (the `stop` flag from Ctrl-C/SIGTERM, or [`LiveSource::stop_after`]) stops the VMM,
 //! drains the ring buffer and detaches the probes; dropping the source does the same, so a
@@ -45,12 +45,15 @@ use anyhow::{bail, Context};
 use model::{
     Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo, VmEnded,
 };
-use probes::counters::{CounterReading, ProcSched, SchedStat, ThreadCounters};
+use probes::counters::SchedStat;
 use probes::loader::{ProbeOptions, Probes};
 use probes::qemu::{EntryMapped, KvmEntryMapper};
 use probes::targets::{self, TargetSpec, TrackedThread};
 
 use crate::cli::TargetArgs;
+use counter_source::CounterSource;
+
+mod counter_source;
 
 /// How often targets are rescanned for new or vanished threads.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
@@ -83,16 +86,11 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 
 /// Refuse early, in one line, when the eBPF probes cannot be loaded by this user.
 /// `command` names the subcommand in the message (`trace`, `report`, ...).
+/// Without the capabilities counters mode starts instead (see [`counters_mode`]).
 pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow::Result<()> {
-    if target.no_bpf {
+    let _ = command;
+    if counters_mode(target) {
         return Ok(());
-    }
-    if !probes::host::may_load_bpf() {
-        let command = command.map(|c| format!(" {c}")).unwrap_or_default();
-        bail!(
-            "kvmscope{command} needs root (or CAP_BPF and CAP_PERFMON); \
-             without them, try --no-bpf for counters only"
-        );
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
@@ -103,22 +101,11 @@ pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow:
     Ok(())
 }
 
-/// One thread's kernel figures in `--no-bpf` mode.
-#[derive(Clone, Debug)]
-pub struct CounterRow {
-    pub thread: TrackedThread,
-    /// perf software counters since tracking began (None if they could not be opened).
-    pub counters: Option<CounterReading>,
-    /// schedstat growth since tracking began.
-    pub schedstat: Option<SchedStat>,
-    /// `/proc/.../sched` now (vruntime, weight, switch and migration totals).
-    pub sched: Option<ProcSched>,
-}
-
-/// Per-thread state of a tracked thread in `--no-bpf` mode.
-struct CounterState {
-    counters: Option<ThreadCounters>,
-    schedstat_at_start: Option<SchedStat>,
+/// Whether this session reads counters instead of loading BPF: asked for (`--no-bpf`), or
+/// this process lacks the capabilities to load it (CAP_BPF with CAP_PERFMON, or
+/// CAP_SYS_ADMIN), whatever its uid.
+pub fn counters_mode(target: &TargetArgs) -> bool {
+    target.no_bpf || !probes::host::may_load_bpf()
 }
 
 /// How targets are found again on each rescan.
@@ -142,7 +129,10 @@ pub struct LiveSource {
     tracked: BTreeMap<u32, TrackedThread>,
     /// Tracked processes (pid → VM name) not yet reported ended.
     processes: BTreeMap<u32, String>,
-    counters: BTreeMap<u32, CounterState>,
+    /// Counters mode: the sampler of every tracked thread's kernel counters.
+    counters: Option<CounterSource>,
+    /// Kernel events stamped after the closing timestamp, dropped at the final drain.
+    dropped_after_close: u64,
     /// Events produced by the source itself (TaskInfo, VmEnded), emitted on the next poll.
     pending: Vec<Event>,
     gaps: Vec<GuestGap>,
@@ -168,13 +158,21 @@ impl LiveSource {
     /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
     pub fn open(target: &TargetArgs, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
         require_privileges(None, target)?;
+        let no_bpf = counters_mode(target);
+        if no_bpf && !target.no_bpf {
+            eprintln!(
+                "kvmscope: cannot load BPF without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): \
+                 counters mode, sampled every {:?} (as with --no-bpf)",
+                target.sample_every
+            );
+        }
         let host = probes::host::host_info();
 
         // Resolve external targets before loading anything: a wrong pid is the most common
         // mistake and deserves an instant, clear answer.
         let spec = spec_from_args(target);
         // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
-        let kvm_entry_ids = !target.no_bpf && kvm_entry_fires();
+        let kvm_entry_ids = !no_bpf && kvm_entry_fires();
         let (initial, unmapped) = match &spec {
             Some(spec) => resolve_initial(spec, kvm_entry_ids)?,
             None => (Vec::new(), Vec::new()),
@@ -186,7 +184,7 @@ impl LiveSource {
         };
 
         // Probes before the VMM, so its vCPU threads are tracked before their guests run.
-        let probes = if target.no_bpf {
+        let probes = if no_bpf {
             None
         } else {
             let options = ProbeOptions {
@@ -216,7 +214,8 @@ impl LiveSource {
             probes,
             tracked: BTreeMap::new(),
             processes: BTreeMap::new(),
-            counters: BTreeMap::new(),
+            counters: no_bpf.then(|| CounterSource::new(target.sample_every)),
+            dropped_after_close: 0,
             pending: Vec::new(),
             gaps: Vec::new(),
             last_rescan: Instant::now(),
@@ -291,41 +290,15 @@ impl LiveSource {
             .map_or(self.final_lost, |p| p.lost_total())
     }
 
+    /// Kernel events the final drain found stamped after the closing timestamp and left out
+    /// (also in [`Self::warnings`]).
+    pub fn dropped_after_close(&self) -> u64 {
+        self.dropped_after_close
+    }
+
     /// The in-process VMM's summary, once it has been stopped.
     pub fn vmm_summary(&self) -> Option<&vmm::Summary> {
         self.vmm_summary.as_ref()
-    }
-
-    /// `--no-bpf` figures per tracked thread: perf counters and schedstat since tracking
-    /// began, `/proc/.../sched` now.
-    pub fn counter_readings(&mut self) -> Vec<CounterRow> {
-        let mut rows = Vec::new();
-        for (tid, thread) in &self.tracked {
-            let state = self.counters.get_mut(tid);
-            let (counters, schedstat) = match state {
-                Some(s) => {
-                    let c = s.counters.as_mut().and_then(|c| c.read().ok());
-                    let now = SchedStat::read(thread.pid, thread.tid).ok();
-                    let delta = match (now, s.schedstat_at_start) {
-                        (Some(now), Some(start)) => Some(SchedStat {
-                            run_ns: now.run_ns.saturating_sub(start.run_ns),
-                            wait_ns: now.wait_ns.saturating_sub(start.wait_ns),
-                            timeslices: now.timeslices.saturating_sub(start.timeslices),
-                        }),
-                        _ => None,
-                    };
-                    (c, delta)
-                }
-                None => (None, None),
-            };
-            rows.push(CounterRow {
-                thread: thread.clone(),
-                counters,
-                schedstat,
-                sched: ProcSched::read(thread.pid, thread.tid).ok(),
-            });
-        }
-        rows
     }
 
     fn start_tracking(&mut self, t: TrackedThread, nice: Option<i32>) -> anyhow::Result<()> {
@@ -338,21 +311,6 @@ impl LiveSource {
         if let Some(p) = &mut self.probes {
             p.track(t.tid)
                 .with_context(|| format!("cannot track thread {} ({})", t.tid, t.comm))?;
-        } else {
-            let counters = match ThreadCounters::open(t.tid) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.warnings.push(e.to_string());
-                    None
-                }
-            };
-            self.counters.insert(
-                t.tid,
-                CounterState {
-                    counters,
-                    schedstat_at_start: SchedStat::read(t.pid, t.tid).ok(),
-                },
-            );
         }
         self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
         // Read right after tracking began, so the kernel counters that switches carry are
@@ -364,6 +322,10 @@ impl LiveSource {
                 wait_ns: s.wait_ns,
             });
         self.pending.push(task_info(&t, nice, schedstat));
+        if let Some(c) = &mut self.counters {
+            // The baseline sample, right after the announcement.
+            c.track(t.pid, t.tid, &mut self.pending, &mut self.warnings);
+        }
         if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
             self.qemu_entry.mapper.watch(t.pid, t.tid);
             self.qemu_entry.pids.insert(t.pid);
@@ -377,7 +339,9 @@ impl LiveSource {
             // The thread is gone; a failure to remove it from the filter map costs nothing.
             let _ = p.untrack(tid);
         }
-        self.counters.remove(&tid);
+        if let Some(c) = &mut self.counters {
+            c.untrack(tid);
+        }
         self.tracked.remove(&tid);
         self.qemu_entry.mapper.forget(tid);
     }
@@ -622,6 +586,12 @@ impl LiveSource {
     fn finish(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
         self.finished = true;
         out.append(&mut self.pending);
+        // In counters mode observation ends with the closing sample, taken while the threads
+        // still run (their /proc files go with them): the figures cover up to it exactly.
+        let counters_close = self.counters.as_mut().map(|c| {
+            c.tick(out, true);
+            monotonic_ns()
+        });
         let mut vmm_error = None;
         let bundled = self.vmm.is_some();
         if let Some(vmm) = self.vmm.take() {
@@ -633,18 +603,33 @@ impl LiveSource {
                 Err(e) => vmm_error = Some(e),
             }
         }
-        out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        // Gaps that ended after a counters-mode close are after the observation: left out.
+        let (gaps, late_gaps): (Vec<GuestGap>, Vec<GuestGap>) = self
+            .gaps
+            .drain(..)
+            .partition(|g| counters_close.is_none_or(|c| g.end <= c));
+        out.extend(gaps.into_iter().map(Event::GuestGap));
         // Observation ends here: the final drain and the detach below take a while, and the
         // model counts every tracked thread up to this timestamp. Events stamped after it are
         // dropped, so that the closing event is the newest and never arrives late.
-        let ts = monotonic_ns();
+        let ts = counters_close.unwrap_or_else(monotonic_ns);
+        self.dropped_after_close = late_gaps.len() as u64;
         if let Some(p) = &mut self.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
             let before = out.len();
             p.poll(out, Duration::from_millis(50))
                 .context("cannot read the probes' ring buffer")?;
             let tail = out.split_off(before);
+            let kept = tail.len();
             out.extend(tail.into_iter().filter(|e| e.ts() <= ts));
+            self.dropped_after_close += (kept + before - out.len()) as u64;
+        }
+        if self.dropped_after_close > 0 {
+            self.warnings.push(format!(
+                "{} events stamped after the session's closing timestamp were left out \
+                 (the final drain runs after it)",
+                self.dropped_after_close
+            ));
         }
         // Detach now, not at drop: the summary's lost count must be final.
         if let Some(p) = self.probes.take() {
@@ -832,7 +817,15 @@ impl LiveSource {
                 }
                 self.retire_exited(&out[before..]);
             }
-            None => std::thread::sleep(wait),
+            None => {
+                if let Some(c) = &self.counters {
+                    wait = wait.min(c.until_due());
+                }
+                std::thread::sleep(wait);
+                if let Some(c) = &mut self.counters {
+                    c.tick(out, false);
+                }
+            }
         }
         Ok(true)
     }
