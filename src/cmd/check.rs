@@ -36,7 +36,7 @@ fn counters_mode_check() -> ModeCheck {
         missing.push(format!("schedstat: {e}"));
     }
     if let Err(e) = ProcSched::read(pid, tid) {
-        missing.push(format!("/proc sched (CONFIG_SCHED_DEBUG): {e}"));
+        missing.push(format!("the sched file (CONFIG_SCHED_DEBUG): {e}"));
     }
     let perf = match ThreadCounters::open(tid) {
         Ok(_) => "perf task-clock too".to_string(),
