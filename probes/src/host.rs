@@ -274,32 +274,25 @@ fn scheduler_detail(host: &HostInfo) -> String {
     }
 }
 
-/// Whether this process may load and attach the eBPF probes: root, CAP_SYS_ADMIN, or
-/// CAP_BPF together with CAP_PERFMON in the effective set.
+/// Whether this process may load and attach the eBPF probes: CAP_SYS_ADMIN, or CAP_BPF
+/// together with CAP_PERFMON, in the effective set. The capabilities, not the uid: root in a
+/// container or under `setpriv` may have neither.
 pub fn may_load_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let eff = cap_eff().unwrap_or(0);
-    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    let has = |bit| cap_eff() & (1u64 << bit) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
-/// Effective capabilities of this process.
-fn cap_eff() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
+/// Effective capabilities of this process as a bit mask (0 if they cannot be read).
+fn cap_eff() -> u64 {
+    caps::read(None, caps::CapSet::Effective)
+        .map(|set| set.iter().fold(0u64, |m, c| m | c.bitmask()))
+        .unwrap_or(0)
 }
 
 fn privileges() -> (Status, String) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    let caps = cap_eff().unwrap_or(0);
+    let caps = cap_eff();
     let has = |bit: u32| caps & (1u64 << bit) != 0;
     let names: Vec<&str> = [
         (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),

@@ -19,11 +19,20 @@ pub fn run(args: DemoArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> 
         demo: true,
         scenario: args.scenario,
         ring_bytes: DEFAULT_RING_BYTES,
+        no_bpf: args.no_bpf,
+        sample_every: args.sample_every,
         ..TargetArgs::default()
     };
     let stop = stop_on_signals()?;
     opts.stop = stop.clone();
-    eprintln!("kvmscope: starting the demo VMs and attaching the probes…");
+    eprintln!(
+        "kvmscope: starting the demo VMs and {}…",
+        if crate::live::counters_mode(&target) {
+            "sampling their counters"
+        } else {
+            "attaching the probes"
+        }
+    );
     let source = LiveSource::open(&target, stop).context("cannot start the demo")?;
     run_live(source, opts)
 }

@@ -349,6 +349,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
             pcpu_changes: migrations,
             elapsed_ns: now - START_NS,
             ended: false,
+            sampled_at: None,
             latency_buckets: Default::default(),
         });
         let mut points = vec![];
