@@ -147,6 +147,8 @@ pub struct Model {
     /// Slots of retired threads, reused before the table grows.
     free_slots: Vec<u32>,
     vms: Vec<VmEntry>,
+    /// Entries of retired VMs, reused before the list grows.
+    free_vms: Vec<u32>,
     cpus: Vec<Cpu>,
     comms: Vec<Comm>,
     comm_id: FxHashMap<Comm, u32>,
@@ -176,6 +178,7 @@ impl Model {
             tid_slot: FxHashMap::default(),
             free_slots: Vec::new(),
             vms: Vec::new(),
+            free_vms: Vec::new(),
             cpus: Vec::new(),
             comms: Vec::new(),
             comm_id: FxHashMap::default(),
@@ -197,6 +200,11 @@ impl Model {
     /// (ended ones included until they retire).
     pub fn thread_slots(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// VM entries allocated, in use or free (with retirement: the most VMs alive at once).
+    pub fn vm_entries(&self) -> usize {
+        self.vms.len()
     }
 
     /// Events ingested so far.

@@ -274,6 +274,9 @@ impl Model {
         let mut vms = Vec::with_capacity(self.vms.len());
         let mut vm_ratios = Vec::new();
         for (vi, v) in self.vms.iter().enumerate() {
+            if v.vacant {
+                continue;
+            }
             let members: Vec<usize> = (0..slots.len())
                 .filter(|&k| self.tasks[slots[k]].vm as usize == vi)
                 .collect();
@@ -337,7 +340,7 @@ impl Model {
         run.add(c.owner, now.saturating_sub(c.since), &self.tasks);
         let time = PcpuTime {
             idle_ns: run.idle,
-            vcpu_ns: run.vm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            vcpu_ns: run.vcpus(),
             other_ns: run.others(),
         };
         let occ_window = |w: u64| {
@@ -374,7 +377,7 @@ impl Model {
             cpu,
             current_tid: match c.owner {
                 Owner::Task(slot) => self.tasks.get(slot as usize).map(|t| t.tid),
-                Owner::Idle | Owner::Other(_) | Owner::Ended(_) => None,
+                Owner::Idle | Owner::Other(_) | Owner::Ended(_) | Owner::EndedVm => None,
             },
             waiting: c.waiting.len() as u32,
             occupancy_1s: occ_window(1_000_000_000),
@@ -438,6 +441,9 @@ impl Model {
                 )
             })
             .collect();
+        if time.ended_vms > 0 {
+            vms.push(("(ended VMs)".to_string(), f(time.ended_vms)));
+        }
         vms.sort_by(|a, b| b.1.total_cmp(&a.1));
         let mut others: Vec<(String, f64)> = time
             .comm_ns
@@ -464,7 +470,7 @@ impl Model {
     fn lane_segment(&self, s: &Seg) -> LaneSegment {
         let owner = match s.owner {
             Owner::Idle => LaneOwner::Idle,
-            Owner::Other(_) | Owner::Ended(_) => LaneOwner::Other {
+            Owner::Other(_) | Owner::Ended(_) | Owner::EndedVm => LaneOwner::Other {
                 comm: self.owner_label(s.owner),
             },
             Owner::Task(slot) => match self.tasks.get(slot as usize) {
