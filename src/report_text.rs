@@ -131,17 +131,6 @@ fn pct(p: &Percentiles) -> String {
     }
 }
 
-fn state_name(s: Option<VcpuState>) -> &'static str {
-    match s {
-        Some(VcpuState::InGuest) => "guest",
-        Some(VcpuState::Running) => "running",
-        Some(VcpuState::InVmm) => "vmm",
-        Some(VcpuState::Waiting) => "waiting",
-        Some(VcpuState::Sleeping) => "sleeping",
-        Some(VcpuState::Unknown) | None => "-",
-    }
-}
-
 /// One screen of text.
 pub fn render_text(doc: &ReportDoc) -> String {
     let s = &doc.snapshot;
@@ -170,7 +159,7 @@ pub fn render_text(doc: &ReportDoc) -> String {
             truncate(&v.vm, 8),
             v.vcpu.map_or("-".to_string(), |i| i.to_string()),
             v.tid,
-            state_name(v.state),
+            VcpuState::short_name(v.state),
             ms(v.run_ns),
             ms(v.task_clock_ns),
             ms(v.wait_ns),

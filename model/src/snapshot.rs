@@ -44,16 +44,27 @@ pub fn thread_label(vm: &str, vcpu: Option<u32>, comm: &dyn std::fmt::Display) -
 }
 
 impl VcpuState {
+    /// The one table of state names: (long, as the exporters label slices; short, for a
+    /// table column in the dashboard and the text report).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            VcpuState::InGuest => ("in guest", "guest"),
+            VcpuState::Running => ("running (host)", "host"),
+            VcpuState::InVmm => ("in VMM", "vmm"),
+            VcpuState::Waiting => ("waiting (runnable)", "wait"),
+            VcpuState::Sleeping => ("sleeping", "sleep"),
+            VcpuState::Unknown => ("exited", "?"),
+        }
+    }
+
     /// The state's name as the exporters label slices.
     pub fn name(self) -> &'static str {
-        match self {
-            VcpuState::InGuest => "in guest",
-            VcpuState::Running => "running (host)",
-            VcpuState::InVmm => "in VMM",
-            VcpuState::Waiting => "waiting (runnable)",
-            VcpuState::Sleeping => "sleeping",
-            VcpuState::Unknown => "exited",
-        }
+        self.names().0
+    }
+
+    /// The state's name in a table column; `?` when it is not known.
+    pub fn short_name(state: Option<VcpuState>) -> &'static str {
+        state.unwrap_or(VcpuState::Unknown).names().1
     }
 
     /// On a pCPU: the states whose time is `run_ns`.
@@ -213,6 +224,10 @@ pub struct VcpuSnapshot {
     /// The thread has exited or its VM has ended: its figures are final.
     #[serde(default)]
     pub ended: bool,
+    /// Counters mode: the time of the sample its figures end at (they cover
+    /// `[sampled_at - elapsed_ns, sampled_at]`); `None` where switch events placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<u64>,
     /// Latency distributions as buckets (histogram sinks); JSON reports leave them out.
     #[serde(default, skip_serializing)]
     pub latency_buckets: VcpuLatencyBuckets,
@@ -342,6 +357,10 @@ pub struct Health {
     /// events missing without a lost count (the kernel's tracepoint skips a few on some hosts).
     #[serde(default)]
     pub unpaired_switch_outs: u64,
+    /// Counter samples folded in: non-zero when the figures come from the kernel's counters
+    /// (no BPF), where views without switch events (lanes, resume latency) have nothing.
+    #[serde(default)]
+    pub counter_samples: u64,
     /// Ended threads retired from the model ([`crate::ModelConfig::retire_ended_after_ns`]):
     /// gone from `vcpus`, their counters kept in their VM's figures.
     #[serde(default)]

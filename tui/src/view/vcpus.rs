@@ -32,17 +32,6 @@ fn window_label(w: model::Window) -> &'static str {
     }
 }
 
-pub fn state_label(state: Option<VcpuState>) -> &'static str {
-    match state {
-        Some(VcpuState::InGuest) => "guest",
-        Some(VcpuState::Running) => "host",
-        Some(VcpuState::InVmm) => "vmm",
-        Some(VcpuState::Waiting) => "wait",
-        Some(VcpuState::Sleeping) => "sleep",
-        Some(VcpuState::Unknown) | None => "?",
-    }
-}
-
 impl Widget for &VcpuTable<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let app = self.app;
@@ -174,7 +163,7 @@ impl VcpuTable<'_> {
             cells.push(Cell::from(v.tid.to_string()));
         }
         cells.push(Cell::from(v.pcpu.map_or("-".into(), |c| c.to_string())));
-        cells.push(Cell::from(state_label(state)).style(state_style));
+        cells.push(Cell::from(VcpuState::short_name(state)).style(state_style));
         if wide {
             cells.push(Cell::from(fmt::vruntime(v.vruntime)));
         }
