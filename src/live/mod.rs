@@ -448,7 +448,6 @@ impl LiveSource {
     /// soon rather than at the next rescan, but only after its last switch-out (state
     /// TASK_DEAD), or a second after its exit if that switch is never seen.
     fn retire_exited(&mut self, batch: &[Event]) {
-        const TASK_DEAD: u64 = 0x80;
         const GRACE: Duration = Duration::from_secs(1);
         let now = Instant::now();
         let mut done: Vec<u32> = Vec::new();
@@ -461,7 +460,7 @@ impl LiveSource {
                     self.exiting.push((x.tid, now + GRACE));
                 }
                 Event::SchedSwitch(s)
-                    if s.prev_state & TASK_DEAD != 0
+                    if s.prev_task_state().is_dead()
                         && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
                 {
                     done.push(s.prev_tid);
