@@ -17,6 +17,10 @@ pub struct Cli {
     /// On failure, print everything known (e.g. the eBPF verifier's whole log).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Write logs here, appended: warnings, fallbacks and a rejected eBPF program's whole
+    /// verifier log (every command; the dashboards never log to the screen).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,9 +204,6 @@ pub struct ReplayArgs {
     /// A parameter of the `--simulate` policy, NAME=VALUE (as `simulate --param`); repeatable.
     #[arg(long, value_name = "NAME=VALUE", requires = "simulate")]
     pub param: Vec<String>,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -258,9 +259,6 @@ pub struct DemoArgs {
     /// Redraw rate in Hz.
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -269,8 +267,6 @@ pub struct TopArgs {
     pub target: TargetArgs,
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -103,3 +103,21 @@ fn a_bad_duration_is_refused_clearly() {
     assert!(!out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_refused_clearly() {
+    // --log-file is global: before or after the subcommand, on every command.
+    for args in [
+        &["--log-file", "/nonexistent-dir/k.log", "check"][..],
+        &[
+            "trace",
+            "--pid",
+            "1",
+            "--log-file",
+            "/nonexistent-dir/k.log",
+        ][..],
+    ] {
+        let out = kvmscope().args(args).output().unwrap();
+        assert_clear_error(&out, "cannot open log file /nonexistent-dir/k.log");
+    }
+}

@@ -41,6 +41,7 @@ pub fn host() -> HostInfo {
         kvm_flavour: model::KvmFlavour::Pvm,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: Some(2.596e9),
+        csd_tracepoints: None,
     }
 }
 
