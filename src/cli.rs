@@ -17,6 +17,10 @@ pub struct Cli {
     /// On failure, print everything known (e.g. the eBPF verifier's whole log).
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Write logs here, appended: warnings, fallbacks and a rejected eBPF program's whole
+    /// verifier log (every command; the dashboards never log to the screen).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,13 +74,26 @@ pub struct TargetArgs {
     /// QMP socket to map QEMU vCPUs to threads (otherwise found from the command line).
     #[arg(long, value_name = "PATH")]
     pub qmp: Option<PathBuf>,
-    /// Read counters and schedstat only (for hosts where BPF is not allowed).
+    /// Counters mode: no BPF, every figure from perf counters, schedstat and /proc (also
+    /// chosen by itself when this process lacks the capabilities to load BPF).
     #[arg(long)]
     pub no_bpf: bool,
+    /// How often counters mode samples each thread (`1s`, `250ms`, ...).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_sample_every)]
+    pub sample_every: std::time::Duration,
     /// Ring buffer size in bytes (power of two, multiple of the page size); the per-CPU rings of
     /// switch records get up to as much again.
     #[arg(long, default_value_t = 16 << 20)]
     pub ring_bytes: u32,
+}
+
+/// `--sample-every`: a humantime duration from 10 ms to an hour.
+fn parse_sample_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s or 250ms)"))?;
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s} is outside 10ms..1h"));
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]
@@ -187,9 +204,6 @@ pub struct ReplayArgs {
     /// A parameter of the `--simulate` policy, NAME=VALUE (as `simulate --param`); repeatable.
     #[arg(long, value_name = "NAME=VALUE", requires = "simulate")]
     pub param: Vec<String>,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -236,12 +250,15 @@ pub struct DemoArgs {
     /// Stop after this many seconds (default: until `q`).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Counters mode: no BPF (see `kvmscope report --help`).
+    #[arg(long)]
+    pub no_bpf: bool,
+    /// How often counters mode samples each thread.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_sample_every)]
+    pub sample_every: std::time::Duration,
     /// Redraw rate in Hz.
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    /// Write logs here (never to the screen).
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -250,8 +267,6 @@ pub struct TopArgs {
     pub target: TargetArgs,
     #[arg(long, default_value_t = 10.0)]
     pub tick_hz: f64,
-    #[arg(long)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

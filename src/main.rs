@@ -5,26 +5,20 @@ mod cli;
 mod cmd;
 mod file_source;
 mod live;
+mod logging;
 mod report_text;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let verbose = cli.verbose;
-    match cmd::run(cli.command) {
+    let log_file = cli.log_file.as_deref();
+    let result = logging::init(log_file).and_then(|()| cmd::run(cli.command, log_file));
+    match result {
         Ok(code) => code,
         Err(err) => {
-            // One line: the outermost context plus its causes, as the user should read it.
-            eprintln!("kvmscope: {err:#}");
-            let log = err
-                .chain()
-                .find_map(|e| e.downcast_ref::<probes::loader::ProbeError>())
-                .and_then(|e| e.verifier_log());
-            match log {
-                Some(log) if verbose => eprintln!("kvmscope: the verifier's log:\n{log}"),
-                Some(_) => eprintln!("kvmscope: run again with -v for the verifier's whole log"),
-                None => {}
+            for line in logging::failure_lines(&err, cli.verbose, log_file) {
+                eprintln!("{line}");
             }
             std::process::ExitCode::FAILURE
         }

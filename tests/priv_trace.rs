@@ -575,23 +575,32 @@ fn no_bpf_trace_reports_counters_per_vcpu() {
         "switches without BPF?"
     );
     for &tid in &tids {
-        let last = lines
+        // The first sample is the baseline taken when tracking began; the kernel's totals
+        // grow from there.
+        let samples: Vec<&Value> = lines
             .iter()
-            .rfind(|l| l["type"] == "counters" && u(l, "tid") == tid as u64)
-            .unwrap_or_else(|| panic!("no counters line for vCPU thread {tid}"));
-        let task_clock = u(last, "task_clock_ns");
-        let run = u(last, "schedstat_run_ns");
-        let switches = u(last, "context_switches");
+            .filter(|l| l["type"] == "counter_sample" && u(l, "tid") == tid as u64)
+            .collect();
+        assert!(
+            samples.len() >= 3,
+            "tid {tid}: {} counter samples in 2.5 s at 1 s",
+            samples.len()
+        );
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
+        let grew = |k: &str| u(last, k) - u(first, k);
+        let task_clock = grew("task_clock_ns");
+        let run = grew("run_ns");
+        let switches = grew("voluntary_switches") + grew("involuntary_switches");
         eprintln!(
             "tid {tid}: task-clock {:.3} ms, schedstat run {:.3} ms, {switches} switches, {} \
              migrations",
             task_clock as f64 / 1e6,
             run as f64 / 1e6,
-            u(last, "cpu_migrations")
+            grew("migrations")
         );
         assert!(switches > 10, "tid {tid}: {last}");
         assert!(run > 100_000_000, "tid {tid} barely ran: {last}");
-        // Both count time on CPU since tracking began, read a moment apart.
+        // Both count time on CPU between the same two samples.
         let ratio = task_clock as f64 / run as f64;
         assert!(
             (0.95..1.05).contains(&ratio),

@@ -19,7 +19,6 @@ const TOO_LONG_FOR_NOW: &[(&str, &str)] = &[
         "model/src/synth.rs",
         "issue #14: test scaffolding to move behind a feature",
     ),
-    ("src/live.rs", "split this session by engineer nobpf"),
 ];
 
 /// Where `/proc` may be read: the host-facts layer (`probes/src/`) and these files.
@@ -28,8 +27,12 @@ const PROC_READERS: &[(&str, &str)] = &[
     ("vmm/src/sched.rs", "the VMM's own vCPU threads' schedstat"),
     ("vmm/src/vm.rs", "the TSC rate from /proc/cpuinfo"),
     (
-        "src/live.rs",
+        "src/live/mod.rs",
         "whether a tracked process or thread still exists",
+    ),
+    (
+        "src/live/qemu_relabel.rs",
+        "whether a watched QEMU thread still exists",
     ),
     (
         "lab/src/initramfs.rs",

@@ -29,8 +29,10 @@ fn assert_clear_error(out: &Output, needle: &str) {
     );
 }
 
+/// Without BPF capabilities a live command starts in counters mode, saying so in one line;
+/// a user without /dev/kvm then gets one clear line for that.
 #[test]
-fn not_root_is_refused_clearly() {
+fn not_root_falls_back_to_counters_mode_then_names_what_is_missing() {
     let bin = env!("CARGO_BIN_EXE_kvmscope");
     let out = if is_root() {
         // Drop to `nobody` like a normal user would be.
@@ -49,10 +51,20 @@ fn not_root_is_refused_clearly() {
             .output()
             .unwrap()
     };
-    assert_clear_error(
-        &out,
-        "kvmscope trace needs root (or CAP_BPF and CAP_PERFMON)",
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.trim_end().lines().collect();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(
+        lines.first().is_some_and(|l| l.contains(
+            "cannot load BPF without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): counters mode"
+        )),
+        "no counters-mode line first: {stderr}"
     );
+    // `nobody` has no /dev/kvm on most hosts: then one more line says so, and it fails.
+    if !out.status.success() {
+        assert_eq!(lines.len(), 2, "not one line after the notice: {stderr}");
+        assert!(lines[1].contains("/dev/kvm"), "{stderr}");
+    }
 }
 
 #[test]
@@ -90,4 +102,22 @@ fn a_bad_duration_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_refused_clearly() {
+    // --log-file is global: before or after the subcommand, on every command.
+    for args in [
+        &["--log-file", "/nonexistent-dir/k.log", "check"][..],
+        &[
+            "trace",
+            "--pid",
+            "1",
+            "--log-file",
+            "/nonexistent-dir/k.log",
+        ][..],
+    ] {
+        let out = kvmscope().args(args).output().unwrap();
+        assert_clear_error(&out, "cannot open log file /nonexistent-dir/k.log");
+    }
 }

@@ -37,6 +37,7 @@ fn write_recording(path: &Path) {
             kvm_flavour: model::KvmFlavour::Pvm,
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: None,
+            csd_tracepoints: None,
         },
         recorder: "tui_replay test".into(),
         ..TraceHeader::default()

@@ -95,6 +95,8 @@ pub enum LabError {
     Boot { kernel: String, why: String },
     #[error("results: {0}")]
     Results(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T> = std::result::Result<T, LabError>;

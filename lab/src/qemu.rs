@@ -17,11 +17,43 @@ pub struct Qemu {
     pub mem_mb: u32,
     /// The whole boot, suite included, is killed after this long.
     pub timeout: Duration,
-    /// Boots again (up to this many times) when the kernel died before `/init` reported
-    /// anything. Multi-threaded TCG occasionally lets a vCPU run code another vCPU is
-    /// patching (jump labels at boot): an `Oops: int3` in a random function, seen once in
-    /// about 15 boots of 6.12. The suite itself is never retried.
-    pub early_death_retries: u32,
+    /// TCG's threading: `multi` runs each vCPU on a host thread of its own, `single` runs
+    /// them all round-robin on one. The default is `single`: multi-threaded TCG lets one
+    /// vCPU run a stale translation of text another vCPU is patching (the kernel's
+    /// tracepoint static keys, switched on when probes attach), an `Oops: int3` in a random
+    /// function about once in 15 boots; single-threaded TCG has no such race, and on this
+    /// 2-core host it was no slower (6.1's suite 42.1 s single vs 47.7 s multi, 6.12's
+    /// 112.7 s vs 120.8 s, one after the other under load). `KVMSCOPE_LAB_TCG=single|multi`
+    /// overrides it.
+    pub tcg_threads: TcgThreads,
+}
+
+/// `-accel tcg,thread=...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcgThreads {
+    Single,
+    Multi,
+}
+
+impl TcgThreads {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcgThreads::Single => "single",
+            TcgThreads::Multi => "multi",
+        }
+    }
+
+    /// `KVMSCOPE_LAB_TCG` if set (`single` or `multi`), else `default`.
+    pub fn from_env(default: TcgThreads) -> Result<TcgThreads> {
+        match std::env::var("KVMSCOPE_LAB_TCG").as_deref() {
+            Err(_) => Ok(default),
+            Ok("single") => Ok(TcgThreads::Single),
+            Ok("multi") => Ok(TcgThreads::Multi),
+            Ok(other) => Err(LabError::Config(format!(
+                "KVMSCOPE_LAB_TCG={other}: expected single or multi"
+            ))),
+        }
+    }
 }
 
 impl Default for Qemu {
@@ -31,7 +63,7 @@ impl Default for Qemu {
             smp: 2,
             mem_mb: 2048,
             timeout: Duration::from_secs(600),
-            early_death_retries: 2,
+            tcg_threads: TcgThreads::Single,
         }
     }
 }
@@ -64,7 +96,9 @@ impl Qemu {
         let results_log = workdir.join("results.log");
         let started = Instant::now();
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg,thread=multi", "-cpu", &self.cpu])
+            .arg("-accel")
+            .arg(format!("tcg,thread={}", self.tcg_threads.as_str()))
+            .args(["-cpu", &self.cpu])
             .args([
                 "-smp",
                 &self.smp.to_string(),

@@ -17,6 +17,9 @@ TOML
 lab_step check 120 $K check --json
 lab_step_gz trace 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl
 lab_step report 300 $K report --demo --scenario /tmp/exits.toml --duration 3 --json
+# The default demo (3 VMs, 6 vCPUs, 4 of them spinning): it soft-locked 6.12 under nested SVM
+# before the VMM entered its guests with IF=1.
+lab_step demo 300 $K report --demo --duration 3 --json
 
 # --all-kvm over two KVM users that are not its own: kvmscope's VMM as a separate process and
 # tinyvmm (C). --all-kvm wants a KVM user at its start: tinyvmm's vCPU, waiting for a go line.

@@ -49,6 +49,7 @@ fn shift(ev: &mut Event, by: u64) {
         Event::TaskInfo(x) => x.ts += by,
         Event::VmEnded(x) => x.ts += by,
         Event::ObservationEnd(x) => x.ts += by,
+        Event::CounterSample(x) => x.ts += by,
     }
 }
 

@@ -285,6 +285,41 @@ pub struct Schedstat {
     pub wait_ns: u64,
 }
 
+/// The kernel's own counters of one tracked thread, read by the counters source (no BPF) at
+/// `ts`: schedstat, perf task-clock and `/proc/<pid>/task/<tid>/sched`. Every figure is the
+/// kernel's running total; the model folds the growth between a thread's samples. A source
+/// emits one right after the thread's `TaskInfo`: the baseline that run, wait, switches and
+/// migrations count from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CounterSample {
+    pub ts: u64,
+    /// pCPU the thread last ran on (`/proc/<pid>/task/<tid>/stat`, field 39).
+    pub cpu: u32,
+    pub tid: u32,
+    pub pid: u32,
+    /// schedstat: time on CPU, ns (`se.sum_exec_runtime`).
+    pub run_ns: u64,
+    /// schedstat: time waiting on a run queue, ns (`sched_info.run_delay`).
+    pub wait_ns: u64,
+    /// schedstat: times put on a CPU.
+    pub timeslices: u64,
+    /// perf task-clock since the counter was opened, ns; `None` if perf could not be opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_clock_ns: Option<u64>,
+    /// `nr_voluntary_switches`.
+    pub voluntary_switches: u64,
+    /// `nr_involuntary_switches`.
+    pub involuntary_switches: u64,
+    /// `se.nr_migrations`.
+    pub migrations: u64,
+    /// `se.vruntime`, ns.
+    pub vruntime: u64,
+    /// `se.load.weight` on the textbook scale (nice 0 = 1024).
+    pub weight: u32,
+    /// How many pCPUs its affinity mask allows (0: unknown).
+    pub allowed_cpus: u32,
+}
+
 /// A tracked process is gone (its last thread exited or it was detached).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEnded {
@@ -318,6 +353,7 @@ pub enum Event {
     TaskInfo(TaskInfo),
     VmEnded(VmEnded),
     ObservationEnd(ObservationEnd),
+    CounterSample(CounterSample),
 }
 
 impl Event {
@@ -339,6 +375,7 @@ impl Event {
             Event::TaskInfo(e) => e.ts,
             Event::VmEnded(e) => e.ts,
             Event::ObservationEnd(e) => e.ts,
+            Event::CounterSample(e) => e.ts,
         }
     }
 
@@ -359,6 +396,7 @@ impl Event {
             Event::TaskInfo(_) => "task_info",
             Event::VmEnded(_) => "vm_ended",
             Event::ObservationEnd(_) => "observation_end",
+            Event::CounterSample(_) => "counter_sample",
         }
     }
 }

@@ -64,7 +64,8 @@ pub struct HostInfo {
     pub hostname: String,
     /// `uname -r`.
     pub kernel: String,
-    /// "EEVDF" (Linux >= 6.6) or "CFS".
+    /// "EEVDF" or "CFS" (told from the kernel's BTF: `sched_entity` has `deadline` on EEVDF),
+    /// "unknown" without BTF.
     pub scheduler: String,
     pub cpus: u32,
     pub kvm_flavour: KvmFlavour,
@@ -72,27 +73,22 @@ pub struct HostInfo {
     pub clock: String,
     /// Host TSC rate, if known (the bundled VMM measures it).
     pub tsc_hz: Option<f64>,
+    /// Whether the kernel has the `csd:*` tracepoints (Linux 6.4 on), from its BTF; `None`
+    /// when not known (no BTF, or a recording made before this was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csd_tracepoints: Option<bool>,
 }
 
 impl HostInfo {
     /// Why VMCLEAR IPIs cannot be attributed on this host, if they cannot. Only VT-x has
     /// them (a vCPU loaded on another pCPU has its VMCS cleared on the old one first), and
-    /// the `csd:*` tracepoints that show them arrived in Linux 6.4.
+    /// the `csd:*` tracepoints that show them arrived in Linux 6.4. Decided by whether the
+    /// kernel has them, not by its release.
     pub fn vmclear_unattributable(&self) -> Option<&'static str> {
-        let (major, minor) = kernel_series(&self.kernel)?;
-        (self.kvm_flavour == KvmFlavour::Vmx && (major, minor) < (6, 4)).then_some(
+        (self.kvm_flavour == KvmFlavour::Vmx && self.csd_tracepoints == Some(false)).then_some(
             "VMCLEAR attribution needs Linux 6.4 (csd:* tracepoints); everything else works",
         )
     }
-}
-
-/// (major, minor) of a kernel release such as `6.1.0-50-amd64`; `None` if it has no
-/// leading `N.M`.
-pub fn kernel_series(release: &str) -> Option<(u32, u32)> {
-    let mut nums = release.split(['.', '-', '+']);
-    let major = nums.next()?.parse().ok()?;
-    let minor = nums.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 #[cfg(test)]
@@ -118,31 +114,31 @@ mod tests {
     }
 
     #[test]
-    fn vmclear_attribution_needs_vtx_and_linux_6_4() {
-        let host = |kernel: &str, kvm: KvmFlavour| HostInfo {
-            kernel: kernel.into(),
+    fn vmclear_attribution_needs_vtx_and_the_csd_tracepoints() {
+        let host = |csd: Option<bool>, kvm: KvmFlavour| HostInfo {
+            // The release is not looked at: a backport may have csd:* on an older one.
+            kernel: "6.1.0-50-amd64".into(),
             kvm_flavour: kvm,
+            csd_tracepoints: csd,
             ..HostInfo::default()
         };
-        assert!(host("6.1.0-50-amd64", KvmFlavour::Vmx)
+        assert!(host(Some(false), KvmFlavour::Vmx)
             .vmclear_unattributable()
             .is_some_and(|w| w.contains("Linux 6.4")));
         assert_eq!(
-            host("6.12.117+deb12-amd64", KvmFlavour::Vmx).vmclear_unattributable(),
+            host(Some(true), KvmFlavour::Vmx).vmclear_unattributable(),
             None
         );
         assert_eq!(
-            host("6.4.0", KvmFlavour::Vmx).vmclear_unattributable(),
+            host(Some(false), KvmFlavour::Svm).vmclear_unattributable(),
             None
         );
-        assert_eq!(
-            host("6.1.0-50-amd64", KvmFlavour::Svm).vmclear_unattributable(),
-            None
-        );
-        assert_eq!(
-            host("unknown", KvmFlavour::Vmx).vmclear_unattributable(),
-            None
-        );
-        assert_eq!(kernel_series("6.12.117+deb12-amd64"), Some((6, 12)));
+        assert_eq!(host(None, KvmFlavour::Vmx).vmclear_unattributable(), None);
+        // A recording from before the field existed reads as "not known".
+        let old: HostInfo = serde_json::from_str(
+            r#"{"hostname":"h","kernel":"6.1.0","scheduler":"CFS","cpus":2,"kvm_flavour":"vmx","clock":"CLOCK_MONOTONIC","tsc_hz":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.csd_tracepoints, None);
     }
 }

@@ -224,6 +224,10 @@ pub struct VcpuSnapshot {
     /// The thread has exited or its VM has ended: its figures are final.
     #[serde(default)]
     pub ended: bool,
+    /// Counters mode: the time of the sample its figures end at (they cover
+    /// `[sampled_at - elapsed_ns, sampled_at]`); `None` where switch events placed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<u64>,
     /// Latency distributions as buckets (histogram sinks); JSON reports leave them out.
     #[serde(default, skip_serializing)]
     pub latency_buckets: VcpuLatencyBuckets,
@@ -353,6 +357,10 @@ pub struct Health {
     /// events missing without a lost count (the kernel's tracepoint skips a few on some hosts).
     #[serde(default)]
     pub unpaired_switch_outs: u64,
+    /// Counter samples folded in: non-zero when the figures come from the kernel's counters
+    /// (no BPF), where views without switch events (lanes, resume latency) have nothing.
+    #[serde(default)]
+    pub counter_samples: u64,
     /// Ended threads retired from the model ([`crate::ModelConfig::retire_ended_after_ns`]):
     /// gone from `vcpus`, their counters kept in their VM's figures.
     #[serde(default)]

@@ -792,6 +792,7 @@ pub fn synthetic_host() -> HostInfo {
         kvm_flavour: crate::KvmFlavour::None,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: None,
+        csd_tracepoints: None,
     }
 }
 

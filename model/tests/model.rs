@@ -1026,13 +1026,14 @@ fn vm_totals(s: &Snapshot) -> Vec<VmTotals> {
 
 #[test]
 fn retired_threads_leave_the_snapshot_and_their_vm_keeps_their_counters() {
-    // The demo with exits for 1 s, then vm1 ends and the rest runs on for 3 s.
+    // The demo with exits for 1 s; then vm1's vCPU 0 (the one with exits) ends, vm1 lives on
+    // for 3 s more.
     let mut cfg = demo_config();
     cfg.entry_exit = true;
     let mut evs = stream(cfg.clone(), 1.0);
     let end_at = cfg.start_ts + 1_000_000_000;
-    evs.push(vm_ended(end_at, 2000, "vm1"));
-    cfg.tasks.retain(|t| t.pid != 2000);
+    evs.push(task_exit(end_at, 0, 2001));
+    cfg.tasks.retain(|t| t.tid != 2001);
     cfg.start_ts = end_at;
     evs.extend(stream(cfg, 3.0));
     evs.sort_by_key(Event::ts);
@@ -1044,18 +1045,12 @@ fn retired_threads_leave_the_snapshot_and_their_vm_keeps_their_counters() {
     };
     let (kept, kept_slots) = fold_with(None);
     let (retired, retired_slots) = fold_with(Some(1_000_000_000));
-    let ended: Vec<u32> = kept
-        .vcpus
-        .iter()
-        .filter(|v| v.ended)
-        .map(|v| v.tid)
-        .collect();
-    assert_eq!(ended.len(), 2, "vm1's two vCPUs ended");
-    assert_eq!(retired.health.retired_threads, 2);
-    assert_eq!(retired.vcpus.len(), kept.vcpus.len() - 2);
-    assert_eq!(retired_slots, kept_slots, "nothing reused the slots yet");
+    assert!(vc(&kept, 2001).ended);
+    assert_eq!(retired.health.retired_threads, 1);
+    assert_eq!(retired.vcpus.len(), kept.vcpus.len() - 1);
+    assert_eq!(retired_slots, kept_slots, "nothing reused the slot yet");
     for r in &retired.vcpus {
-        assert!(!ended.contains(&r.tid), "tid {} retired", r.tid);
+        assert_ne!(r.tid, 2001, "retired");
         let k = vc(&kept, r.tid);
         assert_eq!(
             (k.run_ns, k.wait_ns, k.switches, k.migrations, &k.exits),
@@ -1066,7 +1061,7 @@ fn retired_threads_leave_the_snapshot_and_their_vm_keeps_their_counters() {
     }
     assert_eq!(vm_totals(&kept), vm_totals(&retired));
     let vm1 = retired.vms.iter().find(|v| v.name == "vm1").expect("vm1");
-    assert!(vm1.ended && vm1.run_ns > 0 && vm1.vcpus == 2, "{vm1:?}");
+    assert!(!vm1.ended && vm1.run_ns > 0 && vm1.vcpus == 2, "{vm1:?}");
     assert!(vm1.exits.iter().map(|e| e.1).sum::<u64>() > 0, "{vm1:?}");
     for (k, r) in kept.pcpus.iter().zip(&retired.pcpus) {
         assert_eq!(k.time, r.time, "pCPU {}: time by owner kind", k.cpu);
@@ -1119,11 +1114,12 @@ fn a_long_churn_keeps_the_thread_table_bounded_and_the_totals_exact() {
     evs.sort_by_key(Event::ts);
     let mut kept = retiring(None);
     let mut retired = retiring(Some(1_000_000_000));
-    let mut most_slots = 0;
+    let (mut most_slots, mut most_vms) = (0, 0);
     for batch in evs.chunks(4096) {
         kept.ingest_batch(batch);
         retired.ingest_batch(batch);
         most_slots = most_slots.max(retired.thread_slots());
+        most_vms = most_vms.max(retired.vm_entries());
     }
     kept.finish();
     retired.finish();
@@ -1131,9 +1127,18 @@ fn a_long_churn_keeps_the_thread_table_bounded_and_the_totals_exact() {
     assert_eq!(kept.thread_slots(), (generations * 4) as usize);
     // 4 threads alive and, for the 1 s delay after an end, the 4 before them.
     assert!(most_slots <= 8, "{most_slots} slots");
+    // Likewise the VMs: ended ones retire with their last thread.
+    assert_eq!(kept.vm_entries(), (generations * 2) as usize);
+    assert!(most_vms <= 4, "{most_vms} VM entries");
     assert!(r.health.retired_threads >= u64::from(generations - 1) * 4);
-    assert_eq!(vm_totals(&k), vm_totals(&r));
-    let exits: u64 = r.vms.iter().flat_map(|v| &v.exits).map(|e| e.1).sum();
+    // Every VM still in the model has the totals of the model that kept everything.
+    let all = vm_totals(&k);
+    let left = vm_totals(&r);
+    assert!(!left.is_empty());
+    for vm in &left {
+        assert!(all.contains(vm), "{vm:?}");
+    }
+    let exits: u64 = left.iter().flat_map(|v| &v.5).map(|e| e.1).sum();
     assert!(exits > 0, "the churn had exits to keep");
     for (kc, rc) in k.pcpus.iter().zip(&r.pcpus) {
         assert_eq!(kc.time, rc.time, "pCPU {}: time by owner kind", kc.cpu);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use model::HostInfo;
 
+use crate::features::KernelFeatures;
 use crate::qemu::io_phrase;
 use serde::Serialize;
 
@@ -81,28 +82,14 @@ pub fn kernel_release() -> String {
     read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".to_string())
 }
 
-/// "EEVDF" from Linux 6.6 on, else "CFS".
-pub fn scheduler_for(release: &str) -> &'static str {
-    let mut nums = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().unwrap_or(0));
-    let major = nums.next().unwrap_or(0);
-    let minor = nums.next().unwrap_or(0);
-    if (major, minor) >= (6, 6) {
-        "EEVDF"
-    } else {
-        "CFS"
-    }
-}
-
 /// Facts about this host for report headers and trace files.
 pub fn host_info() -> HostInfo {
-    let kernel = kernel_release();
+    let features = KernelFeatures::host();
     HostInfo {
         hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
-        scheduler: scheduler_for(&kernel).to_string(),
-        kernel,
+        scheduler: features.scheduler().to_string(),
+        kernel: kernel_release(),
+        csd_tracepoints: features.csd_tracepoints,
         cpus: online_cpus(),
         kvm_flavour: kvm_flavour(),
         clock: "CLOCK_MONOTONIC".to_string(),
@@ -271,10 +258,11 @@ pub fn check_host() -> HostCheck {
 }
 
 fn scheduler_detail(host: &HostInfo) -> String {
-    let base = if host.scheduler == "EEVDF" {
-        "EEVDF (Linux >= 6.6: vruntime plus deadline, lag and slice)"
-    } else {
-        "CFS (Linux < 6.6: vruntime only)"
+    // Told from BTF (sched_entity.deadline), see crate::features.
+    let base = match host.scheduler.as_str() {
+        "EEVDF" => "EEVDF (sched_entity has a deadline: vruntime plus deadline, lag and slice)",
+        "CFS" => "CFS (sched_entity has no deadline: vruntime only)",
+        _ => "unknown (no readable kernel BTF to tell CFS from EEVDF)",
     };
     // A loaded sched_ext scheduler takes over fair tasks; say so rather than imply EEVDF.
     match read_trimmed("/sys/kernel/sched_ext/state").as_deref() {
@@ -286,32 +274,25 @@ fn scheduler_detail(host: &HostInfo) -> String {
     }
 }
 
-/// Whether this process may load and attach the eBPF probes: root, CAP_SYS_ADMIN, or
-/// CAP_BPF together with CAP_PERFMON in the effective set.
+/// Whether this process may load and attach the eBPF probes: CAP_SYS_ADMIN, or CAP_BPF
+/// together with CAP_PERFMON, in the effective set. The capabilities, not the uid: root in a
+/// container or under `setpriv` may have neither.
 pub fn may_load_bpf() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let eff = cap_eff().unwrap_or(0);
-    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    let has = |bit| cap_eff() & (1u64 << bit) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
-/// Effective capabilities of this process.
-fn cap_eff() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
-    u64::from_str_radix(hex, 16).ok()
+/// Effective capabilities of this process as a bit mask (0 if they cannot be read).
+fn cap_eff() -> u64 {
+    caps::read(None, caps::CapSet::Effective)
+        .map(|set| set.iter().fold(0u64, |m, c| m | c.bitmask()))
+        .unwrap_or(0)
 }
 
 fn privileges() -> (Status, String) {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    let caps = cap_eff().unwrap_or(0);
+    let caps = cap_eff();
     let has = |bit: u32| caps & (1u64 << bit) != 0;
     let names: Vec<&str> = [
         (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
@@ -471,15 +452,6 @@ fn tracepoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scheduler_follows_the_kernel_version() {
-        assert_eq!(scheduler_for("6.18.44-fc-v857"), "EEVDF");
-        assert_eq!(scheduler_for("6.6.0"), "EEVDF");
-        assert_eq!(scheduler_for("6.5.13-generic"), "CFS");
-        assert_eq!(scheduler_for("5.15.0-91-generic"), "CFS");
-        assert_eq!(scheduler_for("garbage"), "CFS");
-    }
 
     #[test]
     fn mounts_are_matched_by_path_and_the_last_one_wins() {

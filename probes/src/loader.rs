@@ -536,7 +536,8 @@ fn check_privileges() -> Result<(), ProbeError> {
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup,
-/// so a failed raise (no CAP_SYS_RESOURCE) only matters, and is only reported, on old ones.
+/// so a failed raise (no CAP_SYS_RESOURCE) only matters, and is only reported, on old ones
+/// (told from BTF: [`crate::features::KernelFeatures::memcg_bpf_accounting`]).
 fn raise_memlock(warnings: &mut Vec<String>) {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
@@ -547,9 +548,10 @@ fn raise_memlock(warnings: &mut Vec<String>) {
         return;
     }
     let err = std::io::Error::last_os_error();
-    if kernel_before(5, 11) {
+    if crate::features::KernelFeatures::host().memcg_bpf_accounting != Some(true) {
         warnings.push(format!(
-            "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel (< 5.11)"
+            "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel \
+             (it charges BPF memory to RLIMIT_MEMLOCK, before 5.11)"
         ));
     }
 }
@@ -577,16 +579,6 @@ fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
             std::io::Error::last_os_error()
         ));
     }
-}
-
-fn kernel_before(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut nums = release
-        .trim()
-        .split(['.', '-'])
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let (maj, min) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (maj, min) < (major, minor)
 }
 
 /// Elements of the tracked-tid bitmap: one bit per possible tid (`kernel.pid_max`; the
@@ -663,12 +655,5 @@ mod tests {
             .map(|s| s.trim().parse().unwrap())
             .unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
-    }
-
-    #[test]
-    fn kernel_version_comparison() {
-        // This machine runs a kernel newer than 5.11 (PLATFORM.md: 6.18).
-        assert!(!kernel_before(5, 11));
-        assert!(kernel_before(999, 0));
     }
 }

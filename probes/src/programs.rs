@@ -188,13 +188,17 @@ fn failure(spec: &Spec, what: &str, e: ProgramError) -> ProgramFailure {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            let line = format!(
+                "{} ({}) cannot be {what} on Linux {release}: {} (verifier: {io_error})",
+                spec.program,
+                spec.event,
+                decisive_line(&log)
+            );
+            // The whole log goes to the logger at the one place every rejection passes
+            // (`--log-file`); callers keep the line.
+            log::warn!("{line}; the verifier's whole log:\n{log}");
             ProgramFailure {
-                line: format!(
-                    "{} ({}) cannot be {what} on Linux {release}: {} (verifier: {io_error})",
-                    spec.program,
-                    spec.event,
-                    decisive_line(&log)
-                ),
+                line,
                 verifier_log: Some(log),
             }
         }
@@ -328,5 +332,45 @@ mod tests {
             assert_eq!(object.as_ptr(), OBJECT.as_ptr());
             assert!(fallbacks.is_empty());
         }
+    }
+
+    /// Records what `failure` logs (this test binary's only logger).
+    struct Capture(std::sync::Mutex<Vec<(log::Level, String)>>);
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((record.level(), record.args().to_string()));
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+    #[test]
+    fn a_rejection_keeps_one_line_and_logs_the_whole_verifier_log() {
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Trace);
+        let log = "reg type unsupported for arg#0 function handle_sched_switch#5\n\
+                   R2 unbounded memory access, make sure to bounds check any such access\n\
+                   processed 120 insns (limit 1000000)";
+        let e = ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            verifier_log: aya_obj::VerifierLog::new(log.into()),
+        };
+        let f = failure(&SCHED[0], "loaded", e);
+        assert!(!f.line.contains('\n'), "{}", f.line);
+        assert!(f.line.contains(SCHED[0].program) && f.line.contains("R2 unbounded memory access"));
+        assert_eq!(f.verifier_log.as_deref(), Some(log));
+        let records = CAPTURE.0.lock().unwrap();
+        let (level, text) = records
+            .iter()
+            .find(|(_, t)| t.contains(SCHED[0].program))
+            .expect("the rejection was logged");
+        assert_eq!(*level, log::Level::Warn);
+        assert!(text.ends_with(log), "the whole log: {text}");
     }
 }

@@ -30,6 +30,8 @@ fn main() {
     let d = demand(&specs, 8, span);
     let params = Params::default();
     println!("simulate throughput: 16 vCPUs, 8 pCPUs, {secs} s of demand, one core");
+    // Rates on a shared host mean little without the load they were measured under.
+    println!("load average at start: {}", load_average());
     let mut worst = f64::MAX;
     for kind in PolicyKind::ALL {
         let built = build(kind, &d, 8, &params).expect("policy builds");
@@ -59,9 +61,18 @@ fn main() {
             rate / base
         );
     }
+    println!("load average at end: {}", load_average());
     println!(
         "slowest policy {:.2} M simulated events/s (goal >= 10): {}",
         worst / 1e6,
         if worst >= 10e6 { "met" } else { "NOT MET" }
     );
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures, or why not.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |e| format!("unknown ({e})"),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }

@@ -233,10 +233,11 @@ pub fn render_text(c: &Comparison) -> String {
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
+    // Wide enough for the share block's "LABEL (fair 100.0)" rows.
     let lw = c
         .demand
         .iter()
-        .map(|d| d.label.len())
+        .map(|d| d.label.chars().count() + " (fair 100.0)".len())
         .max()
         .unwrap_or(4)
         .max(22);

@@ -1,7 +1,7 @@
 //! `kvmscope check`: one line per capability kvmscope needs and what this host offers, then
 //! one line per eBPF program: whether it loads and attaches on this kernel, and which
 //! fallback it uses; exit 0 when the live features can run, non-zero with the reasons
-//! otherwise.
+//! otherwise. Last, which of the two modes this host allows and what each shows.
 
 use std::process::ExitCode;
 
@@ -9,6 +9,49 @@ use probes::host::{check_host, may_load_bpf, Status};
 use probes::programs::{check_programs, ProgramCheck};
 
 use crate::cli::CheckArgs;
+
+/// What each mode shows (for `check`'s closing lines).
+const BPF_SHOWS: &str = "every view: switches, wakeups, migrations with their pCPUs, \
+    KVM exits, pCPU lanes, resume latency split by placement, wait culprits";
+const COUNTERS_SHOWS: &str = "run, wait, shares, fairness, switches, migrations, vruntime and \
+    lag at sample points (per vCPU and per VM), from schedstat, perf and /proc every \
+    --sample-every; no lanes, culprits or resume latency";
+
+/// One mode's verdict on this host.
+#[derive(serde::Serialize)]
+struct ModeCheck {
+    available: bool,
+    detail: String,
+    shows: &'static str,
+}
+
+/// Whether counters mode can read this host's per-thread counters, tried on this thread.
+fn counters_mode_check() -> ModeCheck {
+    use probes::counters::{ProcSched, SchedStat, ThreadCounters};
+    let pid = std::process::id();
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    let mut missing = Vec::new();
+    if let Err(e) = SchedStat::read(pid, tid) {
+        missing.push(format!("schedstat: {e}"));
+    }
+    if let Err(e) = ProcSched::read(pid, tid) {
+        missing.push(format!("the sched file (CONFIG_SCHED_DEBUG): {e}"));
+    }
+    let perf = match ThreadCounters::open(tid) {
+        Ok(_) => "perf task-clock too".to_string(),
+        Err(e) => format!("without perf task-clock ({e}); schedstat gives the same run time"),
+    };
+    ModeCheck {
+        available: missing.is_empty(),
+        detail: if missing.is_empty() {
+            format!("schedstat and /proc sched readable, {perf}")
+        } else {
+            missing.join("; ")
+        },
+        shows: COUNTERS_SHOWS,
+    }
+}
 
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut check = check_host();
@@ -36,8 +79,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         Err(_) => {}
     }
+    let bpf_mode = ModeCheck {
+        available: check.live_ok,
+        detail: if check.live_ok {
+            "the probes load here".to_string()
+        } else {
+            check.reasons.join("; ")
+        },
+        shows: BPF_SHOWS,
+    };
+    let counters_mode = counters_mode_check();
     if args.json {
         let mut doc = serde_json::to_value(&check)?;
+        doc["modes"] = serde_json::json!({ "bpf": bpf_mode, "counters": counters_mode });
         doc["programs"] = match &programs {
             Ok(list) => serde_json::to_value(list)?,
             Err(why) => serde_json::Value::String(why.clone()),
@@ -74,6 +128,18 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             println!("live tracing: can run here");
         } else {
             println!("live tracing: cannot run here");
+        }
+        for (name, mode) in [("bpf", &bpf_mode), ("counters", &counters_mode)] {
+            let verdict = if mode.available {
+                "available"
+            } else {
+                "NOT AVAILABLE"
+            };
+            println!("mode {name}: {verdict}: {}", mode.detail);
+            println!("  shows {}", mode.shows);
+        }
+        if !check.live_ok && counters_mode.available {
+            println!("live commands start in counters mode here (as with --no-bpf)");
         }
     }
     if check.live_ok {

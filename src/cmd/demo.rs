@@ -2,7 +2,6 @@
 //! threads, and the dashboard over both. Also holds the set-up `top` and `replay` share
 //! (terminal check, log file, options).
 
-use std::fs::File;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,19 +11,28 @@ use anyhow::{bail, Context};
 use crate::cli::{DemoArgs, TargetArgs};
 use crate::live::{stop_on_signals, LiveSource};
 
-pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let duration = duration(args.duration)?;
-    let mut opts = dashboard_options("demo", args.tick_hz, args.log_file.as_deref())?;
+    let mut opts = dashboard_options("demo", args.tick_hz, log_file)?;
     opts.duration = duration;
     let target = TargetArgs {
         demo: true,
         scenario: args.scenario,
         ring_bytes: DEFAULT_RING_BYTES,
+        no_bpf: args.no_bpf,
+        sample_every: args.sample_every,
         ..TargetArgs::default()
     };
     let stop = stop_on_signals()?;
     opts.stop = stop.clone();
-    eprintln!("kvmscope: starting the demo VMs and attaching the probes…");
+    eprintln!(
+        "kvmscope: starting the demo VMs and {}…",
+        if crate::live::counters_mode(&target) {
+            "sampling their counters"
+        } else {
+            "attaching the probes"
+        }
+    );
     let source = LiveSource::open(&target, stop).context("cannot start the demo")?;
     run_live(source, opts)
 }
@@ -44,7 +52,8 @@ pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow:
 }
 
 /// Checks and options every dashboard command shares: stdout must be a terminal, the tick
-/// rate sane, and logs go to `log_file` (never the screen).
+/// rate sane, and stderr goes to `log_file` (the logger already writes there, see
+/// `crate::logging`), never the screen.
 pub(super) fn dashboard_options(
     command: &str,
     tick_hz: f64,
@@ -62,20 +71,7 @@ pub(super) fn dashboard_options(
     }
     let mut opts = tui::RunOptions::new(tick_hz);
     if let Some(path) = log_file {
-        let file = File::options()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open log file {}", path.display()))?;
-        let for_logger = file
-            .try_clone()
-            .with_context(|| format!("cannot open log file {}", path.display()))?;
-        // RUST_LOG overrides the default level; a logger set up earlier wins (harmless).
-        let _ = env_logger::Builder::new()
-            .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .target(env_logger::Target::Pipe(Box::new(for_logger)))
-            .try_init();
-        opts.stderr_to = Some(file);
+        opts.stderr_to = Some(crate::logging::open(path)?);
     }
     Ok(opts)
 }

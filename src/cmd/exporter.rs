@@ -18,7 +18,8 @@ use crate::live::{require_privileges, stop_on_signals, LiveSource};
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 
 pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
-    // Logs go to stderr: the journal under systemd. RUST_LOG overrides the level.
+    // Logs go to stderr (the journal under systemd) unless --log-file set up the logger
+    // already. RUST_LOG overrides the level.
     let _ = env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .try_init();

@@ -1,5 +1,6 @@
 //! One module per subcommand. Each `run` returns the process exit code.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::Command;
@@ -17,17 +18,19 @@ mod top;
 mod trace;
 mod vmm;
 
-pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// `log_file` is the global `--log-file`: the logger already writes there; the dashboards
+/// also send their stderr to it.
+pub fn run(command: Command, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(a) => check::run(a),
         Command::Vmm(a) => vmm::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Report(a) => report::run(a),
         Command::Record(a) => record::run(a),
-        Command::Replay(a) => replay::run(a),
+        Command::Replay(a) => replay::run(a, log_file),
         Command::Export(a) => export::run(a),
-        Command::Demo(a) => demo::run(a),
-        Command::Top(a) => top::run(a),
+        Command::Demo(a) => demo::run(a, log_file),
+        Command::Top(a) => top::run(a, log_file),
         Command::Qemu(a) => qemu::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Exporter(a) => exporter::run(a),

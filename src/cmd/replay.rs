@@ -3,6 +3,7 @@
 //! The file is read into memory first (events are small and `Copy`-sized), so seeking is a
 //! refold of the model rather than file I/O.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use super::demo::dashboard_options;
 use crate::cli::ReplayArgs;
 use crate::file_source::FileSource;
 
-pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
@@ -35,7 +36,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         bail!("{} holds no events to replay", args.file.display());
     }
-    let mut opts = dashboard_options("replay", 10.0, args.log_file.as_deref())?;
+    let mut opts = dashboard_options("replay", 10.0, log_file)?;
     opts.notes = source.problems();
     opts.clock = false;
     log::info!(

@@ -107,6 +107,10 @@ fn report_live(target: &TargetArgs, secs: f64) -> anyhow::Result<ReportDoc> {
     let mut extra = serde_json::Map::new();
     extra.insert("probes".into(), src.has_probes().into());
     extra.insert("lost_events".into(), src.lost_total().into());
+    extra.insert(
+        "dropped_after_close".into(),
+        src.dropped_after_close().into(),
+    );
     if let Some(summary) = src.vmm_summary().and_then(|v| serde_json::to_value(v).ok()) {
         // --demo: the in-process VMM's own view (work done, exits, gaps, schedstat).
         extra.insert("vmm".into(), summary);
@@ -121,11 +125,6 @@ fn report_live(target: &TargetArgs, secs: f64) -> anyhow::Result<ReportDoc> {
         extra,
     };
     let mut doc = report_text::document(&model, section, host);
-    if !src.has_probes() {
-        doc.snapshot.health.notes.push(
-            "--no-bpf: no scheduler events, so no run/wait/vruntime figures (counters only)".into(),
-        );
-    }
     for w in src.warnings() {
         doc.snapshot.health.notes.push(w.clone());
     }

@@ -1,5 +1,6 @@
 //! `kvmscope top`: the dashboard over VMs already running (QEMU, other VMMs, or `--demo`).
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,8 +9,8 @@ use super::demo::{dashboard_options, run_live};
 use crate::cli::TopArgs;
 use crate::live::{stop_on_signals, LiveSource};
 
-pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = dashboard_options("top", args.tick_hz, args.log_file.as_deref())?;
+pub fn run(args: TopArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut opts = dashboard_options("top", args.tick_hz, log_file)?;
     let mut target = args.target;
     // With no target, watch every KVM process: what `top` users expect.
     if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {

@@ -1,8 +1,8 @@
 //! `kvmscope trace`: the live event stream, one decoded event per line (readable text or
 //! JSON lines), closed by a summary line with per-kind counts and the lost-event count.
 //!
-//! With `--no-bpf` there are no per-event lines: once a second it prints each tracked
-//! thread's perf counters and schedstat figures instead, and says what BPF would add.
+//! In counters mode (`--no-bpf`) the kernel events are replaced by one `counter_sample` line
+//! per tracked thread every `--sample-every`: schedstat, perf task-clock and `/proc` sched.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -12,13 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use model::{exit_names, Event, Model, ModelConfig, SnapshotOptions, Source};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::cli::TraceArgs;
-use crate::live::{self, CounterRow, LiveSource};
-
-/// How often `--no-bpf` prints its counter lines.
-const COUNTER_EVERY: Duration = Duration::from_secs(1);
+use crate::live::{self, LiveSource};
 
 /// The closing line (`"type": "summary"` first, `"lost"` last, as people read it).
 #[derive(Serialize)]
@@ -83,15 +79,17 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     if !source.has_probes() {
         eprintln!(
-            "kvmscope: --no-bpf: per-thread perf counters and schedstat only, once a second. \
-             Missing without BPF: individual switches with vruntime/weight at each one, \
-             wakeups (and who woke whom), migrations with source and target CPU, KVM exits \
-             and guest entries, and lost-event accounting."
+            "kvmscope: counters mode: per-thread schedstat, perf task-clock and /proc sched \
+             every {:?}. Missing without BPF: individual switches with vruntime/weight at \
+             each one, wakeups (and who woke whom), migrations with source and target CPU, \
+             KVM exits and guest entries, and lost-event accounting.",
+            args.target.sample_every
         );
     }
 
     let mut out = io::BufWriter::new(io::stdout().lock());
     let started = Instant::now();
+
     let start_ns = source.start_ns();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut lost_in_stream = 0u64;
@@ -99,7 +97,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Only for its health counters: the trace lines are the events themselves.
     let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::new();
-    let mut last_counters = Instant::now();
     let mut pipe_closed = false;
 
     loop {
@@ -133,17 +130,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                     return Err(e).context("cannot write to stdout");
                 }
                 break;
-            }
-        }
-        if !source.has_probes() && more && last_counters.elapsed() >= COUNTER_EVERY {
-            last_counters = Instant::now();
-            let rows = source.counter_readings();
-            let elapsed = started.elapsed();
-            if let Err(e) = write_counters(&mut out, format, &rows, elapsed) {
-                pipe_closed = is_broken_pipe(&e);
-                if !pipe_closed {
-                    return Err(e).context("cannot write to stdout");
-                }
             }
         }
         if pipe_closed || !more {
@@ -378,66 +364,24 @@ fn text_line(e: &Event, start_ns: u64) -> String {
         ),
         Event::VmEnded(v) => format!("{:<5} vm_ended        {} (pid {})", "-", v.vm, v.pid),
         Event::ObservationEnd(_) => format!("{:<5} observation_end (VMs still running)", "-"),
+        Event::CounterSample(c) => format!(
+            "{:<5} counter_sample  tid {}: run {:.3} ms wait {:.3} ms slices {} task-clock {} \
+             switches {}+{} migrations {} vruntime {:.6} ms weight {}",
+            cpu(c.cpu),
+            c.tid,
+            c.run_ns as f64 / 1e6,
+            c.wait_ns as f64 / 1e6,
+            c.timeslices,
+            c.task_clock_ns
+                .map_or("n/a".to_string(), |t| format!("{:.3} ms", t as f64 / 1e6)),
+            c.voluntary_switches,
+            c.involuntary_switches,
+            c.migrations,
+            c.vruntime as f64 / 1e6,
+            c.weight
+        ),
     };
     format!("{t:>12.3} ms {body}")
-}
-
-fn write_counters(
-    out: &mut impl Write,
-    format: Format,
-    rows: &[CounterRow],
-    elapsed: Duration,
-) -> io::Result<()> {
-    for row in rows {
-        let t = &row.thread;
-        match format {
-            Format::Jsonl => {
-                let line = json!({
-                    "type": "counters",
-                    "elapsed_s": elapsed.as_secs_f64(),
-                    "pid": t.pid, "tid": t.tid, "vm": t.vm, "vcpu": t.vcpu, "comm": t.comm,
-                    "task_clock_ns": row.counters.map(|c| c.task_clock_ns),
-                    "context_switches": row.counters.map(|c| c.context_switches),
-                    "cpu_migrations": row.counters.map(|c| c.cpu_migrations),
-                    "schedstat_run_ns": row.schedstat.map(|s| s.run_ns),
-                    "schedstat_wait_ns": row.schedstat.map(|s| s.wait_ns),
-                    "schedstat_timeslices": row.schedstat.map(|s| s.timeslices),
-                    "vruntime": row.sched.map(|s| s.vruntime),
-                    "weight": row.sched.map(|s| s.weight()),
-                    "nr_switches": row.sched.map(|s| s.nr_switches),
-                    "nr_migrations": row.sched.map(|s| s.nr_migrations),
-                });
-                writeln!(out, "{line}")?;
-            }
-            Format::Text => {
-                let na = || "n/a".to_string();
-                writeln!(
-                    out,
-                    "{:>9.3} s  {} vcpu {} tid {}: task-clock {} switches {} migrations {} | \
-                     run {} wait {} slices {} | vruntime {} weight {}",
-                    elapsed.as_secs_f64(),
-                    t.vm,
-                    t.vcpu.map_or("-".to_string(), |v| v.to_string()),
-                    t.tid,
-                    row.counters
-                        .map_or_else(na, |c| format!("{:.3} ms", c.task_clock_ns as f64 / 1e6)),
-                    row.counters
-                        .map_or_else(na, |c| c.context_switches.to_string()),
-                    row.counters
-                        .map_or_else(na, |c| c.cpu_migrations.to_string()),
-                    row.schedstat
-                        .map_or_else(na, |s| format!("{:.3} ms", s.run_ns as f64 / 1e6)),
-                    row.schedstat
-                        .map_or_else(na, |s| format!("{:.3} ms", s.wait_ns as f64 / 1e6)),
-                    row.schedstat.map_or_else(na, |s| s.timeslices.to_string()),
-                    row.sched
-                        .map_or_else(na, |s| format!("{:.6} ms", s.vruntime as f64 / 1e6)),
-                    row.sched.map_or_else(na, |s| s.weight().to_string()),
-                )?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

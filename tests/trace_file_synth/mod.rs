@@ -400,6 +400,7 @@ pub fn header() -> model::trace_file::TraceHeader {
             kvm_flavour: model::KvmFlavour::Pvm,
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: Some(2.596e9),
+            csd_tracepoints: None,
         },
         processes: vec![TrackedProcess {
             pid: 4100,

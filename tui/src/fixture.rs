@@ -41,6 +41,7 @@ pub fn host() -> HostInfo {
         kvm_flavour: model::KvmFlavour::Pvm,
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: Some(2.596e9),
+        csd_tracepoints: None,
     }
 }
 
@@ -348,6 +349,7 @@ pub fn synthetic(vms: &[VmSpec], pcpus: u32, now: u64) -> Snapshot {
             pcpu_changes: migrations,
             elapsed_ns: now - START_NS,
             ended: false,
+            sampled_at: None,
             latency_buckets: Default::default(),
         });
         let mut points = vec![];

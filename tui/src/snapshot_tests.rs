@@ -270,6 +270,7 @@ fn vmcs_panel_on_vtx_shows_vmclear_ipis_or_why_not() {
     let mut app = app_with(fixture::demo_snapshot());
     app.host.kvm_flavour = model::KvmFlavour::Vmx;
     app.host.kernel = "6.1.0-50-amd64".into();
+    app.host.csd_tracepoints = Some(false);
     let (text, _) = draw(54, 16, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
     assert!(
         text.contains("VMCLEAR attribution needs Linux 6.4"),

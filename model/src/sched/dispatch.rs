@@ -173,6 +173,7 @@ impl Model {
             Event::TaskInfo(x) => x.ts = now,
             Event::VmEnded(x) => x.ts = now,
             Event::ObservationEnd(x) => x.ts = now,
+            Event::CounterSample(x) => x.ts = now,
         }
         self.apply(&e);
     }
@@ -211,6 +212,7 @@ impl Model {
             Event::VmEnded(v) => self.on_vm_ended(v),
             // Moving `now` up to it (above) is all it does.
             Event::ObservationEnd(_) => {}
+            Event::CounterSample(s) => self.on_counter_sample(s),
         }
     }
 

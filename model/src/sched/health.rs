@@ -28,6 +28,8 @@ pub(super) struct HealthCounters {
     pub(super) saw_entry_exit: bool,
     pub(super) saw_migrate: bool,
     pub(super) saw_gap: bool,
+    /// Counter samples folded in (counters mode, no BPF).
+    pub(super) counter_samples: u64,
 }
 
 impl Model {
@@ -76,10 +78,20 @@ impl Model {
                     .to_string(),
             );
         }
-        if self.health.saw_migrate {
-            notes.push(
-                "migrations counted from sched_migrate_task (= se.nr_migrations)".to_string(),
-            );
+        if self.health.counter_samples > 0 {
+            notes.push(format!(
+                "counters mode (no BPF): run, wait, switches, migrations and vruntime from the \
+                 kernel's counters at {} sample points; pCPU lanes, wait culprits and resume \
+                 latency split by placement need BPF",
+                self.health.counter_samples
+            ));
+        }
+        if self.health.saw_migrate || self.health.counter_samples > 0 {
+            notes.push(if self.health.saw_migrate {
+                "migrations counted from sched_migrate_task (= se.nr_migrations)".to_string()
+            } else {
+                "migrations are se.nr_migrations growth between samples".to_string()
+            });
         } else if self.tasks.iter().any(|t| !t.vacant) {
             notes.push(
                 "no sched_migrate_task events: migrations are switch-ins on another pCPU"
@@ -117,6 +129,7 @@ impl Model {
             uncertain_ns: self.health.uncertain_ns,
             malformed: self.health.malformed,
             unpaired_switch_outs: self.health.unpaired_switch_outs,
+            counter_samples: self.health.counter_samples,
             retired_threads: self.health.retired,
             notes,
         }

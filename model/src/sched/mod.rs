@@ -46,11 +46,12 @@
 //! wakeups, migrations), `kvm` (entries, exits, VMCLEAR cross-calls), `task` (tracked
 //! threads and their lifecycle), the per-thread trackers `clocks`, `resume` and `exits`,
 //! `retire` (ended threads leaving an always-on model), `owner` and `lanes` (who holds each
-//! pCPU, run queues, wait attribution), `cpu_set`,
-//! `fairness` (entitled share), `health` (odd input, counted), `view` (snapshots) and
+//! pCPU, run queues, wait attribution), `cpu_set`, `fairness` (entitled share), `counters`
+//! (counter samples from the no-BPF source), `health` (odd input, counted), `view` (snapshots) and
 //! `transitions` (the log of applied changes that transition sinks read).
 
 mod clocks;
+mod counters;
 mod cpu_set;
 mod dispatch;
 mod exits;
@@ -146,6 +147,8 @@ pub struct Model {
     /// Slots of retired threads, reused before the table grows.
     free_slots: Vec<u32>,
     vms: Vec<VmEntry>,
+    /// Entries of retired VMs, reused before the list grows.
+    free_vms: Vec<u32>,
     cpus: Vec<Cpu>,
     comms: Vec<Comm>,
     comm_id: FxHashMap<Comm, u32>,
@@ -175,6 +178,7 @@ impl Model {
             tid_slot: FxHashMap::default(),
             free_slots: Vec::new(),
             vms: Vec::new(),
+            free_vms: Vec::new(),
             cpus: Vec::new(),
             comms: Vec::new(),
             comm_id: FxHashMap::default(),
@@ -196,6 +200,11 @@ impl Model {
     /// (ended ones included until they retire).
     pub fn thread_slots(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// VM entries allocated, in use or free (with retirement: the most VMs alive at once).
+    pub fn vm_entries(&self) -> usize {
+        self.vms.len()
     }
 
     /// Events ingested so far.

@@ -20,6 +20,8 @@ pub(super) enum Owner {
     /// A tracked thread that has since been retired (its slot freed for reuse), by its VM:
     /// what references to its slot become, so they never name the slot's next occupant.
     Ended(u32),
+    /// A thread of a VM that has since been retired too (its VM index freed for reuse).
+    EndedVm,
 }
 
 /// Time per owner kind: idle, per VM (tracked threads), per comm (everything else).
@@ -27,6 +29,8 @@ pub(super) enum Owner {
 pub(super) struct OwnerTime {
     pub(super) idle: u64,
     pub(super) vm_ns: Vec<u64>,
+    /// Time of tracked threads whose VM has since been retired (its `vm_ns` column folded in).
+    pub(super) ended_vms: u64,
     pub(super) comm_ns: Vec<u64>,
 }
 
@@ -46,6 +50,10 @@ impl OwnerTime {
                 _ => return,
             },
             Owner::Ended(vm) => (&mut self.vm_ns, vm as usize),
+            Owner::EndedVm => {
+                self.ended_vms = self.ended_vms.saturating_add(d);
+                return;
+            }
         };
         if bucket.len() <= i {
             bucket.resize(i + 1, 0);
@@ -58,12 +66,24 @@ impl OwnerTime {
         self.comm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b))
     }
 
-    pub(super) fn total(&self) -> u64 {
+    /// Time taken by tracked threads (retired VMs' included).
+    pub(super) fn vcpus(&self) -> u64 {
         self.vm_ns
             .iter()
-            .fold(self.idle.saturating_add(self.others()), |a, &b| {
-                a.saturating_add(b)
-            })
+            .fold(self.ended_vms, |a, &b| a.saturating_add(b))
+    }
+
+    pub(super) fn total(&self) -> u64 {
+        self.vcpus()
+            .saturating_add(self.idle)
+            .saturating_add(self.others())
+    }
+
+    /// Moves VM `vm`'s column into `ended_vms` (the VM is retired; its index will be reused).
+    pub(super) fn retire_vm(&mut self, vm: u32) {
+        if let Some(ns) = self.vm_ns.get_mut(vm as usize) {
+            self.ended_vms = self.ended_vms.saturating_add(std::mem::take(ns));
+        }
     }
 }
 
@@ -99,6 +119,7 @@ impl Model {
                 .get(slot as usize)
                 .map_or_else(|| "?".into(), |t| t.label(&self.vms)),
             Owner::Ended(vm) => crate::thread_label(&self.vm_name(vm), None, &"(ended thread)"),
+            Owner::EndedVm => "(ended VM)".to_string(),
         }
     }
 }

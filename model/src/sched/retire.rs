@@ -4,11 +4,13 @@
 //! lanes, other threads' wait culprits, run queues, open VMCLEAR calls) become
 //! [`Owner::Ended`] of its VM or are dropped; and the slot is freed for the next thread, so
 //! an always-on model holds only the threads alive now plus those that ended within the delay.
+//! A VM that has ended retires with its last thread: its column of pCPU time moves to
+//! `OwnerTime::ended_vms`, references to it become [`Owner::EndedVm`], and its entry is reused.
 //!
 //! [`ModelConfig::retire_ended_after_ns`]: super::ModelConfig::retire_ended_after_ns
 
 use super::owner::Owner;
-use super::task::{TState, Task};
+use super::task::{TState, Task, VmEntry};
 use super::Model;
 
 /// What a VM's retired threads leave behind: the counters its per-VM figures sum.
@@ -74,7 +76,31 @@ impl Model {
             }
             self.health.retired = self.health.retired.saturating_add(1);
         }
-        self.remap_retired(&retiring);
+        // Ended VMs left with no thread.
+        let mut vms: Vec<u32> = retiring
+            .iter()
+            .map(|&n| self.tasks[n as usize].vm)
+            .collect();
+        vms.sort_unstable();
+        vms.dedup();
+        vms.retain(|&vm| {
+            self.vms
+                .get(vm as usize)
+                .is_some_and(|v| v.ended && !v.vacant)
+                && !self
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .any(|(n, t)| !t.vacant && t.vm == vm && !retiring.contains(&(n as u32)))
+        });
+        self.remap_retired(&retiring, &vms);
+        for &vm in &vms {
+            for c in &mut self.cpus {
+                c.time.retire_vm(vm);
+            }
+            self.vms[vm as usize] = VmEntry::vacant();
+            self.free_vms.push(vm);
+        }
         for &n in &retiring {
             let tid = self.tasks[n as usize].tid;
             if self.tid_slot.get(&tid) == Some(&n) {
@@ -85,11 +111,16 @@ impl Model {
         }
     }
 
-    /// Points every reference to a retiring slot at its VM instead (or drops it).
-    fn remap_retired(&mut self, retiring: &[u32]) {
+    /// Points every reference to a retiring slot at its VM instead (or drops it), and every
+    /// reference to a retiring VM at `EndedVm`.
+    fn remap_retired(&mut self, retiring: &[u32], vms: &[u32]) {
         let tasks = &self.tasks;
         let ended = |o: Owner| match o {
-            Owner::Task(n) if retiring.contains(&n) => Owner::Ended(tasks[n as usize].vm),
+            Owner::Task(n) if retiring.contains(&n) => match tasks[n as usize].vm {
+                vm if vms.contains(&vm) => Owner::EndedVm,
+                vm => Owner::Ended(vm),
+            },
+            Owner::Ended(vm) if vms.contains(&vm) => Owner::EndedVm,
             o => o,
         };
         for c in &mut self.cpus {

@@ -190,7 +190,7 @@ impl Model {
                 Owner::Task(slot) => PcpuHolder::Thread(slot),
                 Owner::Idle => PcpuHolder::Idle,
                 // (A switch-in never names a retired thread; the arm is for completeness.)
-                Owner::Other(_) | Owner::Ended(_) => PcpuHolder::Other {
+                Owner::Other(_) | Owner::Ended(_) | Owner::EndedVm => PcpuHolder::Other {
                     tid: s.next_tid,
                     comm: s.next_comm,
                 },

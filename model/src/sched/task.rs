@@ -48,6 +48,8 @@ pub(super) struct Task {
     pub(super) exits: ExitTracker,
     /// Who kept it waiting, and for how long.
     pub(super) culprits: Vec<(Owner, u64)>,
+    /// Its previous counter sample (counters mode), `None` until the first.
+    pub(super) sampled: Option<super::counters::SampleMemo>,
     /// The slot is free: its thread was retired (see `retire`) and no other took it yet.
     pub(super) vacant: bool,
 }
@@ -114,6 +116,7 @@ impl Task {
             resume: ResumeTracker::default(),
             exits: ExitTracker::default(),
             culprits: Vec::new(),
+            sampled: None,
             vacant: true,
         }
     }
@@ -134,6 +137,21 @@ pub(super) struct VmEntry {
     pub(super) ended: bool,
     /// What its retired threads left (their own process's only).
     pub(super) retired: RetiredTotals,
+    /// The entry is free: the VM ended and was retired with its last thread.
+    pub(super) vacant: bool,
+}
+
+impl VmEntry {
+    /// A free entry: no name, no process.
+    pub(super) fn vacant() -> Self {
+        VmEntry {
+            name: String::new(),
+            pid: 0,
+            ended: true,
+            retired: RetiredTotals::default(),
+            vacant: true,
+        }
+    }
 }
 
 impl Model {
@@ -144,7 +162,7 @@ impl Model {
     }
 
     fn intern_vm(&mut self, name: &str, pid: u32) -> u32 {
-        if let Some(i) = self.vms.iter().position(|v| v.name == name) {
+        if let Some(i) = self.vms.iter().position(|v| !v.vacant && v.name == name) {
             let v = &mut self.vms[i];
             if v.ended && v.pid != pid {
                 // A new process under an old name: the VM is back, its figures its own.
@@ -154,12 +172,19 @@ impl Model {
             }
             return i as u32;
         }
-        self.vms.push(VmEntry {
+        let entry = VmEntry {
             name: name.to_string(),
             pid,
             ended: false,
             retired: RetiredTotals::default(),
-        });
+            vacant: false,
+        };
+        // A retired VM's index is reused (its pCPU time column was folded away then).
+        if let Some(free) = self.free_vms.pop() {
+            self.vms[free as usize] = entry;
+            return free;
+        }
+        self.vms.push(entry);
         (self.vms.len() - 1) as u32
     }
 
@@ -283,7 +308,7 @@ impl Model {
 
     #[inline(never)]
     pub(super) fn on_vm_ended(&mut self, v: &VmEnded) {
-        for vm in &mut self.vms {
+        for vm in self.vms.iter_mut().filter(|vm| !vm.vacant) {
             if vm.name == v.vm || (v.pid != 0 && vm.pid == v.pid) {
                 vm.ended = true;
             }

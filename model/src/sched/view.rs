@@ -152,8 +152,10 @@ impl Model {
         };
         self.tasks
             .iter()
-            .map(|t| {
-                let end = t.end_or(now);
+            .enumerate()
+            .map(|(i, t)| {
+                // A sampled thread's figures stand as of its last sample.
+                let end = self.sampled_end(i).unwrap_or_else(|| t.end_or(now));
                 let total = t.cum_at(end);
                 match win_ns {
                     None => (total, end.saturating_sub(t.first_seen)),
@@ -183,12 +185,14 @@ impl Model {
         let now = self.now;
         let secs = elapsed as f64 / 1e9;
         let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-        let migrations = if self.health.saw_migrate {
+        let migrations = if self.health.saw_migrate || t.sampled.is_some() {
             c.migrate_events
         } else {
             c.pcpu_changes
         };
-        let lag = if t.is_runnable() || t.state == TState::Sleeping {
+        let lag = if self.sampled_only(i) {
+            self.sampled_lag(i)
+        } else if t.is_runnable() || t.state == TState::Sleeping {
             let min = self
                 .tasks
                 .iter()
@@ -215,7 +219,7 @@ impl Model {
             tid: t.tid,
             comm: t.comm.to_string(),
             state: Some(state),
-            pcpu: (t.state != TState::Unknown).then_some(t.cpu),
+            pcpu: (t.state != TState::Unknown || t.sampled.is_some()).then_some(t.cpu),
             vruntime: t.clock.vruntime,
             lag,
             weight: t.weight,
@@ -255,6 +259,7 @@ impl Model {
             guest_gap_ns: c.gap_ns,
             elapsed_ns: elapsed,
             ended: t.state == TState::Exited || t.exiting,
+            sampled_at: self.sampled_end(i),
             latency_buckets: VcpuLatencyBuckets {
                 wait: t.clock.wait_hist.buckets(),
                 resume_same_pcpu: t.resume.same.buckets(),
@@ -269,6 +274,9 @@ impl Model {
         let mut vms = Vec::with_capacity(self.vms.len());
         let mut vm_ratios = Vec::new();
         for (vi, v) in self.vms.iter().enumerate() {
+            if v.vacant {
+                continue;
+            }
             let members: Vec<usize> = (0..slots.len())
                 .filter(|&k| self.tasks[slots[k]].vm as usize == vi)
                 .collect();
@@ -332,7 +340,7 @@ impl Model {
         run.add(c.owner, now.saturating_sub(c.since), &self.tasks);
         let time = PcpuTime {
             idle_ns: run.idle,
-            vcpu_ns: run.vm_ns.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+            vcpu_ns: run.vcpus(),
             other_ns: run.others(),
         };
         let occ_window = |w: u64| {
@@ -369,7 +377,7 @@ impl Model {
             cpu,
             current_tid: match c.owner {
                 Owner::Task(slot) => self.tasks.get(slot as usize).map(|t| t.tid),
-                Owner::Idle | Owner::Other(_) | Owner::Ended(_) => None,
+                Owner::Idle | Owner::Other(_) | Owner::Ended(_) | Owner::EndedVm => None,
             },
             waiting: c.waiting.len() as u32,
             occupancy_1s: occ_window(1_000_000_000),
@@ -433,6 +441,9 @@ impl Model {
                 )
             })
             .collect();
+        if time.ended_vms > 0 {
+            vms.push(("(ended VMs)".to_string(), f(time.ended_vms)));
+        }
         vms.sort_by(|a, b| b.1.total_cmp(&a.1));
         let mut others: Vec<(String, f64)> = time
             .comm_ns
@@ -459,7 +470,7 @@ impl Model {
     fn lane_segment(&self, s: &Seg) -> LaneSegment {
         let owner = match s.owner {
             Owner::Idle => LaneOwner::Idle,
-            Owner::Other(_) | Owner::Ended(_) => LaneOwner::Other {
+            Owner::Other(_) | Owner::Ended(_) | Owner::EndedVm => LaneOwner::Other {
                 comm: self.owner_label(s.owner),
             },
             Owner::Task(slot) => match self.tasks.get(slot as usize) {

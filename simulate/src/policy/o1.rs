@@ -84,6 +84,20 @@ struct Task {
 struct Array {
     lists: Vec<VecDeque<u32>>,
     bitmap: u64,
+    /// Threads queued over all lists.
+    len: usize,
+}
+
+/// The indices of the set bits of `bitmap`, lowest first: the non-empty lists, best first.
+fn set_bits(mut bitmap: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if bitmap == 0 {
+            return None;
+        }
+        let i = bitmap.trailing_zeros() as usize;
+        bitmap &= bitmap - 1;
+        Some(i)
+    })
 }
 
 impl Array {
@@ -91,6 +105,7 @@ impl Array {
         Array {
             lists: (0..NPRIO).map(|_| VecDeque::new()).collect(),
             bitmap: 0,
+            len: 0,
         }
     }
     fn push(&mut self, prio: i32, t: u32, front: bool) {
@@ -101,6 +116,7 @@ impl Array {
             self.lists[i].push_back(t);
         }
         self.bitmap |= 1 << i;
+        self.len += 1;
     }
     /// Takes the first thread of the highest-priority non-empty list.
     fn pop_first(&mut self) -> Option<u32> {
@@ -112,25 +128,29 @@ impl Array {
         if self.lists[i].is_empty() {
             self.bitmap &= !(1 << i);
         }
+        self.len -= 1;
         t
     }
     fn remove(&mut self, t: u32) -> bool {
-        for (i, l) in self.lists.iter_mut().enumerate() {
+        for i in set_bits(self.bitmap) {
+            let l = &mut self.lists[i];
             if let Some(k) = l.iter().position(|&u| u == t) {
                 l.remove(k);
                 if l.is_empty() {
                     self.bitmap &= !(1 << i);
                 }
+                self.len -= 1;
                 return true;
             }
         }
         false
     }
     fn len(&self) -> usize {
-        self.lists.iter().map(VecDeque::len).sum()
+        self.len
     }
+    /// Queued threads, best priority first (only the non-empty lists are visited).
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.lists.iter().flat_map(|l| l.iter().copied())
+        set_bits(self.bitmap).flat_map(|i| self.lists[i].iter().copied())
     }
 }
 
@@ -346,7 +366,7 @@ impl Policy for O1 {
             std::mem::swap(&mut rq.active, &mut rq.expired);
             rq.expired_timestamp = None;
             rq.best_expired_prio = 140;
-            for t in rq.active.iter().collect::<Vec<_>>() {
+            for t in rq.active.iter() {
                 self.tasks[t as usize].to_expired = false;
             }
         }

@@ -130,6 +130,11 @@ impl Widget for &PcpuLanes<'_> {
         if inner.height == 0 || inner.width < 20 {
             return;
         }
+        if s.pcpus.is_empty() && super::counters_only(s) {
+            let why = "counters mode (no BPF): the pCPU lanes need switch events, which need BPF";
+            buf.set_string(inner.x + 1, inner.y, why, t.warn());
+            return;
+        }
         if s.pcpus.is_empty() {
             buf.set_string(inner.x + 1, inner.y, "no pCPU activity seen yet", t.dim());
             return;

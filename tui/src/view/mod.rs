@@ -26,6 +26,12 @@ pub use lanes::PcpuLanes;
 pub use vcpus::VcpuTable;
 pub use vmcs::VmcsPanel;
 
+/// The figures come from counter samples alone (no BPF): panels built on switch events have
+/// nothing to draw and say so.
+pub(crate) fn counters_only(s: &model::Snapshot) -> bool {
+    s.health.counter_samples > 0 && s.pcpus.is_empty()
+}
+
 /// Letters for vCPUs in lanes and legends: one per vCPU, stable within a snapshot.
 const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 

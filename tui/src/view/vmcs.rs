@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Paragraph, Widget};
 
 use model::{Percentiles, ResumeLatency};
 
-use super::vcpu_label;
+use super::{counters_only, vcpu_label};
 use crate::app::App;
 use crate::fmt;
 use crate::theme::Theme;
@@ -176,6 +176,14 @@ impl Widget for &VmcsPanel<'_> {
                     ]));
                 }
             }
+        } else if counters_only(s) {
+            lines.push(Line::styled("counters mode (no BPF):", t.warn()));
+            lines.push(Line::raw("resume latency and its split by placement need"));
+            lines.push(Line::raw("switch events, which need BPF."));
+            lines.push(Line::raw(format!(
+                "migrations {}/s (se.nr_migrations)",
+                fmt::rate(migrations)
+            )));
         } else {
             lines.push(Line::styled(
                 "no guest entry events and no guest gaps from this host:",

@@ -14,10 +14,12 @@
 //!
 //! This file holds the chunk framing, the field primitives and the dispatch on kind; each
 //! kind's encode and decode live side by side, with their named flag bits, in [`sched`]
-//! (scheduler events), [`kvm`] (KVM and VMM events) and [`records`] (bookkeeping records).
+//! (scheduler events), [`kvm`] (KVM and VMM events), [`records`] (bookkeeping records) and
+//! [`counter_sample`] (the no-BPF source's counter samples).
 //! [`sched_entity`] codes the scheduler entity a switch carries; [`state`] is what both sides
 //! remember within a chunk.
 
+mod counter_sample;
 mod kvm;
 mod records;
 mod sched;
@@ -27,6 +29,7 @@ mod state;
 use integer_encoding::VarInt;
 
 use crate::event::{Comm, Event};
+use counter_sample::K_COUNTER_SAMPLE;
 use records::TASK_INFO_HAS_SCHEDSTAT;
 use state::CoderState;
 
@@ -127,6 +130,7 @@ impl ChunkEncoder {
             Event::TaskInfo(e) => self.task_info(e),
             Event::VmEnded(e) => self.vm_ended(e),
             Event::ObservationEnd(e) => self.observation_end(e),
+            Event::CounterSample(e) => self.counter_sample(e),
         }
     }
 
@@ -255,6 +259,7 @@ impl<'a> ChunkDecoder<'a> {
             K_TASK_INFO => Event::TaskInfo(self.task_info(tag)?),
             K_VM_ENDED => Event::VmEnded(self.vm_ended()?),
             K_OBSERVATION_END => Event::ObservationEnd(self.observation_end()?),
+            K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
             _ => return Err(DecodeError("unknown event kind")),
         };
         Ok(Some(ev))
@@ -332,7 +337,7 @@ mod tests {
     use super::*;
     use crate::event::*;
 
-    fn round_trip(events: &[Event]) -> Vec<Event> {
+    pub(super) fn round_trip(events: &[Event]) -> Vec<Event> {
         let mut enc = ChunkEncoder::default();
         for e in events {
             enc.push(e);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::{Comm, SchedEntity};
+use crate::event::{Comm, CounterSample, SchedEntity};
 
 /// What the coder remembers about one tid within a chunk.
 #[derive(Clone, Copy, Default)]
@@ -17,6 +17,8 @@ pub(super) struct TidMemo {
     pub(super) pio: (u32, u32, u32, u32),
     /// VM and vCPU index of this tid's last guest gap.
     pub(super) gap_owner: (u32, u32),
+    /// This tid's last counter sample (the next is coded as deltas from it).
+    pub(super) sample: CounterSample,
     /// When it last became runnable off-CPU (preempted or woken), 0 if not waiting.
     queued_at: u64,
     /// Run-queue wait seen in the stream since its last `run_delay` was coded: the kernel adds

@@ -15,9 +15,9 @@
 //! `kvm_entry` (`probes::qemu::KvmEntryMapper`). `--qemu` with no name also waits for VMs that
 //! start later.
 //!
-//! With `--no-bpf` no probes are loaded: the stream carries only the task and VM events (and
-//! guest gaps), and [`LiveSource::counter_readings`] gives per-thread perf counters and
-//! schedstat figures instead.
+//! In counters mode (`--no-bpf`, or by itself when this process lacks the capabilities to load
+//! BPF) no probes are loaded: the stream carries the task and VM events, guest gaps, and a
+//! `CounterSample` per tracked thread every `--sample-every` ([`counter_source`]).
 //!
 //! Stopping (the `stop` flag from Ctrl-C/SIGTERM, or [`LiveSource::stop_after`]) stops the VMM,
 //! drains the ring buffer and detaches the probes; dropping the source does the same, so a
@@ -45,12 +45,17 @@ use anyhow::{bail, Context};
 use model::{
     Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo, VmEnded,
 };
-use probes::counters::{CounterReading, ProcSched, SchedStat, ThreadCounters};
+use probes::counters::SchedStat;
 use probes::loader::{ProbeOptions, Probes};
-use probes::qemu::{EntryMapped, KvmEntryMapper};
 use probes::targets::{self, TargetSpec, TrackedThread};
 
 use crate::cli::TargetArgs;
+use counter_source::CounterSource;
+
+mod counter_source;
+mod qemu_relabel;
+
+use qemu_relabel::QemuEntryMapping;
 
 /// How often targets are rescanned for new or vanished threads.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
@@ -83,16 +88,11 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 
 /// Refuse early, in one line, when the eBPF probes cannot be loaded by this user.
 /// `command` names the subcommand in the message (`trace`, `report`, ...).
+/// Without the capabilities counters mode starts instead (see [`counters_mode`]).
 pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow::Result<()> {
-    if target.no_bpf {
+    let _ = command;
+    if counters_mode(target) {
         return Ok(());
-    }
-    if !probes::host::may_load_bpf() {
-        let command = command.map(|c| format!(" {c}")).unwrap_or_default();
-        bail!(
-            "kvmscope{command} needs root (or CAP_BPF and CAP_PERFMON); \
-             without them, try --no-bpf for counters only"
-        );
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
@@ -103,22 +103,11 @@ pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow:
     Ok(())
 }
 
-/// One thread's kernel figures in `--no-bpf` mode.
-#[derive(Clone, Debug)]
-pub struct CounterRow {
-    pub thread: TrackedThread,
-    /// perf software counters since tracking began (None if they could not be opened).
-    pub counters: Option<CounterReading>,
-    /// schedstat growth since tracking began.
-    pub schedstat: Option<SchedStat>,
-    /// `/proc/.../sched` now (vruntime, weight, switch and migration totals).
-    pub sched: Option<ProcSched>,
-}
-
-/// Per-thread state of a tracked thread in `--no-bpf` mode.
-struct CounterState {
-    counters: Option<ThreadCounters>,
-    schedstat_at_start: Option<SchedStat>,
+/// Whether this session reads counters instead of loading BPF: asked for (`--no-bpf`), or
+/// this process lacks the capabilities to load it (CAP_BPF with CAP_PERFMON, or
+/// CAP_SYS_ADMIN), whatever its uid.
+pub fn counters_mode(target: &TargetArgs) -> bool {
+    target.no_bpf || !probes::host::may_load_bpf()
 }
 
 /// How targets are found again on each rescan.
@@ -142,7 +131,10 @@ pub struct LiveSource {
     tracked: BTreeMap<u32, TrackedThread>,
     /// Tracked processes (pid → VM name) not yet reported ended.
     processes: BTreeMap<u32, String>,
-    counters: BTreeMap<u32, CounterState>,
+    /// Counters mode: the sampler of every tracked thread's kernel counters.
+    counters: Option<CounterSource>,
+    /// Kernel events stamped after the closing timestamp, dropped at the final drain.
+    dropped_after_close: u64,
     /// Events produced by the source itself (TaskInfo, VmEnded), emitted on the next poll.
     pending: Vec<Event>,
     gaps: Vec<GuestGap>,
@@ -168,13 +160,21 @@ impl LiveSource {
     /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
     pub fn open(target: &TargetArgs, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
         require_privileges(None, target)?;
+        let no_bpf = counters_mode(target);
+        if no_bpf && !target.no_bpf {
+            eprintln!(
+                "kvmscope: cannot load BPF without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): \
+                 counters mode, sampled every {:?} (as with --no-bpf)",
+                target.sample_every
+            );
+        }
         let host = probes::host::host_info();
 
         // Resolve external targets before loading anything: a wrong pid is the most common
         // mistake and deserves an instant, clear answer.
         let spec = spec_from_args(target);
         // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
-        let kvm_entry_ids = !target.no_bpf && kvm_entry_fires();
+        let kvm_entry_ids = !no_bpf && kvm_entry_fires();
         let (initial, unmapped) = match &spec {
             Some(spec) => resolve_initial(spec, kvm_entry_ids)?,
             None => (Vec::new(), Vec::new()),
@@ -186,7 +186,7 @@ impl LiveSource {
         };
 
         // Probes before the VMM, so its vCPU threads are tracked before their guests run.
-        let probes = if target.no_bpf {
+        let probes = if no_bpf {
             None
         } else {
             let options = ProbeOptions {
@@ -216,7 +216,8 @@ impl LiveSource {
             probes,
             tracked: BTreeMap::new(),
             processes: BTreeMap::new(),
-            counters: BTreeMap::new(),
+            counters: no_bpf.then(|| CounterSource::new(target.sample_every)),
+            dropped_after_close: 0,
             pending: Vec::new(),
             gaps: Vec::new(),
             last_rescan: Instant::now(),
@@ -291,41 +292,15 @@ impl LiveSource {
             .map_or(self.final_lost, |p| p.lost_total())
     }
 
+    /// Kernel events the final drain found stamped after the closing timestamp and left out
+    /// (also in [`Self::warnings`]).
+    pub fn dropped_after_close(&self) -> u64 {
+        self.dropped_after_close
+    }
+
     /// The in-process VMM's summary, once it has been stopped.
     pub fn vmm_summary(&self) -> Option<&vmm::Summary> {
         self.vmm_summary.as_ref()
-    }
-
-    /// `--no-bpf` figures per tracked thread: perf counters and schedstat since tracking
-    /// began, `/proc/.../sched` now.
-    pub fn counter_readings(&mut self) -> Vec<CounterRow> {
-        let mut rows = Vec::new();
-        for (tid, thread) in &self.tracked {
-            let state = self.counters.get_mut(tid);
-            let (counters, schedstat) = match state {
-                Some(s) => {
-                    let c = s.counters.as_mut().and_then(|c| c.read().ok());
-                    let now = SchedStat::read(thread.pid, thread.tid).ok();
-                    let delta = match (now, s.schedstat_at_start) {
-                        (Some(now), Some(start)) => Some(SchedStat {
-                            run_ns: now.run_ns.saturating_sub(start.run_ns),
-                            wait_ns: now.wait_ns.saturating_sub(start.wait_ns),
-                            timeslices: now.timeslices.saturating_sub(start.timeslices),
-                        }),
-                        _ => None,
-                    };
-                    (c, delta)
-                }
-                None => (None, None),
-            };
-            rows.push(CounterRow {
-                thread: thread.clone(),
-                counters,
-                schedstat,
-                sched: ProcSched::read(thread.pid, thread.tid).ok(),
-            });
-        }
-        rows
     }
 
     fn start_tracking(&mut self, t: TrackedThread, nice: Option<i32>) -> anyhow::Result<()> {
@@ -338,21 +313,6 @@ impl LiveSource {
         if let Some(p) = &mut self.probes {
             p.track(t.tid)
                 .with_context(|| format!("cannot track thread {} ({})", t.tid, t.comm))?;
-        } else {
-            let counters = match ThreadCounters::open(t.tid) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.warnings.push(e.to_string());
-                    None
-                }
-            };
-            self.counters.insert(
-                t.tid,
-                CounterState {
-                    counters,
-                    schedstat_at_start: SchedStat::read(t.pid, t.tid).ok(),
-                },
-            );
         }
         self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
         // Read right after tracking began, so the kernel counters that switches carry are
@@ -364,6 +324,10 @@ impl LiveSource {
                 wait_ns: s.wait_ns,
             });
         self.pending.push(task_info(&t, nice, schedstat));
+        if let Some(c) = &mut self.counters {
+            // The baseline sample, right after the announcement.
+            c.track(t.pid, t.tid, &mut self.pending, &mut self.warnings);
+        }
         if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
             self.qemu_entry.mapper.watch(t.pid, t.tid);
             self.qemu_entry.pids.insert(t.pid);
@@ -377,73 +341,11 @@ impl LiveSource {
             // The thread is gone; a failure to remove it from the filter map costs nothing.
             let _ = p.untrack(tid);
         }
-        self.counters.remove(&tid);
+        if let Some(c) = &mut self.counters {
+            c.untrack(tid);
+        }
         self.tracked.remove(&tid);
         self.qemu_entry.mapper.forget(tid);
-    }
-
-    /// Announce again, with their vCPU index, the threads whose first `kvm_entry` arrived in
-    /// the last batch, and tell `probes::qemu` about VMs now mapped in full.
-    fn relabel_from_kvm_entry(&mut self, out: &mut Vec<Event>) {
-        let mut mapped = std::mem::take(&mut self.qemu_entry.mapped);
-        self.qemu_entry.mapper.take_mapped(&mut mapped);
-        let mut pids = BTreeSet::new();
-        for m in mapped.drain(..) {
-            // kvm_entry carries KVM's vcpu_id (the APIC ID); views show QEMU's cpu-index.
-            if self.relabel(m.tid, probes::qemu::cpu_index_of(m.pid, m.vcpu_id)) {
-                pids.insert(m.pid);
-            }
-        }
-        out.append(&mut self.pending);
-        self.qemu_entry.mapped = mapped;
-        for pid in pids {
-            if !self.qemu_entry.complete.contains(&pid)
-                && probes::qemu::note_kvm_entry_ids(pid, &self.qemu_entry.mapper.seen_in(pid))
-            {
-                // Every vCPU is known: the threads left (QEMU's main and I/O threads) never
-                // enter a guest, so stop looking at kvm_entry events for them.
-                self.qemu_entry.mapper.forget_process(pid);
-                self.qemu_entry.complete.insert(pid);
-            }
-        }
-    }
-
-    /// Give tracked thread `tid` its vCPU index and announce it again (the model and the
-    /// sinks update the thread). False if `tid` is not tracked.
-    fn relabel(&mut self, tid: u32, vcpu: u32) -> bool {
-        let Some(t) = self.tracked.get_mut(&tid) else {
-            return false;
-        };
-        t.vcpu = Some(vcpu);
-        let nice = targets::ThreadStat::read(t.pid, t.tid).map_or(0, |s| s.nice);
-        // Already tracked: the model counts from the first TaskInfo's figures.
-        let info = task_info(t, nice, None);
-        self.pending.push(info);
-        true
-    }
-
-    /// Say once per VM that a QEMU VM is not watched because its vCPUs cannot be mapped. A VM
-    /// found by a rescan may be starting (its QMP monitor not answering yet): it is only
-    /// warned about if the next rescan still cannot map it; `at_open`, at once.
-    fn warn_unmapped(&mut self, unmapped: &[probes::qemu::QemuVm], at_open: bool) {
-        let seen_before = std::mem::take(&mut self.qemu_entry.unmapped_last);
-        self.qemu_entry.unmapped_last = unmapped.iter().map(|vm| vm.pid).collect();
-        for vm in unmapped {
-            if (at_open || seen_before.contains(&vm.pid)) && self.qemu_entry.warned.insert(vm.pid) {
-                let mut why = vm.unmapped_error().to_string();
-                if !self.qemu_entry.enabled {
-                    why.push_str(&format!(
-                        "; not watched (mapping from kvm_entry vCPU ids needs {})",
-                        if self.bpf {
-                            "a VT-x/AMD-V host: kvm_entry does not fire here"
-                        } else {
-                            "the probes (no --no-bpf) on a VT-x/AMD-V host"
-                        }
-                    ));
-                }
-                self.warnings.push(why);
-            }
-        }
     }
 
     /// Find threads and processes that appeared or vanished since the last scan.
@@ -622,6 +524,12 @@ impl LiveSource {
     fn finish(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
         self.finished = true;
         out.append(&mut self.pending);
+        // In counters mode observation ends with the closing sample, taken while the threads
+        // still run (their /proc files go with them): the figures cover up to it exactly.
+        let counters_close = self.counters.as_mut().map(|c| {
+            c.tick(out, true);
+            monotonic_ns()
+        });
         let mut vmm_error = None;
         let bundled = self.vmm.is_some();
         if let Some(vmm) = self.vmm.take() {
@@ -633,19 +541,44 @@ impl LiveSource {
                 Err(e) => vmm_error = Some(e),
             }
         }
-        out.extend(self.gaps.drain(..).map(Event::GuestGap));
-        // Observation ends here: the final drain and the detach below take a while, and the
-        // model counts every tracked thread up to this timestamp. Events stamped after it are
-        // dropped, so that the closing event is the newest and never arrives late.
-        let ts = monotonic_ns();
+        // Gaps that ended after a counters-mode close are after the observation: left out.
+        let (gaps, late_gaps): (Vec<GuestGap>, Vec<GuestGap>) = self
+            .gaps
+            .drain(..)
+            .partition(|g| counters_close.is_none_or(|c| g.end <= c));
+        out.extend(gaps.into_iter().map(Event::GuestGap));
+        self.dropped_after_close = late_gaps.len() as u64;
+        if self.dropped_after_close > 0 {
+            self.warnings.push(format!(
+                "{} events stamped after the session's closing timestamp were left out \
+                 (the final drain runs after it)",
+                self.dropped_after_close
+            ));
+        }
+        // Observation ends here: the model counts every tracked thread up to the closing
+        // event's timestamp, which must be the newest so that it never arrives late.
+        let stopped = monotonic_ns();
+        let before = out.len();
         if let Some(p) = &mut self.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
-            let before = out.len();
-            p.poll(out, Duration::from_millis(50))
-                .context("cannot read the probes' ring buffer")?;
-            let tail = out.split_off(before);
-            out.extend(tail.into_iter().filter(|e| e.ts() <= ts));
+            // One read is not enough: it stops at a record another CPU has reserved and not
+            // yet committed, leaving the records behind it unread (sid under TCG: a vCPU's
+            // last 3 exits missing from trace, 5742 against the VMM's 5745). Read until a read
+            // finds nothing, within a bound (other processes' events keep coming with
+            // --all-kvm).
+            let began = Instant::now();
+            loop {
+                let before_read = out.len();
+                p.poll(out, Duration::from_millis(20))
+                    .context("cannot read the probes' ring buffer")?;
+                if out.len() == before_read || began.elapsed() >= FINAL_DRAIN_MAX {
+                    break;
+                }
+            }
+            // Each read is in time order; the reads together are put back in order too.
+            out[before..].sort_by_key(Event::ts);
         }
+        let ts = counters_close.unwrap_or_else(|| closing_ts(stopped, &out[before..]));
         // Detach now, not at drop: the summary's lost count must be final.
         if let Some(p) = self.probes.take() {
             self.final_lost = p.lost_total();
@@ -676,6 +609,18 @@ impl LiveSource {
             None => Ok(()),
         }
     }
+}
+
+/// How long the final drain may keep reading a ring that is still being written.
+const FINAL_DRAIN_MAX: Duration = Duration::from_secs(1);
+
+/// The closing event's timestamp: when the source stopped, or the newest event of the final
+/// drain if that is later. Every drained event is kept: those stamped after the stop used to
+/// be dropped, uncounted: the final `Lost` records (stamped when read), and any event whose
+/// CPU's clock ran ahead of the stopping thread's (the likely cause of `report`'s IOIO count
+/// one short of the VMM's per vCPU, seen once on sid under multi-threaded TCG).
+fn closing_ts(stopped: u64, final_drain: &[Event]) -> u64 {
+    final_drain.iter().map(Event::ts).fold(stopped, u64::max)
 }
 
 /// The announcement of tracked thread `t`, stamped now.
@@ -760,46 +705,6 @@ fn resolve_initial(
     Ok((threads, found.unmapped))
 }
 
-/// The live side of the third QEMU mapping method: QEMU threads watched with no vCPU index
-/// are labelled with the vCPU id of their first `kvm_entry` event.
-struct QemuEntryMapping {
-    /// The probes are loaded and `kvm_entry` fires on this host.
-    enabled: bool,
-    mapper: KvmEntryMapper,
-    /// Reused by [`LiveSource::relabel_from_kvm_entry`].
-    mapped: Vec<EntryMapped>,
-    /// Processes whose threads were watched unlabelled. Their threads stay tracked while they
-    /// exist, also once the VM is mapped and only its vCPU threads are targets: dropping a
-    /// thread mid-session would leave its last state open in the model.
-    pids: BTreeSet<u32>,
-    /// Processes whose every vCPU has been mapped (and told to `probes::qemu`).
-    complete: BTreeSet<u32>,
-    /// Unmapped VMs already warned about, by pid.
-    warned: BTreeSet<u32>,
-    /// Unmapped VMs found by the last scan, by pid.
-    unmapped_last: BTreeSet<u32>,
-}
-
-impl QemuEntryMapping {
-    fn new(enabled: bool) -> Self {
-        QemuEntryMapping {
-            enabled,
-            mapper: KvmEntryMapper::default(),
-            mapped: Vec::new(),
-            pids: BTreeSet::new(),
-            complete: BTreeSet::new(),
-            warned: BTreeSet::new(),
-            unmapped_last: BTreeSet::new(),
-        }
-    }
-
-    /// Whether a thread that is no longer a target stays tracked (see `pids`).
-    fn keeps(&self, t: &TrackedThread) -> bool {
-        self.pids.contains(&t.pid)
-            && std::path::Path::new(&format!("/proc/{}/task/{}", t.pid, t.tid)).exists()
-    }
-}
-
 impl LiveSource {
     fn poll_events(&mut self, out: &mut Vec<Event>, timeout: Duration) -> anyhow::Result<bool> {
         if self.finished {
@@ -832,7 +737,15 @@ impl LiveSource {
                 }
                 self.retire_exited(&out[before..]);
             }
-            None => std::thread::sleep(wait),
+            None => {
+                if let Some(c) = &self.counters {
+                    wait = wait.min(c.until_due());
+                }
+                std::thread::sleep(wait);
+                if let Some(c) = &mut self.counters {
+                    c.tick(out, false);
+                }
+            }
         }
         Ok(true)
     }
@@ -875,5 +788,26 @@ impl Drop for LiveSource {
             let _ = vmm.stop();
         }
         self.probes.take();
+    }
+}
+
+#[cfg(test)]
+mod closing_tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_event_is_the_newest_and_nothing_drained_is_dropped() {
+        let lost = |ts| {
+            Event::Lost(Lost {
+                ts,
+                cpu: 0,
+                count: 1,
+            })
+        };
+        assert_eq!(closing_ts(100, &[]), 100);
+        assert_eq!(closing_ts(100, &[lost(40), lost(90)]), 100);
+        // Stamped after the stop (read later, or another CPU's clock ahead): kept, and the
+        // closing event moves after it so that it never arrives late.
+        assert_eq!(closing_ts(100, &[lost(40), lost(130), lost(120)]), 130);
     }
 }

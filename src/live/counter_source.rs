@@ -1,0 +1,142 @@
+//! The counters source: in counters mode (no BPF) the live session reads each tracked
+//! thread's kernel counters every `--sample-every` and turns them into
+//! [`Event::CounterSample`]s, which the model folds like any other event.
+//!
+//! Everything is read through the one set of readers in `probes` ([`SchedStat`],
+//! [`ProcSched`], [`ThreadStat`], [`ThreadCounters`]); nothing here parses `/proc` itself.
+//! A thread is sampled once right when tracking begins (the baseline its figures count
+//! from), then on every tick, and once more when the session closes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use model::{CounterSample, Event};
+use probes::counters::{ProcSched, SchedStat, ThreadCounters};
+use probes::targets::ThreadStat;
+
+use super::monotonic_ns;
+
+/// One tracked thread's perf counters (`None` where perf could not be opened for it).
+struct SampledThread {
+    pid: u32,
+    perf: Option<ThreadCounters>,
+}
+
+pub(super) struct CounterSource {
+    every: Duration,
+    last: Instant,
+    threads: BTreeMap<u32, SampledThread>,
+    /// Samples not taken because a thread's `/proc` files could not be read (it was ending).
+    pub(super) missed: u64,
+}
+
+impl CounterSource {
+    pub(super) fn new(every: Duration) -> Self {
+        CounterSource {
+            every: every.max(Duration::from_millis(10)),
+            last: Instant::now(),
+            threads: BTreeMap::new(),
+            missed: 0,
+        }
+    }
+
+    /// Starts sampling thread `tid` and takes its baseline sample (pushed to `out`). A perf
+    /// counter that cannot be opened is a warning: schedstat and `/proc` still give the rest.
+    pub(super) fn track(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        out: &mut Vec<Event>,
+        warnings: &mut Vec<String>,
+    ) {
+        let perf = match ThreadCounters::open(tid) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let w = e.to_string();
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+                None
+            }
+        };
+        let mut thread = SampledThread { pid, perf };
+        if let Some(s) = sample(tid, &mut thread) {
+            out.push(Event::CounterSample(s));
+        } else {
+            self.missed += 1;
+        }
+        self.threads.insert(tid, thread);
+    }
+
+    pub(super) fn untrack(&mut self, tid: u32) {
+        self.threads.remove(&tid);
+    }
+
+    /// Time until the next tick is due.
+    pub(super) fn until_due(&self) -> Duration {
+        self.every.saturating_sub(self.last.elapsed())
+    }
+
+    /// Samples every thread if a tick is due (or `force`), into `out`.
+    pub(super) fn tick(&mut self, out: &mut Vec<Event>, force: bool) {
+        if !force && self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        for (tid, thread) in &mut self.threads {
+            match sample(*tid, thread) {
+                Some(s) => out.push(Event::CounterSample(s)),
+                None => self.missed += 1,
+            }
+        }
+    }
+}
+
+/// Reads one thread's counters now; `None` if its `/proc` files are gone or unreadable.
+fn sample(tid: u32, thread: &mut SampledThread) -> Option<CounterSample> {
+    let pid = thread.pid;
+    let ts = monotonic_ns();
+    let stat = SchedStat::read(pid, tid).ok()?;
+    let sched = ProcSched::read(pid, tid).ok()?;
+    let task_clock_ns = thread
+        .perf
+        .as_mut()
+        .and_then(|p| p.read().ok())
+        .map(|r| r.task_clock_ns);
+    let cpu = ThreadStat::read(pid, tid).ok().map_or(0, |s| s.processor);
+    Some(CounterSample {
+        ts,
+        cpu,
+        tid,
+        pid,
+        run_ns: stat.run_ns,
+        wait_ns: stat.wait_ns,
+        timeslices: stat.timeslices,
+        task_clock_ns,
+        voluntary_switches: sched.nr_voluntary_switches,
+        involuntary_switches: sched.nr_involuntary_switches,
+        migrations: sched.nr_migrations,
+        vruntime: sched.vruntime,
+        weight: sched.weight(),
+        allowed_cpus: allowed_cpus(tid),
+    })
+}
+
+/// How many CPUs thread `tid`'s affinity mask allows (0 if it cannot be read).
+fn allowed_cpus(tid: u32) -> u32 {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed; the call only writes it.
+    let rc = unsafe {
+        libc::sched_getaffinity(
+            tid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: `set` was filled in by the kernel above.
+    unsafe { libc::CPU_COUNT(&set) as u32 }
+}
