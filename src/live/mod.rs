@@ -54,6 +54,9 @@ use counter_source::CounterSource;
 
 mod counter_source;
 mod qemu_relabel;
+mod target_scan;
+
+use target_scan::{kvm_entry_fires, resolve_initial, scan_pid, spec_from_args};
 
 use qemu_relabel::QemuEntryMapping;
 
@@ -448,7 +451,6 @@ impl LiveSource {
     /// soon rather than at the next rescan, but only after its last switch-out (state
     /// TASK_DEAD), or a second after its exit if that switch is never seen.
     fn retire_exited(&mut self, batch: &[Event]) {
-        const TASK_DEAD: u64 = 0x80;
         const GRACE: Duration = Duration::from_secs(1);
         let now = Instant::now();
         let mut done: Vec<u32> = Vec::new();
@@ -461,7 +463,7 @@ impl LiveSource {
                     self.exiting.push((x.tid, now + GRACE));
                 }
                 Event::SchedSwitch(s)
-                    if s.prev_state & TASK_DEAD != 0
+                    if s.prev_task_state().is_dead()
                         && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
                 {
                     done.push(s.prev_tid);
@@ -635,74 +637,6 @@ fn task_info(t: &TrackedThread, nice: i32, schedstat: Option<model::Schedstat>) 
         nice,
         schedstat,
     })
-}
-
-/// The target spec of everything but `--demo` (which is resolved from the VMM it starts).
-fn spec_from_args(target: &TargetArgs) -> Option<TargetSpec> {
-    if target.demo {
-        None
-    } else if !target.pid.is_empty() {
-        Some(TargetSpec::Pids(target.pid.clone()))
-    } else if target.all_kvm {
-        Some(TargetSpec::AllKvm)
-    } else if let Some(sel) = &target.qemu {
-        Some(TargetSpec::Qemu {
-            selector: Some(sel.clone()).filter(|s| !s.is_empty()),
-            qmp: target.qmp.clone(),
-        })
-    } else {
-        // No target given: every KVM process, the most useful default for a live session.
-        Some(TargetSpec::AllKvm)
-    }
-}
-
-/// One process's threads for a rescan: gone processes add nothing; processes that exist
-/// but cannot be read right now are kept as they were.
-fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {
-    match targets::resolve_pid(pid) {
-        Ok(Some(t)) => now.extend(t),
-        Ok(None) | Err(targets::TargetError::NoSuchProcess(_)) => {}
-        Err(targets::TargetError::NoVcpu { .. }) => {}
-        Err(_) => {
-            keep.insert(pid);
-        }
-    }
-}
-
-/// Whether `kvm:kvm_entry` fires on this host (VT-x/AMD-V; not PVM), so that QEMU vCPU
-/// threads can be mapped from the vCPU ids it carries.
-fn kvm_entry_fires() -> bool {
-    probes::host::kvm_flavour().fires_entry_exit()
-}
-
-/// The threads to watch when the session opens, and the QEMU VMs left out because they
-/// cannot be mapped. `--qemu` without a name watches every QEMU VM, also those that start
-/// later: none running yet is not an error but a note on stderr. A name or pid that matches
-/// no VM is an error, as is any other target that resolves to nothing.
-fn resolve_initial(
-    spec: &TargetSpec,
-    kvm_entry_ids: bool,
-) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
-    let TargetSpec::Qemu { selector, qmp } = spec else {
-        return Ok((targets::resolve(spec)?, Vec::new()));
-    };
-    let selector = selector.as_deref().filter(|s| !s.is_empty());
-    let found = probes::qemu::session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
-    if found.threads.is_empty() {
-        if found.unmapped.is_empty() {
-            eprintln!("kvmscope: no QEMU VM using KVM runs yet: waiting for QEMU VMs to start");
-        } else {
-            eprintln!(
-                "kvmscope: no QEMU VM can be watched yet ({} cannot be mapped): waiting for \
-                 QEMU VMs to start",
-                found.unmapped.len()
-            );
-        }
-    }
-    let mut threads = found.threads;
-    threads.sort_by_key(|t| (t.pid, t.vcpu.unwrap_or(u32::MAX), t.tid));
-    threads.dedup_by_key(|t| t.tid);
-    Ok((threads, found.unmapped))
 }
 
 impl LiveSource {

@@ -1,0 +1,76 @@
+//! Targets on the command line resolved to threads: at open (one clear error for a wrong
+//! pid or name) and again at each rescan.
+
+use std::collections::BTreeSet;
+
+use probes::targets::{self, TargetSpec, TrackedThread};
+
+use crate::cli::TargetArgs;
+
+/// The target spec of everything but `--demo` (which is resolved from the VMM it starts).
+pub(super) fn spec_from_args(target: &TargetArgs) -> Option<TargetSpec> {
+    if target.demo {
+        None
+    } else if !target.pid.is_empty() {
+        Some(TargetSpec::Pids(target.pid.clone()))
+    } else if target.all_kvm {
+        Some(TargetSpec::AllKvm)
+    } else if let Some(sel) = &target.qemu {
+        Some(TargetSpec::Qemu {
+            selector: Some(sel.clone()).filter(|s| !s.is_empty()),
+            qmp: target.qmp.clone(),
+        })
+    } else {
+        // No target given: every KVM process, the most useful default for a live session.
+        Some(TargetSpec::AllKvm)
+    }
+}
+
+/// One process's threads for a rescan: gone processes add nothing; processes that exist
+/// but cannot be read right now are kept as they were.
+pub(super) fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {
+    match targets::resolve_pid(pid) {
+        Ok(Some(t)) => now.extend(t),
+        Ok(None) | Err(targets::TargetError::NoSuchProcess(_)) => {}
+        Err(targets::TargetError::NoVcpu { .. }) => {}
+        Err(_) => {
+            keep.insert(pid);
+        }
+    }
+}
+
+/// Whether `kvm:kvm_entry` fires on this host (VT-x/AMD-V; not PVM), so that QEMU vCPU
+/// threads can be mapped from the vCPU ids it carries.
+pub(super) fn kvm_entry_fires() -> bool {
+    probes::host::kvm_flavour().fires_entry_exit()
+}
+
+/// The threads to watch when the session opens, and the QEMU VMs left out because they
+/// cannot be mapped. `--qemu` without a name watches every QEMU VM, also those that start
+/// later: none running yet is not an error but a note on stderr. A name or pid that matches
+/// no VM is an error, as is any other target that resolves to nothing.
+pub(super) fn resolve_initial(
+    spec: &TargetSpec,
+    kvm_entry_ids: bool,
+) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
+    let TargetSpec::Qemu { selector, qmp } = spec else {
+        return Ok((targets::resolve(spec)?, Vec::new()));
+    };
+    let selector = selector.as_deref().filter(|s| !s.is_empty());
+    let found = probes::qemu::session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
+    if found.threads.is_empty() {
+        if found.unmapped.is_empty() {
+            eprintln!("kvmscope: no QEMU VM using KVM runs yet: waiting for QEMU VMs to start");
+        } else {
+            eprintln!(
+                "kvmscope: no QEMU VM can be watched yet ({} cannot be mapped): waiting for \
+                 QEMU VMs to start",
+                found.unmapped.len()
+            );
+        }
+    }
+    let mut threads = found.threads;
+    threads.sort_by_key(|t| (t.pid, t.vcpu.unwrap_or(u32::MAX), t.tid));
+    threads.dedup_by_key(|t| t.tid);
+    Ok((threads, found.unmapped))
+}
