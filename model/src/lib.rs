@@ -13,6 +13,7 @@ mod reorder;
 mod sched;
 pub mod snapshot;
 pub mod source;
+#[cfg(any(test, feature = "synth"))]
 pub mod synth;
 pub mod task_state;
 pub mod trace_file;

@@ -10,6 +10,7 @@
 //! reads probes or starts VMs itself, so live, replayed and synthetic streams look the same.
 
 pub mod app;
+#[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
 pub mod fmt;
 pub mod replay;
