@@ -63,16 +63,8 @@ use qemu_relabel::QemuEntryMapping;
 /// How often targets are rescanned for new or vanished threads.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
-/// CLOCK_MONOTONIC now, ns: the clock of every event timestamp.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC now, ns: the clock of every event timestamp (the probes' own, `bpf_ktime_get_ns`).
+pub use probes::loader::monotonic_ns;
 
 /// A stop flag set by the first Ctrl-C or SIGTERM; a second one exits at once (status 130),
 /// in case stopping itself hangs.
