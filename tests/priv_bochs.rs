@@ -9,9 +9,9 @@
 //! and counts, never latencies. The harness is the `lab` crate (lab/README.md); one Bochs at
 //! a time (its display listens on TCP 5900), in the serial `priv_` group.
 //!
-//! Not yet in `.ci/run` (ignored by default: `cargo nextest run --test priv_bochs
-//! --run-ignored all` runs it): on this session's shared host (load average 9-13) one 6.12
-//! boot did not finish its suite within 15 minutes, against a budget of 12 for both kernels.
+//! In `.ci/run` (budget: 12 minutes for both kernels). On a quiet 2-core host 6.1 took 244 s
+//! and 6.12 201 s of wall time, build of the boot image included; on a host at load average
+//! 9-13 Bochs runs about 7 times slower, and one kernel alone can pass 15 minutes.
 //!
 //! `KVMSCOPE_BOCHS_REUSE=1` asserts the last boot's results again without booting (the
 //! logs stay in the test's target tmp dir), for working on the assertions.
@@ -35,13 +35,11 @@ use serde_json::Value;
 const VMX_EXIT_IO_INSTRUCTION: u32 = 30;
 
 #[test]
-#[ignore = "Bochs lane: over .ci/run's 12-minute budget on a loaded host (#19)"]
 fn vtx_6_12() {
     run_bochs_kernel("6.12", true);
 }
 
 #[test]
-#[ignore = "Bochs lane: over .ci/run's 12-minute budget on a loaded host (#19)"]
 fn vtx_6_1() {
     run_bochs_kernel("6.1", false);
 }
@@ -406,10 +404,14 @@ fn tracefs_vmclears(dump: &str) -> BTreeMap<u32, Vec<Queued>> {
 
 /// The pCPUs a vCPU thread's VMCS had to move to: each vCPU load (a switch-in while inside
 /// `KVM_RUN`, or the start of a `KVM_RUN`, seen as its first `kvm_entry`) on another pCPU than
-/// the last load, as (the load's switch-in or entry time, new pCPU, old pCPU). The first load
-/// moves the VMCS from wherever the VMM's main thread created the vCPU: unknown here.
+/// the last load, as (the earliest time the load can have happened, new pCPU, old pCPU): the
+/// switch-in itself, or for a `KVM_RUN` start the thread's last `kvm_userspace_exit` (KVM loads
+/// the vCPU as the ioctl begins, before its first `kvm_entry`; the ioctl itself is not traced).
+/// The first load moves the VMCS from wherever the VMM's main thread created the vCPU: unknown
+/// here.
 fn vmcs_moves(events: &[Event], tid: u32) -> (Option<u32>, Vec<Queued>) {
     let mut in_run = false;
+    let mut back_in_vmm_at = 0;
     let mut first = None;
     let mut last: Option<u32> = None;
     let mut moves = Vec::new();
@@ -425,14 +427,21 @@ fn vmcs_moves(events: &[Event], tid: u32) -> (Option<u32>, Vec<Queued>) {
         }
         *last = Some(cpu);
     };
-    for e in events {
+    // The trace file keeps each pCPU's ring order, not one global order: a VMCS follows its
+    // loads in time, so walk them sorted (a stable sort keeps same-instant events in order).
+    let mut in_time: Vec<&Event> = events.iter().collect();
+    in_time.sort_by_key(|e| e.ts());
+    for e in in_time {
         match e {
             Event::SchedSwitch(s) if s.next_tid == tid && in_run => load(s.ts, s.cpu, &mut last),
             Event::KvmEntry(k) if k.tid == tid && !in_run => {
                 in_run = true;
-                load(k.ts, k.cpu, &mut last);
+                load(back_in_vmm_at, k.cpu, &mut last);
             }
-            Event::UserspaceExit(x) if x.tid == tid => in_run = false,
+            Event::UserspaceExit(x) if x.tid == tid => {
+                in_run = false;
+                back_in_vmm_at = x.ts;
+            }
             _ => {}
         }
     }
@@ -492,7 +501,10 @@ fn vmclears_match_the_kernel(
     for (vcpu, &tid) in vcpus.iter().zip(&vcpu_tids) {
         let mine = ours.get(&tid).cloned().unwrap_or_default();
         let kernel = oracle.get(&tid).cloned().unwrap_or_default();
-        // Same calls, same pCPUs, same times (tracefs prints microseconds).
+        // Same calls, same pCPUs, same times. The BPF program and tracefs stamp the same
+        // tracepoint at different instructions, and under Bochs an interrupt taken between the
+        // two adds emulated time (255 us seen on 6.12); VMCLEARs of one vCPU are tens of ms
+        // apart (it migrates every 50 ms), so 1 ms still pairs them one to one.
         assert_eq!(
             mine.len(),
             kernel.len(),
@@ -503,7 +515,7 @@ fn vmclears_match_the_kernel(
         );
         for (m, k) in mine.iter().zip(&kernel) {
             assert!(
-                (m.cpu, m.target) == (k.cpu, k.target) && m.ts.abs_diff(k.ts) < 2_000,
+                (m.cpu, m.target) == (k.cpu, k.target) && m.ts.abs_diff(k.ts) < 1_000_000,
                 "{}",
                 run.ctx(&format!(
                     "vCPU thread {tid}: kvmscope {m:?} vs tracefs {k:?}"
