@@ -134,6 +134,10 @@ impl Drop for Vcpus {
     }
 }
 
+pub fn online_cpus() -> Result<Vec<u32>, String> {
+    aya::util::online_cpus().map_err(|(p, e)| format!("cannot read {p}: {e}"))
+}
+
 /// Median of a non-empty slice (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -171,11 +175,12 @@ fn relay(mut end: UnixStream, serve: bool, stop: &std::sync::atomic::AtomicBool)
 impl PingPong {
     /// Starts both threads on the last CPU (the reader and bpftrace are free to use others).
     pub fn start() -> Result<PingPong, String> {
-        let cpu = aya::util::online_cpus()
-            .map_err(|(p, e)| format!("cannot read {p}: {e}"))?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+        let cpu = online_cpus()?.into_iter().max().unwrap_or(0);
+        Self::start_on(cpu)
+    }
+
+    /// Starts both threads on `cpu`.
+    pub fn start_on(cpu: u32) -> Result<PingPong, String> {
         let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -208,6 +213,58 @@ impl PingPong {
 }
 
 impl Drop for PingPong {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A storm of switches without wakeups: two threads pinned to one CPU hand it to each other
+/// with `sched_yield`, so no wakeup record travels with the switches (what spinning vCPUs
+/// preempting each other look like to the probes). Stopped (threads joined) when dropped.
+pub struct Yielders {
+    pub tids: Vec<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Yielders {
+    pub fn start_on(cpu: u32) -> Result<Yielders, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
+                thread::spawn(move || {
+                    let tid = vmm::sched::gettid();
+                    let pinned = vmm::sched::set_affinity(tid, &[cpu]).map_err(|e| e.to_string());
+                    let ok = pinned.is_ok();
+                    let _ = tid_tx.send((tid, pinned));
+                    while ok && !stop.load(Ordering::Relaxed) {
+                        // SAFETY: sched_yield has no preconditions.
+                        unsafe { libc::sched_yield() };
+                    }
+                })
+            })
+            .collect();
+        drop(tid_tx);
+        let mut tids = Vec::new();
+        for (tid, pinned) in tid_rx.iter().take(threads.len()) {
+            pinned.map_err(|e| format!("cannot pin the yielding threads to CPU {cpu}: {e}"))?;
+            tids.push(tid);
+        }
+        Ok(Yielders {
+            tids,
+            stop,
+            threads,
+        })
+    }
+}
+
+impl Drop for Yielders {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.threads.drain(..) {
