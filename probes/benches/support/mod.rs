@@ -152,6 +152,9 @@ pub fn median(v: &mut [f64]) -> f64 {
 pub struct PingPong {
     pub tids: Vec<u32>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// One end of the pair: shut down when dropped, so that threads blocked reading (idle
+    /// pairs) see EOF and end.
+    shutdown: UnixStream,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -181,13 +184,34 @@ impl PingPong {
 
     /// Starts both threads on `cpu`.
     pub fn start_on(cpu: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, None, true)
+    }
+
+    /// Starts both threads on `cpu`, named like the bundled VMM's vCPUs of VM `vm`
+    /// (`vm<vm>-vcpu0`, `vm<vm>-vcpu1`): `kvmscope record --pid` then tracks them.
+    pub fn start_as_vcpus(cpu: u32, vm: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, Some(vm), true)
+    }
+
+    /// [`Self::start_as_vcpus`] with no byte to pass: both threads sleep in `read` until
+    /// dropped (a baseline of the same threads, idle).
+    pub fn start_idle_as_vcpus(cpu: u32, vm: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, Some(vm), false)
+    }
+
+    fn start_named(cpu: u32, vm: Option<u32>, busy: bool) -> Result<PingPong, String> {
         let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let shutdown = a.try_clone().map_err(|e| format!("socketpair: {e}"))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for (end, serve) in [(a, false), (b, true)] {
+        for (vcpu, (end, serve)) in [(a, false), (b, busy)].into_iter().enumerate() {
             let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
-            threads.push(thread::spawn(move || {
+            let mut builder = thread::Builder::new();
+            if let Some(vm) = vm {
+                builder = builder.name(format!("vm{vm}-vcpu{vcpu}"));
+            }
+            let spawned = builder.spawn(move || {
                 let tid = vmm::sched::gettid();
                 let pinned = vmm::sched::set_affinity(tid, &[cpu]).map_err(|e| e.to_string());
                 let ok = pinned.is_ok();
@@ -195,7 +219,8 @@ impl PingPong {
                 if ok {
                     relay(end, serve, &stop);
                 }
-            }));
+            });
+            threads.push(spawned.map_err(|e| format!("cannot start a ping-pong thread: {e}"))?);
         }
         drop(tid_tx);
         let mut tids = Vec::new();
@@ -207,6 +232,7 @@ impl PingPong {
         Ok(PingPong {
             tids,
             stop,
+            shutdown,
             threads,
         })
     }
@@ -215,6 +241,7 @@ impl PingPong {
 impl Drop for PingPong {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.shutdown.shutdown(std::net::Shutdown::Both);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
