@@ -59,8 +59,8 @@ pub enum TargetError {
     NoThreads,
     #[error("cannot read {}: {source}", path.display())]
     Proc { path: PathBuf, source: io::Error },
-    #[error("{0}")]
-    Qemu(String),
+    #[error(transparent)]
+    Qemu(#[from] crate::qemu::QemuError),
 }
 
 /// Resolve a target to the threads to watch, sorted by (pid, vcpu, tid).
@@ -94,8 +94,8 @@ pub fn resolve(spec: &TargetSpec) -> Result<Vec<TrackedThread>, TargetError> {
         }
         TargetSpec::Qemu { selector, qmp } => {
             let selector = selector.as_deref().filter(|s| !s.is_empty());
-            let threads = crate::qemu::vcpu_threads(selector, qmp.as_deref())
-                .map_err(|e| TargetError::Qemu(e.to_string()))?;
+            let threads =
+                crate::qemu::QemuMappings::default().vcpu_threads(selector, qmp.as_deref())?;
             if threads.is_empty() {
                 return Err(TargetError::NoQemu);
             }
@@ -168,7 +168,7 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
     }
     if crate::qemu::is_qemu(pid) {
         // QEMU knows its own vCPU ↔ thread map; fall back to all threads if it cannot say.
-        if let Ok(mapped) = crate::qemu::process_vcpu_threads(pid, None) {
+        if let Ok(mapped) = crate::qemu::QemuMappings::default().process_vcpu_threads(pid, None) {
             if !mapped.is_empty() {
                 return Ok(Some(mapped));
             }
