@@ -58,7 +58,7 @@ use crate::tracefs::{self, EventFormat, KvmOffsets};
 pub struct ProbeOptions {
     /// Ring buffer size in bytes: a power of two and a multiple of the page size. The
     /// per-CPU rings of switch records get up to as much again, shared among the CPUs (from
-    /// 1 152 to 36 864 records per CPU).
+    /// 1 152 to 9 216 records per CPU).
     pub ring_bytes: u32,
     /// Attach the `kvm:*` tracepoints (entry, exit, userspace exit, pio).
     pub kvm: bool,

@@ -40,22 +40,22 @@ unsafe impl Pod for abi::SwitchTail {}
 
 /// Chunks per CPU for a budget of `ring_bytes` shared by `cpus` CPUs: a power of two, at
 /// least 8 (1 152 records: a tenth of a second of 10 000 tracked switches per second per
-/// CPU) and at most 256 (36 864 records: 160 ms of a 230 000 switches/s storm on one CPU,
-/// time for a reader that a loaded machine runs late; each chunk is a map and holds a file
-/// descriptor here). Measured (`cargo bench -p probes --bench switch_storm`, load average
-/// 10): with at most 64 chunks a storm of 458 000 switches/s over 2 CPUs lost 4 494 records
-/// in 8 s although the rings woke the reader.
+/// CPU) and at most 64 (9 216 records; each chunk is a map and holds a file descriptor
+/// here). Not more: installing a chunk in the array of maps waits for an RCU grace period
+/// (the kernel's maybe_wait_bpf_programs), so the load takes one per chunk. Tried at 256
+/// (512 chunks on 2 CPUs): the load took seconds on this host and `check` did not finish
+/// in its time under Bochs, stuck in __wait_rcu_gp.
 pub(crate) fn chunks_per_cpu(ring_bytes: u32, cpus: usize) -> u32 {
     let chunk = std::mem::size_of::<abi::SwitchChunk>();
     let per_cpu = ring_bytes as usize / cpus.max(1) / chunk;
     // The largest power of two that fits.
-    (1usize << per_cpu.max(1).ilog2()).clamp(8, 256) as u32
+    (1usize << per_cpu.max(1).ilog2()).clamp(8, 64) as u32
 }
 
 /// Records waiting in a CPU's ring of `capacity` that make its writer wake the reader: a
 /// quarter of it. The reader then has the other three quarters' worth of time to run (at
-/// 230 000 switches a second on one CPU, 120 ms for a 36 864-record ring), and is woken
-/// at most 25 times a second per CPU by that storm.
+/// 230 000 switches a second on one CPU, 30 ms for the 9 216-record ring), and is woken at
+/// most 100 times a second per CPU by that storm.
 fn wake_records(capacity: u64) -> u64 {
     capacity / 4
 }
@@ -168,10 +168,8 @@ mod tests {
     fn chunks_are_a_power_of_two_within_bounds() {
         assert_eq!(RECORD_BYTES, 208);
         assert_eq!(std::mem::size_of::<ChunkBytes>(), 144 * 208);
-        // 16 MiB over 2 CPUs: 280 chunks fit, so 256.
-        assert_eq!(chunks_per_cpu(16 << 20, 2), 256);
-        // 16 MiB over 1 CPU: 560 fit, capped at 256.
-        assert_eq!(chunks_per_cpu(16 << 20, 1), 256);
+        // 16 MiB over 2 CPUs: 280 chunks fit, capped at 64.
+        assert_eq!(chunks_per_cpu(16 << 20, 2), 64);
         // 4 MiB over 32 CPUs: 4.4 chunks fit, raised to 8.
         assert_eq!(chunks_per_cpu(4 << 20, 32), 8);
         // 8 MiB over 16 CPUs: 17.5 fit, so 16.
@@ -183,6 +181,6 @@ mod tests {
         // The smallest ring still wakes the reader well before it is full, and the writer's
         // reminders (every quarter of it) are never zero records apart.
         assert_eq!(wake_records(8 * RECORDS), 288);
-        assert_eq!(wake_records(256 * RECORDS), 9216);
+        assert_eq!(wake_records(64 * RECORDS), 2304);
     }
 }
