@@ -16,10 +16,6 @@ const TOO_LONG_FOR_NOW: &[(&str, &str)] = &[
         "issue #14: argv grammar, QMP client, entry mapper",
     ),
     (
-        "model/src/synth.rs",
-        "issue #14: test scaffolding, to split by job",
-    ),
-    (
         "src/live/mod.rs",
         "issue #14: the live source, to split further by job",
     ),
