@@ -53,6 +53,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
+    super::demo::stop_dashboard_on_signals(&opts.stop)?;
     tui::run_replay(events, host, label, args.speed, simulated, opts)
         .context("dashboard failed")?;
     Ok(ExitCode::SUCCESS)
