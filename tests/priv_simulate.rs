@@ -20,9 +20,12 @@
 //! 9110-9372 us at load 15, and 0 us in the eevdf replay both times; on a 3 s recording their
 //! wake-to-run p50 was 1343 and 1483 us recorded against 0 under every policy but sedf. So a
 //! wakeup in the replay almost always runs at once, on the host it waits about a millisecond
-//! or more. Suspects not yet checked: the background replayed as one stand-in
-//! per pCPU (the host has several untracked tasks queueing), and how the host's EEVDF places
-//! a vCPU woken from a KVM halt (lag, delayed dequeue) against the model's placement.
+//! or more. The model's lag placement is what runs them at once: on that 3 s recording
+//! `--param place_lag=false` gives 2490 and 2523 us (run_to_parity=false changes nothing).
+//! Not yet checked: whether on this host (PVM, HZ=250, PREEMPT_NONE by default) a wakeup preempts a
+//! vCPU in guest mode only at the next tick (uniform over 4 ms: p50 near 2 ms, fewer when a
+//! pCPU is idle), and the background replayed as one stand-in per pCPU where the host has
+//! several untracked tasks queueing.
 
 mod common;
 
