@@ -170,8 +170,9 @@ impl LiveSource {
         let spec = spec_from_args(target);
         // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
         let kvm_entry_ids = !no_bpf && kvm_entry_fires();
+        let mut qemu_mappings = probes::qemu::QemuMappings::default();
         let (initial, unmapped) = match &spec {
-            Some(spec) => resolve_initial(spec, kvm_entry_ids)?,
+            Some(spec) => resolve_initial(spec, kvm_entry_ids, &mut qemu_mappings)?,
             None => (Vec::new(), Vec::new()),
         };
         let scenario = match (&target.scenario, target.demo) {
@@ -222,7 +223,7 @@ impl LiveSource {
             gaps_lost: 0,
             exiting: Vec::new(),
             warnings,
-            qemu_entry: QemuEntryMapping::new(kvm_entry_ids),
+            qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
         };
 
         if let Some(scenario) = scenario {
@@ -372,7 +373,11 @@ impl LiveSource {
             TargetSpec::Qemu { selector, qmp } => {
                 let selector = selector.as_deref().filter(|s| !s.is_empty());
                 let entry_ids = self.qemu_entry.enabled;
-                match probes::qemu::session_threads(selector, qmp.as_deref(), entry_ids) {
+                let found =
+                    self.qemu_entry
+                        .mappings
+                        .session_threads(selector, qmp.as_deref(), entry_ids);
+                match found {
                     Ok(found) => {
                         now = found.threads;
                         unmapped = found.unmapped;

@@ -23,6 +23,7 @@ pub mod sched;
 mod summary;
 mod vcpu;
 pub mod vm;
+pub mod vm_names;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -254,6 +255,8 @@ pub struct RunningVmm {
     guest_execution: &'static str,
     scenario: Scenario,
     stopped: bool,
+    /// The VMs' names, published for `--pid` watchers while the VMM runs (never read here).
+    _vm_names: std::fs::File,
 }
 
 /// Creates the scenario's VMs and starts their vCPU threads. When it returns, every vCPU
@@ -290,6 +293,14 @@ pub fn start_with(
         }
     }
     vcpu::install_kick_handler()?;
+    // Before any vCPU thread exists: a watcher that sees one can read its VM's name.
+    let vm_names = vm_names::publish(&model::VmNames::new(
+        scenario
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(v, vm)| (v as u32, vm.name.clone())),
+    ))?;
     let cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmmError::setup("the host", "read the supported CPUID", e))?;
@@ -451,6 +462,7 @@ pub fn start_with(
         guest_execution,
         scenario: scenario.clone(),
         stopped: false,
+        _vm_names: vm_names,
     };
     let every = scenario.migrate_every_ms.map(Duration::from_millis);
     // On failure `running` is dropped, which stops the vCPUs already running.

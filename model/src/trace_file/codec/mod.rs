@@ -224,12 +224,20 @@ impl<'a> ChunkDecoder<'a> {
 
     /// The next event, `None` at the end of the chunk.
     pub(crate) fn next_event(&mut self) -> DResult<Option<Event>> {
+        let mut one = Vec::with_capacity(1);
+        Ok(self.decode_into(&mut one)?.then(|| one.pop()).flatten())
+    }
+
+    /// Appends the next event to `out`; `false` at the end of the chunk. Decoding straight
+    /// into the vector spares a 248-byte copy per event through `Result<Option<Event>>`.
+    #[inline]
+    pub(crate) fn decode_into(&mut self, out: &mut Vec<Event>) -> DResult<bool> {
         if self.pos[TAG] >= self.bufs[TAG].len() {
             // Every stream must be used up exactly: anything left over is corruption.
             if (0..STREAMS).any(|s| self.pos[s] != self.bufs[s].len()) {
                 return Err(DecodeError("stream bytes left over"));
             }
-            return Ok(None);
+            return Ok(false);
         }
         let tag = self.byte(TAG)?;
         let kind = tag & 0x0f;
@@ -244,7 +252,7 @@ impl<'a> ChunkDecoder<'a> {
             _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT => 0,
             (_, false) => return Err(DecodeError("cpu on an event without one")),
         };
-        let ev = match kind {
+        out.push(match kind {
             K_SCHED_SWITCH => Event::SchedSwitch(self.sched_switch(cpu)?),
             K_WAKEUP => Event::Wakeup(self.wakeup(cpu)?),
             K_MIGRATE => Event::Migrate(self.migrate(cpu)?),
@@ -261,8 +269,8 @@ impl<'a> ChunkDecoder<'a> {
             K_OBSERVATION_END => Event::ObservationEnd(self.observation_end()?),
             K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
             _ => return Err(DecodeError("unknown event kind")),
-        };
-        Ok(Some(ev))
+        });
+        Ok(true)
     }
 
     fn byte(&mut self, s: usize) -> DResult<u8> {
