@@ -185,8 +185,7 @@ fn install(outer: OwnedFd, chunks: &[Array<MapData, ChunkBytes>]) -> Result<(), 
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("a chunk installer panicked"))
-            .collect::<Result<(), MapError>>()
+            .try_for_each(|w| w.join().expect("a chunk installer panicked"))
     })
 }
 
