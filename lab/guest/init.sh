@@ -27,15 +27,6 @@ elif [ -c /dev/ttyS1 ] && ! grep -q '^1: uart:unknown' /proc/tty/driver/serial 2
 	stty -F /dev/ttyS1 raw -echo 115200 2>/dev/null
 fi
 
-# lab_write: stdin to the results port.
-lab_write() {
-	if [ "$LAB_OUT" = port-e9 ]; then
-		/bin/lab-port-e9
-	else
-		cat > "$LAB_OUT"
-	fi
-}
-
 lab_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
 # lab_step NAME SECONDS CMD...: run CMD with a time limit; send its stdout, stderr and status.
@@ -64,15 +55,22 @@ lab_emit() {
 	lab_send "$1" "${3:-0}" "$(lab_ms)" "$2" /dev/null
 }
 
+# lab_send NAME RC T0_MS STDOUT_FILE STDERR_FILE: one step on the results port.
 lab_send() {
-	{
-		echo "@@lab begin $1 ${LAB_ENCODING:-}"
-		cat "$4"
-		echo "@@lab stderr $1"
-		cat "$5"
-		echo "@@lab end $1 rc=$2 ms=$(($(lab_ms) - $3))"
-	} | lab_write
+	if [ "$LAB_OUT" = port-e9 ]; then
+		lab_frame "$@" | /bin/lab-port-e9
+	else
+		lab_frame "$@" > "$LAB_OUT"
+	fi
 	echo "lab: step $1 rc=$2" > /dev/console
+}
+
+lab_frame() {
+	echo "@@lab begin $1 ${LAB_ENCODING:-}"
+	cat "$4"
+	echo "@@lab stderr $1"
+	cat "$5"
+	echo "@@lab end $1 rc=$2 ms=$(($(lab_ms) - $3))"
 }
 
 # Modules, in the order the host resolved from .modinfo depends=.
@@ -105,6 +103,10 @@ lab_send modules "$mods_rc" "$t0" /tmp/lab.modinfo /dev/null
 if [ -f /lab/suite.sh ]; then
 	. /lab/suite.sh
 fi
-echo "@@lab done" | lab_write
+if [ "$LAB_OUT" = port-e9 ]; then
+	echo "@@lab done" | /bin/lab-port-e9
+else
+	echo "@@lab done" > "$LAB_OUT"
+fi
 sync
 poweroff -f
