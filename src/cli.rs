@@ -87,6 +87,25 @@ pub struct TargetArgs {
     pub ring_bytes: u32,
 }
 
+/// `--duration`, the one parser of every command's: seconds (`10`, `0.5`) or a humantime
+/// duration (`90s`, `2m`, `500ms`), above zero and below 10,000,000 s.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e7 => {
+            std::time::Duration::from_secs_f64(secs)
+        }
+        Ok(_) => std::time::Duration::ZERO,
+        Err(_) => humantime::parse_duration(s).unwrap_or_default(),
+    };
+    if d.is_zero() || d.as_secs_f64() >= 1e7 {
+        return Err(format!(
+            "`{s}` is not a duration: expected seconds above 0 (10, 0.5) or a duration (90s, \
+             2m, 500ms), below 10000000 s"
+        ));
+    }
+    Ok(d)
+}
+
 /// `--sample-every`: a humantime duration from 10 ms to an hour.
 fn parse_sample_every(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s or 250ms)"))?;
@@ -118,8 +137,8 @@ pub struct VmmArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Seconds to run (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// CPU affinity, e.g. `all=0`, `vm1=0-1`, `vm0:vcpu1=1` (repeatable, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<String>,
@@ -151,8 +170,8 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to trace (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Output format.
     #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
     pub format: String,
@@ -165,8 +184,8 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to observe when live.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -180,8 +199,8 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to record (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -248,8 +267,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Stop after this many seconds (default: until `q`).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Counters mode: no BPF (see `kvmscope report --help`).
     #[arg(long)]
     pub no_bpf: bool,

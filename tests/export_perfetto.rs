@@ -25,6 +25,19 @@ fn scratch(name: &str) -> PathBuf {
     p
 }
 
+/// The synthetic header with the processes `events` announce.
+fn header_for(events: &[Event]) -> model::trace_file::TraceHeader {
+    let mut map = ProcessMap::default();
+    for e in events {
+        if let Event::TaskInfo(t) = e {
+            map.note(t);
+        }
+    }
+    let mut header = trace_file_synth::header();
+    header.processes = map.processes();
+    header
+}
+
 /// The model helper's synthetic demo (guest gaps, or kvm_entry/exit for `vmx`) as a trace
 /// whose header lists the vCPU threads, as `record` writes it.
 fn recording(path: &Path, vmx: bool) -> Vec<Event> {
@@ -33,14 +46,7 @@ fn recording(path: &Path, vmx: bool) -> Vec<Event> {
     } else {
         model::synth::demo_stream(2.0)
     };
-    let mut map = ProcessMap::default();
-    for e in &events {
-        if let Event::TaskInfo(t) = e {
-            map.note(t);
-        }
-    }
-    let mut header = trace_file_synth::header();
-    header.processes = map.processes();
+    let header = header_for(&events);
     let mut w = TraceWriter::new(std::fs::File::create(path).unwrap(), &header).unwrap();
     for e in &events {
         w.write(e).unwrap();
@@ -275,14 +281,7 @@ fn perfetto_draws_each_vmclear_ipi_as_a_flow_from_the_vcpu_to_the_old_pcpu() {
         vmclear(4 * MS + 5 * US, 0, Queue, 0xb, 1, 1),
         vmclear(4 * MS + 30 * US, 1, Exit, 0xb, 1, 1),
     ];
-    let mut map = ProcessMap::default();
-    for e in &events {
-        if let Event::TaskInfo(t) = e {
-            map.note(t);
-        }
-    }
-    let mut header = trace_file_synth::header();
-    header.processes = map.processes();
+    let header = header_for(&events);
     let mut w = export::PerfettoWriter::new(Vec::new(), &header).unwrap();
     for e in &events {
         w.push(e).unwrap();
