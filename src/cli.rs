@@ -106,6 +106,24 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `trace --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Perfetto's protobuf trace (ui.perfetto.dev).
+    Perfetto,
+    /// Chrome's JSON trace events (chrome://tracing, Perfetto too).
+    ChromeJson,
+}
+
 /// `--sample-every`: a humantime duration from 10 ms to an hour.
 fn parse_sample_every(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s or 250ms)"))?;
@@ -173,8 +191,8 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
     /// Output format.
-    #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = TraceFormat::Text)]
+    pub format: TraceFormat,
 }
 
 #[derive(Args, Debug)]
@@ -252,8 +270,8 @@ pub struct SimulateArgs {
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     pub file: PathBuf,
-    #[arg(long, value_parser = ["perfetto", "chrome-json"])]
-    pub format: String,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// Overwrite an existing output file.
