@@ -320,6 +320,18 @@ pub struct CounterSample {
     pub allowed_cpus: u32,
 }
 
+/// The pCPUs a tracked thread may run on, from `ts` on: its affinity mask as the source read
+/// it when tracking began, and again each time the source saw or made a change (the bundled
+/// VMM reports each move of its affinity rotation). Switches and migrations show where a
+/// thread ran, not where it was allowed to; a replay under another policy needs the latter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affinity {
+    pub ts: u64,
+    pub tid: u32,
+    /// Allowed pCPUs, ascending, without repeats.
+    pub cpus: Vec<u32>,
+}
+
 /// A tracked process is gone (its last thread exited or it was detached).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEnded {
@@ -354,6 +366,7 @@ pub enum Event {
     VmEnded(VmEnded),
     ObservationEnd(ObservationEnd),
     CounterSample(CounterSample),
+    Affinity(Affinity),
 }
 
 impl Event {
@@ -376,6 +389,30 @@ impl Event {
             Event::VmEnded(e) => e.ts,
             Event::ObservationEnd(e) => e.ts,
             Event::CounterSample(e) => e.ts,
+            Event::Affinity(e) => e.ts,
+        }
+    }
+
+    /// Moves the event to `ts` (a late event folded in at the newest time seen). A guest gap
+    /// keeps its times: it is ordered by its end, which only the guest's next run tells.
+    pub fn restamp(&mut self, ts: u64) {
+        match self {
+            Event::SchedSwitch(e) => e.ts = ts,
+            Event::Wakeup(e) => e.ts = ts,
+            Event::Migrate(e) => e.ts = ts,
+            Event::TaskExit(e) => e.ts = ts,
+            Event::KvmEntry(e) => e.ts = ts,
+            Event::KvmExit(e) => e.ts = ts,
+            Event::UserspaceExit(e) => e.ts = ts,
+            Event::Pio(e) => e.ts = ts,
+            Event::CrossCall(e) => e.ts = ts,
+            Event::GuestGap(_) => {}
+            Event::Lost(e) => e.ts = ts,
+            Event::TaskInfo(e) => e.ts = ts,
+            Event::VmEnded(e) => e.ts = ts,
+            Event::ObservationEnd(e) => e.ts = ts,
+            Event::CounterSample(e) => e.ts = ts,
+            Event::Affinity(e) => e.ts = ts,
         }
     }
 
@@ -397,6 +434,7 @@ impl Event {
             Event::VmEnded(_) => "vm_ended",
             Event::ObservationEnd(_) => "observation_end",
             Event::CounterSample(_) => "counter_sample",
+            Event::Affinity(_) => "affinity",
         }
     }
 }

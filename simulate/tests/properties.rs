@@ -365,6 +365,12 @@ proptest! {
     /// sweep of 150 pairs stayed within 1.0 point over seconds 1-4 and 2.0 over 0-3). Three
     /// or more on one pCPU are not asserted: that sweep found up to 13 points off, a unit
     /// earning little still being handed whole 30 ms slices when all are OVER (issue #16).
+    /// Measured again over 0-3 s: nices [0, 3, 6, 9, -3] gave the nice -3 unit 37% against
+    /// 50.4% (13.4 points), [10, 10, -5, 0] gave nice -5 59% against 71.6%, while [0, 0, 0],
+    /// [-5, 10, 10], [0, 0, 10], [-5, -5, 10] and [2, 2, 2, 8, 8] stayed within 1.5 points:
+    /// it is the mid-weight mixes that drift. Not yet known whether credit.c itself does
+    /// this (whole slices for OVER units and the -tslice credit floor forgive the debt of a
+    /// light unit) or the model departs from it.
     #[test]
     fn credit_shares_follow_weight_within_two_points_over_three_seconds(
         nices in prop::collection::vec(-5i32..=10, 2)
@@ -375,6 +381,75 @@ proptest! {
         let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &[]), &d, 0, span);
         for (g, w) in got.iter().zip(&want) {
             prop_assert!((g - w).abs() <= 0.02, "nices {nices:?}: {got:?} vs {want:?}");
+        }
+    }
+}
+
+/// The demo's affinity rotation: two hogs pinned to one pCPU each, swapping every 500 ms,
+/// beside a free hog. Under every policy each hog runs only where its affinity of the moment
+/// allows (checked at every switch-in and at every affinity change), and each keeps about
+/// half of a pCPU or more, as on the host.
+#[test]
+fn every_policy_honours_the_affinity_in_force_at_each_instant() {
+    let span = 3 * S;
+    let every = 500 * MS;
+    let specs = vec![
+        Spec::hog(0, 0, span).rotating(&[0, 1], every, span),
+        Spec::hog(0, 0, span).rotating(&[1, 0], every, span),
+        Spec::hog(1, 0, span),
+    ];
+    let d = demand(&specs, 2, span);
+    let allowed_at = |k: usize, t: u64| -> u32 {
+        let spans = &d.threads[k].affinity;
+        let i = spans.partition_point(|s| s.at_ns <= t).max(1) - 1;
+        spans[i].cpus[0]
+    };
+    for kind in PolicyKind::ALL {
+        let evs = events_of(kind, &d, 2, &[]);
+        for (k, t) in d.tracked().enumerate().take(2) {
+            let mut on: Option<u32> = None;
+            let mut changes = t.affinity.iter().skip(1).map(|s| s.at_ns).peekable();
+            for e in &evs {
+                let ts = e.ts() - d.start;
+                // Just after a change, a thread still on its old pCPU is being moved off:
+                // the switch-out must come at that very instant.
+                while changes.peek().is_some_and(|&c| c < ts) {
+                    let c = changes.next().unwrap();
+                    if let Some(cpu) = on {
+                        assert_eq!(
+                            cpu,
+                            allowed_at(k, c),
+                            "{}: tid {} still on pCPU {cpu} after its affinity changed at {c}",
+                            kind.name(),
+                            t.tid
+                        );
+                    }
+                }
+                if let Event::SchedSwitch(s) = e {
+                    if s.prev_tid == t.tid {
+                        on = None;
+                    }
+                    if s.next_tid == t.tid {
+                        assert_eq!(
+                            s.cpu,
+                            allowed_at(k, ts),
+                            "{}: tid {} switched in on pCPU {} at {ts}",
+                            kind.name(),
+                            t.tid,
+                            s.cpu
+                        );
+                        on = Some(s.cpu);
+                    }
+                }
+            }
+        }
+        let sh = shares(&evs, &d);
+        for s in &sh[..2] {
+            assert!(
+                *s > 0.45,
+                "{}: a rotating hog got {s:.3} of a pCPU ({sh:?})",
+                kind.name()
+            );
         }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -12,9 +11,8 @@ use crate::cli::{DemoArgs, TargetArgs};
 use crate::live::{stop_on_signals, LiveSource};
 
 pub fn run(args: DemoArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let duration = duration(args.duration)?;
     let mut opts = dashboard_options("demo", args.tick_hz, log_file)?;
-    opts.duration = duration;
+    opts.duration = args.duration;
     let target = TargetArgs {
         demo: true,
         scenario: args.scenario,
@@ -46,9 +44,23 @@ pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow:
     for w in &opts.notes {
         log::warn!("{w}");
     }
+    stop_dashboard_on_signals(&opts.stop)?;
     tui::run_live(Box::new(source), opts).context("dashboard failed")?;
     log::info!("dashboard closed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT, SIGTERM and SIGHUP set the dashboard's stop flag: without it they would kill the
+/// process with the terminal still raw. Only the binary installs signal handlers.
+pub(super) fn stop_dashboard_on_signals(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the dashboard's signal handler")?;
+    }
+    Ok(())
 }
 
 /// Checks and options every dashboard command shares: stdout must be a terminal, the tick
@@ -74,13 +86,4 @@ pub(super) fn dashboard_options(
         opts.stderr_to = Some(crate::logging::open(path)?);
     }
     Ok(opts)
-}
-
-/// `--duration` as a `Duration`, refusing nonsense.
-pub(super) fn duration(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
-    }
 }

@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use model::{
-    Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo, VmEnded,
+    Affinity, Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo,
+    VmEnded,
 };
 use probes::counters::SchedStat;
 use probes::loader::{ProbeOptions, Probes};
@@ -64,7 +65,7 @@ use qemu_relabel::QemuEntryMapping;
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// CLOCK_MONOTONIC now, ns: the clock of every event timestamp (the probes' own, `bpf_ktime_get_ns`).
-pub use probes::loader::monotonic_ns;
+pub use hostfacts::monotonic_ns;
 
 /// A stop flag set by the first Ctrl-C or SIGTERM; a second one exits at once (status 130),
 /// in case stopping itself hangs.
@@ -320,6 +321,15 @@ impl LiveSource {
                 wait_ns: s.wait_ns,
             });
         self.pending.push(task_info(&t, nice, schedstat));
+        // Where it may run, for replays under another policy (a thread that cannot be read
+        // any more is about to go: its switches alone stand for it then).
+        if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.pending.push(Event::Affinity(Affinity {
+                ts: monotonic_ns(),
+                tid: t.tid,
+                cpus,
+            }));
+        }
         if let Some(c) = &mut self.counters {
             // The baseline sample, right after the announcement.
             c.track(t.pid, t.tid, &mut self.pending, &mut self.warnings);
@@ -494,6 +504,7 @@ impl LiveSource {
         };
         vmm.drain_gaps(&mut self.gaps);
         out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        self.drain_affinity_changes(&vmm, out);
         self.note_gaps_lost(&vmm, out);
         if let Some(failure) = vmm.failure() {
             // Stop the other vCPUs now (the VMM already has); the summary is of no use.
@@ -507,6 +518,18 @@ impl LiveSource {
 
     /// Guest-gap records the VMM could not keep (ring overruns) become `Lost` events, so a
     /// gap count is never silently short.
+    /// The bundled VMM's affinity rotation, as `Affinity` events of the threads tracked.
+    fn drain_affinity_changes(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {
+        let mut changes = Vec::new();
+        vmm.drain_affinity_changes(&mut changes);
+        out.extend(
+            changes
+                .into_iter()
+                .filter(|a| self.tracked.contains_key(&a.tid))
+                .map(Event::Affinity),
+        );
+    }
+
     fn note_gaps_lost(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {
         let total = vmm.gaps_lost();
         if total > self.gaps_lost {
@@ -534,6 +557,7 @@ impl LiveSource {
         if let Some(vmm) = self.vmm.take() {
             // Stop the guests first, so every exit they make is still seen by the probes.
             vmm.drain_gaps(&mut self.gaps);
+            self.drain_affinity_changes(&vmm, out);
             self.note_gaps_lost(&vmm, out);
             match vmm.stop() {
                 Ok(summary) => self.vmm_summary = Some(summary),

@@ -22,7 +22,7 @@ use model::{Event, HostInfo, Model, ModelConfig, Source, SourceError, Window};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
-use crate::replay::{ReplayFeed, SimulatedRun};
+use crate::replay::{ReplayFeed, SimulatedRun, Track};
 use crate::stderr::StderrRedirect;
 use crate::theme::Theme;
 use crate::view::Dashboard;
@@ -136,10 +136,10 @@ pub fn run_live(source: Box<dyn Source>, opts: RunOptions) -> Result<(), TuiErro
     run(app, LiveFeed::new(source), opts)
 }
 
-/// Open the dashboard on a recording read into memory, with a simulated run of its demand
-/// to switch to when one is given.
+/// Open the dashboard on a recording (a [`Track`], usually read from its file a chunk at a
+/// time), with a simulated run of its demand to switch to when one is given.
 pub fn run_replay(
-    events: Vec<Event>,
+    recorded: Track,
     host: HostInfo,
     label: String,
     speed: f64,
@@ -147,7 +147,7 @@ pub fn run_replay(
     opts: RunOptions,
 ) -> Result<(), TuiError> {
     let mut app = App::new(Mode::Replay, host, label);
-    let mut feed = ReplayFeed::new(events, speed);
+    let mut feed = ReplayFeed::from_track(recorded, speed);
     if let Some(sim) = simulated {
         app.simulated_label = Some(sim.label);
         feed = feed.with_simulated(sim.events);
@@ -159,13 +159,9 @@ pub fn run_replay(
 pub fn run<F: Feed>(mut app: App, mut feed: F, opts: RunOptions) -> Result<(), TuiError> {
     let tick = opts.tick()?;
     app.notes = opts.notes.clone();
+    // The caller (the binary: only it installs signal handlers) has SIGINT, SIGTERM and
+    // SIGHUP set this flag, so that they end the loop and the terminal is restored.
     let stop = opts.stop.clone();
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // Without the flag these signals would kill us with the terminal still raw.
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            log::warn!("cannot watch signal {signal}: {e}");
-        }
-    }
     let redirect = StderrRedirect::to(opts.stderr_to.as_ref());
     let (update_tx, update_rx) = mpsc::channel::<Update>();
     let (command_tx, command_rx) = mpsc::channel::<ReplayCommand>();

@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     kick_list: Mutex<Vec<Option<libc::pthread_t>>>,
     vcpus: Vec<VcpuSlot>,
     gaps: Mutex<GapCollector>,
+    /// Affinity changes the rotation made, not yet drained (a replay needs the affinity in
+    /// force at each instant, which no kernel event of the recording carries).
+    affinity_changes: Mutex<Vec<model::Affinity>>,
 }
 
 impl Shared {
@@ -370,6 +373,7 @@ pub fn start_with(
 
     let n = slots.len();
     let shared = Arc::new(Shared {
+        affinity_changes: Mutex::new(Vec::new()),
         pid: std::process::id(),
         stop: AtomicBool::new(false),
         fault: Mutex::new(None),
@@ -506,7 +510,13 @@ fn collect_loop(shared: &Shared, stop: &AtomicBool, migrate_every: Option<Durati
                         // Offsetting by the vCPU's position spreads vCPUs over the CPUs.
                         let cpu = cpus[(g + step) % cpus.len()];
                         // A thread that already ended cannot be moved; nothing to do then.
-                        let _ = sched::set_affinity(slot.tid(), &[cpu]);
+                        if sched::set_affinity(slot.tid(), &[cpu]).is_ok() {
+                            lock(&shared.affinity_changes).push(model::Affinity {
+                                ts: clock::monotonic_ns(),
+                                tid: slot.tid(),
+                                cpus: vec![cpu],
+                            });
+                        }
                     }
                 }
                 next_migration = Some(at + every);
@@ -530,6 +540,11 @@ impl RunningVmm {
         let mut g = lock(&self.shared.gaps);
         g.collect(&self.shared.vcpus);
         out.extend(g.pending.drain(..));
+    }
+
+    /// Appends the affinity changes the rotation made since the last call (CLOCK_MONOTONIC).
+    pub fn drain_affinity_changes(&self, out: &mut Vec<model::Affinity>) {
+        out.append(&mut lock(&self.shared.affinity_changes));
     }
 
     /// Gap records lost so far: guest ring overruns plus gaps dropped because nobody drained.
