@@ -24,26 +24,7 @@ mod common;
 use common::{kvmscope, privileged, Privilege, TempDir};
 
 /// `vmm::Scenario::default_demo()`'s VMs, without `migrate_every_ms`.
-const DEMO_WITHOUT_AFFINITY_ROTATION: &str = r#"
-[[vm]]
-name = "batch"
-vcpus = 3
-workload = "spin"
-[[vm.vcpu]]
-index = 2
-workload = "exits"
-
-[[vm]]
-name = "interactive"
-vcpus = 2
-workload = "sleepy"
-
-[[vm]]
-name = "lowprio"
-vcpus = 1
-workload = "spin"
-nice = 10
-"#;
+const DEMO_WITHOUT_AFFINITY_ROTATION: &str = include_str!("fixtures/demo-fixed-affinity.toml");
 
 #[test]
 fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
