@@ -8,12 +8,12 @@
 //! fold left the sleep before it open, which ended that vCPU's replay early. It now closes
 //! the sleep at the next switch-out and takes the run from the task clock (issue #16).
 //!
-//! The recording is the demo's VMs without its affinity rotation (`migrate_every_ms`): the
-//! replay gives each thread the set of pCPUs it was seen on, not its affinity over time. With
-//! the rotation (every 500 ms), on a quiet host batch/vcpu1 had a pCPU to itself more often
-//! than the replay's balancing gives it: 72.1-72.6% recorded against 60.9-64.2% simulated
-//! (8.5-11.2 points) while every other vCPU stayed within 1 point; without the rotation all
-//! six are within 1.5 points. Replaying time-varying affinity is open (issue #16).
+//! The recording is the demo as a new user makes it, affinity rotation included (every
+//! 500 ms each vCPU is pinned to the next pCPU). The recording carries each thread's affinity
+//! over time (`Affinity` events: read when tracking begins, then each change the VMM's
+//! rotation makes), and the replay moves a thread whenever its affinity no longer has its
+//! pCPU. Before, the replay gave each thread the set of pCPUs it was seen on: on a quiet host
+//! batch/vcpu1 came out 8.5-11.2 points short with the rotation (issue #16).
 //!
 //! Still open: the simulated run-queue waits are short of the recorded ones (the interactive
 //! vCPUs wait 9.4 ms p50 on a loaded host and about 0 in replay): the untracked tasks are
@@ -23,9 +23,6 @@ mod common;
 
 use common::{kvmscope, privileged, Privilege, TempDir};
 
-/// `vmm::Scenario::default_demo()`'s VMs, without `migrate_every_ms`.
-const DEMO_WITHOUT_AFFINITY_ROTATION: &str = include_str!("fixtures/demo-fixed-affinity.toml");
-
 #[test]
 fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
     if !privileged(Privilege::Bpf) {
@@ -33,12 +30,8 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
     }
     let dir = TempDir::new("priv-simulate");
     let t = dir.path("demo.trace");
-    let scenario = dir.path("demo-fixed-affinity.toml");
-    std::fs::write(&scenario, DEMO_WITHOUT_AFFINITY_ROTATION).unwrap();
     let rec = kvmscope()
-        .args(["record", "--demo", "--duration", "20", "--scenario"])
-        .arg(&scenario)
-        .arg("-o")
+        .args(["record", "--demo", "--duration", "20", "-o"])
         .arg(&t)
         .output()
         .unwrap();

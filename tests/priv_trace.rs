@@ -305,7 +305,10 @@ fn trace_matches_the_kernels_own_figures() {
             .iter()
             .find(|e| e["type"] == "task_info" && u(e, "tid") == tid as u64)
             .unwrap_or_else(|| panic!("no task_info for vCPU thread {tid}"));
-        assert_eq!(info["vm"], "vm0");
+        assert_eq!(
+            info["vm"], "spin3",
+            "the scenario's VM name, also with --pid"
+        );
         assert!(info["vcpu"].is_u64(), "{info}");
     }
 

@@ -50,6 +50,7 @@ fn shift(ev: &mut Event, by: u64) {
         Event::VmEnded(x) => x.ts += by,
         Event::ObservationEnd(x) => x.ts += by,
         Event::CounterSample(x) => x.ts += by,
+        Event::Affinity(x) => x.ts += by,
     }
 }
 

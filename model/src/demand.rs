@@ -4,7 +4,8 @@
 //! carries over is the demand behind it. Per thread: its CPU bursts (task-clock time from
 //! becoming runnable until it sleeps by itself — a preemption splits a burst but does not
 //! end it), the sleeps between them (voluntary switch-out to wakeup), its weight and nice, the
-//! pCPUs it was seen on and its VM. Per pCPU: the stretches untracked tasks ran, as
+//! pCPUs it may use (its affinity over time where the recording has it, else the pCPUs it
+//! was seen on) and its VM. Per pCPU: the stretches untracked tasks ran, as
 //! background load. The same fold also times each wake-to-run latency, so the recorded and a
 //! simulated run are measured by one rule.
 //!
@@ -41,9 +42,15 @@ pub struct ThreadDemand {
     pub nice: i32,
     /// Scheduler weight (textbook scale, nice 0 = 1024): the kernel's, where switches carry it.
     pub weight: u32,
-    /// pCPUs the thread ran or queued on, ascending: the recording does not carry affinity
-    /// masks, so this stands for them (a pinned thread is seen on its pCPU only).
+    /// pCPUs the thread ran or queued on, ascending: where the recording has no affinity
+    /// for it (older files, other sources), this stands for it (a pinned thread is seen on
+    /// its pCPU only).
     pub allowed: Vec<u32>,
+    /// Its affinity over time, from the recording's `Affinity` events, oldest first: each
+    /// entry holds from its time (ns since the demand's start) to the next. Empty when the
+    /// recording has none; `allowed` then stands for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<AffinitySpan>,
     /// pCPU of its first appearance.
     pub first_cpu: u32,
     /// When its first burst became runnable, ns since the demand's start.
@@ -53,6 +60,14 @@ pub struct ThreadDemand {
     pub background: bool,
     /// Wake-to-run latency as served (wakeup to the next switch-in), ns.
     pub wake_to_run: Percentiles,
+}
+
+/// The pCPUs a thread may use from `at_ns` (since the demand's start) on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffinitySpan {
+    pub at_ns: u64,
+    /// Ascending.
+    pub cpus: Vec<u32>,
 }
 
 impl ThreadDemand {
@@ -232,6 +247,7 @@ impl DemandFold {
                         nice: ti.nice,
                         weight,
                         allowed: Vec::new(),
+                        affinity: Vec::new(),
                         first_cpu: u32::MAX,
                         first_wake_ns: 0,
                         bursts: Vec::new(),
@@ -259,6 +275,17 @@ impl DemandFold {
             Event::TaskExit(x) => {
                 if let Some(&n) = self.by_tid.get(&x.tid) {
                     self.end_thread(n, x.ts);
+                }
+            }
+            Event::Affinity(a) => {
+                if let Some(&n) = self.by_tid.get(&a.tid) {
+                    let spans = &mut self.threads[n].demand.affinity;
+                    if spans.last().is_none_or(|s| s.cpus != a.cpus) {
+                        spans.push(AffinitySpan {
+                            at_ns: a.ts,
+                            cpus: a.cpus.clone(),
+                        });
+                    }
                 }
             }
             Event::Lost(l) => self.lost = self.lost.saturating_add(l.count),
@@ -414,6 +441,9 @@ impl DemandFold {
             }
             t.demand.allowed = (0..128u32).filter(|c| t.cpus & (1u128 << c) != 0).collect();
             t.demand.first_wake_ns = t.demand.first_wake_ns.saturating_sub(start);
+            for span in &mut t.demand.affinity {
+                span.at_ns = span.at_ns.saturating_sub(start);
+            }
             t.demand.wake_to_run = t.wake_hist.percentiles();
             // A thread seen only sleeping has a burst-less demand; keep it (it is a vCPU).
             threads.push(t.demand);
@@ -440,6 +470,7 @@ impl DemandFold {
                 nice: 0,
                 weight: nice_to_weight(0),
                 allowed: vec![cpu],
+                affinity: Vec::new(),
                 first_cpu: cpu,
                 first_wake_ns: first.saturating_sub(start),
                 bursts: bg.bursts,
@@ -482,6 +513,7 @@ fn set_ts(e: &mut Event, now: u64) {
         Event::TaskExit(x) => x.ts = now,
         Event::Lost(x) => x.ts = now,
         Event::TaskInfo(x) => x.ts = now,
+        Event::Affinity(x) => x.ts = now,
         _ => {}
     }
 }

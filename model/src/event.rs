@@ -320,6 +320,18 @@ pub struct CounterSample {
     pub allowed_cpus: u32,
 }
 
+/// The pCPUs a tracked thread may run on, from `ts` on: its affinity mask as the source read
+/// it when tracking began, and again each time the source saw or made a change (the bundled
+/// VMM reports each move of its affinity rotation). Switches and migrations show where a
+/// thread ran, not where it was allowed to; a replay under another policy needs the latter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affinity {
+    pub ts: u64,
+    pub tid: u32,
+    /// Allowed pCPUs, ascending, without repeats.
+    pub cpus: Vec<u32>,
+}
+
 /// A tracked process is gone (its last thread exited or it was detached).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmEnded {
@@ -354,6 +366,7 @@ pub enum Event {
     VmEnded(VmEnded),
     ObservationEnd(ObservationEnd),
     CounterSample(CounterSample),
+    Affinity(Affinity),
 }
 
 impl Event {
@@ -376,6 +389,7 @@ impl Event {
             Event::VmEnded(e) => e.ts,
             Event::ObservationEnd(e) => e.ts,
             Event::CounterSample(e) => e.ts,
+            Event::Affinity(e) => e.ts,
         }
     }
 
@@ -397,6 +411,7 @@ impl Event {
             Event::VmEnded(_) => "vm_ended",
             Event::ObservationEnd(_) => "observation_end",
             Event::CounterSample(_) => "counter_sample",
+            Event::Affinity(_) => "affinity",
         }
     }
 }

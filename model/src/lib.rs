@@ -28,4 +28,4 @@ pub use snapshot::*;
 pub use source::{Source, SourceError};
 pub use task_state::{SwitchOut, TaskState};
 pub use transition::{PcpuHolder, Transition};
-pub use vcpu_thread_name::VcpuThreadName;
+pub use vcpu_thread_name::{VcpuThreadName, VmNames, VM_NAMES_MEMFD};

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use crate::Event;
 
+#[derive(Clone)]
 pub(crate) struct Reorder {
     buf: VecDeque<Event>,
     window: u64,

@@ -59,8 +59,8 @@ pub enum TargetError {
     NoThreads,
     #[error("cannot read {}: {source}", path.display())]
     Proc { path: PathBuf, source: io::Error },
-    #[error("{0}")]
-    Qemu(String),
+    #[error(transparent)]
+    Qemu(#[from] crate::qemu::QemuError),
 }
 
 /// Resolve a target to the threads to watch, sorted by (pid, vcpu, tid).
@@ -94,8 +94,8 @@ pub fn resolve(spec: &TargetSpec) -> Result<Vec<TrackedThread>, TargetError> {
         }
         TargetSpec::Qemu { selector, qmp } => {
             let selector = selector.as_deref().filter(|s| !s.is_empty());
-            let threads = crate::qemu::vcpu_threads(selector, qmp.as_deref())
-                .map_err(|e| TargetError::Qemu(e.to_string()))?;
+            let threads =
+                crate::qemu::QemuMappings::default().vcpu_threads(selector, qmp.as_deref())?;
             if threads.is_empty() {
                 return Err(TargetError::NoQemu);
             }
@@ -143,16 +143,19 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
         Err(e) => return Err(e),
     };
 
-    // The bundled VMM: vCPU threads carry their VM and index in their names.
+    // The bundled VMM: vCPU threads carry their VM and index in their names, and the VMM
+    // publishes its VMs' names.
+    let mut vm_names = None;
     let bundled: Vec<TrackedThread> = threads
         .iter()
         .filter_map(|(tid, comm)| {
             let name = model::VcpuThreadName::parse(comm)?;
+            let vm_names = vm_names.get_or_insert_with(|| bundled_vm_names(pid));
             Some(TrackedThread {
                 pid,
                 tid: *tid,
                 comm: comm.clone(),
-                vm: name.vm_name(),
+                vm: vm_names.vm_of(name),
                 vcpu: Some(name.vcpu),
             })
         })
@@ -168,7 +171,7 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
     }
     if crate::qemu::is_qemu(pid) {
         // QEMU knows its own vCPU ↔ thread map; fall back to all threads if it cannot say.
-        if let Ok(mapped) = crate::qemu::process_vcpu_threads(pid, None) {
+        if let Ok(mapped) = crate::qemu::QemuMappings::default().process_vcpu_threads(pid, None) {
             if !mapped.is_empty() {
                 return Ok(Some(mapped));
             }
@@ -231,6 +234,30 @@ pub fn vcpu_fd_count(pid: u32) -> io::Result<u32> {
         }
     }
     Ok(n)
+}
+
+/// The VM names a bundled VMM publishes (`model::VmNames` in its `VM_NAMES_MEMFD` memfd);
+/// none (VMs then go by `vm<V>`) if it publishes none or exited meanwhile. A table that does
+/// not parse is logged and ignored: the threads are still watched, by index.
+pub fn bundled_vm_names(pid: u32) -> model::VmNames {
+    let memfd = format!("/memfd:{}", model::VM_NAMES_MEMFD);
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return model::VmNames::default();
+    };
+    for entry in entries.flatten() {
+        let is_table = fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_str().is_some_and(|t| t.starts_with(&memfd)));
+        if !is_table {
+            continue;
+        }
+        // Opening /proc/<pid>/fd/N opens the memfd itself, from its start.
+        match fs::read_to_string(entry.path()).map(|text| model::VmNames::parse(&text)) {
+            Ok(Ok(names)) => return names,
+            Ok(Err(e)) => log::warn!("process {pid}'s VM names are ignored: {e}"),
+            Err(e) => log::warn!("cannot read process {pid}'s VM names: {e}"),
+        }
+    }
+    model::VmNames::default()
 }
 
 fn is_vcpu_fd_target(target: &Path) -> bool {
@@ -322,6 +349,38 @@ fn read_tgid(pid: u32, tid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundled_vmm_watched_by_pid_keeps_its_scenario_vm_names() {
+        // This process plays the VMM: a thread named by the contract, the names published.
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let vcpu = std::thread::Builder::new()
+            .name("vm1-vcpu0".into())
+            .spawn(move || {
+                ready.send(vmm::sched::gettid()).unwrap();
+                let _ = wait.recv();
+            })
+            .unwrap();
+        let tid = started.recv().unwrap();
+        let me = std::process::id();
+        let unnamed = resolve_pid(me).unwrap().unwrap();
+        let vm_of =
+            |threads: &[TrackedThread]| threads.iter().find(|t| t.tid == tid).map(|t| t.vm.clone());
+        assert_eq!(vm_of(&unnamed).as_deref(), Some("vm1"), "{unnamed:?}");
+        let names = model::VmNames::new([(0, "web".into()), (1, "batch".into())]);
+        let published = vmm::vm_names::publish(&names).unwrap();
+        let named = resolve_pid(me).unwrap().unwrap();
+        assert_eq!(vm_of(&named).as_deref(), Some("batch"), "{named:?}");
+        assert_eq!(named.iter().find(|t| t.tid == tid).unwrap().vcpu, Some(0));
+        drop(published);
+        assert_eq!(
+            vm_of(&resolve_pid(me).unwrap().unwrap()).as_deref(),
+            Some("vm1")
+        );
+        drop(stop);
+        vcpu.join().unwrap();
+    }
 
     #[test]
     fn stat_names_with_spaces_and_parens_parse() {

@@ -58,6 +58,8 @@ pub struct Comparison {
     pub recorded_pcpus: u32,
     pub span_s: f64,
     pub open_loop: String,
+    /// Where the replay's affinities come from.
+    pub affinity: String,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
     pub columns: Vec<Column>,
@@ -230,6 +232,7 @@ pub fn render_text(c: &Comparison) -> String {
         c.span_s
     );
     let _ = writeln!(s, "note: {}", c.open_loop);
+    let _ = writeln!(s, "note: {}", c.affinity);
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }

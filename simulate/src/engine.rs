@@ -84,6 +84,13 @@ pub trait Policy {
     fn timer(&self, cx: &Cx, cpu: u32, now: u64) -> u64;
     /// The timer of `cpu` fired; true to preempt the running thread.
     fn tick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> bool;
+    /// `t` is runnable, not running, and its affinity changed: if the pCPU whose queue holds
+    /// it is no longer allowed, move it to one that is (as `set_cpus_allowed` does) and
+    /// return that pCPU. `None`: it stays where it is (still allowed there, or the policy
+    /// has one global queue whose pick checks the affinity).
+    fn reaffine(&mut self, _cx: &mut Cx, _t: u32, _now: u64) -> Option<u32> {
+        None
+    }
     /// Policy-wide periodic work (accounting, balancing), if any.
     fn global_timer(&self) -> u64 {
         u64::MAX
@@ -183,6 +190,10 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
             if allowed == 0 || t.allowed.len() as u32 >= demand.pcpus {
                 allowed = all;
             }
+            if let Some(first) = t.affinity.first() {
+                // The recorded affinity, where there is one, rather than where it was seen.
+                allowed = cpu_mask(&first.cpus, demand.pcpus, ncpus);
+            }
             if t.background {
                 // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
                 allowed = t
@@ -208,6 +219,28 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
         .collect()
 }
 
+/// The simulated pCPUs among a recorded affinity `cpus`; all of them when it allowed every
+/// recorded pCPU (`--pcpus` may add more) or when none is left (a thread pinned to a pCPU
+/// that `--pcpus` took away runs anywhere rather than nowhere).
+pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> u128 {
+    let n = ncpus.min(MAX_PCPUS);
+    let m = cpus
+        .iter()
+        .filter(|&&c| c < n)
+        .fold(0u128, |m, &c| m | (1u128 << c));
+    let every_recorded = (0..recorded_pcpus).all(|c| cpus.binary_search(&c).is_ok());
+    if m != 0 && !every_recorded {
+        m
+    } else if n >= MAX_PCPUS {
+        u128::MAX
+    } else {
+        (1u128 << n) - 1
+    }
+}
+
+/// One affinity change to apply: at (simulated ns), thread, new mask.
+type AffinityChange = (u64, u32, u128);
+
 struct Engine<'d, P> {
     demand: &'d Demand,
     policy: P,
@@ -219,6 +252,9 @@ struct Engine<'d, P> {
     since: Vec<u64>,
     next_at: Vec<u64>,
     wakes: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Recorded affinity changes after the first, in time order, and the next to apply.
+    affinity: Vec<AffinityChange>,
+    next_affinity: usize,
     stats: RunStats,
     /// Offset of simulated time 0 in the recording's clock.
     base: u64,
@@ -257,6 +293,19 @@ impl<'d, P: Policy> Engine<'d, P> {
             };
             cpu_of.push(home);
         }
+        let pcpus = demand.pcpus;
+        let mut affinity: Vec<AffinityChange> = demand
+            .threads
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.affinity
+                    .iter()
+                    .skip(1)
+                    .map(move |a| (a.at_ns, i as u32, cpu_mask(&a.cpus, pcpus, ncpus)))
+            })
+            .collect();
+        affinity.sort_by_key(|&(at, t, _)| (at, t));
         Engine {
             demand,
             policy,
@@ -267,6 +316,8 @@ impl<'d, P: Policy> Engine<'d, P> {
             since: vec![0; n],
             next_at: vec![u64::MAX; n],
             wakes,
+            affinity,
+            next_affinity: 0,
             stats: RunStats::default(),
             base: demand.start,
             end: demand.span_ns(),
@@ -314,7 +365,11 @@ impl<'d, P: Policy> Engine<'d, P> {
                     );
             let wake_t = self.wakes.peek().map_or(u64::MAX, |r| r.0 .0);
             let global_t = self.policy.global_timer();
-            let now = cpu_t.min(wake_t).min(global_t);
+            let affinity_t = self
+                .affinity
+                .get(self.next_affinity)
+                .map_or(u64::MAX, |a| a.0);
+            let now = cpu_t.min(wake_t).min(global_t).min(affinity_t);
             if now >= self.end || now == u64::MAX {
                 break;
             }
@@ -331,6 +386,10 @@ impl<'d, P: Policy> Engine<'d, P> {
                 };
                 // Accounting reads the running threads' CPU time up to now.
                 self.policy.global(&mut cx, now);
+            } else if affinity_t == now {
+                let (_, t, mask) = self.affinity[self.next_affinity];
+                self.next_affinity += 1;
+                self.on_affinity(sink, t, mask, now, &mut resched, &mut touched);
             } else if cpu_t == now {
                 self.on_cpu_event(sink, cpu as u32, now, &mut resched, &mut touched);
             } else {
@@ -460,6 +519,45 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
     }
 
+    /// `t` may run on `mask` from `now` on. A running thread that may no longer use its pCPU
+    /// is switched out there (and moved by [`Engine::schedule`]); a queued one is moved by
+    /// the policy; a sleeping one is placed by its next wakeup.
+    fn on_affinity(
+        &mut self,
+        sink: &mut dyn FnMut(&Event),
+        t: u32,
+        mask: u128,
+        now: u64,
+        resched: &mut u128,
+        touched: &mut u128,
+    ) {
+        let i = t as usize;
+        self.threads[i].allowed = mask;
+        match self.runs[i].state {
+            RunState::Running => {
+                let cpu = self.cpu_of[i];
+                if !self.threads[i].may_run_on(cpu) {
+                    *resched |= 1u128 << cpu;
+                }
+            }
+            RunState::Runnable => {
+                let mut cx = Cx {
+                    threads: &self.threads,
+                    ncpus: self.curr.len() as u32,
+                    curr: &self.curr,
+                    cpu_of: &self.cpu_of,
+                    resched,
+                    touched,
+                };
+                if let Some(dst) = self.policy.reaffine(&mut cx, t, now) {
+                    let from = self.cpu_of[i];
+                    self.move_to(sink, t, dst, from, self.base + now);
+                }
+            }
+            RunState::Sleeping | RunState::Done => {}
+        }
+    }
+
     /// Reports `t` moving to `dest` (a `sched_migrate_task` raised on `cpu`), if it moves.
     fn move_to(&mut self, sink: &mut dyn FnMut(&Event), t: u32, dest: u32, cpu: u32, ts: u64) {
         let i = t as usize;
@@ -535,8 +633,13 @@ impl<'d, P: Policy> Engine<'d, P> {
             resched,
             touched,
         };
+        let mut evicted = None;
         if let Some(p) = prev {
             self.policy.put_prev(&mut cx, cpu, p, now, runnable);
+            if runnable && !cx.threads[p as usize].may_run_on(cpu) {
+                // Its affinity no longer has this pCPU: off the queue it was just put on.
+                evicted = self.policy.reaffine(&mut cx, p, now);
+            }
         }
         let next = self.policy.pick(&mut cx, cpu, now);
         if next == prev && runnable {
@@ -583,6 +686,9 @@ impl<'d, P: Policy> Engine<'d, P> {
         });
         self.stats.switches += 1;
         self.emit(sink, ev);
+        if let (Some(p), Some(dst)) = (prev, evicted) {
+            self.move_to(sink, p, dst, cpu, ts);
+        }
     }
 
     /// The thread's burst ended at `now`: it sleeps as long as it did in the recording.

@@ -27,6 +27,25 @@ use policy::goodness::{Goodness, GoodnessParams};
 use policy::o1::{O1Params, O1};
 use policy::sedf::{Sedf, SedfParams};
 
+/// Where the replay's affinities come from: the recording's affinity over time where it has
+/// it, else the pCPUs each vCPU was seen on (older recordings, other sources).
+pub fn affinity_note(demand: &Demand) -> String {
+    let vcpus = demand.tracked().count();
+    let with = demand.tracked().filter(|t| !t.affinity.is_empty()).count();
+    let changes: usize = demand
+        .tracked()
+        .map(|t| t.affinity.len().saturating_sub(1))
+        .sum();
+    if with == vcpus {
+        format!("affinity: as recorded over time for every vCPU ({changes} changes)")
+    } else {
+        format!(
+            "affinity: as recorded over time for {with} of {vcpus} vCPUs ({changes} changes); \
+             the pCPUs each was seen on for the rest (the recording has no affinity for them)"
+        )
+    }
+}
+
 /// What open-loop replay cannot capture; every output says it.
 pub const OPEN_LOOP_NOTE: &str = "open loop: each recorded sleep lasts as long as it did, \
 whatever the policy did before it, so a vCPU that waits for another vCPU (IPIs, locks, \

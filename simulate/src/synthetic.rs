@@ -1,15 +1,17 @@
 //! Hand-made demand for tests and benchmarks: threads with given weights, pCPUs, bursts and
 //! sleeps, without a recording.
 
-use model::demand::{Burst, Demand, ThreadDemand};
+use model::demand::{AffinitySpan, Burst, Demand, ThreadDemand};
 use model::{nice_to_weight, Comm, Percentiles};
 
-/// One synthetic vCPU: VM index, nice, allowed pCPUs (empty = all), and its bursts.
+/// One synthetic vCPU: VM index, nice, allowed pCPUs (empty = all), its affinity over time
+/// (empty = `allowed` throughout), and its bursts.
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub vm: u32,
     pub nice: i32,
     pub allowed: Vec<u32>,
+    pub affinity: Vec<AffinitySpan>,
     pub bursts: Vec<Burst>,
 }
 
@@ -20,6 +22,7 @@ impl Spec {
             vm,
             nice,
             allowed: Vec::new(),
+            affinity: Vec::new(),
             bursts: vec![Burst {
                 run_ns: span_ns,
                 sleep_ns: None,
@@ -34,6 +37,7 @@ impl Spec {
             vm,
             nice,
             allowed: Vec::new(),
+            affinity: Vec::new(),
             bursts: (0..n)
                 .map(|_| Burst {
                     run_ns,
@@ -45,6 +49,19 @@ impl Spec {
 
     pub fn on(mut self, cpus: &[u32]) -> Spec {
         self.allowed = cpus.to_vec();
+        self
+    }
+
+    /// Pinned to `cpus[k % cpus.len()]` during the k-th `every_ns` of `span_ns` (the demo's
+    /// affinity rotation).
+    pub fn rotating(mut self, cpus: &[u32], every_ns: u64, span_ns: u64) -> Spec {
+        self.allowed = cpus.to_vec();
+        self.affinity = (0..span_ns.div_ceil(every_ns.max(1)))
+            .map(|k| AffinitySpan {
+                at_ns: k * every_ns,
+                cpus: vec![cpus[k as usize % cpus.len()]],
+            })
+            .collect();
         self
     }
 }
@@ -78,6 +95,7 @@ pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
                 weight: nice_to_weight(s.nice),
                 first_cpu: allowed[0],
                 allowed,
+                affinity: s.affinity.clone(),
                 first_wake_ns: 0,
                 bursts: s.bursts.clone(),
                 background: false,

@@ -378,3 +378,72 @@ proptest! {
         }
     }
 }
+
+/// The demo's affinity rotation: two hogs pinned to one pCPU each, swapping every 500 ms,
+/// beside a free hog. Under every policy each hog runs only where its affinity of the moment
+/// allows (checked at every switch-in and at every affinity change), and each keeps about
+/// half of a pCPU or more, as on the host.
+#[test]
+fn every_policy_honours_the_affinity_in_force_at_each_instant() {
+    let span = 3 * S;
+    let every = 500 * MS;
+    let specs = vec![
+        Spec::hog(0, 0, span).rotating(&[0, 1], every, span),
+        Spec::hog(0, 0, span).rotating(&[1, 0], every, span),
+        Spec::hog(1, 0, span),
+    ];
+    let d = demand(&specs, 2, span);
+    let allowed_at = |k: usize, t: u64| -> u32 {
+        let spans = &d.threads[k].affinity;
+        let i = spans.partition_point(|s| s.at_ns <= t).max(1) - 1;
+        spans[i].cpus[0]
+    };
+    for kind in PolicyKind::ALL {
+        let evs = events_of(kind, &d, 2, &[]);
+        for (k, t) in d.tracked().enumerate().take(2) {
+            let mut on: Option<u32> = None;
+            let mut changes = t.affinity.iter().skip(1).map(|s| s.at_ns).peekable();
+            for e in &evs {
+                let ts = e.ts() - d.start;
+                // Just after a change, a thread still on its old pCPU is being moved off:
+                // the switch-out must come at that very instant.
+                while changes.peek().is_some_and(|&c| c < ts) {
+                    let c = changes.next().unwrap();
+                    if let Some(cpu) = on {
+                        assert_eq!(
+                            cpu,
+                            allowed_at(k, c),
+                            "{}: tid {} still on pCPU {cpu} after its affinity changed at {c}",
+                            kind.name(),
+                            t.tid
+                        );
+                    }
+                }
+                if let Event::SchedSwitch(s) = e {
+                    if s.prev_tid == t.tid {
+                        on = None;
+                    }
+                    if s.next_tid == t.tid {
+                        assert_eq!(
+                            s.cpu,
+                            allowed_at(k, ts),
+                            "{}: tid {} switched in on pCPU {} at {ts}",
+                            kind.name(),
+                            t.tid,
+                            s.cpu
+                        );
+                        on = Some(s.cpu);
+                    }
+                }
+            }
+        }
+        let sh = shares(&evs, &d);
+        for s in &sh[..2] {
+            assert!(
+                *s > 0.45,
+                "{}: a rotating hog got {s:.3} of a pCPU ({sh:?})",
+                kind.name()
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use probes::loader::{ProbeOptions, Probes};
-use probes::qemu::{discover, KvmEntryMapper, MapMethod, QemuVm};
+use probes::qemu::{KvmEntryMapper, MapMethod, QemuMappings, QemuVm};
 
 use crate::cli::{QemuArgs, QemuCommand};
 
@@ -26,7 +26,10 @@ const KVM_ENTRY_WATCH: Duration = Duration::from_secs(1);
 pub fn run(args: QemuArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         QemuCommand::List { json, qmp } => {
-            let mut vms = discover(qmp.as_deref()).context("cannot list QEMU VMs")?;
+            let mut mappings = QemuMappings::default();
+            let mut vms = mappings
+                .discover(qmp.as_deref())
+                .context("cannot list QEMU VMs")?;
             if vms.iter().any(|vm| !vm.is_mapped()) {
                 map_from_kvm_entry(&mut vms);
             }

@@ -362,6 +362,10 @@ fn text_line(e: &Event, start_ns: u64) -> String {
             i.vcpu.map_or("-".to_string(), |v| v.to_string()),
             i.nice
         ),
+        Event::Affinity(a) => format!(
+            "{:<5} affinity        tid {} may run on {:?}",
+            "-", a.tid, a.cpus
+        ),
         Event::VmEnded(v) => format!("{:<5} vm_ended        {} (pid {})", "-", v.vm, v.pid),
         Event::ObservationEnd(_) => format!("{:<5} observation_end (VMs still running)", "-"),
         Event::CounterSample(c) => format!(

@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use model::{
-    Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo, VmEnded,
+    Affinity, Comm, Event, GuestGap, HostInfo, Lost, ObservationEnd, Source, SourceError, TaskInfo,
+    VmEnded,
 };
 use probes::counters::SchedStat;
 use probes::loader::{ProbeOptions, Probes};
@@ -170,8 +171,9 @@ impl LiveSource {
         let spec = spec_from_args(target);
         // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
         let kvm_entry_ids = !no_bpf && kvm_entry_fires();
+        let mut qemu_mappings = probes::qemu::QemuMappings::default();
         let (initial, unmapped) = match &spec {
-            Some(spec) => resolve_initial(spec, kvm_entry_ids)?,
+            Some(spec) => resolve_initial(spec, kvm_entry_ids, &mut qemu_mappings)?,
             None => (Vec::new(), Vec::new()),
         };
         let scenario = match (&target.scenario, target.demo) {
@@ -222,7 +224,7 @@ impl LiveSource {
             gaps_lost: 0,
             exiting: Vec::new(),
             warnings,
-            qemu_entry: QemuEntryMapping::new(kvm_entry_ids),
+            qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
         };
 
         if let Some(scenario) = scenario {
@@ -319,6 +321,15 @@ impl LiveSource {
                 wait_ns: s.wait_ns,
             });
         self.pending.push(task_info(&t, nice, schedstat));
+        // Where it may run, for replays under another policy (a thread that cannot be read
+        // any more is about to go: its switches alone stand for it then).
+        if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.pending.push(Event::Affinity(Affinity {
+                ts: monotonic_ns(),
+                tid: t.tid,
+                cpus,
+            }));
+        }
         if let Some(c) = &mut self.counters {
             // The baseline sample, right after the announcement.
             c.track(t.pid, t.tid, &mut self.pending, &mut self.warnings);
@@ -372,7 +383,11 @@ impl LiveSource {
             TargetSpec::Qemu { selector, qmp } => {
                 let selector = selector.as_deref().filter(|s| !s.is_empty());
                 let entry_ids = self.qemu_entry.enabled;
-                match probes::qemu::session_threads(selector, qmp.as_deref(), entry_ids) {
+                let found =
+                    self.qemu_entry
+                        .mappings
+                        .session_threads(selector, qmp.as_deref(), entry_ids);
+                match found {
                     Ok(found) => {
                         now = found.threads;
                         unmapped = found.unmapped;
@@ -489,6 +504,7 @@ impl LiveSource {
         };
         vmm.drain_gaps(&mut self.gaps);
         out.extend(self.gaps.drain(..).map(Event::GuestGap));
+        self.drain_affinity_changes(&vmm, out);
         self.note_gaps_lost(&vmm, out);
         if let Some(failure) = vmm.failure() {
             // Stop the other vCPUs now (the VMM already has); the summary is of no use.
@@ -502,6 +518,18 @@ impl LiveSource {
 
     /// Guest-gap records the VMM could not keep (ring overruns) become `Lost` events, so a
     /// gap count is never silently short.
+    /// The bundled VMM's affinity rotation, as `Affinity` events of the threads tracked.
+    fn drain_affinity_changes(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {
+        let mut changes = Vec::new();
+        vmm.drain_affinity_changes(&mut changes);
+        out.extend(
+            changes
+                .into_iter()
+                .filter(|a| self.tracked.contains_key(&a.tid))
+                .map(Event::Affinity),
+        );
+    }
+
     fn note_gaps_lost(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {
         let total = vmm.gaps_lost();
         if total > self.gaps_lost {
@@ -529,6 +557,7 @@ impl LiveSource {
         if let Some(vmm) = self.vmm.take() {
             // Stop the guests first, so every exit they make is still seen by the probes.
             vmm.drain_gaps(&mut self.gaps);
+            self.drain_affinity_changes(&vmm, out);
             self.note_gaps_lost(&vmm, out);
             match vmm.stop() {
                 Ok(summary) => self.vmm_summary = Some(summary),

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use model::Event;
-use probes::qemu::{EntryMapped, KvmEntryMapper};
+use probes::qemu::{EntryMapped, KvmEntryMapper, QemuMappings};
 use probes::targets::{self, TrackedThread};
 
 use super::{task_info, LiveSource};
@@ -16,13 +16,15 @@ pub(super) struct QemuEntryMapping {
     /// The probes are loaded and `kvm_entry` fires on this host.
     pub(super) enabled: bool,
     pub(super) mapper: KvmEntryMapper,
+    /// The QEMU VMs mapped so far, kept across rescans (QMP is asked once per VM).
+    pub(super) mappings: QemuMappings,
     /// Reused by [`LiveSource::relabel_from_kvm_entry`].
     pub(super) mapped: Vec<EntryMapped>,
     /// Processes whose threads were watched unlabelled. Their threads stay tracked while they
     /// exist, also once the VM is mapped and only its vCPU threads are targets: dropping a
     /// thread mid-session would leave its last state open in the model.
     pub(super) pids: BTreeSet<u32>,
-    /// Processes whose every vCPU has been mapped (and told to `probes::qemu`).
+    /// Processes whose every vCPU has been mapped (and told to `mappings`).
     pub(super) complete: BTreeSet<u32>,
     /// Unmapped VMs already warned about, by pid.
     pub(super) warned: BTreeSet<u32>,
@@ -31,10 +33,11 @@ pub(super) struct QemuEntryMapping {
 }
 
 impl QemuEntryMapping {
-    pub(super) fn new(enabled: bool) -> Self {
+    pub(super) fn new(enabled: bool, mappings: QemuMappings) -> Self {
         QemuEntryMapping {
             enabled,
             mapper: KvmEntryMapper::default(),
+            mappings,
             mapped: Vec::new(),
             pids: BTreeSet::new(),
             complete: BTreeSet::new(),
@@ -67,7 +70,10 @@ impl LiveSource {
         self.qemu_entry.mapped = mapped;
         for pid in pids {
             if !self.qemu_entry.complete.contains(&pid)
-                && probes::qemu::note_kvm_entry_ids(pid, &self.qemu_entry.mapper.seen_in(pid))
+                && self
+                    .qemu_entry
+                    .mappings
+                    .note_kvm_entry_ids(pid, &self.qemu_entry.mapper.seen_in(pid))
             {
                 // Every vCPU is known: the threads left (QEMU's main and I/O threads) never
                 // enter a guest, so stop looking at kvm_entry events for them.

@@ -52,12 +52,13 @@ pub(super) fn kvm_entry_fires() -> bool {
 pub(super) fn resolve_initial(
     spec: &TargetSpec,
     kvm_entry_ids: bool,
+    mappings: &mut probes::qemu::QemuMappings,
 ) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
     let TargetSpec::Qemu { selector, qmp } = spec else {
         return Ok((targets::resolve(spec)?, Vec::new()));
     };
     let selector = selector.as_deref().filter(|s| !s.is_empty());
-    let found = probes::qemu::session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
+    let found = mappings.session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
     if found.threads.is_empty() {
         if found.unmapped.is_empty() {
             eprintln!("kvmscope: no QEMU VM using KVM runs yet: waiting for QEMU VMs to start");

@@ -23,6 +23,7 @@ pub mod sched;
 mod summary;
 mod vcpu;
 pub mod vm;
+pub mod vm_names;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -103,6 +104,9 @@ pub(crate) struct Shared {
     kick_list: Mutex<Vec<Option<libc::pthread_t>>>,
     vcpus: Vec<VcpuSlot>,
     gaps: Mutex<GapCollector>,
+    /// Affinity changes the rotation made, not yet drained (a replay needs the affinity in
+    /// force at each instant, which no kernel event of the recording carries).
+    affinity_changes: Mutex<Vec<model::Affinity>>,
 }
 
 impl Shared {
@@ -254,6 +258,8 @@ pub struct RunningVmm {
     guest_execution: &'static str,
     scenario: Scenario,
     stopped: bool,
+    /// The VMs' names, published for `--pid` watchers while the VMM runs (never read here).
+    _vm_names: std::fs::File,
 }
 
 /// Creates the scenario's VMs and starts their vCPU threads. When it returns, every vCPU
@@ -290,6 +296,14 @@ pub fn start_with(
         }
     }
     vcpu::install_kick_handler()?;
+    // Before any vCPU thread exists: a watcher that sees one can read its VM's name.
+    let vm_names = vm_names::publish(&model::VmNames::new(
+        scenario
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(v, vm)| (v as u32, vm.name.clone())),
+    ))?;
     let cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmmError::setup("the host", "read the supported CPUID", e))?;
@@ -359,6 +373,7 @@ pub fn start_with(
 
     let n = slots.len();
     let shared = Arc::new(Shared {
+        affinity_changes: Mutex::new(Vec::new()),
         pid: std::process::id(),
         stop: AtomicBool::new(false),
         fault: Mutex::new(None),
@@ -451,6 +466,7 @@ pub fn start_with(
         guest_execution,
         scenario: scenario.clone(),
         stopped: false,
+        _vm_names: vm_names,
     };
     let every = scenario.migrate_every_ms.map(Duration::from_millis);
     // On failure `running` is dropped, which stops the vCPUs already running.
@@ -494,7 +510,13 @@ fn collect_loop(shared: &Shared, stop: &AtomicBool, migrate_every: Option<Durati
                         // Offsetting by the vCPU's position spreads vCPUs over the CPUs.
                         let cpu = cpus[(g + step) % cpus.len()];
                         // A thread that already ended cannot be moved; nothing to do then.
-                        let _ = sched::set_affinity(slot.tid(), &[cpu]);
+                        if sched::set_affinity(slot.tid(), &[cpu]).is_ok() {
+                            lock(&shared.affinity_changes).push(model::Affinity {
+                                ts: clock::monotonic_ns(),
+                                tid: slot.tid(),
+                                cpus: vec![cpu],
+                            });
+                        }
                     }
                 }
                 next_migration = Some(at + every);
@@ -518,6 +540,11 @@ impl RunningVmm {
         let mut g = lock(&self.shared.gaps);
         g.collect(&self.shared.vcpus);
         out.extend(g.pending.drain(..));
+    }
+
+    /// Appends the affinity changes the rotation made since the last call (CLOCK_MONOTONIC).
+    pub fn drain_affinity_changes(&self, out: &mut Vec<model::Affinity>) {
+        out.append(&mut lock(&self.shared.affinity_changes));
     }
 
     /// Gap records lost so far: guest ring overruns plus gaps dropped because nobody drained.

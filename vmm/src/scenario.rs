@@ -568,8 +568,10 @@ impl Scenario {
         let mut names = BTreeMap::new();
         let mut plans = Vec::new();
         for (v, vm) in self.vms.iter().enumerate() {
-            if vm.name.is_empty() || vm.name.len() > 64 {
-                return bad(format!("VM {v}: name must be 1 to 64 characters"));
+            if vm.name.is_empty() || vm.name.len() > 64 || vm.name.chars().any(char::is_control) {
+                return bad(format!(
+                    "VM {v}: name must be 1 to 64 characters, none of them a control character"
+                ));
             }
             if names.insert(vm.name.clone(), v).is_some() {
                 return bad(format!("two VMs are named `{}`", vm.name));

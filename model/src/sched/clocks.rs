@@ -47,7 +47,7 @@ impl Cum {
 }
 
 /// The clocks of one thread.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Clocks {
     pub(super) cum: Cum,
     pub(super) last_sum_exec: Option<u64>,

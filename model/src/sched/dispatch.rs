@@ -174,6 +174,7 @@ impl Model {
             Event::VmEnded(x) => x.ts = now,
             Event::ObservationEnd(x) => x.ts = now,
             Event::CounterSample(x) => x.ts = now,
+            Event::Affinity(x) => x.ts = now,
         }
         self.apply(&e);
     }
@@ -213,6 +214,9 @@ impl Model {
             // Moving `now` up to it (above) is all it does.
             Event::ObservationEnd(_) => {}
             Event::CounterSample(s) => self.on_counter_sample(s),
+            // Where a thread may run does not change what it did: the model's figures come
+            // from where it ran. The demand fold (simulation) reads it.
+            Event::Affinity(_) => {}
         }
     }
 

@@ -9,6 +9,7 @@ const MAX_EXIT_REASONS: usize = 64;
 /// Reason code of that bucket.
 const OTHER_REASONS: u32 = u32::MAX;
 
+#[derive(Clone)]
 struct ExitEntry {
     /// `false`: kvm_exit (hardware reason), `true`: userspace exit.
     userspace: bool,
@@ -19,7 +20,7 @@ struct ExitEntry {
 }
 
 /// The exits of one thread.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct ExitTracker {
     entries: Vec<ExitEntry>,
     /// The last exit not yet followed by an entry: its bucket and time.

@@ -10,7 +10,7 @@ use crate::{Health, Lost};
 const MAX_UNKNOWN_TIDS: usize = 65_536;
 
 /// The model's health counters.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct HealthCounters {
     pub(super) unknown_tids: FxHashSet<u32>,
     pub(super) unknown_count: u64,

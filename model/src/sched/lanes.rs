@@ -19,7 +19,7 @@ pub(super) struct Seg {
 }
 
 /// One pCPU.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Cpu {
     /// A switch has been seen here (owner and `since` are known).
     pub(super) seen: bool,

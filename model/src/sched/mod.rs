@@ -134,7 +134,8 @@ impl Default for ModelConfig {
 
 /// The pure scheduling model. Feed it events with [`Model::ingest`] /
 /// [`Model::ingest_batch`], call [`Model::finish`] at the end of a stream, read it with
-/// [`Model::snapshot`].
+/// [`Model::snapshot`]. Cloning it is how replay keeps checkpoints to seek back to.
+#[derive(Clone)]
 pub struct Model {
     cfg: ModelConfig,
     reorder: Reorder,

@@ -17,7 +17,7 @@ struct SwitchIn {
 }
 
 /// The resume figures of one thread (or, merged, of all of them).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct ResumeTracker {
     pub(super) same: Latency,
     pub(super) migrated: Latency,

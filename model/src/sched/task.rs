@@ -21,6 +21,7 @@ pub(super) enum TState {
 }
 
 /// One tracked thread.
+#[derive(Clone)]
 pub(super) struct Task {
     pub(super) tid: u32,
     pub(super) pid: u32,
@@ -131,6 +132,7 @@ impl Task {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct VmEntry {
     pub(super) name: String,
     pub(super) pid: u32,

@@ -5,7 +5,7 @@
 use super::Model;
 use crate::{Transition, VcpuState};
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct TransitionLog {
     on: bool,
     buf: Vec<Transition>,

@@ -119,6 +119,15 @@ pub struct TraceReader<R> {
     stats: ReadStats,
     offset: u64,
     done: bool,
+    /// Reused across chunks: a zstd context is costly to create, and a fresh buffer per chunk
+    /// pays its page faults again.
+    chunk_decoder: ChunkDecompressor,
+}
+
+/// Decompresses events chunks into one reused buffer.
+struct ChunkDecompressor {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    raw: Vec<u8>,
 }
 
 /// Opens a trace file by path, with errors that say what is wrong with the path.
@@ -174,6 +183,10 @@ impl<R: Read> TraceReader<R> {
             stats: ReadStats::default(),
             offset: PREAMBLE_LEN as u64,
             done: false,
+            chunk_decoder: ChunkDecompressor {
+                zstd: None,
+                raw: Vec::new(),
+            },
         };
         let frame = r.next_frame()?;
         let bad = |r: &Self, why: &str| TraceError::BadHeader {
@@ -223,7 +236,7 @@ impl<R: Read> TraceReader<R> {
     pub fn next_chunk(&mut self, out: &mut Vec<Event>) -> Result<bool, TraceError> {
         while let Some(frame) = self.next_frame()? {
             match frame.kind {
-                CHUNK_EVENTS => match decode_events(&frame.payload, out) {
+                CHUNK_EVENTS => match self.chunk_decoder.decode(&frame.payload, out) {
                     Ok(n) => {
                         self.stats.chunks += 1;
                         self.stats.events += n as u64;
@@ -428,40 +441,46 @@ fn events_prefix(payload: &[u8]) -> Result<Prefix<'_>, ()> {
     Ok((count, vals[1], vals[2], vals[3], &payload[pos..]))
 }
 
-/// Decompresses and decodes one events chunk, all or nothing.
-fn decode_events(payload: &[u8], out: &mut Vec<Event>) -> Result<usize, ()> {
-    let (count, _, _, raw_len, compressed) = events_prefix(payload)?;
-    // Every event takes at least two bytes: a count beyond that is a lie, and checking it
-    // first bounds what a crafted chunk can make us allocate.
-    if raw_len > MAX_RAW || count as u64 > raw_len / 2 {
-        return Err(());
-    }
-    let raw = zstd::bulk::decompress(compressed, raw_len as usize).map_err(|_| ())?;
-    if raw.len() as u64 != raw_len {
-        return Err(());
-    }
-    let start = out.len();
-    let mut dec = ChunkDecoder::new(&raw).map_err(|_| ())?;
-    loop {
-        match dec.next_event() {
-            Ok(Some(e)) if out.len() - start < count as usize => out.push(e),
-            Ok(Some(_)) => {
-                out.truncate(start);
-                return Err(());
-            }
-            Ok(None) => break,
-            Err(_) => {
-                out.truncate(start);
-                return Err(());
-            }
+impl ChunkDecompressor {
+    /// Decompresses and decodes one events chunk, all or nothing.
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<Event>) -> Result<usize, ()> {
+        let (count, _, _, raw_len, compressed) = events_prefix(payload)?;
+        // Every event takes at least two bytes: a count beyond that is a lie, and checking it
+        // first bounds what a crafted chunk can make us allocate.
+        if raw_len > MAX_RAW || count as u64 > raw_len / 2 {
+            return Err(());
         }
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            None => self
+                .zstd
+                .insert(zstd::bulk::Decompressor::new().map_err(|_| ())?),
+        };
+        self.raw.clear();
+        self.raw.reserve(raw_len as usize);
+        let n = zstd
+            .decompress_to_buffer(compressed, &mut self.raw)
+            .map_err(|_| ())?;
+        if n as u64 != raw_len {
+            return Err(());
+        }
+        let start = out.len();
+        out.reserve(count as usize);
+        let mut dec = ChunkDecoder::new(&self.raw).map_err(|_| ())?;
+        let decoded = loop {
+            // A chunk holding more events than it says is as corrupt as one holding fewer.
+            let room = out.len() - start < count as usize;
+            match dec.decode_into(out) {
+                Ok(true) if room => {}
+                Ok(false) if out.len() - start == count as usize => break Ok(count as usize),
+                _ => break Err(()),
+            }
+        };
+        if decoded.is_err() {
+            out.truncate(start);
+        }
+        decoded
     }
-    let n = out.len() - start;
-    if n != count as usize {
-        out.truncate(start);
-        return Err(());
-    }
-    Ok(n)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

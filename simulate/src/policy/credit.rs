@@ -395,6 +395,28 @@ impl Policy for Credit {
         cpu
     }
 
+    fn reaffine(&mut self, cx: &mut Cx, t: u32, _now: u64) -> Option<u32> {
+        // A parked unit is off every queue; `unpark` places it by its affinity then. One
+        // the rate limit keeps on its pCPU is off the queue too, and must not stay there.
+        let kept = (0..cx.ncpus).find(|&c| self.pcpus[c as usize].keep == Some(t));
+        let src =
+            kept.or_else(|| (0..cx.ncpus).find(|&c| self.pcpus[c as usize].runq.contains(&t)))?;
+        if cx.threads[t as usize].may_run_on(src) {
+            return None;
+        }
+        if kept.is_some() {
+            self.pcpus[src as usize].keep = None;
+        } else {
+            self.runq_remove(src, t);
+        }
+        let dst = Self::home(cx, t);
+        self.runq_insert(dst, t);
+        cx.touch(src);
+        self.tickle(cx, dst, t);
+        cx.touch(dst);
+        Some(dst)
+    }
+
     fn put_prev(&mut self, _cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {
         self.burn(t, now);
         let pc = &mut self.pcpus[cpu as usize];

@@ -400,6 +400,24 @@ impl Policy for Fair {
         cpu
     }
 
+    fn reaffine(&mut self, cx: &mut Cx, t: u32, now: u64) -> Option<u32> {
+        let src = (0..cx.ncpus).find(|&c| self.rqs[c as usize].queue.contains(&t))?;
+        if cx.threads[t as usize].may_run_on(src) {
+            return None;
+        }
+        let dst = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
+        self.update_curr(cx, src, now);
+        self.update_curr(cx, dst, now);
+        self.migrate(cx, t, src, dst);
+        cx.touch(src);
+        if cx.is_running(dst) {
+            cx.touch(dst);
+        } else {
+            cx.resched(dst);
+        }
+        Some(dst)
+    }
+
     fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {
         self.update_curr(cx, cpu, now);
         self.ents[t as usize].last_ran = now;

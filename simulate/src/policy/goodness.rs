@@ -113,18 +113,17 @@ impl Goodness {
     }
 }
 
-impl Policy for Goodness {
-    fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
-        self.curr_mut(cx.ncpus);
-        self.runq.insert(0, t);
+impl Goodness {
+    /// `reschedule_idle`: a pCPU `t` may use looks at it: its last one if idle, else any
+    /// idle one, else the one whose current thread it beats by the most goodness.
+    fn reschedule_idle(&mut self, cx: &mut Cx, t: u32, now: u64) {
         let th = &cx.threads[t as usize];
         let last = cx.cpu_of[t as usize];
         let idle = |c: u32| th.may_run_on(c) && self.curr[c as usize].is_none();
-        // reschedule_idle: its last pCPU if idle, else any idle one.
         let n = cx.ncpus;
         if let Some(c) = (0..n).map(|k| (last + k) % n).find(|&c| idle(c)) {
             cx.resched(c);
-            return last;
+            return;
         }
         let mut best: Option<(i64, u32)> = None;
         for c in (0..n).filter(|&c| th.may_run_on(c)) {
@@ -142,7 +141,23 @@ impl Policy for Goodness {
         if let Some((_, c)) = best {
             cx.resched(c);
         }
-        last
+    }
+}
+
+impl Policy for Goodness {
+    fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
+        self.curr_mut(cx.ncpus);
+        self.runq.insert(0, t);
+        self.reschedule_idle(cx, t, now);
+        cx.cpu_of[t as usize]
+    }
+
+    fn reaffine(&mut self, cx: &mut Cx, t: u32, now: u64) -> Option<u32> {
+        // One global queue: the thread stays in it; a pCPU it may now use looks at it.
+        if self.runq.contains(&t) {
+            self.reschedule_idle(cx, t, now);
+        }
+        None
     }
 
     fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {

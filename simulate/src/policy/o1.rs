@@ -327,6 +327,25 @@ impl Policy for O1 {
         cpu
     }
 
+    fn reaffine(&mut self, cx: &mut Cx, t: u32, _now: u64) -> Option<u32> {
+        let src = (0..cx.ncpus).find(|&c| {
+            let rq = &self.rqs[c as usize];
+            rq.active.iter().chain(rq.expired.iter()).any(|u| u == t)
+        })?;
+        if cx.threads[t as usize].may_run_on(src) {
+            return None;
+        }
+        let dst = wake_cpu(cx, t, |c| self.queued(c));
+        self.pull(t, src, dst);
+        cx.touch(src);
+        if cx.is_running(dst) {
+            cx.touch(dst);
+        } else {
+            cx.resched(dst);
+        }
+        Some(dst)
+    }
+
     fn put_prev(&mut self, _cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {
         let c = cpu as usize;
         self.rqs[c].curr = None;

@@ -81,6 +81,16 @@ pub struct Sedf {
     pcpus: Vec<Pcpu>,
 }
 
+/// `sedf_pick_cpu`: the vCPU id modulo its allowed pCPUs, kept until its affinity changes.
+fn pick_cpu(th: &SimThread, ncpus: u32) -> u32 {
+    let allowed: Vec<u32> = (0..ncpus).filter(|&c| th.may_run_on(c)).collect();
+    if allowed.is_empty() {
+        0
+    } else {
+        allowed[th.index as usize % allowed.len()]
+    }
+}
+
 impl Sedf {
     pub fn new(
         p: SedfParams,
@@ -119,13 +129,7 @@ impl Sedf {
                     "sedf: the slice of {vm} ({slice} ns) is below {SLICE_MIN} ns"
                 )));
             }
-            // sedf_pick_cpu: vcpu_id mod the allowed pCPUs, fixed.
-            let allowed: Vec<u32> = (0..ncpus).filter(|&c| th.may_run_on(c)).collect();
-            let home = if allowed.is_empty() {
-                0
-            } else {
-                allowed[th.index as usize % allowed.len()]
-            };
+            let home = pick_cpu(th, ncpus);
             units.push(Unit {
                 period,
                 slice,
@@ -217,6 +221,11 @@ impl Sedf {
 
 impl Policy for Sedf {
     fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
+        let th = &cx.threads[t as usize];
+        if !th.may_run_on(self.units[t as usize].home) {
+            // Its affinity changed while it slept.
+            self.units[t as usize].home = pick_cpu(th, cx.ncpus);
+        }
         let u = &mut self.units[t as usize];
         u.runnable = true;
         let home = u.home;
@@ -259,6 +268,31 @@ impl Policy for Sedf {
             Some(_) => {}
         }
         home
+    }
+
+    fn reaffine(&mut self, cx: &mut Cx, t: u32, _now: u64) -> Option<u32> {
+        let u = self.units[t as usize];
+        let th = &cx.threads[t as usize];
+        if !u.runnable || th.may_run_on(u.home) {
+            return None;
+        }
+        let pc = &mut self.pcpus[u.home as usize];
+        pc.members.retain(|&x| x != t);
+        pc.extra_pen.retain(|&x| x != t);
+        pc.extra_util.retain(|&x| x != t);
+        cx.touch(u.home);
+        let home = pick_cpu(th, cx.ncpus);
+        self.units[t as usize].home = home;
+        if u.slice > 0 {
+            self.pcpus[home as usize].members.push(t);
+        }
+        self.extra_push(t);
+        if self.pcpus[home as usize].curr.is_none() {
+            cx.resched(home);
+        } else {
+            cx.touch(home);
+        }
+        Some(home)
     }
 
     fn put_prev(&mut self, _cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {

@@ -80,7 +80,7 @@ impl ChunkDecoder<'_> {
     pub(super) fn counter_sample(&mut self, cpu: u32) -> DResult<Event> {
         let ts = self.ts()?;
         let tid = self.u32(ID)?;
-        let memo = self.st.memo(tid);
+        let memo = *self.st.memo(tid);
         let prev = memo.sample;
         let flags = self.byte(TAG)?;
         if flags & !(SAME_PID | HAS_TASK_CLOCK | SAME_WEIGHT | SAME_ALLOWED) != 0 {

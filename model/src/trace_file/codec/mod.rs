@@ -48,6 +48,10 @@ const K_LOST: u8 = 10;
 const K_TASK_INFO: u8 = 11;
 const K_VM_ENDED: u8 = 12;
 const K_OBSERVATION_END: u8 = 13;
+/// Added in format version 1 without a bump, like [`K_COUNTER_SAMPLE`] (14): older readers
+/// refuse a file that has one with "unknown event kind". The last free code: a further kind
+/// needs an escape (say, 15 with a sub-kind) or a format version.
+const K_AFFINITY: u8 = 15;
 
 /// Field streams. A chunk's fields are stored column-wise, one stream per kind of value, so
 /// zstd sees runs of alike numbers (timestamps with timestamps, tids with tids) and
@@ -131,6 +135,7 @@ impl ChunkEncoder {
             Event::VmEnded(e) => self.vm_ended(e),
             Event::ObservationEnd(e) => self.observation_end(e),
             Event::CounterSample(e) => self.counter_sample(e),
+            Event::Affinity(e) => self.affinity(e),
         }
     }
 
@@ -224,18 +229,26 @@ impl<'a> ChunkDecoder<'a> {
 
     /// The next event, `None` at the end of the chunk.
     pub(crate) fn next_event(&mut self) -> DResult<Option<Event>> {
+        let mut one = Vec::with_capacity(1);
+        Ok(self.decode_into(&mut one)?.then(|| one.pop()).flatten())
+    }
+
+    /// Appends the next event to `out`; `false` at the end of the chunk. Decoding straight
+    /// into the vector spares a 248-byte copy per event through `Result<Option<Event>>`.
+    #[inline]
+    pub(crate) fn decode_into(&mut self, out: &mut Vec<Event>) -> DResult<bool> {
         if self.pos[TAG] >= self.bufs[TAG].len() {
             // Every stream must be used up exactly: anything left over is corruption.
             if (0..STREAMS).any(|s| self.pos[s] != self.bufs[s].len()) {
                 return Err(DecodeError("stream bytes left over"));
             }
-            return Ok(None);
+            return Ok(false);
         }
         let tag = self.byte(TAG)?;
         let kind = tag & 0x0f;
         let has_cpu = !matches!(
             kind,
-            K_GUEST_GAP | K_TASK_INFO | K_VM_ENDED | K_OBSERVATION_END
+            K_GUEST_GAP | K_TASK_INFO | K_VM_ENDED | K_OBSERVATION_END | K_AFFINITY
         );
         let cpu = match (tag >> 4, has_cpu) {
             (0, true) => self.u32(ID)?,
@@ -244,7 +257,7 @@ impl<'a> ChunkDecoder<'a> {
             _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT => 0,
             (_, false) => return Err(DecodeError("cpu on an event without one")),
         };
-        let ev = match kind {
+        out.push(match kind {
             K_SCHED_SWITCH => Event::SchedSwitch(self.sched_switch(cpu)?),
             K_WAKEUP => Event::Wakeup(self.wakeup(cpu)?),
             K_MIGRATE => Event::Migrate(self.migrate(cpu)?),
@@ -260,9 +273,10 @@ impl<'a> ChunkDecoder<'a> {
             K_VM_ENDED => Event::VmEnded(self.vm_ended()?),
             K_OBSERVATION_END => Event::ObservationEnd(self.observation_end()?),
             K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
+            K_AFFINITY => Event::Affinity(self.affinity()?),
             _ => return Err(DecodeError("unknown event kind")),
-        };
-        Ok(Some(ev))
+        });
+        Ok(true)
     }
 
     fn byte(&mut self, s: usize) -> DResult<u8> {
@@ -417,6 +431,16 @@ mod tests {
                 ts: 3,
                 cpu: u32::MAX,
                 count: u64::MAX,
+            }),
+            Event::Affinity(Affinity {
+                ts: 4,
+                tid: u32::MAX,
+                cpus: vec![0, 1, 15, 4095, u32::MAX, 3],
+            }),
+            Event::Affinity(Affinity {
+                ts: 5,
+                tid: 9,
+                cpus: Vec::new(),
             }),
         ];
         assert_eq!(round_trip(&events), events);

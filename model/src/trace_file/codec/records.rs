@@ -1,9 +1,13 @@
-//! Bookkeeping records: lost-event counts, task info, VM end, observation end. Each kind's
-//! encode and decode sit side by side.
+//! Bookkeeping records: lost-event counts, task info, affinity, VM end, observation end. Each
+//! kind's encode and decode sit side by side.
 
 use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
-use super::{K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
-use crate::event::{Lost, ObservationEnd, Schedstat, TaskInfo, VmEnded};
+use super::{K_AFFINITY, K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
+use crate::event::{Affinity, Lost, ObservationEnd, Schedstat, TaskInfo, VmEnded};
+
+/// Most CPUs an affinity record may list (the model's bound on CPU numbers); more is
+/// corruption.
+const MAX_AFFINITY_CPUS: u64 = 4096;
 
 /// Task-info tag bit (high nibble, where other kinds keep their CPU): the thread's schedstat
 /// at tracking start follows. Older files never set it.
@@ -38,6 +42,20 @@ impl ChunkEncoder {
         let m = self.st.memo_mut(e.tid);
         m.pid = e.pid;
         m.comm = e.comm;
+    }
+
+    /// Tid, the CPU count, then each CPU as its distance from the one before (ascending lists
+    /// of neighbours cost a byte each).
+    pub(super) fn affinity(&mut self, e: &Affinity) {
+        self.tag(K_AFFINITY, None);
+        self.ts(e.ts);
+        self.u(ID, e.tid as u64);
+        self.u(VAL, e.cpus.len() as u64);
+        let mut prev = 0u32;
+        for &c in &e.cpus {
+            self.u(VAL, u64::from(c.wrapping_sub(prev)));
+            prev = c;
+        }
     }
 
     pub(super) fn vm_ended(&mut self, e: &VmEnded) {
@@ -93,6 +111,22 @@ impl ChunkDecoder<'_> {
             nice,
             schedstat,
         })
+    }
+
+    pub(super) fn affinity(&mut self) -> DResult<Affinity> {
+        let ts = self.ts()?;
+        let tid = self.u32(ID)?;
+        let n = self.u(VAL)?;
+        if n > MAX_AFFINITY_CPUS {
+            return Err(DecodeError("affinity lists too many CPUs"));
+        }
+        let mut cpus = Vec::with_capacity(n as usize);
+        let mut prev = 0u32;
+        for _ in 0..n {
+            prev = prev.wrapping_add(self.u32(VAL)?);
+            cpus.push(prev);
+        }
+        Ok(Affinity { ts, tid, cpus })
     }
 
     pub(super) fn vm_ended(&mut self) -> DResult<VmEnded> {

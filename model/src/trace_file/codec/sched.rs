@@ -152,13 +152,14 @@ impl ChunkDecoder<'_> {
             self.u32(ID)?
         };
         let prev = self.st.memo(prev_tid);
+        let prev = (prev.pid, prev.comm);
         let prev_pid = if flags & SWITCH_PREV_PID_SAME != 0 {
-            prev.pid
+            prev.0
         } else {
             self.u32(ID)?
         };
         let prev_comm = if flags & SWITCH_PREV_COMM_SAME != 0 {
-            prev.comm
+            prev.1
         } else {
             self.comm()?
         };
@@ -174,13 +175,14 @@ impl ChunkDecoder<'_> {
         }
         let next_tid = self.u32(ID)?;
         let next = self.st.memo(next_tid);
+        let next = (next.pid, next.comm);
         let next_pid = if flags & SWITCH_NEXT_PID_SAME != 0 {
-            next.pid
+            next.0
         } else {
             self.u32(ID)?
         };
         let next_comm = if flags & SWITCH_NEXT_COMM_SAME != 0 {
-            next.comm
+            next.1
         } else {
             self.comm()?
         };

@@ -2,7 +2,7 @@
 //! it. Both sides update it identically after every event, so a prediction the encoder relies
 //! on is always the one the decoder reproduces.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::event::{Comm, CounterSample, SchedEntity};
 
@@ -26,25 +26,28 @@ pub(super) struct TidMemo {
     waited: u64,
 }
 
-/// State shared (mirrored) by encoder and decoder; reset at every chunk.
+/// State shared (mirrored) by encoder and decoder; reset at every chunk. Maps use the Fx
+/// hasher: tids and CPUs are not attacker-chosen keys worth SipHash's cost on every event.
 #[derive(Default)]
 pub(super) struct CoderState {
     pub(super) prev_ts: u64,
     /// Guest gaps arrive in batches from the VMM, out of step with kernel events: they get
     /// their own time base so they neither pay for nor cause big jumps in `prev_ts`.
     pub(super) prev_gap_end: u64,
-    tids: HashMap<u32, TidMemo>,
+    tids: FxHashMap<u32, TidMemo>,
+    /// What an unseen tid reads as.
+    unseen: TidMemo,
     /// Task last switched in on each CPU.
-    pub(super) current: HashMap<u32, u32>,
+    pub(super) current: FxHashMap<u32, u32>,
     /// Decoder: comm table by index. Encoder: unused.
     pub(super) comm_list: Vec<Comm>,
     /// Encoder: comm table by value.
-    pub(super) comm_index: HashMap<Comm, u32>,
+    pub(super) comm_index: FxHashMap<Comm, u32>,
 }
 
 impl CoderState {
-    pub(super) fn memo(&self, tid: u32) -> TidMemo {
-        self.tids.get(&tid).copied().unwrap_or_default()
+    pub(super) fn memo(&self, tid: u32) -> &TidMemo {
+        self.tids.get(&tid).unwrap_or(&self.unseen)
     }
     pub(super) fn memo_mut(&mut self, tid: u32) -> &mut TidMemo {
         self.tids.entry(tid).or_default()

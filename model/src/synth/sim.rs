@@ -1,215 +1,14 @@
-//! Synthetic events for tests, benchmarks and demos without root: one-line builders for every
-//! event kind, a small weighted-fair scheduler simulator ([`Sim`]) that produces realistic
-//! streams (switches with vruntime, wakeups, migrations, exits, guest gaps), canned streams
-//! ([`demo_stream`]) and a [`SynthSource`] that serves any event vector as a [`Source`].
+//! A small weighted-fair scheduler simulator ([`Sim`]) that produces realistic streams
+//! (switches with vruntime, wakeups, migrations, exits, guest gaps) from a [`SimConfig`].
 //!
 //! The simulator is deliberately simple (pick the lowest vruntime, fixed slices, idle pull
 //! balancing); it is a generator of plausible input, not a model of the kernel.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
+use super::events::*;
 use crate::*;
 
-/// `TaskInfo` for a thread of VM `vm` (pid = `pid`), optionally vCPU `vcpu`.
-pub fn task_info(ts: u64, tid: u32, pid: u32, vm: &str, vcpu: Option<u32>, nice: i32) -> Event {
-    let comm = match vcpu {
-        Some(i) => Comm::new(&format!("{vm}-vcpu{i}")),
-        None => Comm::new(vm),
-    };
-    Event::TaskInfo(TaskInfo {
-        ts,
-        tid,
-        pid,
-        comm,
-        vm: vm.to_string(),
-        vcpu,
-        nice,
-        schedstat: None,
-    })
-}
-
-/// Scheduler-entity data as a switch carries it.
-pub fn se(vruntime: u64, weight: u32, sum_exec_runtime: u64) -> SchedEntity {
-    SchedEntity {
-        vruntime,
-        weight,
-        sum_exec_runtime,
-        deadline: None,
-        vlag: None,
-        slice: None,
-        run_delay: None,
-    }
-}
-
-/// Builder for a `sched_switch`. Defaults: prev preempted (state 0), comms `t<tid>`, no se.
-#[derive(Clone, Copy, Debug)]
-pub struct Switch(pub SchedSwitch);
-
-impl Switch {
-    pub fn new(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Self {
-        let name = |t: u32| {
-            if t == 0 {
-                Comm::new("swapper")
-            } else {
-                Comm::new(&format!("t{t}"))
-            }
-        };
-        Switch(SchedSwitch {
-            ts,
-            cpu,
-            prev_tid,
-            prev_pid: prev_tid,
-            prev_comm: name(prev_tid),
-            prev_state: 0,
-            next_tid,
-            next_pid: next_tid,
-            next_comm: name(next_tid),
-            prev_se: None,
-            next_se: None,
-        })
-    }
-    /// prev goes to sleep (voluntary switch, `TASK_INTERRUPTIBLE`).
-    pub fn sleeping(mut self) -> Self {
-        self.0.prev_state = 1;
-        self
-    }
-    pub fn prev_se(mut self, se: SchedEntity) -> Self {
-        self.0.prev_se = Some(se);
-        self
-    }
-    pub fn next_se(mut self, se: SchedEntity) -> Self {
-        self.0.next_se = Some(se);
-        self
-    }
-    pub fn prev_comm(mut self, c: &str) -> Self {
-        self.0.prev_comm = Comm::new(c);
-        self
-    }
-    pub fn next_comm(mut self, c: &str) -> Self {
-        self.0.next_comm = Comm::new(c);
-        self
-    }
-    pub fn build(self) -> Event {
-        Event::SchedSwitch(self.0)
-    }
-}
-
-/// Shorthand: `prev` preempted on `cpu`, `next` switched in, no se data.
-pub fn switch(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Event {
-    Switch::new(ts, cpu, prev_tid, next_tid).build()
-}
-
-/// Shorthand: `prev` goes to sleep on `cpu`, `next` switched in.
-pub fn switch_sleep(ts: u64, cpu: u32, prev_tid: u32, next_tid: u32) -> Event {
-    Switch::new(ts, cpu, prev_tid, next_tid).sleeping().build()
-}
-
-pub fn wakeup(ts: u64, cpu: u32, tid: u32, target_cpu: u32) -> Event {
-    Event::Wakeup(Wakeup {
-        ts,
-        cpu,
-        tid,
-        pid: tid,
-        target_cpu,
-        waker_tid: 0,
-    })
-}
-
-pub fn migrate(ts: u64, tid: u32, orig_cpu: u32, dest_cpu: u32) -> Event {
-    Event::Migrate(Migrate {
-        ts,
-        cpu: orig_cpu,
-        tid,
-        pid: tid,
-        orig_cpu,
-        dest_cpu,
-    })
-}
-
-pub fn task_exit(ts: u64, cpu: u32, tid: u32) -> Event {
-    Event::TaskExit(TaskExit {
-        ts,
-        cpu,
-        tid,
-        pid: tid,
-    })
-}
-
-pub fn kvm_entry(ts: u64, cpu: u32, tid: u32) -> Event {
-    Event::KvmEntry(KvmEntry {
-        ts,
-        cpu,
-        tid,
-        vcpu_id: 0,
-    })
-}
-
-pub fn kvm_exit(ts: u64, cpu: u32, tid: u32, isa: ExitIsa, reason: u32) -> Event {
-    Event::KvmExit(KvmExit {
-        ts,
-        cpu,
-        tid,
-        vcpu_id: 0,
-        reason,
-        isa,
-    })
-}
-
-pub fn userspace_exit(ts: u64, cpu: u32, tid: u32, reason: u32) -> Event {
-    Event::UserspaceExit(UserspaceExit {
-        ts,
-        cpu,
-        tid,
-        reason,
-        errno: 0,
-    })
-}
-
-pub fn guest_gap(start: u64, end: u64, tid: u32, vm: u32, vcpu: u32) -> Event {
-    Event::GuestGap(GuestGap {
-        start,
-        end,
-        tid,
-        vm,
-        vcpu,
-    })
-}
-
-pub fn lost(ts: u64, cpu: u32, count: u64) -> Event {
-    Event::Lost(Lost { ts, cpu, count })
-}
-
-pub fn vm_ended(ts: u64, pid: u32, vm: &str) -> Event {
-    Event::VmEnded(VmEnded {
-        ts,
-        pid,
-        vm: vm.to_string(),
-    })
-}
-
-/// A VMCLEAR cross-call: queued on `cpu` by `tid` for `target_cpu`, or its exit there.
-pub fn vmclear(
-    ts: u64,
-    cpu: u32,
-    phase: CrossCallPhase,
-    csd: u64,
-    target_cpu: u32,
-    tid: u32,
-) -> Event {
-    Event::CrossCall(CrossCall {
-        ts,
-        cpu,
-        phase,
-        func: 0xffff_ffff_8100_0000,
-        csd,
-        target_cpu,
-        tid,
-        is_vmclear: true,
-    })
-}
-
-/// What a simulated thread does when it runs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Behaviour {
     /// Always runnable.
@@ -233,6 +32,22 @@ pub struct SimTask {
     /// pCPUs it may run on (empty = all).
     pub cpus: Vec<u32>,
     pub behaviour: Behaviour,
+}
+
+impl SimTask {
+    /// A tracked vCPU thread `vm-vcpu<i>` of VM process `pid`, allowed on every pCPU.
+    pub fn vcpu(tid: u32, pid: u32, vm: &str, i: u32, nice: i32, behaviour: Behaviour) -> SimTask {
+        SimTask {
+            tid,
+            pid,
+            vm: vm.to_string(),
+            vcpu: Some(i),
+            tracked: true,
+            nice,
+            cpus: vec![],
+            behaviour,
+        }
+    }
 }
 
 /// What the simulated host emits.
@@ -675,86 +490,6 @@ impl Sim {
     }
 }
 
-fn vcpu(tid: u32, pid: u32, vm: &str, i: u32, nice: i32, behaviour: Behaviour) -> SimTask {
-    SimTask {
-        tid,
-        pid,
-        vm: vm.to_string(),
-        vcpu: Some(i),
-        tracked: true,
-        nice,
-        cpus: vec![],
-        behaviour,
-    }
-}
-
-/// The overcommitted demo scenario: 2 pCPUs, vm0 with 2 spinning vCPUs, vm1 (nice 5) with an
-/// exiting and a sleepy vCPU, and an untracked `kworker` waking now and then. PVM-like
-/// (guest gaps, no kvm_entry/exit), with migrations costing 5 µs on resume.
-pub fn demo_config() -> SimConfig {
-    SimConfig {
-        cpus: 2,
-        slice_ns: 3_000_000,
-        start_ts: 1_000_000_000,
-        guest_gaps: true,
-        entry_exit: false,
-        resume_same_ns: 39_000,
-        resume_migrated_ns: 44_000,
-        to_switch_out_ns: 76_000,
-        balance: true,
-        rebalance_every_ns: Some(20_000_000),
-        tasks: vec![
-            vcpu(1001, 1000, "vm0", 0, 0, Behaviour::Spin),
-            vcpu(1002, 1000, "vm0", 1, 0, Behaviour::Spin),
-            vcpu(
-                2001,
-                2000,
-                "vm1",
-                0,
-                5,
-                Behaviour::Exits { every_ns: 200_000 },
-            ),
-            vcpu(
-                2002,
-                2000,
-                "vm1",
-                1,
-                5,
-                Behaviour::Sleepy {
-                    run_ns: 1_000_000,
-                    sleep_ns: 4_000_000,
-                },
-            ),
-            SimTask {
-                tid: 77,
-                pid: 77,
-                vm: "kworker/0:1".to_string(),
-                vcpu: None,
-                tracked: false,
-                nice: 0,
-                cpus: vec![0],
-                behaviour: Behaviour::Sleepy {
-                    run_ns: 200_000,
-                    sleep_ns: 50_000_000,
-                },
-            },
-        ],
-    }
-}
-
-/// `seconds` of the demo scenario as one time-ordered vector.
-pub fn demo_stream(seconds: f64) -> Vec<Event> {
-    stream(demo_config(), seconds)
-}
-
-/// The demo scenario on a VT-x-like host: `kvm_entry`/`kvm_exit` instead of guest gaps.
-pub fn demo_stream_vmx(seconds: f64) -> Vec<Event> {
-    let mut cfg = demo_config();
-    cfg.guest_gaps = false;
-    cfg.entry_exit = true;
-    stream(cfg, seconds)
-}
-
 /// `seconds` of any scenario as one time-ordered vector.
 pub fn stream(cfg: SimConfig, seconds: f64) -> Vec<Event> {
     let until = cfg.start_ts + (seconds.max(0.0) * 1e9) as u64;
@@ -763,73 +498,4 @@ pub fn stream(cfg: SimConfig, seconds: f64) -> Vec<Event> {
     sim.run_until(until, &mut out);
     out.sort_by_key(Event::ts);
     out
-}
-
-/// Serves a vector of events as a [`Source`], in batches.
-pub struct SynthSource {
-    events: VecDeque<Event>,
-    batch: usize,
-    host: HostInfo,
-}
-
-impl SynthSource {
-    pub fn new(events: Vec<Event>) -> Self {
-        SynthSource {
-            events: events.into(),
-            batch: 4096,
-            host: synthetic_host(),
-        }
-    }
-}
-
-/// The host a synthetic stream claims to come from (2 pCPUs, EEVDF).
-pub fn synthetic_host() -> HostInfo {
-    HostInfo {
-        hostname: "synthetic".into(),
-        kernel: "synthetic".into(),
-        scheduler: "EEVDF".into(),
-        cpus: 2,
-        kvm_flavour: crate::KvmFlavour::None,
-        clock: "CLOCK_MONOTONIC".into(),
-        tsc_hz: None,
-        csd_tracepoints: None,
-    }
-}
-
-impl Source for SynthSource {
-    fn poll(&mut self, out: &mut Vec<Event>, _timeout: Duration) -> Result<bool, SourceError> {
-        let n = self.batch.min(self.events.len());
-        out.extend(self.events.drain(..n));
-        Ok(!self.events.is_empty() || n > 0)
-    }
-
-    fn host(&self) -> &HostInfo {
-        &self.host
-    }
-
-    fn describe(&self) -> String {
-        "synthetic".into()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_stream_is_ordered_and_has_every_ingredient() {
-        let evs = demo_stream(1.0);
-        assert!(evs.windows(2).all(|w| w[0].ts() <= w[1].ts()));
-        let has = |k: &str| evs.iter().any(|e| e.kind() == k);
-        for k in [
-            "task_info",
-            "sched_switch",
-            "wakeup",
-            "guest_gap",
-            "userspace_exit",
-        ] {
-            assert!(has(k), "no {k} in the demo stream");
-        }
-        assert!(evs.len() > 1000, "{}", evs.len());
-    }
 }
