@@ -87,6 +87,43 @@ pub struct TargetArgs {
     pub ring_bytes: u32,
 }
 
+/// `--duration`, the one parser of every command's: seconds (`10`, `0.5`) or a humantime
+/// duration (`90s`, `2m`, `500ms`), above zero and below 10,000,000 s.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e7 => {
+            std::time::Duration::from_secs_f64(secs)
+        }
+        Ok(_) => std::time::Duration::ZERO,
+        Err(_) => humantime::parse_duration(s).unwrap_or_default(),
+    };
+    if d.is_zero() || d.as_secs_f64() >= 1e7 {
+        return Err(format!(
+            "`{s}` is not a duration: expected seconds above 0 (10, 0.5) or a duration (90s, \
+             2m, 500ms), below 10000000 s"
+        ));
+    }
+    Ok(d)
+}
+
+/// `trace --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Perfetto's protobuf trace (ui.perfetto.dev).
+    Perfetto,
+    /// Chrome's JSON trace events (chrome://tracing, Perfetto too).
+    ChromeJson,
+}
+
 /// `--sample-every`: a humantime duration from 10 ms to an hour.
 fn parse_sample_every(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 1s or 250ms)"))?;
@@ -118,8 +155,8 @@ pub struct VmmArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Seconds to run (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// CPU affinity, e.g. `all=0`, `vm1=0-1`, `vm0:vcpu1=1` (repeatable, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub pin: Vec<String>,
@@ -151,11 +188,11 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to trace (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Output format.
-    #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = TraceFormat::Text)]
+    pub format: TraceFormat,
 }
 
 #[derive(Args, Debug)]
@@ -165,8 +202,8 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to observe when live.
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// One JSON document instead of text.
     #[arg(long)]
     pub json: bool,
@@ -180,8 +217,8 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Seconds to record (until Ctrl-C if not given).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -233,8 +270,8 @@ pub struct SimulateArgs {
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     pub file: PathBuf,
-    #[arg(long, value_parser = ["perfetto", "chrome-json"])]
-    pub format: String,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// Overwrite an existing output file.
@@ -248,8 +285,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Stop after this many seconds (default: until `q`).
-    #[arg(long)]
-    pub duration: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Counters mode: no BPF (see `kvmscope report --help`).
     #[arg(long)]
     pub no_bpf: bool,

@@ -11,7 +11,21 @@ mod report_text;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // Bad input is one line, like every other failure: clap's first line, which
+            // names the argument and says what is wrong with it.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "kvmscope: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     let log_file = cli.log_file.as_deref();
     let result = logging::init(log_file).and_then(|()| cmd::run(cli.command, log_file));
     match result {

@@ -10,7 +10,7 @@ mod trace_file_synth;
 use std::path::{Path, PathBuf};
 
 use model::synth::{demo_stream, demo_stream_vmx, lost, task_exit, vm_ended};
-use model::trace_file::{ProcessMap, TraceWriter};
+use model::trace_file::TraceWriter;
 use model::Event;
 
 fn scratch(name: &str) -> PathBuf {
@@ -20,14 +20,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn record(path: &Path, events: &[Event]) {
-    let mut map = ProcessMap::default();
-    for e in events {
-        if let Event::TaskInfo(t) = e {
-            map.note(t);
-        }
-    }
-    let mut header = trace_file_synth::header();
-    header.processes = map.processes();
+    let header = trace_file_synth::header_for(events);
     let mut w = TraceWriter::new(std::fs::File::create(path).unwrap(), &header).unwrap();
     for e in events {
         w.write(e).unwrap();

@@ -14,7 +14,7 @@ use export::perfetto_protos::trace::Trace;
 use export::perfetto_protos::trace_packet::trace_packet::Data;
 use export::perfetto_protos::track_event::track_event::Type;
 use export::protobuf::Message;
-use model::trace_file::{ProcessMap, TraceWriter};
+use model::trace_file::TraceWriter;
 use model::Event;
 
 fn scratch(name: &str) -> PathBuf {
@@ -33,14 +33,7 @@ fn recording(path: &Path, vmx: bool) -> Vec<Event> {
     } else {
         model::synth::demo_stream(2.0)
     };
-    let mut map = ProcessMap::default();
-    for e in &events {
-        if let Event::TaskInfo(t) = e {
-            map.note(t);
-        }
-    }
-    let mut header = trace_file_synth::header();
-    header.processes = map.processes();
+    let header = trace_file_synth::header_for(&events);
     let mut w = TraceWriter::new(std::fs::File::create(path).unwrap(), &header).unwrap();
     for e in &events {
         w.write(e).unwrap();
@@ -275,14 +268,7 @@ fn perfetto_draws_each_vmclear_ipi_as_a_flow_from_the_vcpu_to_the_old_pcpu() {
         vmclear(4 * MS + 5 * US, 0, Queue, 0xb, 1, 1),
         vmclear(4 * MS + 30 * US, 1, Exit, 0xb, 1, 1),
     ];
-    let mut map = ProcessMap::default();
-    for e in &events {
-        if let Event::TaskInfo(t) = e {
-            map.note(t);
-        }
-    }
-    let mut header = trace_file_synth::header();
-    header.processes = map.processes();
+    let header = trace_file_synth::header_for(&events);
     let mut w = export::PerfettoWriter::new(Vec::new(), &header).unwrap();
     for e in &events {
         w.push(e).unwrap();

@@ -12,6 +12,7 @@
 
 mod common;
 use common::schedstat::{monotonic_ns, vcpu_tids};
+use common::tmux::*;
 use common::*;
 
 use std::collections::BTreeMap;
@@ -287,39 +288,11 @@ fn counters_mode_starts_by_itself_without_bpf_capabilities() {
     });
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Rows of the vCPU table: `│A batch/0 ...`.
-fn vcpu_rows(screen: &str) -> Vec<&str> {
-    screen
-        .lines()
-        .filter(|l| {
-            let mut c = l.chars();
-            c.next() == Some('│')
-                && c.next().is_some_and(|ch| ch.is_ascii_alphabetic())
-                && c.next() == Some(' ')
-        })
-        .collect()
-}
-
 /// The vruntime chart's braille cells, line by line.
 fn chart(screen: &str) -> Vec<String> {
     screen
         .lines()
-        .map(|l| {
-            l.chars()
-                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
-                .collect()
-        })
+        .map(|l| l.chars().filter(is_braille).collect())
         .collect()
 }
 
@@ -330,13 +303,7 @@ fn dashboard_no_bpf_moves_and_names_what_needs_bpf() {
     if !privileged(Privilege::Kvm) {
         return;
     }
-    assert!(
-        Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "tmux is needed for this test (apt-get install tmux)"
-    );
+    require_tmux();
     let dir = TempDir::new("priv-counters-tui");
     let rc = dir.path("rc");
     let script = format!(

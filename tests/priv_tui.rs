@@ -3,22 +3,12 @@
 //! the terminal restored (alternate screen off) and leave no vCPU thread behind.
 
 mod common;
+use common::tmux::*;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 /// The kvmscope process started by the pane's shell.
 fn kvmscope_child_of(shell: u32) -> Option<u32> {
@@ -63,29 +53,13 @@ fn vcpu_threads(pid: u32) -> Vec<(u32, String)> {
     out
 }
 
-/// Rows of the vCPU table: `│A batch/0 ...`.
-fn vcpu_rows(screen: &str) -> Vec<&str> {
-    screen
-        .lines()
-        .filter(|l| {
-            let mut c = l.chars();
-            c.next() == Some('│')
-                && c.next().is_some_and(|ch| ch.is_ascii_alphabetic())
-                && c.next() == Some(' ')
-        })
-        .collect()
-}
-
 fn lane_lines(screen: &str) -> Vec<&str> {
     screen.lines().filter(|l| l.starts_with("│cpu")).collect()
 }
 
 /// Braille cells: the chart's lines.
 fn chart_cells(screen: &str) -> usize {
-    screen
-        .chars()
-        .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
-        .count()
+    screen.chars().filter(is_braille).count()
 }
 
 fn shell_quote(p: &Path) -> String {
@@ -125,13 +99,7 @@ fn demo_dashboard_quits_cleanly_on_sigterm() {
 }
 
 fn demo_session(quit: Quit) {
-    assert!(
-        Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "tmux is needed for this test (apt-get install tmux)"
-    );
+    require_tmux();
     let tag = format!("{}-{quit:?}", std::process::id());
     let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-priv-tui-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -194,11 +162,7 @@ fn demo_session(quit: Quit) {
     let chart = |s: &str| {
         s.lines()
             .filter(|l| l.contains('│'))
-            .map(|l| {
-                l.chars()
-                    .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
-                    .collect::<String>()
-            })
+            .map(|l| l.chars().filter(is_braille).collect::<String>())
             .collect::<Vec<_>>()
     };
     assert_ne!(

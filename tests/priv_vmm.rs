@@ -202,11 +202,28 @@ fn bad_scenarios_and_flags_name_the_offending_value() {
         (&["--pin", "all=x"][..], "`x`"),
         (&["--nice", "vm9=1"][..], "no VM `vm9`"),
         (&["--nice", "vm0=30"][..], "`30`"),
-        (&["--vcpus", "0"][..], "--vcpus `0`"),
-        (&["--duration=-1"][..], "--duration `-1`"),
-        (&["--migrate-every", "0"][..], "--migrate-every `0`"),
-        (&["--sleep-us", "5000000"][..], "--sleep-us `5000000`"),
-        (&["--gap-threshold-us", "0"][..], "--gap-threshold-us `0`"),
+        // VM knobs: Scenario::plan is their one validator, with a scenario file's words.
+        (&["--vcpus", "0"][..], "vcpus = 0 is out of range"),
+        (
+            &["--migrate-every", "0"][..],
+            "migrate_every_ms must be at least 1",
+        ),
+        (
+            &["--sleep-us", "5000000"][..],
+            "sleep_us = 5000000 is out of range",
+        ),
+        (
+            &["--sleep-us", "0"][..],
+            "sleep_us = 0 is out of range (1 to",
+        ),
+        (
+            &["--gap-threshold-us", "0"][..],
+            "gap_threshold_us 0 is out of range",
+        ),
+        (&["--vms", "65"][..], "65 VMs is out of range (1 to 64)"),
+        // Durations: the one parser every command's --duration uses.
+        (&["--duration=-1"][..], "`-1` is not a duration"),
+        (&["--duration", "soon"][..], "`soon` is not a duration"),
     ] {
         let (code, _, stderr) = run(kvmscope().arg("vmm").args(args));
         let line = one_error_line(code, &stderr);

@@ -7,24 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Tmux;
+use common::tmux::Tmux;
 use model::trace_file::{TraceHeader, TraceWriter, FORMAT_VERSION};
-
-/// Wait until the screen satisfies `ok`; the last capture either way.
-fn wait_for_screen(tmux: &Tmux, what: &str, ok: impl Fn(&str) -> bool) -> String {
-    let start = Instant::now();
-    loop {
-        let screen = tmux.capture();
-        if ok(&screen) {
-            return screen;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}:\n{screen}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn write_recording(path: &Path) {
     let header = TraceHeader {
@@ -78,7 +62,7 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
     let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
 
-    let playing = wait_for_screen(&tmux, "the replay to play", |s| {
+    let playing = tmux.wait_for_screen("the replay to play", |s| {
         header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
     });
     assert!(
@@ -87,7 +71,7 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
 
     tmux.keys("Space");
-    wait_for_screen(&tmux, "pause", |s| header_line(s).contains('⏸'));
+    tmux.wait_for_screen("pause", |s| header_line(s).contains('⏸'));
     // The reader may fold one more cycle before the command reaches it; then it holds.
     std::thread::sleep(Duration::from_millis(400));
     let a = tmux.capture();
@@ -99,26 +83,15 @@ fn replay_plays_pauses_seeks_and_quits() {
     );
 
     tmux.keys("End");
-    wait_for_screen(&tmux, "the end of the recording", |s| {
+    tmux.wait_for_screen("the end of the recording", |s| {
         header_line(s).contains("end of recording")
     });
     tmux.keys("Home");
-    wait_for_screen(&tmux, "the start again", |s| {
-        header_line(s).contains(" 0.0s / ")
-    });
+    tmux.wait_for_screen("the start again", |s| header_line(s).contains(" 0.0s / "));
     tmux.keys("Right");
-    wait_for_screen(&tmux, "a 5 s seek", |s| header_line(s).contains(" 5.0s / "));
+    tmux.wait_for_screen("a 5 s seek", |s| header_line(s).contains(" 5.0s / "));
 
-    tmux.keys("q");
-    let start = Instant::now();
-    while !std::fs::read_to_string(&rc).is_ok_and(|s| !s.trim().is_empty()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "replay did not exit after q"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    quit_with_status_0(&tmux, &rc);
     let alt = tmux.cmd(&["display-message", "-p", "-t", "r", "#{alternate_on}"]);
     assert_eq!(
         String::from_utf8_lossy(&alt.stdout).trim(),
@@ -155,7 +128,7 @@ fn replay_exits_when_its_terminal_goes_away() {
         trace.display()
     );
     let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
-    wait_for_screen(&tmux, "the replay to play", |s| {
+    tmux.wait_for_screen("the replay to play", |s| {
         header_line(s).contains("replay: ")
     });
     let pid = String::from_utf8_lossy(
@@ -218,7 +191,7 @@ fn replay_switches_to_a_simulated_run_and_back() {
         rc.display()
     );
     let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
-    let recorded = wait_for_screen(&tmux, "the recorded run", |s| {
+    let recorded = tmux.wait_for_screen("the recorded run", |s| {
         s.contains("recorded run (m: simulated)") && s.contains("vm0/0")
     });
     assert!(recorded
@@ -228,7 +201,7 @@ fn replay_switches_to_a_simulated_run_and_back() {
         .contains("EEVDF"));
 
     tmux.keys("m");
-    let simulated = wait_for_screen(&tmux, "the simulated run", |s| {
+    let simulated = tmux.wait_for_screen("the simulated run", |s| {
         s.contains("SIMULATED run (m: recorded)")
     });
     assert!(
@@ -242,18 +215,18 @@ fn replay_switches_to_a_simulated_run_and_back() {
     assert!(simulated.contains("pCPU lanes") && simulated.contains("vruntime"));
 
     tmux.keys("m");
-    wait_for_screen(&tmux, "the recorded run again", |s| {
+    tmux.wait_for_screen("the recorded run again", |s| {
         s.contains("recorded run (m: simulated)")
     });
-    tmux.keys("q");
-    let start = Instant::now();
-    while !std::fs::read_to_string(&rc).is_ok_and(|s| !s.trim().is_empty()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "replay did not exit after q"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    quit_with_status_0(&tmux, &rc);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Presses `q` and waits for the pane's shell to record kvmscope's exit status: 0.
+fn quit_with_status_0(tmux: &Tmux, rc: &Path) {
+    tmux.keys("q");
+    common::wait_for("replay to exit after q", Duration::from_secs(10), || {
+        std::fs::read_to_string(rc).is_ok_and(|s| !s.trim().is_empty())
+    });
+    assert_eq!(std::fs::read_to_string(rc).unwrap().trim(), "0");
 }

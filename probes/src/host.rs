@@ -37,11 +37,6 @@ const PVM_MODULE: &str = "/sys/module/kvm_pvm";
 const TRACEFS_PATHS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const BPFFS_PATH: &str = "/sys/fs/bpf";
 
-/// Capability bits of `CapEff` (linux/capability.h).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
 /// `KVM_GET_API_VERSION` = `_IO(KVMIO, 0x00)`, KVMIO = 0xAE.
 const KVM_GET_API_VERSION: u64 = 0xAE00;
 
@@ -274,30 +269,17 @@ fn scheduler_detail(host: &HostInfo) -> String {
     }
 }
 
-/// Whether this process may load and attach the eBPF probes: CAP_SYS_ADMIN, or CAP_BPF
-/// together with CAP_PERFMON, in the effective set. The capabilities, not the uid: root in a
-/// container or under `setpriv` may have neither.
-pub fn may_load_bpf() -> bool {
-    let has = |bit| cap_eff() & (1u64 << bit) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
-}
-
-/// Effective capabilities of this process as a bit mask (0 if they cannot be read).
-fn cap_eff() -> u64 {
-    caps::read(None, caps::CapSet::Effective)
-        .map(|set| set.iter().fold(0u64, |m, c| m | c.bitmask()))
-        .unwrap_or(0)
-}
+/// Whether this process may load and attach the eBPF probes (the rule lives in
+/// `hostfacts::privilege`).
+pub use hostfacts::privilege::may_load_bpf;
 
 fn privileges() -> (Status, String) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let caps = cap_eff();
-    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    let euid = hostfacts::euid();
+    let has = |cap| hostfacts::privilege::has_effective(cap);
     let names: Vec<&str> = [
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (CAP_PERFMON, "CAP_PERFMON"),
-        (CAP_BPF, "CAP_BPF"),
+        (caps::Capability::CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (caps::Capability::CAP_PERFMON, "CAP_PERFMON"),
+        (caps::Capability::CAP_BPF, "CAP_BPF"),
     ]
     .iter()
     .filter(|(bit, _)| has(*bit))
@@ -315,7 +297,7 @@ fn privileges() -> (Status, String) {
     };
     // Loading and attaching tracing programs needs CAP_BPF plus CAP_PERFMON, or
     // CAP_SYS_ADMIN which implies both; reading tracefs needs root in practice.
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    if may_load_bpf() {
         (Status::Ok, format!("{who}; effective capabilities: {have}"))
     } else {
         (

@@ -669,16 +669,8 @@ fn page_size() -> usize {
     usize::try_from(n).unwrap_or(4096)
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC in ns, from the host-facts layer (the clock of `bpf_ktime_get_ns`).
+pub use hostfacts::monotonic_ns;
 
 /// Waits until `fd` is readable or `timeout` passes. `Ok(false)` on timeout or a signal.
 fn wait_readable(fd: i32, timeout: Duration) -> Result<bool, ProbeError> {

@@ -256,6 +256,8 @@ struct Engine<'d, P> {
     affinity: Vec<AffinityChange>,
     next_affinity: usize,
     stats: RunStats,
+    /// `swapper/N` of each pCPU, made once (not per switch to idle).
+    idle_comms: Vec<Comm>,
     /// Offset of simulated time 0 in the recording's clock.
     base: u64,
     end: u64,
@@ -319,6 +321,9 @@ impl<'d, P: Policy> Engine<'d, P> {
             affinity,
             next_affinity: 0,
             stats: RunStats::default(),
+            idle_comms: (0..ncpus)
+                .map(|c| Comm::new(&format!("swapper/{c}")))
+                .collect(),
             base: demand.start,
             end: demand.span_ns(),
         }
@@ -587,7 +592,12 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
         Some(SchedEntity {
             vruntime: self.policy.vtime(t).unwrap_or_else(|| {
-                (u128::from(self.runs[i].exec) * 1024 / u128::from(self.threads[i].weight)) as u64
+                let (exec, w) = (self.runs[i].exec, u64::from(self.threads[i].weight));
+                // 64-bit division while it cannot overflow (208 days of CPU); 128 beyond.
+                exec.checked_mul(1024).map_or_else(
+                    || (u128::from(exec) * 1024 / u128::from(w)) as u64,
+                    |x| x / w,
+                )
             }),
             weight: self.threads[i].weight,
             sum_exec_runtime: self.runs[i].exec,
@@ -600,7 +610,7 @@ impl<'d, P: Policy> Engine<'d, P> {
 
     fn comm(&self, t: Option<u32>, cpu: u32) -> (u32, u32, Comm) {
         match t {
-            None => (0, 0, Comm::new(&format!("swapper/{cpu}"))),
+            None => (0, 0, self.idle_comms[cpu as usize]),
             Some(t) => {
                 let d = &self.demand.threads[t as usize];
                 (self.threads[t as usize].tid, d.pid, d.comm)

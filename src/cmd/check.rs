@@ -29,8 +29,7 @@ struct ModeCheck {
 fn counters_mode_check() -> ModeCheck {
     use probes::counters::{ProcSched, SchedStat, ThreadCounters};
     let pid = std::process::id();
-    // SAFETY: gettid has no preconditions and cannot fail.
-    let tid = unsafe { libc::gettid() } as u32;
+    let tid = hostfacts::gettid();
     let mut missing = Vec::new();
     if let Err(e) = SchedStat::read(pid, tid) {
         missing.push(format!("schedstat: {e}"));

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -12,9 +11,8 @@ use crate::cli::{DemoArgs, TargetArgs};
 use crate::live::{stop_on_signals, LiveSource};
 
 pub fn run(args: DemoArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let duration = duration(args.duration)?;
     let mut opts = dashboard_options("demo", args.tick_hz, log_file)?;
-    opts.duration = duration;
+    opts.duration = args.duration;
     let target = TargetArgs {
         demo: true,
         scenario: args.scenario,
@@ -74,13 +72,4 @@ pub(super) fn dashboard_options(
         opts.stderr_to = Some(crate::logging::open(path)?);
     }
     Ok(opts)
-}
-
-/// `--duration` as a `Duration`, refusing nonsense.
-pub(super) fn duration(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => bail!("--duration must be a positive number of seconds, got {s}"),
-    }
 }

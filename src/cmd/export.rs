@@ -7,7 +7,7 @@ use anyhow::Context;
 use export::{ChromeWriter, PerfettoWriter};
 use model::Source;
 
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, ExportFormat};
 use crate::file_source::{create_output, FileSource};
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -17,8 +17,8 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let out = BufWriter::with_capacity(1 << 20, create_output(&args.output, args.force)?);
     let ctx = || format!("exporting {} to {out_name}", args.file.display());
     let mut batch = Vec::new();
-    let summary = match args.format.as_str() {
-        "perfetto" => {
+    let summary = match args.format {
+        ExportFormat::Perfetto => {
             let mut w = PerfettoWriter::new(out, &header).with_context(ctx)?;
             while next_batch(&mut src, &mut batch)? {
                 for e in &batch {
@@ -38,7 +38,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 s.vmclear_flows
             )
         }
-        "chrome-json" => {
+        ExportFormat::ChromeJson => {
             let mut w = ChromeWriter::new(out, &header).with_context(ctx)?;
             while next_batch(&mut src, &mut batch)? {
                 for e in &batch {
@@ -48,7 +48,6 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             let (_, s) = w.finish().with_context(ctx)?;
             format!("{} events -> {} trace events", s.events_in, s.trace_events)
         }
-        other => anyhow::bail!("unknown export format {other:?} (use perfetto or chrome-json)"),
     };
     eprintln!("exported {}: {summary} to {out_name}", args.file.display());
     for p in src.problems() {

@@ -13,14 +13,9 @@ use crate::file_source::FileSource;
 use crate::report_text::{self, DriveLimits, ReportDoc, SourceSection};
 
 /// Live observation time when `--duration` is not given.
-const DEFAULT_LIVE_SECS: f64 = 5.0;
+const DEFAULT_LIVE_SPAN: Duration = Duration::from_secs(5);
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    if let Some(d) = args.duration {
-        if !d.is_finite() || d <= 0.0 {
-            anyhow::bail!("--duration must be a positive number of seconds, got {d}");
-        }
-    }
     let doc = match &args.file {
         Some(path) => {
             if has_target(&args.target) {
@@ -32,7 +27,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             if !has_target(&args.target) {
                 anyhow::bail!("nothing to report on: give a trace FILE or a live target (--demo, --pid PID, --all-kvm, --qemu)");
             }
-            report_live(&args.target, args.duration.unwrap_or(DEFAULT_LIVE_SECS))?
+            report_live(&args.target, args.duration.unwrap_or(DEFAULT_LIVE_SPAN))?
         }
     };
     if args.json {
@@ -48,13 +43,13 @@ fn has_target(t: &TargetArgs) -> bool {
     t.demo || !t.pid.is_empty() || t.all_kvm || t.qemu.is_some()
 }
 
-fn report_file(path: &std::path::Path, duration: Option<f64>) -> anyhow::Result<ReportDoc> {
+fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Result<ReportDoc> {
     // FileSource errors already name the file and what is wrong with it.
     let mut src = FileSource::open(path)?;
     let stop = AtomicBool::new(false);
     let limits = DriveLimits {
         wall: None,
-        event_span_ns: duration.map(|d| (d * 1e9) as u64),
+        event_span_ns: duration.map(|d| d.as_nanos() as u64),
         stop: &stop,
     };
     let model = report_text::drive(&mut src, &limits)?;
@@ -92,12 +87,12 @@ fn report_file(path: &std::path::Path, duration: Option<f64>) -> anyhow::Result<
     Ok(report_text::document(&model, section, host))
 }
 
-fn report_live(target: &TargetArgs, secs: f64) -> anyhow::Result<ReportDoc> {
+fn report_live(target: &TargetArgs, span: Duration) -> anyhow::Result<ReportDoc> {
     crate::live::require_privileges(Some("report"), target)?;
     // Ctrl-C ends the observation early; the report still prints.
     let stop = crate::live::stop_on_signals()?;
     let mut src = crate::live::LiveSource::open(target, Arc::clone(&stop))?;
-    src.stop_after(Duration::from_secs_f64(secs));
+    src.stop_after(span);
     let limits = DriveLimits {
         wall: None,
         event_span_ns: None,

@@ -13,7 +13,7 @@ use anyhow::Context;
 use model::{exit_names, Event, Model, ModelConfig, SnapshotOptions, Source};
 use serde::Serialize;
 
-use crate::cli::TraceArgs;
+use crate::cli::{TraceArgs, TraceFormat as Format};
 use crate::live::{self, LiveSource};
 
 /// The closing line (`"type": "summary"` first, `"lost"` last, as people read it).
@@ -50,29 +50,14 @@ struct ThreadLine {
     nice: i32,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Text,
-    Jsonl,
-}
-
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Privileges first: everything else would fail later with a less helpful message.
     live::require_privileges(Some("trace"), &args.target)?;
-    if let Some(d) = args.duration {
-        if !(d.is_finite() && d > 0.0) {
-            anyhow::bail!("--duration must be a positive number of seconds, got {d}");
-        }
-    }
-    let format = if args.format == "jsonl" {
-        Format::Jsonl
-    } else {
-        Format::Text
-    };
+    let format = args.format;
     let stop = live::stop_on_signals()?;
     let mut source = LiveSource::open(&args.target, stop)?;
     if let Some(d) = args.duration {
-        source.stop_after(Duration::from_secs_f64(d));
+        source.stop_after(d);
     }
     for w in source.warnings() {
         eprintln!("kvmscope: warning: {w}");

@@ -65,7 +65,7 @@ use qemu_relabel::QemuEntryMapping;
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// CLOCK_MONOTONIC now, ns: the clock of every event timestamp (the probes' own, `bpf_ktime_get_ns`).
-pub use probes::loader::monotonic_ns;
+pub use hostfacts::monotonic_ns;
 
 /// A stop flag set by the first Ctrl-C or SIGTERM; a second one exits at once (status 130),
 /// in case stopping itself hangs.

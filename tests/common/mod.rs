@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod schedstat;
+pub mod tmux;
 
 use std::path::Path;
 use std::process::Command;
@@ -92,70 +93,6 @@ pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, path: &st
     }
 }
 
-/// One tmux server of our own (unique socket) with one session, killed on drop whatever
-/// happens: the dashboard's tests drive a real terminal through it.
-pub struct Tmux {
-    pub socket: String,
-    pub session: String,
-}
-
-impl Tmux {
-    /// Starts `script` in a detached 120x40 session on a server of its own.
-    pub fn start(socket: String, session: &str, script: &str) -> Tmux {
-        let tmux = Tmux {
-            socket,
-            session: session.to_string(),
-        };
-        let out = tmux.cmd(&[
-            "new-session",
-            "-d",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "-s",
-            session,
-            script,
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tmux")
-    }
-
-    pub fn capture(&self) -> String {
-        let out = self.cmd(&["capture-pane", "-p", "-t", &self.session]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn display(&self, format: &str) -> String {
-        let out = self.cmd(&["display-message", "-p", "-t", &self.session, format]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    pub fn keys(&self, keys: &str) {
-        self.cmd(&["send-keys", "-t", &self.session, keys]);
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-session", "-t", &self.session]);
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
-
 /// A scratch directory under the system temp dir, removed on drop.
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -174,5 +111,17 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `ok` every 100 ms until it holds; fails the test after `timeout`, naming `what`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-pub use probes::loader::monotonic_ns;
+pub use hostfacts::monotonic_ns;
 
 /// CLOCK_REALTIME now, ns: the clock of Prometheus' sample timestamps.
 pub fn realtime_ns() -> u64 {

@@ -437,3 +437,17 @@ pub fn write_trace(events: &[Event], chunk_bytes: usize) -> Vec<u8> {
     }
     w.finish().unwrap().0
 }
+
+/// [`header`] with the processes `events` announce (their `TaskInfo`s), as a recorder
+/// writes it.
+pub fn header_for(events: &[Event]) -> trace_file::TraceHeader {
+    let mut map = trace_file::ProcessMap::default();
+    for e in events {
+        if let Event::TaskInfo(t) = e {
+            map.note(t);
+        }
+    }
+    let mut h = header();
+    h.processes = map.processes();
+    h
+}

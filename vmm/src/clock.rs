@@ -12,16 +12,8 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// CLOCK_MONOTONIC in ns, from the host-facts layer.
+pub use hostfacts::monotonic_ns;
 
 /// One (TSC, monotonic ns) pair, the TSC taken as the midpoint of the tightest of a few
 /// rdtsc/clock_gettime/rdtsc brackets so that an interrupt in between does not skew it.

@@ -1,13 +1,10 @@
 //! The host-side scheduling knobs and oracles for vCPU threads: thread ids, nice values,
-//! CPU affinity, and `/proc/<pid>/task/<tid>/schedstat`.
+//! CPU affinity (thread ids and `schedstat` come from the host-facts layer, `hostfacts`).
 
 use std::io;
 
-/// The calling thread's kernel thread id.
-pub fn gettid() -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() as u32 }
-}
+/// The calling thread's kernel thread id, from the host-facts layer.
+pub use hostfacts::gettid;
 
 /// Sets the nice value of thread `tid` (on Linux `setpriority(PRIO_PROCESS, tid)` acts on
 /// that one thread, which is what sets its scheduler weight).
@@ -72,60 +69,12 @@ pub fn get_affinity(tid: u32) -> io::Result<Vec<u32>> {
         .collect())
 }
 
-/// `/proc/<pid>/task/<tid>/schedstat`: time on the CPU, time runnable but waiting on a run
-/// queue, and the number of timeslices run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SchedStat {
-    pub run_ns: u64,
-    pub wait_ns: u64,
-    pub timeslices: u64,
-}
-
-impl SchedStat {
-    pub fn read(pid: u32, tid: u32) -> io::Result<SchedStat> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))?;
-        SchedStat::parse(&text).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected schedstat `{}`", text.trim()),
-            )
-        })
-    }
-
-    pub fn parse(text: &str) -> Option<SchedStat> {
-        let mut it = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        Some(SchedStat {
-            run_ns: it.next()??,
-            wait_ns: it.next()??,
-            timeslices: it.next()??,
-        })
-    }
-
-    pub fn since(&self, earlier: &SchedStat) -> SchedStat {
-        SchedStat {
-            run_ns: self.run_ns.saturating_sub(earlier.run_ns),
-            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
-            timeslices: self.timeslices.saturating_sub(earlier.timeslices),
-        }
-    }
-}
+/// A thread's `/proc/<pid>/task/<tid>/schedstat`, from the host-facts layer.
+pub use hostfacts::SchedStat;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedstat_parses() {
-        let s = SchedStat::parse("1931000000 512 7\n").unwrap();
-        assert_eq!(s.run_ns, 1_931_000_000);
-        assert_eq!(s.wait_ns, 512);
-        assert_eq!(s.timeslices, 7);
-        assert_eq!(SchedStat::parse("1 2"), None);
-        // The main thread has certainly run (a fresh test thread's figures may still be 0).
-        let pid = std::process::id();
-        let main = SchedStat::read(pid, pid).unwrap();
-        assert!(main.run_ns > 0);
-    }
 
     #[test]
     fn affinity_and_nice_round_trip_on_this_thread() {
