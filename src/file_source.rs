@@ -1,6 +1,6 @@
 //! A trace file as a [`model::Source`]: `report FILE`, `replay` and `export` read recordings
 //! through this, so every sink works the same on a recording as live. (Random access by chunk
-//! is in `model::trace_file::TraceReader::{index, seek_to}`; replay folds from memory.)
+//! is in `model::trace_file::TraceReader::{scan, read_chunk_at}`, which replay uses.)
 
 use std::fs::File;
 use std::io::BufReader;
@@ -44,6 +44,11 @@ impl FileSource {
     /// Events read so far, chunks skipped as corrupt, bytes lost to truncation.
     pub fn stats(&self) -> &ReadStats {
         self.reader.stats()
+    }
+
+    /// The reader itself, for random access by chunk (replay).
+    pub fn into_reader(self) -> TraceReader<BufReader<File>> {
+        self.reader
     }
 
     /// Problems met so far, one line each (truncation, corrupt chunks, no trailer).

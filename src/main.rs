@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
                 "kvmscope: {}",
                 first.strip_prefix("error: ").unwrap_or(first)
             );
-            return std::process::ExitCode::from(2);
+            return std::process::ExitCode::FAILURE;
         }
     };
     let log_file = cli.log_file.as_deref();

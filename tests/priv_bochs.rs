@@ -120,8 +120,7 @@ fn boot(name: &str) -> Run {
     let spec = KernelSpec::by_name(name).expect("a matrix kernel");
     let archive = Archive::new(&lab::cache_dir());
     let kernel = Kernel::fetch(spec, &archive).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let mut fs = lab::base_initramfs(&archive, &kernel, "kvm-intel")
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut fs = Bochs::initramfs(&archive, &kernel).unwrap_or_else(|e| panic!("{name}: {e}"));
     fs.executable("/bin/kvmscope", Path::new(env!("CARGO_BIN_EXE_kvmscope")))
         .expect("kvmscope into the initramfs");
     fs.file(

@@ -47,6 +47,8 @@ echo 1 > $T/tracing_on
 		echo "sample $(cut -d' ' -f1 /proc/uptime) $(cat /proc/loadavg)"
 		for t in /proc/$p/task/*; do
 			echo "  $(cut -d' ' -f2,3,14,15 $t/stat) $(cat $t/wchan)"
+			# A blocked thread's kernel stack says which call waits.
+			grep -q '^State:.*D' $t/status && sed 's/^/    /' $t/stack
 		done
 	done > /dev/console 2>&1
 ) &

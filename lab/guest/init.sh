@@ -1,8 +1,9 @@
 #!/bin/sh
 # The lab's generic /init (busybox sh): mount the kernel filesystems, load the modules named
 # in /lib/modules/order, run the suite /lab/suite.sh, power off. The suite reports through
-# lab_step/lab_emit (protocol: lab/src/results.rs) on the results port: the second serial
-# port when the emulator has one, else the console.
+# lab_step/lab_emit (protocol: lab/src/results.rs) on the results port: I/O port 0xE9 under
+# Bochs (lab/src/bochs.rs), else the second serial port when the emulator has one, else the
+# console.
 #
 # Kernel command-line words the kernel does not know reach us as variables:
 #   LAB_MODPARAMS="kvm_amd:nested=0 kvm:foo=1"   parameters for insmod, per module
@@ -18,8 +19,10 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 ulimit -l unlimited 2>/dev/null
 
 LAB_OUT=/dev/console
+if [ -x /bin/lab-port-e9 ] && /bin/lab-port-e9 probe; then
+	LAB_OUT=port-e9
 # A second 16550 answers with a real UART type; an absent one reads "unknown".
-if [ -c /dev/ttyS1 ] && ! grep -q '^1: uart:unknown' /proc/tty/driver/serial 2>/dev/null; then
+elif [ -c /dev/ttyS1 ] && ! grep -q '^1: uart:unknown' /proc/tty/driver/serial 2>/dev/null; then
 	LAB_OUT=/dev/ttyS1
 	stty -F /dev/ttyS1 raw -echo 115200 2>/dev/null
 fi
@@ -52,15 +55,22 @@ lab_emit() {
 	lab_send "$1" "${3:-0}" "$(lab_ms)" "$2" /dev/null
 }
 
+# lab_send NAME RC T0_MS STDOUT_FILE STDERR_FILE: one step on the results port.
 lab_send() {
-	{
-		echo "@@lab begin $1 ${LAB_ENCODING:-}"
-		cat "$4"
-		echo "@@lab stderr $1"
-		cat "$5"
-		echo "@@lab end $1 rc=$2 ms=$(($(lab_ms) - $3))"
-	} > "$LAB_OUT"
+	if [ "$LAB_OUT" = port-e9 ]; then
+		lab_frame "$@" | /bin/lab-port-e9
+	else
+		lab_frame "$@" > "$LAB_OUT"
+	fi
 	echo "lab: step $1 rc=$2" > /dev/console
+}
+
+lab_frame() {
+	echo "@@lab begin $1 ${LAB_ENCODING:-}"
+	cat "$4"
+	echo "@@lab stderr $1"
+	cat "$5"
+	echo "@@lab end $1 rc=$2 ms=$(($(lab_ms) - $3))"
 }
 
 # Modules, in the order the host resolved from .modinfo depends=.
@@ -93,6 +103,10 @@ lab_send modules "$mods_rc" "$t0" /tmp/lab.modinfo /dev/null
 if [ -f /lab/suite.sh ]; then
 	. /lab/suite.sh
 fi
-echo "@@lab done" > "$LAB_OUT"
+if [ "$LAB_OUT" = port-e9 ]; then
+	echo "@@lab done" | /bin/lab-port-e9
+else
+	echo "@@lab done" > "$LAB_OUT"
+fi
 sync
 poweroff -f

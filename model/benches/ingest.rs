@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use model::synth::{demo_config, Sim};
+use model::synth::{demo_config, shift_ts, Sim};
 use model::{Event, Model, ModelConfig};
 
 const BLOCK: usize = 1_000_000;
@@ -28,30 +28,6 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-fn shift(ev: &mut Event, by: u64) {
-    match ev {
-        Event::SchedSwitch(x) => x.ts += by,
-        Event::Wakeup(x) => x.ts += by,
-        Event::Migrate(x) => x.ts += by,
-        Event::TaskExit(x) => x.ts += by,
-        Event::KvmEntry(x) => x.ts += by,
-        Event::KvmExit(x) => x.ts += by,
-        Event::UserspaceExit(x) => x.ts += by,
-        Event::Pio(x) => x.ts += by,
-        Event::CrossCall(x) => x.ts += by,
-        Event::GuestGap(x) => {
-            x.start += by;
-            x.end += by;
-        }
-        Event::Lost(x) => x.ts += by,
-        Event::TaskInfo(x) => x.ts += by,
-        Event::VmEnded(x) => x.ts += by,
-        Event::ObservationEnd(x) => x.ts += by,
-        Event::CounterSample(x) => x.ts += by,
-        Event::Affinity(x) => x.ts += by,
-    }
 }
 
 fn main() {
@@ -95,7 +71,7 @@ fn main() {
     for rep in 0..100u64 {
         if rep > 0 {
             for e in &mut block {
-                shift(e, span);
+                shift_ts(e, span);
             }
         }
         if rep < 10 {

@@ -207,7 +207,7 @@ impl DemandFold {
         if ev.ts() < self.now {
             self.out_of_order += 1;
             let mut e = ev.clone();
-            set_ts(&mut e, self.now);
+            e.restamp(self.now);
             self.apply(&e);
             return;
         }
@@ -502,19 +502,6 @@ fn close_sleep(t: &mut Thread, ts: u64) {
     let slept = ts.saturating_sub(t.since);
     if let Some(last) = t.demand.bursts.last_mut() {
         last.sleep_ns = Some(slept);
-    }
-}
-
-fn set_ts(e: &mut Event, now: u64) {
-    match e {
-        Event::SchedSwitch(x) => x.ts = now,
-        Event::Wakeup(x) => x.ts = now,
-        Event::Migrate(x) => x.ts = now,
-        Event::TaskExit(x) => x.ts = now,
-        Event::Lost(x) => x.ts = now,
-        Event::TaskInfo(x) => x.ts = now,
-        Event::Affinity(x) => x.ts = now,
-        _ => {}
     }
 }
 

@@ -393,6 +393,29 @@ impl Event {
         }
     }
 
+    /// Moves the event to `ts` (a late event folded in at the newest time seen). A guest gap
+    /// keeps its times: it is ordered by its end, which only the guest's next run tells.
+    pub fn restamp(&mut self, ts: u64) {
+        match self {
+            Event::SchedSwitch(e) => e.ts = ts,
+            Event::Wakeup(e) => e.ts = ts,
+            Event::Migrate(e) => e.ts = ts,
+            Event::TaskExit(e) => e.ts = ts,
+            Event::KvmEntry(e) => e.ts = ts,
+            Event::KvmExit(e) => e.ts = ts,
+            Event::UserspaceExit(e) => e.ts = ts,
+            Event::Pio(e) => e.ts = ts,
+            Event::CrossCall(e) => e.ts = ts,
+            Event::GuestGap(_) => {}
+            Event::Lost(e) => e.ts = ts,
+            Event::TaskInfo(e) => e.ts = ts,
+            Event::VmEnded(e) => e.ts = ts,
+            Event::ObservationEnd(e) => e.ts = ts,
+            Event::CounterSample(e) => e.ts = ts,
+            Event::Affinity(e) => e.ts = ts,
+        }
+    }
+
     /// Short stable name, as in the JSON `type` field.
     pub fn kind(&self) -> &'static str {
         match self {

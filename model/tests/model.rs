@@ -1129,82 +1129,81 @@ fn retired_threads_leave_the_snapshot_and_their_vm_keeps_their_counters() {
 /// its new VM alone.
 #[test]
 fn a_long_churn_keeps_the_thread_table_bounded_and_the_totals_exact() {
-    let generation_ns = 1_500_000_000u64;
-    let generations = 40u32;
-    let mut evs = Vec::new();
-    let mut ts = 1_000_000_000u64;
-    for g in 0..generations {
-        let mut tasks = Vec::new();
-        for v in 0..2u32 {
-            let pid = 5000 + (g % 3) * 10 + v;
-            for c in 0..2u32 {
-                tasks.push(SimTask {
-                    tid: 100 + v * 10 + c,
-                    pid,
-                    vm: format!("g{g}v{v}"),
-                    vcpu: Some(c),
-                    tracked: true,
-                    nice: 0,
-                    cpus: Vec::new(),
-                    behaviour: if c == 0 {
-                        Behaviour::Exits {
-                            every_ns: 1_000_000,
-                        }
-                    } else {
-                        Behaviour::Spin
-                    },
-                });
-            }
-        }
-        let mut cfg = demo_config();
-        cfg.tasks = tasks;
-        cfg.start_ts = ts;
-        cfg.entry_exit = true;
-        evs.extend(stream(cfg, generation_ns as f64 / 1e9));
-        ts += generation_ns;
-        for v in 0..2u32 {
-            evs.push(vm_ended(ts, 5000 + (g % 3) * 10 + v, &format!("g{g}v{v}")));
-        }
-    }
-    evs.sort_by_key(Event::ts);
+    churn(Churn::new(1_500_000_000), 40, 40);
+}
+
+/// The same for an hour of event time (1800 generations of 2 s; 100 ms slices and exits keep
+/// the test quick), checked every 100 generations against a model that keeps every thread of
+/// those 100 (one that kept the whole hour's 7200 threads would make the test slow).
+#[test]
+fn an_hour_of_churn_keeps_the_model_bounded_and_every_event_with_its_vm() {
+    let mut c = Churn::new(2_000_000_000);
+    c.exit_every_ns = 100_000_000;
+    c.slice_ns = 100_000_000;
+    churn(c, 1800, 100);
+}
+
+/// Folds `generations` of `c` into a model that retires threads 1 s after they end, checking
+/// its bounds after every generation. Every `window` generations, each VM it still holds must
+/// have the totals a model that keeps every thread gives it, that model being fed the same
+/// `window` generations from a fresh start (a VM lives within its generation); when the
+/// window is the whole run, the pCPU time by owner kind and the health counters must agree.
+fn churn(mut c: Churn, generations: u32, window: u32) {
     let mut kept = retiring(None);
     let mut retired = retiring(Some(1_000_000_000));
     let (mut most_slots, mut most_vms) = (0, 0);
-    for batch in evs.chunks(4096) {
-        kept.ingest_batch(batch);
-        retired.ingest_batch(batch);
-        most_slots = most_slots.max(retired.thread_slots());
-        most_vms = most_vms.max(retired.vm_entries());
+    let whole_run = window >= generations;
+    let mut checks = 0;
+    for g in 0..generations {
+        let evs = c.next_generation();
+        for batch in evs.chunks(4096) {
+            kept.ingest_batch(batch);
+            retired.ingest_batch(batch);
+            most_slots = most_slots.max(retired.thread_slots());
+            most_vms = most_vms.max(retired.vm_entries());
+        }
+        if (g + 1) % window != 0 {
+            continue;
+        }
+        if g + 1 == generations {
+            kept.finish();
+            retired.finish();
+        }
+        let (k, r) = (kept.snapshot(), retired.snapshot());
+        let all = vm_totals(&k);
+        let left = vm_totals(&r);
+        assert!(!left.is_empty());
+        for vm in &left {
+            assert!(all.contains(vm), "generation {g}: {vm:?}");
+        }
+        let exits: u64 = left.iter().flat_map(|v| &v.5).map(|e| e.1).sum();
+        assert!(exits > 0, "the churn had exits to keep");
+        assert_eq!(kept.thread_slots(), (window * 4) as usize);
+        assert_eq!(kept.vm_entries(), (window * 2) as usize);
+        checks += 1;
+        if g + 1 < generations {
+            kept = retiring(None);
+        }
     }
-    kept.finish();
-    retired.finish();
+    assert_eq!(checks, generations / window);
     let (k, r) = (kept.snapshot(), retired.snapshot());
-    assert_eq!(kept.thread_slots(), (generations * 4) as usize);
+    if whole_run {
+        for (kc, rc) in k.pcpus.iter().zip(&r.pcpus) {
+            assert_eq!(kc.time, rc.time, "pCPU {}: time by owner kind", kc.cpu);
+        }
+        assert_eq!(
+            (k.health.events, k.health.lost_events, k.health.out_of_order),
+            (r.health.events, r.health.lost_events, r.health.out_of_order)
+        );
+    }
     // 4 threads alive and, for the 1 s delay after an end, the 4 before them.
     assert!(most_slots <= 8, "{most_slots} slots");
     // Likewise the VMs: ended ones retire with their last thread.
-    assert_eq!(kept.vm_entries(), (generations * 2) as usize);
     assert!(most_vms <= 4, "{most_vms} VM entries");
     assert!(r.health.retired_threads >= u64::from(generations - 1) * 4);
-    // Every VM still in the model has the totals of the model that kept everything.
-    let all = vm_totals(&k);
-    let left = vm_totals(&r);
-    assert!(!left.is_empty());
-    for vm in &left {
-        assert!(all.contains(vm), "{vm:?}");
-    }
-    let exits: u64 = left.iter().flat_map(|v| &v.5).map(|e| e.1).sum();
-    assert!(exits > 0, "the churn had exits to keep");
-    for (kc, rc) in k.pcpus.iter().zip(&r.pcpus) {
-        assert_eq!(kc.time, rc.time, "pCPU {}: time by owner kind", kc.cpu);
-    }
-    assert_eq!(
-        (k.health.events, k.health.lost_events, k.health.out_of_order),
-        (r.health.events, r.health.lost_events, r.health.out_of_order)
-    );
-    // The last generation's threads: tids reused 40 times, each attributed to its own VM with
-    // only its own life's counters, as in the model that kept every thread.
-    let last = format!("g{}v0", generations - 1);
+    // The last generation's threads: tids reused in every generation, each attributed to its
+    // own VM with only its own life's counters, as in the model that kept every thread.
+    let last = Churn::vm_name(generations - 1, 0);
     for tid in [100, 101] {
         let rv = r.vcpus.iter().find(|v| v.tid == tid).expect("live thread");
         let kv = k

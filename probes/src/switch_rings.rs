@@ -13,9 +13,11 @@
 //! The chunks are small non-mmapable maps on purpose (the BPF side says why): this side reads
 //! them with one map lookup per chunk that holds new records, a copy of under 30 KiB.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{fence, Ordering};
 
 use aya::maps::{Array, ArrayOfMaps, Map, MapData, MapError};
+use aya::sys::SyscallError;
 use aya::Pod;
 
 use crate::abi;
@@ -73,14 +75,22 @@ impl SwitchRings {
         cpus: usize,
         per_cpu: u32,
     ) -> Result<Self, MapError> {
-        let mut outer: ArrayOfMaps<MapData, Array<MapData, ChunkBytes>> = outer.try_into()?;
+        // A copy of the outer map's descriptor for the installers (see `install`).
+        let outer_fd = match &outer {
+            Map::ArrayOfMaps(data) => Some(data.fd().as_fd().try_clone_to_owned().map_err(
+                |io_error| SyscallError {
+                    call: "dup",
+                    io_error,
+                },
+            )?),
+            _ => None,
+        };
+        let outer: ArrayOfMaps<MapData, Array<MapData, ChunkBytes>> = outer.try_into()?;
         let total = cpus as u32 * per_cpu;
-        let mut chunks = Vec::with_capacity(total as usize);
-        for index in 0..total {
-            let chunk = Array::<MapData, ChunkBytes>::create(1, 0)?;
-            outer.set(index, &chunk, 0)?;
-            chunks.push(chunk);
-        }
+        let chunks = (0..total)
+            .map(|_| Array::<MapData, ChunkBytes>::create(1, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        install(outer_fd.expect("an ArrayOfMaps"), &chunks)?;
         let mut heads: Array<MapData, abi::SwitchHead> = heads.try_into()?;
         for cpu in 0..cpus as u32 {
             let head = abi::SwitchHead {
@@ -139,6 +149,44 @@ impl SwitchRings {
         }
         Ok(())
     }
+}
+
+/// Threads that install chunks at once (see [`install`]).
+const INSTALLERS: usize = 32;
+
+/// Puts `chunks[i]` at `outer[i]`. The kernel waits for an RCU grace period after every
+/// update of a map-in-map from user space (`maybe_wait_bpf_programs`: `synchronize_rcu`), so
+/// one thread installing 128 chunks (2 CPUs) waits 128 grace periods: 10 s of emulated time
+/// under Bochs, seen as `__wait_rcu_gp` under `bpf(2)` in `record`'s set-up. Concurrent
+/// waiters share grace periods, so [`INSTALLERS`] threads, each with its own handle on the
+/// outer map, wait about `chunks / INSTALLERS` of them.
+fn install(outer: OwnedFd, chunks: &[Array<MapData, ChunkBytes>]) -> Result<(), MapError> {
+    let threads = INSTALLERS.min(chunks.len()).max(1);
+    let outer = outer.as_fd();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                scope.spawn(move || -> Result<(), MapError> {
+                    let fd = outer
+                        .try_clone_to_owned()
+                        .map_err(|io_error| SyscallError {
+                            call: "dup",
+                            io_error,
+                        })?;
+                    let mut map = Map::ArrayOfMaps(MapData::from_fd(fd)?);
+                    let mut handle: ArrayOfMaps<&mut MapData, Array<MapData, ChunkBytes>> =
+                        (&mut map).try_into()?;
+                    for index in (first..chunks.len()).step_by(threads) {
+                        handle.set(index as u32, &chunks[index], 0)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a chunk installer panicked"))
+    })
 }
 
 #[cfg(test)]

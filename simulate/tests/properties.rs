@@ -365,6 +365,12 @@ proptest! {
     /// sweep of 150 pairs stayed within 1.0 point over seconds 1-4 and 2.0 over 0-3). Three
     /// or more on one pCPU are not asserted: that sweep found up to 13 points off, a unit
     /// earning little still being handed whole 30 ms slices when all are OVER (issue #16).
+    /// Measured again over 0-3 s: nices [0, 3, 6, 9, -3] gave the nice -3 unit 37% against
+    /// 50.4% (13.4 points), [10, 10, -5, 0] gave nice -5 59% against 71.6%, while [0, 0, 0],
+    /// [-5, 10, 10], [0, 0, 10], [-5, -5, 10] and [2, 2, 2, 8, 8] stayed within 1.5 points:
+    /// it is the mid-weight mixes that drift. Not yet known whether credit.c itself does
+    /// this (whole slices for OVER units and the -tslice credit floor forgive the debt of a
+    /// light unit) or the model departs from it.
     #[test]
     fn credit_shares_follow_weight_within_two_points_over_three_seconds(
         nices in prop::collection::vec(-5i32..=10, 2)

@@ -1,7 +1,9 @@
 //! `kvmscope replay FILE [--simulate POLICY]`: the dashboard over a recording, with play/pause,
 //! speed and seek, and optionally a simulated run of its demand to switch to.
-//! The file is read into memory first (events are small and `Copy`-sized), so seeking is a
-//! refold of the model rather than file I/O.
+//! The recording is read a chunk at a time through the file's chunk index (`tui::Track`):
+//! memory does not grow with the file's length, and a backward seek refolds from the
+//! nearest model checkpoint. With `--simulate`, the events are also read in full once, for
+//! the simulation.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,34 +28,43 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
         )),
         None => None,
     };
-    let mut source = FileSource::open(&args.file)?;
-    let mut events = Vec::new();
-    while source
-        .poll(&mut events, Duration::ZERO)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-    {}
-    if events.is_empty() {
+    let source = FileSource::open(&args.file)?;
+    let label = source.describe();
+    let mut reader = source.into_reader();
+    let index = reader
+        .scan()
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    if index.iter().all(|c| c.events == 0) {
         bail!("{} holds no events to replay", args.file.display());
     }
     let mut opts = dashboard_options("replay", 10.0, log_file)?;
-    opts.notes = source.problems();
+    opts.notes = reader.stats().problems();
     opts.clock = false;
     log::info!(
-        "replaying {} events from {}",
-        events.len(),
+        "replaying {} events in {} chunks from {}",
+        index.iter().map(|c| u64::from(c.events)).sum::<u64>(),
+        index.len(),
         args.file.display()
     );
-    let host = source.host().clone();
-    let label = source.describe();
+    let host = reader.header().host.clone();
     let simulated = match &simulate {
-        Some((kind, params)) => Some(
-            super::simulate::simulated_run(&events, host.cpus, *kind, params)
-                .with_context(|| args.file.display().to_string())?,
-        ),
+        Some((kind, params)) => {
+            let mut source = FileSource::open(&args.file)?;
+            let mut events = Vec::new();
+            while source
+                .poll(&mut events, Duration::ZERO)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot read {}", args.file.display()))?
+            {}
+            Some(
+                super::simulate::simulated_run(&events, host.cpus, *kind, params)
+                    .with_context(|| args.file.display().to_string())?,
+            )
+        }
         None => None,
     };
-    tui::run_replay(events, host, label, args.speed, simulated, opts)
+    let recorded = tui::Track::from_file(reader, index);
+    tui::run_replay(recorded, host, label, args.speed, simulated, opts)
         .context("dashboard failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,13 +15,14 @@ pub mod fixture;
 pub mod fmt;
 pub mod replay;
 mod replay_keys;
+mod replay_track;
 pub mod run;
 mod stderr;
 pub mod theme;
 pub mod view;
 
 pub use app::{App, Mode};
-pub use replay::SimulatedRun;
+pub use replay::{SimulatedRun, Track};
 pub use run::{run_live, run_replay, RunOptions, TuiError};
 pub use theme::Theme;
 

@@ -1,4 +1,5 @@
-//! The replay reader: a recording held in memory, played against a model at a chosen speed,
+//! The replay reader: a recording, read from its file a chunk at a time (see [`Track`]),
+//! played against a model at a chosen speed,
 //! and optionally a simulated run of the same recording's demand (`replay FILE --simulate
 //! POLICY`) played against a second model on the same clock. Both models are folded to the
 //! same trace time; the UI is sent the snapshot of the run it asked for, so switching between
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use model::{Event, Model, ModelConfig, SourceError};
+use model::{Event, SourceError};
 
 use crate::app::{ReplayCommand, ReplayStatus, Update};
+pub use crate::replay_track::Track;
 use crate::run::{Feed, STATS_WINDOW};
 
 /// A simulated run to show beside the recording: the events a policy produced from the
@@ -21,48 +23,8 @@ pub struct SimulatedRun {
     pub events: Vec<Event>,
 }
 
-/// One event stream and the model folded from it up to the cursor.
-struct Track {
-    events: Vec<Event>,
-    pos: usize,
-    model: Model,
-}
-
-impl Track {
-    fn new(events: Vec<Event>) -> Self {
-        Track {
-            events,
-            pos: 0,
-            model: Model::new(ModelConfig::default()),
-        }
-    }
-
-    /// Fold every event up to `ts` (inclusive).
-    fn fold_to(&mut self, ts: u64) {
-        let end = self.pos + self.events[self.pos..].partition_point(|e| e.ts() <= ts);
-        if end > self.pos {
-            self.model.ingest_batch(&self.events[self.pos..end]);
-            self.pos = end;
-        }
-        if self.pos == self.events.len() {
-            self.model.finish();
-        }
-    }
-
-    /// Back to before the first event (the model holds no state that could be rewound).
-    fn rewind(&mut self) {
-        self.model = Model::new(ModelConfig::default());
-        self.pos = 0;
-    }
-
-    fn done(&self) -> bool {
-        self.pos == self.events.len()
-    }
-}
-
-/// A recording held in memory, played against the model at a chosen speed. Seeking forward
-/// folds ahead; seeking back refolds from the start (the model is cheap to rebuild next to
-/// reading a file).
+/// A recording played against the model at a chosen speed. Seeking forward folds ahead;
+/// seeking back restarts from the track's nearest checkpoint.
 pub struct ReplayFeed {
     recorded: Track,
     simulated: Option<Track>,
@@ -74,16 +36,23 @@ pub struct ReplayFeed {
     playing: bool,
     speed: f64,
     last_wall: Instant,
+    /// A read error met while seeking (commands return nothing), for the next pump.
+    error: Option<SourceError>,
 }
 
 impl ReplayFeed {
     /// `events` in file order (roughly time-ordered; the model's reorder window absorbs the
     /// rest).
     pub fn new(events: Vec<Event>, speed: f64) -> Self {
-        let first_ts = events.iter().map(Event::ts).min().unwrap_or(0);
-        let last_ts = events.iter().map(Event::ts).max().unwrap_or(0);
+        Self::from_track(Track::from_events(events), speed)
+    }
+
+    /// Plays `recorded` (usually [`Track::from_file`]).
+    pub fn from_track(recorded: Track, speed: f64) -> Self {
+        let first_ts = recorded.first_ts();
+        let last_ts = recorded.last_ts();
         ReplayFeed {
-            recorded: Track::new(events),
+            recorded,
             simulated: None,
             show_simulated: false,
             first_ts,
@@ -92,6 +61,7 @@ impl ReplayFeed {
             playing: true,
             speed: speed.clamp(1.0 / 64.0, 64.0),
             last_wall: Instant::now(),
+            error: None,
         }
     }
 
@@ -101,7 +71,7 @@ impl ReplayFeed {
         if let Some(last) = events.iter().map(Event::ts).max() {
             self.last_ts = self.last_ts.max(last);
         }
-        self.simulated = Some(Track::new(events));
+        self.simulated = Some(Track::from_events(events));
         self
     }
 
@@ -120,17 +90,15 @@ impl ReplayFeed {
     }
 
     fn fold_to(&mut self, ts: u64) {
-        for track in self.tracks() {
-            track.fold_to(ts);
-        }
+        let failed = self.tracks().find_map(|t| t.fold_to(ts).err());
+        self.error = self.error.take().or(failed.map(SourceError::from));
     }
 
     fn seek(&mut self, target: u64) {
         let target = target.clamp(self.first_ts, self.last_ts);
         if target < self.cursor {
-            for track in self.tracks() {
-                track.rewind();
-            }
+            let failed = self.tracks().find_map(|t| t.seek_back(target).err());
+            self.error = self.error.take().or(failed.map(SourceError::from));
         }
         self.cursor = target;
         self.fold_to(target);
@@ -146,6 +114,9 @@ impl ReplayFeed {
 
 impl Feed for ReplayFeed {
     fn pump(&mut self, budget: Duration) -> Result<bool, SourceError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
         let now = Instant::now();
         let wall = now.duration_since(self.last_wall);
         self.last_wall = now;
@@ -190,7 +161,7 @@ impl Feed for ReplayFeed {
 
     fn update(&mut self, ended: bool) -> Update {
         Update {
-            snapshot: Arc::new(self.shown().model.snapshot_window(STATS_WINDOW)),
+            snapshot: Arc::new(self.shown().model().snapshot_window(STATS_WINDOW)),
             replay: Some(self.status()),
             ended: ended || self.tracks().all(|t| t.done()),
         }

@@ -22,7 +22,7 @@ use model::{Event, HostInfo, Model, ModelConfig, Source, SourceError, Window};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
-use crate::replay::{ReplayFeed, SimulatedRun};
+use crate::replay::{ReplayFeed, SimulatedRun, Track};
 use crate::stderr::StderrRedirect;
 use crate::theme::Theme;
 use crate::view::Dashboard;
@@ -136,10 +136,10 @@ pub fn run_live(source: Box<dyn Source>, opts: RunOptions) -> Result<(), TuiErro
     run(app, LiveFeed::new(source), opts)
 }
 
-/// Open the dashboard on a recording read into memory, with a simulated run of its demand
-/// to switch to when one is given.
+/// Open the dashboard on a recording (a [`Track`], usually read from its file a chunk at a
+/// time), with a simulated run of its demand to switch to when one is given.
 pub fn run_replay(
-    events: Vec<Event>,
+    recorded: Track,
     host: HostInfo,
     label: String,
     speed: f64,
@@ -147,7 +147,7 @@ pub fn run_replay(
     opts: RunOptions,
 ) -> Result<(), TuiError> {
     let mut app = App::new(Mode::Replay, host, label);
-    let mut feed = ReplayFeed::new(events, speed);
+    let mut feed = ReplayFeed::from_track(recorded, speed);
     if let Some(sim) = simulated {
         app.simulated_label = Some(sim.label);
         feed = feed.with_simulated(sim.events);

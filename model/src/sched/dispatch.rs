@@ -156,26 +156,8 @@ impl Model {
         if !self.health.late_kinds.contains(&ev.kind()) {
             self.health.late_kinds.push(ev.kind());
         }
-        let now = self.now;
         let mut e = ev.clone();
-        match &mut e {
-            Event::SchedSwitch(x) => x.ts = now,
-            Event::Wakeup(x) => x.ts = now,
-            Event::Migrate(x) => x.ts = now,
-            Event::TaskExit(x) => x.ts = now,
-            Event::KvmEntry(x) => x.ts = now,
-            Event::KvmExit(x) => x.ts = now,
-            Event::UserspaceExit(x) => x.ts = now,
-            Event::Pio(x) => x.ts = now,
-            Event::CrossCall(x) => x.ts = now,
-            Event::GuestGap(_) => {}
-            Event::Lost(x) => x.ts = now,
-            Event::TaskInfo(x) => x.ts = now,
-            Event::VmEnded(x) => x.ts = now,
-            Event::ObservationEnd(x) => x.ts = now,
-            Event::CounterSample(x) => x.ts = now,
-            Event::Affinity(x) => x.ts = now,
-        }
+        e.restamp(self.now);
         self.apply(&e);
     }
 

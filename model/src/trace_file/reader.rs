@@ -247,19 +247,7 @@ impl<R: Read> TraceReader<R> {
                         self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
                     }
                 },
-                CHUNK_TRAILER => match zstd::bulk::decompress(&frame.payload, MAX_JSON)
-                    .ok()
-                    .and_then(|json| serde_json::from_slice(&json).ok())
-                {
-                    Some(t) => {
-                        self.trailer = Some(t);
-                        self.stats.finalised = true;
-                    }
-                    None => {
-                        self.stats.corrupt_chunks += 1;
-                        self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
-                    }
-                },
+                CHUNK_TRAILER => self.note_trailer(&frame.payload),
                 // A second header carries nothing new; unknown kinds come from newer writers.
                 CHUNK_HEADER => {}
                 _ => self.stats.unknown_chunks += 1,
@@ -273,6 +261,22 @@ impl<R: Read> TraceReader<R> {
         Events {
             reader: self,
             chunk: Vec::new().into_iter(),
+        }
+    }
+
+    fn note_trailer(&mut self, payload: &[u8]) {
+        match zstd::bulk::decompress(payload, MAX_JSON)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+        {
+            Some(t) => {
+                self.trailer = Some(t);
+                self.stats.finalised = true;
+            }
+            None => {
+                self.stats.corrupt_chunks += 1;
+                self.stats.corrupt_bytes += (FRAME_HEADER_LEN + payload.len()) as u64;
+            }
         }
     }
 
@@ -349,25 +353,61 @@ impl<R: Read + Seek> TraceReader<R> {
     /// Where every intact events chunk after the current position is, without decompressing
     /// them; the read position and stats are left as they were. For seeking in replay.
     pub fn index(&mut self) -> Result<Vec<ChunkInfo>, TraceError> {
-        let (offset, done, stats) = (self.offset, self.done, self.stats.clone());
+        let (stats, trailer) = (self.stats.clone(), self.trailer.clone());
+        let index = self.scan()?;
+        self.stats = stats;
+        self.trailer = trailer;
+        Ok(index)
+    }
+
+    /// Like [`index`](Self::index), but the stats keep what the walk met (truncation, damaged
+    /// frames, the trailer), as a full read would: how replay learns a file's problems without
+    /// decoding it. The read position is left as it was.
+    pub fn scan(&mut self) -> Result<Vec<ChunkInfo>, TraceError> {
+        let (offset, done) = (self.offset, self.done);
         let mut index = Vec::new();
         while let Some(frame) = self.next_frame()? {
-            if frame.kind != CHUNK_EVENTS {
-                continue;
-            }
-            if let Ok((count, min_ts, max_ts, _, _)) = events_prefix(&frame.payload) {
-                index.push(ChunkInfo {
-                    offset: frame.offset,
-                    events: count,
-                    min_ts,
-                    max_ts,
-                });
+            match frame.kind {
+                CHUNK_EVENTS => match events_prefix(&frame.payload) {
+                    Ok((count, min_ts, max_ts, _, _)) => index.push(ChunkInfo {
+                        offset: frame.offset,
+                        events: count,
+                        min_ts,
+                        max_ts,
+                    }),
+                    Err(()) => {
+                        self.stats.corrupt_chunks += 1;
+                        self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
+                    }
+                },
+                CHUNK_TRAILER => self.note_trailer(&frame.payload),
+                _ => {}
             }
         }
         self.seek_to(offset)?;
         self.done = done;
-        self.stats = stats;
         Ok(index)
+    }
+
+    /// Decodes the one events chunk whose frame starts at `offset` (a [`ChunkInfo::offset`])
+    /// into `out`, replacing what it held. `Ok(false)`, with `out` empty, if that chunk can
+    /// no longer be read or decoded (counted in [`stats`](Self::stats)), so a chunk's events
+    /// are never mistaken for the next one's.
+    pub fn read_chunk_at(&mut self, offset: u64, out: &mut Vec<Event>) -> Result<bool, TraceError> {
+        out.clear();
+        self.seek_to(offset)?;
+        let frame = match self.next_frame()? {
+            Some(f) if f.offset == offset && f.kind == CHUNK_EVENTS => f,
+            _ => return Ok(false),
+        };
+        match self.chunk_decoder.decode(&frame.payload, out) {
+            Ok(_) => Ok(true),
+            Err(_) => {
+                self.stats.corrupt_chunks += 1;
+                self.stats.corrupt_bytes += (FRAME_HEADER_LEN + frame.payload.len()) as u64;
+                Ok(false)
+            }
+        }
     }
 
     /// Continue reading at `offset`, a [`ChunkInfo::offset`] from [`index`](Self::index).
