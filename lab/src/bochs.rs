@@ -17,7 +17,9 @@
 //! - The emulated COM2 lost the end of a step's output in 2 of 7 boots (`record`'s JSON cut
 //!   mid-line, `@@lab begin` of the next step straight after it, the console showing the step
 //!   ended rc=0): a 16550 and the tty layer between the suite and the file. Port 0xE9 has
-//!   neither: a byte is in Bochs's stdout once its OUT instruction retired.
+//!   neither: Bochs takes each byte as its OUT executes, into its stdout (a stdio stream,
+//!   complete once Bochs exits; one killed on the timeout may leave its last bytes unwritten,
+//!   the console log then says how far the guest got).
 //! - With `clock: sync=none` emulated time follows the instruction count (`ips`), so the
 //!   guest's own timings do not depend on how loaded the host is; they are not real
 //!   latencies either way.
