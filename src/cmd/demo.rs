@@ -44,9 +44,23 @@ pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow:
     for w in &opts.notes {
         log::warn!("{w}");
     }
+    stop_dashboard_on_signals(&opts.stop)?;
     tui::run_live(Box::new(source), opts).context("dashboard failed")?;
     log::info!("dashboard closed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT, SIGTERM and SIGHUP set the dashboard's stop flag: without it they would kill the
+/// process with the terminal still raw. Only the binary installs signal handlers.
+pub(super) fn stop_dashboard_on_signals(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install the dashboard's signal handler")?;
+    }
+    Ok(())
 }
 
 /// Checks and options every dashboard command shares: stdout must be a terminal, the tick

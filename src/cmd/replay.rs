@@ -64,6 +64,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
         None => None,
     };
     let recorded = tui::Track::from_file(reader, index);
+    super::demo::stop_dashboard_on_signals(&opts.stop)?;
     tui::run_replay(recorded, host, label, args.speed, simulated, opts)
         .context("dashboard failed")?;
     Ok(ExitCode::SUCCESS)

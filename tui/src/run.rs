@@ -159,13 +159,9 @@ pub fn run_replay(
 pub fn run<F: Feed>(mut app: App, mut feed: F, opts: RunOptions) -> Result<(), TuiError> {
     let tick = opts.tick()?;
     app.notes = opts.notes.clone();
+    // The caller (the binary: only it installs signal handlers) has SIGINT, SIGTERM and
+    // SIGHUP set this flag, so that they end the loop and the terminal is restored.
     let stop = opts.stop.clone();
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // Without the flag these signals would kill us with the terminal still raw.
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            log::warn!("cannot watch signal {signal}: {e}");
-        }
-    }
     let redirect = StderrRedirect::to(opts.stderr_to.as_ref());
     let (update_tx, update_rx) = mpsc::channel::<Update>();
     let (command_tx, command_rx) = mpsc::channel::<ReplayCommand>();
