@@ -23,25 +23,30 @@ const KVM_EXIT_IO: u64 = 2;
 const KVM_EXIT_HLT: u64 = 5;
 /// tinyvmm's run in the suite: `tinyvmm 3000 2000`.
 const TINYVMM_OUTS: u64 = 3000;
+/// Seconds of the demo the CFS kernel's suite records for `simulate --policy cfs` (#16).
+const REPLAY_RECORD_SECS: u32 = 10;
+/// The most a vCPU's replayed CPU share may differ from the recorded one (issue #16).
+const REPLAY_SHARE_POINTS: f64 = 5.0;
 
 #[test]
 fn kernel_5_10() {
-    run_matrix_kernel("5.10");
+    run_matrix_kernel("5.10", None);
 }
 
 #[test]
 fn kernel_6_1() {
-    run_matrix_kernel("6.1");
+    // The CFS kernel also checks `simulate`'s cfs replay against a recording made on it.
+    run_matrix_kernel("6.1", Some("cfs"));
 }
 
 #[test]
 fn kernel_6_12() {
-    run_matrix_kernel("6.12");
+    run_matrix_kernel("6.12", None);
 }
 
 #[test]
 fn kernel_sid() {
-    run_matrix_kernel("sid");
+    run_matrix_kernel("sid", None);
 }
 
 /// Root (the cache lives in /var/cache) and QEMU; missing ones skip, or fail under
@@ -71,7 +76,9 @@ fn lab_can_run() -> bool {
     }
 }
 
-fn run_matrix_kernel(name: &str) {
+/// Boots kernel `name` with the suite; with `replay`, the suite also records the demo and that
+/// recording is replayed here through `simulate --policy REPLAY`.
+fn run_matrix_kernel(name: &str, replay: Option<&str>) {
     if !lab_can_run() {
         return;
     }
@@ -89,6 +96,11 @@ fn run_matrix_kernel(name: &str) {
         include_bytes!("../lab/suite/svm.sh").to_vec(),
         0o644,
     );
+    fs.file(
+        "/lab/demo-fixed-affinity.toml",
+        include_bytes!("fixtures/demo-fixed-affinity.toml").to_vec(),
+        0o644,
+    );
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel-{name}"));
     std::fs::create_dir_all(&work).unwrap();
     let initrd = work.join("initramfs.cpio");
@@ -98,8 +110,12 @@ fn run_matrix_kernel(name: &str) {
             .unwrap_or_else(|e| panic!("{e}")),
         ..Qemu::default()
     };
+    let append = match replay {
+        Some(_) => format!("LAB_RECORD_DEMO={REPLAY_RECORD_SECS}"),
+        None => String::new(),
+    };
     let boot = qemu
-        .boot(&kernel.vmlinuz, &initrd, "", &work)
+        .boot(&kernel.vmlinuz, &initrd, &append, &work)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let r = &boot.results;
     let ctx = |what: &str| {
@@ -125,9 +141,12 @@ fn run_matrix_kernel(name: &str) {
     let report = report_step(r, &ctx);
     let demo = demo_step(r, &ctx);
     let allkvm = allkvm_step(r, eevdf, &ctx);
+    let replayed = replay.map_or_else(String::new, |policy| {
+        format!("\n  {}", replay_step(r, policy, &work, &ctx))
+    });
     // The per-kernel figures the issue note wants, one block a kernel.
     println!(
-        "kernel {name} ({}, {}): wall {:.1} s (TCG thread={})\n  {check}\n  {trace}\n  {report}\n  {demo}\n  {allkvm}",
+        "kernel {name} ({}, {}): wall {:.1} s (TCG thread={})\n  {check}\n  {trace}\n  {report}\n  {demo}\n  {allkvm}{replayed}",
         kernel.release,
         kernel.packages.join(" + "),
         boot.wall.as_secs_f64(),
@@ -395,18 +414,18 @@ fn report_step(r: &Results, ctx: &dyn Fn(&str) -> String) -> String {
             .iter()
             .find(|c| u(c, "tid") == tid)
             .expect("report: the VMM's own vCPU");
-        // The model's fold should equal the VMM's own count too, and mostly does; but on sid
-        // (single-threaded TCG, the CI run of 06:02 UTC, 6 Dec) one vCPU's report came out 7
-        // short (3216 vs 3223) with 0 lost, 0 out of order, its userspace:IO exits equally
-        // short, and `trace` in the same boot exact: those exits never reached the model.
-        // Not found yet (issue #13). Asserted: never more than the VMM, at most 1% fewer;
-        // `trace`'s exact equality is asserted above.
+        // The model's fold equals the VMM's own count. It used to come out a few short on
+        // sid (issue #13): the kernel skipped the kvm programs on a CPU while the reader's
+        // bpf() map calls were preempted there; probes::reader_guard says how that is
+        // avoided, and any run still skipped is counted as lost.
         let vmm_pio = u(&own["exits"], "pio");
-        assert!(
-            ioio > 0 && ioio <= vmm_pio && (vmm_pio - ioio) * 100 <= vmm_pio,
+        assert_eq!(
+            ioio,
+            vmm_pio,
             "{}",
             ctx(&format!(
-                "report: vCPU {tid}: IOIO exits {ioio} vs the VMM's pio exits {vmm_pio}"
+                "report: vCPU {tid}: IOIO exits vs the VMM's pio exits (lost {}, warnings {})",
+                report["source"]["extra"]["lost_events"], report["source"]["extra"]["warnings"]
             ))
         );
         out.push(format!(
@@ -640,4 +659,87 @@ fn allkvm_step(r: &Results, eevdf: bool, ctx: &dyn Fn(&str) -> String) -> String
         "--all-kvm: tinyvmm {ioio} IOIO exits = its own {TINYVMM_OUTS}; quiescence: {}",
         out.join(", ")
     )
+}
+
+/// The suite's demo recording (the demo's VMs without affinity rotation), replayed here by
+/// `simulate --policy POLICY`: every vCPU's CPU share within [`REPLAY_SHARE_POINTS`] of the
+/// share recorded on the emulated kernel (issue #16).
+fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> String) -> String {
+    use base64::Engine;
+    let recorded = json(
+        r.ok("demo.record")
+            .unwrap_or_else(|e| panic!("{}", ctx(&e.to_string()))),
+        "record --json",
+    );
+    let b64: String = r
+        .ok("demo.kvms")
+        .unwrap_or_else(|e| panic!("{}", ctx(&e.to_string())))
+        .split_whitespace()
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_else(|e| panic!("{}", ctx(&format!("demo recording: not base64: {e}"))));
+    let file = work.join("demo.kvms");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+        .args(["simulate", "--policy", policy, "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        ctx(&format!(
+            "simulate --policy {policy} {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout), "simulate --json");
+    let cols = doc["columns"].as_array().expect("simulate columns");
+    let (rec, sim) = (&cols[0], &cols[1]);
+    assert_eq!(rec["name"], "recorded");
+    assert_eq!(sim["name"], policy);
+    let (rv, sv) = (
+        rec["vcpus"].as_array().expect("recorded vcpus"),
+        sim["vcpus"].as_array().expect("simulated vcpus"),
+    );
+    let own = recorded["vmm"]["vcpus"].as_array().map_or(0, Vec::len);
+    assert!(
+        own == 6 && rv.len() == own && sv.len() == own,
+        "{}",
+        ctx(&format!(
+            "replay: {} vCPUs recorded, {} simulated, the VMM ran {own}",
+            rv.len(),
+            sv.len()
+        ))
+    );
+    let mut errors = Vec::new();
+    let mut worst = 0.0f64;
+    for (r, s) in rv.iter().zip(sv) {
+        assert_eq!(r["label"], s["label"], "replay: vCPU order");
+        let share = |v: &Value| v["cpu_share"].as_f64().expect("cpu_share") * 100.0;
+        let (rs, ss) = (share(r), share(s));
+        worst = worst.max((rs - ss).abs());
+        errors.push(format!(
+            "{} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points)",
+            r["label"].as_str().unwrap_or_default(),
+            (rs - ss).abs()
+        ));
+    }
+    let line = format!(
+        "simulate --policy {policy} on a {REPLAY_RECORD_SECS} s demo recording ({} events, {} lost, {} KiB): {}",
+        u(&recorded, "events"),
+        u(&recorded, "lost"),
+        bytes.len() / 1024,
+        errors.join("; ")
+    );
+    assert!(
+        worst <= REPLAY_SHARE_POINTS,
+        "{}",
+        ctx(&format!(
+            "replay: a vCPU's share off by more than {REPLAY_SHARE_POINTS} points: {line}"
+        ))
+    );
+    line
 }

@@ -65,3 +65,13 @@ lab_emit allkvm.sched /tmp/a.sched
 lab_send allkvm.vmm $vmm_rc "$(lab_ms)" /tmp/a.vmm /tmp/a.vmm.err
 gzip -1 -c /tmp/a.trace | base64 > /tmp/a.trace.b64
 LAB_ENCODING=gzip+base64 lab_send allkvm.trace 0 "$(lab_ms)" /tmp/a.trace.b64 /tmp/a.err
+
+# Issue #16's check of `simulate --policy cfs` on a CFS kernel, when the host asks for it
+# (LAB_RECORD_DEMO=SECONDS on the kernel command line): the demo's VMs without affinity
+# rotation (/lab/demo-fixed-affinity.toml), recorded; the host replays the file.
+if [ -n "${LAB_RECORD_DEMO:-}" ]; then
+	lab_step demo.record 300 $K record --demo --scenario /lab/demo-fixed-affinity.toml \
+		--duration "$LAB_RECORD_DEMO" -o /tmp/demo.kvms --json
+	base64 /tmp/demo.kvms > /tmp/demo.kvms.b64
+	lab_emit demo.kvms /tmp/demo.kvms.b64
+fi

@@ -40,7 +40,7 @@
 //! kvm tracepoints are attached as classic tracepoints with field offsets read from tracefs
 //! at load time (KVM is a module on most hosts; layouts differ by kernel version).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,7 @@ use model::{Event, Lost};
 
 use crate::decode::Decoder;
 use crate::programs::{self, attach, Fallback, ProgramFailure, CSD, KVM, SCHED};
+use crate::reader_guard::{recursion_misses, ReaderPriority};
 use crate::reader_wait::ReaderWait;
 use crate::switch_rings::{self, SwitchRings};
 use crate::tracefs::{self, EventFormat, KvmOffsets};
@@ -150,6 +151,10 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
     lost_seen: Vec<u64>,
     lost_total: u64,
+    /// Program runs the kernel skipped (`recursion_misses`), summed over programs, so far.
+    missed_seen: u64,
+    /// Reads run at real-time priority ([`ReaderPriority`]) until the kernel refuses it once.
+    reader_rt: bool,
     decoder: Decoder,
     attached: Vec<&'static str>,
     warnings: Vec<String>,
@@ -267,6 +272,8 @@ impl Probes {
             lost,
             lost_seen: Vec::new(),
             lost_total: 0,
+            missed_seen: 0,
+            reader_rt: true,
             decoder,
             attached,
             warnings,
@@ -333,11 +340,59 @@ impl Probes {
             .wait(timeout.saturating_sub(self.last_drain.elapsed()))
             .map_err(ProbeError::Poll)?;
         self.last_drain = Instant::now();
+        // The reads' bpf() calls must not let a traced thread run on this CPU meanwhile.
+        let guard = self.raise_priority();
         self.drain(out)?;
         // The rings are read one after the other: put the batch back in time order (stable,
         // so each CPU's order stays as written).
         out[before..].sort_by_key(Event::ts);
-        self.collect_lost(out)
+        self.collect_lost(out)?;
+        self.collect_missed(out);
+        drop(guard);
+        Ok(())
+    }
+
+    /// [`ReaderPriority::raise`] unless the kernel refused it before.
+    fn raise_priority(&mut self) -> Option<ReaderPriority> {
+        if !self.reader_rt {
+            return None;
+        }
+        match ReaderPriority::raise() {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                log::debug!("reads stay at normal priority: {e}");
+                self.reader_rt = false;
+                None
+            }
+        }
+    }
+
+    /// Program runs the kernel skipped since the last call (see [`crate::reader_guard`])
+    /// become one `Event::Lost` (no CPU: the kernel counts them per program) and a warning.
+    fn collect_missed(&mut self, out: &mut Vec<Event>) {
+        let total: u64 = self.missed_runs().iter().map(|(_, n)| n).sum();
+        if total <= self.missed_seen {
+            return;
+        }
+        let delta = total - self.missed_seen;
+        self.missed_seen = total;
+        self.lost_total += delta;
+        out.push(Event::Lost(Lost {
+            ts: monotonic_ns(),
+            cpu: u32::MAX,
+            count: delta,
+        }));
+        let why = "the kernel skipped probe runs (counted as lost events) while a BPF \
+                   program or bpf() call held their CPU";
+        if !self.warnings.iter().any(|w| w.starts_with(why)) {
+            let note = if self.reader_rt {
+                ""
+            } else {
+                "; kvmscope could not read at real-time priority (no CAP_SYS_NICE), so a \
+                 traced thread can preempt its reads"
+            };
+            self.warnings.push(format!("{why}{note}"));
+        }
     }
 
     /// Records the kernel could not deliver since load (ring buffer full).
@@ -383,6 +438,21 @@ impl Probes {
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                     run_count: info.run_count(),
                 })
+            })
+            .collect()
+    }
+
+    /// Runs of each attached program the kernel skipped, by event (see [`crate::reader_guard`]:
+    /// kernels from 6.7 on count them). Only programs that missed runs are listed; their sum
+    /// is part of [`Probes::lost_total`].
+    pub fn missed_runs(&self) -> Vec<(&'static str, u64)> {
+        let specs = SCHED.iter().chain(KVM.iter()).chain(CSD.iter());
+        specs
+            .filter(|s| self.attached.contains(&s.event))
+            .filter_map(|s| {
+                let fd = self.ebpf.program(s.program)?.fd().ok()?;
+                let misses = recursion_misses(fd.as_fd().as_raw_fd())?;
+                (misses > 0).then_some((s.event, misses))
             })
             .collect()
     }

@@ -528,6 +528,13 @@ impl LiveSource {
                 .filter(|a| self.tracked.contains_key(&a.tid))
                 .map(Event::Affinity),
         );
+        let dropped = vmm.affinity_changes_dropped();
+        if dropped > 0 && !self.warnings.iter().any(|w| w.contains("affinity changes")) {
+            self.warnings.push(format!(
+                "at least {dropped} affinity changes of the bundled VMM were left out (drained too \
+                 late): a replay of this recording places those vCPUs by older affinities"
+            ));
+        }
     }
 
     fn note_gaps_lost(&mut self, vmm: &vmm::RunningVmm, out: &mut Vec<Event>) {

@@ -10,7 +10,9 @@
 //!    crossterm) into a pseudo-terminal of 120x40, whose output a drain thread discards.
 //!
 //! CPU is process CPU time (getrusage) over the run minus the drain thread's own, as % of one
-//! core. Run: `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10).
+//! core. Run: `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10;
+//! KVMSCOPE_BENCH_VCPUS and KVMSCOPE_BENCH_PCPUS, default 16 and 2, for the scale goal of
+//! issue #15: 512 vCPUs on 128 pCPUs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +22,21 @@ use model::synth::{self, Behaviour, SimConfig, SimTask};
 use model::{Event, HostInfo, Source, SourceError};
 use tui::run::{Feed, LiveFeed};
 
-const VCPUS: u32 = 16;
+/// A size from the environment, else its default.
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn vcpus() -> u32 {
+    env_u32("KVMSCOPE_BENCH_VCPUS", 16)
+}
+
+fn pcpus() -> u32 {
+    env_u32("KVMSCOPE_BENCH_PCPUS", 2)
+}
 const TICK_HZ: f64 = 10.0;
 
 /// Serves pre-generated events as if they were happening now.
@@ -79,7 +95,7 @@ impl Source for PacedSource {
 
 fn scenario() -> SimConfig {
     let mut tasks = vec![];
-    for vm in 0..VCPUS / 4 {
+    for vm in 0..vcpus() / 4 {
         for i in 0..4 {
             let behaviour = match (vm + i) % 3 {
                 0 => Behaviour::Spin,
@@ -115,7 +131,7 @@ fn scenario() -> SimConfig {
         },
     });
     SimConfig {
-        cpus: 2,
+        cpus: pcpus(),
         tasks,
         ..synth::demo_config()
     }
@@ -158,7 +174,11 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
     )
     .expect("synthetic source");
     let cpu = rusage_ns(libc::RUSAGE_THREAD) - cpu0;
-    assert_eq!(vcpus_seen, VCPUS as usize, "the model should see all vCPUs");
+    assert_eq!(
+        vcpus_seen,
+        vcpus() as usize,
+        "the model should see all vCPUs"
+    );
     let t = Instant::now();
     for _ in 0..20 {
         std::hint::black_box(feed.update(false));
@@ -211,7 +231,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10.0);
-    eprintln!("generating {seconds} s x 2 of a {VCPUS}-vCPU host ...");
+    eprintln!("generating {seconds} s x 2 of a {}-vCPU host ...", vcpus());
     let events = synth::stream(scenario(), seconds + 1.0);
     let rate = events.len() as f64 / (seconds + 1.0);
 
@@ -262,7 +282,11 @@ fn main() {
     let dashboard_pct = (cpu.saturating_sub(drain_cpu)) as f64 / wall.as_nanos() as f64 * 100.0;
     let bytes = drained.load(Ordering::Relaxed) as f64 / wall.as_secs_f64();
 
-    println!("render_cpu: {VCPUS} vCPUs on 2 pCPUs, {rate:.0} events/s, {TICK_HZ} Hz, {seconds} s, 120x40");
+    println!(
+        "render_cpu: {} vCPUs on {} pCPUs, {rate:.0} events/s, {TICK_HZ} Hz, {seconds} s, 120x40",
+        vcpus(),
+        pcpus()
+    );
     println!(
         "  baseline (fold + {snapshots} snapshots, no drawing): {baseline_pct:.2}% of one core"
     );

@@ -13,6 +13,7 @@
 //! Architecture invariant: the VMM knows nothing about probes or views. It hands out thread
 //! ids and guest gaps; whoever watches the host scheduler joins them by tid and time.
 
+mod affinity_log;
 pub mod clock;
 pub mod error;
 pub mod exit;
@@ -38,6 +39,7 @@ pub use scenario::{CpuList, Scenario, ScenarioError, VcpuPlan, VmSpec, Workload}
 pub use summary::{Summary, VcpuSummary};
 pub use vm::KvmFlavour;
 
+use affinity_log::AffinityLog;
 use clock::TscClock;
 use guest::block;
 use memory::GuestMemory;
@@ -106,7 +108,7 @@ pub(crate) struct Shared {
     gaps: Mutex<GapCollector>,
     /// Affinity changes the rotation made, not yet drained (a replay needs the affinity in
     /// force at each instant, which no kernel event of the recording carries).
-    affinity_changes: Mutex<Vec<model::Affinity>>,
+    affinity_changes: Mutex<AffinityLog>,
 }
 
 impl Shared {
@@ -373,7 +375,7 @@ pub fn start_with(
 
     let n = slots.len();
     let shared = Arc::new(Shared {
-        affinity_changes: Mutex::new(Vec::new()),
+        affinity_changes: Mutex::new(AffinityLog::default()),
         pid: std::process::id(),
         stop: AtomicBool::new(false),
         fault: Mutex::new(None),
@@ -511,11 +513,7 @@ fn collect_loop(shared: &Shared, stop: &AtomicBool, migrate_every: Option<Durati
                         let cpu = cpus[(g + step) % cpus.len()];
                         // A thread that already ended cannot be moved; nothing to do then.
                         if sched::set_affinity(slot.tid(), &[cpu]).is_ok() {
-                            lock(&shared.affinity_changes).push(model::Affinity {
-                                ts: clock::monotonic_ns(),
-                                tid: slot.tid(),
-                                cpus: vec![cpu],
-                            });
+                            lock(&shared.affinity_changes).record(slot.tid(), vec![cpu]);
                         }
                     }
                 }
@@ -544,7 +542,12 @@ impl RunningVmm {
 
     /// Appends the affinity changes the rotation made since the last call (CLOCK_MONOTONIC).
     pub fn drain_affinity_changes(&self, out: &mut Vec<model::Affinity>) {
-        out.append(&mut lock(&self.shared.affinity_changes));
+        out.append(&mut lock(&self.shared.affinity_changes).pending);
+    }
+
+    /// Affinity changes left out because nobody drained them in time.
+    pub fn affinity_changes_dropped(&self) -> u64 {
+        lock(&self.shared.affinity_changes).dropped
     }
 
     /// Gap records lost so far: guest ring overruns plus gaps dropped because nobody drained.
