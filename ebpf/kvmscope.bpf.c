@@ -103,6 +103,14 @@ struct {
 	__type(value, struct ks_switch_tail);
 } switch_tail SEC(".maps");
 
+/* Wakeups of the reader by the switch rings (wake_reader): a record names the CPU whose ring
+ * filled up. Its own small ring, not `events`: the records only exist to wake the reader, and
+ * must not move `events`' own wakeup threshold. Sized by user space (one page). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} switch_wakeups SEC(".maps");
+
 /* Records that found the ring buffer full, per CPU: user space turns them into Lost events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -303,6 +311,37 @@ static __always_inline struct ks_switch *switch_slot(struct ks_switch_chunk *chu
 	return &chunk->rec[index];
 }
 
+/*
+ * Called when CPU `cpu`'s ring has reached `head` == h->wake_at, so once per many records: it
+ * reads the reader's tail (a line the reader writes, hence not on every record) and wakes the
+ * reader if `wake_records` or more records wait. Without it the reader learns of switch
+ * records only at its poll timeout, and a switch storm (hundreds of thousands a second on one
+ * CPU) fills a ring well within that. While the reader stays behind, it is woken again every
+ * quarter of `wake_records` more, not per record; once it has caught up, the next look is
+ * where `wake_records` would wait if it did not read at all. The wakeup is a record in
+ * `switch_wakeups` submitted with BPF_RB_FORCE_WAKEUP: the ring buffer wakes the reader from
+ * an irq_work, which is safe here, under the run-queue lock. If that ring is full the reader
+ * has unread wakeups already and nothing is lost by skipping one.
+ */
+static __always_inline void wake_reader(struct ks_switch_head *h, __u32 cpu, __u64 head)
+{
+	struct ks_switch_tail *t = bpf_map_lookup_elem(&switch_tail, &cpu);
+	__u64 tail, wake = h->wake_records;
+
+	if (!t)
+		return;
+	tail = t->tail;
+	h->limit = tail + h->capacity;
+	if (head - tail >= wake) {
+		__u64 rec = cpu;
+
+		bpf_ringbuf_output(&switch_wakeups, &rec, sizeof(rec), BPF_RB_FORCE_WAKEUP);
+		h->wake_at = head + (wake >> 2) + 1;
+	} else {
+		h->wake_at = tail + wake;
+	}
+}
+
 /* sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...) */
 SEC("tp_btf/sched_switch")
 int handle_sched_switch(unsigned long long *ctx)
@@ -396,6 +435,8 @@ int handle_sched_switch(unsigned long long *ctx)
 	if (__sync_fetch_and_add(&h->head, 1) != head)
 		count_lost();
 #endif
+	if (head + 1 == h->wake_at)
+		wake_reader(h, cpu, head + 1);
 	return 0;
 }
 

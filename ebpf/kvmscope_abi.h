@@ -139,7 +139,8 @@ struct ks_switch_chunk {
  * sets `capacity`, `first_key` and `key_mask` before attaching; after that only the BPF
  * program on that CPU writes the entry, and user space reads `head` with a map lookup.
  * `chunk_key`/`index` are `head` split into chunk and record (kept here to spare a division
- * per record); `limit` is how far the writer may go before it looks at the tail again. */
+ * per record); `limit` is how far the writer may go before it looks at the tail again;
+ * `wake_at`/`wake_records` decide when it wakes the reader (kvmscope.bpf.c, wake_reader). */
 struct ks_switch_head {
 	__u64 head;
 	__u64 limit;
@@ -148,7 +149,10 @@ struct ks_switch_head {
 	__u32 key_mask; /* chunks per CPU - 1 (a power of two - 1) */
 	__u32 chunk; /* chunk of record `head`, 0..=key_mask */
 	__u32 index; /* record `head` within it */
-	__u64 _pad[3];
+	__u64 wake_at; /* the `head` at which the writer next looks at how far the reader is */
+	__u32 wake_records; /* records waiting that make the writer wake the reader */
+	__u32 _pad32;
+	__u64 _pad;
 };
 #define KS_SIZE_SWITCH_HEAD 64
 #define KS_OFF_SWITCH_HEAD_HEAD 0
@@ -158,6 +162,8 @@ struct ks_switch_head {
 #define KS_OFF_SWITCH_HEAD_KEY_MASK 28
 #define KS_OFF_SWITCH_HEAD_CHUNK 32
 #define KS_OFF_SWITCH_HEAD_INDEX 36
+#define KS_OFF_SWITCH_HEAD_WAKE_AT 40
+#define KS_OFF_SWITCH_HEAD_WAKE_RECORDS 48
 
 /* One CPU's read position (`switch_tail[cpu]`): records consumed. Written only by the reader
  * (a map update); a map of its own, so that the update cannot overwrite `head`. */
@@ -299,6 +305,8 @@ KS_ASSERT_OFF(ks_switch_head, first_key, KS_OFF_SWITCH_HEAD_FIRST_KEY);
 KS_ASSERT_OFF(ks_switch_head, key_mask, KS_OFF_SWITCH_HEAD_KEY_MASK);
 KS_ASSERT_OFF(ks_switch_head, chunk, KS_OFF_SWITCH_HEAD_CHUNK);
 KS_ASSERT_OFF(ks_switch_head, index, KS_OFF_SWITCH_HEAD_INDEX);
+KS_ASSERT_OFF(ks_switch_head, wake_at, KS_OFF_SWITCH_HEAD_WAKE_AT);
+KS_ASSERT_OFF(ks_switch_head, wake_records, KS_OFF_SWITCH_HEAD_WAKE_RECORDS);
 KS_ASSERT_LAYOUT(ks_switch_tail, KS_SIZE_SWITCH_TAIL);
 KS_ASSERT_OFF(ks_switch_tail, tail, KS_OFF_SWITCH_TAIL_TAIL);
 

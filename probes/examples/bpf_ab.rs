@@ -19,6 +19,8 @@
 //! the summary gives each program's median ns/run and median ratio to bpftrace with the
 //! spread. The share of runs that emitted a record is that of the first object.
 
+// Shared with the benches: parts of it are theirs only.
+#[allow(dead_code)]
 #[path = "../benches/support/mod.rs"]
 mod support;
 

@@ -130,7 +130,10 @@ pub struct SwitchHead {
     pub key_mask: u32,
     pub chunk: u32,
     pub index: u32,
-    pub _pad: [u64; 3],
+    pub wake_at: u64,
+    pub wake_records: u32,
+    pub _pad32: u32,
+    pub _pad: u64,
 }
 
 /// `struct ks_switch_tail`: one CPU's read position (written by the reader only).
@@ -256,7 +259,8 @@ assert_layout!(SwitchHead, KS_SIZE_SWITCH_HEAD;
     head = KS_OFF_SWITCH_HEAD_HEAD, limit = KS_OFF_SWITCH_HEAD_LIMIT,
     capacity = KS_OFF_SWITCH_HEAD_CAPACITY, first_key = KS_OFF_SWITCH_HEAD_FIRST_KEY,
     key_mask = KS_OFF_SWITCH_HEAD_KEY_MASK, chunk = KS_OFF_SWITCH_HEAD_CHUNK,
-    index = KS_OFF_SWITCH_HEAD_INDEX);
+    index = KS_OFF_SWITCH_HEAD_INDEX, wake_at = KS_OFF_SWITCH_HEAD_WAKE_AT,
+    wake_records = KS_OFF_SWITCH_HEAD_WAKE_RECORDS);
 assert_layout!(SwitchTail, KS_SIZE_SWITCH_TAIL; tail = KS_OFF_SWITCH_TAIL_TAIL);
 assert_layout!(Switch, KS_SIZE_SWITCH;
     prev_tid = KS_OFF_SWITCH_PREV_TID, prev_pid = KS_OFF_SWITCH_PREV_PID,

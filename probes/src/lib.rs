@@ -12,6 +12,7 @@ pub mod loader;
 pub mod programs;
 pub mod qemu;
 mod reader_guard;
+mod reader_wait;
 mod switch_rings;
 pub mod targets;
 pub mod tracefs;

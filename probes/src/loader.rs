@@ -15,9 +15,9 @@
 //! probes.track(1234)?; // a vCPU thread id; only tracked threads produce events
 //! let mut events = Vec::new();
 //! loop {
-//!     // Sleeps until `wakeup_bytes` of records wait or the timeout passes (no busy loop),
-//!     // then drains the ring: the timeout bounds the latency of sparse events and of
-//!     // every switch event (sched_switch records never wake the reader).
+//!     // Sleeps until the kernel side wakes it (`wakeup_bytes` of records, or a CPU's
+//!     // switch ring half full) or 100 ms have passed since the last drain, then drains
+//!     // every ring: the timeout bounds the latency of sparse events.
 //!     // Ring-buffer overflows arrive as `Event::Lost` in the same batch.
 //!     probes.poll(&mut events, Duration::from_millis(100))?;
 //!     # break;
@@ -42,7 +42,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -51,6 +51,7 @@ use model::{Event, Lost};
 use crate::decode::Decoder;
 use crate::programs::{self, attach, Fallback, ProgramFailure, CSD, KVM, SCHED};
 use crate::reader_guard::{recursion_misses, ReaderPriority};
+use crate::reader_wait::ReaderWait;
 use crate::switch_rings::{self, SwitchRings};
 use crate::tracefs::{self, EventFormat, KvmOffsets};
 
@@ -66,10 +67,14 @@ pub struct ProbeOptions {
     pub cross_calls: bool,
     /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
     /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
-    /// switches it then reads about. Switch records never wake the reader: they go to
-    /// per-CPU rings read at every [`Probes::poll`], so those must hold one poll period of
-    /// them (the default, on 2 CPUs, 32 768 each); overflows are counted as `Lost` as ever.
+    /// switches it then reads about. Switch records go to per-CPU rings read at every
+    /// [`Probes::poll`]; they wake the reader when half a CPU's ring waits (see
+    /// `switch_wakeups`); overflows are counted as `Lost` as ever.
     pub wakeup_bytes: u32,
+    /// Wake the reader when half of a CPU's switch ring waits (default). Off, switch records
+    /// are read only when `events` wakes the reader or at the poll timeout: what the bench
+    /// measures as the baseline.
+    pub switch_wakeups: bool,
 }
 
 impl Default for ProbeOptions {
@@ -79,6 +84,7 @@ impl Default for ProbeOptions {
             kvm: true,
             cross_calls: true,
             wakeup_bytes: 64 << 10,
+            switch_wakeups: true,
         }
     }
 }
@@ -134,6 +140,12 @@ pub struct Probes {
     ring: RingBuf<MapData>,
     /// Per-CPU rings of sched_switch records.
     switches: SwitchRings,
+    /// Wakeups raised by the switch rings (`switch_wakeups` in kvmscope.bpf.c).
+    switch_wakeups: RingBuf<MapData>,
+    switch_wakeups_seen: u64,
+    /// Sleeps until `ring` or `switch_wakeups` is woken.
+    wait: ReaderWait,
+    last_drain: Instant,
     /// Bitmap over tids (`tracked` in kvmscope.bpf.c); this process is its only writer.
     tracked: Array<MapData, u64>,
     lost: PerCpuArray<MapData, u64>,
@@ -193,8 +205,15 @@ impl Probes {
             take_map(&mut ebpf, "switch_head")?,
             take_map(&mut ebpf, "switch_tail")?,
         );
-        let switches = SwitchRings::create(outer, heads, tails, cpus, chunks_per_cpu)
-            .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
+        let switches = SwitchRings::create(
+            outer,
+            heads,
+            tails,
+            cpus,
+            chunks_per_cpu,
+            opts.switch_wakeups,
+        )
+        .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
 
         let mut attached = Vec::new();
         for spec in &SCHED {
@@ -236,11 +255,19 @@ impl Probes {
             .map_err(|e| load_error(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
             .map_err(|e| load_error(format!("lost map: {e}")))?;
+        let switch_wakeups = RingBuf::try_from(take_map(&mut ebpf, "switch_wakeups")?)
+            .map_err(|e| load_error(format!("switch_wakeups map: {e}")))?;
+        let wait = ReaderWait::new(&[ring.as_raw_fd(), switch_wakeups.as_raw_fd()])
+            .map_err(ProbeError::Poll)?;
 
         Ok(Probes {
             ebpf,
             ring,
             switches,
+            switch_wakeups,
+            switch_wakeups_seen: 0,
+            wait,
+            last_drain: Instant::now(),
             tracked,
             lost,
             lost_seen: Vec::new(),
@@ -298,25 +325,24 @@ impl Probes {
         Ok(())
     }
 
-    /// Appends the available events to `out`. When none are waiting, sleeps until
-    /// `wakeup_bytes` of records have gathered or `timeout` passes, then drains: `timeout` is
-    /// the latency bound for sparse events and for switch events, which never wake the
-    /// reader (use the consumer's tick, e.g. 100 ms).
+    /// Appends the available events to `out`. Sleeps first, until the kernel side wakes the
+    /// reader (`wakeup_bytes` of records in the shared ring, or half a CPU's switch ring) or
+    /// until `timeout` has passed since the previous drain, then drains every ring: `timeout`
+    /// is the latency bound for sparse events (use the consumer's tick, e.g. 100 ms), and a
+    /// busy stream is read in batches rather than a few records per call. `Duration::ZERO`
+    /// drains at once.
     /// Records lost to a full ring buffer since the last call are appended as `Event::Lost`
     /// (one per CPU that lost some).
     pub fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<(), ProbeError> {
         let before = out.len();
+        // Also when no time is left: consumes a pending wakeup, which this drain answers.
+        self.wait
+            .wait(timeout.saturating_sub(self.last_drain.elapsed()))
+            .map_err(ProbeError::Poll)?;
+        self.last_drain = Instant::now();
         // The reads' bpf() calls must not let a traced thread run on this CPU meanwhile.
-        let mut guard = self.raise_priority();
+        let guard = self.raise_priority();
         self.drain(out)?;
-        if out.len() == before {
-            // Switch records, and others below the wakeup threshold, do not wake us: drain
-            // after the timeout too.
-            drop(guard.take());
-            wait_readable(self.ring.as_raw_fd(), timeout)?;
-            guard = self.raise_priority();
-            self.drain(out)?;
-        }
         // The rings are read one after the other: put the batch back in time order (stable,
         // so each CPU's order stays as written).
         out[before..].sort_by_key(Event::ts);
@@ -372,6 +398,11 @@ impl Probes {
     /// Records the kernel could not deliver since load (ring buffer full).
     pub fn lost_total(&self) -> u64 {
         self.lost_total
+    }
+
+    /// How many times a CPU's switch ring woke the reader since load.
+    pub fn switch_wakeups(&self) -> u64 {
+        self.switch_wakeups_seen
     }
 
     /// Records that could not be decoded (object and decoder out of step: a bug).
@@ -438,6 +469,9 @@ impl Probes {
                 *undecodable += 1;
             }
         };
+        while self.switch_wakeups.next().is_some() {
+            self.switch_wakeups_seen += 1;
+        }
         self.switches
             .drain(&mut take)
             .map_err(|e| ProbeError::SwitchRings(e.to_string()))?;
@@ -539,6 +573,7 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
             // for; only the eBPF programs use it.
             .allow_unsupported_maps()
             .map_max_entries("events", opts.ring_bytes)
+            .map_max_entries("switch_wakeups", page as u32)
             .map_max_entries("tracked", tracked_slots())
             .map_max_entries("switch_head", cpus as u32)
             .map_max_entries("switch_tail", cpus as u32)
@@ -671,26 +706,6 @@ fn page_size() -> usize {
 
 /// CLOCK_MONOTONIC in ns, from the host-facts layer (the clock of `bpf_ktime_get_ns`).
 pub use hostfacts::monotonic_ns;
-
-/// Waits until `fd` is readable or `timeout` passes. `Ok(false)` on timeout or a signal.
-fn wait_readable(fd: i32, timeout: Duration) -> Result<bool, ProbeError> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(ProbeError::Poll(err));
-    }
-    Ok(rc > 0)
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,12 +42,24 @@ unsafe impl Pod for abi::SwitchTail {}
 
 /// Chunks per CPU for a budget of `ring_bytes` shared by `cpus` CPUs: a power of two, at
 /// least 8 (1 152 records: a tenth of a second of 10 000 tracked switches per second per
-/// CPU) and at most 64 (each chunk is a map and holds a file descriptor here).
+/// CPU) and at most 64 (9 216 records; each chunk is a map and holds a file descriptor
+/// here). Not more: installing a chunk in the array of maps waits for an RCU grace period
+/// (the kernel's maybe_wait_bpf_programs), so the load takes one per chunk. Tried at 256
+/// (512 chunks on 2 CPUs): the load took seconds on this host and `check` did not finish
+/// in its time under Bochs, stuck in __wait_rcu_gp.
 pub(crate) fn chunks_per_cpu(ring_bytes: u32, cpus: usize) -> u32 {
     let chunk = std::mem::size_of::<abi::SwitchChunk>();
     let per_cpu = ring_bytes as usize / cpus.max(1) / chunk;
     // The largest power of two that fits.
     (1usize << per_cpu.max(1).ilog2()).clamp(8, 64) as u32
+}
+
+/// Records waiting in a CPU's ring of `capacity` that make its writer wake the reader: a
+/// quarter of it. The reader then has the other three quarters' worth of time to run (at
+/// 230 000 switches a second on one CPU, 30 ms for the 9 216-record ring), and is woken at
+/// most 100 times a second per CPU by that storm.
+fn wake_records(capacity: u64) -> u64 {
+    capacity / 4
 }
 
 /// The positions and every CPU's chunks.
@@ -67,13 +79,15 @@ impl SwitchRings {
     /// Creates `cpus * per_cpu` chunk maps and installs them in `outer`, the loaded
     /// `switch_chunks`, and sets up `heads` (`switch_head`); `tails` is `switch_tail`. Both
     /// have `cpus` entries. Call it before the sched_switch program is attached: until then
-    /// the entries do not describe the chunks.
+    /// the entries do not describe the chunks. With `wake`, a CPU's ring wakes the reader once
+    /// half of it waits ([`wake_records`]).
     pub(crate) fn create(
         outer: Map,
         heads: Map,
         tails: Map,
         cpus: usize,
         per_cpu: u32,
+        wake: bool,
     ) -> Result<Self, MapError> {
         // A copy of the outer map's descriptor for the installers (see `install`).
         let outer_fd = match &outer {
@@ -92,11 +106,16 @@ impl SwitchRings {
             .collect::<Result<Vec<_>, _>>()?;
         install(outer_fd.expect("an ArrayOfMaps"), &chunks)?;
         let mut heads: Array<MapData, abi::SwitchHead> = heads.try_into()?;
+        let capacity = u64::from(per_cpu) * RECORDS;
+        let wake_records = wake_records(capacity);
         for cpu in 0..cpus as u32 {
             let head = abi::SwitchHead {
-                capacity: u64::from(per_cpu) * RECORDS,
+                capacity,
                 first_key: cpu * per_cpu,
                 key_mask: per_cpu - 1,
+                // Never reached: `head` counts records and will not wrap.
+                wake_at: if wake { wake_records } else { u64::MAX },
+                wake_records: wake_records as u32,
                 ..Default::default()
             };
             heads.set(cpu, head, 0)?;
@@ -207,5 +226,9 @@ mod tests {
         for cpus in 1..300 {
             assert!(chunks_per_cpu(16 << 20, cpus).is_power_of_two());
         }
+        // The smallest ring still wakes the reader well before it is full, and the writer's
+        // reminders (every quarter of it) are never zero records apart.
+        assert_eq!(wake_records(8 * RECORDS), 288);
+        assert_eq!(wake_records(64 * RECORDS), 2304);
     }
 }

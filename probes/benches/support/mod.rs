@@ -134,6 +134,10 @@ impl Drop for Vcpus {
     }
 }
 
+pub fn online_cpus() -> Result<Vec<u32>, String> {
+    aya::util::online_cpus().map_err(|(p, e)| format!("cannot read {p}: {e}"))
+}
+
 /// Median of a non-empty slice (sorts it).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -148,6 +152,9 @@ pub fn median(v: &mut [f64]) -> f64 {
 pub struct PingPong {
     pub tids: Vec<u32>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// One end of the pair: shut down when dropped, so that threads blocked reading (idle
+    /// pairs) see EOF and end.
+    shutdown: UnixStream,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -171,18 +178,40 @@ fn relay(mut end: UnixStream, serve: bool, stop: &std::sync::atomic::AtomicBool)
 impl PingPong {
     /// Starts both threads on the last CPU (the reader and bpftrace are free to use others).
     pub fn start() -> Result<PingPong, String> {
-        let cpu = aya::util::online_cpus()
-            .map_err(|(p, e)| format!("cannot read {p}: {e}"))?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+        let cpu = online_cpus()?.into_iter().max().unwrap_or(0);
+        Self::start_on(cpu)
+    }
+
+    /// Starts both threads on `cpu`.
+    pub fn start_on(cpu: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, None, true)
+    }
+
+    /// Starts both threads on `cpu`, named like the bundled VMM's vCPUs of VM `vm`
+    /// (`vm<vm>-vcpu0`, `vm<vm>-vcpu1`): `kvmscope record --pid` then tracks them.
+    pub fn start_as_vcpus(cpu: u32, vm: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, Some(vm), true)
+    }
+
+    /// [`Self::start_as_vcpus`] with no byte to pass: both threads sleep in `read` until
+    /// dropped (a baseline of the same threads, idle).
+    pub fn start_idle_as_vcpus(cpu: u32, vm: u32) -> Result<PingPong, String> {
+        Self::start_named(cpu, Some(vm), false)
+    }
+
+    fn start_named(cpu: u32, vm: Option<u32>, busy: bool) -> Result<PingPong, String> {
         let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let shutdown = a.try_clone().map_err(|e| format!("socketpair: {e}"))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for (end, serve) in [(a, false), (b, true)] {
+        for (vcpu, (end, serve)) in [(a, false), (b, busy)].into_iter().enumerate() {
             let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
-            threads.push(thread::spawn(move || {
+            let mut builder = thread::Builder::new();
+            if let Some(vm) = vm {
+                builder = builder.name(format!("vm{vm}-vcpu{vcpu}"));
+            }
+            let spawned = builder.spawn(move || {
                 let tid = vmm::sched::gettid();
                 let pinned = vmm::sched::set_affinity(tid, &[cpu]).map_err(|e| e.to_string());
                 let ok = pinned.is_ok();
@@ -190,7 +219,8 @@ impl PingPong {
                 if ok {
                     relay(end, serve, &stop);
                 }
-            }));
+            });
+            threads.push(spawned.map_err(|e| format!("cannot start a ping-pong thread: {e}"))?);
         }
         drop(tid_tx);
         let mut tids = Vec::new();
@@ -202,12 +232,66 @@ impl PingPong {
         Ok(PingPong {
             tids,
             stop,
+            shutdown,
             threads,
         })
     }
 }
 
 impl Drop for PingPong {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.shutdown.shutdown(std::net::Shutdown::Both);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A storm of switches without wakeups: two threads pinned to one CPU hand it to each other
+/// with `sched_yield`, so no wakeup record travels with the switches (what spinning vCPUs
+/// preempting each other look like to the probes). Stopped (threads joined) when dropped.
+pub struct Yielders {
+    pub tids: Vec<u32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Yielders {
+    pub fn start_on(cpu: u32) -> Result<Yielders, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (tid_tx, stop) = (tid_tx.clone(), stop.clone());
+                thread::spawn(move || {
+                    let tid = vmm::sched::gettid();
+                    let pinned = vmm::sched::set_affinity(tid, &[cpu]).map_err(|e| e.to_string());
+                    let ok = pinned.is_ok();
+                    let _ = tid_tx.send((tid, pinned));
+                    while ok && !stop.load(Ordering::Relaxed) {
+                        // SAFETY: sched_yield has no preconditions.
+                        unsafe { libc::sched_yield() };
+                    }
+                })
+            })
+            .collect();
+        drop(tid_tx);
+        let mut tids = Vec::new();
+        for (tid, pinned) in tid_rx.iter().take(threads.len()) {
+            pinned.map_err(|e| format!("cannot pin the yielding threads to CPU {cpu}: {e}"))?;
+            tids.push(tid);
+        }
+        Ok(Yielders {
+            tids,
+            stop,
+            threads,
+        })
+    }
+}
+
+impl Drop for Yielders {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.threads.drain(..) {
