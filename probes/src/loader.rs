@@ -312,6 +312,9 @@ impl Probes {
                 self.tracked.len() * 64
             )));
         }
+        // Like the drain's reads: a bpf() map call raises bpf_prog_active on this CPU, and a
+        // traced thread that preempted it here would have its kvm tracepoint runs skipped.
+        let _guard = self.raise_priority();
         let bits = self
             .tracked
             .get(&slot, 0)
@@ -370,7 +373,8 @@ impl Probes {
     /// Program runs the kernel skipped since the last call (see [`crate::reader_guard`])
     /// become one `Event::Lost` (no CPU: the kernel counts them per program) and a warning.
     fn collect_missed(&mut self, out: &mut Vec<Event>) {
-        let total: u64 = self.missed_runs().iter().map(|(_, n)| n).sum();
+        let by_program = self.missed_runs();
+        let total: u64 = by_program.iter().map(|(_, n)| n).sum();
         if total <= self.missed_seen {
             return;
         }
@@ -382,16 +386,21 @@ impl Probes {
             cpu: u32::MAX,
             count: delta,
         }));
+        // One warning, kept current: which programs were skipped is what tells a skip behind
+        // the reader's bpf() calls (classic tracepoints: kvm, csd) from any other.
         let why = "the kernel skipped probe runs (counted as lost events) while a BPF \
                    program or bpf() call held their CPU";
-        if !self.warnings.iter().any(|w| w.starts_with(why)) {
-            let note = if self.reader_rt {
-                ""
-            } else {
-                "; kvmscope could not read at real-time priority (no CAP_SYS_NICE), so a \
-                 traced thread can preempt its reads"
-            };
-            self.warnings.push(format!("{why}{note}"));
+        let runs: Vec<String> = by_program.iter().map(|(e, n)| format!("{e} {n}")).collect();
+        let note = if self.reader_rt {
+            ""
+        } else {
+            "; kvmscope could not read at real-time priority (no CAP_SYS_NICE), so a \
+             traced thread can preempt its reads"
+        };
+        let warning = format!("{why} (runs skipped: {}){note}", runs.join(", "));
+        match self.warnings.iter_mut().find(|w| w.starts_with(why)) {
+            Some(w) => *w = warning,
+            None => self.warnings.push(warning),
         }
     }
 
