@@ -13,8 +13,10 @@
 //! of kvm_pio 11 and 14 (issue #13).
 //!
 //! So the reader makes those calls at real-time priority ([`ReaderPriority`]), where no
-//! traced (fair-class) thread can preempt it, and turns whatever runs are still skipped into
-//! lost events ([`recursion_misses`]).
+//! traced (fair-class) thread can preempt it: the drain's reads and also the `tracked` map's
+//! get/set when a thread is tracked or untracked, which happen while the other vCPUs run
+//! (a VMM starting or stopping its threads). Whatever runs are still skipped become lost
+//! events ([`recursion_misses`]), and the warning names the programs.
 
 use std::io;
 use std::os::fd::RawFd;
