@@ -363,14 +363,7 @@ proptest! {
     /// The issue's property: always-runnable vCPUs on one pCPU get shares proportional to
     /// their Xen weight, within 2 points over 3 s. Two vCPUs, any nices from -5 to 10 (a
     /// sweep of 150 pairs stayed within 1.0 point over seconds 1-4 and 2.0 over 0-3). Three
-    /// or more on one pCPU are not asserted: that sweep found up to 13 points off, a unit
-    /// earning little still being handed whole 30 ms slices when all are OVER (issue #16).
-    /// Measured again over 0-3 s: nices [0, 3, 6, 9, -3] gave the nice -3 unit 37% against
-    /// 50.4% (13.4 points), [10, 10, -5, 0] gave nice -5 59% against 71.6%, while [0, 0, 0],
-    /// [-5, 10, 10], [0, 0, 10], [-5, -5, 10] and [2, 2, 2, 8, 8] stayed within 1.5 points:
-    /// it is the mid-weight mixes that drift. Not yet known whether credit.c itself does
-    /// this (whole slices for OVER units and the -tslice credit floor forgive the debt of a
-    /// light unit) or the model departs from it.
+    /// to five are the next test.
     #[test]
     fn credit_shares_follow_weight_within_two_points_over_three_seconds(
         nices in prop::collection::vec(-5i32..=10, 2)
@@ -383,6 +376,83 @@ proptest! {
             prop_assert!((g - w).abs() <= 0.02, "nices {nices:?}: {got:?} vs {want:?}");
         }
     }
+}
+
+/// Xen weights `w` (one single-vCPU domain each, `--param weight.vmN=`), as shares.
+fn shares_of_weights(w: &[u32]) -> Vec<f64> {
+    let sum: f64 = w.iter().map(|&x| f64::from(x)).sum();
+    w.iter().map(|&x| f64::from(x) / sum).collect()
+}
+
+/// Random Xen weights (1..=65535, `csched_dom_cntl`'s range) for 3 to 5 units on one pCPU
+/// in the range where credit1 itself is proportional: no unit's share above 0.8/(n-1).
+///
+/// Beyond 1/(n-1) credit.c is not proportional, by its own rule, and the model follows it:
+/// `csched_acct` takes a unit whose credit exceeds one tslice's worth (300) off the active
+/// list and halves its credit ("Upper bound on credits means UNIT stops earning"). A unit
+/// of share f earns 300f per 30 ms period but, round-robined in whole 30 ms slices with the
+/// others of its priority, runs about once per n-1 periods; past f = 1/(n-1) it earns more
+/// than a slice between turns, and the excess is cut. An independent reading of credit.c
+/// (a 100-line script of `csched_acct`, `csched_tick`, `burn_credits`, `__runq_insert`,
+/// `csched_runq_sort` and whole tslices; SCHEDULERS.md) gave, for nices [0, 3, 6, 9, -3]
+/// (weights 256/131/68/34/497), the nice -3 unit 37.8% against 50.4% over 30 s with the
+/// model's timer order, 43.9-45.5% with other timer phases, and 49.7% with that one rule
+/// removed; the model gives 36.7%. Over 3 s with weights drawn as here the script's worst
+/// error was 1.7 points (200 draws) under 0.8/(n-1), 2.1 under 1/(n-1), and up to 15 points
+/// without the bound. The 0.8 keeps the test clear of the edge.
+fn credit_weights() -> impl Strategy<Value = Vec<u32>> {
+    (3usize..=5)
+        .prop_flat_map(|n| prop::collection::vec(1u32..=65535, n))
+        .prop_filter("largest share within 0.8/(n-1)", |w| {
+            let n = w.len() as f64;
+            shares_of_weights(w).iter().all(|&s| s <= 0.8 / (n - 1.0))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Three to five always-runnable vCPUs on one pCPU, random Xen weights in the
+    /// proportional range (see `credit_weights`): each gets its weight's share within 2
+    /// points over 3 s.
+    #[test]
+    fn credit_shares_of_three_to_five_units_follow_weight_within_two_points(
+        weights in credit_weights()
+    ) {
+        let span = 3 * S;
+        let specs: Vec<Spec> = (0..weights.len())
+            .map(|i| Spec::hog(i as u32, 0, span).on(&[0]))
+            .collect();
+        let d = demand(&specs, 1, span);
+        let params: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("weight.vm{i}={w}"))
+            .collect();
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
+        let want = shares_of_weights(&weights);
+        let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &params), &d, 0, span);
+        for (g, w) in got.iter().zip(&want) {
+            prop_assert!((g - w).abs() <= 0.02, "weights {weights:?}: {got:?} vs {want:?}");
+        }
+    }
+}
+
+/// Outside that range credit1 is not proportional, and the model shows it as credit.c
+/// does (see `credit_weights`): nices [0, 3, 6, 9, -3] leave the nice -3 unit (Xen weight
+/// 497, 50.4% by weight) well short, and the light units above their share.
+#[test]
+fn credit_cuts_a_heavy_units_excess_credit_with_five_units_on_one_pcpu() {
+    let nices = [0, 3, 6, 9, -3];
+    let span = 3 * S;
+    let d = demand(&hogs(&nices, span), 1, span);
+    let want = expected_by_xen_weight(&nices);
+    let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &[]), &d, 0, span);
+    assert!(want[4] - got[4] > 0.08, "{got:?} vs {want:?}");
+    assert!(
+        got[..4].iter().zip(&want).all(|(g, w)| g > w),
+        "{got:?} vs {want:?}"
+    );
 }
 
 /// The demo's affinity rotation: two hogs pinned to one pCPU each, swapping every 500 ms,
