@@ -83,7 +83,7 @@ pub struct TargetArgs {
     pub sample_every: std::time::Duration,
     /// Ring buffer size in bytes (power of two, multiple of the page size); the per-CPU rings of
     /// switch records get up to as much again.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = crate::target::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
 }
 

@@ -7,6 +7,7 @@ mod file_source;
 mod live;
 mod logging;
 mod report_text;
+mod target;
 
 use clap::Parser;
 
