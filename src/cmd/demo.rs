@@ -54,17 +54,14 @@ pub(super) fn stop_dashboard_on_signals(
     Ok(())
 }
 
-/// Checks and options every dashboard command shares: stdout must be a terminal, the tick
-/// rate sane, and stderr goes to `log_file` (the logger already writes there, see
-/// `crate::logging`), never the screen.
+/// Checks and options every dashboard command shares: stdout must be a terminal, and stderr
+/// goes to `log_file` (the logger already writes there, see `crate::logging`), never the
+/// screen. The tick rate was checked by clap (`cli::parse_tick_hz`).
 pub(super) fn dashboard_options(
     command: &str,
     tick_hz: f64,
     log_file: Option<&Path>,
 ) -> anyhow::Result<tui::RunOptions> {
-    if !(0.5..=100.0).contains(&tick_hz) {
-        bail!("--tick-hz must be between 0.5 and 100, got {tick_hz}");
-    }
     // SAFETY: isatty only inspects the descriptor.
     if unsafe { libc::isatty(1) } != 1 {
         bail!(

@@ -69,7 +69,7 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
     let served = server.join();
     drop(source);
     ingested
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::from_boxed)
         .context("reading events")?;
     match served {
         Ok(r) => r.context("the HTTP endpoint failed")?,

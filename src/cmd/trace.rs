@@ -90,7 +90,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         batch.clear();
         let more = source
             .poll(&mut batch, Duration::from_millis(100))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(anyhow::Error::from_boxed)?;
         model.ingest_batch(&batch);
         for event in &batch {
             *counts.entry(event.kind()).or_default() += 1;

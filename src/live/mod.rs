@@ -300,9 +300,8 @@ impl LiveSource {
 
 impl Source for LiveSource {
     fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
-        // Keep the whole context chain in the message: callers print the error as one line.
-        self.poll_events(out, timeout)
-            .map_err(|e| SourceError::from(format!("{e:#}")))
+        // The whole context chain goes along as sources: callers print it as one line.
+        self.poll_events(out, timeout).map_err(SourceError::from)
     }
 
     fn host(&self) -> &HostInfo {
