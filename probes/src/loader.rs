@@ -16,7 +16,7 @@
 //! let mut events = Vec::new();
 //! loop {
 //!     // Sleeps until the kernel side wakes it (`wakeup_bytes` of records, or a CPU's
-//!     // switch ring half full) or 100 ms have passed since the last drain, then drains
+//!     // switch ring a quarter full) or 100 ms have passed since the last drain, then drains
 //!     // every ring: the timeout bounds the latency of sparse events.
 //!     // Ring-buffer overflows arrive as `Event::Lost` in the same batch.
 //!     probes.poll(&mut events, Duration::from_millis(100))?;
@@ -68,12 +68,12 @@ pub struct ProbeOptions {
     /// Wake the reader once this many bytes of records wait (clamped to `ring_bytes / 2`).
     /// Waking per record would let a reader sharing CPUs with tracked threads trigger the
     /// switches it then reads about. Switch records go to per-CPU rings read at every
-    /// [`Probes::poll`]; they wake the reader when half a CPU's ring waits (see
+    /// [`Probes::poll`]; they wake the reader when a quarter of a CPU's ring waits (see
     /// `switch_wakeups`); overflows are counted as `Lost` as ever.
     pub wakeup_bytes: u32,
-    /// Wake the reader when half of a CPU's switch ring waits (default). Off, switch records
-    /// are read only when `events` wakes the reader or at the poll timeout: what the bench
-    /// measures as the baseline.
+    /// Wake the reader when a quarter of a CPU's switch ring waits (default). Off, switch
+    /// records are read only when `events` wakes the reader or at the poll timeout: what the
+    /// bench measures as the baseline.
     pub switch_wakeups: bool,
 }
 
@@ -329,9 +329,9 @@ impl Probes {
     }
 
     /// Appends the available events to `out`. Sleeps first, until the kernel side wakes the
-    /// reader (`wakeup_bytes` of records in the shared ring, or half a CPU's switch ring) or
-    /// until `timeout` has passed since the previous drain, then drains every ring: `timeout`
-    /// is the latency bound for sparse events (use the consumer's tick, e.g. 100 ms), and a
+    /// reader (`wakeup_bytes` of records in the shared ring, or a quarter of a CPU's switch
+    /// ring) or until `timeout` has passed since the previous drain, then drains every ring:
+    /// `timeout` is the latency bound for sparse events (use the consumer's tick, e.g. 100 ms), and a
     /// busy stream is read in batches rather than a few records per call. `Duration::ZERO`
     /// drains at once.
     /// Records lost to a full ring buffer since the last call are appended as `Event::Lost`
