@@ -22,7 +22,7 @@ pub enum TaskFileError {
     Format { path: PathBuf, what: String },
 }
 
-fn task_path(pid: u32, tid: u32, file: &str) -> PathBuf {
+pub(crate) fn task_path(pid: u32, tid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/task/{tid}/{file}"))
 }
 
@@ -30,14 +30,16 @@ fn read_task_file(pid: u32, tid: u32, file: &str) -> Result<(PathBuf, String), T
     let path = task_path(pid, tid, file);
     match fs::read_to_string(&path) {
         Ok(text) => Ok((path, text)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
-        {
-            Err(TaskFileError::NoSuchThread { pid, tid })
-        }
+        Err(e) if is_gone(&e) => Err(TaskFileError::NoSuchThread { pid, tid }),
         Err(source) => Err(TaskFileError::Read { path, source }),
     }
+}
+
+/// Whether a read failed because the thread is gone (no such file, or it exited between the
+/// open and the read).
+pub(crate) fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
 }
 
 /// `/proc/<pid>/task/<tid>/schedstat`: three numbers kept even without CONFIG_SCHEDSTATS.

@@ -224,8 +224,7 @@ impl Probes {
             if let Some(reason) = csd_failed {
                 warnings.push(format!("{} lost: {reason}", CSD[0].feature));
             } else {
-                decoder.vmclear_func = std::fs::read_to_string("/proc/kallsyms")
-                    .ok()
+                decoder.vmclear_func = hostfacts::system::kallsyms()
                     .and_then(|k| tracefs::kallsyms_lookup(&k, "__loaded_vmcs_clear"));
             }
         }
@@ -656,10 +655,7 @@ fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
 /// Elements of the tracked-tid bitmap: one bit per possible tid (`kernel.pid_max`; the
 /// 64-bit kernel's ceiling, 4194304, if it cannot be read).
 fn tracked_slots() -> u32 {
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(4 << 20);
+    let pid_max = hostfacts::system::pid_max().unwrap_or(4 << 20);
     pid_max.div_ceil(64)
 }
 
@@ -715,9 +711,7 @@ mod tests {
     #[test]
     fn tracked_bitmap_covers_pid_max() {
         let slots = tracked_slots();
-        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .map(|s| s.trim().parse().unwrap())
-            .unwrap_or(4 << 20);
+        let pid_max: u32 = hostfacts::system::pid_max().unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
     }
 }
