@@ -82,6 +82,8 @@ pub fn host_info() -> HostInfo {
 }
 
 fn online_cpus() -> u32 {
+    // libc: rustix has no sysconf(_SC_NPROCESSORS_ONLN) (available_parallelism counts the
+    // CPUs this thread may use, not the host's).
     // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if n > 0 {
