@@ -194,16 +194,19 @@ se.slice                                     :              1400000
     #[test]
     fn proc_sched_parses_exactly() {
         let s = ProcSched::parse(SCHED).unwrap();
-        assert_eq!(s.vruntime, 258_601_655);
-        assert_eq!(s.sum_exec_runtime, 842_882);
-        assert_eq!(s.nr_migrations, 3);
-        assert_eq!(s.nr_switches, 12);
-        assert_eq!(s.nr_voluntary_switches, 7);
-        assert_eq!(s.nr_involuntary_switches, 5);
-        assert_eq!(s.load_weight, 1_048_576);
+        let expected = ProcSched {
+            vruntime: 258_601_655,
+            sum_exec_runtime: 842_882,
+            nr_migrations: 3,
+            nr_switches: 12,
+            nr_voluntary_switches: 7,
+            nr_involuntary_switches: 5,
+            load_weight: 1_048_576,
+            slice: Some(1_400_000),
+            deadline: None,
+        };
+        assert_eq!(s, expected);
         assert_eq!(s.weight(), 1024);
-        assert_eq!(s.slice, Some(1_400_000));
-        assert_eq!(s.deadline, None);
     }
 
     #[test]

@@ -117,19 +117,7 @@ fn scenario() -> SimConfig {
             });
         }
     }
-    tasks.push(SimTask {
-        tid: 77,
-        pid: 77,
-        vm: "kworker/0:1".into(),
-        vcpu: None,
-        tracked: false,
-        nice: 0,
-        cpus: vec![0],
-        behaviour: Behaviour::Sleepy {
-            run_ns: 200_000,
-            sleep_ns: 50_000_000,
-        },
-    });
+    tasks.push(synth::demo_kworker());
     SimConfig {
         cpus: pcpus(),
         tasks,
