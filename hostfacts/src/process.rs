@@ -1,7 +1,9 @@
 //! What `/proc` says about processes and their threads: which exist, their `stat` and
 //! `status` fields, names, command lines, executables, and the descriptors they hold (KVM
-//! vCPUs, sockets, memfds). Parsing is the `procfs` crate's; this module chooses the fields
-//! kvmscope needs and turns `procfs`'s errors into the ones its callers tell apart.
+//! vCPUs, sockets, memfds). `stat`, `status`, task lists, descriptor links and the socket
+//! table are parsed by the `procfs` crate; this module chooses the fields kvmscope needs and
+//! turns `procfs`'s errors into the ones its callers tell apart. Directory listings stay on
+//! `std::fs` where `procfs` would open and stat every entry (see [`pids`], [`Fds::read`]).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -62,8 +64,16 @@ pub fn thread_ids(pid: u32) -> io::Result<Vec<u32>> {
 }
 
 /// `argv` of process `pid` (`/proc/<pid>/cmdline`), empty arguments left out.
+///
+/// Read as bytes and converted lossily: `procfs`'s `cmdline` fails on an argument that is
+/// not UTF-8 (a path, say), which would hide that QEMU from `kvmscope qemu`.
 pub fn cmdline(pid: u32) -> io::Result<Vec<String>> {
-    open(pid)?.cmdline().map_err(io_error)
+    let raw = std::fs::read(process_path(pid, "cmdline"))?;
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect())
 }
 
 /// The executable of process `pid`, if it can be read.
