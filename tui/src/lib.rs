@@ -29,4 +29,6 @@ pub use theme::Theme;
 #[cfg(test)]
 mod replay_snapshot_tests;
 #[cfg(test)]
+mod scale_snapshot_tests;
+#[cfg(test)]
 mod snapshot_tests;
