@@ -18,6 +18,7 @@ mod replay_keys;
 mod replay_track;
 pub mod run;
 mod stderr;
+mod summary_cache;
 pub mod theme;
 pub mod view;
 

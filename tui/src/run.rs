@@ -26,6 +26,7 @@ use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
 use crate::replay::{ReplayFeed, SimulatedRun, Track};
 use crate::stderr::StderrRedirect;
+use crate::summary_cache::SummaryCache;
 use crate::theme::Theme;
 use crate::view::Dashboard;
 
@@ -111,6 +112,7 @@ pub struct LiveFeed {
     source: Box<dyn Source>,
     model: Model,
     batch: Vec<Event>,
+    summaries: SummaryCache,
 }
 
 impl LiveFeed {
@@ -119,6 +121,7 @@ impl LiveFeed {
             source,
             model: Model::new(ModelConfig::default()),
             batch: Vec::with_capacity(4096),
+            summaries: SummaryCache::default(),
         }
     }
 }
@@ -136,7 +139,7 @@ impl Feed for LiveFeed {
 
     fn update(&mut self, ended: bool) -> Update {
         Update {
-            snapshot: Arc::new(dashboard_snapshot(&self.model)),
+            snapshot: Arc::new(self.summaries.snapshot(&self.model)),
             replay: None,
             ended,
         }
