@@ -4,7 +4,12 @@
 //! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
 //! placement, new-idle pull, periodic pull past an imbalance of two, `migration_cost`
-//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled.
+//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled. The
+//! first is what keeps run-queue waits short of a loaded host's: with autogroups (or
+//! libvirt's per-VM cgroups) a woken vCPU preempts another group's task only when its
+//! group's entity wins at the root, so its own lag credit does not run it at once, while
+//! here every wakee with lag is compared with the running thread directly (see
+//! `tests/priv_simulate.rs` for the figures).
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};
