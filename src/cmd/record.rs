@@ -36,9 +36,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    live::require_privileges(Some("record"), &args.target)?;
+    let target = args.target.resolve()?;
+    live::require_privileges(&target)?;
     let stop = live::stop_on_signals()?;
-    let mut source = LiveSource::open(&args.target, Arc::clone(&stop))?;
+    let mut source = LiveSource::open(target, Arc::clone(&stop))?;
     let file = create_output(&args.output, args.force)?;
     if let Some(d) = args.duration {
         source.stop_after(d);

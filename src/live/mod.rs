@@ -46,7 +46,7 @@ use model::{Event, GuestGap, HostInfo, Source, SourceError};
 use probes::loader::{ProbeOptions, Probes};
 use probes::targets::{TargetSpec, TrackedThread};
 
-use crate::cli::TargetArgs;
+use crate::target::{Reading, Target, Watch};
 
 mod closing;
 mod counter_source;
@@ -57,9 +57,9 @@ mod tracking;
 mod vmm_feed;
 
 use counter_source::CounterSource;
-pub use preflight::{counters_mode, require_privileges, stop_on_signals};
+pub use preflight::{require_privileges, stop_on_signals};
 use qemu_relabel::QemuEntryMapping;
-use target_scan::{kvm_entry_fires, resolve_initial, spec_from_args};
+use target_scan::{kvm_entry_fires, resolve_initial};
 use tracking::task_info;
 
 /// How often targets are rescanned for new or vanished threads.
@@ -68,18 +68,12 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// CLOCK_MONOTONIC now, ns: the clock of every event timestamp (the probes' own, `bpf_ktime_get_ns`).
 pub use hostfacts::monotonic_ns;
 
-/// How targets are found again on each rescan.
-enum Targets {
-    /// The in-process VMM: its vCPU threads are known and live as long as the source.
-    Demo,
-    Spec(TargetSpec),
-}
-
 pub struct LiveSource {
     host: HostInfo,
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
-    targets: Targets,
+    /// What is watched: the bundled VMM, or processes found again on each rescan.
+    watch: Watch,
     vmm: Option<vmm::RunningVmm>,
     vmm_summary: Option<vmm::Summary>,
     /// Probes were loaded (they are detached, and `probes` emptied, when the source ends).
@@ -116,10 +110,10 @@ pub struct LiveSource {
 impl LiveSource {
     /// Resolve the targets, load and attach the probes (unless `--no-bpf`), start the bundled
     /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
-    pub fn open(target: &TargetArgs, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
-        require_privileges(None, target)?;
-        let no_bpf = counters_mode(target);
-        if no_bpf && !target.no_bpf {
+    pub fn open(target: Target, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
+        require_privileges(&target)?;
+        let no_bpf = target.counters_mode();
+        if target.reading == Reading::CountersWithoutCapabilities {
             eprintln!(
                 "kvmscope: cannot load BPF without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): \
                  counters mode, sampled every {:?} (as with --no-bpf)",
@@ -130,18 +124,15 @@ impl LiveSource {
 
         // Resolve external targets before loading anything: a wrong pid is the most common
         // mistake and deserves an instant, clear answer.
-        let spec = spec_from_args(target);
         // Unmappable QEMU VMs can be mapped from kvm_entry events only if probes see them.
         let kvm_entry_ids = !no_bpf && kvm_entry_fires();
         let mut qemu_mappings = probes::qemu::QemuMappings::default();
-        let (initial, unmapped) = match &spec {
-            Some(spec) => resolve_initial(spec, kvm_entry_ids, &mut qemu_mappings)?,
-            None => (Vec::new(), Vec::new()),
-        };
-        let scenario = match (&target.scenario, target.demo) {
-            (Some(path), true) => Some(vmm::Scenario::from_toml_file(path)?),
-            (None, true) => Some(vmm::Scenario::default_demo()),
-            (_, false) => None,
+        let (initial, unmapped, scenario) = match &target.watch {
+            Watch::Host(spec) => {
+                let (initial, unmapped) = resolve_initial(spec, kvm_entry_ids, &mut qemu_mappings)?;
+                (initial, unmapped, None)
+            }
+            Watch::Demo(scenario) => (Vec::new(), Vec::new(), Some(scenario.clone())),
         };
 
         // Probes before the VMM, so its vCPU threads are tracked before their guests run.
@@ -165,10 +156,7 @@ impl LiveSource {
             host,
             stop,
             deadline: None,
-            targets: match spec {
-                Some(spec) => Targets::Spec(spec),
-                None => Targets::Demo,
-            },
+            watch: target.watch,
             vmm: None,
             vmm_summary: None,
             bpf: probes.is_some(),
@@ -312,9 +300,8 @@ impl LiveSource {
 
 impl Source for LiveSource {
     fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
-        // Keep the whole context chain in the message: callers print the error as one line.
-        self.poll_events(out, timeout)
-            .map_err(|e| SourceError::from(format!("{e:#}")))
+        // The whole context chain goes along as sources: callers print it as one line.
+        self.poll_events(out, timeout).map_err(SourceError::from)
     }
 
     fn host(&self) -> &HostInfo {
@@ -322,18 +309,18 @@ impl Source for LiveSource {
     }
 
     fn describe(&self) -> String {
-        match &self.targets {
-            Targets::Demo => "live: bundled VMM (--demo)".to_string(),
-            Targets::Spec(TargetSpec::Pids(p)) => format!(
+        match &self.watch {
+            Watch::Demo(_) => "live: bundled VMM (--demo)".to_string(),
+            Watch::Host(TargetSpec::Pids(p)) => format!(
                 "live: pid {}",
                 p.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
             ),
-            Targets::Spec(TargetSpec::AllKvm) => "live: all KVM processes".to_string(),
-            Targets::Spec(TargetSpec::Qemu { selector, .. }) => match selector {
+            Watch::Host(TargetSpec::AllKvm) => "live: all KVM processes".to_string(),
+            Watch::Host(TargetSpec::Qemu { selector, .. }) => match selector {
                 Some(s) => format!("live: QEMU {s}"),
                 None => "live: all QEMU VMs".to_string(),
             },
-            Targets::Spec(TargetSpec::Threads(_)) => "live: threads".to_string(),
+            Watch::Host(TargetSpec::Threads(_)) => "live: threads".to_string(),
         }
     }
 }

@@ -1,12 +1,12 @@
 //! What a command does before it opens the live source: refuse in one line when the probes
-//! cannot run here, decide counters mode, and arm the stop flag on Ctrl-C/SIGTERM.
+//! cannot run here, and arm the stop flag on Ctrl-C/SIGTERM.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use crate::cli::TargetArgs;
+use crate::target::Target;
 
 /// A stop flag set by the first Ctrl-C or SIGTERM; a second one exits at once (status 130),
 /// in case stopping itself hangs.
@@ -23,12 +23,10 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Refuse early, in one line, when the eBPF probes cannot be loaded by this user.
-/// `command` names the subcommand in the message (`trace`, `report`, ...).
-/// Without the capabilities counters mode starts instead (see [`counters_mode`]).
-pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow::Result<()> {
-    let _ = command;
-    if counters_mode(target) {
+/// Refuse early, in one line, when the eBPF probes cannot be loaded on this host. Without
+/// the capabilities counters mode starts instead (see [`crate::target::Reading`]).
+pub fn require_privileges(target: &Target) -> anyhow::Result<()> {
+    if target.counters_mode() {
         return Ok(());
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -38,11 +36,4 @@ pub fn require_privileges(command: Option<&str>, target: &TargetArgs) -> anyhow:
         );
     }
     Ok(())
-}
-
-/// Whether this session reads counters instead of loading BPF: asked for (`--no-bpf`), or
-/// this process lacks the capabilities to load it (CAP_BPF with CAP_PERFMON, or
-/// CAP_SYS_ADMIN), whatever its uid.
-pub fn counters_mode(target: &TargetArgs) -> bool {
-    target.no_bpf || !probes::host::may_load_bpf()
 }

@@ -11,7 +11,8 @@ use probes::counters::SchedStat;
 use probes::targets::{self, TargetSpec, TrackedThread};
 
 use super::target_scan::scan_pid;
-use super::{monotonic_ns, LiveSource, Targets};
+use super::{monotonic_ns, LiveSource};
+use crate::target::Watch;
 
 impl LiveSource {
     pub(super) fn start_tracking(
@@ -30,15 +31,34 @@ impl LiveSource {
                 .with_context(|| format!("cannot track thread {} ({})", t.tid, t.comm))?;
         }
         self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
-        // Read right after tracking began, so the kernel counters that switches carry are
-        // counted from here and run or wait before the first switch event is not lost.
-        let schedstat = SchedStat::read(t.pid, t.tid)
-            .ok()
-            .map(|s| model::Schedstat {
-                run_ns: s.run_ns,
-                wait_ns: s.wait_ns,
-            });
-        self.pending.push(task_info(&t, nice, schedstat));
+        // In counters mode the baseline sample is also the announcement: run, wait, switches
+        // and migrations all count from that one reading. With probes, schedstat is read
+        // right after tracking began, so the kernel counters that switches carry are counted
+        // from here and run or wait before the first switch event is not lost.
+        let baseline = match &mut self.counters {
+            Some(c) => c.track(t.pid, t.tid, &mut self.warnings),
+            None => None,
+        };
+        let info = match &baseline {
+            Some(s) => {
+                let seed = model::Schedstat {
+                    run_ns: s.run_ns,
+                    wait_ns: s.wait_ns,
+                };
+                task_info(&t, s.ts, nice, Some(seed))
+            }
+            None => {
+                let seed = SchedStat::read(t.pid, t.tid)
+                    .ok()
+                    .map(|s| model::Schedstat {
+                        run_ns: s.run_ns,
+                        wait_ns: s.wait_ns,
+                    });
+                task_info(&t, monotonic_ns(), nice, seed)
+            }
+        };
+        self.pending.push(info);
+        self.pending.extend(baseline.map(Event::CounterSample));
         // Where it may run, for replays under another policy (a thread that cannot be read
         // any more is about to go: its switches alone stand for it then).
         if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
@@ -47,10 +67,6 @@ impl LiveSource {
                 tid: t.tid,
                 cpus,
             }));
-        }
-        if let Some(c) = &mut self.counters {
-            // The baseline sample, right after the announcement.
-            c.track(t.pid, t.tid, &mut self.pending, &mut self.warnings);
         }
         if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
             self.qemu_entry.mapper.watch(t.pid, t.tid);
@@ -75,7 +91,7 @@ impl LiveSource {
     /// Find threads and processes that appeared or vanished since the last scan.
     pub(super) fn rescan(&mut self) -> anyhow::Result<()> {
         self.last_rescan = Instant::now();
-        let Targets::Spec(spec) = &self.targets else {
+        let Watch::Host(spec) = &self.watch else {
             return Ok(());
         };
         let known_pids: BTreeSet<u32> = self.processes.keys().copied().collect();
@@ -212,14 +228,15 @@ impl LiveSource {
     }
 }
 
-/// The announcement of tracked thread `t`, stamped now.
+/// The announcement of tracked thread `t`, stamped `ts`.
 pub(super) fn task_info(
     t: &TrackedThread,
+    ts: u64,
     nice: i32,
     schedstat: Option<model::Schedstat>,
 ) -> Event {
     Event::TaskInfo(TaskInfo {
-        ts: monotonic_ns(),
+        ts,
         tid: t.tid,
         pid: t.pid,
         comm: Comm::new(&t.comm),
