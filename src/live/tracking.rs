@@ -62,6 +62,7 @@ impl LiveSource {
         // Where it may run, for replays under another policy (a thread that cannot be read
         // any more is about to go: its switches alone stand for it then).
         if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.affinity.started(t.tid, &cpus);
             self.pending.push(Event::Affinity(Affinity {
                 ts: monotonic_ns(),
                 tid: t.tid,
@@ -85,6 +86,7 @@ impl LiveSource {
             c.untrack(tid);
         }
         self.tracked.remove(&tid);
+        self.affinity.stopped(tid);
         self.qemu_entry.mapper.forget(tid);
     }
 
@@ -158,6 +160,8 @@ impl LiveSource {
         for tid in gone {
             self.stop_tracking(tid);
         }
+        // Before new threads are announced: their masks were just read.
+        self.poll_affinity();
         for t in now {
             match (self.tracked.get(&t.tid).map(|known| known.vcpu), t.vcpu) {
                 // Watched unlabelled so far, mapped now (QMP answered at last, or the
