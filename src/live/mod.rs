@@ -48,6 +48,7 @@ use probes::targets::{TargetSpec, TrackedThread};
 
 use crate::target::{Reading, Target, Watch};
 
+mod affinity_poll;
 mod closing;
 mod counter_source;
 mod exiting;
@@ -106,6 +107,8 @@ pub struct LiveSource {
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
     qemu_entry: QemuEntryMapping,
+    /// Host processes' affinity changes, polled on each rescan.
+    affinity: affinity_poll::AffinityPoll,
 }
 
 impl LiveSource {
@@ -176,6 +179,7 @@ impl LiveSource {
             exiting: ExitingThreads::default(),
             warnings,
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
+            affinity: Default::default(),
         };
 
         if let Some(scenario) = scenario {

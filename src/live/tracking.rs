@@ -63,6 +63,7 @@ impl LiveSource {
         // Where it may run, for replays under another policy (a thread that cannot be read
         // any more is about to go: its switches alone stand for it then).
         if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.affinity.started(t.tid, &cpus);
             self.pending.push(Event::Affinity(Affinity {
                 ts: monotonic_ns(),
                 tid: t.tid,
@@ -86,6 +87,7 @@ impl LiveSource {
             c.untrack(tid);
         }
         self.tracked.remove(&tid);
+        self.affinity.stopped(tid);
         self.qemu_entry.mapper.forget(tid);
     }
 
@@ -156,6 +158,8 @@ impl LiveSource {
         for tid in plan.stop {
             self.stop_tracking(tid);
         }
+        // Before new threads are announced: their masks were just read.
+        self.poll_affinity();
         for (tid, vcpu) in plan.relabel {
             self.qemu_entry.mapper.forget(tid);
             self.relabel(tid, vcpu);
