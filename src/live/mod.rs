@@ -54,6 +54,7 @@ mod counter_source;
 mod exiting;
 mod preflight;
 mod qemu_relabel;
+mod rescan_plan;
 mod target_scan;
 mod tracking;
 mod vmm_feed;
