@@ -105,6 +105,10 @@ struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];
+	/* Voluntary and involuntary switch-outs: exit aggregation tells a guest entry after a
+	 * switch-in from one that follows an exit on the same run (kvmscope_exit_agg.h). */
+	unsigned long nvcsw;
+	unsigned long nivcsw;
 };
 
 /* Kernels before 5.14 called the state `state` (a volatile long). */
