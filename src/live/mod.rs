@@ -47,10 +47,10 @@ use model::{
     VmEnded,
 };
 use probes::counters::SchedStat;
-use probes::loader::{ProbeOptions, Probes};
+use probes::loader::{ExitMode, ProbeOptions, Probes, ProgramStats};
 use probes::targets::{self, TargetSpec, TrackedThread};
 
-use crate::cli::TargetArgs;
+use crate::cli::{ExitsArg, TargetArgs};
 use counter_source::CounterSource;
 
 mod counter_source;
@@ -149,6 +149,11 @@ pub struct LiveSource {
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
     qemu_entry: QemuEntryMapping,
+    /// How guest exits arrive (`--exits`), and the aggregates read and not yet taken.
+    exits: ExitMode,
+    exit_aggregates: Vec<model::ExitAggregate>,
+    /// Each program's run-time counters, read just before the probes were detached.
+    final_program_stats: Vec<ProgramStats>,
 }
 
 impl LiveSource {
@@ -188,6 +193,7 @@ impl LiveSource {
         } else {
             let options = ProbeOptions {
                 ring_bytes: target.ring_bytes,
+                exits: exit_mode(target),
                 ..Default::default()
             };
             Some(Probes::load(options).context("cannot load the eBPF probes")?)
@@ -225,6 +231,9 @@ impl LiveSource {
             exiting: Vec::new(),
             warnings,
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
+            exits: exit_mode(target),
+            exit_aggregates: Vec::new(),
+            final_program_stats: Vec::new(),
         };
 
         if let Some(scenario) = scenario {
@@ -280,6 +289,24 @@ impl LiveSource {
     /// Problems that did not stop the source (a tracepoint missing on this kernel, ...).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// How guest exits reach the model (`--exits`): "stream", "aggregate" or "both".
+    pub fn exit_mode(&self) -> &'static str {
+        match self.exits {
+            ExitMode::Stream => "stream",
+            ExitMode::Aggregate => "aggregate",
+            ExitMode::Both => "both",
+        }
+    }
+
+    /// Run-time counters of every attached program (non-zero with
+    /// `kernel.bpf_stats_enabled=1`); final once the source has finished.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        match &self.probes {
+            Some(p) => p.program_stats(),
+            None => self.final_program_stats.clone(),
+        }
     }
 
     /// Lost kernel events so far, as counted in BPF.
@@ -610,8 +637,10 @@ impl LiveSource {
         }
         let ts = counters_close.unwrap_or_else(|| closing_ts(stopped, &out[before..]));
         // Detach now, not at drop: the summary's lost count must be final.
-        if let Some(p) = self.probes.take() {
+        if let Some(mut p) = self.probes.take() {
             self.final_lost = p.lost_total();
+            p.take_exit_aggregates(&mut self.exit_aggregates);
+            self.final_program_stats = p.program_stats();
             // Warnings raised while running (undecodable records, ...) belong in the summary.
             for w in p.warnings() {
                 if !self.warnings.contains(w) {
@@ -638,6 +667,15 @@ impl LiveSource {
             Some(e) => Err(anyhow::Error::new(e).context("the bundled VMM failed")),
             None => Ok(()),
         }
+    }
+}
+
+/// `--exits`, stream when not given (each command sets its own default before opening).
+fn exit_mode(target: &TargetArgs) -> ExitMode {
+    match target.exits {
+        None | Some(ExitsArg::Stream) => ExitMode::Stream,
+        Some(ExitsArg::Aggregate) => ExitMode::Aggregate,
+        Some(ExitsArg::Both) => ExitMode::Both,
     }
 }
 
@@ -693,6 +731,7 @@ impl LiveSource {
                 let before = out.len();
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
+                p.take_exit_aggregates(&mut self.exit_aggregates);
                 self.qemu_entry.mapper.observe(&out[before..]);
                 if self.qemu_entry.mapper.has_news() {
                     self.relabel_from_kvm_entry(out);
@@ -722,6 +761,10 @@ impl Source for LiveSource {
 
     fn host(&self) -> &HostInfo {
         &self.host
+    }
+
+    fn take_exit_aggregates(&mut self, out: &mut Vec<model::ExitAggregate>) {
+        out.append(&mut self.exit_aggregates);
     }
 
     fn describe(&self) -> String {
