@@ -11,7 +11,7 @@ use anyhow::Context;
 use metrics::{Board, Endpoint, Limits, SourceFacts, WebConfig};
 use model::Model;
 
-use crate::cli::ExporterArgs;
+use crate::cli::{ExitsArg, ExporterArgs};
 use crate::live::{require_privileges, stop_on_signals, LiveSource};
 
 /// How long one poll of the source may wait: bounds how late a scrape's fresh snapshot is.
@@ -32,6 +32,8 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
     if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {
         target.all_kvm = true;
     }
+    // Metrics are counts and histograms: exits are counted in the kernel.
+    target.exits.get_or_insert(ExitsArg::Aggregate);
     require_privileges(Some("exporter"), &target)?;
     // Bind before the probes load, so a taken port is reported at once.
     let listener = metrics::http::bind(args.listen)?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::demo::{dashboard_options, run_live};
-use crate::cli::TopArgs;
+use crate::cli::{ExitsArg, TopArgs};
 use crate::live::{stop_on_signals, LiveSource};
 
 pub fn run(args: TopArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -16,6 +16,8 @@ pub fn run(args: TopArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {
         target.all_kvm = true;
     }
+    // The dashboard shows exit counts and latencies, not each exit: counted in the kernel.
+    target.exits.get_or_insert(ExitsArg::Aggregate);
     let stop = stop_on_signals()?;
     opts.stop = stop.clone();
     let source = LiveSource::open(&target, stop).context("cannot start watching")?;
