@@ -83,7 +83,7 @@ pub struct TargetArgs {
     pub sample_every: std::time::Duration,
     /// Ring buffer size in bytes (power of two, multiple of the page size); the per-CPU rings of
     /// switch records get up to as much again.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = crate::target::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
     /// Guest exits: `stream` every kvm_exit/kvm_entry as an event, `aggregate` them in the
     /// kernel (counts and log2 handling times per vCPU and reason, read periodically), or
@@ -146,6 +146,46 @@ fn parse_sample_every(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `--tick-hz`: a redraw rate from 0.5 to 100 Hz.
+fn parse_tick_hz(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(hz) if (0.5..=100.0).contains(&hz) => Ok(hz),
+        _ => Err(format!("`{s}` is not a redraw rate from 0.5 to 100 Hz")),
+    }
+}
+
+/// `replay --speed`: a positive, finite playback speed.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "`{s}` is not a playback speed: expected a number above 0 (1 = real time)"
+        )),
+    }
+}
+
+/// `vmm --workload`: clap's view of [`vmm::Workload`], each value named by the workload's
+/// own `name()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadArg(pub vmm::Workload);
+
+impl clap::ValueEnum for WorkloadArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        use vmm::Workload::*;
+        &[
+            WorkloadArg(Spin),
+            WorkloadArg(Exits),
+            WorkloadArg(Sleepy),
+            WorkloadArg(Mixed),
+            WorkloadArg(TripleFault),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()))
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// One JSON document instead of text.
@@ -161,9 +201,9 @@ pub struct VmmArgs {
     /// vCPUs per VM.
     #[arg(long, default_value_t = 2)]
     pub vcpus: u32,
-    /// Guest workload of every vCPU: spin, exits, sleepy or mixed.
-    #[arg(long, default_value = "mixed")]
-    pub workload: String,
+    /// Guest workload of every vCPU.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub workload: WorkloadArg,
     /// Scenario file (TOML); overrides --vms/--vcpus/--workload.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
@@ -245,7 +285,7 @@ pub struct RecordArgs {
 pub struct ReplayArgs {
     pub file: PathBuf,
     /// Playback speed (1 = real time).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
     /// Also replay the recording's demand through this scheduler (cfs, eevdf, o1, on,
     /// credit, sedf) and show that run beside the recorded one (`m` switches).
@@ -306,8 +346,8 @@ pub struct DemoArgs {
     /// How often counters mode samples each thread.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_sample_every)]
     pub sample_every: std::time::Duration,
-    /// Redraw rate in Hz.
-    #[arg(long, default_value_t = 10.0)]
+    /// Redraw rate in Hz (0.5 to 100).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_tick_hz)]
     pub tick_hz: f64,
 }
 
@@ -315,7 +355,8 @@ pub struct DemoArgs {
 pub struct TopArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    #[arg(long, default_value_t = 10.0)]
+    /// Redraw rate in Hz (0.5 to 100).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_tick_hz)]
     pub tick_hz: f64,
 }
 
@@ -348,4 +389,26 @@ pub enum QemuCommand {
         #[arg(long)]
         qmp: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// `--workload` offers every workload, by the name `vmm` parses back.
+    #[test]
+    fn every_workload_is_a_value_and_parses_back() {
+        let names: Vec<&str> = vmm::Workload::NAMES
+            .split([',', ' '])
+            .filter(|w| !w.is_empty() && *w != "or")
+            .collect();
+        let values = WorkloadArg::value_variants();
+        assert_eq!(values.len(), names.len(), "{names:?}");
+        for v in values {
+            let name = v.0.name();
+            assert!(names.contains(&name), "{name} not in {names:?}");
+            assert_eq!(name.parse::<vmm::Workload>().unwrap(), v.0);
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod file_source;
 mod live;
 mod logging;
 mod report_text;
+mod target;
 
 use clap::Parser;
 
@@ -16,13 +17,17 @@ fn main() -> std::process::ExitCode {
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
             // Bad input is one line, like every other failure: clap's first line, which
-            // names the argument and says what is wrong with it.
+            // names the argument and says what is wrong with it, plus the values it takes
+            // where clap knows them (its later lines).
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "kvmscope: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
-            );
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            match e.get(clap::error::ContextKind::ValidValue) {
+                Some(clap::error::ContextValue::Strings(valid)) => {
+                    eprintln!("kvmscope: {first} (expected one of: {})", valid.join(", "))
+                }
+                _ => eprintln!("kvmscope: {first}"),
+            }
             return std::process::ExitCode::FAILURE;
         }
     };

@@ -664,6 +664,23 @@ fn allkvm_step(r: &Results, eevdf: bool, ctx: &dyn Fn(&str) -> String) -> String
     )
 }
 
+/// How far a simulated run-queue wait p50 is from the recorded one, as a factor ("x2.47"),
+/// for the report line. The issue's goal is within a factor of 2; it is not asserted yet: on
+/// the 6.1 recording measured on 2026-12-06 (10 s, 45,184 events) batch came out within it
+/// (4817/4784/4784 us recorded, 3588/4145/4620 us cfs), interactive at 81/76 us recorded
+/// against 0 (the emulated machine's wake-to-switch path, which the model does not
+/// charge: a woken vCPU that preempts runs at once) and lowprio (nice 10) at 77,070 us
+/// against 31,195 (2.47x; it gets 20.4 preemptions/s against 12.2 recorded).
+fn wait_ratio(recorded: f64, simulated: f64) -> String {
+    if recorded == simulated {
+        "x1.00".into()
+    } else if recorded.min(simulated) <= 0.0 {
+        "x inf".into()
+    } else {
+        format!("x{:.2}", recorded.max(simulated) / recorded.min(simulated))
+    }
+}
+
 /// The suite's demo recording (the demo's VMs without affinity rotation), replayed here by
 /// `simulate --policy POLICY`: every vCPU's CPU share within [`REPLAY_SHARE_POINTS`] of the
 /// share recorded on the emulated kernel (issue #16).
@@ -724,10 +741,14 @@ fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> Str
         let share = |v: &Value| v["cpu_share"].as_f64().expect("cpu_share") * 100.0;
         let (rs, ss) = (share(r), share(s));
         worst = worst.max((rs - ss).abs());
+        // Run-queue wait p50 is reported, not asserted: see `wait_ratio`.
+        let wait = |v: &Value| v["wait_p50_us"].as_f64().expect("wait_p50_us");
+        let (rw, sw) = (wait(r), wait(s));
         errors.push(format!(
-            "{} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points)",
+            "{} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points), wait p50 {rw:.0} us recorded, {sw:.0} us {policy} ({})",
             r["label"].as_str().unwrap_or_default(),
-            (rs - ss).abs()
+            (rs - ss).abs(),
+            wait_ratio(rw, sw)
         ));
     }
     let line = format!(

@@ -15,17 +15,23 @@
 //! pCPU. Before, the replay gave each thread the set of pCPUs it was seen on: on a quiet host
 //! batch/vcpu1 came out 8.5-11.2 points short with the rotation (issue #16).
 //!
-//! Still open: the simulated run-queue waits of the sleepy vCPUs are short of the recorded
-//! ones. With the rotation, interactive/vcpu0-1 waited 1401-1483 us p50 at load 9 and
-//! 9110-9372 us at load 15, and 0 us in the eevdf replay both times; on a 3 s recording their
-//! wake-to-run p50 was 1343 and 1483 us recorded against 0 under every policy but sedf. So a
-//! wakeup in the replay almost always runs at once, on the host it waits about a millisecond
-//! or more. The model's lag placement is what runs them at once: on that 3 s recording
-//! `--param place_lag=false` gives 2490 and 2523 us (run_to_parity=false changes nothing).
-//! Not yet checked: whether on this host (PVM, HZ=250, PREEMPT_NONE by default) a wakeup preempts a
-//! vCPU in guest mode only at the next tick (uniform over 4 ms: p50 near 2 ms, fewer when a
-//! pCPU is idle), and the background replayed as one stand-in per pCPU where the host has
-//! several untracked tasks queueing.
+//! Still open: run-queue wait p50 within a factor of 2 (printed per vCPU, not asserted).
+//! On this host the recorded waits are set by the other load, through a rule the flat model
+//! does not have: `CONFIG_SCHED_AUTOGROUP=y` with `kernel.sched_autogroup_enabled=1`, so
+//! every session is a task group and the kernel shares each pCPU first among the groups'
+//! entities, then among the tasks of a group. The demo's VMM is one group; a woken vCPU
+//! preempts a task of another group only if its group's entity wins the pick at the root
+//! (`find_matching_se` in `check_preempt_wakeup_fair`), so its own lag credit does not help
+//! it there. Measured 2026-12-06 10:45-10:50 UTC with six engineers' builds running, each in
+//! its own autogroup (autogroup-724..730, load 12-13): the demo got 6.5/8.2/6.5% (batch),
+//! 3.3/3.2% (interactive), 0.9% (lowprio), reproduced exactly, but waits p50 were
+//! 26477/14352/24642, 9372/11010 and 149946 us recorded against 5997/3277/6128, 0/0 and
+//! 38011 us in the eevdf replay, which has one background stand-in per pCPU in the same
+//! flat queue. `--param place_lag=false` (a crude stand-in for "no lag credit against the
+//! other groups") gave 8028/7799/9241, 5014/5308 and 77595 us: interactive within 2x, batch
+//! not (3.3x). Modelling it needs task groups in the fair policies and a background of as
+//! many groups as were runnable, which the recording does not carry (it sees untracked tasks
+//! only as the other side of a tracked switch).
 
 mod common;
 
@@ -76,8 +82,13 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
             r["wait_p50_us"].as_f64().unwrap(),
             s["wait_p50_us"].as_f64().unwrap(),
         );
+        let factor = if rw.min(sw) > 0.0 {
+            format!("x{:.2}", rw.max(sw) / rw.min(sw))
+        } else {
+            "x inf".to_string()
+        };
         eprintln!(
-            "{}: share recorded {:.1}% simulated {:.1}% (error {:.2} points); wait p50 recorded {rw:.0} us simulated {sw:.0} us",
+            "{}: share recorded {:.1}% simulated {:.1}% (error {:.2} points); wait p50 recorded {rw:.0} us simulated {sw:.0} us ({factor})",
             r["label"],
             rs * 100.0,
             ss * 100.0,

@@ -81,3 +81,42 @@ fn dashboards_need_a_terminal() {
         assert!(err.contains("needs a terminal"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn top_and_replay_refuse_rates_out_of_range_before_anything_else() {
+    for args in [
+        &["top", "--tick-hz", "1000"][..],
+        &["top", "--tick-hz", "nan"],
+        &["demo", "--tick-hz", "0.1"],
+    ] {
+        let err = stderr_line(&kvmscope().args(args).output().unwrap());
+        assert!(
+            err.contains("--tick-hz") && err.contains("0.5 to 100"),
+            "{err}"
+        );
+    }
+    for speed in ["nan", "-1", "inf", "fast"] {
+        let err = stderr_line(
+            &kvmscope()
+                .args(["replay", "x.kst", &format!("--speed={speed}")])
+                .output()
+                .unwrap(),
+        );
+        assert!(err.contains("--speed") && err.contains("above 0"), "{err}");
+    }
+}
+
+/// `vmm --workload` takes the workload names themselves (clap lists them), nothing else.
+#[test]
+fn vmm_refuses_an_unknown_workload_naming_the_known_ones() {
+    let err = stderr_line(
+        &kvmscope()
+            .args(["vmm", "--workload", "spinny"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("--workload"), "{err}");
+    for name in ["spin", "exits", "sleepy", "mixed", "triple-fault"] {
+        assert!(err.contains(name), "{name} missing from: {err}");
+    }
+}

@@ -363,14 +363,7 @@ proptest! {
     /// The issue's property: always-runnable vCPUs on one pCPU get shares proportional to
     /// their Xen weight, within 2 points over 3 s. Two vCPUs, any nices from -5 to 10 (a
     /// sweep of 150 pairs stayed within 1.0 point over seconds 1-4 and 2.0 over 0-3). Three
-    /// or more on one pCPU are not asserted: that sweep found up to 13 points off, a unit
-    /// earning little still being handed whole 30 ms slices when all are OVER (issue #16).
-    /// Measured again over 0-3 s: nices [0, 3, 6, 9, -3] gave the nice -3 unit 37% against
-    /// 50.4% (13.4 points), [10, 10, -5, 0] gave nice -5 59% against 71.6%, while [0, 0, 0],
-    /// [-5, 10, 10], [0, 0, 10], [-5, -5, 10] and [2, 2, 2, 8, 8] stayed within 1.5 points:
-    /// it is the mid-weight mixes that drift. Not yet known whether credit.c itself does
-    /// this (whole slices for OVER units and the -tslice credit floor forgive the debt of a
-    /// light unit) or the model departs from it.
+    /// to five are the next test.
     #[test]
     fn credit_shares_follow_weight_within_two_points_over_three_seconds(
         nices in prop::collection::vec(-5i32..=10, 2)
@@ -383,6 +376,166 @@ proptest! {
             prop_assert!((g - w).abs() <= 0.02, "nices {nices:?}: {got:?} vs {want:?}");
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A credit cap is never exceeded, whatever else shares the pCPU: a capped hog beside
+    /// 0 to 2 uncapped hogs of random nices gets at most its cap plus one 30 ms accounting
+    /// period over the run (the fixed test above covers the idle pCPU).
+    #[test]
+    fn credit_never_exceeds_a_cap_beside_other_load(
+        cap in 5u64..=95, others in prop::collection::vec(-5i32..=10, 0..=2)
+    ) {
+        let span = 3 * S;
+        let mut specs = vec![Spec::hog(0, 0, span).on(&[0])];
+        specs.extend(others.iter().enumerate().map(|(i, &n)| Spec::hog(i as u32 + 1, n, span).on(&[0])));
+        let d = demand(&specs, 1, span);
+        let arg = format!("credit.cap.vm0={cap}");
+        let got = shares(&events_of(PolicyKind::Credit, &d, 1, &[&arg]), &d)[0];
+        let limit = cap as f64 / 100.0 + 0.030 / 3.0;
+        prop_assert!(got <= limit, "cap {cap} beside nices {others:?}: share {got}");
+    }
+
+    /// O(1): a vCPU that sleeps at least as long as it runs ends with a better (lower)
+    /// dynamic priority than a CPU-bound one of the same nice, for any nice and duty cycle.
+    #[test]
+    fn o1_sleepy_beats_a_hog_of_the_same_nice_for_any_nice_and_duty(
+        nice in -10i32..=10, run_us in 200u64..=5000, sleep_factor in 1u64..=10
+    ) {
+        let span = 5 * S;
+        let run = run_us * 1000;
+        let specs = [
+            Spec::periodic(0, nice, run, run * sleep_factor, span).on(&[0]),
+            Spec::hog(1, nice, span).on(&[0]),
+        ];
+        let d = demand(&specs, 1, span);
+        let p = O1::new(O1Params::new(&Params::default()).unwrap(), 2, 1);
+        let (_, p) = engine::run(&d, 1, p, &mut |_| {});
+        prop_assert!(p.prio(0) < p.prio(1), "nice {nice}: sleepy {} vs hog {}", p.prio(0), p.prio(1));
+    }
+
+    /// 2.4 goodness: over random demand on one or two pCPUs, every recalculation finds
+    /// every runnable counter at 0.
+    #[test]
+    fn goodness_recalculates_only_when_every_runnable_counter_is_zero_for_any_demand(
+        seed in 0u64..1000, pcpus in 1u32..=2, n in 2usize..=5
+    ) {
+        let span = 2 * S;
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let specs: Vec<Spec> = (0..n)
+            .map(|i| {
+                let nice = (next() % 30) as i32 - 10;
+                if next() % 3 == 0 {
+                    Spec::hog(i as u32, nice, span)
+                } else {
+                    Spec::periodic(i as u32, nice, 100_000 + next() % (20 * MS), 100_000 + next() % (20 * MS), span)
+                }
+            })
+            .collect();
+        let d = demand(&specs, pcpus, span);
+        let threads = engine::sim_threads(&d, pcpus);
+        let p = Goodness::new(GoodnessParams::new(&Params::default()).unwrap(), &threads);
+        let (_, p) = engine::run(&d, pcpus, p, &mut |_| {});
+        prop_assert_eq!(p.max_runnable_counter_at_recalc, 0, "{} recalculations", p.recalculations);
+    }
+
+    /// Credit's BOOST: a sleepy vCPU beside 1 to 3 hogs on its pCPU waits less (mean
+    /// wake-to-run) with BOOST than without, for any duty cycle. Not by a fixed factor:
+    /// beside one hog that is OVER, an UNDER wakee preempts it without BOOST too, and with
+    /// it still waits out the hog's 1 ms rate limit (584 us runs every 29 ms: 307 us mean
+    /// with BOOST, 511 us without).
+    #[test]
+    fn credit_boost_lowers_a_sleepy_vcpus_wait_for_any_duty_and_load(
+        run_us in 100u64..=2000, sleep_ms in 2u64..=30, hogs_n in 1usize..=3
+    ) {
+        let span = 3 * S;
+        let mut specs = vec![Spec::periodic(0, 0, run_us * 1000, sleep_ms * MS, span).on(&[0])];
+        specs.extend((0..hogs_n).map(|i| Spec::hog(i as u32 + 1, 0, span).on(&[0])));
+        let d = demand(&specs, 1, span);
+        let with = sleeper_wait(&events_of(PolicyKind::Credit, &d, 1, &[]));
+        let without = sleeper_wait(&events_of(PolicyKind::Credit, &d, 1, &["credit.boost=false"]));
+        prop_assert!(with < without, "boost: {with} ns, no boost: {without} ns");
+    }
+}
+
+/// Xen weights `w` (one single-vCPU domain each, `--param weight.vmN=`), as shares.
+fn shares_of_weights(w: &[u32]) -> Vec<f64> {
+    let sum: f64 = w.iter().map(|&x| f64::from(x)).sum();
+    w.iter().map(|&x| f64::from(x) / sum).collect()
+}
+
+/// Random Xen weights (1..=65535, `csched_dom_cntl`'s range) for 3 to 5 units on one pCPU
+/// in the range where credit1 itself is proportional: no unit's share above 0.8/(n-1).
+///
+/// Beyond 1/(n-1) credit.c is not proportional, by its own rule, and the model follows it:
+/// `csched_acct` takes a unit whose credit exceeds one tslice's worth (300) off the active
+/// list and halves its credit ("Upper bound on credits means UNIT stops earning"). A unit
+/// of share f earns 300f per 30 ms period but, round-robined in whole 30 ms slices with the
+/// others of its priority, runs about once per n-1 periods; past f = 1/(n-1) it earns more
+/// than a slice between turns, and the excess is cut. An independent reading of credit.c
+/// (a 100-line script of `csched_acct`, `csched_tick`, `burn_credits`, `__runq_insert`,
+/// `csched_runq_sort` and whole tslices; SCHEDULERS.md) gave, for nices [0, 3, 6, 9, -3]
+/// (weights 256/131/68/34/497), the nice -3 unit 37.8% against 50.4% over 30 s with the
+/// model's timer order, 43.9-45.5% with other timer phases, and 49.7% with that one rule
+/// removed; the model gives 36.7%. Over 3 s with weights drawn as here the script's worst
+/// error was 1.7 points (200 draws) under 0.8/(n-1), 2.1 under 1/(n-1), and up to 15 points
+/// without the bound. The 0.8 keeps the test clear of the edge.
+fn credit_weights() -> impl Strategy<Value = Vec<u32>> {
+    (3usize..=5)
+        .prop_flat_map(|n| prop::collection::vec(1u32..=65535, n))
+        .prop_filter("largest share within 0.8/(n-1)", |w| {
+            let n = w.len() as f64;
+            shares_of_weights(w).iter().all(|&s| s <= 0.8 / (n - 1.0))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Three to five always-runnable vCPUs on one pCPU, random Xen weights in the
+    /// proportional range (see `credit_weights`): each gets its weight's share within 2
+    /// points over 3 s.
+    #[test]
+    fn credit_shares_of_three_to_five_units_follow_weight_within_two_points(
+        weights in credit_weights()
+    ) {
+        let span = 3 * S;
+        let specs: Vec<Spec> = (0..weights.len())
+            .map(|i| Spec::hog(i as u32, 0, span).on(&[0]))
+            .collect();
+        let d = demand(&specs, 1, span);
+        let params: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("weight.vm{i}={w}"))
+            .collect();
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
+        let want = shares_of_weights(&weights);
+        let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &params), &d, 0, span);
+        for (g, w) in got.iter().zip(&want) {
+            prop_assert!((g - w).abs() <= 0.02, "weights {weights:?}: {got:?} vs {want:?}");
+        }
+    }
+}
+
+/// Outside that range credit1 is not proportional, and the model shows it as credit.c
+/// does (see `credit_weights`): nices [0, 3, 6, 9, -3] leave the nice -3 unit (Xen weight
+/// 497, 50.4% by weight) well short, and the light units above their share.
+#[test]
+fn credit_cuts_a_heavy_units_excess_credit_with_five_units_on_one_pcpu() {
+    let nices = [0, 3, 6, 9, -3];
+    let span = 3 * S;
+    let d = demand(&hogs(&nices, span), 1, span);
+    let want = expected_by_xen_weight(&nices);
+    let got = shares_between(&events_of(PolicyKind::Credit, &d, 1, &[]), &d, 0, span);
+    assert!(want[4] - got[4] > 0.08, "{got:?} vs {want:?}");
+    assert!(
+        got[..4].iter().zip(&want).all(|(g, w)| g > w),
+        "{got:?} vs {want:?}"
+    );
 }
 
 /// The demo's affinity rotation: two hogs pinned to one pCPU each, swapping every 500 ms,

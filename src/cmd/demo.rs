@@ -7,36 +7,27 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::cli::{DemoArgs, TargetArgs};
+use crate::cli::DemoArgs;
 use crate::live::{stop_on_signals, LiveSource};
+use crate::target::Target;
 
 pub fn run(args: DemoArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut opts = dashboard_options("demo", args.tick_hz, log_file)?;
     opts.duration = args.duration;
-    let target = TargetArgs {
-        demo: true,
-        scenario: args.scenario,
-        ring_bytes: DEFAULT_RING_BYTES,
-        no_bpf: args.no_bpf,
-        sample_every: args.sample_every,
-        ..TargetArgs::default()
-    };
+    let target = Target::demo(args.scenario.as_deref(), args.no_bpf, args.sample_every)?;
     let stop = stop_on_signals()?;
     opts.stop = stop.clone();
     eprintln!(
         "kvmscope: starting the demo VMs and {}…",
-        if crate::live::counters_mode(&target) {
+        if target.counters_mode() {
             "sampling their counters"
         } else {
             "attaching the probes"
         }
     );
-    let source = LiveSource::open(&target, stop).context("cannot start the demo")?;
+    let source = LiveSource::open(target, stop).context("cannot start the demo")?;
     run_live(source, opts)
 }
-
-/// `--ring-bytes`' default (`TargetArgs::default()` would give 0).
-pub(super) const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 /// Open the dashboard on a live source; the source (probes, VMM) is dropped when it closes.
 pub(super) fn run_live(source: LiveSource, mut opts: tui::RunOptions) -> anyhow::Result<ExitCode> {
@@ -63,17 +54,14 @@ pub(super) fn stop_dashboard_on_signals(
     Ok(())
 }
 
-/// Checks and options every dashboard command shares: stdout must be a terminal, the tick
-/// rate sane, and stderr goes to `log_file` (the logger already writes there, see
-/// `crate::logging`), never the screen.
+/// Checks and options every dashboard command shares: stdout must be a terminal, and stderr
+/// goes to `log_file` (the logger already writes there, see `crate::logging`), never the
+/// screen. The tick rate was checked by clap (`cli::parse_tick_hz`).
 pub(super) fn dashboard_options(
     command: &str,
     tick_hz: f64,
     log_file: Option<&Path>,
 ) -> anyhow::Result<tui::RunOptions> {
-    if !(0.5..=100.0).contains(&tick_hz) {
-        bail!("--tick-hz must be between 0.5 and 100, got {tick_hz}");
-    }
     // SAFETY: isatty only inspects the descriptor.
     if unsafe { libc::isatty(1) } != 1 {
         bail!(

@@ -27,19 +27,16 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
-    let mut target = args.target;
     // With no target, every KVM user on the host, also those that start later.
-    if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {
-        target.all_kvm = true;
-    }
+    let mut target = args.target.resolve()?;
     // Metrics are counts and histograms: exits are counted in the kernel.
     target.exits.get_or_insert(ExitsArg::Aggregate);
-    require_privileges(Some("exporter"), &target)?;
+    require_privileges(&target)?;
     // Bind before the probes load, so a taken port is reported at once.
     let listener = metrics::http::bind(args.listen)?;
     let stop = stop_on_signals()?;
     let mut source =
-        LiveSource::open(&target, Arc::clone(&stop)).context("cannot start watching")?;
+        LiveSource::open(target, Arc::clone(&stop)).context("cannot start watching")?;
     for w in source.warnings() {
         log::warn!("{w}");
     }
@@ -74,7 +71,7 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
     let served = server.join();
     drop(source);
     ingested
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .map_err(anyhow::Error::from_boxed)
         .context("reading events")?;
     match served {
         Ok(r) => r.context("the HTTP endpoint failed")?,

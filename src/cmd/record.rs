@@ -36,13 +36,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
+    let target = args.target.resolve()?;
     // A recording holds events only: aggregated exits would be missing from it.
-    if args.target.exits.is_some_and(|e| e != ExitsArg::Stream) {
+    if target.exits.is_some_and(|e| e != ExitsArg::Stream) {
         bail!("record streams every exit into the file: --exits aggregate/both is for report, top and the exporter");
     }
-    live::require_privileges(Some("record"), &args.target)?;
+    live::require_privileges(&target)?;
     let stop = live::stop_on_signals()?;
-    let mut source = LiveSource::open(&args.target, Arc::clone(&stop))?;
+    let mut source = LiveSource::open(target, Arc::clone(&stop))?;
     let file = create_output(&args.output, args.force)?;
     if let Some(d) = args.duration {
         source.stop_after(d);

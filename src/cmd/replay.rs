@@ -17,9 +17,6 @@ use crate::cli::ReplayArgs;
 use crate::file_source::FileSource;
 
 pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        bail!("--speed must be a positive number, got {}", args.speed);
-    }
     // A wrong policy or parameter fails before the file is read or the screen taken.
     let simulate = match &args.simulate {
         Some(policy) => Some((
@@ -53,7 +50,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
             let mut events = Vec::new();
             while source
                 .poll(&mut events, Duration::ZERO)
-                .map_err(|e| anyhow::anyhow!("{e}"))
+                .map_err(anyhow::Error::from_boxed)
                 .with_context(|| format!("cannot read {}", args.file.display()))?
             {}
             Some(

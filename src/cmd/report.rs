@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{ExitsArg, ReportArgs, TargetArgs};
+use crate::cli::{ExitsArg, ReportArgs};
 use crate::file_source::FileSource;
 use crate::report_text::{self, DriveLimits, ReportDoc, SourceSection};
+use crate::target::Target;
 
 /// Live observation time when `--duration` is not given.
 const DEFAULT_LIVE_SPAN: Duration = Duration::from_secs(5);
@@ -18,20 +19,20 @@ const DEFAULT_LIVE_SPAN: Duration = Duration::from_secs(5);
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let doc = match &args.file {
         Some(path) => {
-            if has_target(&args.target) {
+            if args.target.given() {
                 anyhow::bail!("give either a trace FILE or a live target (--demo, --pid, --all-kvm, --qemu), not both");
             }
             report_file(path, args.duration)?
         }
         None => {
-            if !has_target(&args.target) {
+            if !args.target.given() {
                 anyhow::bail!("nothing to report on: give a trace FILE or a live target (--demo, --pid PID, --all-kvm, --qemu)");
             }
             // Live reports need exit counts and latencies, not each exit: counted in the
             // kernel unless asked otherwise.
-            let mut target = args.target.clone();
+            let mut target = args.target.resolve()?;
             target.exits.get_or_insert(ExitsArg::Aggregate);
-            report_live(&target, args.duration.unwrap_or(DEFAULT_LIVE_SPAN))?
+            report_live(target, args.duration.unwrap_or(DEFAULT_LIVE_SPAN))?
         }
     };
     if args.json {
@@ -41,10 +42,6 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report_text::render_text(&doc));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn has_target(t: &TargetArgs) -> bool {
-    t.demo || !t.pid.is_empty() || t.all_kvm || t.qemu.is_some()
 }
 
 fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Result<ReportDoc> {
@@ -91,8 +88,8 @@ fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Re
     Ok(report_text::document(&model, section, host))
 }
 
-fn report_live(target: &TargetArgs, span: Duration) -> anyhow::Result<ReportDoc> {
-    crate::live::require_privileges(Some("report"), target)?;
+fn report_live(target: Target, span: Duration) -> anyhow::Result<ReportDoc> {
+    crate::live::require_privileges(&target)?;
     // Ctrl-C ends the observation early; the report still prints.
     let stop = crate::live::stop_on_signals()?;
     let mut src = crate::live::LiveSource::open(target, Arc::clone(&stop))?;

@@ -11,15 +11,12 @@ use crate::live::{stop_on_signals, LiveSource};
 
 pub fn run(args: TopArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut opts = dashboard_options("top", args.tick_hz, log_file)?;
-    let mut target = args.target;
-    // With no target, watch every KVM process: what `top` users expect.
-    if !target.demo && target.pid.is_empty() && target.qemu.is_none() && !target.all_kvm {
-        target.all_kvm = true;
-    }
+    // With no target, every KVM process: what `top` users expect.
+    let mut target = args.target.resolve()?;
     // The dashboard shows exit counts and latencies, not each exit: counted in the kernel.
     target.exits.get_or_insert(ExitsArg::Aggregate);
     let stop = stop_on_signals()?;
     opts.stop = stop.clone();
-    let source = LiveSource::open(&target, stop).context("cannot start watching")?;
+    let source = LiveSource::open(target, stop).context("cannot start watching")?;
     run_live(source, opts)
 }

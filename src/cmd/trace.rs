@@ -75,10 +75,12 @@ struct ThreadLine {
 
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Privileges first: everything else would fail later with a less helpful message.
-    live::require_privileges(Some("trace"), &args.target)?;
+    let target = args.target.resolve()?;
+    live::require_privileges(&target)?;
+    let sample_every = target.sample_every;
     let format = args.format;
     let stop = live::stop_on_signals()?;
-    let mut source = LiveSource::open(&args.target, stop)?;
+    let mut source = LiveSource::open(target, stop)?;
     if let Some(d) = args.duration {
         source.stop_after(d);
     }
@@ -91,7 +93,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
              every {:?}. Missing without BPF: individual switches with vruntime/weight at \
              each one, wakeups (and who woke whom), migrations with source and target CPU, \
              KVM exits and guest entries, and lost-event accounting.",
-            args.target.sample_every
+            sample_every
         );
     }
 
@@ -113,7 +115,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         batch.clear();
         let more = source
             .poll(&mut batch, Duration::from_millis(100))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(anyhow::Error::from_boxed)?;
         model.ingest_batch(&batch);
         aggregates.clear();
         source.take_exit_aggregates(&mut aggregates);

@@ -67,13 +67,7 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
 fn scenario_from_args(args: &VmmArgs) -> anyhow::Result<vmm::Scenario> {
     let mut scenario = match &args.scenario {
         Some(path) => vmm::Scenario::from_toml_file(path)?,
-        None => {
-            let workload: vmm::Workload = args
-                .workload
-                .parse()
-                .map_err(|e| anyhow::anyhow!("invalid --workload: {e}"))?;
-            vmm::Scenario::uniform(args.vms, args.vcpus, workload)
-        }
+        None => vmm::Scenario::uniform(args.vms, args.vcpus, args.workload.0),
     };
     // The knobs are set as given; `Scenario::plan` below is their one validator, for the
     // command line and scenario files alike.

@@ -4,8 +4,11 @@
 //!
 //! Everything is read through the one set of readers in `probes` ([`SchedStat`],
 //! [`ProcSched`], [`ThreadStat`], [`ThreadCounters`]); nothing here parses `/proc` itself.
-//! A thread is sampled once right when tracking begins (the baseline its figures count
-//! from), then on every tick, and once more when the session closes.
+//! A thread is sampled once right when tracking begins, then on every tick, and once more
+//! when the session closes. The baseline sample is also the thread's announcement: its
+//! `TaskInfo` carries that sample's instant and schedstat, so run, wait, switches and
+//! migrations all count from one reading, and each reading is stamped at the middle of reads
+//! held under [`MAX_READ_SPREAD_NS`], so its stamp is the instant its figures are of.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,15 +43,15 @@ impl CounterSource {
         }
     }
 
-    /// Starts sampling thread `tid` and takes its baseline sample (pushed to `out`). A perf
+    /// Starts sampling thread `tid` and returns its baseline sample, the instant its figures
+    /// count from (`None`, counted in `missed`, if its `/proc` files could not be read). A perf
     /// counter that cannot be opened is a warning: schedstat and `/proc` still give the rest.
     pub(super) fn track(
         &mut self,
         pid: u32,
         tid: u32,
-        out: &mut Vec<Event>,
         warnings: &mut Vec<String>,
-    ) {
+    ) -> Option<CounterSample> {
         let perf = match ThreadCounters::open(tid) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -60,12 +63,12 @@ impl CounterSource {
             }
         };
         let mut thread = SampledThread { pid, perf };
-        if let Some(s) = sample(tid, &mut thread) {
-            out.push(Event::CounterSample(s));
-        } else {
+        let baseline = sample(tid, &mut thread);
+        if baseline.is_none() {
             self.missed += 1;
         }
         self.threads.insert(tid, thread);
+        baseline
     }
 
     pub(super) fn untrack(&mut self, tid: u32) {
@@ -92,12 +95,35 @@ impl CounterSource {
     }
 }
 
+/// How long the two reads of one sample (schedstat, then `sched`) may take together. A
+/// reader preempted between its stamp and its reads (it shares the host with the vCPUs it
+/// watches) would carry figures of a later instant than its stamp; such a reading is taken
+/// again.
+const MAX_READ_SPREAD_NS: u64 = 200_000;
+
+/// Tries at one reading within [`MAX_READ_SPREAD_NS`]; the last one is kept whatever it took.
+const READ_ATTEMPTS: usize = 5;
+
+/// Thread `tid`'s schedstat and `sched` read back to back, stamped at the middle of the reads
+/// (see [`MAX_READ_SPREAD_NS`]); `None` if its `/proc` files are gone or unreadable.
+fn read_at_one_instant(pid: u32, tid: u32) -> Option<(u64, SchedStat, ProcSched)> {
+    let mut attempt = 1;
+    loop {
+        let before = monotonic_ns();
+        let stat = SchedStat::read(pid, tid).ok()?;
+        let sched = ProcSched::read(pid, tid).ok()?;
+        let spread = monotonic_ns().saturating_sub(before);
+        if spread <= MAX_READ_SPREAD_NS || attempt == READ_ATTEMPTS {
+            return Some((before + spread / 2, stat, sched));
+        }
+        attempt += 1;
+    }
+}
+
 /// Reads one thread's counters now; `None` if its `/proc` files are gone or unreadable.
 fn sample(tid: u32, thread: &mut SampledThread) -> Option<CounterSample> {
     let pid = thread.pid;
-    let ts = monotonic_ns();
-    let stat = SchedStat::read(pid, tid).ok()?;
-    let sched = ProcSched::read(pid, tid).ok()?;
+    let (ts, stat, sched) = read_at_one_instant(pid, tid)?;
     let task_clock_ns = thread
         .perf
         .as_mut()

@@ -8,7 +8,7 @@ use model::Event;
 use probes::qemu::{EntryMapped, KvmEntryMapper, QemuMappings};
 use probes::targets::{self, TrackedThread};
 
-use super::{task_info, LiveSource};
+use super::{monotonic_ns, task_info, LiveSource};
 
 /// The live side of the third QEMU mapping method: QEMU threads watched with no vCPU index
 /// are labelled with the vCPU id of their first `kvm_entry` event.
@@ -92,7 +92,7 @@ impl LiveSource {
         t.vcpu = Some(vcpu);
         let nice = targets::ThreadStat::read(t.pid, t.tid).map_or(0, |s| s.nice);
         // Already tracked: the model counts from the first TaskInfo's figures.
-        let info = task_info(t, nice, None);
+        let info = task_info(t, monotonic_ns(), nice, None);
         self.pending.push(info);
         true
     }

@@ -5,27 +5,6 @@ use std::collections::BTreeSet;
 
 use probes::targets::{self, TargetSpec, TrackedThread};
 
-use crate::cli::TargetArgs;
-
-/// The target spec of everything but `--demo` (which is resolved from the VMM it starts).
-pub(super) fn spec_from_args(target: &TargetArgs) -> Option<TargetSpec> {
-    if target.demo {
-        None
-    } else if !target.pid.is_empty() {
-        Some(TargetSpec::Pids(target.pid.clone()))
-    } else if target.all_kvm {
-        Some(TargetSpec::AllKvm)
-    } else if let Some(sel) = &target.qemu {
-        Some(TargetSpec::Qemu {
-            selector: Some(sel.clone()).filter(|s| !s.is_empty()),
-            qmp: target.qmp.clone(),
-        })
-    } else {
-        // No target given: every KVM process, the most useful default for a live session.
-        Some(TargetSpec::AllKvm)
-    }
-}
-
 /// One process's threads for a rescan: gone processes add nothing; processes that exist
 /// but cannot be read right now are kept as they were.
 pub(super) fn scan_pid(pid: u32, now: &mut Vec<TrackedThread>, keep: &mut BTreeSet<u32>) {

@@ -5,6 +5,14 @@
 //! context-switch rate limit, tickling of idle pCPUs and stealing of higher-priority work.
 //! A domain is a VM; each untracked pCPU's background is a domain of its own. Nice maps to
 //! Xen weight by the kernel's weight ratio (nice 0 = 256).
+//!
+//! Like credit.c, this is not weight-proportional for every mix of always-runnable units on
+//! one pCPU: `csched_acct` takes a unit whose credit passes one tslice's worth (300) off the
+//! active list and halves its credit, and round robin in whole 30 ms slices lets a unit of
+//! share f earn 300f per period while it runs about once per n-1 periods. Past f = 1/(n-1)
+//! the heaviest unit loses credit (nices [0, 3, 6, 9, -3]: the nice -3 unit gets 37%, not
+//! 50.4%; without that rule 49.7%). Figures and the test of the proportional range in
+//! `simulate/tests/properties.rs` (`credit_weights`).
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};

@@ -4,7 +4,12 @@
 //! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
 //! placement, new-idle pull, periodic pull past an imbalance of two, `migration_cost`
-//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled.
+//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled. The
+//! first is what keeps run-queue waits short of a loaded host's: with autogroups (or
+//! libvirt's per-VM cgroups) a woken vCPU preempts another group's task only when its
+//! group's entity wins at the root, so its own lag credit does not run it at once, while
+//! here every wakee with lag is compared with the running thread directly (see
+//! `tests/priv_simulate.rs` for the figures).
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};
@@ -120,6 +125,35 @@ struct Rq {
     protect: Option<(u32, i64)>,
 }
 
+/// `cfs_rq->avg_vruntime` and `avg_load`: sum of (v - v0) * weight and of weight over the
+/// queue and the running thread, relative to `v0` (the queue's `min_vruntime`).
+#[derive(Clone, Copy)]
+struct LagSums {
+    v0: i64,
+    sum: i128,
+    load: i128,
+}
+
+impl LagSums {
+    /// V, the load-weighted mean (floor division, as `div_euclid`).
+    fn avg(&self) -> i64 {
+        if self.load == 0 {
+            return self.v0;
+        }
+        // The 64-bit division while both fit (nearly always), the 128-bit one (a library
+        // call, high in an EEVDF profile) beyond; the quotient is the same.
+        match (i64::try_from(self.sum), i64::try_from(self.load)) {
+            (Ok(s), Ok(l)) => self.v0 + s.div_euclid(l),
+            _ => self.v0 + self.sum.div_euclid(self.load) as i64,
+        }
+    }
+
+    /// `vruntime_eligible`: lag >= 0, i.e. v <= V without the division.
+    fn eligible(&self, v: i64) -> bool {
+        self.sum >= i128::from(v - self.v0) * self.load
+    }
+}
+
 pub struct Fair {
     flavour: Flavour,
     p: FairParams,
@@ -143,7 +177,23 @@ fn wall_for(dv: i64, w: u32) -> u64 {
     if dv <= 0 {
         0
     } else {
-        (i128::from(dv) * i128::from(w) / NICE_0 + 1) as u64
+        // 64-bit while `dv * w` fits; the quotient is the 128-bit one's.
+        match dv.checked_mul(i64::from(w)) {
+            Some(x) => (x / NICE_0 as i64 + 1) as u64,
+            None => (i128::from(dv) * i128::from(w) / NICE_0 + 1) as u64,
+        }
+    }
+}
+
+/// `vlag * num / den` (place_entity's lag inflation), truncating toward zero, in 64 bits
+/// while they fit.
+fn scale_lag(vlag: i64, num: i128, den: i128) -> i64 {
+    match (i64::try_from(num), i64::try_from(den)) {
+        (Ok(n), Ok(d)) => match vlag.checked_mul(n) {
+            Some(x) => x / d,
+            None => (i128::from(vlag) * num / den) as i64,
+        },
+        _ => (i128::from(vlag) * num / den) as i64,
     }
 }
 
@@ -194,6 +244,12 @@ impl Fair {
 
     /// EEVDF's V: the load-weighted mean vruntime of the queue and the running thread.
     fn avg_v(&self, cx: &Cx, cpu: u32) -> i64 {
+        self.lag_sums(cx, cpu).avg()
+    }
+
+    /// `avg_vruntime`'s sums over the queue and the running thread, taken once per decision
+    /// (each eligibility test is then one multiplication, not another pass over the queue).
+    fn lag_sums(&self, cx: &Cx, cpu: u32) -> LagSums {
         let rq = &self.rqs[cpu as usize];
         let v0 = rq.min_v;
         let (mut sum, mut load) = (0i128, 0i128);
@@ -202,23 +258,7 @@ impl Fair {
             sum += i128::from(self.ents[t as usize].v - v0) * w;
             load += w;
         }
-        if load == 0 {
-            v0
-        } else {
-            v0 + sum.div_euclid(load) as i64
-        }
-    }
-
-    fn eligible(&self, cx: &Cx, cpu: u32, t: u32) -> bool {
-        let rq = &self.rqs[cpu as usize];
-        let v0 = rq.min_v;
-        let (mut sum, mut load) = (0i128, 0i128);
-        for u in rq.queue.iter().copied().chain(rq.curr) {
-            let w = i128::from(Self::w(cx, u));
-            sum += i128::from(self.ents[u as usize].v - v0) * w;
-            load += w;
-        }
-        sum >= i128::from(self.ents[t as usize].v - v0) * load
+        LagSums { v0, sum, load }
     }
 
     fn sched_slice(&self, cx: &Cx, cpu: u32, t: u32) -> u64 {
@@ -265,7 +305,7 @@ impl Fair {
                 let e = &mut self.ents[t as usize];
                 let mut lag = 0i64;
                 if self.p.place_lag && busy && !initial && load > 0 {
-                    lag = (i128::from(e.vlag) * (load + i128::from(w)) / load) as i64;
+                    lag = scale_lag(e.vlag, load + i128::from(w), load);
                 }
                 e.v = v - lag;
                 let vslice = delta_fair(self.p.base_slice, w);
@@ -310,11 +350,13 @@ impl Fair {
         match self.flavour {
             Flavour::Cfs => rq.queue.iter().copied().min_by_key(|&t| key(t)),
             Flavour::Eevdf => {
+                let sums = self.lag_sums(cx, cpu);
+                let eligible = |t: u32| sums.eligible(self.ents[t as usize].v);
                 if let Some((p, vprot)) = rq.protect {
                     if self.p.run_to_parity
                         && rq.queue.contains(&p)
                         && self.ents[p as usize].v < vprot
-                        && self.eligible(cx, cpu, p)
+                        && eligible(p)
                     {
                         return Some(p);
                     }
@@ -322,7 +364,7 @@ impl Fair {
                 rq.queue
                     .iter()
                     .copied()
-                    .filter(|&t| self.eligible(cx, cpu, t))
+                    .filter(|&t| eligible(t))
                     .min_by_key(|&t| (self.ents[t as usize].deadline, self.ents[t as usize].seq))
                     .or_else(|| rq.queue.iter().copied().min_by_key(|&t| key(t)))
             }
@@ -375,23 +417,25 @@ impl Policy for Fair {
                 vdiff > delta_fair(self.p.wakeup_granularity, Self::w(cx, t))
             }
             Flavour::Eevdf => {
+                let sums = self.lag_sums(cx, cpu);
+                let eligible = |u: u32| sums.eligible(self.ents[u as usize].v);
                 let ce = &self.ents[curr as usize];
                 let protected = self.p.run_to_parity
                     && rq
                         .protect
                         .is_some_and(|(p, vprot)| p == curr && ce.v < vprot)
-                    && self.eligible(cx, cpu, curr);
+                    && eligible(curr);
                 if protected {
                     false
                 } else {
                     // pick_eevdf over the queue and curr would take the wakee.
-                    let curr_ok = self.eligible(cx, cpu, curr);
+                    let curr_ok = eligible(curr);
                     let best = rq
                         .queue
                         .iter()
                         .copied()
                         .chain(curr_ok.then_some(curr))
-                        .filter(|&u| u == curr || self.eligible(cx, cpu, u))
+                        .filter(|&u| u == curr || eligible(u))
                         .min_by_key(|&u| {
                             (self.ents[u as usize].deadline, self.ents[u as usize].seq)
                         });
@@ -443,16 +487,17 @@ impl Policy for Fair {
         if self.rqs[cpu as usize].queue.is_empty() {
             // New-idle balance: pull from the pCPU with the most waiting.
             let n = cx.ncpus;
-            let src = (1..n)
+            // Each candidate's movable thread found once (a queue without waiting threads
+            // has none, so it is skipped before the search).
+            let pull = (1..n)
                 .map(|k| (cpu + k) % n)
-                .filter(|&c| self.movable(cx, c, cpu, now).is_some())
-                .max_by_key(|&c| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));
-            if let Some(src) = src {
-                if let Some(t) = self.movable(cx, src, cpu, now) {
-                    self.update_curr(cx, src, now);
-                    self.migrate(cx, t, src, cpu);
-                    cx.touch(src);
-                }
+                .filter(|&c| !self.rqs[c as usize].queue.is_empty())
+                .filter_map(|c| Some((c, self.movable(cx, c, cpu, now)?)))
+                .max_by_key(|&(c, _)| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));
+            if let Some((src, t)) = pull {
+                self.update_curr(cx, src, now);
+                self.migrate(cx, t, src, cpu);
+                cx.touch(src);
             }
         }
         let Some(t) = self.best(cx, cpu) else {

@@ -369,15 +369,15 @@ impl Policy for O1 {
         let c = cpu as usize;
         if self.queued(cpu) == 0 {
             let n = cx.ncpus;
-            let src = (1..n)
+            // Each candidate's movable thread found once.
+            let pull = (1..n)
                 .map(|k| (cpu + k) % n)
-                .filter(|&s| self.movable(cx, s, cpu, now).is_some())
-                .max_by_key(|&s| (self.queued(s), std::cmp::Reverse(s)));
-            if let Some(src) = src {
-                if let Some(t) = self.movable(cx, src, cpu, now) {
-                    self.pull(t, src, cpu);
-                    cx.touch(src);
-                }
+                .filter(|&s| self.queued(s) != 0)
+                .filter_map(|s| Some((s, self.movable(cx, s, cpu, now)?)))
+                .max_by_key(|&(s, _)| (self.queued(s), std::cmp::Reverse(s)));
+            if let Some((src, t)) = pull {
+                self.pull(t, src, cpu);
+                cx.touch(src);
             }
         }
         let rq = &mut self.rqs[c];

@@ -1,0 +1,248 @@
+//! Which threads the live source tracks: each is announced (`TaskInfo`, its affinity and, in
+//! counters mode, its baseline sample) when tracking starts; rescans add and drop threads and
+//! processes; exited threads are retired after their last switch-out.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use model::{Affinity, Comm, Event, TaskInfo, VmEnded};
+use probes::counters::SchedStat;
+use probes::targets::{self, TargetSpec, TrackedThread};
+
+use super::target_scan::scan_pid;
+use super::{monotonic_ns, LiveSource};
+use crate::target::Watch;
+
+impl LiveSource {
+    pub(super) fn start_tracking(
+        &mut self,
+        t: TrackedThread,
+        nice: Option<i32>,
+    ) -> anyhow::Result<()> {
+        if self.tracked.contains_key(&t.tid) {
+            return Ok(());
+        }
+        let nice = nice
+            .or_else(|| targets::ThreadStat::read(t.pid, t.tid).ok().map(|s| s.nice))
+            .unwrap_or(0);
+        if let Some(p) = &mut self.probes {
+            p.track(t.tid)
+                .with_context(|| format!("cannot track thread {} ({})", t.tid, t.comm))?;
+        }
+        self.processes.entry(t.pid).or_insert_with(|| t.vm.clone());
+        // In counters mode the baseline sample is also the announcement: run, wait, switches
+        // and migrations all count from that one reading. With probes, schedstat is read
+        // right after tracking began, so the kernel counters that switches carry are counted
+        // from here and run or wait before the first switch event is not lost.
+        let baseline = match &mut self.counters {
+            Some(c) => c.track(t.pid, t.tid, &mut self.warnings),
+            None => None,
+        };
+        let info = match &baseline {
+            Some(s) => {
+                let seed = model::Schedstat {
+                    run_ns: s.run_ns,
+                    wait_ns: s.wait_ns,
+                };
+                task_info(&t, s.ts, nice, Some(seed))
+            }
+            None => {
+                let seed = SchedStat::read(t.pid, t.tid)
+                    .ok()
+                    .map(|s| model::Schedstat {
+                        run_ns: s.run_ns,
+                        wait_ns: s.wait_ns,
+                    });
+                task_info(&t, monotonic_ns(), nice, seed)
+            }
+        };
+        self.pending.push(info);
+        self.pending.extend(baseline.map(Event::CounterSample));
+        // Where it may run, for replays under another policy (a thread that cannot be read
+        // any more is about to go: its switches alone stand for it then).
+        if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.pending.push(Event::Affinity(Affinity {
+                ts: monotonic_ns(),
+                tid: t.tid,
+                cpus,
+            }));
+        }
+        if t.vcpu.is_none() && self.qemu_entry.enabled && probes::qemu::is_qemu(t.pid) {
+            self.qemu_entry.mapper.watch(t.pid, t.tid);
+            self.qemu_entry.pids.insert(t.pid);
+        }
+        self.tracked.insert(t.tid, t);
+        Ok(())
+    }
+
+    pub(super) fn stop_tracking(&mut self, tid: u32) {
+        if let Some(p) = &mut self.probes {
+            // The thread is gone; a failure to remove it from the filter map costs nothing.
+            let _ = p.untrack(tid);
+        }
+        if let Some(c) = &mut self.counters {
+            c.untrack(tid);
+        }
+        self.tracked.remove(&tid);
+        self.qemu_entry.mapper.forget(tid);
+    }
+
+    /// Find threads and processes that appeared or vanished since the last scan.
+    pub(super) fn rescan(&mut self) -> anyhow::Result<()> {
+        self.last_rescan = Instant::now();
+        let Watch::Host(spec) = &self.watch else {
+            return Ok(());
+        };
+        let known_pids: BTreeSet<u32> = self.processes.keys().copied().collect();
+        let mut now: Vec<TrackedThread> = Vec::new();
+        // Processes that still exist but could not be read this time keep their threads.
+        let mut keep: BTreeSet<u32> = BTreeSet::new();
+        let mut unmapped = Vec::new();
+        match spec {
+            TargetSpec::Pids(pids) => {
+                for &pid in pids {
+                    scan_pid(pid, &mut now, &mut keep);
+                }
+            }
+            TargetSpec::AllKvm => {
+                let pids: BTreeSet<u32> = targets::kvm_processes()
+                    .into_iter()
+                    .chain(known_pids.iter().copied())
+                    .collect();
+                for pid in pids {
+                    scan_pid(pid, &mut now, &mut keep);
+                }
+            }
+            TargetSpec::Qemu { selector, qmp } => {
+                let selector = selector.as_deref().filter(|s| !s.is_empty());
+                let entry_ids = self.qemu_entry.enabled;
+                let found =
+                    self.qemu_entry
+                        .mappings
+                        .session_threads(selector, qmp.as_deref(), entry_ids);
+                match found {
+                    Ok(found) => {
+                        now = found.threads;
+                        unmapped = found.unmapped;
+                    }
+                    Err(_) => keep.extend(
+                        known_pids
+                            .iter()
+                            .copied()
+                            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
+                    ),
+                }
+            }
+            TargetSpec::Threads(t) => {
+                now = t
+                    .iter()
+                    .filter(|t| targets::ThreadStat::read(t.pid, t.tid).is_ok())
+                    .cloned()
+                    .collect();
+            }
+        }
+
+        self.warn_unmapped(&unmapped, false);
+        let now_tids: BTreeSet<u32> = now.iter().map(|t| t.tid).collect();
+        let gone: Vec<u32> = self
+            .tracked
+            .values()
+            .filter(|t| {
+                !now_tids.contains(&t.tid) && !keep.contains(&t.pid) && !self.qemu_entry.keeps(t)
+            })
+            // Exited threads leave /proc before their last switch: `retire_exited` ends them.
+            .filter(|t| !self.exiting.iter().any(|(x, _)| *x == t.tid))
+            .map(|t| t.tid)
+            .collect();
+        for tid in gone {
+            self.stop_tracking(tid);
+        }
+        for t in now {
+            match (self.tracked.get(&t.tid).map(|known| known.vcpu), t.vcpu) {
+                // Watched unlabelled so far, mapped now (QMP answered at last, or the
+                // kvm_entry mapping completed): announce its index.
+                (Some(None), Some(vcpu)) => {
+                    self.qemu_entry.mapper.forget(t.tid);
+                    self.relabel(t.tid, vcpu);
+                }
+                _ => self.start_tracking(t, None)?,
+            }
+        }
+        let live_pids: BTreeSet<u32> = self.tracked.values().map(|t| t.pid).collect();
+        let ended: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|pid| !live_pids.contains(pid))
+            .collect();
+        for pid in ended {
+            if let Some(vm) = self.processes.remove(&pid) {
+                self.pending.push(Event::VmEnded(VmEnded {
+                    ts: monotonic_ns(),
+                    pid,
+                    vm,
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// An exited thread's tid can be reused by an unrelated thread: stop filtering on it
+    /// soon rather than at the next rescan, but only after its last switch-out (state
+    /// TASK_DEAD), or a second after its exit if that switch is never seen.
+    pub(super) fn retire_exited(&mut self, batch: &[Event]) {
+        const GRACE: Duration = Duration::from_secs(1);
+        let now = Instant::now();
+        let mut done: Vec<u32> = Vec::new();
+        for e in batch {
+            match e {
+                Event::TaskExit(x)
+                    if self.tracked.contains_key(&x.tid)
+                        && !self.exiting.iter().any(|(t, _)| *t == x.tid) =>
+                {
+                    self.exiting.push((x.tid, now + GRACE));
+                }
+                Event::SchedSwitch(s)
+                    if s.prev_task_state().is_dead()
+                        && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
+                {
+                    done.push(s.prev_tid);
+                }
+                _ => {}
+            }
+        }
+        done.extend(
+            self.exiting
+                .iter()
+                .filter(|(_, deadline)| *deadline <= now)
+                .map(|(t, _)| *t),
+        );
+        if done.is_empty() {
+            return;
+        }
+        self.exiting.retain(|(t, _)| !done.contains(t));
+        for tid in done {
+            self.stop_tracking(tid);
+        }
+    }
+}
+
+/// The announcement of tracked thread `t`, stamped `ts`.
+pub(super) fn task_info(
+    t: &TrackedThread,
+    ts: u64,
+    nice: i32,
+    schedstat: Option<model::Schedstat>,
+) -> Event {
+    Event::TaskInfo(TaskInfo {
+        ts,
+        tid: t.tid,
+        pid: t.pid,
+        comm: Comm::new(&t.comm),
+        vm: t.vm.clone(),
+        vcpu: t.vcpu,
+        nice,
+        schedstat,
+    })
+}
