@@ -72,7 +72,7 @@ lab_send allkvm.vmm $vmm_rc "$(lab_ms)" /tmp/a.vmm /tmp/a.vmm.err
 gzip -1 -c /tmp/a.trace | base64 > /tmp/a.trace.b64
 LAB_ENCODING=gzip+base64 lab_send allkvm.trace 0 "$(lab_ms)" /tmp/a.trace.b64 /tmp/a.err
 
-# Issue #16's check of `simulate --policy cfs` on a CFS kernel, when the host asks for it
+# Issue #16's check of `simulate` (cfs on 6.1, eevdf on 6.12), when the host asks for it
 # (LAB_RECORD_DEMO=SECONDS on the kernel command line): the demo's VMs without affinity
 # rotation (/lab/demo-fixed-affinity.toml), recorded; the host replays the file.
 if [ -n "${LAB_RECORD_DEMO:-}" ]; then

@@ -51,6 +51,7 @@ use crate::target::{Reading, Target, Watch};
 
 mod closing;
 mod counter_source;
+mod exiting;
 mod preflight;
 mod qemu_relabel;
 mod target_scan;
@@ -58,6 +59,7 @@ mod tracking;
 mod vmm_feed;
 
 use counter_source::CounterSource;
+use exiting::ExitingThreads;
 pub use preflight::{require_privileges, stop_on_signals};
 use qemu_relabel::QemuEntryMapping;
 use target_scan::{kvm_entry_fires, resolve_initial};
@@ -98,10 +100,8 @@ pub struct LiveSource {
     final_lost: u64,
     /// Guest-gap records the VMM lost so far (already reported as `Lost`).
     gaps_lost: u64,
-    /// Tracked threads whose exit was seen, still tracked until their last switch-out (or a
-    /// deadline): it comes after `sched_process_exit`, once the exit has released the
-    /// thread's memory and files, and must carry the thread's sched entity.
-    exiting: Vec<(u32, Instant)>,
+    /// Tracked threads whose exit was seen, still tracked until their last switch-out.
+    exiting: ExitingThreads,
     warnings: Vec<String>,
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
@@ -180,7 +180,7 @@ impl LiveSource {
             finished: false,
             final_lost: 0,
             gaps_lost: 0,
-            exiting: Vec::new(),
+            exiting: ExitingThreads::default(),
             warnings,
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
             exits,

@@ -3,7 +3,7 @@
 //! processes; exited threads are retired after their last switch-out.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use model::{Affinity, Comm, Event, TaskInfo, VmEnded};
@@ -152,7 +152,7 @@ impl LiveSource {
                 !now_tids.contains(&t.tid) && !keep.contains(&t.pid) && !self.qemu_entry.keeps(t)
             })
             // Exited threads leave /proc before their last switch: `retire_exited` ends them.
-            .filter(|t| !self.exiting.iter().any(|(x, _)| *x == t.tid))
+            .filter(|t| !self.exiting.contains(t.tid))
             .map(|t| t.tid)
             .collect();
         for tid in gone {
@@ -188,40 +188,12 @@ impl LiveSource {
         Ok(())
     }
 
-    /// An exited thread's tid can be reused by an unrelated thread: stop filtering on it
-    /// soon rather than at the next rescan, but only after its last switch-out (state
-    /// TASK_DEAD), or a second after its exit if that switch is never seen.
+    /// Stop tracking the exited threads whose end `batch` shows (see [`super::exiting`]).
     pub(super) fn retire_exited(&mut self, batch: &[Event]) {
-        const GRACE: Duration = Duration::from_secs(1);
-        let now = Instant::now();
-        let mut done: Vec<u32> = Vec::new();
-        for e in batch {
-            match e {
-                Event::TaskExit(x)
-                    if self.tracked.contains_key(&x.tid)
-                        && !self.exiting.iter().any(|(t, _)| *t == x.tid) =>
-                {
-                    self.exiting.push((x.tid, now + GRACE));
-                }
-                Event::SchedSwitch(s)
-                    if s.prev_task_state().is_dead()
-                        && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
-                {
-                    done.push(s.prev_tid);
-                }
-                _ => {}
-            }
-        }
-        done.extend(
-            self.exiting
-                .iter()
-                .filter(|(_, deadline)| *deadline <= now)
-                .map(|(t, _)| *t),
-        );
-        if done.is_empty() {
-            return;
-        }
-        self.exiting.retain(|(t, _)| !done.contains(t));
+        let tracked = &self.tracked;
+        let done = self
+            .exiting
+            .retire(batch, |tid| tracked.contains_key(&tid), Instant::now());
         for tid in done {
             self.stop_tracking(tid);
         }

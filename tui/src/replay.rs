@@ -13,7 +13,7 @@ use model::{Event, SourceError};
 
 use crate::app::{ReplayCommand, ReplayStatus, Update};
 pub use crate::replay_track::Track;
-use crate::run::{Feed, STATS_WINDOW};
+use crate::run::{dashboard_snapshot, Feed};
 
 /// A simulated run to show beside the recording: the events a policy produced from the
 /// recording's demand, on the recording's timeline.
@@ -161,7 +161,7 @@ impl Feed for ReplayFeed {
 
     fn update(&mut self, ended: bool) -> Update {
         Update {
-            snapshot: Arc::new(self.shown().model().snapshot_window(STATS_WINDOW)),
+            snapshot: Arc::new(dashboard_snapshot(self.shown().model())),
             replay: Some(self.status()),
             ended: ended || self.tracks().all(|t| t.done()),
         }

@@ -211,6 +211,11 @@ impl Model {
         self.vms.len()
     }
 
+    /// pCPUs a switch has been seen on: the rows a snapshot's `pcpus` will have.
+    pub fn pcpus_seen(&self) -> usize {
+        self.cpus.iter().filter(|c| c.seen).count()
+    }
+
     /// Events ingested so far.
     pub fn events(&self) -> u64 {
         self.events

@@ -388,6 +388,15 @@ impl Fair {
         }
     }
 
+    /// Moves queued `t` from `src` to `dst` at `now` (periodic balancing, an affinity
+    /// change): both queues accounted first; an idle `dst` runs its pick.
+    fn move_queued(&mut self, cx: &mut Cx, t: u32, src: u32, dst: u32, now: u64) {
+        self.update_curr(cx, src, now);
+        self.update_curr(cx, dst, now);
+        self.migrate(cx, t, src, dst);
+        cx.queue_moved(src, dst);
+    }
+
     /// A queued thread of `src` that may move to `dst` now.
     fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
         self.rqs[src as usize]
@@ -455,15 +464,7 @@ impl Policy for Fair {
             return None;
         }
         let dst = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
-        self.update_curr(cx, src, now);
-        self.update_curr(cx, dst, now);
-        self.migrate(cx, t, src, dst);
-        cx.touch(src);
-        if cx.is_running(dst) {
-            cx.touch(dst);
-        } else {
-            cx.resched(dst);
-        }
+        self.move_queued(cx, t, src, dst, now);
         Some(dst)
     }
 
@@ -594,15 +595,7 @@ impl Policy for Fair {
             return;
         };
         if let Some(t) = self.movable(cx, src, dst, now) {
-            self.update_curr(cx, src, now);
-            self.update_curr(cx, dst, now);
-            self.migrate(cx, t, src, dst);
-            cx.touch(src);
-            if cx.is_running(dst) {
-                cx.touch(dst);
-            } else {
-                cx.resched(dst);
-            }
+            self.move_queued(cx, t, src, dst, now);
         }
     }
 

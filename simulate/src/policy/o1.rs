@@ -337,12 +337,7 @@ impl Policy for O1 {
         }
         let dst = wake_cpu(cx, t, |c| self.queued(c));
         self.pull(t, src, dst);
-        cx.touch(src);
-        if cx.is_running(dst) {
-            cx.touch(dst);
-        } else {
-            cx.resched(dst);
-        }
+        cx.queue_moved(src, dst);
         Some(dst)
     }
 
@@ -461,12 +456,7 @@ impl Policy for O1 {
         };
         if let Some(t) = self.movable(cx, src, dst, now) {
             self.pull(t, src, dst);
-            cx.touch(src);
-            if cx.is_running(dst) {
-                cx.touch(dst);
-            } else {
-                cx.resched(dst);
-            }
+            cx.queue_moved(src, dst);
         }
     }
 
