@@ -49,11 +49,13 @@ use probes::targets::{TargetSpec, TrackedThread};
 use crate::cli::ExitsArg;
 use crate::target::{Reading, Target, Watch};
 
+mod affinity_poll;
 mod closing;
 mod counter_source;
 mod exiting;
 mod preflight;
 mod qemu_relabel;
+mod rescan_plan;
 mod target_scan;
 mod tracking;
 mod vmm_feed;
@@ -111,6 +113,8 @@ pub struct LiveSource {
     exit_aggregates: Vec<model::ExitAggregate>,
     /// Each program's run-time counters, read just before the probes were detached.
     final_program_stats: Vec<ProgramStats>,
+    /// Host processes' affinity changes, polled on each rescan.
+    affinity: affinity_poll::AffinityPoll,
 }
 
 impl LiveSource {
@@ -186,6 +190,7 @@ impl LiveSource {
             exits,
             exit_aggregates: Vec::new(),
             final_program_stats: Vec::new(),
+            affinity: Default::default(),
         };
 
         if let Some(scenario) = scenario {
