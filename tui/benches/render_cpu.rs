@@ -145,13 +145,58 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
         std::hint::black_box(feed.update(false));
     }
     eprintln!(
-        "  one dashboard snapshot: {:.2} ms CPU",
+        "  one frame's snapshot (summaries as of the last refresh): {:.2} ms CPU",
         (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 20.0
     );
     (
         cpu as f64 / start.elapsed().as_nanos() as f64 * 100.0,
         snapshots,
     )
+}
+
+/// One snapshot of the whole stream folded, each kind side by side: everything (what the
+/// dashboard took before it asked only for what it draws), the dashboard's once-a-second
+/// refresh, and a frame between refreshes.
+fn snapshot_costs(events: &[Event]) {
+    let mut model = model::Model::new(model::ModelConfig::default());
+    let t = rusage_ns(libc::RUSAGE_THREAD);
+    model.ingest_batch(events);
+    let fold_ns = (rusage_ns(libc::RUSAGE_THREAD) - t) as f64;
+    let per_s = events.len() as f64 / (fold_ns / 1e9);
+    eprintln!(
+        "  fold alone: {:.2} M events/s on one core = {:.2}% of one core at 1 M events/s",
+        per_s / 1e6,
+        1e6 / per_s * 100.0
+    );
+    let lanes = model.pcpus_seen() <= tui::run::MAX_LANE_PCPUS;
+    let window = model::Window::LastTenSeconds;
+    let dashboard = model::SnapshotOptions::dashboard(window, lanes);
+    let between = model::SnapshotOptions {
+        wait_percentiles: false,
+        resume_all: false,
+        ..dashboard
+    };
+    let cost = |opts: model::SnapshotOptions| {
+        let t = rusage_ns(libc::RUSAGE_THREAD);
+        for _ in 0..5 {
+            std::hint::black_box(model.snapshot_with(opts));
+        }
+        (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 5.0
+    };
+    let full = cost(model::SnapshotOptions::full(window));
+    let refresh = cost(dashboard);
+    let frame = cost(between);
+    eprintln!(
+        "  snapshot of {} s folded, ms CPU: everything {full:.2} (baseline), dashboard refresh \
+         {refresh:.2} ({:.1}x less), between refreshes {frame:.2} ({:.1}x less)",
+        events
+            .last()
+            .map_or(0, |e| e.ts())
+            .saturating_sub(events[0].ts())
+            / 1_000_000_000,
+        full / refresh.max(1e-9),
+        full / frame.max(1e-9)
+    );
 }
 
 /// Make a 120x40 pseudo-terminal our controlling terminal, stdin and stdout. Returns the
@@ -197,6 +242,7 @@ fn main() {
     let rate = events.len() as f64 / (seconds + 1.0);
 
     let (baseline_pct, snapshots) = fold_only(events.clone(), seconds);
+    snapshot_costs(&events);
 
     // Dashboard: the real loop into a pty.
     let saved_stdout = unsafe { libc::dup(1) }; // SAFETY: dup of an open fd.

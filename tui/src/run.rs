@@ -91,10 +91,15 @@ pub(crate) const STATS_WINDOW: Window = Window::LastTenSeconds;
 /// lanes out (at 128 busy pCPUs, copying them was most of a snapshot's cost).
 pub const MAX_LANE_PCPUS: usize = 32;
 
-/// The snapshot the dashboard draws from `model`: only what its panels read.
-pub(crate) fn dashboard_snapshot(model: &Model) -> Snapshot {
+/// What the dashboard's snapshot of `model` holds: only what its panels read.
+pub(crate) fn dashboard_options(model: &Model) -> SnapshotOptions {
     let lanes = model.pcpus_seen() <= MAX_LANE_PCPUS;
-    model.snapshot_with(SnapshotOptions::dashboard(STATS_WINDOW, lanes))
+    SnapshotOptions::dashboard(STATS_WINDOW, lanes)
+}
+
+/// The snapshot the dashboard draws from `model`, summaries included.
+pub(crate) fn dashboard_snapshot(model: &Model) -> Snapshot {
+    model.snapshot_with(dashboard_options(model))
 }
 
 /// Reader side of the loop: folds events and answers for snapshots.
@@ -112,6 +117,8 @@ pub struct LiveFeed {
     source: Box<dyn Source>,
     model: Model,
     batch: Vec<Event>,
+    /// Exits counted in the kernel, read with each batch.
+    aggregates: Vec<model::ExitAggregate>,
     summaries: SummaryCache,
 }
 
@@ -121,6 +128,7 @@ impl LiveFeed {
             source,
             model: Model::new(ModelConfig::default()),
             batch: Vec::with_capacity(4096),
+            aggregates: Vec::new(),
             summaries: SummaryCache::default(),
         }
     }
@@ -131,6 +139,9 @@ impl Feed for LiveFeed {
         self.batch.clear();
         let more = self.source.poll(&mut self.batch, budget)?;
         self.model.ingest_batch(&self.batch);
+        self.aggregates.clear();
+        self.source.take_exit_aggregates(&mut self.aggregates);
+        self.model.fold_exit_aggregates(&self.aggregates);
         if !more {
             self.model.finish();
         }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use model::{Model, Percentiles, ResumeLatency, Snapshot, SnapshotOptions};
 
-use crate::run::{MAX_LANE_PCPUS, STATS_WINDOW};
+use crate::run::{dashboard_options, dashboard_snapshot};
 
 /// How long, in event time, the summaries stand before the model is asked again.
 pub const REFRESH_NS: u64 = 1_000_000_000;
@@ -26,11 +26,10 @@ impl SummaryCache {
     /// The dashboard's snapshot of `model`: everything its panels read, the summaries fresh
     /// from the model at most [`REFRESH_NS`] of event time ago (and whenever time went back).
     pub fn snapshot(&mut self, model: &Model) -> Snapshot {
-        let lanes = model.pcpus_seen() <= MAX_LANE_PCPUS;
         let now = model.now();
         let fresh = self.at.is_some_and(|at| now >= at && now - at < REFRESH_NS);
         if !fresh {
-            let s = model.snapshot_with(SnapshotOptions::dashboard(STATS_WINDOW, lanes));
+            let s = dashboard_snapshot(model);
             self.at = Some(now);
             self.wait = s.vcpus.iter().map(|v| (v.tid, v.wait)).collect();
             self.resume = s.resume.clone();
@@ -39,7 +38,7 @@ impl SummaryCache {
         let opts = SnapshotOptions {
             wait_percentiles: false,
             resume_all: false,
-            ..SnapshotOptions::dashboard(STATS_WINDOW, lanes)
+            ..dashboard_options(model)
         };
         let mut s = model.snapshot_with(opts);
         for v in &mut s.vcpus {
@@ -64,7 +63,7 @@ mod tests {
         let mut cache = SummaryCache::default();
         let t0 = events[0].ts();
         let upto = |ns: u64| events.partition_point(|e| e.ts() < t0 + ns);
-        let exact = |m: &Model| m.snapshot_with(SnapshotOptions::dashboard(STATS_WINDOW, true));
+        let exact = |m: &Model| dashboard_snapshot(m);
 
         model.ingest_batch(&events[..upto(1_000_000_000)]);
         let first = cache.snapshot(&model);
