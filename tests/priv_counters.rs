@@ -24,10 +24,19 @@ use std::time::{Duration, Instant};
 
 use probes::counters::{ProcSched, SchedStat};
 
+/// How far from its stamp a counters-mode sample's reads may lie: the source stamps each
+/// sample at the middle of reads held under 200 us (`MAX_READ_SPREAD_NS` in
+/// src/live/counter_source.rs). A reading of this test's that falls within this of an end
+/// cannot be ordered against the sample's own reads, so it brackets nothing.
+const SAMPLE_READ_MARGIN_NS: u64 = 100_000;
+
 /// One reading of a thread's kernel counters.
 #[derive(Clone, Copy, Debug, Default)]
 struct Reading {
+    /// Before the reads.
     ts: u64,
+    /// After the reads.
+    read_end: u64,
     run: u64,
     wait: u64,
     switches: u64,
@@ -49,14 +58,23 @@ fn read(pid: u32, tid: u32) -> Option<Reading> {
         migrations: p.nr_migrations,
         vruntime: p.vruntime,
         slice: p.slice.unwrap_or(0),
+        read_end: monotonic_ns(),
     })
 }
 
-/// Readings just before and just after `at` (before: zero if none; after: `None` if none).
+/// The last reading whose reads all came before the sample stamped `at` read anything, and
+/// the first whose reads all came after it had read everything (before: zero if none;
+/// after: `None` if none). See [`SAMPLE_READ_MARGIN_NS`].
 fn around(rs: &[Reading], at: u64) -> (Reading, Option<Reading>) {
-    let i = rs.partition_point(|r| r.ts <= at);
-    let before = i.checked_sub(1).map(|j| rs[j]).unwrap_or_default();
-    (before, rs.get(i).copied())
+    let earliest = at.saturating_sub(SAMPLE_READ_MARGIN_NS);
+    let latest = at + SAMPLE_READ_MARGIN_NS;
+    let before = rs
+        .iter()
+        .rev()
+        .find(|r| r.read_end < earliest)
+        .copied()
+        .unwrap_or_default();
+    (before, rs.iter().find(|r| r.ts > latest).copied())
 }
 
 /// Runs `cmd` (a live `report --demo ... --json`), reading the kernel counters of its vCPU
@@ -132,8 +150,9 @@ fn assert_matches_kernel(
             // The thread exited (the demo VMM stops right after the closing sample) before
             // the sampler read it again: its count at the close is not bracketed.
             unbracketed.push(format!(
-                "tid {tid}: no reading after the closing sample (last {:.1} ms before it)",
-                (end - rs.last().map_or(0, |r| r.ts)) as f64 / 1e6
+                "tid {tid}: no reading clear of the closing sample's reads (last {:.1} ms \
+                 before it)",
+                (end as f64 - rs.last().map_or(0, |r| r.ts) as f64) / 1e6
             ));
             continue;
         };
@@ -156,7 +175,10 @@ fn assert_matches_kernel(
         // the closing sample it may have moved by that much either way without running.
         let placement = (2 * e_before.slice.max(e_after.slice)).max(4_000_000);
         let (vr_lo, vr_hi) = (
-            e_before.vruntime.min(e_after.vruntime) - placement,
+            e_before
+                .vruntime
+                .min(e_after.vruntime)
+                .saturating_sub(placement),
             e_before.vruntime.max(e_after.vruntime) + placement,
         );
         eprintln!(

@@ -659,3 +659,51 @@ fn host_steal_ns() -> u64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     steal * 1_000_000_000 / hz
 }
+
+#[test]
+fn a_host_vmms_affinity_change_after_tracking_start_is_traced() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[[vm]]\nname = \"pin2\"\nvcpus = 2\nworkload = \"spin\"\npin = \"0-1\"\n",
+    );
+    let (vmm, tids) = start_vmm(&scenario, 2);
+    let pid = vmm.0.id();
+    let (mut tracer, lines, reader) =
+        start_trace(&["--no-bpf".into(), "--pid".into(), pid.to_string()]);
+    let moved = tids[0];
+    // Waits for the affinity of `moved` to be reported as `cpus`.
+    let await_mask = |cpus: &[u64], within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no affinity {cpus:?} for {moved} within {within:?}"));
+            let l: Value = serde_json::from_str(&line).unwrap();
+            if l["type"] == "affinity" && u(&l, "tid") == u64::from(moved) {
+                let got: Vec<u64> = l["cpus"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_u64().unwrap())
+                    .collect();
+                assert_eq!(got, cpus, "{l}");
+                return;
+            }
+        }
+    };
+    // The mask read when tracking began, then the one `taskset -p 2 TID` sets: seen on the
+    // next rescan (1 s).
+    await_mask(&[0, 1], Duration::from_secs(30));
+    vmm::sched::set_affinity(moved, &[1]).unwrap();
+    await_mask(&[1], Duration::from_secs(5));
+    signal(tracer.0.id(), libc::SIGINT);
+    let status = tracer.0.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "tracer exited with {status}");
+    drop(vmm);
+}

@@ -11,6 +11,10 @@ use common::tmux::Tmux;
 use model::trace_file::{TraceHeader, TraceWriter, FORMAT_VERSION};
 
 fn write_recording(path: &Path) {
+    write_events(path, model::synth::demo_stream(8.0));
+}
+
+fn write_events(path: &Path, events: Vec<model::Event>) {
     let header = TraceHeader {
         format_version: FORMAT_VERSION,
         host: model::HostInfo {
@@ -28,7 +32,7 @@ fn write_recording(path: &Path) {
     };
     let file = std::fs::File::create(path).unwrap();
     let mut writer = TraceWriter::new(std::io::BufWriter::new(file), &header).unwrap();
-    for ev in model::synth::demo_stream(8.0) {
+    for ev in events {
         writer.write(&ev).unwrap();
     }
     writer.finish().unwrap();
@@ -218,6 +222,47 @@ fn replay_switches_to_a_simulated_run_and_back() {
     tmux.wait_for_screen("the recorded run again", |s| {
         s.contains("recorded run (m: simulated)")
     });
+    quit_with_status_0(&tmux, &rc);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn replay_of_512_vcpus_on_128_pcpus_shows_every_pcpu_and_a_table_that_scrolls_and_filters() {
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let tag = std::process::id().to_string();
+    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-big-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("big.kst");
+    let rc = dir.join("rc");
+    // 20 ms of the big host: every vCPU announced and most switched, a few seconds to make
+    // and fold in a debug build.
+    let config = model::synth::big_host_config(512, 128);
+    write_events(&trace, model::synth::stream(config, 0.02));
+    let script = format!(
+        "'{}' replay '{}'; echo $? > '{}'; sleep 120",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        trace.display(),
+        rc.display()
+    );
+    let tmux = Tmux::start(format!("kvmscope-tui-replay-big-{tag}"), "r", &script);
+    let first = tmux.wait_for_screen("the 512-vCPU table and the pCPU grid", |s| {
+        s.contains("1-") && s.contains("of 512, ↑↓ scroll, tab VM, s sort")
+    });
+    assert!(
+        first.contains("128 pCPUs, too many for lanes") && first.contains("cpu 120"),
+        "every pCPU in the compact grid:\n{first}"
+    );
+    tmux.keys("Down");
+    tmux.wait_for_screen("the table scrolled one row", |s| s.contains("2-12 of 512"));
+    tmux.keys("Tab");
+    tmux.wait_for_screen("vm0's vCPUs alone", |s| s.contains("(vm0, 4 shown"));
     quit_with_status_0(&tmux, &rc);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -46,9 +46,12 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
-use model::{Event, Lost};
+use model::{Event, ExitAggregate, Lost};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
+use crate::abi;
 use crate::decode::Decoder;
+use crate::exit_aggs::ExitAggReader;
 use crate::programs::{self, attach, Fallback, ProgramFailure, CSD, KVM, SCHED};
 use crate::reader_guard::{recursion_misses, ReaderPriority};
 use crate::reader_wait::ReaderWait;
@@ -75,6 +78,33 @@ pub struct ProbeOptions {
     /// records are read only when `events` wakes the reader or at the poll timeout: what the
     /// bench measures as the baseline.
     pub switch_wakeups: bool,
+    /// How `kvm_exit`/`kvm_entry` reach user space (see [`ExitMode`]).
+    pub exits: ExitMode,
+}
+
+/// How guest exits reach user space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExitMode {
+    /// Every `kvm_exit` and `kvm_entry` as an event (`trace`, `record`).
+    #[default]
+    Stream,
+    /// Counted in the kernel per vCPU thread and reason, with log2 histograms of handling
+    /// time, read by [`Probes::take_exit_aggregates`]; only the entries the model needs for
+    /// resume latency (the first after a switch-in, the one after a userspace exit) are
+    /// events.
+    Aggregate,
+    /// Both: every event, and the aggregates of the same exits (the equality check).
+    Both,
+}
+
+impl ExitMode {
+    fn bits(self) -> u32 {
+        match self {
+            ExitMode::Stream => abi::EXITS_STREAM,
+            ExitMode::Aggregate => abi::EXITS_AGGREGATE,
+            ExitMode::Both => abi::EXITS_STREAM | abi::EXITS_AGGREGATE,
+        }
+    }
 }
 
 impl Default for ProbeOptions {
@@ -85,6 +115,7 @@ impl Default for ProbeOptions {
             cross_calls: true,
             wakeup_bytes: 64 << 10,
             switch_wakeups: true,
+            exits: ExitMode::Stream,
         }
     }
 }
@@ -120,6 +151,8 @@ pub enum ProbeError {
     Lost(String),
     #[error("cannot set up or read the sched_switch rings: {0}")]
     SwitchRings(String),
+    #[error("cannot read the exit aggregates: {0}")]
+    ExitAggs(String),
 }
 
 /// Cost counters of one attached program (non-zero only while `kernel.bpf_stats_enabled=1`).
@@ -160,6 +193,10 @@ pub struct Probes {
     warnings: Vec<String>,
     fallbacks: Vec<Fallback>,
     undecodable: u64,
+    /// With [`ExitMode::Aggregate`] or [`ExitMode::Both`]: the aggregates' reader, and what it
+    /// read at the last polls, not yet taken.
+    exit_aggs: Option<ExitAggReader>,
+    exit_aggs_read: Vec<ExitAggregate>,
 }
 
 impl Probes {
@@ -243,8 +280,7 @@ impl Probes {
             if let Some(reason) = csd_failed {
                 warnings.push(format!("{} lost: {reason}", CSD[0].feature));
             } else {
-                decoder.vmclear_func = std::fs::read_to_string("/proc/kallsyms")
-                    .ok()
+                decoder.vmclear_func = hostfacts::system::kallsyms()
                     .and_then(|k| tracefs::kallsyms_lookup(&k, "__loaded_vmcs_clear"));
             }
         }
@@ -259,6 +295,16 @@ impl Probes {
             .map_err(|e| load_error(format!("switch_wakeups map: {e}")))?;
         let wait = ReaderWait::new(&[ring.as_raw_fd(), switch_wakeups.as_raw_fd()])
             .map_err(ProbeError::Poll)?;
+        let exit_aggs = match opts.exits {
+            ExitMode::Stream => None,
+            ExitMode::Aggregate | ExitMode::Both => Some(
+                ExitAggReader::new(
+                    take_map(&mut ebpf, "exit_aggs")?,
+                    take_map(&mut ebpf, "exit_open")?,
+                )
+                .map_err(load_error)?,
+            ),
+        };
 
         Ok(Probes {
             ebpf,
@@ -279,6 +325,8 @@ impl Probes {
             warnings,
             fallbacks,
             undecodable: 0,
+            exit_aggs,
+            exit_aggs_read: Vec::new(),
         })
     }
 
@@ -300,7 +348,16 @@ impl Probes {
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
+        if let Some(a) = &mut self.exit_aggs {
+            a.forget(tid);
+        }
         self.set_tracked(tid, false)
+    }
+
+    /// Moves the exit aggregates read by the polls so far to `out` (none with
+    /// [`ExitMode::Stream`]): each key's growth since the previous read.
+    pub fn take_exit_aggregates(&mut self, out: &mut Vec<ExitAggregate>) {
+        out.append(&mut self.exit_aggs_read);
     }
 
     fn set_tracked(&mut self, tid: u32, on: bool) -> Result<(), ProbeError> {
@@ -331,9 +388,9 @@ impl Probes {
     /// Appends the available events to `out`. Sleeps first, until the kernel side wakes the
     /// reader (`wakeup_bytes` of records in the shared ring, or a quarter of a CPU's switch
     /// ring) or until `timeout` has passed since the previous drain, then drains every ring:
-    /// `timeout` is the latency bound for sparse events (use the consumer's tick, e.g. 100 ms), and a
-    /// busy stream is read in batches rather than a few records per call. `Duration::ZERO`
-    /// drains at once.
+    /// `timeout` is the latency bound for sparse events (use the consumer's tick, e.g.
+    /// 100 ms), and a busy stream is read in batches rather than a few records per call.
+    /// `Duration::ZERO` drains at once.
     /// Records lost to a full ring buffer since the last call are appended as `Event::Lost`
     /// (one per CPU that lost some).
     pub fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<(), ProbeError> {
@@ -351,6 +408,12 @@ impl Probes {
         out[before..].sort_by_key(Event::ts);
         self.collect_lost(out)?;
         self.collect_missed(out);
+        // After the records: an entry sent for a resume is never older than the exits
+        // counted before it.
+        if let Some(a) = &mut self.exit_aggs {
+            a.read(&mut self.exit_aggs_read)
+                .map_err(ProbeError::ExitAggs)?;
+        }
         drop(guard);
         Ok(())
     }
@@ -569,6 +632,7 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
 
     let globals = offsets.globals();
     let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
+    let exit_mode = opts.exits.bits();
     // bpf_get_smp_processor_id() is below the number of possible CPUs.
     let cpus =
         aya::util::nr_cpus().map_err(|(path, e)| load_error(format!("cannot read {path}: {e}")))?;
@@ -587,7 +651,8 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
             .map_max_entries("switch_head", cpus as u32)
             .map_max_entries("switch_tail", cpus as u32)
             .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
-            .override_global("wakeup_bytes", &wakeup_bytes, true);
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("exit_mode", &exit_mode, true);
         for (name, value) in &globals {
             loader.override_global(name, value, true);
         }
@@ -655,15 +720,13 @@ fn check_privileges() -> Result<(), ProbeError> {
 /// so a failed raise (no CAP_SYS_RESOURCE) only matters, and is only reported, on old ones
 /// (told from BTF: [`crate::features::KernelFeatures::memcg_bpf_accounting`]).
 fn raise_memlock(warnings: &mut Vec<String>) {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: `unlimited` is a valid rlimit that outlives the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+    let Err(err) = setrlimit(Resource::Memlock, unlimited) else {
         return;
-    }
-    let err = std::io::Error::last_os_error();
+    };
     if crate::features::KernelFeatures::host().memcg_bpf_accounting != Some(true) {
         warnings.push(format!(
             "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel \
@@ -675,24 +738,17 @@ fn raise_memlock(warnings: &mut Vec<String>) {
 /// Each switch-ring chunk is a map this process holds open: make room for `maps` more
 /// descriptors than are usually open, up to the hard limit.
 fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit the call writes into.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let mut lim = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY.
+    let want = (maps + 1024).min(lim.maximum.unwrap_or(u64::MAX));
+    if lim.current.is_none_or(|cur| cur >= want) {
         return;
     }
-    let want = (maps + 1024).min(lim.rlim_max);
-    if lim.rlim_cur >= want {
-        return;
-    }
-    lim.rlim_cur = want;
-    // SAFETY: as above; the new soft limit is within the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    lim.current = Some(want);
+    // The new soft limit is within the hard one.
+    if let Err(err) = setrlimit(Resource::Nofile, lim) {
         warnings.push(format!(
-            "cannot raise RLIMIT_NOFILE to {want} ({}): the switch rings need {maps} maps",
-            std::io::Error::last_os_error()
+            "cannot raise RLIMIT_NOFILE to {want} ({err}): the switch rings need {maps} maps"
         ));
     }
 }
@@ -700,17 +756,12 @@ fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
 /// Elements of the tracked-tid bitmap: one bit per possible tid (`kernel.pid_max`; the
 /// 64-bit kernel's ceiling, 4194304, if it cannot be read).
 fn tracked_slots() -> u32 {
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(4 << 20);
+    let pid_max = hostfacts::system::pid_max().unwrap_or(4 << 20);
     pid_max.div_ceil(64)
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).unwrap_or(4096)
+    rustix::param::page_size()
 }
 
 /// CLOCK_MONOTONIC in ns, from the host-facts layer (the clock of `bpf_ktime_get_ns`).
@@ -739,9 +790,7 @@ mod tests {
     #[test]
     fn tracked_bitmap_covers_pid_max() {
         let slots = tracked_slots();
-        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .map(|s| s.trim().parse().unwrap())
-            .unwrap_or(4 << 20);
+        let pid_max: u32 = hostfacts::system::pid_max().unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
     }
 }

@@ -236,22 +236,8 @@ pub fn render_text(c: &Comparison) -> String {
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
-    // Wide enough for the share block's "LABEL (fair 100.0)" rows.
-    let lw = c
-        .demand
-        .iter()
-        .map(|d| d.label.chars().count() + " (fair 100.0)".len())
-        .max()
-        .unwrap_or(4)
-        .max(22);
-    let cw = 13;
-    let header = |s: &mut String, title: &str| {
-        let _ = write!(s, "{title:<lw$}", lw = lw + 2);
-        for col in &c.columns {
-            let _ = write!(s, "{:>cw$}", col.name);
-        }
-        s.push('\n');
-    };
+    let mut table = Table::default();
+    let names: Vec<String> = c.columns.iter().map(|col| col.name.clone()).collect();
     type Pick = fn(&VcpuFigures) -> String;
     let blocks: [(&str, Pick); 5] = [
         ("CPU share %", |v| format!("{:.1}", v.cpu_share * 100.0)),
@@ -265,47 +251,167 @@ pub fn render_text(c: &Comparison) -> String {
         ("migrations/s", |v| format!("{:.1}", v.migrations_per_s)),
     ];
     for (i, (title, pick)) in blocks.iter().enumerate() {
-        header(&mut s, title);
+        table.heading(title, names.clone());
         for (k, d) in c.demand.iter().enumerate() {
             let name = if i == 0 {
                 format!("{} (fair {:.1})", d.label, d.fair_share * 100.0)
             } else {
                 d.label.clone()
             };
-            let _ = write!(s, "  {name:<lw$}");
-            for col in &c.columns {
-                let cell = col.vcpus.get(k).map_or("-".into(), pick);
-                let _ = write!(s, "{cell:>cw$}");
-            }
-            s.push('\n');
+            let cells = c
+                .columns
+                .iter()
+                .map(|col| col.vcpus.get(k).map_or("-".into(), pick));
+            table.row(name, cells.collect());
         }
     }
-    header(&mut s, "VM CPU share % (fair)");
+    table.heading("VM CPU share % (fair)", names);
     if let Some(first) = c.columns.first() {
         for (k, vm) in first.vms.iter().enumerate() {
-            let name = format!("{} ({:.1})", vm.vm, vm.fair_share * 100.0);
-            let _ = write!(s, "  {name:<lw$}");
-            for col in &c.columns {
-                let cell = col
-                    .vms
+            let cells = c.columns.iter().map(|col| {
+                col.vms
                     .get(k)
-                    .map_or("-".into(), |v| format!("{:.1}", v.cpu_share * 100.0));
-                let _ = write!(s, "{cell:>cw$}");
+                    .map_or("-".into(), |v| format!("{:.1}", v.cpu_share * 100.0))
+            });
+            let name = format!("{} ({:.1})", vm.vm, vm.fair_share * 100.0);
+            table.row(name, cells.collect());
+        }
+    }
+    let fairness = c.columns.iter().map(|col| format!("{:.3}", col.fairness));
+    table.heading("fairness (Jain, share/fair)", fairness.collect());
+    s.push_str(&table.render());
+    s
+}
+
+/// Least width of a figure column (right-aligned), so that narrow tables keep their look.
+const MIN_CELL_WIDTH: usize = 13;
+/// Spaces at least between a cell and the one before it.
+const CELL_GAP: usize = 2;
+
+/// The blocks of the text table, laid out once every cell is known: each column as wide as
+/// its widest cell (or heading) plus a gap, so a wide figure never runs into its neighbour.
+#[derive(Default)]
+struct Table {
+    /// (label, cells) in print order; rows are indented under their heading.
+    lines: Vec<(String, Vec<String>)>,
+}
+
+impl Table {
+    fn heading(&mut self, title: &str, cells: Vec<String>) {
+        self.lines.push((title.to_string(), cells));
+    }
+
+    fn row(&mut self, label: String, cells: Vec<String>) {
+        self.lines.push((format!("  {label}"), cells));
+    }
+
+    fn render(&self) -> String {
+        use std::fmt::Write;
+        // Wide enough for the share block's "LABEL (fair 100.0)" rows, and for every label.
+        let lw = self
+            .lines
+            .iter()
+            .map(|(label, _)| label.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(24);
+        let ncols = self.lines.iter().map(|l| l.1.len()).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..ncols)
+            .map(|k| {
+                let widest = self
+                    .lines
+                    .iter()
+                    .filter_map(|l| l.1.get(k))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0);
+                (widest + CELL_GAP).max(MIN_CELL_WIDTH)
+            })
+            .collect();
+        let mut s = String::new();
+        for (label, cells) in &self.lines {
+            let _ = write!(s, "{label:<lw$}");
+            for (cell, w) in cells.iter().zip(&widths) {
+                let _ = write!(s, "{cell:>w$}");
             }
             s.push('\n');
         }
+        s
     }
-    let _ = write!(s, "{:<lw$}", "fairness (Jain, share/fair)", lw = lw + 2);
-    for col in &c.columns {
-        let _ = write!(s, "{:>cw$}", format!("{:.3}", col.fairness));
-    }
-    s.push('\n');
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn figures(label: &str, wake_to_run_us: f64) -> VcpuFigures {
+        VcpuFigures {
+            tid: 1,
+            label: label.into(),
+            cpu_share: 0.5,
+            wait_p50_us: 10.0,
+            wait_p99_us: 20.0,
+            wake_to_run_p50_us: wake_to_run_us,
+            wake_to_run_p99_us: wake_to_run_us,
+            preemptions_per_s: 1.0,
+            migrations_per_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_wide_cell_keeps_a_space_from_its_neighbours() {
+        // The figures that ran together before columns were sized to their content:
+        // `1827101188/101188`.
+        let column = |name: &str, us: f64| Column {
+            name: name.into(),
+            describe: String::new(),
+            events: 0,
+            vcpus: vec![figures("batch/vcpu2", us)],
+            vms: vec![],
+            fairness: 1.0,
+        };
+        let c = Comparison {
+            source: "t.trace".into(),
+            pcpus: 2,
+            recorded_pcpus: 2,
+            span_s: 1.0,
+            open_loop: String::new(),
+            affinity: String::new(),
+            params: vec![],
+            demand: vec![VcpuDemand {
+                tid: 1,
+                label: "batch/vcpu2".into(),
+                weight: 1024,
+                demand: 1.0,
+                fair_share: 0.5,
+            }],
+            columns: vec![
+                column("recorded", 1827.0),
+                column("o1", 101_188_123_456.0),
+                column("on", 7.0),
+            ],
+        };
+        let text = render_text(&c);
+        let row = text
+            .lines()
+            .skip_while(|l| !l.starts_with("wake-to-run"))
+            .nth(1)
+            .unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "batch/vcpu2",
+                "1827/1827",
+                "101188123456/101188123456",
+                "7/7"
+            ],
+            "{text}"
+        );
+        // Every block's columns line up: a heading's right edge is its cells'.
+        let heading = text.lines().find(|l| l.starts_with("wake-to-run")).unwrap();
+        assert_eq!(heading.len(), row.len(), "{text}");
+    }
 
     #[test]
     fn water_fill_caps_small_demands_and_splits_the_rest_by_weight() {

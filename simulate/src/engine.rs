@@ -63,6 +63,17 @@ impl Cx<'_> {
         *self.touched |= 1u128 << cpu;
     }
 
+    /// A queued thread moved from `src`'s queue to `dst`'s (balancing, an affinity change):
+    /// both timers are asked for again, and an idle `dst` runs its pick now.
+    pub fn queue_moved(&mut self, src: u32, dst: u32) {
+        self.touch(src);
+        if self.is_running(dst) {
+            self.touch(dst);
+        } else {
+            self.resched(dst);
+        }
+    }
+
     pub fn is_running(&self, cpu: u32) -> bool {
         self.curr[cpu as usize].is_some()
     }
@@ -238,16 +249,36 @@ pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> u128 {
     }
 }
 
+/// The engine's state that policies read, lent to them as a [`Cx`].
+struct View {
+    threads: Vec<SimThread>,
+    /// Thread running on each pCPU.
+    curr: Vec<Option<u32>>,
+    /// The pCPU each thread last ran or was queued on.
+    cpu_of: Vec<u32>,
+}
+
+impl View {
+    fn cx<'a>(&'a self, resched: &'a mut u128, touched: &'a mut u128) -> Cx<'a> {
+        Cx {
+            threads: &self.threads,
+            ncpus: self.curr.len() as u32,
+            curr: &self.curr,
+            cpu_of: &self.cpu_of,
+            resched,
+            touched,
+        }
+    }
+}
+
 /// One affinity change to apply: at (simulated ns), thread, new mask.
 type AffinityChange = (u64, u32, u128);
 
 struct Engine<'d, P> {
     demand: &'d Demand,
     policy: P,
-    threads: Vec<SimThread>,
+    view: View,
     runs: Vec<Run>,
-    curr: Vec<Option<u32>>,
-    cpu_of: Vec<u32>,
     /// When the running thread was last accounted.
     since: Vec<u64>,
     next_at: Vec<u64>,
@@ -311,10 +342,12 @@ impl<'d, P: Policy> Engine<'d, P> {
         Engine {
             demand,
             policy,
-            threads,
+            view: View {
+                threads,
+                curr: vec![None; n],
+                cpu_of,
+            },
             runs,
-            curr: vec![None; n],
-            cpu_of,
             since: vec![0; n],
             next_at: vec![u64::MAX; n],
             wakes,
@@ -381,14 +414,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             // Policy-wide work (accounting periods) first: a pick at the same instant
             // sees the period's new priorities, not the last one's.
             if global_t == now {
-                let mut cx = Cx {
-                    threads: &self.threads,
-                    ncpus: self.curr.len() as u32,
-                    curr: &self.curr,
-                    cpu_of: &self.cpu_of,
-                    resched: &mut resched,
-                    touched: &mut touched,
-                };
+                let mut cx = self.view.cx(&mut resched, &mut touched);
                 // Accounting reads the running threads' CPU time up to now.
                 self.policy.global(&mut cx, now);
             } else if affinity_t == now {
@@ -420,7 +446,7 @@ impl<'d, P: Policy> Engine<'d, P> {
 
     fn rearm(&mut self, cpu: u32, now: u64) {
         let c = cpu as usize;
-        let Some(t) = self.curr[c] else {
+        let Some(t) = self.view.curr[c] else {
             self.next_at[c] = u64::MAX;
             return;
         };
@@ -428,14 +454,9 @@ impl<'d, P: Policy> Engine<'d, P> {
             + self.runs[t as usize]
                 .remaining
                 .saturating_sub(now - self.since[c]);
-        let cx = Cx {
-            threads: &self.threads,
-            ncpus: self.curr.len() as u32,
-            curr: &self.curr,
-            cpu_of: &self.cpu_of,
-            resched: &mut 0,
-            touched: &mut 0,
-        };
+        // timer() only reads: nothing it could ask for is kept.
+        let (mut resched, mut touched) = (0, 0);
+        let cx = self.view.cx(&mut resched, &mut touched);
         let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
         self.next_at[c] = done.min(timer);
     }
@@ -443,7 +464,9 @@ impl<'d, P: Policy> Engine<'d, P> {
     /// Brings the running thread's burst up to `now`; true when the burst is over.
     fn account(&mut self, cpu: u32, now: u64) -> bool {
         let c = cpu as usize;
-        let Some(t) = self.curr[c] else { return false };
+        let Some(t) = self.view.curr[c] else {
+            return false;
+        };
         let ran = now - self.since[c];
         self.since[c] = now;
         let r = &mut self.runs[t as usize];
@@ -467,14 +490,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             return;
         }
         self.stats.ticks += 1;
-        let mut cx = Cx {
-            threads: &self.threads,
-            ncpus: self.curr.len() as u32,
-            curr: &self.curr,
-            cpu_of: &self.cpu_of,
-            resched,
-            touched,
-        };
+        let mut cx = self.view.cx(resched, touched);
         if self.policy.tick(&mut cx, cpu, now) {
             *resched |= 1u128 << cpu;
         }
@@ -494,22 +510,15 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
         self.runs[i].state = RunState::Runnable;
         self.runs[i].wait_since = now;
-        let mut cx = Cx {
-            threads: &self.threads,
-            ncpus: self.curr.len() as u32,
-            curr: &self.curr,
-            cpu_of: &self.cpu_of,
-            resched,
-            touched,
-        };
+        let mut cx = self.view.cx(resched, touched);
         let target = self.policy.wake(&mut cx, t, now);
         *touched |= 1u128 << target;
-        let tid = self.threads[i].tid;
+        let tid = self.view.threads[i].tid;
         let ts = self.base + now;
-        let from = self.cpu_of[i];
+        let from = self.view.cpu_of[i];
         self.move_to(sink, t, target, from, ts);
         self.stats.wakeups += 1;
-        if !self.threads[i].background {
+        if !self.view.threads[i].background {
             self.emit(
                 sink,
                 Event::Wakeup(Wakeup {
@@ -537,25 +546,18 @@ impl<'d, P: Policy> Engine<'d, P> {
         touched: &mut u128,
     ) {
         let i = t as usize;
-        self.threads[i].allowed = mask;
+        self.view.threads[i].allowed = mask;
         match self.runs[i].state {
             RunState::Running => {
-                let cpu = self.cpu_of[i];
-                if !self.threads[i].may_run_on(cpu) {
+                let cpu = self.view.cpu_of[i];
+                if !self.view.threads[i].may_run_on(cpu) {
                     *resched |= 1u128 << cpu;
                 }
             }
             RunState::Runnable => {
-                let mut cx = Cx {
-                    threads: &self.threads,
-                    ncpus: self.curr.len() as u32,
-                    curr: &self.curr,
-                    cpu_of: &self.cpu_of,
-                    resched,
-                    touched,
-                };
+                let mut cx = self.view.cx(resched, touched);
                 if let Some(dst) = self.policy.reaffine(&mut cx, t, now) {
-                    let from = self.cpu_of[i];
+                    let from = self.view.cpu_of[i];
                     self.move_to(sink, t, dst, from, self.base + now);
                 }
             }
@@ -566,17 +568,17 @@ impl<'d, P: Policy> Engine<'d, P> {
     /// Reports `t` moving to `dest` (a `sched_migrate_task` raised on `cpu`), if it moves.
     fn move_to(&mut self, sink: &mut dyn FnMut(&Event), t: u32, dest: u32, cpu: u32, ts: u64) {
         let i = t as usize;
-        let orig = self.cpu_of[i];
+        let orig = self.view.cpu_of[i];
         if orig == dest {
             return;
         }
-        self.cpu_of[i] = dest;
+        self.view.cpu_of[i] = dest;
         self.stats.migrations += 1;
-        if !self.threads[i].background {
+        if !self.view.threads[i].background {
             let ev = Event::Migrate(Migrate {
                 ts,
                 cpu,
-                tid: self.threads[i].tid,
+                tid: self.view.threads[i].tid,
                 pid: self.demand.threads[i].pid,
                 orig_cpu: orig,
                 dest_cpu: dest,
@@ -587,19 +589,19 @@ impl<'d, P: Policy> Engine<'d, P> {
 
     fn entity(&self, t: u32) -> Option<SchedEntity> {
         let i = t as usize;
-        if self.threads[i].background {
+        if self.view.threads[i].background {
             return None;
         }
         Some(SchedEntity {
             vruntime: self.policy.vtime(t).unwrap_or_else(|| {
-                let (exec, w) = (self.runs[i].exec, u64::from(self.threads[i].weight));
+                let (exec, w) = (self.runs[i].exec, u64::from(self.view.threads[i].weight));
                 // 64-bit division while it cannot overflow (208 days of CPU); 128 beyond.
                 exec.checked_mul(1024).map_or_else(
                     || (u128::from(exec) * 1024 / u128::from(w)) as u64,
                     |x| x / w,
                 )
             }),
-            weight: self.threads[i].weight,
+            weight: self.view.threads[i].weight,
             sum_exec_runtime: self.runs[i].exec,
             deadline: self.policy.deadline(t),
             vlag: None,
@@ -613,7 +615,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             None => (0, 0, self.idle_comms[cpu as usize]),
             Some(t) => {
                 let d = &self.demand.threads[t as usize];
-                (self.threads[t as usize].tid, d.pid, d.comm)
+                (self.view.threads[t as usize].tid, d.pid, d.comm)
             }
         }
     }
@@ -634,15 +636,8 @@ impl<'d, P: Policy> Engine<'d, P> {
         if runnable && self.account(cpu, now) {
             return self.schedule(sink, cpu, now, false, resched, touched);
         }
-        let prev = self.curr[c];
-        let mut cx = Cx {
-            threads: &self.threads,
-            ncpus: self.curr.len() as u32,
-            curr: &self.curr,
-            cpu_of: &self.cpu_of,
-            resched,
-            touched,
-        };
+        let prev = self.view.curr[c];
+        let mut cx = self.view.cx(resched, touched);
         let mut evicted = None;
         if let Some(p) = prev {
             self.policy.put_prev(&mut cx, cpu, p, now, runnable);
@@ -673,7 +668,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             r.run_delay += now - r.wait_since;
             r.state = RunState::Running;
         }
-        self.curr[c] = next;
+        self.view.curr[c] = next;
         self.since[c] = now;
         if prev == next {
             // The same thread slept and woke within one instant: no switch to report.

@@ -102,7 +102,7 @@ impl CounterSource {
 const MAX_READ_SPREAD_NS: u64 = 200_000;
 
 /// Tries at one reading within [`MAX_READ_SPREAD_NS`]; the last one is kept whatever it took.
-const READ_ATTEMPTS: usize = 5;
+const READ_ATTEMPTS: usize = 20;
 
 /// Thread `tid`'s schedstat and `sched` read back to back, stamped at the middle of the reads
 /// (see [`MAX_READ_SPREAD_NS`]); `None` if its `/proc` files are gone or unreadable.

@@ -3,13 +3,14 @@
 //! processes; exited threads are retired after their last switch-out.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use model::{Affinity, Comm, Event, TaskInfo, VmEnded};
 use probes::counters::SchedStat;
 use probes::targets::{self, TargetSpec, TrackedThread};
 
+use super::rescan_plan::RescanPlan;
 use super::target_scan::scan_pid;
 use super::{monotonic_ns, LiveSource};
 use crate::target::Watch;
@@ -62,6 +63,7 @@ impl LiveSource {
         // Where it may run, for replays under another policy (a thread that cannot be read
         // any more is about to go: its switches alone stand for it then).
         if let Ok(cpus) = vmm::sched::get_affinity(t.tid) {
+            self.affinity.started(t.tid, &cpus);
             self.pending.push(Event::Affinity(Affinity {
                 ts: monotonic_ns(),
                 tid: t.tid,
@@ -85,6 +87,7 @@ impl LiveSource {
             c.untrack(tid);
         }
         self.tracked.remove(&tid);
+        self.affinity.stopped(tid);
         self.qemu_entry.mapper.forget(tid);
     }
 
@@ -130,7 +133,7 @@ impl LiveSource {
                         known_pids
                             .iter()
                             .copied()
-                            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
+                            .filter(|&pid| hostfacts::process::process_exists(pid)),
                     ),
                 }
             }
@@ -144,30 +147,25 @@ impl LiveSource {
         }
 
         self.warn_unmapped(&unmapped, false);
-        let now_tids: BTreeSet<u32> = now.iter().map(|t| t.tid).collect();
-        let gone: Vec<u32> = self
-            .tracked
-            .values()
-            .filter(|t| {
-                !now_tids.contains(&t.tid) && !keep.contains(&t.pid) && !self.qemu_entry.keeps(t)
-            })
-            // Exited threads leave /proc before their last switch: `retire_exited` ends them.
-            .filter(|t| !self.exiting.iter().any(|(x, _)| *x == t.tid))
-            .map(|t| t.tid)
-            .collect();
-        for tid in gone {
+        let qemu_entry = &self.qemu_entry;
+        let plan = RescanPlan::new(
+            &self.tracked,
+            now,
+            &keep,
+            |t| qemu_entry.keeps(t),
+            &self.exiting,
+        );
+        for tid in plan.stop {
             self.stop_tracking(tid);
         }
-        for t in now {
-            match (self.tracked.get(&t.tid).map(|known| known.vcpu), t.vcpu) {
-                // Watched unlabelled so far, mapped now (QMP answered at last, or the
-                // kvm_entry mapping completed): announce its index.
-                (Some(None), Some(vcpu)) => {
-                    self.qemu_entry.mapper.forget(t.tid);
-                    self.relabel(t.tid, vcpu);
-                }
-                _ => self.start_tracking(t, None)?,
-            }
+        // Before new threads are announced: their masks were just read.
+        self.poll_affinity();
+        for (tid, vcpu) in plan.relabel {
+            self.qemu_entry.mapper.forget(tid);
+            self.relabel(tid, vcpu);
+        }
+        for t in plan.start {
+            self.start_tracking(t, None)?;
         }
         let live_pids: BTreeSet<u32> = self.tracked.values().map(|t| t.pid).collect();
         let ended: Vec<u32> = self
@@ -188,40 +186,12 @@ impl LiveSource {
         Ok(())
     }
 
-    /// An exited thread's tid can be reused by an unrelated thread: stop filtering on it
-    /// soon rather than at the next rescan, but only after its last switch-out (state
-    /// TASK_DEAD), or a second after its exit if that switch is never seen.
+    /// Stop tracking the exited threads whose end `batch` shows (see [`super::exiting`]).
     pub(super) fn retire_exited(&mut self, batch: &[Event]) {
-        const GRACE: Duration = Duration::from_secs(1);
-        let now = Instant::now();
-        let mut done: Vec<u32> = Vec::new();
-        for e in batch {
-            match e {
-                Event::TaskExit(x)
-                    if self.tracked.contains_key(&x.tid)
-                        && !self.exiting.iter().any(|(t, _)| *t == x.tid) =>
-                {
-                    self.exiting.push((x.tid, now + GRACE));
-                }
-                Event::SchedSwitch(s)
-                    if s.prev_task_state().is_dead()
-                        && self.exiting.iter().any(|(t, _)| *t == s.prev_tid) =>
-                {
-                    done.push(s.prev_tid);
-                }
-                _ => {}
-            }
-        }
-        done.extend(
-            self.exiting
-                .iter()
-                .filter(|(_, deadline)| *deadline <= now)
-                .map(|(t, _)| *t),
-        );
-        if done.is_empty() {
-            return;
-        }
-        self.exiting.retain(|(t, _)| !done.contains(t));
+        let tracked = &self.tracked;
+        let done = self
+            .exiting
+            .retire(batch, |tid| tracked.contains_key(&tid), Instant::now());
         for tid in done {
             self.stop_tracking(tid);
         }

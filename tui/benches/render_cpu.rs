@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::synth::{self, Behaviour, SimConfig, SimTask};
+use model::synth::{self, SimConfig};
 use model::{Event, HostInfo, Source, SourceError};
 use tui::run::{Feed, LiveFeed};
 
@@ -94,47 +94,7 @@ impl Source for PacedSource {
 }
 
 fn scenario() -> SimConfig {
-    let mut tasks = vec![];
-    for vm in 0..vcpus() / 4 {
-        for i in 0..4 {
-            let behaviour = match (vm + i) % 3 {
-                0 => Behaviour::Spin,
-                1 => Behaviour::Exits { every_ns: 300_000 },
-                _ => Behaviour::Sleepy {
-                    run_ns: 2_000_000,
-                    sleep_ns: 3_000_000,
-                },
-            };
-            tasks.push(SimTask {
-                tid: 1000 * (vm + 1) + i + 1,
-                pid: 1000 * (vm + 1),
-                vm: format!("vm{vm}"),
-                vcpu: Some(i),
-                tracked: true,
-                nice: if vm == 3 { 10 } else { 0 },
-                cpus: vec![],
-                behaviour,
-            });
-        }
-    }
-    tasks.push(SimTask {
-        tid: 77,
-        pid: 77,
-        vm: "kworker/0:1".into(),
-        vcpu: None,
-        tracked: false,
-        nice: 0,
-        cpus: vec![0],
-        behaviour: Behaviour::Sleepy {
-            run_ns: 200_000,
-            sleep_ns: 50_000_000,
-        },
-    });
-    SimConfig {
-        cpus: pcpus(),
-        tasks,
-        ..synth::demo_config()
-    }
+    synth::big_host_config(vcpus(), pcpus())
 }
 
 /// Process CPU time so far, ns.
@@ -179,18 +139,64 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
         vcpus() as usize,
         "the model should see all vCPUs"
     );
-    let t = Instant::now();
+    // Thread CPU, not wall time: on a loaded host the wall clock also counts other work.
+    let t = rusage_ns(libc::RUSAGE_THREAD);
     for _ in 0..20 {
         std::hint::black_box(feed.update(false));
     }
     eprintln!(
-        "  one snapshot: {:.2} ms",
-        t.elapsed().as_secs_f64() * 1e3 / 20.0
+        "  one frame's snapshot (summaries as of the last refresh): {:.2} ms CPU",
+        (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 20.0
     );
     (
         cpu as f64 / start.elapsed().as_nanos() as f64 * 100.0,
         snapshots,
     )
+}
+
+/// One snapshot of the whole stream folded, each kind side by side: everything (what the
+/// dashboard took before it asked only for what it draws), the dashboard's once-a-second
+/// refresh, and a frame between refreshes.
+fn snapshot_costs(events: &[Event]) {
+    let mut model = model::Model::new(model::ModelConfig::default());
+    let t = rusage_ns(libc::RUSAGE_THREAD);
+    model.ingest_batch(events);
+    let fold_ns = (rusage_ns(libc::RUSAGE_THREAD) - t) as f64;
+    let per_s = events.len() as f64 / (fold_ns / 1e9);
+    eprintln!(
+        "  fold alone: {:.2} M events/s on one core = {:.2}% of one core at 1 M events/s",
+        per_s / 1e6,
+        1e6 / per_s * 100.0
+    );
+    let lanes = model.pcpus_seen() <= tui::run::MAX_LANE_PCPUS;
+    let window = model::Window::LastTenSeconds;
+    let dashboard = model::SnapshotOptions::dashboard(window, lanes);
+    let between = model::SnapshotOptions {
+        wait_percentiles: false,
+        resume_all: false,
+        ..dashboard
+    };
+    let cost = |opts: model::SnapshotOptions| {
+        let t = rusage_ns(libc::RUSAGE_THREAD);
+        for _ in 0..5 {
+            std::hint::black_box(model.snapshot_with(opts));
+        }
+        (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 5.0
+    };
+    let full = cost(model::SnapshotOptions::full(window));
+    let refresh = cost(dashboard);
+    let frame = cost(between);
+    eprintln!(
+        "  snapshot of {} s folded, ms CPU: everything {full:.2} (baseline), dashboard refresh \
+         {refresh:.2} ({:.1}x less), between refreshes {frame:.2} ({:.1}x less)",
+        events
+            .last()
+            .map_or(0, |e| e.ts())
+            .saturating_sub(events[0].ts())
+            / 1_000_000_000,
+        full / refresh.max(1e-9),
+        full / frame.max(1e-9)
+    );
 }
 
 /// Make a 120x40 pseudo-terminal our controlling terminal, stdin and stdout. Returns the
@@ -236,6 +242,7 @@ fn main() {
     let rate = events.len() as f64 / (seconds + 1.0);
 
     let (baseline_pct, snapshots) = fold_only(events.clone(), seconds);
+    snapshot_costs(&events);
 
     // Dashboard: the real loop into a pty.
     let saved_stdout = unsafe { libc::dup(1) }; // SAFETY: dup of an open fd.

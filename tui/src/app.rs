@@ -1,6 +1,7 @@
 //! Dashboard state and key handling, kept apart from drawing so both are testable on their
 //! own: keys change an [`App`], views only read it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use model::{HostInfo, Snapshot, VcpuSnapshot};
@@ -122,8 +123,13 @@ pub struct App {
     pub host: HostInfo,
     /// "live", "replay: FILE", ...
     pub source_label: String,
-    /// The snapshot on screen (held while paused in live mode).
+    /// The snapshot on screen (held while paused in live mode). Set it with [`App::update`],
+    /// which also refreshes `shared_vm_names`.
     pub snapshot: Arc<Snapshot>,
+    /// VM names that more than one process uses in `snapshot` (labelled `name@pid`), found
+    /// once per snapshot: labels are asked for per row, and at 512 vCPUs a scan per label
+    /// was most of a frame.
+    shared_vm_names: HashSet<String>,
     pub replay: Option<ReplayStatus>,
     pub ended: bool,
     /// Live: the display is frozen while events keep being folded. Replay: playback stopped.
@@ -157,6 +163,7 @@ impl App {
             host,
             source_label,
             snapshot: Arc::new(Snapshot::default()),
+            shared_vm_names: HashSet::new(),
             replay: None,
             ended: false,
             paused: false,
@@ -199,16 +206,14 @@ impl App {
         }
         if self.mode == Mode::Replay || !self.paused {
             self.snapshot = update.snapshot;
+            self.shared_vm_names = shared_vm_names(&self.snapshot);
         }
     }
 
     /// How a VM is called on screen: its name, or `name@pid` when several processes (say,
     /// two VMMs both calling their first VM `vm0`) share the name.
     pub fn vm_label(&self, name: &str, pid: u32) -> String {
-        let s = &self.snapshot;
-        let shared = s.vms.iter().any(|o| o.name == name && o.pid != pid)
-            || s.vcpus.iter().any(|o| o.vm == name && o.pid != pid);
-        if shared {
+        if self.shared_vm_names.contains(name) {
             format!("{name}@{pid}")
         } else {
             name.to_string()
@@ -218,6 +223,7 @@ impl App {
     /// VM labels in the order the snapshot lists the VMs, then any only seen on vCPUs.
     pub fn vm_names(&self) -> Vec<String> {
         let mut names: Vec<String> = vec![];
+        let mut seen: HashSet<String> = HashSet::new();
         let labels = self
             .snapshot
             .vms
@@ -229,7 +235,7 @@ impl App {
                 .iter()
                 .map(|v| self.vm_label(&v.vm, v.pid)),
         ) {
-            if !names.contains(&label) {
+            if seen.insert(label.clone()) {
                 names.push(label);
             }
         }
@@ -263,6 +269,15 @@ impl App {
             key.then_with(|| by_name(a, b))
         });
         rows
+    }
+
+    /// At most `max` of [`App::visible_vcpus`], from the table's first row on: what the
+    /// per-vCPU panels beside the table (vruntime lines, exits) show, so that with hundreds
+    /// of vCPUs they follow the table's scrolling instead of drawing every vCPU.
+    pub fn rows_from_table(&self, max: usize) -> Vec<&VcpuSnapshot> {
+        let rows = self.visible_vcpus();
+        let first = self.table_scroll.min(rows.len().saturating_sub(max));
+        rows.into_iter().skip(first).take(max).collect()
     }
 
     /// Apply one key press.
@@ -411,6 +426,19 @@ impl App {
         };
         self.table_scroll = 0;
     }
+}
+
+/// Names that VMs (or vCPU rows) of more than one process carry.
+fn shared_vm_names(s: &Snapshot) -> HashSet<String> {
+    let mut first_pid: HashMap<&str, u32> = HashMap::new();
+    let mut shared = HashSet::new();
+    let names = s.vms.iter().map(|v| (v.name.as_str(), v.pid));
+    for (name, pid) in names.chain(s.vcpus.iter().map(|v| (v.vm.as_str(), v.pid))) {
+        if *first_pid.entry(name).or_insert(pid) != pid {
+            shared.insert(name.to_string());
+        }
+    }
+    shared
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod replay_keys;
 mod replay_track;
 pub mod run;
 mod stderr;
+mod summary_cache;
 pub mod theme;
 pub mod view;
 
@@ -28,5 +29,7 @@ pub use theme::Theme;
 
 #[cfg(test)]
 mod replay_snapshot_tests;
+#[cfg(test)]
+mod scale_snapshot_tests;
 #[cfg(test)]
 mod snapshot_tests;

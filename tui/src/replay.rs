@@ -13,7 +13,8 @@ use model::{Event, SourceError};
 
 use crate::app::{ReplayCommand, ReplayStatus, Update};
 pub use crate::replay_track::Track;
-use crate::run::{Feed, STATS_WINDOW};
+use crate::run::Feed;
+use crate::summary_cache::SummaryCache;
 
 /// A simulated run to show beside the recording: the events a policy produced from the
 /// recording's demand, on the recording's timeline.
@@ -38,6 +39,8 @@ pub struct ReplayFeed {
     last_wall: Instant,
     /// A read error met while seeking (commands return nothing), for the next pump.
     error: Option<SourceError>,
+    /// The shown run's latency summaries; emptied when the run shown or the position jumps.
+    summaries: SummaryCache,
 }
 
 impl ReplayFeed {
@@ -62,6 +65,7 @@ impl ReplayFeed {
             speed: speed.clamp(1.0 / 64.0, 64.0),
             last_wall: Instant::now(),
             error: None,
+            summaries: SummaryCache::default(),
         }
     }
 
@@ -102,13 +106,6 @@ impl ReplayFeed {
         }
         self.cursor = target;
         self.fold_to(target);
-    }
-
-    fn shown(&self) -> &Track {
-        match &self.simulated {
-            Some(sim) if self.show_simulated => sim,
-            _ => &self.recorded,
-        }
     }
 }
 
@@ -157,11 +154,20 @@ impl Feed for ReplayFeed {
                 self.show_simulated = on && self.simulated.is_some();
             }
         }
+        if !matches!(command, ReplayCommand::Play(_) | ReplayCommand::Speed(_)) {
+            self.summaries = SummaryCache::default();
+        }
     }
 
     fn update(&mut self, ended: bool) -> Update {
         Update {
-            snapshot: Arc::new(self.shown().model().snapshot_window(STATS_WINDOW)),
+            snapshot: Arc::new({
+                let shown = match &self.simulated {
+                    Some(sim) if self.show_simulated => sim,
+                    _ => &self.recorded,
+                };
+                self.summaries.snapshot(shown.model())
+            }),
             replay: Some(self.status()),
             ended: ended || self.tracks().all(|t| t.done()),
         }

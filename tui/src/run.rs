@@ -18,12 +18,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use model::{Event, HostInfo, Model, ModelConfig, Source, SourceError, Window};
+use model::{
+    Event, HostInfo, Model, ModelConfig, Snapshot, SnapshotOptions, Source, SourceError, Window,
+};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
 use crate::replay::{ReplayFeed, SimulatedRun, Track};
 use crate::stderr::StderrRedirect;
+use crate::summary_cache::SummaryCache;
 use crate::theme::Theme;
 use crate::view::Dashboard;
 
@@ -83,6 +86,22 @@ impl RunOptions {
 /// The window the dashboard's per-vCPU figures (shares, rates) cover.
 pub(crate) const STATS_WINDOW: Window = Window::LastTenSeconds;
 
+/// Beyond this many pCPUs the lanes do not fit one row each on any usual terminal: the
+/// dashboard draws the compact heat map, which needs no segments, and the snapshot leaves the
+/// lanes out (at 128 busy pCPUs, copying them was most of a snapshot's cost).
+pub const MAX_LANE_PCPUS: usize = 32;
+
+/// What the dashboard's snapshot of `model` holds: only what its panels read.
+pub(crate) fn dashboard_options(model: &Model) -> SnapshotOptions {
+    let lanes = model.pcpus_seen() <= MAX_LANE_PCPUS;
+    SnapshotOptions::dashboard(STATS_WINDOW, lanes)
+}
+
+/// The snapshot the dashboard draws from `model`, summaries included.
+pub(crate) fn dashboard_snapshot(model: &Model) -> Snapshot {
+    model.snapshot_with(dashboard_options(model))
+}
+
 /// Reader side of the loop: folds events and answers for snapshots.
 pub trait Feed {
     /// Fold what arrives within `budget`. `Ok(false)` once nothing more will come.
@@ -98,6 +117,9 @@ pub struct LiveFeed {
     source: Box<dyn Source>,
     model: Model,
     batch: Vec<Event>,
+    /// Exits counted in the kernel, read with each batch.
+    aggregates: Vec<model::ExitAggregate>,
+    summaries: SummaryCache,
 }
 
 impl LiveFeed {
@@ -106,6 +128,8 @@ impl LiveFeed {
             source,
             model: Model::new(ModelConfig::default()),
             batch: Vec::with_capacity(4096),
+            aggregates: Vec::new(),
+            summaries: SummaryCache::default(),
         }
     }
 }
@@ -115,6 +139,9 @@ impl Feed for LiveFeed {
         self.batch.clear();
         let more = self.source.poll(&mut self.batch, budget)?;
         self.model.ingest_batch(&self.batch);
+        self.aggregates.clear();
+        self.source.take_exit_aggregates(&mut self.aggregates);
+        self.model.fold_exit_aggregates(&self.aggregates);
         if !more {
             self.model.finish();
         }
@@ -123,7 +150,7 @@ impl Feed for LiveFeed {
 
     fn update(&mut self, ended: bool) -> Update {
         Update {
-            snapshot: Arc::new(self.model.snapshot_window(STATS_WINDOW)),
+            snapshot: Arc::new(self.summaries.snapshot(&self.model)),
             replay: None,
             ended,
         }

@@ -15,7 +15,8 @@ use crate::{
     Window,
 };
 
-/// What a snapshot covers and carries.
+/// What a snapshot covers and carries. Each part costs in proportion to the threads or
+/// pCPUs it covers; a sink asks only for what it reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotOptions {
     /// The window of the per-vCPU, per-VM and fairness figures.
@@ -29,26 +30,50 @@ pub struct SnapshotOptions {
     /// breakdowns. Without it those are left empty (default), and the rest (counters, the
     /// latency bucket counts, shares, lag) costs about half as much at 512 vCPUs.
     pub summaries: bool,
+    /// Per-vCPU wait percentiles, also without `summaries` (the dashboard sorts by them).
+    pub wait_percentiles: bool,
+    /// The all-vCPU resume figures, also without `summaries` (the dashboard's VMCS panel).
+    pub resume_all: bool,
+    /// Per-vCPU latency bucket counts (the exporter's histograms).
+    pub latency_buckets: bool,
 }
 
 impl SnapshotOptions {
-    /// Everything, over `window`: what the dashboard draws.
+    /// Everything, over `window`.
     pub fn full(window: Window) -> Self {
         SnapshotOptions {
             window,
             lanes: true,
             vruntime_series: true,
             summaries: true,
+            wait_percentiles: true,
+            resume_all: true,
+            latency_buckets: true,
+        }
+    }
+
+    /// What the dashboard draws, over `window`: counters, shares and lag of every vCPU with
+    /// its wait percentiles, the all-vCPU resume figures, the vruntime series, and the lanes
+    /// when `lanes` (a screen shows a few dozen at most). No per-vCPU resume or exit
+    /// percentiles, culprits, occupancy breakdowns or bucket counts, which it never shows.
+    pub fn dashboard(window: Window, lanes: bool) -> Self {
+        SnapshotOptions {
+            window,
+            lanes,
+            vruntime_series: true,
+            summaries: false,
+            wait_percentiles: true,
+            resume_all: true,
+            latency_buckets: false,
         }
     }
 
     /// The whole run's figures without lanes and series: what a report prints.
     pub fn figures() -> Self {
         SnapshotOptions {
-            window: Window::WholeRun,
             lanes: false,
             vruntime_series: false,
-            summaries: true,
+            ..SnapshotOptions::full(Window::WholeRun)
         }
     }
 
@@ -57,6 +82,8 @@ impl SnapshotOptions {
     pub fn counters() -> Self {
         SnapshotOptions {
             summaries: false,
+            wait_percentiles: false,
+            resume_all: false,
             ..SnapshotOptions::figures()
         }
     }
@@ -86,6 +113,7 @@ impl Model {
         let start = self.start.unwrap_or(0);
         let figures = self.window_figures(opts.window);
         let entitled = self.entitled_shares(&figures);
+        let rq_min = self.run_queue_min_vruntime();
         let mut all = ResumeTracker::default();
         // Slots in use: every slot unless threads are retired (`retire_ended_after_ns`).
         let slots: Vec<usize> = (0..self.tasks.len())
@@ -94,10 +122,10 @@ impl Model {
         let vcpus: Vec<VcpuSnapshot> = slots
             .iter()
             .map(|&i| {
-                if opts.summaries {
+                if opts.summaries || opts.resume_all {
                     all.merge(&self.tasks[i].resume);
                 }
-                self.vcpu_view(i, figures[i], entitled[i], opts.summaries)
+                self.vcpu_view(i, figures[i], entitled[i], &rq_min, opts)
             })
             .collect();
         let (vms, fairness) = self.vm_views(&slots, &vcpus);
@@ -132,7 +160,7 @@ impl Model {
             } else {
                 Vec::new()
             },
-            resume: if opts.summaries {
+            resume: if opts.summaries || opts.resume_all {
                 all.view()
             } else {
                 ResumeLatency::default()
@@ -162,7 +190,9 @@ impl Model {
                     Some(w) => {
                         let from = now.saturating_sub(w);
                         // The newest checkpoint at or before the window start.
-                        match t.clock.checkpoints.iter().rev().find(|(ts, _)| *ts <= from) {
+                        let cps = &t.clock.checkpoints;
+                        let newer = cps.partition_point(|(ts, _)| *ts <= from);
+                        match newer.checked_sub(1).and_then(|k| cps.get(k)) {
                             Some((ts, c)) if *ts >= t.first_seen => {
                                 (total.minus(c), end.saturating_sub(*ts))
                             }
@@ -174,13 +204,34 @@ impl Model {
             .collect()
     }
 
+    /// Per pCPU, the smallest vruntime among the runnable threads whose switches carried one
+    /// (what lag is measured from). One pass over the threads, not one per thread: at 512
+    /// vCPUs the per-thread scan was most of a snapshot's cost.
+    fn run_queue_min_vruntime(&self) -> Vec<Option<u64>> {
+        let mut min: Vec<Option<u64>> = vec![None; self.cpus.len()];
+        for o in &self.tasks {
+            if o.vacant || !o.is_runnable() || !o.clock.se_seen {
+                continue;
+            }
+            let cpu = o.cpu as usize;
+            if cpu >= min.len() {
+                min.resize(cpu + 1, None);
+            }
+            let m = &mut min[cpu];
+            *m = Some(m.map_or(o.clock.vruntime, |m| m.min(o.clock.vruntime)));
+        }
+        min
+    }
+
     fn vcpu_view(
         &self,
         i: usize,
         (c, elapsed): (Cum, u64),
         entitled: f64,
-        summaries: bool,
+        rq_min: &[Option<u64>],
+        opts: SnapshotOptions,
     ) -> VcpuSnapshot {
+        let summaries = opts.summaries;
         let t = &self.tasks[i];
         let now = self.now;
         let secs = elapsed as f64 / 1e9;
@@ -193,12 +244,7 @@ impl Model {
         let lag = if self.sampled_only(i) {
             self.sampled_lag(i)
         } else if t.is_runnable() || t.state == TState::Sleeping {
-            let min = self
-                .tasks
-                .iter()
-                .filter(|o| o.is_runnable() && o.cpu == t.cpu && o.clock.se_seen)
-                .map(|o| o.clock.vruntime)
-                .min();
+            let min = rq_min.get(t.cpu as usize).copied().flatten();
             min.map_or(0, |m| {
                 (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
                     as i64
@@ -242,7 +288,7 @@ impl Model {
             pcpu_changes: c.pcpu_changes,
             migrations_per_second: per_s(migrations),
             exits_per_second: per_s(c.exits),
-            wait: if summaries {
+            wait: if summaries || opts.wait_percentiles {
                 t.clock.wait_hist.percentiles()
             } else {
                 Percentiles::default()
@@ -260,10 +306,14 @@ impl Model {
             elapsed_ns: elapsed,
             ended: t.state == TState::Exited || t.exiting,
             sampled_at: self.sampled_end(i),
-            latency_buckets: VcpuLatencyBuckets {
-                wait: t.clock.wait_hist.buckets(),
-                resume_same_pcpu: t.resume.same.buckets(),
-                resume_migrated: t.resume.migrated.buckets(),
+            latency_buckets: if opts.latency_buckets {
+                VcpuLatencyBuckets {
+                    wait: t.clock.wait_hist.buckets(),
+                    resume_same_pcpu: t.resume.same.buckets(),
+                    resume_migrated: t.resume.migrated.buckets(),
+                }
+            } else {
+                VcpuLatencyBuckets::default()
             },
         }
     }

@@ -13,7 +13,7 @@
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};
-use crate::policy::{imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
+use crate::policy::{cpus_after, imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
 
 const NICE_0: i128 = 1024;
 
@@ -388,6 +388,15 @@ impl Fair {
         }
     }
 
+    /// Moves queued `t` from `src` to `dst` at `now` (periodic balancing, an affinity
+    /// change): both queues accounted first; an idle `dst` runs its pick.
+    fn move_queued(&mut self, cx: &mut Cx, t: u32, src: u32, dst: u32, now: u64) {
+        self.update_curr(cx, src, now);
+        self.update_curr(cx, dst, now);
+        self.migrate(cx, t, src, dst);
+        cx.queue_moved(src, dst);
+    }
+
     /// A queued thread of `src` that may move to `dst` now.
     fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
         self.rqs[src as usize]
@@ -455,15 +464,7 @@ impl Policy for Fair {
             return None;
         }
         let dst = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
-        self.update_curr(cx, src, now);
-        self.update_curr(cx, dst, now);
-        self.migrate(cx, t, src, dst);
-        cx.touch(src);
-        if cx.is_running(dst) {
-            cx.touch(dst);
-        } else {
-            cx.resched(dst);
-        }
+        self.move_queued(cx, t, src, dst, now);
         Some(dst)
     }
 
@@ -489,8 +490,7 @@ impl Policy for Fair {
             let n = cx.ncpus;
             // Each candidate's movable thread found once (a queue without waiting threads
             // has none, so it is skipped before the search).
-            let pull = (1..n)
-                .map(|k| (cpu + k) % n)
+            let pull = cpus_after(cpu, n)
                 .filter(|&c| !self.rqs[c as usize].queue.is_empty())
                 .filter_map(|c| Some((c, self.movable(cx, c, cpu, now)?)))
                 .max_by_key(|&(c, _)| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));
@@ -594,15 +594,7 @@ impl Policy for Fair {
             return;
         };
         if let Some(t) = self.movable(cx, src, dst, now) {
-            self.update_curr(cx, src, now);
-            self.update_curr(cx, dst, now);
-            self.migrate(cx, t, src, dst);
-            cx.touch(src);
-            if cx.is_running(dst) {
-                cx.touch(dst);
-            } else {
-                cx.resched(dst);
-            }
+            self.move_queued(cx, t, src, dst, now);
         }
     }
 

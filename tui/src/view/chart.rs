@@ -15,6 +15,9 @@ use super::{vcpu_label, Keys};
 use crate::app::{App, VruntimeMode};
 use crate::theme::Theme;
 
+/// Lines drawn at most: more are unreadable (and costly) in a chart this size.
+const MAX_LINES: usize = 16;
+
 pub struct VruntimeChart<'a> {
     pub app: &'a App,
     pub theme: Theme,
@@ -42,7 +45,7 @@ impl VruntimeChart<'_> {
         let t0 = t1.saturating_sub((app.window_s() * 1e9) as u64);
         let max_points = (columns * 2).max(16);
         let mut out: Vec<ChartLine> = vec![];
-        for v in app.visible_vcpus() {
+        for v in app.rows_from_table(MAX_LINES) {
             let Some(series) = s.vruntime.iter().find(|r| r.tid == v.tid) else {
                 continue;
             };

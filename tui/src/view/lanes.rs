@@ -142,6 +142,10 @@ impl Widget for &PcpuLanes<'_> {
         // Legend and time axis take two rows; each pCPU takes one, plus an rq row if room.
         let pcpus = s.pcpus.len() as u16;
         let rows_left = inner.height.saturating_sub(2);
+        if !lanes_fit(s.pcpus.len(), inner.height) {
+            self.render_grid(area, buf);
+            return;
+        }
         let rq_rows = rows_left >= pcpus * 2;
         let label_w = 6u16;
         let status_w = if inner.width >= 100 { 24 } else { 14 };
@@ -199,7 +203,36 @@ impl Widget for &PcpuLanes<'_> {
     }
 }
 
+/// Whether `pcpus` lanes fit `height` rows inside the border (one row each; the time axis
+/// and the legend only where there is room) and the snapshot carries them (see
+/// `run::MAX_LANE_PCPUS`); else the panel shows the compact grid.
+pub fn lanes_fit(pcpus: usize, height: u16) -> bool {
+    pcpus <= crate::run::MAX_LANE_PCPUS && pcpus <= height as usize
+}
+
 impl PcpuLanes<'_> {
+    /// The compact grid in place of the lanes, with its own title.
+    fn render_grid(&self, area: Rect, buf: &mut Buffer) {
+        let t = self.theme;
+        let s = &self.app.snapshot;
+        let waiting: u32 = s.pcpus.iter().map(|p| p.waiting).sum();
+        let title = Line::from(vec![
+            Span::styled(" pCPUs now ", t.title()),
+            Span::styled(
+                format!(
+                    "({} pCPUs, too many for lanes: who runs on each, digit = tracked tasks \
+                     waiting; {waiting} waiting in all) ",
+                    s.pcpus.len()
+                ),
+                t.dim(),
+            ),
+        ]);
+        let block = Block::bordered().title(title);
+        let inner = block.inner(area);
+        block.render(area, buf);
+        super::pcpu_grid::render(self.app, self.keys, t, &s.pcpus, inner, buf);
+    }
+
     fn letter(&self, tid: u32) -> Span<'static> {
         match self.keys.vcpu(tid) {
             Some((letter, vm)) => Span::styled(letter.to_string(), self.theme.lane_vcpu(vm)),

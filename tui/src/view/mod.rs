@@ -15,6 +15,7 @@ mod header;
 mod health;
 mod help;
 mod lanes;
+mod pcpu_grid;
 mod vcpus;
 mod vmcs;
 
@@ -120,8 +121,18 @@ impl Widget for &Dashboard<'_> {
         let lanes_full = pcpus * 2 + 4;
         let lanes_h = if lanes_full <= rest * 2 / 5 + 1 {
             lanes_full
-        } else {
+        } else if lanes::lanes_fit(
+            pcpus as usize,
+            (pcpus + 4)
+                .min(rest * 2 / 5)
+                .max(4.min(rest))
+                .saturating_sub(2),
+        ) {
             (pcpus + 4).min(rest * 2 / 5).max(4.min(rest))
+        } else {
+            // The compact grid: as many rows as it needs, up to half the rest.
+            let grid = pcpu_grid::rows(pcpus as usize, body.width.saturating_sub(2)) as u16;
+            (grid + 2).min(rest / 2).max(4.min(rest))
         };
         let [table, lanes, bottom] = Layout::vertical([
             Constraint::Length(table_h),

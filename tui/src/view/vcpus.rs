@@ -81,7 +81,7 @@ impl Widget for &VcpuTable<'_> {
             .collect();
         let shown = if body.len() < rows.len() {
             format!(
-                "{}-{} of {}, ↑↓ scroll",
+                "{}-{} of {}, ↑↓ scroll, tab VM, s sort",
                 first + 1,
                 first + body.len(),
                 rows.len()

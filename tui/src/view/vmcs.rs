@@ -198,7 +198,8 @@ impl Widget for &VmcsPanel<'_> {
 
         lines.push(Line::styled("exits/s by reason", t.title()));
         let mut any = false;
-        for v in app.visible_vcpus() {
+        // One line per vCPU, from the table's first row; the panel shows a dozen at most.
+        for v in app.rows_from_table(inner.height as usize) {
             let mut exits: Vec<_> = v.exits.iter().filter(|e| e.count > 0).collect();
             if exits.is_empty() {
                 continue;
