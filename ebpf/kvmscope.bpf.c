@@ -488,6 +488,8 @@ int handle_sched_process_exit(unsigned long long *ctx)
 	return 0;
 }
 
+#include "kvmscope_exit_agg.h"
+
 /* A u32 field of a classic tracepoint record at an offset found in tracefs. */
 static __always_inline __u32 record_u32(void *ctx, __u32 off, __u32 absent)
 {
@@ -506,6 +508,8 @@ int handle_kvm_entry(void *ctx)
 
 	if (!is_tracked(tid))
 		return 0;
+	if (exits_aggregated() && !exit_agg_entry(tid, bpf_ktime_get_ns()) && !exits_streamed())
+		return 0;
 	e = reserve(sizeof(*e), KS_KIND_KVM_ENTRY);
 	if (!e)
 		return 0;
@@ -523,6 +527,12 @@ int handle_kvm_exit(void *ctx)
 
 	if (!is_tracked(tid))
 		return 0;
+	if (exits_aggregated()) {
+		exit_agg_exit(tid, record_u32(ctx, kvm_exit_reason_off, 0),
+			      record_u32(ctx, kvm_exit_isa_off, 0), bpf_ktime_get_ns());
+		if (!exits_streamed())
+			return 0;
+	}
 	e = reserve(sizeof(*e), KS_KIND_KVM_EXIT);
 	if (!e)
 		return 0;
@@ -542,6 +552,8 @@ int handle_kvm_userspace_exit(void *ctx)
 
 	if (!is_tracked(tid))
 		return 0;
+	if (exits_aggregated())
+		exit_agg_userspace_exit(tid);
 	e = reserve(sizeof(*e), KS_KIND_USERSPACE_EXIT);
 	if (!e)
 		return 0;

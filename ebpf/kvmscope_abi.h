@@ -64,6 +64,15 @@ typedef int64_t __s64;
 #define KS_KVM_ISA_VMX 1u
 #define KS_KVM_ISA_SVM 2u
 
+/* exit_mode bits (kvmscope.bpf.c): kvm_exit/kvm_entry as records, as in-kernel aggregates, or
+ * both (the equality check of the kernel matrix). */
+#define KS_EXITS_STREAM 1u
+#define KS_EXITS_AGGREGATE 2u
+
+/* Log2 buckets of exit handling time (exit -> next entry): bucket b holds [2^b, 2^(b+1)) ns,
+ * bucket 0 also 0 ns, the last one everything from 2^39 ns (~9 min) up. */
+#define KS_EXIT_HIST_BUCKETS 40
+
 struct ks_hdr {
 	__u64 ts; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 kind; /* KS_KIND_* */
@@ -271,6 +280,28 @@ struct ks_csd {
 #define KS_OFF_CSD_TARGET_CPU 36
 #define KS_OFF_CSD_TID 40
 
+/* Key of `exit_aggs`: one vCPU thread's exits of one reason. */
+struct ks_exit_key {
+	__u32 tid;
+	__u32 reason;
+	__u32 isa; /* KS_KVM_ISA_*, 0 if the tracepoint has no isa field */
+	__u32 _pad;
+};
+#define KS_SIZE_EXIT_KEY 16
+#define KS_OFF_EXIT_KEY_TID 0
+#define KS_OFF_EXIT_KEY_REASON 4
+#define KS_OFF_EXIT_KEY_ISA 8
+
+/* Value of `exit_aggs` (per CPU, summed by the reader): exits counted since load and the
+ * handling time of those closed by a kvm_entry. */
+struct ks_exit_agg {
+	__u64 count;
+	__u64 hist[KS_EXIT_HIST_BUCKETS];
+};
+#define KS_SIZE_EXIT_AGG 328
+#define KS_OFF_EXIT_AGG_COUNT 0
+#define KS_OFF_EXIT_AGG_HIST 8
+
 #define KS_ASSERT_LAYOUT(type, size) _Static_assert(sizeof(struct type) == (size), #type " size")
 #define KS_ASSERT_OFF(type, field, off)                                                          \
 	_Static_assert(__builtin_offsetof(struct type, field) == (off), #type "." #field " offset")
@@ -358,5 +389,13 @@ KS_ASSERT_OFF(ks_csd, csd, KS_OFF_CSD_CSD);
 KS_ASSERT_OFF(ks_csd, phase, KS_OFF_CSD_PHASE);
 KS_ASSERT_OFF(ks_csd, target_cpu, KS_OFF_CSD_TARGET_CPU);
 KS_ASSERT_OFF(ks_csd, tid, KS_OFF_CSD_TID);
+
+KS_ASSERT_LAYOUT(ks_exit_key, KS_SIZE_EXIT_KEY);
+KS_ASSERT_OFF(ks_exit_key, tid, KS_OFF_EXIT_KEY_TID);
+KS_ASSERT_OFF(ks_exit_key, reason, KS_OFF_EXIT_KEY_REASON);
+KS_ASSERT_OFF(ks_exit_key, isa, KS_OFF_EXIT_KEY_ISA);
+KS_ASSERT_LAYOUT(ks_exit_agg, KS_SIZE_EXIT_AGG);
+KS_ASSERT_OFF(ks_exit_agg, count, KS_OFF_EXIT_AGG_COUNT);
+KS_ASSERT_OFF(ks_exit_agg, hist, KS_OFF_EXIT_AGG_HIST);
 
 #endif /* KVMSCOPE_ABI_H */

@@ -36,6 +36,7 @@ typedef int pid_t;
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
@@ -105,6 +106,10 @@ struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];
+	/* Voluntary and involuntary switch-outs: exit aggregation tells a guest entry after a
+	 * switch-in from one that follows an exit on the same run (kvmscope_exit_agg.h). */
+	unsigned long nvcsw;
+	unsigned long nivcsw;
 };
 
 /* Kernels before 5.14 called the state `state` (a volatile long). */

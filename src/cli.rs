@@ -85,6 +85,19 @@ pub struct TargetArgs {
     /// switch records get up to as much again.
     #[arg(long, default_value_t = crate::target::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
+    /// Guest exits: `stream` every kvm_exit/kvm_entry as an event, `aggregate` them in the
+    /// kernel (counts and log2 handling times per vCPU and reason, read periodically), or
+    /// `both`. Default: aggregate for `report`, stream for every other command.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub exits: Option<ExitsArg>,
+}
+
+/// `--exits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExitsArg {
+    Stream,
+    Aggregate,
+    Both,
 }
 
 /// `--duration`, the one parser of every command's: seconds (`10`, `0.5`) or a humantime

@@ -54,6 +54,7 @@ pub struct DriveLimits<'a> {
 pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Result<Model> {
     let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::with_capacity(8192);
+    let mut aggregates = Vec::new();
     let began = Instant::now();
     let mut first_ts: Option<u64> = None;
     let mut stopped_at: Option<Instant> = None;
@@ -83,6 +84,9 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
             first_ts = batch.first().map(|e| e.ts());
         }
         model.ingest_batch(&batch);
+        aggregates.clear();
+        source.take_exit_aggregates(&mut aggregates);
+        model.fold_exit_aggregates(&aggregates);
         if !more {
             break;
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use probes::targets::TargetSpec;
 
-use crate::cli::TargetArgs;
+use crate::cli::{ExitsArg, TargetArgs};
 
 /// `--ring-bytes`' default.
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
@@ -40,6 +40,8 @@ pub struct Target {
     pub sample_every: Duration,
     /// The probes' ring buffer size, bytes.
     pub ring_bytes: u32,
+    /// `--exits`; each command sets its default (stream where not given).
+    pub exits: Option<ExitsArg>,
 }
 
 impl Target {
@@ -58,6 +60,7 @@ impl Target {
             reading: reading(no_bpf),
             sample_every,
             ring_bytes: DEFAULT_RING_BYTES,
+            exits: None,
         })
     }
 
@@ -80,6 +83,7 @@ impl TargetArgs {
             let mut target =
                 Target::demo(self.scenario.as_deref(), self.no_bpf, self.sample_every)?;
             target.ring_bytes = self.ring_bytes;
+            target.exits = self.exits;
             return Ok(target);
         }
         let spec = if !self.pid.is_empty() {
@@ -97,6 +101,7 @@ impl TargetArgs {
             reading: reading(self.no_bpf),
             sample_every: self.sample_every,
             ring_bytes: self.ring_bytes,
+            exits: self.exits,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! TCG with 2 vCPUs takes both host cores.
 
 mod common;
+#[path = "priv_kernels/exit_agg.rs"]
+mod exit_agg;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,6 +143,7 @@ fn run_matrix_kernel(name: &str, replay: Option<&str>) {
     let eevdf = is_eevdf(&kernel.release);
     let check = check_step(r, eevdf, &ctx);
     let trace = trace_step(r, &ctx);
+    let exit_agg = exit_agg::exit_agg_step(r, &ctx);
     let report = report_step(r, &ctx);
     let demo = demo_step(r, &ctx);
     let allkvm = allkvm_step(r, eevdf, &ctx);
@@ -149,7 +152,7 @@ fn run_matrix_kernel(name: &str, replay: Option<&str>) {
     });
     // The per-kernel figures the issue note wants, one block a kernel.
     println!(
-        "kernel {name} ({}, {}): wall {:.1} s (TCG thread={})\n  {check}\n  {trace}\n  {report}\n  {demo}\n  {allkvm}{replayed}",
+        "kernel {name} ({}, {}): wall {:.1} s (TCG thread={})\n  {check}\n  {trace}\n  {exit_agg}\n  {report}\n  {demo}\n  {allkvm}{replayed}",
         kernel.release,
         kernel.packages.join(" + "),
         boot.wall.as_secs_f64(),

@@ -121,3 +121,25 @@ fn a_log_file_that_cannot_be_opened_is_refused_clearly() {
         assert_clear_error(&out, "cannot open log file /nonexistent-dir/k.log");
     }
 }
+
+/// A recording holds events only: `record` refuses to aggregate exits, before starting
+/// anything and without touching the output path.
+#[test]
+fn record_refuses_aggregated_exits_clearly() {
+    let out_path = std::env::temp_dir().join(format!("exitagg-{}.kvms", std::process::id()));
+    let out = kvmscope()
+        .args([
+            "record",
+            "--demo",
+            "--exits",
+            "aggregate",
+            "--duration",
+            "1",
+            "-o",
+        ])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert_clear_error(&out, "record streams every exit");
+    assert!(!out_path.exists(), "record created {}", out_path.display());
+}

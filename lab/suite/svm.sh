@@ -15,7 +15,13 @@ exit_every = 2000
 TOML
 
 lab_step check 120 $K check --json
+# Program run times for the BPF cost per exit of each --exits mode (#15 goal 2).
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
 lab_step_gz trace 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl
+# Exits aggregated in the kernel and streamed, in the same run: the counts must be equal.
+lab_step_gz trace.both 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl --exits both
+lab_step_gz trace.agg 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl --exits aggregate
+echo 0 > /proc/sys/kernel/bpf_stats_enabled
 lab_step report 300 $K report --demo --scenario /tmp/exits.toml --duration 3 --json
 # The default demo (3 VMs, 6 vCPUs, 4 of them spinning): it soft-locked 6.12 under nested SVM
 # before the VMM entered its guests with IF=1.

@@ -31,6 +31,17 @@ impl Latency {
         }
     }
 
+    /// Records `ns` `n` times (a histogram bucket folded in at its representative value).
+    pub fn record_n(&mut self, ns: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.record(ns);
+        if let Some(h) = self.0.as_mut() {
+            h.saturating_record_n(ns, n - 1);
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn count(&self) -> u64 {
         self.0.as_ref().map_or(0, |h| h.len())

@@ -6,6 +6,7 @@
 
 pub mod demand;
 pub mod event;
+pub mod exit_aggregate;
 pub mod exit_names;
 pub mod host;
 mod latency;
@@ -21,6 +22,7 @@ pub mod transition;
 pub mod vcpu_thread_name;
 
 pub use event::*;
+pub use exit_aggregate::{ExitAggregate, EXIT_HIST_BUCKETS};
 pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};

@@ -365,6 +365,10 @@ pub struct Health {
     /// gone from `vcpus`, their counters kept in their VM's figures.
     #[serde(default)]
     pub retired_threads: u64,
+    /// Guest exits counted in the kernel and folded in as counts (`--exits aggregate`), not
+    /// as events: exit-to-switch-out and in-guest states need streamed exits.
+    #[serde(default)]
+    pub aggregated_exits: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }

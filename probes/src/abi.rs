@@ -141,6 +141,27 @@ pub struct SwitchTail {
     pub _pad: [u64; 7],
 }
 
+/// `struct ks_exit_key`: one vCPU thread's exits of one reason (`exit_aggs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExitKey {
+    pub tid: u32,
+    pub reason: u32,
+    pub isa: u32,
+    pub _pad: u32,
+}
+
+/// `struct ks_exit_agg`: one CPU's count and log2 handling-time buckets of one key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitAgg {
+    pub count: u64,
+    pub hist: [u64; KS_EXIT_HIST_BUCKETS as usize],
+}
+
+pub const EXITS_STREAM: u32 = KS_EXITS_STREAM as u32;
+pub const EXITS_AGGREGATE: u32 = KS_EXITS_AGGREGATE as u32;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Wakeup {
@@ -285,4 +306,8 @@ assert_layout!(Pio, KS_SIZE_PIO;
 assert_layout!(Csd, KS_SIZE_CSD;
     func = KS_OFF_CSD_FUNC, csd = KS_OFF_CSD_CSD, phase = KS_OFF_CSD_PHASE,
     target_cpu = KS_OFF_CSD_TARGET_CPU, tid = KS_OFF_CSD_TID);
+assert_layout!(ExitKey, KS_SIZE_EXIT_KEY;
+    tid = KS_OFF_EXIT_KEY_TID, reason = KS_OFF_EXIT_KEY_REASON, isa = KS_OFF_EXIT_KEY_ISA);
+assert_layout!(ExitAgg, KS_SIZE_EXIT_AGG; count = KS_OFF_EXIT_AGG_COUNT, hist = KS_OFF_EXIT_AGG_HIST);
+const _: () = assert!(KS_EXIT_HIST_BUCKETS as usize == model::EXIT_HIST_BUCKETS);
 const _: () = assert!(KS_TASK_COMM_LEN == 16);

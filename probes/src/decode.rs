@@ -56,7 +56,7 @@ fn sched_entity(se: &abi::Se) -> SchedEntity {
     }
 }
 
-fn exit_isa(isa: u32) -> ExitIsa {
+pub(crate) fn exit_isa(isa: u32) -> ExitIsa {
     match isa {
         abi::KVM_ISA_VMX => ExitIsa::Vmx,
         abi::KVM_ISA_SVM => ExitIsa::Svm,

@@ -46,9 +46,11 @@ use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
-use model::{Event, Lost};
+use model::{Event, ExitAggregate, Lost};
 
+use crate::abi;
 use crate::decode::Decoder;
+use crate::exit_aggs::ExitAggReader;
 use crate::programs::{self, attach, Fallback, ProgramFailure, CSD, KVM, SCHED};
 use crate::reader_guard::{recursion_misses, ReaderPriority};
 use crate::switch_rings::{self, SwitchRings};
@@ -70,6 +72,33 @@ pub struct ProbeOptions {
     /// per-CPU rings read at every [`Probes::poll`], so those must hold one poll period of
     /// them (the default, on 2 CPUs, 32 768 each); overflows are counted as `Lost` as ever.
     pub wakeup_bytes: u32,
+    /// How `kvm_exit`/`kvm_entry` reach user space (see [`ExitMode`]).
+    pub exits: ExitMode,
+}
+
+/// How guest exits reach user space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExitMode {
+    /// Every `kvm_exit` and `kvm_entry` as an event (`trace`, `record`).
+    #[default]
+    Stream,
+    /// Counted in the kernel per vCPU thread and reason, with log2 histograms of handling
+    /// time, read by [`Probes::take_exit_aggregates`]; only the entries the model needs for
+    /// resume latency (the first after a switch-in, the one after a userspace exit) are
+    /// events.
+    Aggregate,
+    /// Both: every event, and the aggregates of the same exits (the equality check).
+    Both,
+}
+
+impl ExitMode {
+    fn bits(self) -> u32 {
+        match self {
+            ExitMode::Stream => abi::EXITS_STREAM,
+            ExitMode::Aggregate => abi::EXITS_AGGREGATE,
+            ExitMode::Both => abi::EXITS_STREAM | abi::EXITS_AGGREGATE,
+        }
+    }
 }
 
 impl Default for ProbeOptions {
@@ -79,6 +108,7 @@ impl Default for ProbeOptions {
             kvm: true,
             cross_calls: true,
             wakeup_bytes: 64 << 10,
+            exits: ExitMode::Stream,
         }
     }
 }
@@ -114,6 +144,8 @@ pub enum ProbeError {
     Lost(String),
     #[error("cannot set up or read the sched_switch rings: {0}")]
     SwitchRings(String),
+    #[error("cannot read the exit aggregates: {0}")]
+    ExitAggs(String),
 }
 
 /// Cost counters of one attached program (non-zero only while `kernel.bpf_stats_enabled=1`).
@@ -148,6 +180,10 @@ pub struct Probes {
     warnings: Vec<String>,
     fallbacks: Vec<Fallback>,
     undecodable: u64,
+    /// With [`ExitMode::Aggregate`] or [`ExitMode::Both`]: the aggregates' reader, and what it
+    /// read at the last polls, not yet taken.
+    exit_aggs: Option<ExitAggReader>,
+    exit_aggs_read: Vec<ExitAggregate>,
 }
 
 impl Probes {
@@ -236,6 +272,16 @@ impl Probes {
             .map_err(|e| load_error(format!("tracked map: {e}")))?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, "lost")?)
             .map_err(|e| load_error(format!("lost map: {e}")))?;
+        let exit_aggs = match opts.exits {
+            ExitMode::Stream => None,
+            ExitMode::Aggregate | ExitMode::Both => Some(
+                ExitAggReader::new(
+                    take_map(&mut ebpf, "exit_aggs")?,
+                    take_map(&mut ebpf, "exit_open")?,
+                )
+                .map_err(load_error)?,
+            ),
+        };
 
         Ok(Probes {
             ebpf,
@@ -252,6 +298,8 @@ impl Probes {
             warnings,
             fallbacks,
             undecodable: 0,
+            exit_aggs,
+            exit_aggs_read: Vec::new(),
         })
     }
 
@@ -273,7 +321,16 @@ impl Probes {
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
+        if let Some(a) = &mut self.exit_aggs {
+            a.forget(tid);
+        }
         self.set_tracked(tid, false)
+    }
+
+    /// Moves the exit aggregates read by the polls so far to `out` (none with
+    /// [`ExitMode::Stream`]): each key's growth since the previous read.
+    pub fn take_exit_aggregates(&mut self, out: &mut Vec<ExitAggregate>) {
+        out.append(&mut self.exit_aggs_read);
     }
 
     fn set_tracked(&mut self, tid: u32, on: bool) -> Result<(), ProbeError> {
@@ -322,6 +379,12 @@ impl Probes {
         out[before..].sort_by_key(Event::ts);
         self.collect_lost(out)?;
         self.collect_missed(out);
+        // After the records: an entry sent for a resume is never older than the exits
+        // counted before it.
+        if let Some(a) = &mut self.exit_aggs {
+            a.read(&mut self.exit_aggs_read)
+                .map_err(ProbeError::ExitAggs)?;
+        }
         drop(guard);
         Ok(())
     }
@@ -526,6 +589,7 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
 
     let globals = offsets.globals();
     let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
+    let exit_mode = opts.exits.bits();
     // bpf_get_smp_processor_id() is below the number of possible CPUs.
     let cpus =
         aya::util::nr_cpus().map_err(|(path, e)| load_error(format!("cannot read {path}: {e}")))?;
@@ -543,7 +607,8 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
             .map_max_entries("switch_head", cpus as u32)
             .map_max_entries("switch_tail", cpus as u32)
             .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
-            .override_global("wakeup_bytes", &wakeup_bytes, true);
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("exit_mode", &exit_mode, true);
         for (name, value) in &globals {
             loader.override_global(name, value, true);
         }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use metrics::{Board, Endpoint, Limits, SourceFacts, WebConfig};
 use model::Model;
 
-use crate::cli::ExporterArgs;
+use crate::cli::{ExitsArg, ExporterArgs};
 use crate::live::{require_privileges, stop_on_signals, LiveSource};
 
 /// How long one poll of the source may wait: bounds how late a scrape's fresh snapshot is.
@@ -28,7 +28,9 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
         None => WebConfig::default(),
     };
     // With no target, every KVM user on the host, also those that start later.
-    let target = args.target.resolve()?;
+    let mut target = args.target.resolve()?;
+    // Metrics are counts and histograms: exits are counted in the kernel.
+    target.exits.get_or_insert(ExitsArg::Aggregate);
     require_privileges(&target)?;
     // Bind before the probes load, so a taken port is reported at once.
     let listener = metrics::http::bind(args.listen)?;

@@ -15,7 +15,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
 use model::{Event, Source};
 
-use crate::cli::RecordArgs;
+use crate::cli::{ExitsArg, RecordArgs};
 use crate::file_source::create_output;
 use crate::live::{self, LiveSource};
 
@@ -37,6 +37,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let target = args.target.resolve()?;
+    // A recording holds events only: aggregated exits would be missing from it.
+    if target.exits.is_some_and(|e| e != ExitsArg::Stream) {
+        bail!("record streams every exit into the file: --exits aggregate/both is for report, top and the exporter");
+    }
     live::require_privileges(&target)?;
     let stop = live::stop_on_signals()?;
     let mut source = LiveSource::open(target, Arc::clone(&stop))?;

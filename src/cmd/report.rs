@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::ReportArgs;
+use crate::cli::{ExitsArg, ReportArgs};
 use crate::file_source::FileSource;
 use crate::report_text::{self, DriveLimits, ReportDoc, SourceSection};
 use crate::target::Target;
@@ -28,10 +28,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             if !args.target.given() {
                 anyhow::bail!("nothing to report on: give a trace FILE or a live target (--demo, --pid PID, --all-kvm, --qemu)");
             }
-            report_live(
-                args.target.resolve()?,
-                args.duration.unwrap_or(DEFAULT_LIVE_SPAN),
-            )?
+            // Live reports need exit counts and latencies, not each exit: counted in the
+            // kernel unless asked otherwise.
+            let mut target = args.target.resolve()?;
+            target.exits.get_or_insert(ExitsArg::Aggregate);
+            report_live(target, args.duration.unwrap_or(DEFAULT_LIVE_SPAN))?
         }
     };
     if args.json {
@@ -101,6 +102,9 @@ fn report_live(target: Target, span: Duration) -> anyhow::Result<ReportDoc> {
     let model = report_text::drive(&mut src, &limits)?;
     let mut extra = serde_json::Map::new();
     extra.insert("probes".into(), src.has_probes().into());
+    if src.has_probes() {
+        extra.insert("exits".into(), src.exit_mode().into());
+    }
     extra.insert("lost_events".into(), src.lost_total().into());
     extra.insert(
         "dropped_after_close".into(),

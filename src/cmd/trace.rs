@@ -38,6 +38,29 @@ struct Summary {
     events: u64,
     counts: BTreeMap<&'static str, u64>,
     lost: u64,
+    /// `--exits`: "stream" (every exit is a line above), "aggregate" or "both".
+    exits: &'static str,
+    /// With `--exits aggregate|both`: the kernel's totals per vCPU thread, isa and reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exit_aggregates: Vec<AggregateLine>,
+    /// Each attached program's run time and runs (zero unless `kernel.bpf_stats_enabled=1`).
+    bpf_stats: Vec<BpfStatLine>,
+}
+
+#[derive(Serialize)]
+struct AggregateLine {
+    tid: u32,
+    isa: model::ExitIsa,
+    reason: u32,
+    count: u64,
+    handling_log2: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct BpfStatLine {
+    event: &'static str,
+    run_time_ns: u64,
+    run_count: u64,
 }
 
 #[derive(Serialize)]
@@ -85,6 +108,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::new();
     let mut pipe_closed = false;
+    let mut aggregates = Vec::new();
+    let mut agg_totals: BTreeMap<(u32, u32, u32), AggregateLine> = BTreeMap::new();
 
     loop {
         batch.clear();
@@ -92,6 +117,24 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             .poll(&mut batch, Duration::from_millis(100))
             .map_err(anyhow::Error::from_boxed)?;
         model.ingest_batch(&batch);
+        aggregates.clear();
+        source.take_exit_aggregates(&mut aggregates);
+        model.fold_exit_aggregates(&aggregates);
+        for a in &aggregates {
+            let line = agg_totals
+                .entry((a.tid, a.isa as u32, a.reason))
+                .or_insert_with(|| AggregateLine {
+                    tid: a.tid,
+                    isa: a.isa,
+                    reason: a.reason,
+                    count: 0,
+                    handling_log2: vec![0; a.handling_log2.len()],
+                });
+            line.count += a.count;
+            for (t, n) in line.handling_log2.iter_mut().zip(a.handling_log2.iter()) {
+                *t += n;
+            }
+        }
         for event in &batch {
             *counts.entry(event.kind()).or_default() += 1;
             match event {
@@ -172,6 +215,17 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         events,
         counts: counts.clone(),
         lost,
+        exits: source.exit_mode(),
+        exit_aggregates: agg_totals.into_values().collect(),
+        bpf_stats: source
+            .program_stats()
+            .into_iter()
+            .map(|s| BpfStatLine {
+                event: s.event,
+                run_time_ns: s.run_time_ns,
+                run_count: s.run_count,
+            })
+            .collect(),
     };
     let written = match format {
         Format::Jsonl => serde_json::to_writer(&mut out, &summary)

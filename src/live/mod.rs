@@ -43,9 +43,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use model::{Event, GuestGap, HostInfo, Source, SourceError};
-use probes::loader::{ProbeOptions, Probes};
+use probes::loader::{ExitMode, ProbeOptions, Probes, ProgramStats};
 use probes::targets::{TargetSpec, TrackedThread};
 
+use crate::cli::ExitsArg;
 use crate::target::{Reading, Target, Watch};
 
 mod affinity_poll;
@@ -107,6 +108,11 @@ pub struct LiveSource {
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
     qemu_entry: QemuEntryMapping,
+    /// How guest exits arrive (`--exits`), and the aggregates read and not yet taken.
+    exits: ExitMode,
+    exit_aggregates: Vec<model::ExitAggregate>,
+    /// Each program's run-time counters, read just before the probes were detached.
+    final_program_stats: Vec<ProgramStats>,
     /// Host processes' affinity changes, polled on each rescan.
     affinity: affinity_poll::AffinityPoll,
 }
@@ -115,6 +121,7 @@ impl LiveSource {
     /// Resolve the targets, load and attach the probes (unless `--no-bpf`), start the bundled
     /// VMM for `--demo`, and start tracking. Runs until `stop` is set (or [`Self::stop_after`]).
     pub fn open(target: Target, stop: Arc<AtomicBool>) -> anyhow::Result<LiveSource> {
+        let exits = exit_mode(&target);
         require_privileges(&target)?;
         let no_bpf = target.counters_mode();
         if target.reading == Reading::CountersWithoutCapabilities {
@@ -145,6 +152,7 @@ impl LiveSource {
         } else {
             let options = ProbeOptions {
                 ring_bytes: target.ring_bytes,
+                exits,
                 ..Default::default()
             };
             Some(Probes::load(options).context("cannot load the eBPF probes")?)
@@ -179,6 +187,9 @@ impl LiveSource {
             exiting: ExitingThreads::default(),
             warnings,
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
+            exits,
+            exit_aggregates: Vec::new(),
+            final_program_stats: Vec::new(),
             affinity: Default::default(),
         };
 
@@ -237,6 +248,24 @@ impl LiveSource {
         &self.warnings
     }
 
+    /// How guest exits reach the model (`--exits`): "stream", "aggregate" or "both".
+    pub fn exit_mode(&self) -> &'static str {
+        match self.exits {
+            ExitMode::Stream => "stream",
+            ExitMode::Aggregate => "aggregate",
+            ExitMode::Both => "both",
+        }
+    }
+
+    /// Run-time counters of every attached program (non-zero with
+    /// `kernel.bpf_stats_enabled=1`); final once the source has finished.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        match &self.probes {
+            Some(p) => p.program_stats(),
+            None => self.final_program_stats.clone(),
+        }
+    }
+
     /// Lost kernel events so far, as counted in BPF.
     pub fn lost_total(&self) -> u64 {
         self.probes
@@ -283,6 +312,7 @@ impl LiveSource {
                 let before = out.len();
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
+                p.take_exit_aggregates(&mut self.exit_aggregates);
                 self.qemu_entry.mapper.observe(&out[before..]);
                 if self.qemu_entry.mapper.has_news() {
                     self.relabel_from_kvm_entry(out);
@@ -303,6 +333,15 @@ impl LiveSource {
     }
 }
 
+/// `--exits`, stream when not given (each command sets its own default before opening).
+fn exit_mode(target: &Target) -> ExitMode {
+    match target.exits {
+        None | Some(ExitsArg::Stream) => ExitMode::Stream,
+        Some(ExitsArg::Aggregate) => ExitMode::Aggregate,
+        Some(ExitsArg::Both) => ExitMode::Both,
+    }
+}
+
 impl Source for LiveSource {
     fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
         // The whole context chain goes along as sources: callers print it as one line.
@@ -311,6 +350,10 @@ impl Source for LiveSource {
 
     fn host(&self) -> &HostInfo {
         &self.host
+    }
+
+    fn take_exit_aggregates(&mut self, out: &mut Vec<model::ExitAggregate>) {
+        out.append(&mut self.exit_aggregates);
     }
 
     fn describe(&self) -> String {

@@ -117,6 +117,8 @@ pub struct LiveFeed {
     source: Box<dyn Source>,
     model: Model,
     batch: Vec<Event>,
+    /// Exits counted in the kernel, read with each batch.
+    aggregates: Vec<model::ExitAggregate>,
     summaries: SummaryCache,
 }
 
@@ -126,6 +128,7 @@ impl LiveFeed {
             source,
             model: Model::new(ModelConfig::default()),
             batch: Vec::with_capacity(4096),
+            aggregates: Vec::new(),
             summaries: SummaryCache::default(),
         }
     }
@@ -136,6 +139,9 @@ impl Feed for LiveFeed {
         self.batch.clear();
         let more = self.source.poll(&mut self.batch, budget)?;
         self.model.ingest_batch(&self.batch);
+        self.aggregates.clear();
+        self.source.take_exit_aggregates(&mut self.aggregates);
+        self.model.fold_exit_aggregates(&self.aggregates);
         if !more {
             self.model.finish();
         }

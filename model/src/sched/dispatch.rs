@@ -130,6 +130,8 @@ impl Model {
         while let Some(g) = self.gaps.pop_front() {
             self.on_guest_gap(&g);
         }
+        self.fold_exit_aggregates(&[]);
+        self.drop_waiting_aggs();
     }
 
     fn release(&mut self, limit: u64) {

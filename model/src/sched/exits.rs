@@ -2,7 +2,7 @@
 
 use crate::exit_names::{hw_exit_name, userspace_exit_name};
 use crate::latency::Latency;
-use crate::{ExitIsa, ExitStats, Percentiles};
+use crate::{ExitAggregate, ExitIsa, ExitStats, Percentiles};
 
 /// Distinct exit reasons kept per thread; the last bucket then takes every other reason.
 const MAX_EXIT_REASONS: usize = 64;
@@ -41,6 +41,17 @@ impl ExitTracker {
             if let Some(x) = self.entries.get_mut(i) {
                 x.latency.record(ts.saturating_sub(from));
             }
+        }
+    }
+
+    /// Folds exits counted in the kernel: `count` more of this reason, and handling times by
+    /// log2 bucket (at each bucket's middle value).
+    pub(super) fn aggregated(&mut self, a: &ExitAggregate) {
+        let i = self.index(false, a.isa, a.reason);
+        let x = &mut self.entries[i];
+        x.count = x.count.saturating_add(a.count);
+        for (b, &n) in a.handling_log2.iter().enumerate() {
+            x.latency.record_n(ExitAggregate::bucket_ns(b), n);
         }
     }
 

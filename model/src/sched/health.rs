@@ -26,6 +26,8 @@ pub(super) struct HealthCounters {
     /// Switch-outs of a tracked thread with no switch-in since its previous switch-out.
     pub(super) unpaired_switch_outs: u64,
     pub(super) saw_entry_exit: bool,
+    /// Guest exits that arrived counted in the kernel rather than as events.
+    pub(super) aggregated_exits: u64,
     pub(super) saw_migrate: bool,
     pub(super) saw_gap: bool,
     /// Counter samples folded in (counters mode, no BPF).
@@ -98,6 +100,12 @@ impl Model {
                     .to_string(),
             );
         }
+        if self.health.aggregated_exits > 0 {
+            notes.push(format!(
+                "guest exits aggregated in the kernel ({} exits): counts and log2 handling-time                  buckets per vCPU and reason; exit to switch-out needs --exits stream",
+                self.health.aggregated_exits
+            ));
+        }
         if self.health.lost > 0 {
             notes.push(format!(
                 "{} events lost: figures over {:.1} ms of the run are uncertain",
@@ -131,6 +139,7 @@ impl Model {
             unpaired_switch_outs: self.health.unpaired_switch_outs,
             counter_samples: self.health.counter_samples,
             retired_threads: self.health.retired,
+            aggregated_exits: self.health.aggregated_exits,
             notes,
         }
     }

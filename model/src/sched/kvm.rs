@@ -4,7 +4,8 @@
 use super::task::TState;
 use super::Model;
 use crate::{
-    CrossCall, CrossCallPhase, ExitIsa, KvmEntry, KvmExit, Transition, UserspaceExit, VcpuState,
+    CrossCall, CrossCallPhase, ExitAggregate, ExitIsa, KvmEntry, KvmExit, Transition,
+    UserspaceExit, VcpuState,
 };
 
 /// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
@@ -68,6 +69,33 @@ impl Model {
         if t.state == TState::Running && t.sub != VcpuState::Running {
             t.sub = VcpuState::Running;
             self.log.state(e.ts, n, VcpuState::Running, Some(t.cpu));
+        }
+    }
+
+    /// Exits aggregated in the kernel since the last call (a live source's
+    /// [`crate::Source::take_exit_aggregates`]): folded like that many `kvm_exit` events of
+    /// their reason. Aggregates of a thread not announced yet (its `TaskInfo` still in the
+    /// reorder buffer) wait for it; [`Model::finish`] counts those never announced as unknown.
+    pub fn fold_exit_aggregates(&mut self, aggs: &[ExitAggregate]) {
+        self.waiting_aggs.extend_from_slice(aggs);
+        let waiting = std::mem::take(&mut self.waiting_aggs);
+        for a in waiting {
+            let Some(n) = self.slot(a.tid) else {
+                self.waiting_aggs.push(a);
+                continue;
+            };
+            self.health.saw_entry_exit = true;
+            self.health.aggregated_exits = self.health.aggregated_exits.saturating_add(a.count);
+            let t = &mut self.tasks[n];
+            t.exits.aggregated(&a);
+            t.clock.cum.exits = t.clock.cum.exits.saturating_add(a.count);
+        }
+    }
+
+    /// At the end: aggregates whose thread never showed up are unknown input.
+    pub(super) fn drop_waiting_aggs(&mut self) {
+        for a in std::mem::take(&mut self.waiting_aggs) {
+            self.note_unknown(a.tid);
         }
     }
 

@@ -157,6 +157,8 @@ pub struct Model {
     /// Guest gaps waiting for the kernel events up to their end.
     gaps: VecDeque<GuestGap>,
     health: HealthCounters,
+    /// Kernel exit aggregates whose thread is not announced yet.
+    waiting_aggs: Vec<crate::ExitAggregate>,
     log: TransitionLog,
     next_checkpoint: u64,
 }
@@ -186,6 +188,7 @@ impl Model {
             open_csd: Vec::new(),
             gaps: VecDeque::new(),
             health: HealthCounters::default(),
+            waiting_aggs: Vec::new(),
             log: TransitionLog::default(),
             next_checkpoint: 0,
         }

@@ -13,7 +13,7 @@
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};
-use crate::policy::{imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
+use crate::policy::{cpus_after, imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
 
 const NICE_0: i128 = 1024;
 
@@ -490,8 +490,7 @@ impl Policy for Fair {
             let n = cx.ncpus;
             // Each candidate's movable thread found once (a queue without waiting threads
             // has none, so it is skipped before the search).
-            let pull = (1..n)
-                .map(|k| (cpu + k) % n)
+            let pull = cpus_after(cpu, n)
                 .filter(|&c| !self.rqs[c as usize].queue.is_empty())
                 .filter_map(|c| Some((c, self.movable(cx, c, cpu, now)?)))
                 .max_by_key(|&(c, _)| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));

@@ -49,7 +49,7 @@ pub fn wake_cpu(cx: &Cx, t: u32, queued: impl Fn(u32) -> usize) -> u32 {
         return prev;
     }
     let n = cx.ncpus;
-    if let Some(c) = (1..n).map(|k| (prev + k) % n).find(|&c| idle(c)) {
+    if let Some(c) = cpus_after(prev, n).find(|&c| idle(c)) {
         return c;
     }
     if th.may_run_on(prev) {
@@ -59,6 +59,12 @@ pub fn wake_cpu(cx: &Cx, t: u32, queued: impl Fn(u32) -> usize) -> u32 {
         .filter(|&c| th.may_run_on(c))
         .min_by_key(|&c| queued(c) + usize::from(cx.is_running(c)))
         .unwrap_or(prev)
+}
+
+/// The pCPUs after `cpu` (< `n`) in order, wrapping round: `cpu + 1 .. n`, then `0 .. cpu`
+/// (what `(cpu + k) % n` for k in 1..n gives, without a division per step on a hot path).
+pub fn cpus_after(cpu: u32, n: u32) -> impl Iterator<Item = u32> {
+    (cpu + 1..n).chain(0..cpu.min(n))
 }
 
 /// Periodic balancing's choice: the busiest and the least busy pCPU by runnable count

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use crate::engine::{Cx, Policy};
 use crate::params::{ParamError, Params};
-use crate::policy::{imbalance, tick_at_or_after, tick_ns, wake_cpu};
+use crate::policy::{cpus_after, imbalance, tick_at_or_after, tick_ns, wake_cpu};
 
 const MAX_RT_PRIO: i32 = 100;
 const NPRIO: usize = 40;
@@ -365,8 +365,7 @@ impl Policy for O1 {
         if self.queued(cpu) == 0 {
             let n = cx.ncpus;
             // Each candidate's movable thread found once.
-            let pull = (1..n)
-                .map(|k| (cpu + k) % n)
+            let pull = cpus_after(cpu, n)
                 .filter(|&s| self.queued(s) != 0)
                 .filter_map(|s| Some((s, self.movable(cx, s, cpu, now)?)))
                 .max_by_key(|&(s, _)| (self.queued(s), std::cmp::Reverse(s)));
