@@ -60,7 +60,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else if !may_load_bpf() {
         Err("not loaded: needs root or CAP_BPF and CAP_PERFMON".into())
     } else {
-        check_programs().map_err(|e| e.to_string())
+        // The whole chain: the loader's error and what the kernel said under it.
+        check_programs().map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     };
     match &programs {
         Ok(list) => {
