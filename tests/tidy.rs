@@ -12,24 +12,12 @@ const MAX_LINES: usize = 800;
 /// longer needs to be here is reported, not failed, so a split can land before this list.
 const TOO_LONG_FOR_NOW: &[(&str, &str)] = &[];
 
-/// Where `/proc` may be read: the host-facts layer (`hostfacts/src/`), `probes/src/` (its
-/// target, QEMU and host-check readers are still to move there, issue #14) and these files.
-const PROC_READERS_DIRS: &[&str] = &["hostfacts/src/", "probes/src/"];
-const PROC_READERS: &[(&str, &str)] = &[
-    ("vmm/src/vm.rs", "the TSC rate from /proc/cpuinfo"),
-    (
-        "src/live/tracking.rs",
-        "whether a tracked process still exists",
-    ),
-    (
-        "src/live/qemu_relabel.rs",
-        "whether a watched QEMU thread still exists",
-    ),
-    (
-        "lab/src/initramfs.rs",
-        "the lab guest's mount points, not a read",
-    ),
-];
+/// Where `/proc` may be read: the host-facts layer (`hostfacts/src/`) and these files.
+const PROC_READERS_DIRS: &[&str] = &["hostfacts/src/"];
+const PROC_READERS: &[(&str, &str)] = &[(
+    "lab/src/initramfs.rs",
+    "the lab guest's mount points, not a read",
+)];
 
 /// Crates that touch the kernel, the terminal or the clock: the model must not depend on them.
 const NOT_IN_MODEL: &[&str] = &[

@@ -2,15 +2,21 @@
 //! by `probes`, `vmm` and the binary (`model` stays free of it: it is pure, see tests/tidy.rs).
 //!
 //! - [`task_files`]: a thread's `/proc/<pid>/task/<tid>/schedstat` and `sched`, exactly;
+//! - [`process`]: processes and threads (which exist, `stat`, `status`, names, command lines,
+//!   descriptors), on the `procfs` crate;
+//! - [`system`]: system-wide `/proc` facts (CPU flags, kernel release, sysctls, mounts);
 //! - [`monotonic_ns`]: CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns` and of every event;
 //! - [`gettid`], [`euid`]: who is asking;
 //! - [`privilege`]: the effective capabilities, and whether they let this process load BPF.
 //!
-//! Syscalls go through `rustix` and `caps`, so this crate has no `unsafe`.
+//! It is the only place that reads `/proc` (tests/tidy.rs). Syscalls go through `rustix` and
+//! `caps`, so this crate has no `unsafe`.
 
 #![forbid(unsafe_code)]
 
 pub mod privilege;
+pub mod process;
+pub mod system;
 pub mod task_files;
 
 pub use task_files::{ProcSched, SchedStat, TaskFileError};

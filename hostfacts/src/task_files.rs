@@ -22,7 +22,7 @@ pub enum TaskFileError {
     Format { path: PathBuf, what: String },
 }
 
-fn task_path(pid: u32, tid: u32, file: &str) -> PathBuf {
+pub(crate) fn task_path(pid: u32, tid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/task/{tid}/{file}"))
 }
 
@@ -30,14 +30,16 @@ fn read_task_file(pid: u32, tid: u32, file: &str) -> Result<(PathBuf, String), T
     let path = task_path(pid, tid, file);
     match fs::read_to_string(&path) {
         Ok(text) => Ok((path, text)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
-        {
-            Err(TaskFileError::NoSuchThread { pid, tid })
-        }
+        Err(e) if is_gone(&e) => Err(TaskFileError::NoSuchThread { pid, tid }),
         Err(source) => Err(TaskFileError::Read { path, source }),
     }
+}
+
+/// Whether a read failed because the thread is gone (no such file, or it exited between the
+/// open and the read).
+pub(crate) fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
 }
 
 /// `/proc/<pid>/task/<tid>/schedstat`: three numbers kept even without CONFIG_SCHEDSTATS.
@@ -192,16 +194,19 @@ se.slice                                     :              1400000
     #[test]
     fn proc_sched_parses_exactly() {
         let s = ProcSched::parse(SCHED).unwrap();
-        assert_eq!(s.vruntime, 258_601_655);
-        assert_eq!(s.sum_exec_runtime, 842_882);
-        assert_eq!(s.nr_migrations, 3);
-        assert_eq!(s.nr_switches, 12);
-        assert_eq!(s.nr_voluntary_switches, 7);
-        assert_eq!(s.nr_involuntary_switches, 5);
-        assert_eq!(s.load_weight, 1_048_576);
+        let expected = ProcSched {
+            vruntime: 258_601_655,
+            sum_exec_runtime: 842_882,
+            nr_migrations: 3,
+            nr_switches: 12,
+            nr_voluntary_switches: 7,
+            nr_involuntary_switches: 5,
+            load_weight: 1_048_576,
+            slice: Some(1_400_000),
+            deadline: None,
+        };
+        assert_eq!(s, expected);
         assert_eq!(s.weight(), 1024);
-        assert_eq!(s.slice, Some(1_400_000));
-        assert_eq!(s.deadline, None);
     }
 
     #[test]

@@ -44,7 +44,13 @@ done
 sleep 1
 $K vmm --vms 1 --vcpus 2 --workload exits --duration 60 --json > /tmp/a.vmm 2> /tmp/a.vmm.err &
 vmm=$!
-sleep 1
+# The tracer finds the VMM on a rescan (once a second): wait until it announced both vCPU
+# threads, or the VMM may be stopped below before it is watched (5.10, loaded host: the
+# announcement came 0.3 s after the SIGSTOP, and no switch-out of its vCPUs was traced).
+for _ in $(seq 900); do
+	[ "$(grep -c '"type":"task_info".*"comm":"vm0-vcpu' /tmp/a.trace)" -ge 2 ] && break
+	sleep 0.1
+done
 t0=$(lab_ms)
 echo go >&3
 wait $tiny

@@ -64,18 +64,13 @@ fn host(
             tasks.push(vcpu(pid + 1 + c, pid, &format!("vm{}", pid), c, behaviour));
         }
     }
+    // The demo's timings (resume costs, balancing), with this host's size and VMs.
     SimConfig {
         cpus,
         slice_ns,
         start_ts,
-        guest_gaps: true,
-        entry_exit: false,
-        resume_same_ns: 39_000,
-        resume_migrated_ns: 44_000,
-        to_switch_out_ns: 76_000,
-        balance: true,
-        rebalance_every_ns: Some(20_000_000),
         tasks,
+        ..model::synth::demo_config()
     }
 }
 

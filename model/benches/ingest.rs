@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use model::synth::{demo_config, shift_ts, Sim};
+use model::synth::RepeatedDemo;
 use model::{Event, Model, ModelConfig};
 
 const BLOCK: usize = 1_000_000;
@@ -32,34 +32,18 @@ fn rss_kib() -> u64 {
 
 fn main() {
     // Criterion-style filters are passed by `cargo bench`; this binary takes none.
-    let mut sim = Sim::new(demo_config());
-    let mut block = Vec::with_capacity(BLOCK + 10_000);
-    let mut until = 1_000_000_000u64;
-    while block.len() < BLOCK {
-        until += 100_000_000;
-        sim.run_until(until, &mut block);
-    }
-    block.truncate(BLOCK);
-    // TaskInfo only at the start of the stream: later blocks would be tid reuse otherwise.
-    let infos: Vec<Event> = block
-        .iter()
-        .filter(|e| matches!(e, Event::TaskInfo(_)))
-        .cloned()
-        .collect();
-    block.retain(|e| !matches!(e, Event::TaskInfo(_)));
-    let first = block.first().map_or(0, Event::ts);
-    let last = block.last().map_or(0, Event::ts);
-    let span = last - first + 1_000;
+    let mut demo = RepeatedDemo::new(BLOCK);
+    let span = demo.span_ns();
     println!(
         "block: {} events over {:.2} s of event time ({} bytes per Event)",
-        block.len(),
+        BLOCK,
         span as f64 / 1e9,
         std::mem::size_of::<Event>()
     );
 
     let rss_before = rss_kib();
     let mut m = Model::new(ModelConfig::default());
-    m.ingest_batch(&infos);
+    m.ingest_batch(demo.infos());
 
     let mut ingest_ns = 0u128;
     let mut base_ns = 0u128;
@@ -69,11 +53,7 @@ fn main() {
     // Shared, noisy machines: also report the best 1 M-event block of each.
     let (mut best_base, mut best_ingest) = (u128::MAX, u128::MAX);
     for rep in 0..100u64 {
-        if rep > 0 {
-            for e in &mut block {
-                shift_ts(e, span);
-            }
-        }
+        let block = demo.advance();
         if rep < 10 {
             // Baseline: touch every event once (read its timestamp), same batches.
             let t = Instant::now();

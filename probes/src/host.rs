@@ -51,7 +51,7 @@ pub fn kvm_flavour() -> KvmFlavour {
     if Path::new(PVM_MODULE).exists() {
         return KvmFlavour::Pvm;
     }
-    let flags = cpu_flags();
+    let flags = hostfacts::system::cpu_flags();
     if flags.iter().any(|f| f == "vmx") {
         KvmFlavour::Vmx
     } else if flags.iter().any(|f| f == "svm") {
@@ -61,27 +61,16 @@ pub fn kvm_flavour() -> KvmFlavour {
     }
 }
 
-fn cpu_flags() -> Vec<String> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    cpuinfo
-        .lines()
-        .find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            (key.trim() == "flags").then(|| value.split_whitespace().map(String::from).collect())
-        })
-        .unwrap_or_default()
-}
-
 /// `uname -r`.
 pub fn kernel_release() -> String {
-    read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".to_string())
+    hostfacts::system::kernel_release()
 }
 
 /// Facts about this host for report headers and trace files.
 pub fn host_info() -> HostInfo {
     let features = KernelFeatures::host();
     HostInfo {
-        hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+        hostname: hostfacts::system::hostname(),
         scheduler: features.scheduler().to_string(),
         kernel: kernel_release(),
         csd_tracepoints: features.csd_tracepoints,
@@ -93,6 +82,8 @@ pub fn host_info() -> HostInfo {
 }
 
 fn online_cpus() -> u32 {
+    // libc: rustix has no sysconf(_SC_NPROCESSORS_ONLN) (available_parallelism counts the
+    // CPUs this thread may use, not the host's).
     // SAFETY: sysconf has no preconditions; it returns -1 on error, handled below.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if n > 0 {
@@ -194,7 +185,7 @@ pub fn check_host() -> HostCheck {
     };
     push("BTF", status, detail, true);
 
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounts = hostfacts::system::mounts();
     let tracefs = find_tracefs(&mounts);
     let (status, detail) = match &tracefs {
         TraceFs::Readable(p) => (Status::Ok, format!("mounted at {}", p.display())),
@@ -229,13 +220,16 @@ pub fn check_host() -> HostCheck {
         push(&format!("{system}:{event}"), status, detail, required);
     }
 
-    let (status, detail) = match read_trimmed("/proc/sys/kernel/bpf_stats_enabled").as_deref() {
+    let (status, detail) = match hostfacts::system::bpf_stats_enabled().as_deref() {
         Some("1") => (Status::Info, "1 (BPF run time per program is counted)".to_string()),
         Some(v) => (
             Status::Info,
             format!("{v} (per-program BPF run time not counted; sysctl kernel.bpf_stats_enabled=1 to measure probe cost)"),
         ),
-        None => (Status::Info, "unknown (cannot read /proc/sys/kernel/bpf_stats_enabled)".into()),
+        None => (
+            Status::Info,
+            format!("unknown (cannot read {})", hostfacts::system::BPF_STATS_ENABLED),
+        ),
     };
     push("kernel.bpf_stats_enabled", status, detail, false);
 

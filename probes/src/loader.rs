@@ -47,6 +47,9 @@ use std::time::Duration;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::{Btf, Ebpf, EbpfLoader};
 use model::{Event, ExitAggregate, Lost};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 use crate::abi;
 use crate::decode::Decoder;
@@ -260,8 +263,7 @@ impl Probes {
             if let Some(reason) = csd_failed {
                 warnings.push(format!("{} lost: {reason}", CSD[0].feature));
             } else {
-                decoder.vmclear_func = std::fs::read_to_string("/proc/kallsyms")
-                    .ok()
+                decoder.vmclear_func = hostfacts::system::kallsyms()
                     .and_then(|k| tracefs::kallsyms_lookup(&k, "__loaded_vmcs_clear"));
             }
         }
@@ -370,7 +372,7 @@ impl Probes {
             // Switch records, and others below the wakeup threshold, do not wake us: drain
             // after the timeout too.
             drop(guard.take());
-            wait_readable(self.ring.as_raw_fd(), timeout)?;
+            wait_readable(&self.ring, timeout)?;
             guard = self.raise_priority();
             self.drain(out)?;
         }
@@ -676,15 +678,13 @@ fn check_privileges() -> Result<(), ProbeError> {
 /// so a failed raise (no CAP_SYS_RESOURCE) only matters, and is only reported, on old ones
 /// (told from BTF: [`crate::features::KernelFeatures::memcg_bpf_accounting`]).
 fn raise_memlock(warnings: &mut Vec<String>) {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: `unlimited` is a valid rlimit that outlives the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+    let Err(err) = setrlimit(Resource::Memlock, unlimited) else {
         return;
-    }
-    let err = std::io::Error::last_os_error();
+    };
     if crate::features::KernelFeatures::host().memcg_bpf_accounting != Some(true) {
         warnings.push(format!(
             "cannot raise RLIMIT_MEMLOCK ({err}): map creation may fail on this kernel \
@@ -696,24 +696,17 @@ fn raise_memlock(warnings: &mut Vec<String>) {
 /// Each switch-ring chunk is a map this process holds open: make room for `maps` more
 /// descriptors than are usually open, up to the hard limit.
 fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit the call writes into.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let mut lim = getrlimit(Resource::Nofile);
+    // `None` is RLIM_INFINITY.
+    let want = (maps + 1024).min(lim.maximum.unwrap_or(u64::MAX));
+    if lim.current.is_none_or(|cur| cur >= want) {
         return;
     }
-    let want = (maps + 1024).min(lim.rlim_max);
-    if lim.rlim_cur >= want {
-        return;
-    }
-    lim.rlim_cur = want;
-    // SAFETY: as above; the new soft limit is within the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    lim.current = Some(want);
+    // The new soft limit is within the hard one.
+    if let Err(err) = setrlimit(Resource::Nofile, lim) {
         warnings.push(format!(
-            "cannot raise RLIMIT_NOFILE to {want} ({}): the switch rings need {maps} maps",
-            std::io::Error::last_os_error()
+            "cannot raise RLIMIT_NOFILE to {want} ({err}): the switch rings need {maps} maps"
         ));
     }
 }
@@ -721,40 +714,29 @@ fn raise_nofile(maps: u64, warnings: &mut Vec<String>) {
 /// Elements of the tracked-tid bitmap: one bit per possible tid (`kernel.pid_max`; the
 /// 64-bit kernel's ceiling, 4194304, if it cannot be read).
 fn tracked_slots() -> u32 {
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(4 << 20);
+    let pid_max = hostfacts::system::pid_max().unwrap_or(4 << 20);
     pid_max.div_ceil(64)
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).unwrap_or(4096)
+    rustix::param::page_size()
 }
 
 /// CLOCK_MONOTONIC in ns, from the host-facts layer (the clock of `bpf_ktime_get_ns`).
 pub use hostfacts::monotonic_ns;
 
 /// Waits until `fd` is readable or `timeout` passes. `Ok(false)` on timeout or a signal.
-fn wait_readable(fd: i32, timeout: Duration) -> Result<bool, ProbeError> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(ProbeError::Poll(err));
+fn wait_readable(fd: impl AsFd, timeout: Duration) -> Result<bool, ProbeError> {
+    let mut pfd = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    match poll(&mut pfd, Some(&timeout)) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::INTR) => Ok(false),
+        Err(e) => Err(ProbeError::Poll(e.into())),
     }
-    Ok(rc > 0)
 }
 
 #[cfg(test)]
@@ -780,9 +762,7 @@ mod tests {
     #[test]
     fn tracked_bitmap_covers_pid_max() {
         let slots = tracked_slots();
-        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .map(|s| s.trim().parse().unwrap())
-            .unwrap_or(4 << 20);
+        let pid_max: u32 = hostfacts::system::pid_max().unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
     }
 }

@@ -19,6 +19,9 @@
 use std::io;
 use std::os::fd::RawFd;
 
+// libc rather than rustix here: rustix has neither sched_getscheduler/sched_setscheduler nor
+// the bpf() syscall.
+
 /// While alive, the calling thread runs `SCHED_FIFO` at priority 1; dropping it restores
 /// the thread's policy (its nice value is kept across). A thread already real-time is left
 /// alone.

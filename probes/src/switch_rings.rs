@@ -34,11 +34,16 @@ struct ChunkBytes([u8; std::mem::size_of::<abi::SwitchChunk>()]);
 // SAFETY: a plain byte array: every bit pattern is valid, no padding, no pointers.
 unsafe impl Pod for ChunkBytes {}
 
-// SAFETY: plain `repr(C)` structs of integer fields without padding (their layout is
-// asserted against the C header in `abi`): every bit pattern is valid.
+// SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
+// no padding) is what aya's `Pod` asks for; the function below fails the build if it goes.
 unsafe impl Pod for abi::SwitchHead {}
 // SAFETY: as above.
 unsafe impl Pod for abi::SwitchTail {}
+const _: fn() = || {
+    fn plain_data<T: bytemuck::Pod>() {}
+    plain_data::<abi::SwitchHead>();
+    plain_data::<abi::SwitchTail>();
+};
 
 /// Chunks per CPU for a budget of `ring_bytes` shared by `cpus` CPUs: a power of two, at
 /// least 8 (1 152 records: a tenth of a second of 10 000 tracked switches per second per

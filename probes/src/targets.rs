@@ -8,11 +8,17 @@
 //!   which thread runs which one, so all its threads are watched with no vCPU index.
 //!
 //! The same functions serve the live source's periodic rescans ([`resolve_pid`] tells a
-//! vanished process apart from a failure) and the tests' oracles ([`ThreadStat`]).
+//! vanished process apart from a failure) and the tests' oracles ([`ThreadStat`]). What
+//! `/proc` says is read by the host-facts layer ([`hostfacts::process`]).
 
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use hostfacts::process::{self, Fds};
+use hostfacts::TaskFileError;
+
+/// The fields of a thread's `stat` kvmscope uses (read by the host-facts layer).
+pub use hostfacts::process::ThreadStat;
 
 /// One thread kvmscope watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,11 +123,11 @@ pub fn resolve(spec: &TargetSpec) -> Result<Vec<TrackedThread>, TargetError> {
 ///
 /// Errors when the process exists but holds no vCPU.
 pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let gone = || !process::process_exists(pid);
     let stat = match ThreadStat::read(pid, pid) {
         Ok(s) => s,
-        Err(_) if !proc_dir.exists() => return Ok(None),
-        Err(e) => return Err(e),
+        Err(_) if gone() => return Ok(None),
+        Err(e) => return Err(task_error(pid, e)),
     };
     // A tid is visible under /proc/<tid> too, but it is not a process: refuse it as one.
     if stat.tgid != pid {
@@ -129,17 +135,17 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
     }
     let vcpu_fds = match vcpu_fd_count(pid) {
         Ok(n) => n,
-        Err(_) if !proc_dir.exists() => return Ok(None),
+        Err(_) if gone() => return Ok(None),
         Err(source) => {
             return Err(TargetError::Proc {
-                path: proc_dir.join("fd"),
+                path: process::process_path(pid, "fd"),
                 source,
             })
         }
     };
     let threads = match list_threads(pid) {
         Ok(t) => t,
-        Err(_) if !proc_dir.exists() => return Ok(None),
+        Err(_) if gone() => return Ok(None),
         Err(e) => return Err(e),
     };
 
@@ -195,63 +201,40 @@ pub fn resolve_pid(pid: u32) -> Result<Option<Vec<TrackedThread>>, TargetError> 
 /// Thread ids and names of process `pid`, sorted by tid. Threads that exit while the
 /// directory is read are skipped.
 pub fn list_threads(pid: u32) -> Result<Vec<(u32, String)>, TargetError> {
-    let dir = PathBuf::from(format!("/proc/{pid}/task"));
-    let entries = fs::read_dir(&dir).map_err(|source| {
+    let tids = process::thread_ids(pid).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             TargetError::NoSuchProcess(pid)
         } else {
             TargetError::Proc {
-                path: dir.clone(),
+                path: process::process_path(pid, "task"),
                 source,
             }
         }
     })?;
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = ThreadStat::read(pid, tid) {
-            out.push((tid, stat.comm));
-        }
-    }
-    out.sort_by_key(|(tid, _)| *tid);
-    Ok(out)
+    Ok(tids
+        .into_iter()
+        .filter_map(|tid| Some((tid, ThreadStat::read(pid, tid).ok()?.comm)))
+        .collect())
 }
 
-/// How many `anon_inode:kvm-vcpu:N` fds process `pid` holds.
+/// How many KVM vCPU descriptors (`anon_inode:kvm-vcpu:N`) process `pid` holds.
 pub fn vcpu_fd_count(pid: u32) -> io::Result<u32> {
-    let mut n = 0;
-    for entry in fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
-        if let Ok(target) = fs::read_link(entry.path()) {
-            if is_vcpu_fd_target(&target) {
-                n += 1;
-            }
-        }
-    }
-    Ok(n)
+    Ok(Fds::read(pid)?.vcpu_ids.len() as u32)
 }
 
 /// The VM names a bundled VMM publishes (`model::VmNames` in its `VM_NAMES_MEMFD` memfd);
 /// none (VMs then go by `vm<V>`) if it publishes none or exited meanwhile. A table that does
 /// not parse is logged and ignored: the threads are still watched, by index.
 pub fn bundled_vm_names(pid: u32) -> model::VmNames {
-    let memfd = format!("/memfd:{}", model::VM_NAMES_MEMFD);
-    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+    let Ok(fds) = Fds::read(pid) else {
         return model::VmNames::default();
     };
-    for entry in entries.flatten() {
-        let is_table = fs::read_link(entry.path())
-            .is_ok_and(|t| t.to_str().is_some_and(|t| t.starts_with(&memfd)));
-        if !is_table {
-            continue;
-        }
-        // Opening /proc/<pid>/fd/N opens the memfd itself, from its start.
-        match fs::read_to_string(entry.path()).map(|text| model::VmNames::parse(&text)) {
+    let tables = fds
+        .memfds
+        .iter()
+        .filter(|(_, name)| name.starts_with(model::VM_NAMES_MEMFD));
+    for &(fd, _) in tables {
+        match process::read_fd(pid, fd).map(|text| model::VmNames::parse(&text)) {
             Ok(Ok(names)) => return names,
             Ok(Err(e)) => log::warn!("process {pid}'s VM names are ignored: {e}"),
             Err(e) => log::warn!("cannot read process {pid}'s VM names: {e}"),
@@ -260,90 +243,25 @@ pub fn bundled_vm_names(pid: u32) -> model::VmNames {
     model::VmNames::default()
 }
 
-fn is_vcpu_fd_target(target: &Path) -> bool {
-    target
-        .to_str()
-        .is_some_and(|s| s.starts_with("anon_inode:kvm-vcpu:"))
-}
-
 /// Every process holding at least one KVM vCPU fd, sorted by pid.
 pub fn kvm_processes() -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    process::pids()
+        .unwrap_or_default()
+        .into_iter()
         .filter(|&pid| vcpu_fd_count(pid).is_ok_and(|n| n > 0))
-        .collect();
-    pids.sort_unstable();
-    pids
+        .collect()
 }
 
-/// The fields of `/proc/<pid>/task/<tid>/stat` kvmscope uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ThreadStat {
-    pub tid: u32,
-    /// Thread name (may contain spaces and parentheses).
-    pub comm: String,
-    /// One-letter state: R running, S sleeping, D disk sleep, T stopped, t traced, Z zombie...
-    pub state: char,
-    /// Thread group id, read from `/proc/<pid>/task/<tid>/status` (stat has only the ppid).
-    pub tgid: u32,
-    pub nice: i32,
-    /// CPU the thread last ran on.
-    pub processor: u32,
-}
-
-impl ThreadStat {
-    /// Read thread `tid` of process `pid`.
-    pub fn read(pid: u32, tid: u32) -> Result<Self, TargetError> {
-        let path = PathBuf::from(format!("/proc/{pid}/task/{tid}/stat"));
-        let text = fs::read_to_string(&path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                TargetError::NoSuchProcess(pid)
-            } else {
-                TargetError::Proc {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
-        let mut stat = Self::parse(&text).ok_or_else(|| TargetError::Proc {
-            path: path.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, "unexpected format"),
-        })?;
-        stat.tgid = read_tgid(pid, tid).unwrap_or(pid);
-        Ok(stat)
+/// A thread's `stat` failure as a target error: a vanished thread is a vanished process.
+fn task_error(pid: u32, e: TaskFileError) -> TargetError {
+    match e {
+        TaskFileError::NoSuchThread { .. } => TargetError::NoSuchProcess(pid),
+        TaskFileError::Read { path, source } => TargetError::Proc { path, source },
+        TaskFileError::Format { path, what } => TargetError::Proc {
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, what),
+        },
     }
-
-    /// Parse a `stat` line. `tgid` is set to 0: the line does not carry it.
-    pub fn parse(text: &str) -> Option<Self> {
-        let open = text.find('(')?;
-        // The name ends at the *last* ')': names may contain spaces and parentheses.
-        let close = text.rfind(')')?;
-        let tid = text[..open].trim().parse().ok()?;
-        let comm = text.get(open + 1..close)?.to_string();
-        // Fields after the name, numbered from 3 (state) as in proc(5).
-        let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
-        let field = |n: usize| rest.get(n - 3).copied();
-        Some(ThreadStat {
-            tid,
-            comm,
-            state: field(3)?.chars().next()?,
-            tgid: 0,
-            nice: field(19)?.parse().ok()?,
-            processor: field(39)?.parse().ok()?,
-        })
-    }
-}
-
-fn read_tgid(pid: u32, tid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -383,19 +301,6 @@ mod tests {
     }
 
     #[test]
-    fn stat_names_with_spaces_and_parens_parse() {
-        let line = "4242 (CPU 0/KVM) (x) R 1 4242 4242 0 -1 4194560 0 0 0 0 100 20 0 0 \
-                    20 5 4 0 12345 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 \
-                    0 0 0 0 0";
-        let s = ThreadStat::parse(line).unwrap();
-        assert_eq!(s.tid, 4242);
-        assert_eq!(s.comm, "CPU 0/KVM) (x");
-        assert_eq!(s.state, 'R');
-        assert_eq!(s.nice, 5);
-        assert_eq!(s.processor, 1);
-    }
-
-    #[test]
     fn own_threads_are_listed() {
         let pid = std::process::id();
         let threads = list_threads(pid).unwrap();
@@ -421,12 +326,5 @@ mod tests {
             "{err}"
         );
         assert_eq!(resolve_pid(4_194_305).unwrap(), None);
-    }
-
-    #[test]
-    fn vcpu_fd_targets_are_recognised() {
-        assert!(is_vcpu_fd_target(Path::new("anon_inode:kvm-vcpu:0")));
-        assert!(!is_vcpu_fd_target(Path::new("anon_inode:kvm-vm")));
-        assert!(!is_vcpu_fd_target(Path::new("/dev/kvm")));
     }
 }

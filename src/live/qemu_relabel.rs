@@ -48,8 +48,7 @@ impl QemuEntryMapping {
 
     /// Whether a thread that is no longer a target stays tracked (see `pids`).
     pub(super) fn keeps(&self, t: &TrackedThread) -> bool {
-        self.pids.contains(&t.pid)
-            && std::path::Path::new(&format!("/proc/{}/task/{}", t.pid, t.tid)).exists()
+        self.pids.contains(&t.pid) && hostfacts::process::thread_exists(t.pid, t.tid)
     }
 }
 

@@ -133,7 +133,7 @@ impl LiveSource {
                         known_pids
                             .iter()
                             .copied()
-                            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()),
+                            .filter(|&pid| hostfacts::process::process_exists(pid)),
                     ),
                 }
             }

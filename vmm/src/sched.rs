@@ -3,70 +3,49 @@
 
 use std::io;
 
+use rustix::io::Errno;
+use rustix::process::{getpriority_process, setpriority_process, Pid};
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+
 /// The calling thread's kernel thread id, from the host-facts layer.
 pub use hostfacts::gettid;
 
 /// Sets the nice value of thread `tid` (on Linux `setpriority(PRIO_PROCESS, tid)` acts on
 /// that one thread, which is what sets its scheduler weight).
 pub fn set_nice(tid: u32, nice: i32) -> io::Result<()> {
-    // SAFETY: plain syscall on integer arguments; the result is checked.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(setpriority_process(pid_of(tid)?, nice)?)
 }
 
-/// The nice value of thread `tid`.
+/// The nice value of thread `tid` (rustix tells a nice of -1 from an error).
 pub fn get_nice(tid: u32) -> io::Result<i32> {
-    // getpriority may legitimately return -1, so errors are told apart through errno.
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = 0 };
-    // SAFETY: plain syscall on integer arguments.
-    let r = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
-    let err = io::Error::last_os_error();
-    if r == -1 && err.raw_os_error() != Some(0) {
-        return Err(err);
-    }
-    Ok(r)
+    Ok(getpriority_process(pid_of(tid)?)?)
 }
 
 /// Restricts thread `tid` to `cpus`.
 pub fn set_affinity(tid: u32, cpus: &[u32]) -> io::Result<()> {
-    // SAFETY: an all-zero cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut set = CpuSet::new();
     for &c in cpus {
-        if c as usize >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        if c as usize >= CpuSet::MAX_CPU {
+            return Err(Errno::INVAL.into());
         }
-        // SAFETY: `c` is below CPU_SETSIZE (checked above).
-        unsafe { libc::CPU_SET(c as usize, &mut set) };
+        set.set(c as usize);
     }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let r =
-        unsafe { libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &set) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(sched_setaffinity(pid_of(tid)?, &set)?)
 }
 
 /// The CPUs thread `tid` (0 = the caller) may run on.
 pub fn get_affinity(tid: u32) -> io::Result<Vec<u32>> {
-    // SAFETY: an all-zero cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    let r = unsafe {
-        libc::sched_getaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &mut set)
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `c` is below CPU_SETSIZE.
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+    let set = sched_getaffinity(pid_of(tid)?)?;
+    Ok((0..CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
         .map(|c| c as u32)
         .collect())
+}
+
+/// A thread id as rustix takes it: `None` (0) is the calling thread, as in the syscalls.
+fn pid_of(tid: u32) -> io::Result<Option<Pid>> {
+    let tid = i32::try_from(tid).map_err(|_| Errno::INVAL)?;
+    Ok(Pid::from_raw(tid))
 }
 
 /// A thread's `/proc/<pid>/task/<tid>/schedstat`, from the host-facts layer.

@@ -60,12 +60,8 @@ impl KvmFlavour {
         if std::path::Path::new("/sys/module/kvm_pvm").exists() {
             return KvmFlavour::Pvm;
         }
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let flags = cpuinfo
-            .lines()
-            .find(|l| l.starts_with("flags"))
-            .unwrap_or_default();
-        let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+        let flags = hostfacts::system::cpu_flags();
+        let has = |f: &str| flags.iter().any(|w| w == f);
         if has("vmx") {
             KvmFlavour::Vmx
         } else if has("svm") {

@@ -2,7 +2,7 @@
 //! spinning, exiting and sleepy vCPUs, a nice-10 VM, and an untracked kworker on pCPU 0.
 //! The dashboard benchmark and the 512-vCPU view tests both run it.
 
-use super::demo::demo_config;
+use super::demo::{demo_config, demo_kworker};
 use super::sim::{Behaviour, SimConfig, SimTask};
 
 /// `vcpus` vCPUs (rounded down to whole 4-vCPU VMs `vm0`, `vm1`, ...) on `pcpus` pCPUs.
@@ -31,19 +31,7 @@ pub fn big_host_config(vcpus: u32, pcpus: u32) -> SimConfig {
             });
         }
     }
-    tasks.push(SimTask {
-        tid: 77,
-        pid: 77,
-        vm: "kworker/0:1".into(),
-        vcpu: None,
-        tracked: false,
-        nice: 0,
-        cpus: vec![0],
-        behaviour: Behaviour::Sleepy {
-            run_ns: 200_000,
-            sleep_ns: 50_000_000,
-        },
-    });
+    tasks.push(demo_kworker());
     SimConfig {
         cpus: pcpus,
         tasks,

@@ -40,20 +40,25 @@ pub fn demo_config() -> SimConfig {
                     sleep_ns: 4_000_000,
                 },
             ),
-            SimTask {
-                tid: 77,
-                pid: 77,
-                vm: "kworker/0:1".to_string(),
-                vcpu: None,
-                tracked: false,
-                nice: 0,
-                cpus: vec![0],
-                behaviour: Behaviour::Sleepy {
-                    run_ns: 200_000,
-                    sleep_ns: 50_000_000,
-                },
-            },
+            demo_kworker(),
         ],
+    }
+}
+
+/// The demo's untracked `kworker/0:1` (tid 77) on pCPU 0: runs 200 µs every 50 ms.
+pub fn demo_kworker() -> SimTask {
+    SimTask {
+        tid: 77,
+        pid: 77,
+        vm: "kworker/0:1".to_string(),
+        vcpu: None,
+        tracked: false,
+        nice: 0,
+        cpus: vec![0],
+        behaviour: Behaviour::Sleepy {
+            run_ns: 200_000,
+            sleep_ns: 50_000_000,
+        },
     }
 }
 

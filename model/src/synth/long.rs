@@ -73,19 +73,32 @@ impl RepeatedDemo {
         self.span
     }
 
-    /// The next block, timestamps after the previous one's; the first starts with the
-    /// scenario's `TaskInfo` events.
-    pub fn next_block(&mut self) -> Vec<Event> {
+    /// The scenario's `TaskInfo` events, which [`Self::next_block`] sends once, first.
+    pub fn infos(&self) -> &[Event] {
+        &self.infos
+    }
+
+    /// The next block without the `TaskInfo` events, timestamps after the previous one's,
+    /// borrowed (for benchmarks that must not pay for a copy).
+    pub fn advance(&mut self) -> &[Event] {
         if self.blocks > 0 {
             for e in &mut self.block {
                 shift_ts(e, self.span);
             }
         }
         self.blocks += 1;
-        if self.blocks == 1 {
-            self.infos.iter().chain(&self.block).cloned().collect()
+        &self.block
+    }
+
+    /// The next block, timestamps after the previous one's; the first starts with the
+    /// scenario's `TaskInfo` events.
+    pub fn next_block(&mut self) -> Vec<Event> {
+        let first = self.blocks == 0;
+        let block = self.advance().to_vec();
+        if first {
+            self.infos.iter().cloned().chain(block).collect()
         } else {
-            self.block.clone()
+            block
         }
     }
 }

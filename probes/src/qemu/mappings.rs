@@ -206,7 +206,7 @@ fn still_valid(known: &QemuVm, now: &QemuVm) -> bool {
 /// Every thread of an unmapped VM, with no vCPU index: which of them run vCPUs is learnt
 /// from `kvm_entry` events.
 fn all_threads(vm: &QemuVm) -> impl Iterator<Item = TrackedThread> + '_ {
-    list_tasks(vm.pid)
+    hostfacts::process::thread_ids(vm.pid)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|tid| {

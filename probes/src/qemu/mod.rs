@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::targets::TrackedThread;
-use process::{list_tasks, rank_of, read_fds, thread_comm};
+use process::{rank_of, read_fds, thread_comm};
 
 /// An I/O error as a short lowercase phrase ("permission denied"), for one-line messages.
 pub fn io_phrase(err: &std::io::Error) -> String {
@@ -176,7 +176,7 @@ impl QemuVm {
         if self.is_mapped() {
             return true;
         }
-        let threads: BTreeSet<u32> = list_tasks(self.pid)
+        let threads: BTreeSet<u32> = hostfacts::process::thread_ids(self.pid)
             .unwrap_or_default()
             .into_iter()
             .collect();

@@ -1,8 +1,10 @@
-//! What /proc says about a QEMU process: whether it is QEMU, its command line, threads and
+//! What /proc says about a QEMU process (read by [`hostfacts::process`]): whether it is QEMU, its command line, threads and
 //! their names, its vCPU and socket descriptors, and libvirt's monitor socket among them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+use hostfacts::process::{self, Fds};
 
 use super::argv::{qmp_sockets_from_argv, vm_name};
 use super::{MapMethod, QemuError, QemuVcpu, QemuVm};
@@ -29,39 +31,26 @@ pub(super) fn rank_of(ids: &BTreeSet<u32>, id: u32) -> Option<u32> {
 
 /// (pid, start time in clock ticks since boot): tells a reused pid apart.
 pub(super) fn process_key(pid: u32) -> (u32, u64) {
-    let start = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            // Fields after the name start at field 3 (state); starttime is field 22.
-            rest.split_whitespace().nth(22 - 3)?.parse().ok()
-        })
-        .unwrap_or(0);
-    (pid, start)
+    (pid, process::start_ticks(pid))
 }
 
 /// Whether `pid`'s executable or `argv[0]` is `qemu-system-*` (or a distribution's `qemu-kvm`).
 pub fn is_qemu(pid: u32) -> bool {
-    let argv0 = read_cmdline(pid).ok().and_then(|a| a.into_iter().next());
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let argv0 = process::cmdline(pid)
+        .ok()
+        .and_then(|a| a.into_iter().next());
+    let exe = process::exe(pid);
     argv0.as_deref().map(Path::new).is_some_and(is_qemu_binary)
         || exe.as_deref().is_some_and(is_qemu_binary)
 }
 
 /// Pids of QEMU processes, sorted.
 pub(super) fn qemu_pids() -> Result<Vec<u32>, QemuError> {
-    let proc = Path::new("/proc");
-    let entries = std::fs::read_dir(proc).map_err(|err| QemuError::Proc {
-        path: proc.to_path_buf(),
+    let pids = process::pids().map_err(|err| QemuError::Proc {
+        path: process::PROC_ROOT.into(),
         err,
     })?;
-    let mut pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .filter(|&pid| is_qemu(pid))
-        .collect();
-    pids.sort_unstable();
-    Ok(pids)
+    Ok(pids.into_iter().filter(|&pid| is_qemu(pid)).collect())
 }
 
 fn is_qemu_binary(path: &Path) -> bool {
@@ -70,70 +59,23 @@ fn is_qemu_binary(path: &Path) -> bool {
     name.starts_with("qemu-system-") || name == "qemu-kvm"
 }
 
-pub(super) fn read_cmdline(pid: u32) -> std::io::Result<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    Ok(raw
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
-}
-
-/// Threads of a process.
-pub(super) fn list_tasks(pid: u32) -> std::io::Result<Vec<u32>> {
-    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .collect();
-    tids.sort_unstable();
-    Ok(tids)
-}
-
-/// What the descriptors of a process say: vCPU ids and socket inodes.
-#[derive(Default)]
-pub(super) struct Fds {
-    pub(super) vcpu_ids: BTreeSet<u32>,
-    pub(super) socket_inodes: BTreeSet<u64>,
-}
-
 pub(super) fn read_fds(pid: u32) -> Result<Fds, QemuError> {
-    let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir).map_err(|err| {
+    Fds::read(pid).map_err(|err| {
         if err.kind() == std::io::ErrorKind::PermissionDenied {
             QemuError::Permission { pid, err }
         } else {
             QemuError::Proc {
-                path: dir.clone().into(),
+                path: process::process_path(pid, "fd"),
                 err,
             }
         }
-    })?;
-    let mut fds = Fds::default();
-    for entry in entries.flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let target = target.to_string_lossy();
-        if let Some(id) = target.strip_prefix("anon_inode:kvm-vcpu:") {
-            if let Ok(id) = id.parse() {
-                fds.vcpu_ids.insert(id);
-            }
-        } else if let Some(inode) = target
-            .strip_prefix("socket:[")
-            .and_then(|s| s.strip_suffix(']'))
-        {
-            if let Ok(inode) = inode.parse() {
-                fds.socket_inodes.insert(inode);
-            }
-        }
-    }
-    Ok(fds)
+    })
 }
 
 /// The VM a QEMU process runs, unmapped; `None` if it holds no vCPU (TCG, or still starting).
 pub(super) fn inspect(pid: u32) -> Result<Option<(QemuVm, Vec<PathBuf>)>, QemuError> {
-    let argv = read_cmdline(pid).map_err(|err| QemuError::Proc {
-        path: format!("/proc/{pid}/cmdline").into(),
+    let argv = process::cmdline(pid).map_err(|err| QemuError::Proc {
+        path: process::process_path(pid, "cmdline"),
         err,
     })?;
     let fds = read_fds(pid)?;
@@ -164,19 +106,21 @@ pub(super) fn inspect(pid: u32) -> Result<Option<(QemuVm, Vec<PathBuf>)>, QemuEr
 
 /// Whether every tid in `tids` (and at least one) is a thread of `pid`.
 pub(super) fn owns_all(pid: u32, tids: &[u32]) -> bool {
-    let tasks: BTreeSet<u32> = list_tasks(pid).unwrap_or_default().into_iter().collect();
+    let tasks: BTreeSet<u32> = process::thread_ids(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     !tids.is_empty() && tids.iter().all(|t| tasks.contains(t))
 }
 
 pub(super) fn thread_comm(pid: u32, tid: u32) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-    Some(comm.trim_end_matches('\n').to_string())
+    Some(process::ThreadStat::read(pid, tid).ok()?.comm)
 }
 
 /// `CPU <n>/KVM` threads of `pid`: cpu index → tid.
 pub(super) fn threads_by_name(pid: u32) -> BTreeMap<u32, u32> {
     let mut out = BTreeMap::new();
-    for tid in list_tasks(pid).unwrap_or_default() {
+    for tid in process::thread_ids(pid).unwrap_or_default() {
         let Some(comm) = thread_comm(pid, tid) else {
             continue;
         };
@@ -202,26 +146,21 @@ fn libvirt_monitor_sockets(inodes: &BTreeSet<u64>) -> Vec<PathBuf> {
     if inodes.is_empty() || !Path::new(LIBVIRT_QEMU_DIR).is_dir() {
         return Vec::new();
     }
-    std::fs::read_to_string("/proc/net/unix")
+    process::unix_socket_paths()
         .map(|table| monitor_sockets_in(&table, inodes))
         .unwrap_or_default()
 }
 
-/// The libvirt monitor sockets among `inodes` in a `/proc/net/unix` table.
-fn monitor_sockets_in(table: &str, inodes: &BTreeSet<u64>) -> Vec<PathBuf> {
-    // "Num RefCount Protocol Flags Type St Inode Path"
+/// The libvirt monitor sockets among `inodes` in the host's (inode, path) socket table.
+fn monitor_sockets_in(table: &[(u64, PathBuf)], inodes: &BTreeSet<u64>) -> Vec<PathBuf> {
     table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let inode = cols.get(6)?.parse::<u64>().ok()?;
-            let path = cols.get(7)?;
-            (inodes.contains(&inode)
+        .iter()
+        .filter(|(inode, path)| {
+            inodes.contains(inode)
                 && path.starts_with(LIBVIRT_QEMU_DIR)
-                && path.ends_with("/monitor.sock"))
-            .then(|| PathBuf::from(path))
+                && path.to_str().is_some_and(|p| p.ends_with("/monitor.sock"))
         })
+        .map(|(_, path)| path.clone())
         .collect()
 }
 
@@ -231,14 +170,20 @@ mod tests {
 
     #[test]
     fn libvirt_monitor_sockets_are_found_by_inode() {
-        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 4711 /var/lib/libvirt/qemu/domain-3-web/monitor.sock\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 4712 /var/lib/libvirt/qemu/domain-4-db/monitor.sock\n\
-            0000000000000000: 00000003 00000000 00000000 0001 03 4713\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01 4714 /run/other.sock\n";
+        let table = [
+            (
+                4711,
+                "/var/lib/libvirt/qemu/domain-3-web/monitor.sock".into(),
+            ),
+            (
+                4712,
+                "/var/lib/libvirt/qemu/domain-4-db/monitor.sock".into(),
+            ),
+            (4714, "/run/other.sock".into()),
+        ];
         let ours = BTreeSet::from([4711, 4713, 4714]);
         assert_eq!(
-            monitor_sockets_in(table, &ours),
+            monitor_sockets_in(&table, &ours),
             vec![PathBuf::from(
                 "/var/lib/libvirt/qemu/domain-3-web/monitor.sock"
             )]

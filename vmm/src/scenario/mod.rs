@@ -555,6 +555,21 @@ impl Scenario {
 
     /// Checks the scenario and resolves it into one plan per vCPU, in VM then vCPU order.
     pub fn plan(&self) -> Result<Vec<VcpuPlan>, ScenarioError> {
+        // Every VM knob's range check and message, in one place.
+        fn vm_knob_in_range<T: PartialOrd + std::fmt::Display>(
+            vm: &str,
+            knob: String,
+            value: T,
+            range: std::ops::RangeInclusive<T>,
+        ) -> Result<(), ScenarioError> {
+            if range.contains(&value) {
+                return Ok(());
+            }
+            let (lo, hi) = range.into_inner();
+            Err(ScenarioError::Value(format!(
+                "VM {vm}: {knob} is out of range ({lo} to {hi})"
+            )))
+        }
         let bad = |m: String| Err(ScenarioError::Value(m));
         if self.vms.is_empty() {
             return bad("the scenario has no VMs (add a [[vm]] table)".into());
@@ -585,41 +600,29 @@ impl Scenario {
             if names.insert(vm.name.clone(), v).is_some() {
                 return bad(format!("two VMs are named `{}`", vm.name));
             }
-            if vm.vcpus == 0 || vm.vcpus > MAX_VCPUS_PER_VM {
-                return bad(format!(
-                    "VM {}: vcpus = {} is out of range (1 to {MAX_VCPUS_PER_VM})",
-                    vm.name, vm.vcpus
-                ));
-            }
+            let vcpus = vm.vcpus;
+            vm_knob_in_range(
+                &vm.name,
+                format!("vcpus = {vcpus}"),
+                vcpus,
+                1..=MAX_VCPUS_PER_VM,
+            )?;
             let exit_every = vm.exit_every.unwrap_or(DEFAULT_EXIT_EVERY);
             if exit_every == 0 {
                 return bad(format!("VM {}: exit_every must be at least 1", vm.name));
             }
             let burst_us = vm.burst_us.unwrap_or(DEFAULT_BURST_US);
             let sleep_us = vm.sleep_us.unwrap_or(DEFAULT_SLEEP_US);
-            if burst_us == 0 || burst_us > 10_000_000 {
-                return bad(format!(
-                    "VM {}: burst_us = {burst_us} is out of range (1 to 10000000)",
-                    vm.name
-                ));
-            }
-            if sleep_us == 0 || sleep_us > MAX_SLEEP_US {
-                return bad(format!(
-                    "VM {}: sleep_us = {sleep_us} is out of range (1 to {MAX_SLEEP_US})",
-                    vm.name
-                ));
-            }
+            let burst = format!("burst_us = {burst_us}");
+            vm_knob_in_range(&vm.name, burst, burst_us, 1..=10_000_000)?;
+            let sleep = format!("sleep_us = {sleep_us}");
+            vm_knob_in_range(&vm.name, sleep, sleep_us, 1..=MAX_SLEEP_US)?;
             for n in vm
                 .nice
                 .iter()
                 .chain(vm.overrides.iter().filter_map(|o| o.nice.as_ref()))
             {
-                if !(-20..=19).contains(n) {
-                    return bad(format!(
-                        "VM {}: nice {n} is out of range (-20 to 19)",
-                        vm.name
-                    ));
-                }
+                vm_knob_in_range(&vm.name, format!("nice {n}"), *n, -20..=19)?;
             }
             for pin in vm
                 .pin
