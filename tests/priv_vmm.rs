@@ -197,7 +197,7 @@ fn bad_scenarios_and_flags_name_the_offending_value() {
     assert!(one_error_line(code, &stderr).contains("/nonexistent.toml"));
 
     for (args, needle) in [
-        (&["--workload", "jog"][..], "`jog`"),
+        (&["--workload", "jog"][..], "'jog'"),
         (&["--pin", "vm0:cpu1=1"][..], "`vm0:cpu1=1`"),
         (&["--pin", "all=x"][..], "`x`"),
         (&["--nice", "vm9=1"][..], "no VM `vm9`"),

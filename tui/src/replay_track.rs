@@ -15,6 +15,12 @@ use std::io::BufReader;
 use model::trace_file::{ChunkInfo, TraceError, TraceReader};
 use model::{Event, Model, ModelConfig};
 
+/// A replayed thread leaves the model this long after it ended, as in the exporter: a
+/// recording of VMs coming and going for hours then holds the threads alive at once (and the
+/// last minute's ended ones), not every thread ever seen. The views key vCPUs by tid, never by
+/// slot, so reused slots do not confuse them; the ended VM's totals stay in its row.
+const RETIRE_ENDED_AFTER_NS: u64 = 60_000_000_000;
+
 /// Checkpoints kept at most; past that, every other one is dropped and the spacing doubles,
 /// so a file of any length costs the same memory and a seek refolds at most
 /// `chunks / MAX_CHECKPOINTS` chunks.
@@ -109,7 +115,10 @@ impl Track {
     }
 
     fn new(store: Store, prefix_max: Vec<u64>, first_ts: u64) -> Self {
-        let model = Model::new(ModelConfig::default());
+        let model = Model::new(ModelConfig {
+            retire_ended_after_ns: Some(RETIRE_ENDED_AFTER_NS),
+            ..ModelConfig::default()
+        });
         Track {
             store,
             prefix_max,
@@ -281,6 +290,38 @@ mod tests {
         assert!(
             long.0 < short.0 * 3 / 2 && long.0 * 20 < long.1,
             "events held: {short:?} vs {long:?}"
+        );
+    }
+
+    #[test]
+    fn a_replay_of_vm_churn_keeps_only_the_threads_of_the_last_minute() {
+        // 100 generations of 10 s: 400 vCPU threads over 1,000 s, on reused tids.
+        let mut churn = model::synth::Churn::new(10 * S);
+        churn.exit_every_ns = 50_000_000;
+        churn.slice_ns = 20_000_000;
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events.extend(churn.next_generation());
+        }
+        let mut t = Track::from_events(events);
+        let mut most = 0;
+        for step in 1..=35 {
+            t.fold_to((t.first_ts() + step * 30 * S).min(t.last_ts()))
+                .unwrap();
+            most = most.max(t.model().thread_slots());
+        }
+        assert!(t.done());
+        // Alive: 4 threads; ended in the last 60 s: 6 generations of 4 more, give or take one.
+        assert!(
+            (4..=4 * 8).contains(&most),
+            "thread slots {most}, not 400: ended threads retire"
+        );
+        let s = t.model().snapshot();
+        assert!(s.vcpus.len() <= 4 * 8, "{} rows", s.vcpus.len());
+        assert!(
+            s.health.retired_threads >= 300,
+            "{:?}",
+            s.health.retired_threads
         );
     }
 

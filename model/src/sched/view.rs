@@ -1,7 +1,7 @@
 //! Snapshots: the model's state as the plain [`Snapshot`] every view reads, over a window,
 //! with or without the pCPU lanes and vruntime series (a whole-run report needs neither).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::clocks::Cum;
 use super::lanes::{Cpu, Seg};
@@ -205,20 +205,17 @@ impl Model {
     }
 
     /// Per pCPU, the smallest vruntime among the runnable threads whose switches carried one
-    /// (what lag is measured from). One pass over the threads, not one per thread: at 512
-    /// vCPUs the per-thread scan was most of a snapshot's cost.
-    fn run_queue_min_vruntime(&self) -> Vec<Option<u64>> {
-        let mut min: Vec<Option<u64>> = vec![None; self.cpus.len()];
+    /// (what lag is measured from). One pass over the threads, not one per thread. Keyed by
+    /// the thread's pCPU as recorded, which odd input can put anywhere in `u32`.
+    fn run_queue_min_vruntime(&self) -> HashMap<u32, u64> {
+        let mut min: HashMap<u32, u64> = HashMap::new();
         for o in &self.tasks {
             if o.vacant || !o.is_runnable() || !o.clock.se_seen {
                 continue;
             }
-            let cpu = o.cpu as usize;
-            if cpu >= min.len() {
-                min.resize(cpu + 1, None);
-            }
-            let m = &mut min[cpu];
-            *m = Some(m.map_or(o.clock.vruntime, |m| m.min(o.clock.vruntime)));
+            min.entry(o.cpu)
+                .and_modify(|m| *m = (*m).min(o.clock.vruntime))
+                .or_insert(o.clock.vruntime);
         }
         min
     }
@@ -228,7 +225,7 @@ impl Model {
         i: usize,
         (c, elapsed): (Cum, u64),
         entitled: f64,
-        rq_min: &[Option<u64>],
+        rq_min: &HashMap<u32, u64>,
         opts: SnapshotOptions,
     ) -> VcpuSnapshot {
         let summaries = opts.summaries;
@@ -244,7 +241,7 @@ impl Model {
         let lag = if self.sampled_only(i) {
             self.sampled_lag(i)
         } else if t.is_runnable() || t.state == TState::Sleeping {
-            let min = rq_min.get(t.cpu as usize).copied().flatten();
+            let min = rq_min.get(&t.cpu).copied();
             min.map_or(0, |m| {
                 (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
                     as i64
