@@ -329,3 +329,24 @@ fn perfetto_draws_each_vmclear_ipi_as_a_flow_from_the_vcpu_to_the_old_pcpu() {
         assert!(end.3.starts_with("__loaded_vmcs_clear"), "{end:?}");
     }
 }
+
+#[test]
+fn the_same_recording_exports_to_the_same_bytes() {
+    // Each run is its own process, so hash maps iterate in a different order each time: what
+    // the exporters close at the end (open slices, running CPUs) must be written in a fixed one.
+    let input = scratch("same-bytes.trace");
+    recording(&input, false);
+    for (format, ext) in [("chrome-json", "json"), ("perfetto", "pftrace")] {
+        let runs: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let out = input.with_extension(format!("{i}.{ext}"));
+                export(&input, format, &out);
+                std::fs::read(&out).unwrap()
+            })
+            .collect();
+        assert!(
+            runs.windows(2).all(|w| w[0] == w[1]),
+            "{format}: the same recording exported to different bytes"
+        );
+    }
+}

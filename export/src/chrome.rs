@@ -87,11 +87,14 @@ impl<W: Write> ChromeWriter<W> {
         for t in tx.drain(..) {
             self.transition(t)?;
         }
-        let running: Vec<(u32, (u64, PcpuHolder))> = self.running.drain().collect();
+        // Sorted so the same input gives the same file (hash maps drain in any order).
+        let mut running: Vec<(u32, (u64, PcpuHolder))> = self.running.drain().collect();
+        running.sort_unstable_by_key(|(cpu, _)| *cpu);
         for (cpu, (start, holder)) in running {
             self.cpu_slice(cpu, start, end, holder)?;
         }
-        let states: Vec<(u32, (u64, &'static str))> = self.states.drain().collect();
+        let mut states: Vec<(u32, (u64, &'static str))> = self.states.drain().collect();
+        states.sort_unstable_by_key(|(thread, _)| *thread);
         for (thread, (start, name)) in states {
             self.state_slice(thread, start, end, name)?;
         }

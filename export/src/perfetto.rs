@@ -175,7 +175,9 @@ impl<W: Write> PerfettoWriter<W> {
         for t in tx.drain(..) {
             self.transition(t)?;
         }
-        let open: Vec<u32> = self.open_state.iter().copied().collect();
+        // Sorted so the same input gives the same file (a hash set iterates in any order).
+        let mut open: Vec<u32> = self.open_state.iter().copied().collect();
+        open.sort_unstable();
         for thread in open {
             self.track_event(uuid(thread, STATE), end, Type::TYPE_SLICE_END, None, None)?;
         }
