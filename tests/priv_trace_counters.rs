@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use probes::counters::{ProcSched, SchedStat, ThreadCounters};
 use probes::targets::ThreadStat;
 
-/// CPU time of the calling thread, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Steal time of the whole host so far (these machines are VMs), ns, from /proc/stat.
 fn steal_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -60,7 +49,7 @@ fn perf_counters_match_proc_sched() {
         // Spin for 200 ms of CPU time (however long that takes on a busy host), then sleep
         // in short steps: both kinds of switches.
         let mut x = 0u64;
-        while thread_cpu_ns() < 200_000_000 {
+        while hostfacts::thread_cpu_ns() < 200_000_000 {
             for _ in 0..10_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }

@@ -7,8 +7,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::tmux::Tmux;
+use common::tmux::{require_tmux, Tmux};
 use model::trace_file::{TraceHeader, TraceWriter, FORMAT_VERSION};
+
+/// What every test here needs first: tmux (a clear failure without it), a name for its tmux
+/// server and a scratch directory of its own.
+fn terminal_and_scratch(kind: &str) -> (String, PathBuf) {
+    require_tmux();
+    let name = format!("kvmscope-tui-replay-{kind}-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    (name, dir)
+}
 
 fn write_recording(path: &Path) {
     write_events(path, model::synth::demo_stream(8.0));
@@ -44,17 +54,7 @@ fn header_line(screen: &str) -> String {
 
 #[test]
 fn replay_plays_pauses_seeks_and_quits() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: tmux is not installed");
-        return;
-    }
-    let tag = std::process::id().to_string();
-    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = terminal_and_scratch("play");
     let trace = dir.join("demo.kst");
     let rc = dir.join("rc");
     write_recording(&trace);
@@ -64,7 +64,7 @@ fn replay_plays_pauses_seeks_and_quits() {
         trace.display(),
         rc.display()
     );
-    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
+    let tmux = Tmux::start(name, "r", &script);
 
     let playing = tmux.wait_for_screen("the replay to play", |s| {
         header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
@@ -113,17 +113,7 @@ fn replay_plays_pauses_seeks_and_quits() {
 /// instead of leaving it spinning.
 #[test]
 fn replay_exits_when_its_terminal_goes_away() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: tmux is not installed");
-        return;
-    }
-    let tag = format!("{}-hup", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = terminal_and_scratch("hup");
     let trace = dir.join("demo.kst");
     write_recording(&trace);
     let script = format!(
@@ -131,7 +121,7 @@ fn replay_exits_when_its_terminal_goes_away() {
         env!("CARGO_BIN_EXE_kvmscope"),
         trace.display()
     );
-    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
+    let tmux = Tmux::start(name, "r", &script);
     tmux.wait_for_screen("the replay to play", |s| {
         header_line(s).contains("replay: ")
     });
@@ -164,9 +154,7 @@ fn replay_exits_when_its_terminal_goes_away() {
 /// A policy that does not exist is one clear line and a failure, before any screen.
 #[test]
 fn replay_switches_to_a_simulated_run_and_back() {
-    let tag = format!("{}-sim", std::process::id());
-    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = terminal_and_scratch("sim");
     let trace = dir.join("demo.kst");
     write_recording(&trace);
 
@@ -179,14 +167,6 @@ fn replay_switches_to_a_simulated_run_and_back() {
     assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
     assert!(err.contains("nosuch") && !err.contains("panicked"), "{err}");
 
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: tmux is not installed");
-        return;
-    }
     let rc = dir.join("rc");
     let script = format!(
         "'{}' replay '{}' --simulate credit --speed 4; echo $? > '{}'; sleep 120",
@@ -194,7 +174,7 @@ fn replay_switches_to_a_simulated_run_and_back() {
         trace.display(),
         rc.display()
     );
-    let tmux = Tmux::start(format!("kvmscope-tui-replay-{tag}"), "r", &script);
+    let tmux = Tmux::start(name, "r", &script);
     let recorded = tmux.wait_for_screen("the recorded run", |s| {
         s.contains("recorded run (m: simulated)") && s.contains("vm0/0")
     });
@@ -228,17 +208,7 @@ fn replay_switches_to_a_simulated_run_and_back() {
 
 #[test]
 fn replay_of_512_vcpus_on_128_pcpus_shows_every_pcpu_and_a_table_that_scrolls_and_filters() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: tmux is not installed");
-        return;
-    }
-    let tag = std::process::id().to_string();
-    let dir: PathBuf = std::env::temp_dir().join(format!("kvmscope-tui-replay-big-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (name, dir) = terminal_and_scratch("big");
     let trace = dir.join("big.kst");
     let rc = dir.join("rc");
     // 20 ms of the big host: every vCPU announced and most switched, a few seconds to make
@@ -251,7 +221,7 @@ fn replay_of_512_vcpus_on_128_pcpus_shows_every_pcpu_and_a_table_that_scrolls_an
         trace.display(),
         rc.display()
     );
-    let tmux = Tmux::start(format!("kvmscope-tui-replay-big-{tag}"), "r", &script);
+    let tmux = Tmux::start(name, "r", &script);
     let first = tmux.wait_for_screen("the 512-vCPU table and the pCPU grid", |s| {
         s.contains("1-") && s.contains("of 512, ↑↓ scroll, tab VM, s sort")
     });

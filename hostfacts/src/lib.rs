@@ -24,7 +24,17 @@ pub use task_files::{ProcSched, SchedStat, TaskFileError};
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so events stamped in the kernel
 /// and readings taken here compare directly.
 pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    clock_ns(rustix::time::ClockId::Monotonic)
+}
+
+/// The calling thread's CPU time, ns (`CLOCK_THREAD_CPUTIME_ID`): what benchmarks and tests on
+/// a shared machine measure instead of wall time.
+pub fn thread_cpu_ns() -> u64 {
+    clock_ns(rustix::time::ClockId::ThreadCPUTime)
+}
+
+fn clock_ns(clock: rustix::time::ClockId) -> u64 {
+    let ts = rustix::time::clock_gettime(clock);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -104,13 +104,7 @@ fn fold(events: &[Event], scrape: bool) -> (Duration, usize, Model) {
 }
 
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Duration::from_nanos(hostfacts::thread_cpu_ns())
 }
 
 fn rss_kib() -> u64 {

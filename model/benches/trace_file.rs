@@ -19,11 +19,10 @@ use model::{Event, Model, ModelConfig};
 const RUNS: usize = 7;
 const DECODE_GOAL_PER_S: f64 = 20e6;
 
-/// This thread's CPU time, s (`/proc/thread-self/schedstat`): on a shared machine, wall time
-/// counts other processes' turns on the core.
+/// This thread's CPU time, s: on a shared machine, wall time counts other processes' turns on
+/// the core.
 fn cpu_s() -> f64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-    s.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9
+    hostfacts::thread_cpu_ns() as f64 / 1e9
 }
 
 /// Best CPU time of [`RUNS`] runs of `f`, s.

@@ -26,17 +26,6 @@ use model::Event;
 use probes::loader::{ProbeOptions, Probes};
 use support::{online_cpus, PingPong, Yielders};
 
-/// The calling thread's CPU time in ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock exists on every Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The kernel's count of `tid`'s switches (`nr_switches` in its sched file).
 fn nr_switches(tid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap_or_default();
@@ -107,7 +96,7 @@ fn storm(workload: Workload, switch_wakeups: bool, secs: u64) -> Result<Storm, S
     events.clear();
     let (lost0, wakeups0) = (probes.lost_total(), probes.switch_wakeups());
     let kernel0: u64 = tids.iter().map(|&t| nr_switches(t)).sum();
-    let (cpu0, t0) = (thread_cpu_ns(), Instant::now());
+    let (cpu0, t0) = (hostfacts::thread_cpu_ns(), Instant::now());
     let mut received = 0u64;
     while t0.elapsed() < Duration::from_secs(secs) {
         probes
@@ -120,7 +109,7 @@ fn storm(workload: Workload, switch_wakeups: bool, secs: u64) -> Result<Storm, S
         events.clear();
     }
     let kernel = tids.iter().map(|&t| nr_switches(t)).sum::<u64>() - kernel0;
-    let (cpu, wall) = (thread_cpu_ns() - cpu0, t0.elapsed());
+    let (cpu, wall) = (hostfacts::thread_cpu_ns() - cpu0, t0.elapsed());
     drop(running);
     Ok(Storm {
         switches_per_s: kernel as f64 / wall.as_secs_f64(),

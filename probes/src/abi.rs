@@ -140,7 +140,7 @@ pub struct SwitchTail {
 
 /// `struct ks_exit_key`: one vCPU thread's exits of one reason (`exit_aggs`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct ExitKey {
     pub tid: u32,
     pub reason: u32,
@@ -150,7 +150,7 @@ pub struct ExitKey {
 
 /// `struct ks_exit_agg`: one CPU's count and log2 handling-time buckets of one key.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct ExitAgg {
     pub count: u64,
     pub hist: [u64; KS_EXIT_HIST_BUCKETS as usize],

@@ -12,18 +12,26 @@ use model::{ExitAggregate, EXIT_HIST_BUCKETS};
 use crate::abi::{ExitAgg, ExitKey};
 use crate::decode::exit_isa;
 
-// SAFETY: plain `repr(C)` structs of integer fields without padding (their layout is
-// asserted against the C header in abi.rs), valid for any bit pattern.
+// SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
+// no padding; the layout is asserted against the C header in abi.rs) is what aya's `Pod` asks
+// for; the function below fails the build if it goes.
 unsafe impl Pod for ExitKey {}
 // SAFETY: as above.
 unsafe impl Pod for ExitAgg {}
-
-/// Per-thread state of the kernel side (`struct ks_exit_open`), only ever deleted from here.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct ExitOpen([u64; 5]);
-// SAFETY: as above (40 bytes of integers; the kernel's struct is 2 u64, a 16-byte key, 2 u32).
+// SAFETY: as above.
 unsafe impl Pod for ExitOpen {}
+const _: fn() = || {
+    fn plain_data<T: bytemuck::Pod>() {}
+    plain_data::<ExitKey>();
+    plain_data::<ExitAgg>();
+    plain_data::<ExitOpen>();
+};
+
+/// Per-thread state of the kernel side (`struct ks_exit_open`: 2 u64, a 16-byte key, 2 u32),
+/// only ever deleted from here.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ExitOpen([u64; 5]);
 
 /// A key's totals at the previous read.
 type Totals = (u64, [u64; EXIT_HIST_BUCKETS]);

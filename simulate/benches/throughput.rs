@@ -7,8 +7,6 @@
 //! kernel's `sum_exec_runtime`), the best of REPS runs (default 3): on a shared host wall
 //! time measures the other tenants as much as the code.
 
-use std::time::Instant;
-
 use model::{Model, ModelConfig};
 use simulate::synthetic::{demand, Spec};
 use simulate::{build, run, Params, PolicyKind, RunStats};
@@ -88,16 +86,10 @@ fn main() {
     );
 }
 
-/// This thread's CPU time in seconds: the first field of `/proc/thread-self/schedstat`
-/// (ns on CPU), falling back to wall time where that file is missing.
+/// This thread's CPU time in seconds.
 fn cpu_time() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or_else(|| WALL_ORIGIN.elapsed().as_secs_f64(), |ns| ns as f64 / 1e9)
+    hostfacts::thread_cpu_ns() as f64 / 1e9
 }
-
-static WALL_ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 /// `/proc/loadavg`'s 1, 5 and 15 minute figures, or why not.
 fn load_average() -> String {
