@@ -451,13 +451,7 @@ mod tests {
     }
 
     fn live_app() -> App {
-        let mut app = App::new(Mode::Live, fixture::host(), "live".into());
-        app.update(Update {
-            snapshot: Arc::new(fixture::demo_snapshot()),
-            replay: None,
-            ended: false,
-        });
-        app
+        fixture::live_app(fixture::demo_snapshot())
     }
 
     #[test]
@@ -543,13 +537,17 @@ mod tests {
             vec![
                 Some("vm0".to_string()),
                 Some("vm1".to_string()),
-                Some("vm2".to_string()),
-                None
+                None,
+                Some("vm0".to_string())
             ]
         );
         app.handle_key(key(KeyCode::BackTab));
-        assert_eq!(app.vm_filter.as_deref(), Some("vm2"));
-        assert!(app.visible_vcpus().iter().all(|v| v.vm == "vm2"));
+        assert_eq!(app.vm_filter, None);
+        app.handle_key(key(KeyCode::BackTab));
+        assert_eq!(app.vm_filter.as_deref(), Some("vm1"));
+        let vm1 = app.visible_vcpus();
+        assert_eq!(vm1.len(), 2);
+        assert!(vm1.iter().all(|v| v.vm == "vm1"));
     }
 
     #[test]
@@ -639,24 +637,29 @@ mod tests {
 
     #[test]
     fn vms_sharing_a_name_are_told_apart_by_pid() {
-        let mut snapshot = fixture::demo_snapshot();
-        let mut twin = snapshot.vcpus[0].clone();
-        twin.pid = 9999;
-        twin.tid = 10_000;
-        snapshot.vcpus.push(twin);
-        let mut app = live_app();
-        app.update(Update {
-            snapshot: Arc::new(snapshot),
-            replay: None,
-            ended: false,
-        });
-        assert_eq!(app.vm_label("vm0", 4100), "vm0@4100");
-        assert_eq!(app.vm_label("vm0", 9999), "vm0@9999");
-        assert_eq!(app.vm_label("vm1", 4200), "vm1");
-        assert_eq!(app.vm_names(), vec!["vm0@4100", "vm1", "vm2", "vm0@9999"]);
-        app.vm_filter = Some("vm0@9999".into());
+        // The demo (vm0 is process 1000, vm1 process 2000) beside a second process that also
+        // calls its VM "vm0": two VMs of one name, as two bundled VMMs or two QEMUs would be.
+        let mut config = model::synth::demo_config();
+        config.tasks.push(model::synth::SimTask::vcpu(
+            9001,
+            9000,
+            "vm0",
+            0,
+            0,
+            model::synth::Behaviour::Spin,
+        ));
+        let mut app = fixture::live_app(fixture::snapshot_of(config, 1.0));
+        assert_eq!(app.vm_label("vm0", 1000), "vm0@1000");
+        assert_eq!(app.vm_label("vm0", 9000), "vm0@9000");
+        assert_eq!(
+            app.vm_label("vm1", 2000),
+            "vm1",
+            "a name of one process stays bare"
+        );
+        assert_eq!(app.vm_names(), vec!["vm0@1000", "vm1", "vm0@9000"]);
+        app.vm_filter = Some("vm0@9000".into());
         let tids: Vec<u32> = app.visible_vcpus().iter().map(|v| v.tid).collect();
-        assert_eq!(tids, vec![10_000]);
+        assert_eq!(tids, vec![9001]);
     }
 
     #[test]
@@ -668,11 +671,11 @@ mod tests {
             app.handle_key(key(KeyCode::Down));
         }
         assert_eq!(
-            app.table_scroll, 4,
-            "5 vCPUs: the last row can be the first shown"
+            app.table_scroll, 3,
+            "4 vCPUs: the last row can be the first shown"
         );
         app.handle_key(key(KeyCode::Up));
-        assert_eq!(app.table_scroll, 3);
+        assert_eq!(app.table_scroll, 2);
         app.handle_key(key(KeyCode::Tab));
         assert_eq!(app.table_scroll, 0, "a new filter starts at the top");
     }

@@ -3,14 +3,11 @@
 //! dashboard itself takes. The lanes give way to the compact pCPU grid, and the vCPU table
 //! scrolls, filters by VM and sorts by wait.
 
-use std::sync::Arc;
-
-use model::{synth, Model, ModelConfig};
+use model::synth;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::app::{App, Mode, SortKey, Update};
+use crate::app::{App, SortKey};
 use crate::fixture;
-use crate::run::dashboard_snapshot;
 use crate::snapshot_tests::dashboard;
 use crate::theme::Theme;
 
@@ -22,25 +19,14 @@ const PCPUS: u32 = 128;
 const SECONDS: f64 = 0.04;
 
 fn big_host_app() -> App {
-    let mut model = Model::new(ModelConfig::default());
-    model.ingest_batch(&synth::stream(
-        synth::big_host_config(VCPUS, PCPUS),
-        SECONDS,
-    ));
-    let snapshot = dashboard_snapshot(&model);
+    let snapshot = fixture::snapshot_of(synth::big_host_config(VCPUS, PCPUS), SECONDS);
     assert_eq!(snapshot.vcpus.len(), VCPUS as usize);
     assert_eq!(snapshot.pcpus.len(), PCPUS as usize);
     assert!(
         snapshot.pcpus.iter().all(|p| p.lane.is_empty()),
         "past MAX_LANE_PCPUS the dashboard's snapshot leaves the lanes out"
     );
-    let mut app = App::new(Mode::Live, fixture::host(), "live".into());
-    app.update(Update {
-        snapshot: Arc::new(snapshot),
-        replay: None,
-        ended: false,
-    });
-    app
+    fixture::live_app(snapshot)
 }
 
 fn key(app: &mut App, code: KeyCode) {

@@ -1,5 +1,6 @@
-//! Snapshot tests of every panel from fixed model snapshots (`fixture`). CI runs them with
-//! `INSTA_UPDATE=no`, so a changed picture fails until the new one is reviewed and accepted.
+//! Snapshot tests of every panel, drawn from the dashboard's snapshot of synthetic streams
+//! folded by the real model (`fixture`). CI runs them with `INSTA_UPDATE=no`, so a changed
+//! picture fails until the new one is reviewed and accepted.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use ratatui::widgets::Widget;
 use ratatui::Terminal;
 
 use crate::app::{App, Mode, ReplayStatus, SortKey, Update, VruntimeMode};
-use crate::fixture;
+use crate::fixture::{self, live_app as app_with};
 use crate::theme::Theme;
 use crate::view::{
     Dashboard, Header, HealthLine, Keys, PcpuLanes, VcpuTable, VmcsPanel, VruntimeChart,
@@ -28,16 +29,6 @@ fn buffer_text(buf: &ratatui::buffer::Buffer) -> String {
         out.push('\n');
     }
     out
-}
-
-fn app_with(snapshot: model::Snapshot) -> App {
-    let mut app = App::new(Mode::Live, fixture::host(), "live".into());
-    app.update(Update {
-        snapshot: Arc::new(snapshot),
-        replay: None,
-        ended: false,
-    });
-    app
 }
 
 fn demo_app() -> App {
@@ -79,11 +70,11 @@ fn dashboard_80x24() {
 
 #[test]
 fn dashboard_16_vcpus_120x40() {
-    let app = app_with(fixture::synthetic(
-        &fixture::many_vms(16),
-        4,
-        fixture::START_NS + 12_000_000_000,
+    let mut app = app_with(fixture::snapshot_of(
+        model::synth::big_host_config(16, 4),
+        12.0,
     ));
+    app.host.cpus = 4;
     insta::assert_snapshot!(dashboard(&app, Theme::coloured(), 120, 40));
 }
 
@@ -280,10 +271,22 @@ fn vmcs_panel_on_vtx_shows_vmclear_ipis_or_why_not() {
 
 #[test]
 fn health_line() {
-    let mut snapshot = fixture::demo_snapshot();
-    snapshot.health.lost_events = 1234;
-    snapshot.health.uncertain_ns = 5_000_000;
-    let app = app_with(snapshot);
+    // pCPU 0's switches from 6 s to 6.005 s lost in the ring buffer, as a live source reports
+    // it: the events missing, then a `Lost` record counting them.
+    let mut events = model::synth::stream(model::synth::demo_config(), fixture::DEMO_SECONDS);
+    let from = events[0].ts() + 6_000_000_000;
+    let to = from + 5_000_000;
+    let before = events.len();
+    events.retain(
+        |e| !matches!(e, model::Event::SchedSwitch(s) if s.cpu == 0 && (from..to).contains(&s.ts)),
+    );
+    let lost = (before - events.len()) as u64;
+    assert!(lost > 0, "pCPU 0 switches in 5 ms");
+    let at = events.partition_point(|e| e.ts() < to);
+    events.insert(at, model::synth::lost(to, 0, lost));
+    let app = app_with(fixture::snapshot_of_events(&events));
+    assert_eq!(app.snapshot.health.lost_events, lost);
+    assert!(app.snapshot.health.uncertain_ns > 0);
     let theme = Theme::coloured();
     insta::assert_snapshot!(draw(120, 1, |a, b| HealthLine { app: &app, theme }.render(a, b)).0);
 }
@@ -338,16 +341,8 @@ fn no_color_paints_no_colours() {
 
 #[test]
 fn frames_move_with_the_model() {
-    let a = app_with(fixture::synthetic(
-        &fixture::demo_vms(),
-        2,
-        fixture::START_NS + 12_000_000_000,
-    ));
-    let b = app_with(fixture::synthetic(
-        &fixture::demo_vms(),
-        2,
-        fixture::START_NS + 13_000_000_000,
-    ));
+    let a = app_with(fixture::snapshot_of(model::synth::demo_config(), 12.0));
+    let b = app_with(fixture::snapshot_of(model::synth::demo_config(), 13.0));
     assert_ne!(
         dashboard(&a, Theme::coloured(), 120, 40),
         dashboard(&b, Theme::coloured(), 120, 40)
