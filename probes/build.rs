@@ -1,6 +1,6 @@
 //! Compiles `ebpf/kvmscope.bpf.c` with clang into `$OUT_DIR/kvmscope.bpf.o` and, with
 //! `-DKS_WAKER_HASH` (kernels whose tracing programs have no task-local storage, before 5.12),
-//! `$OUT_DIR/kvmscope-waker-hash.bpf.o` (both embedded by `loader.rs`) and turns the `KS_*` numbers of `ebpf/kvmscope_abi.h` into Rust constants
+//! `$OUT_DIR/kvmscope-waker-hash.bpf.o` (both embedded by `programs.rs`) and turns the `KS_*` numbers of `ebpf/kvmscope_abi.h` into Rust constants
 //! (`$OUT_DIR/abi_consts.rs`) so that `abi.rs` can assert its structs against the header.
 
 use std::env;
