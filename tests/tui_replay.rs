@@ -20,6 +20,18 @@ fn terminal_and_scratch(kind: &str) -> (String, PathBuf) {
     (name, dir)
 }
 
+/// The tmux pane's script: `kvmscope replay TRACE ARGS...`, then its exit status written to
+/// `rc` (read by [`quit_with_status_0`]), then the shell stays so the screen can be read.
+fn replay_script(trace: &Path, args: &[&str], rc: &Path) -> String {
+    let args: String = args.iter().map(|a| format!(" '{a}'")).collect();
+    format!(
+        "'{}' replay '{}'{args}; echo $? > '{}'; sleep 120",
+        env!("CARGO_BIN_EXE_kvmscope"),
+        trace.display(),
+        rc.display()
+    )
+}
+
 fn write_recording(path: &Path) {
     write_events(path, model::synth::demo_stream(8.0));
 }
@@ -58,13 +70,7 @@ fn replay_plays_pauses_seeks_and_quits() {
     let trace = dir.join("demo.kst");
     let rc = dir.join("rc");
     write_recording(&trace);
-    let script = format!(
-        "'{}' replay '{}'; echo $? > '{}'; sleep 120",
-        env!("CARGO_BIN_EXE_kvmscope"),
-        trace.display(),
-        rc.display()
-    );
-    let tmux = Tmux::start(name, "r", &script);
+    let tmux = Tmux::start(name, "r", &replay_script(&trace, &[], &rc));
 
     let playing = tmux.wait_for_screen("the replay to play", |s| {
         header_line(s).contains("replay: ") && header_line(s).contains('▶') && s.contains("vm0/0")
@@ -168,13 +174,8 @@ fn replay_switches_to_a_simulated_run_and_back() {
     assert!(err.contains("nosuch") && !err.contains("panicked"), "{err}");
 
     let rc = dir.join("rc");
-    let script = format!(
-        "'{}' replay '{}' --simulate credit --speed 4; echo $? > '{}'; sleep 120",
-        env!("CARGO_BIN_EXE_kvmscope"),
-        trace.display(),
-        rc.display()
-    );
-    let tmux = Tmux::start(name, "r", &script);
+    let args = ["--simulate", "credit", "--speed", "4"];
+    let tmux = Tmux::start(name, "r", &replay_script(&trace, &args, &rc));
     let recorded = tmux.wait_for_screen("the recorded run", |s| {
         s.contains("recorded run (m: simulated)") && s.contains("vm0/0")
     });
@@ -215,13 +216,7 @@ fn replay_of_512_vcpus_on_128_pcpus_shows_every_pcpu_and_a_table_that_scrolls_an
     // and fold in a debug build.
     let config = model::synth::big_host_config(512, 128);
     write_events(&trace, model::synth::stream(config, 0.02));
-    let script = format!(
-        "'{}' replay '{}'; echo $? > '{}'; sleep 120",
-        env!("CARGO_BIN_EXE_kvmscope"),
-        trace.display(),
-        rc.display()
-    );
-    let tmux = Tmux::start(name, "r", &script);
+    let tmux = Tmux::start(name, "r", &replay_script(&trace, &[], &rc));
     let first = tmux.wait_for_screen("the 512-vCPU table and the pCPU grid", |s| {
         s.contains("1-") && s.contains("of 512, ↑↓ scroll, tab VM, s sort")
     });
