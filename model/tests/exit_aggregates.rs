@@ -6,25 +6,12 @@ use model::synth::*;
 use model::*;
 
 const US: u64 = 1_000;
-const MS: u64 = 1_000_000;
 
+/// IO_INSTRUCTION (30) twice, EXTERNAL_INTERRUPT (1), then IO_INSTRUCTION and a userspace
+/// exit on the other pCPU.
 fn streamed() -> Vec<Event> {
-    vec![
-        task_info(0, 1, 100, "vm0", Some(0), 0),
-        switch(0, 0, 0, 1),
-        kvm_entry(20 * US, 0, 1),
-        kvm_exit(MS, 0, 1, ExitIsa::Vmx, 30),
-        kvm_entry(MS + 5 * US, 0, 1),
-        kvm_exit(2 * MS, 0, 1, ExitIsa::Vmx, 30),
-        kvm_entry(2 * MS + 3 * US, 0, 1),
-        kvm_exit(3 * MS, 0, 1, ExitIsa::Vmx, 1),
-        switch(3 * MS + 10 * US, 0, 1, 0),
-        switch(4 * MS, 1, 0, 1),
-        kvm_entry(4 * MS + 30 * US, 1, 1),
-        kvm_exit(5 * MS, 1, 1, ExitIsa::Vmx, 30),
-        userspace_exit(5 * MS + US, 1, 1, 2),
-        kvm_entry(5 * MS + 40 * US, 1, 1),
-    ]
+    let io = (ExitIsa::Vmx, 30);
+    guest_exits_on_two_pcpus([io, io, (ExitIsa::Vmx, 1), io])
 }
 
 /// What the kernel sends with exits aggregated: no kvm_exit, only the entries after a

@@ -487,22 +487,12 @@ fn late_guest_gaps_still_match_their_switch_in() {
 
 #[test]
 fn kvm_entry_exit_give_resume_and_exit_latency() {
-    let evs = vec![
-        task_info(0, 1, 100, "vm0", Some(0), 0),
-        switch(0, 0, 0, 1),
-        kvm_entry(20 * US, 0, 1),
-        kvm_exit(MS, 0, 1, ExitIsa::Vmx, 30),
-        kvm_entry(MS + 5 * US, 0, 1),
-        kvm_exit(2 * MS, 0, 1, ExitIsa::Vmx, 48),
-        kvm_entry(2 * MS + 3 * US, 0, 1),
-        kvm_exit(3 * MS, 0, 1, ExitIsa::Vmx, 1),
-        switch(3 * MS + 10 * US, 0, 1, 0),
-        switch(4 * MS, 1, 0, 1),
-        kvm_entry(4 * MS + 30 * US, 1, 1),
-        kvm_exit(5 * MS, 1, 1, ExitIsa::Svm, 0x7b),
-        userspace_exit(5 * MS + US, 1, 1, 2),
-        kvm_entry(5 * MS + 40 * US, 1, 1),
-    ];
+    let evs = guest_exits_on_two_pcpus([
+        (ExitIsa::Vmx, 30),
+        (ExitIsa::Vmx, 48),
+        (ExitIsa::Vmx, 1),
+        (ExitIsa::Svm, 0x7b),
+    ]);
     let s = fold(&evs);
     let v = vc(&s, 1);
     assert_eq!(v.resume.source, "kvm_entry");

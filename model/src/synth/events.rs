@@ -1,4 +1,5 @@
-//! One-line builders for every event kind, so a test states its stream event by event.
+//! One-line builders for every event kind, so a test states its stream event by event, and
+//! the few short streams that several test files share.
 
 use crate::*;
 
@@ -198,4 +199,32 @@ pub fn vmclear(
         tid,
         is_vmclear: true,
     })
+}
+
+/// One vCPU (tid 1, vCPU 0 of `vm0`, pid 100) with guest entries and exits on two pCPUs:
+/// on pCPU 0 from 0 it enters its guest at 20 µs, exits with `exits[0]` at 1 ms, re-enters
+/// 5 µs later, exits with `exits[1]` at 2 ms, re-enters 3 µs later, exits with `exits[2]` at
+/// 3 ms and is switched out (preempted) 10 µs later; on pCPU 1 from 4 ms it enters at
+/// +30 µs, exits with `exits[3]` at 5 ms, exits to user space (`KVM_EXIT_IO`) 1 µs later and
+/// enters again at 5.04 ms. Resume latencies: 20 µs on the same pCPU, 30 µs migrated.
+pub fn guest_exits_on_two_pcpus(exits: [(ExitIsa, u32); 4]) -> Vec<Event> {
+    const US: u64 = 1_000;
+    const MS: u64 = 1_000_000;
+    let exit = |ts: u64, cpu: u32, i: usize| kvm_exit(ts, cpu, 1, exits[i].0, exits[i].1);
+    vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        switch(0, 0, 0, 1),
+        kvm_entry(20 * US, 0, 1),
+        exit(MS, 0, 0),
+        kvm_entry(MS + 5 * US, 0, 1),
+        exit(2 * MS, 0, 1),
+        kvm_entry(2 * MS + 3 * US, 0, 1),
+        exit(3 * MS, 0, 2),
+        switch(3 * MS + 10 * US, 0, 1, 0),
+        switch(4 * MS, 1, 0, 1),
+        kvm_entry(4 * MS + 30 * US, 1, 1),
+        exit(5 * MS, 1, 3),
+        userspace_exit(5 * MS + US, 1, 1, 2),
+        kvm_entry(5 * MS + 40 * US, 1, 1),
+    ]
 }
