@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 
 use model::{Affinity, Event};
 
-use super::{monotonic_ns, LiveSource};
-
 /// The allowed CPUs last reported for each tracked thread.
 #[derive(Default)]
 pub(super) struct AffinityPoll {
@@ -40,17 +38,6 @@ impl AffinityPoll {
                 out.push(Event::Affinity(Affinity { ts, tid, cpus }));
             }
         }
-    }
-}
-
-impl LiveSource {
-    /// Reports the tracked threads' affinity changes since the last rescan.
-    pub(super) fn poll_affinity(&mut self) {
-        self.affinity.changes(
-            monotonic_ns(),
-            |tid| vmm::sched::get_affinity(tid).ok(),
-            &mut self.pending,
-        );
     }
 }
 

@@ -13,10 +13,10 @@ impl LiveSource {
     /// Stop the VMM, drain what is left, detach the probes and report the end of every VM.
     pub(super) fn finish(&mut self, out: &mut Vec<Event>) -> anyhow::Result<()> {
         self.finished = true;
-        out.append(&mut self.pending);
+        self.tracking.take_events(out);
         // In counters mode observation ends with the closing sample, taken while the threads
         // still run (their /proc files go with them): the figures cover up to it exactly.
-        let counters_close = self.counters.as_mut().map(|c| {
+        let counters_close = self.kernel.counters.as_mut().map(|c| {
             c.tick(out, true);
             monotonic_ns()
         });
@@ -50,7 +50,7 @@ impl LiveSource {
         // event's timestamp, which must be the newest so that it never arrives late.
         let stopped = monotonic_ns();
         let before = out.len();
-        if let Some(p) = &mut self.probes {
+        if let Some(p) = &mut self.kernel.probes {
             // The ring may still hold the last events (the VMM's final switches and exits).
             // One read is not enough: it stops at a record another CPU has reserved and not
             // yet committed, leaving the records behind it unread (sid under TCG: a vCPU's
@@ -71,7 +71,7 @@ impl LiveSource {
         }
         let ts = counters_close.unwrap_or_else(|| closing_ts(stopped, &out[before..]));
         // Detach now, not at drop: the summary's lost count must be final.
-        if let Some(mut p) = self.probes.take() {
+        if let Some(mut p) = self.kernel.probes.take() {
             self.final_lost = p.lost_total();
             p.take_exit_aggregates(&mut self.exit_aggregates);
             self.final_program_stats = p.program_stats();
@@ -89,7 +89,7 @@ impl LiveSource {
         }
         // The bundled VMM's guests were stopped above: they ended. Processes of others run
         // on; only our observation of them ends.
-        let processes = std::mem::take(&mut self.processes);
+        let processes = self.tracking.take_processes();
         if bundled {
             for (pid, vm) in processes {
                 out.push(Event::VmEnded(VmEnded { ts, pid, vm }));

@@ -13,7 +13,8 @@
 //! later is announced again: QEMU VMs that neither QMP nor thread names map are watched whole
 //! where `kvm_entry` fires, and each thread is labelled with the vCPU id of its first
 //! `kvm_entry` (`probes::qemu::KvmEntryMapper`). `--qemu` with no name also waits for VMs that
-//! start later.
+//! start later. Who is tracked is [`tracking::Tracking`]'s to decide, and it asks the kernel
+//! only through [`tracking_host::TrackingHost`], so its unit tests need no root.
 //!
 //! In counters mode (`--no-bpf`, or by itself when this process lacks the capabilities to load
 //! BPF) no probes are loaded: the stream carries the task and VM events, guest gaps, and a
@@ -36,7 +37,6 @@
 //! carries the final drain, then a `VmEnded` for each of the bundled VMM's VMs (stopped with the
 //! session) or one `ObservationEnd` (other processes run on).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,19 +53,22 @@ mod affinity_poll;
 mod closing;
 mod counter_source;
 mod exiting;
+mod kernel_side;
 mod preflight;
 mod qemu_relabel;
 mod rescan_plan;
 mod target_scan;
 mod tracking;
+#[cfg(test)]
+mod tracking_flow_tests;
+mod tracking_host;
 mod vmm_feed;
 
 use counter_source::CounterSource;
-use exiting::ExitingThreads;
+use kernel_side::KernelSide;
 pub use preflight::{require_privileges, stop_on_signals};
-use qemu_relabel::QemuEntryMapping;
 use target_scan::{kvm_entry_fires, resolve_initial};
-use tracking::task_info;
+use tracking::Tracking;
 
 /// How often targets are rescanned for new or vanished threads.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
@@ -81,19 +84,15 @@ pub struct LiveSource {
     watch: Watch,
     vmm: Option<vmm::RunningVmm>,
     vmm_summary: Option<vmm::Summary>,
-    /// Probes were loaded (they are detached, and `probes` emptied, when the source ends).
+    /// Probes were loaded (they are detached, and `kernel.probes` emptied, when the source
+    /// ends).
     bpf: bool,
-    probes: Option<Probes>,
-    /// Tracked threads by tid.
-    tracked: BTreeMap<u32, TrackedThread>,
-    /// Tracked processes (pid → VM name) not yet reported ended.
-    processes: BTreeMap<u32, String>,
-    /// Counters mode: the sampler of every tracked thread's kernel counters.
-    counters: Option<CounterSource>,
+    /// The probes or the counter sampler, and what tracking reads of the host.
+    kernel: KernelSide,
+    /// The tracked threads and processes.
+    tracking: Tracking,
     /// Kernel events stamped after the closing timestamp, dropped at the final drain.
     dropped_after_close: u64,
-    /// Events produced by the source itself (TaskInfo, VmEnded), emitted on the next poll.
-    pending: Vec<Event>,
     gaps: Vec<GuestGap>,
     last_rescan: Instant,
     start_ns: u64,
@@ -102,19 +101,12 @@ pub struct LiveSource {
     final_lost: u64,
     /// Guest-gap records the VMM lost so far (already reported as `Lost`).
     gaps_lost: u64,
-    /// Tracked threads whose exit was seen, still tracked until their last switch-out.
-    exiting: ExitingThreads,
     warnings: Vec<String>,
-    /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
-    /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
-    qemu_entry: QemuEntryMapping,
     /// How guest exits arrive (`--exits`), and the aggregates read and not yet taken.
     exits: ExitMode,
     exit_aggregates: Vec<model::ExitAggregate>,
     /// Each program's run-time counters, read just before the probes were detached.
     final_program_stats: Vec<ProgramStats>,
-    /// Host processes' affinity changes, polled on each rescan.
-    affinity: affinity_poll::AffinityPoll,
 }
 
 impl LiveSource {
@@ -157,10 +149,11 @@ impl LiveSource {
             };
             Some(Probes::load(options).context("cannot load the eBPF probes")?)
         };
-        let warnings = probes
+        let mut warnings = probes
             .as_ref()
             .map(|p| p.warnings().to_vec())
             .unwrap_or_default();
+        let tracking = Tracking::new(kvm_entry_ids, probes.is_some(), &unmapped, &mut warnings);
         // Relative times start once the probes are attached (loading can take seconds).
         let start_ns = monotonic_ns();
 
@@ -172,25 +165,23 @@ impl LiveSource {
             vmm: None,
             vmm_summary: None,
             bpf: probes.is_some(),
-            probes,
-            tracked: BTreeMap::new(),
-            processes: BTreeMap::new(),
-            counters: no_bpf.then(|| CounterSource::new(target.sample_every)),
+            kernel: KernelSide {
+                probes,
+                counters: no_bpf.then(|| CounterSource::new(target.sample_every)),
+                qemu_mappings,
+            },
+            tracking,
             dropped_after_close: 0,
-            pending: Vec::new(),
             gaps: Vec::new(),
             last_rescan: Instant::now(),
             start_ns,
             finished: false,
             final_lost: 0,
             gaps_lost: 0,
-            exiting: ExitingThreads::default(),
             warnings,
-            qemu_entry: QemuEntryMapping::new(kvm_entry_ids, qemu_mappings),
             exits,
             exit_aggregates: Vec::new(),
             final_program_stats: Vec::new(),
-            affinity: Default::default(),
         };
 
         if let Some(scenario) = scenario {
@@ -207,7 +198,13 @@ impl LiveSource {
                         vm: v.vm_name.clone(),
                         vcpu: Some(v.vcpu),
                     };
-                    if let Err(e) = source.start_tracking(thread, Some(v.nice)) {
+                    let started = source.tracking.start(
+                        &mut source.kernel,
+                        thread,
+                        Some(v.nice),
+                        &mut source.warnings,
+                    );
+                    if let Err(e) = started {
                         track_error.get_or_insert(e);
                     }
                 }
@@ -220,9 +217,10 @@ impl LiveSource {
                 return Err(e);
             }
         } else {
-            source.warn_unmapped(&unmapped, true);
             for t in initial {
-                source.start_tracking(t, None)?;
+                source
+                    .tracking
+                    .start(&mut source.kernel, t, None, &mut source.warnings)?;
             }
         }
         Ok(source)
@@ -260,7 +258,7 @@ impl LiveSource {
     /// Run-time counters of every attached program (non-zero with
     /// `kernel.bpf_stats_enabled=1`); final once the source has finished.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        match &self.probes {
+        match &self.kernel.probes {
             Some(p) => p.program_stats(),
             None => self.final_program_stats.clone(),
         }
@@ -268,7 +266,8 @@ impl LiveSource {
 
     /// Lost kernel events so far, as counted in BPF.
     pub fn lost_total(&self) -> u64 {
-        self.probes
+        self.kernel
+            .probes
             .as_ref()
             .map_or(self.final_lost, |p| p.lost_total())
     }
@@ -295,10 +294,14 @@ impl LiveSource {
             self.finish(out)?;
             return Ok(true);
         }
-        out.append(&mut self.pending);
+        self.tracking.take_events(out);
         if self.last_rescan.elapsed() >= RESCAN_EVERY {
-            self.rescan()?;
-            out.append(&mut self.pending);
+            self.last_rescan = Instant::now();
+            if let Watch::Host(spec) = &self.watch {
+                self.tracking
+                    .rescan(&mut self.kernel, spec, &mut self.warnings);
+            }
+            self.tracking.take_events(out);
         }
         self.drain_vmm(out)?;
         // Wake up in time for the next rescan, the deadline and the stop flag.
@@ -307,24 +310,27 @@ impl LiveSource {
             wait = wait.min(d.saturating_duration_since(Instant::now()));
         }
         wait = wait.min(Duration::from_millis(100));
-        match &mut self.probes {
+        match &mut self.kernel.probes {
             Some(p) => {
                 let before = out.len();
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
                 p.take_exit_aggregates(&mut self.exit_aggregates);
-                self.qemu_entry.mapper.observe(&out[before..]);
-                if self.qemu_entry.mapper.has_news() {
-                    self.relabel_from_kvm_entry(out);
-                }
-                self.retire_exited(&out[before..]);
+                // Relabelled threads are announced after the batch that mapped them.
+                let mut relabelled = Vec::new();
+                let batch = &out[before..];
+                self.tracking
+                    .relabel_from_kvm_entry(&mut self.kernel, batch, &mut relabelled);
+                self.tracking
+                    .retire_exited(&mut self.kernel, batch, Instant::now());
+                out.append(&mut relabelled);
             }
             None => {
-                if let Some(c) = &self.counters {
+                if let Some(c) = &self.kernel.counters {
                     wait = wait.min(c.until_due());
                 }
                 std::thread::sleep(wait);
-                if let Some(c) = &mut self.counters {
+                if let Some(c) = &mut self.kernel.counters {
                     c.tick(out, false);
                 }
             }
@@ -381,6 +387,6 @@ impl Drop for LiveSource {
             // `stop` joins the vCPU threads with the VMM's own timeout.
             let _ = vmm.stop();
         }
-        self.probes.take();
+        self.kernel.probes.take();
     }
 }

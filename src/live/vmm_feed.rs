@@ -32,7 +32,7 @@ impl LiveSource {
         out.extend(
             changes
                 .into_iter()
-                .filter(|a| self.tracked.contains_key(&a.tid))
+                .filter(|a| self.tracking.is_tracked(a.tid))
                 .map(Event::Affinity),
         );
         let dropped = vmm.affinity_changes_dropped();
