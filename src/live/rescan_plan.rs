@@ -11,12 +11,13 @@ use super::exiting::ExitingThreads;
 /// The changes one rescan makes, in the order they are applied.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct RescanPlan {
-    /// Tracked threads the scan no longer found.
+    /// Tracked threads the scan no longer found, or found in another process (their tid
+    /// reused).
     pub(super) stop: Vec<u32>,
     /// Threads watched without a vCPU index that the scan now maps (QMP answered at last,
     /// or the `kvm_entry` mapping completed), with their index.
     pub(super) relabel: Vec<(u32, u32)>,
-    /// Threads found that are not tracked yet.
+    /// Threads found that are not tracked yet (a reused tid's new thread among them).
     pub(super) start: Vec<TrackedThread>,
 }
 
@@ -48,10 +49,23 @@ impl RescanPlan {
             ..RescanPlan::default()
         };
         for t in found {
-            match (tracked.get(&t.tid).map(|known| known.vcpu), t.vcpu) {
-                (Some(None), Some(vcpu)) => plan.relabel.push((t.tid, vcpu)),
-                (Some(_), _) => {}
-                (None, _) => plan.start.push(t),
+            match tracked.get(&t.tid) {
+                // The tid names a thread of another process now: the tracked one ended and
+                // its exit was not seen (lost). It stops and the new one starts, so its events
+                // are not counted to the old VM. One whose exit was seen waits for its
+                // retirement: its last switch-out may still come.
+                Some(known) if known.pid != t.pid => {
+                    if !exiting.contains(t.tid) {
+                        plan.stop.push(t.tid);
+                        plan.start.push(t);
+                    }
+                }
+                Some(known) => {
+                    if let (None, Some(vcpu)) = (known.vcpu, t.vcpu) {
+                        plan.relabel.push((t.tid, vcpu));
+                    }
+                }
+                None => plan.start.push(t),
             }
         }
         plan
@@ -126,5 +140,31 @@ mod tests {
         assert!(plan.stop.is_empty());
         assert_eq!(plan.relabel, [(31, 0)]);
         assert_eq!(plan.start.iter().map(|t| t.tid).collect::<Vec<_>>(), [33]);
+    }
+
+    #[test]
+    fn a_tid_found_in_another_process_restarts_unless_its_old_thread_is_exiting() {
+        let known = tracked(&[thread(1, 11, Some(0)), thread(1, 12, Some(1))]);
+        let found = vec![thread(2, 11, Some(0)), thread(2, 12, Some(0))];
+        let mut exiting = ExitingThreads::default();
+        let exit = model::Event::TaskExit(model::TaskExit {
+            ts: 1,
+            cpu: 0,
+            tid: 12,
+            pid: 1,
+        });
+        assert!(exiting
+            .retire(&[exit], |_| true, std::time::Instant::now())
+            .is_empty());
+        let plan = RescanPlan::new(&known, found, &BTreeSet::new(), |_| false, &exiting);
+        assert_eq!(plan.stop, [11]);
+        assert!(plan.relabel.is_empty());
+        assert_eq!(
+            plan.start
+                .iter()
+                .map(|t| (t.pid, t.tid))
+                .collect::<Vec<_>>(),
+            [(2, 11)]
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use model::synth::Switch;
 use model::task_state::bits::TASK_DEAD;
-use model::{Affinity, Comm, CounterSample, Event, KvmEntry, TaskExit, TaskInfo, VmEnded};
+use model::{Affinity, Comm, CounterSample, Event, KvmEntry, TaskExit, TaskInfo};
 use probes::targets::{TargetSpec, TrackedThread};
 
 use super::exiting::GRACE;
@@ -149,6 +149,14 @@ fn vm0_with_two_vcpus() -> FakeHost {
     host
 }
 
+/// [`vm0_with_two_vcpus`], its threads tracked by a first rescan of `spec` at 10.
+fn vm0_tracked(spec: &TargetSpec) -> (FakeHost, Tracking) {
+    let mut host = vm0_with_two_vcpus();
+    let mut tracking = new_tracking();
+    rescan(&mut tracking, &mut host, spec, 10);
+    (host, tracking)
+}
+
 fn new_tracking() -> Tracking {
     Tracking::new(false, true, &[], &mut Vec::new())
 }
@@ -258,14 +266,7 @@ fn threads_are_announced_tracked_found_by_rescans_and_untracked_when_they_end() 
     // reports it ended, once.
     host.threads.clear();
     let (out, _) = rescan(&mut tracking, &mut host, &spec, 50);
-    assert_eq!(
-        out,
-        [Event::VmEnded(VmEnded {
-            ts: 50,
-            pid: 100,
-            vm: "vm0".into()
-        })]
-    );
+    assert_eq!(out, [model::synth::vm_ended(50, 100, "vm0")]);
     assert!(host.tracked.is_empty());
     assert_eq!(
         rescan(&mut tracking, &mut host, &spec, 60),
@@ -276,10 +277,8 @@ fn threads_are_announced_tracked_found_by_rescans_and_untracked_when_they_end() 
 
 #[test]
 fn a_tid_reused_by_a_new_vm_is_announced_with_that_vm_once_the_old_thread_is_retired() {
-    let mut host = vm0_with_two_vcpus();
     let spec = TargetSpec::AllKvm;
-    let mut tracking = new_tracking();
-    rescan(&mut tracking, &mut host, &spec, 10);
+    let (mut host, mut tracking) = vm0_tracked(&spec);
     assert_eq!(host.tracked, BTreeSet::from([101, 102]));
 
     // vm0 ends; 101's exit is seen, its last switch-out is not (yet). vm1 starts at once and
@@ -306,11 +305,7 @@ fn a_tid_reused_by_a_new_vm_is_announced_with_that_vm_once_the_old_thread_is_ret
         [
             announced(&host, 101, 30),
             affinity(30, 101, &[0, 1]),
-            Event::VmEnded(VmEnded {
-                ts: 30,
-                pid: 100,
-                vm: "vm0".into()
-            }),
+            model::synth::vm_ended(30, 100, "vm0"),
         ]
     );
     let Event::TaskInfo(info) = &out[0] else {
@@ -321,11 +316,30 @@ fn a_tid_reused_by_a_new_vm_is_announced_with_that_vm_once_the_old_thread_is_ret
 }
 
 #[test]
+fn a_tid_reused_after_an_exit_that_was_lost_moves_to_the_new_vm_at_the_next_rescan() {
+    let spec = TargetSpec::AllKvm;
+    let (mut host, mut tracking) = vm0_tracked(&spec);
+    // 102 ends unseen (its exit lost with a full ring); vm1's new thread gets its tid.
+    host.threads.remove(&102);
+    host.spawn(200, 102, "vm1", Some(0));
+    let (out, _) = rescan(&mut tracking, &mut host, &spec, 20);
+    // Announced with its own VM (the model retires the old thread then), still tracked.
+    assert_eq!(out, [announced(&host, 102, 20), affinity(20, 102, &[0, 1])]);
+    let [Event::TaskInfo(info), _] = &out[..] else {
+        unreachable!()
+    };
+    assert_eq!((info.pid, info.vm.as_str()), (200, "vm1"));
+    assert_eq!(host.tracked, BTreeSet::from([101, 102]));
+    // vm0 goes on with 101 alone; when it goes, it is reported ended, vm1 is not.
+    host.threads.remove(&101);
+    let (out, _) = rescan(&mut tracking, &mut host, &spec, 30);
+    assert_eq!(out, [model::synth::vm_ended(30, 100, "vm0")]);
+}
+
+#[test]
 fn an_affinity_change_is_reported_once_at_the_next_rescan() {
-    let mut host = vm0_with_two_vcpus();
     let spec = TargetSpec::Pids(vec![100]);
-    let mut tracking = new_tracking();
-    rescan(&mut tracking, &mut host, &spec, 10);
+    let (mut host, mut tracking) = vm0_tracked(&spec);
     // `taskset -p 2 101`.
     host.threads.get_mut(&101).unwrap().cpus = vec![1];
     let (out, _) = rescan(&mut tracking, &mut host, &spec, 20);
