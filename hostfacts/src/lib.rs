@@ -33,6 +33,11 @@ pub fn thread_cpu_ns() -> u64 {
     clock_ns(rustix::time::ClockId::ThreadCPUTime)
 }
 
+/// This process's CPU time, all threads, ns (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn process_cpu_ns() -> u64 {
+    clock_ns(rustix::time::ClockId::ProcessCPUTime)
+}
+
 fn clock_ns(clock: rustix::time::ClockId) -> u64 {
     let ts = rustix::time::clock_gettime(clock);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

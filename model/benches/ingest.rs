@@ -9,11 +9,17 @@
 //! - the process RSS (`VmRSS`) before the model exists, after 10 M and after 100 M events.
 //!
 //! Goal: >= 20 M events/s, and RSS after 100 M no larger than after 10 M (bounded memory).
+//!
+//! Then the scale case of issue #15 goal 3: the big host (`synth::big_host_config`) at 16
+//! vCPUs on 2 pCPUs (the baseline) and at 512 vCPUs on 128 pCPUs, each stream folded whole in
+//! batches, best of a few rounds by this thread's CPU time. Goal: the 512-vCPU fold within 2x
+//! of the 16-vCPU fold per event. `KVMSCOPE_BENCH_BIG_ONLY=1` runs only this case (for
+//! profiling it).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use model::synth::RepeatedDemo;
+use model::synth::{self, RepeatedDemo};
 use model::{Event, Model, ModelConfig};
 
 const BLOCK: usize = 1_000_000;
@@ -32,6 +38,58 @@ fn rss_kib() -> u64 {
 
 fn main() {
     // Criterion-style filters are passed by `cargo bench`; this binary takes none.
+    if std::env::var_os("KVMSCOPE_BENCH_BIG_ONLY").is_none() {
+        demo_case();
+    }
+    big_host_case();
+}
+
+/// Events/s of a fresh model folding `events` in batches, best of `rounds` (thread CPU time).
+fn fold_rate(events: &[Event], rounds: usize) -> f64 {
+    let mut best = u64::MAX;
+    for _ in 0..rounds {
+        let mut m = Model::new(ModelConfig::default());
+        let t = hostfacts::thread_cpu_ns();
+        for chunk in events.chunks(BATCH) {
+            m.ingest_batch(black_box(chunk));
+        }
+        m.finish();
+        best = best.min(hostfacts::thread_cpu_ns() - t);
+        black_box(&m);
+    }
+    events.len() as f64 / (best.max(1) as f64 / 1e9)
+}
+
+/// The 512-vCPU fold against the 16-vCPU fold of the same scenario, per event.
+fn big_host_case() {
+    let seconds: f64 = std::env::var("KVMSCOPE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let rounds = 3;
+    let small = synth::stream(synth::big_host_config(16, 2), seconds * 16.0);
+    let small_rate = fold_rate(&small, rounds);
+    drop(small);
+    let big = synth::stream(synth::big_host_config(512, 128), seconds);
+    let big_rate = fold_rate(&big, rounds);
+    println!(
+        "big host, 16 vCPUs on 2 pCPUs (baseline): {:>6.2} M events/s (one core, best of {rounds})",
+        small_rate / 1e6
+    );
+    println!(
+        "big host, 512 vCPUs on 128 pCPUs:         {:>6.2} M events/s ({} events, {:.0} events/s of event time)",
+        big_rate / 1e6,
+        big.len(),
+        big.len() as f64 / seconds
+    );
+    let slower = small_rate / big_rate;
+    println!(
+        "per event, 512 vCPUs / 16 vCPUs: {slower:.2}x; goal <= 2x: {}",
+        if slower <= 2.0 { "met" } else { "NOT met" }
+    );
+}
+
+fn demo_case() {
     let mut demo = RepeatedDemo::new(BLOCK);
     let span = demo.span_ns();
     println!(

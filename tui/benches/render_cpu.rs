@@ -9,12 +9,16 @@
 //! 2. dashboard: the real `tui::run` loop (reader thread + UI thread drawing every tick with
 //!    crossterm) into a pseudo-terminal of 120x40, whose output a drain thread discards.
 //!
-//! CPU is process CPU time (getrusage) over the run minus the drain thread's own, as % of one
-//! core. Run: `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10;
+//! CPU is process CPU time over the run minus the drain thread's own, as % of one core; the
+//! baseline's is split into the paced source, the fold and the snapshots, by thread CPU time
+//! (`hostfacts::thread_cpu_ns`: unlike getrusage's, it counts a running thread's time since
+//! its last tick, without which those short intervals read as nothing). Run:
+//! `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10;
 //! KVMSCOPE_BENCH_VCPUS and KVMSCOPE_BENCH_PCPUS, default 16 and 2, for the scale goal of
-//! issue #15: 512 vCPUs on 128 pCPUs).
+//! issue #15: 512 vCPUs on 128 pCPUs; KVMSCOPE_BENCH_RATE, events/s, makes the host busier
+//! (`synth::busy_big_host_config`) until its stream has about that rate: 1000000 for the goal).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,8 @@ struct PacedSource {
     first_ts: u64,
     started: Instant,
     host: HostInfo,
+    /// Thread CPU spent in `poll` (copying events out, sleeping excluded), ns.
+    poll_cpu_ns: Arc<AtomicU64>,
 }
 
 impl PacedSource {
@@ -57,12 +63,31 @@ impl PacedSource {
             first_ts,
             started: Instant::now(),
             host: tui::fixture::host(),
+            poll_cpu_ns: Arc::new(AtomicU64::new(0)),
         }
     }
 }
 
 impl Source for PacedSource {
     fn poll(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
+        let cpu0 = hostfacts::thread_cpu_ns();
+        let more = self.poll_paced(out, timeout);
+        self.poll_cpu_ns
+            .fetch_add(hostfacts::thread_cpu_ns() - cpu0, Ordering::Relaxed);
+        more
+    }
+
+    fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    fn describe(&self) -> String {
+        "bench".into()
+    }
+}
+
+impl PacedSource {
+    fn poll_paced(&mut self, out: &mut Vec<Event>, timeout: Duration) -> Result<bool, SourceError> {
         let deadline = Instant::now() + timeout;
         loop {
             let due = self.first_ts + self.started.elapsed().as_nanos() as u64;
@@ -83,43 +108,80 @@ impl Source for PacedSource {
             std::thread::sleep(wait.min(deadline - now).max(Duration::from_micros(200)));
         }
     }
+}
 
-    fn host(&self) -> &HostInfo {
-        &self.host
+/// A feed that counts this thread's CPU in `pump` (source + fold) and `update` (snapshots).
+struct TimedFeed {
+    feed: LiveFeed,
+    pump_ns: u64,
+    update_ns: u64,
+}
+
+impl Feed for TimedFeed {
+    fn pump(&mut self, budget: Duration) -> Result<bool, SourceError> {
+        let t = hostfacts::thread_cpu_ns();
+        let more = self.feed.pump(budget);
+        self.pump_ns += hostfacts::thread_cpu_ns() - t;
+        more
     }
 
-    fn describe(&self) -> String {
-        "bench".into()
+    fn update(&mut self, ended: bool) -> tui::app::Update {
+        let t = hostfacts::thread_cpu_ns();
+        let update = self.feed.update(ended);
+        self.update_ns += hostfacts::thread_cpu_ns() - t;
+        update
     }
 }
 
+/// Where the baseline's CPU went, each as % of one core (snapshots: taking and dropping them).
+struct Breakdown {
+    total: f64,
+    source: f64,
+    fold: f64,
+    snapshots: f64,
+}
+
+/// The big host, made busier until its stream has about `KVMSCOPE_BENCH_RATE` events/s
+/// when that is set (two short calibration runs; the rate reached is reported, not assumed).
 fn scenario() -> SimConfig {
-    synth::big_host_config(vcpus(), pcpus())
-}
-
-/// Process CPU time so far, ns.
-fn process_cpu_ns() -> u64 {
-    rusage_ns(libc::RUSAGE_SELF)
-}
-
-fn rusage_ns(who: libc::c_int) -> u64 {
-    // SAFETY: an all-zero rusage is a valid out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is valid and writable; `who` is RUSAGE_SELF or RUSAGE_THREAD.
-    unsafe { libc::getrusage(who, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let Ok(target) = std::env::var("KVMSCOPE_BENCH_RATE") else {
+        return synth::big_host_config(vcpus(), pcpus());
+    };
+    let target: f64 = target
+        .parse()
+        .expect("KVMSCOPE_BENCH_RATE: events per second, a number");
+    let calibrate = 0.5;
+    let rate = |busier: f64| {
+        let events = synth::stream(
+            synth::busy_big_host_config(vcpus(), pcpus(), busier),
+            calibrate,
+        );
+        events.len() as f64 / calibrate
+    };
+    let mut busier = 1.0;
+    for _ in 0..2 {
+        busier = (busier * target / rate(busier).max(1.0)).max(1.0);
+    }
+    eprintln!("  busier by {busier:.2} for about {target:.0} events/s");
+    synth::busy_big_host_config(vcpus(), pcpus(), busier)
 }
 
 /// Baseline: the same reader loop as the dashboard's, publishing to nobody (no drawing).
-fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
-    let mut feed = LiveFeed::new(Box::new(PacedSource::new(events)));
+fn fold_only(events: Vec<Event>, seconds: f64) -> (Breakdown, u64) {
+    let source = PacedSource::new(events);
+    let poll_cpu_ns = source.poll_cpu_ns.clone();
+    let mut feed = TimedFeed {
+        feed: LiveFeed::new(Box::new(source)),
+        pump_ns: 0,
+        update_ns: 0,
+    };
     let tick = Duration::from_secs_f64(1.0 / TICK_HZ);
     let stop = AtomicBool::new(false);
-    let cpu0 = rusage_ns(libc::RUSAGE_THREAD);
+    let cpu0 = hostfacts::thread_cpu_ns();
     let start = Instant::now();
     let mut snapshots = 0u64;
     let mut vcpus_seen = 0;
+    let mut drop_ns = 0;
     tui::run::fold_loop(
         &mut feed,
         tick,
@@ -129,29 +191,39 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
         |u| {
             vcpus_seen = u.snapshot.vcpus.len();
             snapshots += 1;
+            // The dashboard's UI thread drops each snapshot it drew; here this thread does.
+            let t = hostfacts::thread_cpu_ns();
+            drop(u);
+            drop_ns += hostfacts::thread_cpu_ns() - t;
             true
         },
     )
     .expect("synthetic source");
-    let cpu = rusage_ns(libc::RUSAGE_THREAD) - cpu0;
+    // Thread CPU, not wall time: on a loaded host the wall clock also counts other work.
+    let cpu = hostfacts::thread_cpu_ns() - cpu0;
+    let wall = start.elapsed().as_nanos() as f64;
     assert_eq!(
         vcpus_seen,
         vcpus() as usize,
         "the model should see all vCPUs"
     );
-    // Thread CPU, not wall time: on a loaded host the wall clock also counts other work.
-    let t = rusage_ns(libc::RUSAGE_THREAD);
+    let pct = |ns: u64| ns as f64 / wall * 100.0;
+    let source_ns = poll_cpu_ns.load(Ordering::Relaxed);
+    let breakdown = Breakdown {
+        total: pct(cpu),
+        source: pct(source_ns),
+        fold: pct(feed.pump_ns.saturating_sub(source_ns)),
+        snapshots: pct(feed.update_ns + drop_ns),
+    };
+    let t = hostfacts::thread_cpu_ns();
     for _ in 0..20 {
         std::hint::black_box(feed.update(false));
     }
     eprintln!(
         "  one frame's snapshot (summaries as of the last refresh): {:.2} ms CPU",
-        (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 20.0
+        (hostfacts::thread_cpu_ns() - t) as f64 / 1e6 / 20.0
     );
-    (
-        cpu as f64 / start.elapsed().as_nanos() as f64 * 100.0,
-        snapshots,
-    )
+    (breakdown, snapshots)
 }
 
 /// One snapshot of the whole stream folded, each kind side by side: everything (what the
@@ -159,9 +231,9 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (f64, u64) {
 /// refresh, and a frame between refreshes.
 fn snapshot_costs(events: &[Event]) {
     let mut model = model::Model::new(model::ModelConfig::default());
-    let t = rusage_ns(libc::RUSAGE_THREAD);
+    let t = hostfacts::thread_cpu_ns();
     model.ingest_batch(events);
-    let fold_ns = (rusage_ns(libc::RUSAGE_THREAD) - t) as f64;
+    let fold_ns = (hostfacts::thread_cpu_ns() - t) as f64;
     let per_s = events.len() as f64 / (fold_ns / 1e9);
     eprintln!(
         "  fold alone: {:.2} M events/s on one core = {:.2}% of one core at 1 M events/s",
@@ -177,11 +249,11 @@ fn snapshot_costs(events: &[Event]) {
         ..dashboard
     };
     let cost = |opts: model::SnapshotOptions| {
-        let t = rusage_ns(libc::RUSAGE_THREAD);
+        let t = hostfacts::thread_cpu_ns();
         for _ in 0..5 {
             std::hint::black_box(model.snapshot_with(opts));
         }
-        (rusage_ns(libc::RUSAGE_THREAD) - t) as f64 / 1e6 / 5.0
+        (hostfacts::thread_cpu_ns() - t) as f64 / 1e6 / 5.0
     };
     let full = cost(model::SnapshotOptions::full(window));
     let refresh = cost(dashboard);
@@ -241,13 +313,14 @@ fn main() {
     let events = synth::stream(scenario(), seconds + 1.0);
     let rate = events.len() as f64 / (seconds + 1.0);
 
-    let (baseline_pct, snapshots) = fold_only(events.clone(), seconds);
+    let (baseline, snapshots) = fold_only(events.clone(), seconds);
+    let baseline_pct = baseline.total;
     snapshot_costs(&events);
 
     // Dashboard: the real loop into a pty.
     let saved_stdout = unsafe { libc::dup(1) }; // SAFETY: dup of an open fd.
     let master = pty_as_terminal();
-    let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let drained = Arc::new(AtomicU64::new(0));
     let stop_drain = Arc::new(AtomicBool::new(false));
     let drain = {
         let drained = drained.clone();
@@ -269,7 +342,7 @@ fn main() {
                     }
                 }
             }
-            rusage_ns(libc::RUSAGE_THREAD)
+            hostfacts::thread_cpu_ns()
         })
     };
     let mut opts = tui::RunOptions::new(TICK_HZ);
@@ -277,11 +350,11 @@ fn main() {
     opts.theme = tui::Theme::coloured();
     let source = PacedSource::new(events);
     let app = tui::App::new(tui::Mode::Live, source.host().clone(), "bench".into());
-    let cpu0 = process_cpu_ns();
+    let cpu0 = hostfacts::process_cpu_ns();
     let start = Instant::now();
     tui::run::run(app, LiveFeed::new(Box::new(source)), opts).expect("dashboard loop");
     let wall = start.elapsed();
-    let cpu = process_cpu_ns() - cpu0;
+    let cpu = hostfacts::process_cpu_ns() - cpu0;
     stop_drain.store(true, Ordering::Relaxed);
     let drain_cpu = drain.join().expect("drain thread");
     // SAFETY: restores the stdout saved above.
@@ -296,6 +369,17 @@ fn main() {
     );
     println!(
         "  baseline (fold + {snapshots} snapshots, no drawing): {baseline_pct:.2}% of one core"
+    );
+    println!(
+        "    of which: paced source {:.2}%, fold {:.2}%, snapshots {:.2}%, loop and rest {:.2}%",
+        baseline.source,
+        baseline.fold,
+        baseline.snapshots,
+        baseline.total - baseline.source - baseline.fold - baseline.snapshots
+    );
+    println!(
+        "  dashboard without the paced source: {:.2}% of one core",
+        dashboard_pct - baseline.source
     );
     println!(
         "  dashboard (fold + snapshots + draw into a pty):      {dashboard_pct:.2}% of one core"
