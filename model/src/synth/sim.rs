@@ -253,9 +253,31 @@ impl Sim {
                     }
                 }
             }
-            self.cpus[cpu].min_vruntime = self.cpus[cpu].min_vruntime.max(self.threads[i].vruntime);
         }
         self.cpus[cpu].run_from = now;
+    }
+
+    /// Each queue's `min_vruntime`, as the kernel keeps it: the lowest vruntime among the
+    /// running and the waiting threads of the pCPU, never moving back. (Following the running
+    /// thread alone let a light thread's fast vruntime drag it up, and whatever was queued
+    /// behind another pCPU's spinner started so far ahead of it that it never ran.) Read by
+    /// the next step's wake-ups and rebalancing.
+    fn advance_min_vruntimes(&mut self) {
+        let mut lowest: Vec<Option<u64>> = vec![None; self.cpus.len()];
+        for (cpu, c) in self.cpus.iter().enumerate() {
+            lowest[cpu] = c.cur.map(|i| self.threads[i].vruntime);
+        }
+        for th in &self.threads {
+            if th.state == SimState::Waiting {
+                let low = &mut lowest[th.cpu as usize];
+                *low = Some(low.map_or(th.vruntime, |v| v.min(th.vruntime)));
+            }
+        }
+        for (c, low) in self.cpus.iter_mut().zip(lowest) {
+            if let Some(v) = low {
+                c.min_vruntime = c.min_vruntime.max(v);
+            }
+        }
     }
 
     /// Puts `next` (or idle) on `cpu`; `prev_sleeps` says how the current thread leaves.
@@ -478,6 +500,7 @@ impl Sim {
                 }
             }
         }
+        self.advance_min_vruntimes();
     }
 }
 
