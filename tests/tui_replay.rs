@@ -48,6 +48,7 @@ fn write_events(path: &Path, events: Vec<model::Event>) {
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: None,
             csd_tracepoints: None,
+            hz: None,
         },
         recorder: "tui_replay test".into(),
         ..TraceHeader::default()

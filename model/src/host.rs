@@ -77,6 +77,11 @@ pub struct HostInfo {
     /// when not known (no BTF, or a recording made before this was stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csd_tracepoints: Option<bool>,
+    /// The kernel's tick rate (`CONFIG_HZ`): from its build configuration, else measured from
+    /// the jiffies count. `None` when neither could be read, or in a recording made before
+    /// this was stored; `simulate` then uses each policy's default tick and says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hz: Option<u32>,
 }
 
 impl HostInfo {
@@ -140,5 +145,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.csd_tracepoints, None);
+        assert_eq!(old.hz, None);
+    }
+
+    #[test]
+    fn hz_round_trips_and_is_left_out_when_unknown() {
+        let host = HostInfo {
+            hz: Some(250),
+            ..HostInfo::default()
+        };
+        let json = serde_json::to_string(&host).unwrap();
+        assert!(json.contains(r#""hz":250"#), "{json}");
+        assert_eq!(serde_json::from_str::<HostInfo>(&json).unwrap(), host);
+        let unknown = serde_json::to_string(&HostInfo::default()).unwrap();
+        assert!(!unknown.contains(r#""hz""#), "{unknown}");
     }
 }

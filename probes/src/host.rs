@@ -78,6 +78,7 @@ pub fn host_info() -> HostInfo {
         kvm_flavour: kvm_flavour(),
         clock: "CLOCK_MONOTONIC".to_string(),
         tsc_hz: None,
+        hz: hostfacts::system::kernel_hz(),
     }
 }
 

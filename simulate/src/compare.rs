@@ -60,6 +60,11 @@ pub struct Comparison {
     pub open_loop: String,
     /// Where the replay's affinities come from.
     pub affinity: String,
+    /// Which tick the Linux policies use, and where it comes from.
+    pub tick: String,
+    /// The dispatch delay charged at each wakeup, and the recorded wakeups it comes from.
+    pub dispatch: String,
+    pub wake_cost: crate::wake_cost::WakeCostSummary,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
     pub columns: Vec<Column>,
@@ -233,6 +238,8 @@ pub fn render_text(c: &Comparison) -> String {
     );
     let _ = writeln!(s, "note: {}", c.open_loop);
     let _ = writeln!(s, "note: {}", c.affinity);
+    let _ = writeln!(s, "note: {}", c.tick);
+    let _ = writeln!(s, "note: {}", c.dispatch);
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
@@ -377,6 +384,9 @@ mod tests {
             span_s: 1.0,
             open_loop: String::new(),
             affinity: String::new(),
+            tick: String::new(),
+            dispatch: String::new(),
+            wake_cost: Default::default(),
             params: vec![],
             demand: vec![VcpuDemand {
                 tid: 1,

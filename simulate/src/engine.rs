@@ -13,31 +13,8 @@ use std::collections::BinaryHeap;
 use model::demand::Demand;
 use model::{Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch, TaskInfo, Wakeup};
 
-/// Largest pCPU count (masks are `u128`).
-pub const MAX_PCPUS: u32 = 128;
-/// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
-pub const BACKGROUND_TID: u32 = 0x7000_0000;
-
-/// What a policy may know of a thread.
-#[derive(Clone, Debug)]
-pub struct SimThread {
-    pub tid: u32,
-    pub weight: u32,
-    pub nice: i32,
-    /// pCPUs it may run on (bit per pCPU).
-    pub allowed: u128,
-    /// Index of its VM (background stand-ins each have their own group).
-    pub group: u32,
-    /// Index inside its VM (vCPU number where known), for static placement.
-    pub index: u32,
-    pub background: bool,
-}
-
-impl SimThread {
-    pub fn may_run_on(&self, cpu: u32) -> bool {
-        cpu < MAX_PCPUS && self.allowed & (1u128 << cpu) != 0
-    }
-}
+pub use crate::sim_thread::{cpu_mask, sim_threads, SimThread, BACKGROUND_TID, MAX_PCPUS};
+use crate::wake_cost::DispatchDelay;
 
 /// What the engine shows a policy, and how the policy asks for a reschedule.
 pub struct Cx<'a> {
@@ -151,102 +128,32 @@ pub struct RunStats {
 }
 
 /// Runs `policy` over `demand` on `ncpus` pCPUs, handing every event to `sink`; returns the
-/// counts and the policy in its final state (tests read it).
+/// counts and the policy in its final state (tests read it). A woken thread runs the instant
+/// its policy gives it a pCPU (no dispatch delay).
 pub fn run<P: Policy>(
     demand: &Demand,
     ncpus: u32,
     policy: P,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
+    run_charged(demand, ncpus, policy, DispatchDelay::default(), sink)
+}
+
+/// [`run`], charging `delay` between each wakeup and the switch it causes: a wakeup that
+/// finds its pCPU idle, or preempts the thread running there, has that pCPU pick only
+/// `delay` later (the woken thread waits in its queue meanwhile, as on a host between the
+/// wakeup and the IPI's or idle exit's reschedule).
+pub fn run_charged<P: Policy>(
+    demand: &Demand,
+    ncpus: u32,
+    policy: P,
+    delay: DispatchDelay,
+    sink: &mut dyn FnMut(&Event),
+) -> (RunStats, P) {
     let mut e = Engine::new(demand, ncpus, policy);
+    e.delay = delay;
     e.run(sink);
     (e.stats, e.policy)
-}
-
-/// The threads a policy sees, in demand order (tracked first, then background).
-pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
-    let all: u128 = if ncpus >= MAX_PCPUS {
-        u128::MAX
-    } else {
-        (1u128 << ncpus) - 1
-    };
-    let mut vms: Vec<&str> = Vec::new();
-    let mut per_vm: Vec<u32> = Vec::new();
-    demand
-        .threads
-        .iter()
-        .map(|t| {
-            let group = if t.background {
-                vms.push("");
-                per_vm.push(0);
-                vms.len() - 1
-            } else {
-                match vms.iter().position(|v| *v == t.vm) {
-                    Some(i) => i,
-                    None => {
-                        vms.push(&t.vm);
-                        per_vm.push(0);
-                        vms.len() - 1
-                    }
-                }
-            };
-            let seq = per_vm[group];
-            per_vm[group] += 1;
-            let mut allowed: u128 = t
-                .allowed
-                .iter()
-                .filter(|&&c| c < ncpus.min(MAX_PCPUS))
-                .fold(0, |m, &c| m | (1u128 << c));
-            // A thread seen on every recorded pCPU may use all of the simulated ones.
-            if allowed == 0 || t.allowed.len() as u32 >= demand.pcpus {
-                allowed = all;
-            }
-            if let Some(first) = t.affinity.first() {
-                // The recorded affinity, where there is one, rather than where it was seen.
-                allowed = cpu_mask(&first.cpus, demand.pcpus, ncpus);
-            }
-            if t.background {
-                // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
-                allowed = t
-                    .allowed
-                    .first()
-                    .filter(|&&c| c < ncpus)
-                    .map_or(0, |&c| 1u128 << c);
-            }
-            SimThread {
-                tid: if t.background {
-                    BACKGROUND_TID + t.first_cpu
-                } else {
-                    t.tid
-                },
-                weight: t.weight.max(1),
-                nice: t.nice,
-                allowed,
-                group: group as u32,
-                index: t.vcpu.unwrap_or(seq),
-                background: t.background,
-            }
-        })
-        .collect()
-}
-
-/// The simulated pCPUs among a recorded affinity `cpus`; all of them when it allowed every
-/// recorded pCPU (`--pcpus` may add more) or when none is left (a thread pinned to a pCPU
-/// that `--pcpus` took away runs anywhere rather than nowhere).
-pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> u128 {
-    let n = ncpus.min(MAX_PCPUS);
-    let m = cpus
-        .iter()
-        .filter(|&&c| c < n)
-        .fold(0u128, |m, &c| m | (1u128 << c));
-    let every_recorded = (0..recorded_pcpus).all(|c| cpus.binary_search(&c).is_ok());
-    if m != 0 && !every_recorded {
-        m
-    } else if n >= MAX_PCPUS {
-        u128::MAX
-    } else {
-        (1u128 << n) - 1
-    }
 }
 
 /// The engine's state that policies read, lent to them as a [`Cx`].
@@ -292,6 +199,12 @@ struct Engine<'d, P> {
     /// Offset of simulated time 0 in the recording's clock.
     base: u64,
     end: u64,
+    /// Charged between a wakeup and the pick it asks for.
+    delay: DispatchDelay,
+    /// When each pCPU picks for a charged wakeup (`u64::MAX`: none pending), and whether
+    /// one of those wakeups preempts (else the pick is only for an idle pCPU).
+    dispatch_at: Vec<u64>,
+    dispatch_preempts: Vec<bool>,
 }
 
 impl<'d, P: Policy> Engine<'d, P> {
@@ -359,6 +272,9 @@ impl<'d, P: Policy> Engine<'d, P> {
                 .collect(),
             base: demand.start,
             end: demand.span_ns(),
+            delay: DispatchDelay::default(),
+            dispatch_at: vec![u64::MAX; n],
+            dispatch_preempts: vec![false; n],
         }
     }
 
@@ -428,6 +344,9 @@ impl<'d, P: Policy> Engine<'d, P> {
                     break;
                 };
                 self.on_wake(sink, t, now, &mut resched, &mut touched);
+                if self.delay != DispatchDelay::default() {
+                    self.defer_dispatch(now, &mut resched, &mut touched);
+                }
             }
             while resched != 0 {
                 let c = resched.trailing_zeros();
@@ -444,10 +363,34 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.emit(sink, Event::ObservationEnd(ObservationEnd { ts: end }));
     }
 
+    /// The picks a wakeup just asked for (`resched`) happen after the dispatch delay: an
+    /// idle pCPU's after `idle_ns`, a preempted one's after `preempt_ns`.
+    fn defer_dispatch(&mut self, now: u64, resched: &mut u128, touched: &mut u128) {
+        let mut asked = *resched;
+        while asked != 0 {
+            let c = asked.trailing_zeros();
+            asked &= !(1u128 << c);
+            let preempts = self.view.curr[c as usize].is_some();
+            let d = if preempts {
+                self.delay.preempt_ns
+            } else {
+                self.delay.idle_ns
+            };
+            if d == 0 {
+                continue;
+            }
+            *resched &= !(1u128 << c);
+            *touched |= 1u128 << c;
+            let at = &mut self.dispatch_at[c as usize];
+            *at = (*at).min(now + d);
+            self.dispatch_preempts[c as usize] |= preempts;
+        }
+    }
+
     fn rearm(&mut self, cpu: u32, now: u64) {
         let c = cpu as usize;
         let Some(t) = self.view.curr[c] else {
-            self.next_at[c] = u64::MAX;
+            self.next_at[c] = self.dispatch_at[c];
             return;
         };
         let done = now
@@ -458,7 +401,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let (mut resched, mut touched) = (0, 0);
         let cx = self.view.cx(&mut resched, &mut touched);
         let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
-        self.next_at[c] = done.min(timer);
+        self.next_at[c] = done.min(timer).min(self.dispatch_at[c]);
     }
 
     /// Brings the running thread's burst up to `now`; true when the burst is over.
@@ -484,6 +427,17 @@ impl<'d, P: Policy> Engine<'d, P> {
         touched: &mut u128,
     ) {
         *touched |= 1u128 << cpu;
+        let c = cpu as usize;
+        if self.dispatch_at[c] <= now {
+            // A charged wakeup's pick is due. One for an idle pCPU that found work since
+            // (a balancing pull) has nothing left to do.
+            self.dispatch_at[c] = u64::MAX;
+            let preempts = std::mem::take(&mut self.dispatch_preempts[c]);
+            if preempts || self.view.curr[c].is_none() {
+                *resched |= 1u128 << cpu;
+            }
+            return;
+        }
         if self.account(cpu, now) {
             // The burst is over: the thread sleeps by itself.
             self.schedule(sink, cpu, now, false, resched, touched);
@@ -633,6 +587,10 @@ impl<'d, P: Policy> Engine<'d, P> {
     ) {
         let c = cpu as usize;
         *touched |= 1u128 << cpu;
+        // Any pick here is the one a charged wakeup was waiting for (the kernel's
+        // need_resched is cleared by whichever schedule() comes first).
+        self.dispatch_at[c] = u64::MAX;
+        self.dispatch_preempts[c] = false;
         if runnable && self.account(cpu, now) {
             return self.schedule(sink, cpu, now, false, resched, touched);
         }

@@ -13,13 +13,16 @@ pub mod compare;
 pub mod engine;
 pub mod params;
 pub mod policy;
+pub mod sim_thread;
 pub mod synthetic;
+pub mod wake_cost;
 
 use model::demand::Demand;
 use model::Event;
 
 pub use engine::RunStats;
-pub use params::{ParamError, Params};
+pub use params::{ParamError, Params, RecordedDefaults};
+pub use wake_cost::{DispatchDelay, WakeCost};
 
 use policy::credit::{Credit, CreditParams};
 use policy::fair::{Fair, FairParams, Flavour};
@@ -43,6 +46,18 @@ pub fn affinity_note(demand: &Demand) -> String {
             "affinity: as recorded over time for {with} of {vcpus} vCPUs ({changes} changes); \
              the pCPUs each was seen on for the rest (the recording has no affinity for them)"
         )
+    }
+}
+
+/// Which tick the Linux policies use: the recording host's HZ where its header has it, else
+/// each policy's source default.
+pub fn tick_note(recorded_hz: Option<u32>) -> String {
+    match recorded_hz {
+        Some(hz) => format!("tick: HZ={hz}, the recording host's (`--param hz=N` overrides)"),
+        None => "tick: the recording does not say its host's HZ (made before kvmscope stored \
+                 it, or neither the kernel's configuration nor /proc/timer_list was readable): \
+                 each policy's default (cfs and eevdf 250, o1 1000, on 100)"
+            .to_string(),
     }
 }
 
@@ -134,8 +149,21 @@ pub enum SimError {
     NoThreads,
 }
 
-/// A policy built and ready to run: one enum so the engine is monomorphised per policy.
-pub enum Built {
+/// A policy built and ready to run, with the dispatch delay the engine charges.
+pub struct Built {
+    policy: BuiltPolicy,
+    delay: DispatchDelay,
+}
+
+impl Built {
+    /// What the engine charges between a wakeup and the switch it causes.
+    pub fn dispatch_delay(&self) -> DispatchDelay {
+        self.delay
+    }
+}
+
+/// One enum so the engine is monomorphised per policy.
+enum BuiltPolicy {
     Fair(Fair),
     O1(O1),
     On(Goodness),
@@ -175,44 +203,51 @@ pub fn build(
     check_inputs(demand, ncpus)?;
     let threads = engine::sim_threads(demand, ncpus);
     let n = threads.len();
-    Ok(match kind {
-        PolicyKind::Cfs => Built::Fair(Fair::new(
+    let recorded = params.recorded().dispatch;
+    let delay = DispatchDelay {
+        idle_ns: params.ns(kind.name(), "dispatch_idle", recorded.idle_ns)?,
+        preempt_ns: params.ns(kind.name(), "dispatch_preempt", recorded.preempt_ns)?,
+    };
+    let policy = match kind {
+        PolicyKind::Cfs => BuiltPolicy::Fair(Fair::new(
             Flavour::Cfs,
             FairParams::new(Flavour::Cfs, params, ncpus)?,
             n,
             ncpus,
         )),
-        PolicyKind::Eevdf => Built::Fair(Fair::new(
+        PolicyKind::Eevdf => BuiltPolicy::Fair(Fair::new(
             Flavour::Eevdf,
             FairParams::new(Flavour::Eevdf, params, ncpus)?,
             n,
             ncpus,
         )),
-        PolicyKind::O1 => Built::O1(O1::new(O1Params::new(params)?, n, ncpus)),
-        PolicyKind::On => Built::On(Goodness::new(GoodnessParams::new(params)?, &threads)),
-        PolicyKind::Credit => Built::Credit(Credit::new(
+        PolicyKind::O1 => BuiltPolicy::O1(O1::new(O1Params::new(params)?, n, ncpus)),
+        PolicyKind::On => BuiltPolicy::On(Goodness::new(GoodnessParams::new(params)?, &threads)),
+        PolicyKind::Credit => BuiltPolicy::Credit(Credit::new(
             CreditParams::new(params)?,
             &threads,
             &group_names(demand, &threads),
             ncpus,
         )),
-        PolicyKind::Sedf => Built::Sedf(Sedf::new(
+        PolicyKind::Sedf => BuiltPolicy::Sedf(Sedf::new(
             SedfParams::new(params)?,
             &threads,
             &group_names(demand, &threads),
             ncpus,
         )?),
-    })
+    };
+    Ok(Built { policy, delay })
 }
 
 /// Runs a built policy over `demand`, handing every event to `sink`.
 pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Event)) -> RunStats {
-    match built {
-        Built::Fair(p) => engine::run(demand, ncpus, p, sink).0,
-        Built::O1(p) => engine::run(demand, ncpus, p, sink).0,
-        Built::On(p) => engine::run(demand, ncpus, p, sink).0,
-        Built::Credit(p) => engine::run(demand, ncpus, p, sink).0,
-        Built::Sedf(p) => engine::run(demand, ncpus, p, sink).0,
+    let delay = built.delay;
+    match built.policy {
+        BuiltPolicy::Fair(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
+        BuiltPolicy::O1(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
+        BuiltPolicy::On(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
+        BuiltPolicy::Credit(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
+        BuiltPolicy::Sedf(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
     }
 }
 

@@ -8,6 +8,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::wake_cost::DispatchDelay;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ParamError {
     #[error("--param {0:?} is not NAME=VALUE")]
@@ -28,10 +30,20 @@ pub enum ParamError {
     Invalid(String),
 }
 
+/// What a recording says that stands in for a source's default: the host's tick rate (its
+/// header's `hz`, when the recorder could read it) and the dispatch delay measured from its
+/// wakeups ([`crate::wake_cost`]). A given `--param` still wins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordedDefaults {
+    pub hz: Option<u64>,
+    pub dispatch: DispatchDelay,
+}
+
 /// Parameters given on the command line, and which of them a policy has read.
 #[derive(Debug, Default)]
 pub struct Params {
     given: BTreeMap<String, String>,
+    recorded: RecordedDefaults,
     /// Given names some policy read.
     used: RefCell<BTreeSet<String>>,
     /// Every name policies asked for (for the error message).
@@ -56,6 +68,16 @@ impl Params {
             given,
             ..Params::default()
         })
+    }
+
+    /// Takes the recording's defaults (see [`RecordedDefaults`]).
+    pub fn with_recorded(mut self, recorded: RecordedDefaults) -> Params {
+        self.recorded = recorded;
+        self
+    }
+
+    pub fn recorded(&self) -> RecordedDefaults {
+        self.recorded
     }
 
     /// The value for `policy`'s `name`: `policy.name` wins over plain `name`.

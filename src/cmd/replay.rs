@@ -44,7 +44,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
         args.file.display()
     );
     let host = reader.header().host.clone();
-    let simulated = match &simulate {
+    let simulated = match simulate {
         Some((kind, params)) => {
             let mut source = FileSource::open(&args.file)?;
             let mut events = Vec::new();
@@ -54,7 +54,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
                 .with_context(|| format!("cannot read {}", args.file.display()))?
             {}
             Some(
-                super::simulate::simulated_run(&events, host.cpus, *kind, params)
+                super::simulate::simulated_run(&events, &host, kind, params)
                     .with_context(|| args.file.display().to_string())?,
             )
         }

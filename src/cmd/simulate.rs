@@ -9,7 +9,7 @@ use model::demand::{Demand, DemandFold};
 use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
 use model::{Event, Source};
 use simulate::compare::{self, Comparison};
-use simulate::{Params, PolicyKind};
+use simulate::{Params, PolicyKind, RecordedDefaults, WakeCost};
 
 use crate::cli::SimulateArgs;
 use crate::file_source::{create_output, FileSource};
@@ -46,19 +46,32 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
     })
 }
 
-/// `events`' demand replayed through one policy on `pcpus` pCPUs, for the dashboard to show
-/// beside the recording (`replay FILE --simulate POLICY`).
+/// What the recording says that stands in for parameter defaults (its host's HZ, the
+/// dispatch delay of its wakeups), and the wakeups that delay was measured from.
+pub fn recorded_defaults(events: &[Event], host: &model::HostInfo) -> (RecordedDefaults, WakeCost) {
+    let cost = WakeCost::measure(events);
+    let recorded = RecordedDefaults {
+        hz: host.hz.map(u64::from),
+        dispatch: cost.dispatch_delay(),
+    };
+    (recorded, cost)
+}
+
+/// `events`' demand replayed through one policy on the recording host's pCPUs, for the
+/// dashboard to show beside the recording (`replay FILE --simulate POLICY`).
 pub fn simulated_run(
     events: &[Event],
-    pcpus: u32,
+    host: &model::HostInfo,
     kind: PolicyKind,
-    params: &Params,
+    params: Params,
 ) -> anyhow::Result<tui::SimulatedRun> {
+    let pcpus = host.cpus;
     let mut fold = DemandFold::default().with_pcpus(pcpus);
     fold.ingest_batch(events);
     let demand = fold.finish();
     simulate::check_inputs(&demand, pcpus)?;
-    let (events, _) = simulate::simulate(kind, &demand, pcpus, params)?;
+    let params = params.with_recorded(recorded_defaults(events, host).0);
+    let (events, _) = simulate::simulate(kind, &demand, pcpus, &params)?;
     Ok(tui::SimulatedRun {
         label: format!("simulated {} ({})", kind.name(), kind.describe()),
         events,
@@ -83,6 +96,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rec = load(&args.file)?;
+    let (recorded, wake_cost) = recorded_defaults(&rec.events, &rec.header.host);
+    let params = params.with_recorded(recorded);
     let pcpus = args.pcpus.unwrap_or(rec.demand.pcpus);
     simulate::check_inputs(&rec.demand, pcpus).with_context(|| args.file.display().to_string())?;
     // Build every policy first so a bad parameter fails before any work.
@@ -92,6 +107,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     params.check_all_used(&names)?;
+    let charged: Vec<(PolicyKind, simulate::DispatchDelay)> = built
+        .iter()
+        .map(|(k, b)| (*k, b.dispatch_delay()))
+        .collect();
 
     if let Some(out) = &args.record {
         let (kind, b) = built.pop().expect("one policy");
@@ -124,6 +143,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         span_s: rec.demand.span_ns() as f64 / 1e9,
         open_loop: simulate::OPEN_LOOP_NOTE.to_string(),
         affinity: simulate::affinity_note(&rec.demand),
+        tick: simulate::tick_note(rec.header.host.hz),
+        dispatch: simulate::wake_cost::dispatch_note(&wake_cost, &charged),
+        wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),
         demand: fair,
         columns,

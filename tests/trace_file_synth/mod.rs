@@ -401,6 +401,7 @@ pub fn header() -> model::trace_file::TraceHeader {
             clock: "CLOCK_MONOTONIC".into(),
             tsc_hz: Some(2.596e9),
             csd_tracepoints: None,
+            hz: None,
         },
         processes: vec![TrackedProcess {
             pid: 4100,

@@ -33,6 +33,7 @@ pub fn synthetic_host() -> HostInfo {
         clock: "CLOCK_MONOTONIC".into(),
         tsc_hz: None,
         csd_tracepoints: None,
+        hz: None,
     }
 }
 

@@ -16,9 +16,10 @@ pub fn linux_factor(ncpus: u32) -> u64 {
     1 + u64::from(ncpus.clamp(1, 8).ilog2())
 }
 
-/// Tick length of `hz`, refusing 0.
+/// Tick length of `hz`, refusing 0. The recording's HZ, where it has one, stands in for the
+/// source's `default_hz`: the tick is the host's, whichever policy replays its demand.
 pub fn tick_ns(policy: &str, p: &Params, default_hz: u64) -> Result<u64, ParamError> {
-    let hz = p.u64(policy, "hz", default_hz)?;
+    let hz = p.u64(policy, "hz", p.recorded().hz.unwrap_or(default_hz))?;
     if hz == 0 || hz > 10_000 {
         return Err(ParamError::Invalid(format!(
             "--param hz={hz}: the tick rate must be 1..=10000"

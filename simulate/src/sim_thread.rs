@@ -1,0 +1,116 @@
+//! The threads a policy sees ([`SimThread`]): each demand thread's weight, VM, vCPU index and
+//! the pCPUs it may use on the simulated host, made once per run by [`sim_threads`].
+
+use model::demand::Demand;
+
+/// Largest pCPU count (masks are `u128`).
+pub const MAX_PCPUS: u32 = 128;
+/// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
+pub const BACKGROUND_TID: u32 = 0x7000_0000;
+
+/// What a policy may know of a thread.
+#[derive(Clone, Debug)]
+pub struct SimThread {
+    pub tid: u32,
+    pub weight: u32,
+    pub nice: i32,
+    /// pCPUs it may run on (bit per pCPU).
+    pub allowed: u128,
+    /// Index of its VM (background stand-ins each have their own group).
+    pub group: u32,
+    /// Index inside its VM (vCPU number where known), for static placement.
+    pub index: u32,
+    pub background: bool,
+}
+
+impl SimThread {
+    pub fn may_run_on(&self, cpu: u32) -> bool {
+        cpu < MAX_PCPUS && self.allowed & (1u128 << cpu) != 0
+    }
+}
+
+/// The threads a policy sees, in demand order (tracked first, then background).
+pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
+    let all: u128 = if ncpus >= MAX_PCPUS {
+        u128::MAX
+    } else {
+        (1u128 << ncpus) - 1
+    };
+    let mut vms: Vec<&str> = Vec::new();
+    let mut per_vm: Vec<u32> = Vec::new();
+    demand
+        .threads
+        .iter()
+        .map(|t| {
+            let group = if t.background {
+                vms.push("");
+                per_vm.push(0);
+                vms.len() - 1
+            } else {
+                match vms.iter().position(|v| *v == t.vm) {
+                    Some(i) => i,
+                    None => {
+                        vms.push(&t.vm);
+                        per_vm.push(0);
+                        vms.len() - 1
+                    }
+                }
+            };
+            let seq = per_vm[group];
+            per_vm[group] += 1;
+            let mut allowed: u128 = t
+                .allowed
+                .iter()
+                .filter(|&&c| c < ncpus.min(MAX_PCPUS))
+                .fold(0, |m, &c| m | (1u128 << c));
+            // A thread seen on every recorded pCPU may use all of the simulated ones.
+            if allowed == 0 || t.allowed.len() as u32 >= demand.pcpus {
+                allowed = all;
+            }
+            if let Some(first) = t.affinity.first() {
+                // The recorded affinity, where there is one, rather than where it was seen.
+                allowed = cpu_mask(&first.cpus, demand.pcpus, ncpus);
+            }
+            if t.background {
+                // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
+                allowed = t
+                    .allowed
+                    .first()
+                    .filter(|&&c| c < ncpus)
+                    .map_or(0, |&c| 1u128 << c);
+            }
+            SimThread {
+                tid: if t.background {
+                    BACKGROUND_TID + t.first_cpu
+                } else {
+                    t.tid
+                },
+                weight: t.weight.max(1),
+                nice: t.nice,
+                allowed,
+                group: group as u32,
+                index: t.vcpu.unwrap_or(seq),
+                background: t.background,
+            }
+        })
+        .collect()
+}
+
+/// The simulated pCPUs among a recorded affinity `cpus`; all of them when it allowed every
+/// recorded pCPU (`--pcpus` may add more) or when none is left (a thread pinned to a pCPU
+/// that `--pcpus` took away runs anywhere rather than nowhere).
+pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> u128 {
+    let n = ncpus.min(MAX_PCPUS);
+    let m = cpus
+        .iter()
+        .filter(|&&c| c < n)
+        .fold(0u128, |m, &c| m | (1u128 << c));
+    let every_recorded = (0..recorded_pcpus).all(|c| cpus.binary_search(&c).is_ok());
+    if m != 0 && !every_recorded {
+        m
+    } else if n >= MAX_PCPUS {
+        u128::MAX
+    } else {
+        (1u128 << n) - 1
+    }
+}
