@@ -5,7 +5,7 @@
 //! replayed at real-time pace through a `model::Source`, twice:
 //!
 //! 1. baseline: the reader loop alone (fold events into the model, take a snapshot 10 times a
-//!    second), no drawing;
+//!    second, with the vruntime series of the 16 vCPUs the chart would draw), no drawing;
 //! 2. dashboard: the real `tui::run` loop (reader thread + UI thread drawing every tick with
 //!    crossterm) into a pseudo-terminal of 120x40, whose output a drain thread discards.
 //!
@@ -168,10 +168,24 @@ fn scenario() -> SimConfig {
 
 /// Baseline: the same reader loop as the dashboard's, publishing to nobody (no drawing).
 fn fold_only(events: Vec<Event>, seconds: f64) -> (Breakdown, u64) {
+    // As the dashboard's UI thread would after its first draw: the chart's 16 lines.
+    let chart = tui::run::ChartRows::default();
+    chart.set(
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskInfo(t) => Some(t.tid),
+                _ => None,
+            })
+            .take(tui::view::CHART_LINES)
+            .collect(),
+    );
     let source = PacedSource::new(events);
     let poll_cpu_ns = source.poll_cpu_ns.clone();
+    let mut live = LiveFeed::new(Box::new(source));
+    live.follow_chart(chart);
     let mut feed = TimedFeed {
-        feed: LiveFeed::new(Box::new(source)),
+        feed: live,
         pump_ns: 0,
         update_ns: 0,
     };
@@ -258,16 +272,37 @@ fn snapshot_costs(events: &[Event]) {
     let full = cost(model::SnapshotOptions::full(window));
     let refresh = cost(dashboard);
     let frame = cost(between);
+    // A frame as the live dashboard takes it: the vruntime series of the 16 charted vCPUs.
+    let charted: Vec<u32> = model
+        .snapshot_with(model::SnapshotOptions::counters())
+        .vcpus
+        .iter()
+        .take(tui::view::CHART_LINES)
+        .map(|v| v.tid)
+        .collect();
+    let t = hostfacts::thread_cpu_ns();
+    for _ in 0..5 {
+        let mut s = model.snapshot_with(model::SnapshotOptions {
+            vruntime_series: false,
+            ..between
+        });
+        s.vruntime = model.vruntime_series_of(&charted);
+        std::hint::black_box(s);
+    }
+    let charted_frame = (hostfacts::thread_cpu_ns() - t) as f64 / 1e6 / 5.0;
     eprintln!(
         "  snapshot of {} s folded, ms CPU: everything {full:.2} (baseline), dashboard refresh \
-         {refresh:.2} ({:.1}x less), between refreshes {frame:.2} ({:.1}x less)",
+         {refresh:.2} ({:.1}x less), between refreshes {frame:.2} ({:.1}x less), between \
+         refreshes with {} series {charted_frame:.2} ({:.1}x less)",
         events
             .last()
             .map_or(0, |e| e.ts())
             .saturating_sub(events[0].ts())
             / 1_000_000_000,
         full / refresh.max(1e-9),
-        full / frame.max(1e-9)
+        full / frame.max(1e-9),
+        charted.len(),
+        full / charted_frame.max(1e-9)
     );
 }
 

@@ -14,13 +14,11 @@ use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use model::{
-    Event, HostInfo, Model, ModelConfig, Snapshot, SnapshotOptions, Source, SourceError, Window,
-};
+use model::{Event, HostInfo, Model, ModelConfig, SnapshotOptions, Source, SourceError, Window};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
 
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
@@ -97,9 +95,33 @@ pub(crate) fn dashboard_options(model: &Model) -> SnapshotOptions {
     SnapshotOptions::dashboard(STATS_WINDOW, lanes)
 }
 
-/// The snapshot the dashboard draws from `model`, summaries included.
-pub(crate) fn dashboard_snapshot(model: &Model) -> Snapshot {
+/// The snapshot the dashboard draws from `model`, summaries and every vCPU's vruntime series
+/// included (what the fixture and the tests draw from).
+#[cfg(any(test, feature = "fixture"))]
+pub(crate) fn dashboard_snapshot(model: &Model) -> model::Snapshot {
     model.snapshot_with(dashboard_options(model))
+}
+
+/// The vCPUs (tids) whose vruntime lines the UI thread drew last, which a live feed reads
+/// when it takes a snapshot: the chart draws 16 lines, and at 512 vCPUs copying every vCPU's
+/// series made most of a frame's snapshot. Unset until the first draw (and for a feed no UI
+/// reads): every vCPU's series. A line the UI scrolls to arrives with the next snapshot.
+#[derive(Clone, Default)]
+pub struct ChartRows(Arc<Mutex<Option<Vec<u32>>>>);
+
+impl ChartRows {
+    /// The UI drew the lines of `tids`.
+    pub fn set(&self, tids: Vec<u32>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(tids);
+    }
+
+    /// The tids drawn last, if anything was drawn.
+    pub fn get(&self) -> Option<Vec<u32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Reader side of the loop: folds events and answers for snapshots.
@@ -110,6 +132,8 @@ pub trait Feed {
     fn command(&mut self, _command: ReplayCommand) {}
     /// The picture now.
     fn update(&mut self, ended: bool) -> Update;
+    /// The vCPUs the chart draws, from now on (feeds that copy every series ignore it).
+    fn follow_chart(&mut self, _rows: ChartRows) {}
 }
 
 /// Events straight from a live source into the model.
@@ -120,6 +144,7 @@ pub struct LiveFeed {
     /// Exits counted in the kernel, read with each batch.
     aggregates: Vec<model::ExitAggregate>,
     summaries: SummaryCache,
+    chart: Option<ChartRows>,
 }
 
 impl LiveFeed {
@@ -130,6 +155,7 @@ impl LiveFeed {
             batch: Vec::with_capacity(4096),
             aggregates: Vec::new(),
             summaries: SummaryCache::default(),
+            chart: None,
         }
     }
 }
@@ -149,11 +175,19 @@ impl Feed for LiveFeed {
     }
 
     fn update(&mut self, ended: bool) -> Update {
+        let charted = self.chart.as_ref().and_then(ChartRows::get);
         Update {
-            snapshot: Arc::new(self.summaries.snapshot(&self.model)),
+            snapshot: Arc::new(
+                self.summaries
+                    .snapshot_charting(&self.model, charted.as_deref()),
+            ),
             replay: None,
             ended,
         }
+    }
+
+    fn follow_chart(&mut self, rows: ChartRows) {
+        self.chart = Some(rows);
     }
 }
 
@@ -195,9 +229,24 @@ pub fn run<F: Feed>(mut app: App, mut feed: F, opts: RunOptions) -> Result<(), T
     let ui_stop = stop.clone();
     let theme = opts.theme;
     let clock = opts.clock;
+    let chart = ChartRows::default();
+    feed.follow_chart(chart.clone());
     let ui = thread::Builder::new()
         .name("kvmscope-ui".into())
-        .spawn(move || ui_thread(app, update_rx, command_tx, ui_stop, tick, theme, clock))
+        .spawn(move || {
+            ui_thread(
+                app,
+                Channels {
+                    updates: update_rx,
+                    commands: command_tx,
+                    chart,
+                },
+                ui_stop,
+                tick,
+                theme,
+                clock,
+            )
+        })
         .map_err(TuiError::Terminal)?;
 
     log::info!("dashboard loop started at {:.1} Hz", opts.tick_hz);
@@ -277,10 +326,21 @@ pub fn fold_loop<F: Feed>(
     Ok(())
 }
 
-fn ui_thread(
-    mut app: App,
+/// What the UI thread shares with the reader: snapshots in, transport commands and the
+/// charted vCPUs out.
+struct Channels {
     updates: Receiver<Update>,
     commands: Sender<ReplayCommand>,
+    chart: ChartRows,
+}
+
+fn ui_thread(
+    mut app: App,
+    Channels {
+        updates,
+        commands,
+        chart,
+    }: Channels,
     stop: Arc<AtomicBool>,
     tick: Duration,
     theme: Theme,
@@ -319,6 +379,12 @@ fn ui_thread(
                 app.clock = Some(wall_clock());
             }
             terminal.draw(|f| f.render_widget(&Dashboard { app: &app, theme }, f.area()))?;
+            chart.set(
+                app.rows_from_table(crate::view::CHART_LINES)
+                    .iter()
+                    .map(|v| v.tid)
+                    .collect(),
+            );
             next_tick += tick;
             let now = Instant::now();
             if next_tick < now {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use model::{Model, Percentiles, ResumeLatency, Snapshot, SnapshotOptions};
 
-use crate::run::{dashboard_options, dashboard_snapshot};
+use crate::run::dashboard_options;
 
 /// How long, in event time, the summaries stand before the model is asked again.
 pub const REFRESH_NS: u64 = 1_000_000_000;
@@ -26,27 +26,41 @@ impl SummaryCache {
     /// The dashboard's snapshot of `model`: everything its panels read, the summaries fresh
     /// from the model at most [`REFRESH_NS`] of event time ago (and whenever time went back).
     pub fn snapshot(&mut self, model: &Model) -> Snapshot {
+        self.snapshot_charting(model, None)
+    }
+
+    /// [`SummaryCache::snapshot`] with the vruntime series of the vCPUs `charted` only (tids;
+    /// `None`: every vCPU's), those the chart draws.
+    pub fn snapshot_charting(&mut self, model: &Model, charted: Option<&[u32]>) -> Snapshot {
         let now = model.now();
         let fresh = self.at.is_some_and(|at| now >= at && now - at < REFRESH_NS);
-        if !fresh {
-            let s = dashboard_snapshot(model);
+        let all_series = SnapshotOptions {
+            vruntime_series: charted.is_none(),
+            ..dashboard_options(model)
+        };
+        let mut s = if fresh {
+            let mut s = model.snapshot_with(SnapshotOptions {
+                wait_percentiles: false,
+                resume_all: false,
+                ..all_series
+            });
+            for v in &mut s.vcpus {
+                // A thread first seen since the refresh has no figures yet: empty, as the
+                // model gives for one that never waited.
+                v.wait = self.wait.get(&v.tid).copied().unwrap_or_default();
+            }
+            s.resume = self.resume.clone();
+            s
+        } else {
+            let s = model.snapshot_with(all_series);
             self.at = Some(now);
             self.wait = s.vcpus.iter().map(|v| (v.tid, v.wait)).collect();
             self.resume = s.resume.clone();
-            return s;
-        }
-        let opts = SnapshotOptions {
-            wait_percentiles: false,
-            resume_all: false,
-            ..dashboard_options(model)
+            s
         };
-        let mut s = model.snapshot_with(opts);
-        for v in &mut s.vcpus {
-            // A thread first seen since the refresh has no figures yet: empty, as the model
-            // gives for one that never waited.
-            v.wait = self.wait.get(&v.tid).copied().unwrap_or_default();
+        if let Some(tids) = charted {
+            s.vruntime = model.vruntime_series_of(tids);
         }
-        s.resume = self.resume.clone();
         s
     }
 }
@@ -54,6 +68,7 @@ impl SummaryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::dashboard_snapshot;
     use model::{synth, ModelConfig};
 
     #[test]
@@ -87,5 +102,28 @@ mod tests {
         // Past a second of event time: the model's figures again.
         model.ingest_batch(&events[upto(1_500_000_000)..upto(2_100_000_000)]);
         assert_eq!(cache.snapshot(&model), exact(&model));
+    }
+
+    #[test]
+    fn a_charted_snapshot_is_the_whole_one_with_only_the_charted_series() {
+        let mut model = Model::new(ModelConfig::default());
+        model.ingest_batch(&synth::demo_stream(2.0));
+        let whole = dashboard_snapshot(&model);
+        let charted = [whole.vcpus[1].tid, whole.vcpus[3].tid];
+        let mut cache = SummaryCache::default();
+        for _ in 0..2 {
+            // The refresh, then a frame between refreshes.
+            let mut s = cache.snapshot_charting(&model, Some(&charted));
+            let series: Vec<_> = whole
+                .vruntime
+                .iter()
+                .filter(|r| charted.contains(&r.tid))
+                .cloned()
+                .collect();
+            assert_eq!(series.len(), 2, "the demo's vCPUs all have series");
+            assert_eq!(s.vruntime, series);
+            s.vruntime = whole.vruntime.clone();
+            assert_eq!(s, whole);
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::app::{App, VruntimeMode};
 use crate::theme::Theme;
 
 /// Lines drawn at most: more are unreadable (and costly) in a chart this size.
-const MAX_LINES: usize = 16;
+pub const CHART_LINES: usize = 16;
 
 pub struct VruntimeChart<'a> {
     pub app: &'a App,
@@ -45,7 +45,7 @@ impl VruntimeChart<'_> {
         let t0 = t1.saturating_sub((app.window_s() * 1e9) as u64);
         let max_points = (columns * 2).max(16);
         let mut out: Vec<ChartLine> = vec![];
-        for v in app.rows_from_table(MAX_LINES) {
+        for v in app.rows_from_table(CHART_LINES) {
             let Some(series) = s.vruntime.iter().find(|r| r.tid == v.tid) else {
                 continue;
             };

@@ -19,7 +19,7 @@ mod pcpu_grid;
 mod vcpus;
 mod vmcs;
 
-pub use chart::VruntimeChart;
+pub use chart::{VruntimeChart, CHART_LINES};
 pub use header::Header;
 pub use health::HealthLine;
 pub use help::HelpPopup;
