@@ -7,6 +7,7 @@
 //! - [`system`]: system-wide `/proc` facts (CPU flags, kernel release, sysctls, mounts);
 //! - [`monotonic_ns`]: CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns` and of every event;
 //! - [`gettid`], [`euid`]: who is asking;
+//! - [`allowed_cpus`]: the CPUs a thread may run on (its affinity mask);
 //! - [`privilege`]: the effective capabilities, and whether they let this process load BPF.
 //!
 //! It is the only place that reads `/proc` (tests/tidy.rs). Syscalls go through `rustix` and
@@ -53,6 +54,19 @@ pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// The CPUs thread `tid` (0 = the caller) may run on, in order: its affinity mask
+/// (`sched_getaffinity`). An error when the thread is gone or `tid` is not a thread id.
+pub fn allowed_cpus(tid: u32) -> std::io::Result<Vec<u32>> {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    let raw = i32::try_from(tid).map_err(|_| rustix::io::Errno::INVAL)?;
+    // 0 (`None`) is the calling thread, as in the syscall.
+    let set = sched_getaffinity(rustix::process::Pid::from_raw(raw))?;
+    Ok((0..CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .map(|c| c as u32)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +80,14 @@ mod tests {
         assert!(b - a >= 2_000_000, "{a} -> {b}");
         assert_eq!(gettid(), gettid());
         assert_ne!(gettid(), 0);
+    }
+
+    #[test]
+    fn the_callers_allowed_cpus_are_its_own_and_a_bad_tid_is_an_error() {
+        let mine = allowed_cpus(0).unwrap();
+        assert!(!mine.is_empty());
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+        assert_eq!(allowed_cpus(gettid()).unwrap(), mine);
+        assert!(allowed_cpus(u32::MAX).is_err());
     }
 }

@@ -3,7 +3,8 @@
 //! [`Event::CounterSample`]s, which the model folds like any other event.
 //!
 //! Everything is read through the one set of readers in `probes` ([`SchedStat`],
-//! [`ProcSched`], [`ThreadStat`], [`ThreadCounters`]); nothing here parses `/proc` itself.
+//! [`ProcSched`], [`ThreadStat`], [`ThreadCounters`]) and `hostfacts` (the allowed CPUs, as
+//! tracking reads them); nothing here parses `/proc` or makes a syscall itself.
 //! A thread is sampled once right when tracking begins, then on every tick, and once more
 //! when the session closes. The baseline sample is also the thread's announcement: its
 //! `TaskInfo` carries that sample's instant and schedstat, so run, wait, switches and
@@ -148,21 +149,7 @@ fn sample(tid: u32, thread: &mut SampledThread) -> Option<CounterSample> {
     })
 }
 
-/// How many CPUs thread `tid`'s affinity mask allows (0 if it cannot be read).
+/// How many CPUs thread `tid`'s affinity mask allows (0 if it cannot be read: it is going).
 fn allowed_cpus(tid: u32) -> u32 {
-    // SAFETY: an all-zero cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed; the call only writes it.
-    let rc = unsafe {
-        libc::sched_getaffinity(
-            tid as libc::pid_t,
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &mut set,
-        )
-    };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: `set` was filled in by the kernel above.
-    unsafe { libc::CPU_COUNT(&set) as u32 }
+    hostfacts::allowed_cpus(tid).map_or(0, |cpus| cpus.len() as u32)
 }

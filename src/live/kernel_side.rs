@@ -66,7 +66,7 @@ impl TrackingHost for KernelSide {
     }
 
     fn allowed_cpus(&self, tid: u32) -> Option<Vec<u32>> {
-        vmm::sched::get_affinity(tid).ok()
+        hostfacts::allowed_cpus(tid).ok()
     }
 
     fn thread_exists(&self, pid: u32, tid: u32) -> bool {

@@ -1,11 +1,12 @@
 //! The host-side scheduling knobs and oracles for vCPU threads: thread ids, nice values,
-//! CPU affinity (thread ids and `schedstat` come from the host-facts layer, `hostfacts`).
+//! CPU affinity (thread ids, allowed CPUs and `schedstat` come from the host-facts layer,
+//! `hostfacts`).
 
 use std::io;
 
 use rustix::io::Errno;
 use rustix::process::{getpriority_process, setpriority_process, Pid};
-use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+use rustix::thread::{sched_setaffinity, CpuSet};
 
 /// The calling thread's kernel thread id, from the host-facts layer.
 pub use hostfacts::gettid;
@@ -33,14 +34,8 @@ pub fn set_affinity(tid: u32, cpus: &[u32]) -> io::Result<()> {
     Ok(sched_setaffinity(pid_of(tid)?, &set)?)
 }
 
-/// The CPUs thread `tid` (0 = the caller) may run on.
-pub fn get_affinity(tid: u32) -> io::Result<Vec<u32>> {
-    let set = sched_getaffinity(pid_of(tid)?)?;
-    Ok((0..CpuSet::MAX_CPU)
-        .filter(|&c| set.is_set(c))
-        .map(|c| c as u32)
-        .collect())
-}
+/// The CPUs thread `tid` (0 = the caller) may run on, from the host-facts layer.
+pub use hostfacts::allowed_cpus as get_affinity;
 
 /// A thread id as rustix takes it: `None` (0) is the calling thread, as in the syscalls.
 fn pid_of(tid: u32) -> io::Result<Option<Pid>> {
