@@ -27,7 +27,8 @@ struct Recording {
     bytes: u64,
 }
 
-/// Children's CPU time so far (user + system), seconds.
+/// Children's CPU time so far (user + system), seconds. libc: neither std nor rustix has
+/// getrusage.
 fn children_cpu_s() -> f64 {
     // SAFETY: `usage` is a valid, writable rusage; RUSAGE_CHILDREN is always valid.
     let usage = unsafe {
@@ -79,8 +80,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if hostfacts::euid() != 0 {
         eprintln!("skipped: the record storm bench needs root");
         return;
     }

@@ -47,8 +47,7 @@ fn vtx_6_1() {
 /// Root (the lab cache lives in /var/cache) and Bochs; missing ones skip, or fail under
 /// `KVMSCOPE_REQUIRE_PRIVILEGED=1`.
 fn lab_can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let missing = if unsafe { libc::geteuid() } != 0 {
+    let missing = if hostfacts::euid() != 0 {
         Some("not root (the kernel lab caches under /var/cache/kvmscope-lab)".to_string())
     } else if std::process::Command::new("bochs-bin")
         .arg("--help")

@@ -93,8 +93,7 @@ fn run_sampled(mut cmd: Command) -> (serde_json::Value, String, BTreeMap<u32, Ve
             // The window between the closing sample and the threads' exit is a few ms: on a
             // loaded host a nice-0 sampler often misses it. A measuring thread may jump the
             // queue (root: the test needs /dev/kvm anyway).
-            // SAFETY: setpriority on this thread's own tid has no memory effects.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
+            let _ = vmm::sched::set_nice(hostfacts::gettid(), -10);
             let mut per: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
             let began = Instant::now();
             while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(60) {

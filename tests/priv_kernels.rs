@@ -57,8 +57,7 @@ fn kernel_sid() {
 /// Root (the cache lives in /var/cache) and QEMU; missing ones skip, or fail under
 /// `KVMSCOPE_REQUIRE_PRIVILEGED=1`.
 fn lab_can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let missing = if unsafe { libc::geteuid() } != 0 {
+    let missing = if hostfacts::euid() != 0 {
         Some("not root (the kernel lab caches under /var/cache/kvmscope-lab)".to_string())
     } else if std::process::Command::new("qemu-system-x86_64")
         .arg("--version")

@@ -126,6 +126,7 @@ impl Qemu {
     /// Kill this QEMU now (by its pid) and wait until it is gone.
     fn kill(&mut self) {
         if self.pid > 0 {
+            // libc: the daemonized QEMU is not a Child of ours, so std cannot signal it.
             // SAFETY: kill has no memory-safety preconditions; the pid is the QEMU this
             // guard started (from its own pid file).
             unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
@@ -469,6 +470,7 @@ fn schedstat(pid: u32, tid: u64) -> (u64, u64) {
 
 /// SIGSTOP/SIGCONT the whole QEMU process; a stop waits until every thread has stopped, so
 /// schedstat read afterwards is final for the interval.
+/// libc: the daemonized QEMU is not a Child of ours, and std sends only SIGKILL anyway.
 fn freeze(pid: u32, on: bool) {
     let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
     // SAFETY: kill has no memory-safety preconditions; pid is a QEMU this test started.

@@ -179,6 +179,7 @@ fn start_recorder(path: &Path) -> Child {
     }
 }
 
+/// libc: std's Child::kill sends only SIGKILL.
 fn signal_and_wait(mut child: Child, sig: i32) -> (std::process::ExitStatus, String) {
     // SAFETY: kill with a pid we spawned and still own (not yet waited for).
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };

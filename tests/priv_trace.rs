@@ -16,21 +16,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use hostfacts::monotonic_ns;
 use model::VcpuThreadName;
 use probes::counters::{ProcSched, SchedStat};
 use probes::targets::{list_threads, ThreadStat};
 use serde_json::Value;
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
+/// libc: std's Child::kill sends only SIGKILL.
 fn signal(pid: u32, sig: i32) {
     // SAFETY: plain syscall on integers; the pid is our own child.
     let r = unsafe { libc::kill(pid as i32, sig) };
@@ -50,6 +42,7 @@ impl Drop for Reaped {
         if !matches!(self.0.try_wait(), Ok(None)) {
             return; // already reaped: its pid may belong to someone else now
         }
+        // libc: std's Child::kill sends only SIGKILL.
         // SAFETY: plain syscall; the pid is our own unreaped child (SIGCONT first: a
         // stopped VMM must be able to run its exit path).
         unsafe { libc::kill(self.0.id() as i32, libc::SIGCONT) };
@@ -249,8 +242,7 @@ fn steal_ns() -> u64 {
     let cpu = stat.lines().next().unwrap();
     // cpu user nice system idle iowait irq softirq steal ... in USER_HZ ticks.
     let steal: u64 = cpu.split_whitespace().nth(8).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz = hostfacts::clock_ticks_per_second();
     steal * 1_000_000_000 / hz
 }
 
@@ -655,8 +647,7 @@ fn host_steal_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
     // "cpu user nice system idle iowait irq softirq steal ..." in USER_HZ ticks.
     let steal: u64 = stat.split_whitespace().nth(8).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz = hostfacts::clock_ticks_per_second();
     steal * 1_000_000_000 / hz
 }
 

@@ -17,8 +17,7 @@ fn steal_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
     // "cpu user nice system idle iowait irq softirq steal ..." in USER_HZ ticks.
     let steal: u64 = stat.split_whitespace().nth(8).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz = hostfacts::clock_ticks_per_second();
     steal * 1_000_000_000 / hz
 }
 
@@ -43,8 +42,7 @@ fn perf_counters_match_proc_sched() {
     let (tid_tx, tid_rx) = mpsc::channel::<u32>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let worker = thread::spawn(move || {
-        // SAFETY: gettid has no preconditions.
-        tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        tid_tx.send(hostfacts::gettid()).unwrap();
         go_rx.recv().unwrap();
         // Spin for 200 ms of CPU time (however long that takes on a busy host), then sleep
         // in short steps: both kinds of switches.

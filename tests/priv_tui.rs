@@ -179,6 +179,7 @@ fn demo_session(quit: Quit) {
             tmux.cmd(&["send-keys", "-t", "tui", "C-c"]);
         }
         Quit::Sigterm => {
+            // libc: std's Child::kill sends only SIGKILL.
             // SAFETY: kill sends a signal to the kvmscope process this test started.
             assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
         }

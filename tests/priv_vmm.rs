@@ -243,6 +243,7 @@ fn ctrl_c_stops_the_vmm_and_prints_the_summary() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
+    // libc: std's Child::kill sends only SIGKILL.
     // SAFETY: kill on the pid of a child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let t = Instant::now();

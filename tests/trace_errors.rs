@@ -7,8 +7,7 @@ use common::*;
 use std::process::{Command, Output, Stdio};
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    hostfacts::euid() == 0
 }
 
 /// Exit status failed, stderr is exactly one line that contains `needle`, no panic.

@@ -164,8 +164,7 @@ fn random_bytes_empty_files_and_directories_give_one_clear_line() {
 #[test]
 fn unreadable_file_says_permission_denied() {
     // Root reads everything: drop to `nobody` with setpriv (util-linux) for the check.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Path::new("/usr/bin/setpriv").metadata().is_err() {
+    if hostfacts::euid() != 0 || Path::new("/usr/bin/setpriv").metadata().is_err() {
         eprintln!("skipped: needs root and setpriv to run the binary as another user");
         return;
     }

@@ -6,7 +6,7 @@
 //!   descriptors), on the `procfs` crate;
 //! - [`system`]: system-wide `/proc` facts (CPU flags, kernel release, sysctls, mounts);
 //! - [`monotonic_ns`]: CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns` and of every event;
-//! - [`gettid`], [`euid`]: who is asking;
+//! - [`gettid`], [`euid`]: who is asking; [`clock_ticks_per_second`]: USER_HZ;
 //! - [`allowed_cpus`]: the CPUs a thread may run on (its affinity mask);
 //! - [`privilege`]: the effective capabilities, and whether they let this process load BPF.
 //!
@@ -65,6 +65,11 @@ pub fn allowed_cpus(tid: u32) -> std::io::Result<Vec<u32>> {
         .filter(|&c| set.is_set(c))
         .map(|c| c as u32)
         .collect())
+}
+
+/// USER_HZ: the unit of the tick counts in `/proc/stat` and `/proc/<pid>/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second()
 }
 
 #[cfg(test)]

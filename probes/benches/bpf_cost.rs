@@ -220,8 +220,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if hostfacts::euid() != 0 {
         eprintln!("skipped: the BPF cost bench needs root");
         return;
     }

@@ -326,6 +326,9 @@ fn dev_kvm(flavour: KvmFlavour) -> (Status, String) {
                 )
             }
         };
+    // libc: rustix has no KVM ioctls, and its generic `ioctl` patterns drop the syscall's
+    // return value, which is the answer here; kvm-ioctls (`Kvm::get_api_version`) is the
+    // VMM's dependency, not this crate's.
     // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an int; the fd is a
     // valid open /dev/kvm for the duration of the call.
     let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };

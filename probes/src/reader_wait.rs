@@ -7,8 +7,12 @@
 //! timeout passes, so the reader drains in batches whose size the kernel side chooses.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
+
+use rustix::event::{epoll, Timespec};
+use rustix::io::Errno;
 
 /// An epoll instance watching ring-buffer fds for wakeups, edge-triggered.
 pub(crate) struct ReaderWait {
@@ -16,25 +20,16 @@ pub(crate) struct ReaderWait {
 }
 
 impl ReaderWait {
-    pub(crate) fn new(fds: &[RawFd]) -> io::Result<ReaderWait> {
-        // SAFETY: epoll_create1 has no pointer arguments; a non-negative result is a new fd
-        // that nothing else owns.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` was just returned by epoll_create1 and is owned here only.
-        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+    /// The caller keeps the rings behind `fds` alive as long as this.
+    pub(crate) fn new(fds: &[BorrowedFd<'_>]) -> io::Result<ReaderWait> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         for &fd in fds {
-            let mut ev = libc::epoll_event {
-                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-                u64: fd as u64,
-            };
-            // SAFETY: `ev` is a valid epoll_event for the duration of the call; both fds are
-            // open (the caller keeps the rings, which own `fd`, alive as long as this).
-            if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            epoll::add(
+                &epoll,
+                fd,
+                epoll::EventData::new_u64(0),
+                epoll::EventFlags::IN | epoll::EventFlags::ET,
+            )?;
         }
         Ok(ReaderWait { epoll })
     }
@@ -42,24 +37,13 @@ impl ReaderWait {
     /// Waits until a ring has been woken since the last call, or `timeout` passes (zero:
     /// only consumes a pending wakeup). `Ok(true)` when woken; a signal counts as a timeout.
     pub(crate) fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `events` is writable for the 4 entries passed as its length.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                ms,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(err);
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); 4];
+        // Past Timespec's range (never in practice): wait without a bound.
+        let timeout = Timespec::try_from(timeout).ok();
+        match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+            Ok((woken, _)) => Ok(!woken.is_empty()),
+            Err(Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(n > 0)
     }
 }

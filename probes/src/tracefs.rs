@@ -44,24 +44,8 @@ pub fn tracefs_root() -> Result<PathBuf, TracefsError> {
 }
 
 fn mount_tracefs(dir: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let target = CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let kind = c"tracefs";
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call; a null
-    // `data` is allowed by mount(2).
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            kind.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use rustix::mount::{mount, MountFlags};
+    mount("nodev", dir, "tracefs", MountFlags::empty(), None)?;
     if dir.join("events").is_dir() {
         Ok(())
     } else {

@@ -18,8 +18,7 @@ const TRACE: Duration = Duration::from_secs(2);
 
 /// Root and BTF, or skip (fail with KVMSCOPE_REQUIRE_PRIVILEGED=1).
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let missing = if unsafe { libc::geteuid() } != 0 {
+    let missing = if hostfacts::euid() != 0 {
         Some("not root (BPF tests need root)")
     } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         Some("no /sys/kernel/btf/vmlinux")
@@ -60,8 +59,7 @@ impl Spinners {
                 thread::Builder::new()
                     .name(format!("spin{i}"))
                     .spawn(move || {
-                        // SAFETY: gettid has no preconditions.
-                        tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                        tx.send(hostfacts::gettid()).unwrap();
                         let mut x = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             if pause_flag.load(Ordering::Relaxed) {
@@ -191,8 +189,7 @@ fn steal_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
     let cpu = stat.lines().next().unwrap();
     let steal: u64 = cpu.split_whitespace().nth(8).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz = hostfacts::clock_ticks_per_second();
     steal * 1_000_000_000 / hz
 }
 
@@ -228,8 +225,7 @@ fn switch_events_match_the_kernels_own_figures() {
         probes.track(tid).unwrap();
     }
 
-    // SAFETY: gettid has no preconditions.
-    let main_tid = unsafe { libc::gettid() } as u32;
+    let main_tid = hostfacts::gettid();
     let mut events = Vec::new();
     spinners.park(&mut probes, &mut events);
     let t_start = monotonic_ns();
@@ -403,8 +399,7 @@ const UNPRIVILEGED_CHILD: &str = "KVMSCOPE_PROBES_UNPRIVILEGED_CHILD";
 
 #[test]
 fn refuses_clearly_without_privilege() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = hostfacts::euid() == 0;
     if std::env::var_os(UNPRIVILEGED_CHILD).is_some() || !root {
         let err = Probes::load(ProbeOptions::default())
             .err()
@@ -457,18 +452,10 @@ fn yielders(
         .map(|_| {
             let (stop, exit, tx) = (stop.clone(), exit.clone(), tx.clone());
             thread::spawn(move || {
-                // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity get a
-                // pointer to it and its size, for the calling thread (pid 0).
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(0, &mut set);
-                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
-                }
-                // SAFETY: gettid has no preconditions.
-                tx.send(unsafe { libc::gettid() } as u32).unwrap();
+                vmm::sched::set_affinity(0, &[0]).unwrap();
+                tx.send(hostfacts::gettid()).unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
+                    thread::yield_now();
                 }
                 while !exit.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(20));

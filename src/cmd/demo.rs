@@ -2,6 +2,7 @@
 //! threads, and the dashboard over both. Also holds the set-up `top` and `replay` share
 //! (terminal check, log file, options).
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -62,8 +63,7 @@ pub(super) fn dashboard_options(
     tick_hz: f64,
     log_file: Option<&Path>,
 ) -> anyhow::Result<tui::RunOptions> {
-    // SAFETY: isatty only inspects the descriptor.
-    if unsafe { libc::isatty(1) } != 1 {
+    if !std::io::stdout().is_terminal() {
         bail!(
             "kvmscope {command} draws a dashboard and needs a terminal on stdout \
              (for text output use `kvmscope report` or `kvmscope trace`)"

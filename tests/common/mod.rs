@@ -51,8 +51,7 @@ fn missing_kvm() -> Option<String> {
 }
 
 fn missing_bpf() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if hostfacts::euid() != 0 {
         return Some("not root (BPF tests need root)".into());
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {

@@ -307,7 +307,9 @@ fn snapshot_costs(events: &[Event]) {
 }
 
 /// Make a 120x40 pseudo-terminal our controlling terminal, stdin and stdout. Returns the
-/// master side.
+/// master side. libc: openpty sizes and opens both ends in one call (rustix has no
+/// openpty), and the rest (setsid, TIOCSCTTY, dup2 onto 0 and 1, poll, read) works on the
+/// raw fds it returns.
 fn pty_as_terminal() -> i32 {
     let mut master = -1;
     let mut slave = -1;

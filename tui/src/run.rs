@@ -11,7 +11,8 @@
 //! and on panic (panic hook).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IsTerminal};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use model::{Event, HostInfo, Model, ModelConfig, SnapshotOptions, Source, SourceError, Window};
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 use crate::app::{Action, App, Mode, ReplayCommand, Update};
 use crate::replay::{ReplayFeed, SimulatedRun, Track};
@@ -443,45 +445,37 @@ enum TtyState {
 /// The terminal crossterm reads keys from: stdin if it is a terminal, else /dev/tty (the
 /// same choice crossterm makes).
 struct Tty {
-    fd: i32,
-    _dev_tty: Option<std::fs::File>,
+    /// /dev/tty when stdin is not a terminal.
+    dev_tty: Option<std::fs::File>,
 }
 
 impl Tty {
     fn open() -> io::Result<Tty> {
-        // SAFETY: isatty only inspects the descriptor.
-        if unsafe { libc::isatty(0) } == 1 {
-            return Ok(Tty {
-                fd: 0,
-                _dev_tty: None,
-            });
+        if std::io::stdin().is_terminal() {
+            return Ok(Tty { dev_tty: None });
         }
         let file = std::fs::File::options()
             .read(true)
             .write(true)
             .open("/dev/tty")?;
         Ok(Tty {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&file),
-            _dev_tty: Some(file),
+            dev_tty: Some(file),
         })
     }
 
     /// Wait up to `timeout` for input; report a hang-up.
     fn wait(&self, timeout: Duration) -> TtyState {
-        let mut pfd = libc::pollfd {
-            fd: self.fd,
-            events: libc::POLLIN,
-            revents: 0,
+        let stdin = io::stdin();
+        let fd = match &self.dev_tty {
+            Some(f) => f.as_fd(),
+            None => stdin.as_fd(),
         };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe {
-            libc::poll(
-                &mut pfd,
-                1,
-                timeout.as_millis().min(i32::MAX as u128) as i32,
-            )
-        };
-        if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        // Past Timespec's range (never in practice): wait without a bound, as for a key.
+        let timeout = Timespec::try_from(timeout).ok();
+        let n = poll(&mut fds, timeout.as_ref()).unwrap_or(0);
+        let hang_up = PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+        if n > 0 && fds[0].revents().intersects(hang_up) {
             TtyState::HungUp
         } else {
             TtyState::Ready
@@ -489,7 +483,8 @@ impl Tty {
     }
 }
 
-/// Local time as HH:MM:SS.
+/// Local time as HH:MM:SS. libc: the local time zone (TZ, /etc/localtime) is the C
+/// library's to read; rustix and std have none.
 fn wall_clock() -> String {
     // SAFETY: time(NULL) has no preconditions.
     let now = unsafe { libc::time(std::ptr::null_mut()) };

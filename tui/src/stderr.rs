@@ -3,16 +3,19 @@
 //! printed, so a crash still explains itself on the restored terminal.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
 
-/// The original stderr while redirected, else -1.
+use rustix::stdio::dup2_stderr;
+
+/// The original stderr while redirected, else -1: the panic hook has no guard to borrow it
+/// from, only this number.
 static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
 
 /// Guard: stderr is redirected until it is dropped.
 pub struct StderrRedirect {
-    saved: i32,
+    saved: OwnedFd,
 }
 
 impl StderrRedirect {
@@ -20,26 +23,17 @@ impl StderrRedirect {
     /// simply stays where it was.
     pub fn to(target: Option<&File>) -> Option<StderrRedirect> {
         let devnull;
-        let fd = match target {
-            Some(f) => f.as_raw_fd(),
+        let file = match target {
+            Some(f) => f,
             None => {
                 devnull = File::options().write(true).open("/dev/null").ok()?;
-                devnull.as_raw_fd()
+                &devnull
             }
         };
-        // SAFETY: dup on fd 2 has no memory effects; a failure returns -1, checked below.
-        let saved = unsafe { libc::dup(2) };
-        if saved < 0 {
-            return None;
-        }
-        // SAFETY: both fds are open (fd is borrowed from a live File); dup2 replaces fd 2
-        // atomically.
-        if unsafe { libc::dup2(fd, 2) } < 0 {
-            // SAFETY: `saved` is ours and not used after this.
-            unsafe { libc::close(saved) };
-            return None;
-        }
-        SAVED_STDERR.store(saved, Ordering::SeqCst);
+        let saved = rustix::io::dup(std::io::stderr()).ok()?;
+        // On failure `saved` is closed as it drops.
+        dup2_stderr(file).ok()?;
+        SAVED_STDERR.store(saved.as_raw_fd(), Ordering::SeqCst);
         Some(StderrRedirect { saved })
     }
 }
@@ -47,11 +41,7 @@ impl StderrRedirect {
 impl Drop for StderrRedirect {
     fn drop(&mut self) {
         SAVED_STDERR.store(-1, Ordering::SeqCst);
-        // SAFETY: `saved` is the fd dup'ed in `to`, still open and owned by this guard.
-        unsafe {
-            libc::dup2(self.saved, 2);
-            libc::close(self.saved);
-        }
+        let _ = dup2_stderr(&self.saved);
     }
 }
 
@@ -64,9 +54,9 @@ pub fn hook_panics() {
         std::panic::set_hook(Box::new(move |info| {
             let saved = SAVED_STDERR.load(Ordering::SeqCst);
             if saved >= 0 {
-                // SAFETY: `saved` is an open fd owned by the live redirect guard; dup2 does
-                // not close it, so the guard's drop stays valid.
-                unsafe { libc::dup2(saved, 2) };
+                // SAFETY: `saved` is an open fd owned by the live redirect guard (its drop
+                // clears SAVED_STDERR first); dup2 does not close it.
+                let _ = dup2_stderr(unsafe { BorrowedFd::borrow_raw(saved) });
             }
             previous(info);
         }));

@@ -59,6 +59,7 @@ pub enum VmmError {
 }
 
 impl VmmError {
+    /// libc names the raw errno kvm-ioctls' errors carry.
     pub(crate) fn from_kvm_open(e: vmm_sys_util::errno::Error) -> VmmError {
         match e.errno() {
             libc::ENOENT | libc::ENODEV | libc::ENXIO => VmmError::NoKvm,

@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::mm::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+
 /// An anonymous, zero-filled, page-aligned mapping that lives as long as this value.
 pub struct GuestMemory {
     base: *mut u8,
@@ -24,18 +26,13 @@ impl GuestMemory {
         // SAFETY: an anonymous private mapping with no address hint touches no existing
         // memory; the result is checked before use.
         let base = unsafe {
-            libc::mmap(
+            mmap_anonymous(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
             )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        }?;
         Ok(GuestMemory {
             base: base.cast(),
             len,
@@ -94,7 +91,7 @@ impl Drop for GuestMemory {
         // SAFETY: `base`/`len` are exactly the mapping created in `new`, and no reference into
         // it outlives `self` (accessors borrow `self`).
         unsafe {
-            libc::munmap(self.base.cast(), self.len);
+            let _ = munmap(self.base.cast(), self.len);
         }
     }
 }

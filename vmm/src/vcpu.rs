@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use kvm_bindings::kvm_run;
 use kvm_ioctls::VcpuFd;
+use rustix::io::Errno;
+use rustix::thread::clock_nanosleep_absolute;
+use rustix::time::{clock_gettime, ClockId, Timespec};
 
 use crate::error::VmmError;
 use crate::exit::{ExitAction, ExitCounts, ExitFault, ExitHandler};
@@ -28,6 +31,7 @@ thread_local! {
     static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
 }
 
+/// libc types: the handler signature vmm-sys-util's `register_signal_handler` takes.
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // Only async-signal-safe work: one const-initialised thread-local read and one store.
     let run = KVM_RUN.with(Cell::get);
@@ -56,7 +60,9 @@ pub(crate) fn install_kick_handler() -> Result<(), VmmError> {
     result
 }
 
-/// Sends the kick signal to a vCPU thread that has not exited yet.
+/// Sends the kick signal to a vCPU thread that has not exited yet. libc: a thread is named
+/// by its pthread_t, which stays valid until it is joined (a tid for tgkill could already
+/// name another thread); neither rustix nor std offers pthread_kill.
 pub(crate) fn kick(thread: libc::pthread_t) {
     // SAFETY: callers pass the pthread_t of a thread that has not been joined (the kick list
     // entry is removed under its lock before the thread returns).
@@ -189,31 +195,17 @@ impl VcpuThread {
 /// Blocks the thread for `d` (a sleepy guest's request) unless the VMM is stopping; the
 /// kick signal interrupts the sleep.
 fn sleep_unless_stopped(d: Duration, stop: &std::sync::atomic::AtomicBool) {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let now = clock_gettime(ClockId::Monotonic);
     let total = now.tv_nsec as u64 + d.as_nanos() as u64;
-    let deadline = libc::timespec {
-        tv_sec: now.tv_sec + (total / 1_000_000_000) as libc::time_t,
-        tv_nsec: (total % 1_000_000_000) as libc::c_long,
+    let deadline = Timespec {
+        tv_sec: now.tv_sec + (total / 1_000_000_000) as i64,
+        tv_nsec: (total % 1_000_000_000) as _,
     };
     loop {
         if stop.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: `deadline` is a valid absolute CLOCK_MONOTONIC time; no remainder needed.
-        let r = unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &deadline,
-                std::ptr::null_mut(),
-            )
-        };
-        if r != libc::EINTR {
+        if clock_nanosleep_absolute(ClockId::Monotonic, &deadline) != Err(Errno::INTR) {
             return;
         }
     }

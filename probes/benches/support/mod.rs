@@ -70,6 +70,7 @@ impl Bpftrace {
 
 impl Drop for Bpftrace {
     fn drop(&mut self) {
+        // libc: std's Child::kill sends only SIGKILL; bpftrace prints its counts on SIGINT.
         // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -271,8 +272,7 @@ impl Yielders {
                     let ok = pinned.is_ok();
                     let _ = tid_tx.send((tid, pinned));
                     while ok && !stop.load(Ordering::Relaxed) {
-                        // SAFETY: sched_yield has no preconditions.
-                        unsafe { libc::sched_yield() };
+                        thread::yield_now();
                     }
                 })
             })

@@ -2,7 +2,7 @@
 //! ([`SwitchRings`]) and the `switch_wakeups` ring they wake the reader through; set up from
 //! the loaded object, waited on together, drained one after the other.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
@@ -52,8 +52,8 @@ impl Rings {
             .map_err(|e| load_error(format!("events map: {e}")))?;
         let switch_wakeups = RingBuf::try_from(take_map(ebpf, "switch_wakeups")?)
             .map_err(|e| load_error(format!("switch_wakeups map: {e}")))?;
-        let wait = ReaderWait::new(&[events.as_raw_fd(), switch_wakeups.as_raw_fd()])
-            .map_err(ProbeError::Poll)?;
+        let wait =
+            ReaderWait::new(&[events.as_fd(), switch_wakeups.as_fd()]).map_err(ProbeError::Poll)?;
         Ok(Rings {
             events,
             switches,
