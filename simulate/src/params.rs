@@ -193,6 +193,17 @@ impl Params {
     }
 }
 
+/// The load balancer's periods, busy and idle (CFS/EEVDF and O(1) alike): a zero period
+/// would balance at every instant and never let time advance.
+pub fn check_balance_intervals(busy: u64, idle: u64) -> Result<(), ParamError> {
+    if busy == 0 || idle == 0 {
+        return Err(ParamError::Invalid(
+            "--param balance_interval and idle_balance_interval must be above 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `750us`, `3ms`, `0.5s`, `1000` (ns).
 pub fn parse_ns(v: &str) -> Option<u64> {
     let v = v.trim();
@@ -232,5 +243,24 @@ mod tests {
         let e = p.check_all_used(&["cfs"]).unwrap_err().to_string();
         assert!(e.contains("latnecy") && e.contains("latency"), "{e}");
         assert!(Params::parse(&["nonsense"]).is_err());
+    }
+
+    #[test]
+    fn every_balancer_refuses_a_zero_period() {
+        use crate::policy::fair::{FairParams, Flavour};
+        use crate::policy::o1::O1Params;
+        for name in ["balance_interval", "idle_balance_interval"] {
+            let given = [format!("{name}=0")];
+            let p = Params::parse(&given).unwrap();
+            let errors = [
+                FairParams::new(Flavour::Cfs, &p, 2).err(),
+                FairParams::new(Flavour::Eevdf, &p, 2).err(),
+                O1Params::new(&p).err(),
+            ];
+            for e in errors {
+                let e = e.expect("a zero period is refused").to_string();
+                assert!(e.contains("idle_balance_interval must be above 0"), "{e}");
+            }
+        }
     }
 }

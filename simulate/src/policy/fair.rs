@@ -12,7 +12,7 @@
 //! `tests/priv_simulate.rs` for the figures).
 
 use crate::engine::{Cx, Policy};
-use crate::params::{ParamError, Params};
+use crate::params::{check_balance_intervals, ParamError, Params};
 use crate::policy::{cpus_after, imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
 
 const NICE_0: i128 = 1024;
@@ -90,11 +90,7 @@ impl FairParams {
                 run_to_parity: p.bool(name, "run_to_parity", true)?,
             },
         };
-        if fp.balance_interval == 0 || fp.idle_balance_interval == 0 {
-            return Err(ParamError::Invalid(
-                "--param balance_interval must be above 0".into(),
-            ));
-        }
+        check_balance_intervals(fp.balance_interval, fp.idle_balance_interval)?;
         Ok(fp)
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::engine::{Cx, Policy};
-use crate::params::{ParamError, Params};
+use crate::params::{check_balance_intervals, ParamError, Params};
 use crate::policy::{cpus_after, imbalance, tick_at_or_after, tick_ns, wake_cpu};
 
 const MAX_RT_PRIO: i32 = 100;
@@ -55,11 +55,7 @@ impl O1Params {
                 "--param max_bonus must be >= 2, max_sleep_avg and def_timeslice above 0".into(),
             ));
         }
-        if op.balance_interval == 0 || op.idle_balance_interval == 0 {
-            return Err(ParamError::Invalid(
-                "--param balance_interval must be above 0".into(),
-            ));
-        }
+        check_balance_intervals(op.balance_interval, op.idle_balance_interval)?;
         Ok(op)
     }
 }
