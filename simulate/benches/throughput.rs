@@ -3,13 +3,14 @@
 //! events/s (an hour of a 16-vCPU host's demand in well under a minute).
 //!
 //! `cargo bench -p simulate --bench throughput` (SECS=N sets the simulated span, default 60;
-//! POLICY=NAME runs one policy, for a profile). Times are this thread's CPU time (the
+//! POLICY=NAME runs one policy, for a profile; DISPATCH_US=N charges each wakeup that gets a
+//! pCPU at once N us, default 45, the lab kernels' measured figure, 0 for none). Times are this thread's CPU time (the
 //! kernel's `sum_exec_runtime`), the best of REPS runs (default 3): on a shared host wall
 //! time measures the other tenants as much as the code.
 
 use model::{Model, ModelConfig};
 use simulate::synthetic::{demand, Spec};
-use simulate::{build, run, Params, PolicyKind, RunStats};
+use simulate::{build, run, DispatchDelay, Params, PolicyKind, RecordedDefaults, RunStats};
 
 fn main() {
     let secs: u64 = std::env::var("SECS")
@@ -29,14 +30,27 @@ fn main() {
         });
     }
     let d = demand(&specs, 8, span);
-    let params = Params::default();
+    let dispatch_us: u64 = std::env::var("DISPATCH_US")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(45);
+    // A recording's measured dispatch delay is charged in every real run: so here.
+    let params = Params::default().with_recorded(RecordedDefaults {
+        hz: None,
+        dispatch: DispatchDelay {
+            idle_ns: dispatch_us * 1_000,
+            preempt_ns: dispatch_us * 1_000,
+        },
+    });
     let only = std::env::var("POLICY").ok();
     let reps: usize = std::env::var("REPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
         .max(1);
-    println!("simulate throughput: 16 vCPUs, 8 pCPUs, {secs} s of demand, one core");
+    println!(
+        "simulate throughput: 16 vCPUs, 8 pCPUs, {secs} s of demand, one core, dispatch delay {dispatch_us} us"
+    );
     // Rates on a shared host mean little without the load they were measured under.
     println!("load average at start: {}", load_average());
     let mut worst = f64::MAX;
