@@ -667,18 +667,24 @@ fn allkvm_step(r: &Results, eevdf: bool, ctx: &dyn Fn(&str) -> String) -> String
 }
 
 /// How far a simulated run-queue wait p50 is from the recorded one, as a factor ("x2.47"),
-/// for the report line. The goal is within a factor of 2; it is not asserted yet.
-/// Measured 2026-12-06 (10 s recordings, us recorded / simulated):
-/// - 6.12, eevdf (30,572 events): batch 4751/3932, 5046/4489, 5374/4014 (x1.12-1.34),
-///   lowprio (nice 10) 79692/44564 (x1.79), interactive 147/0 and 283/0.
-/// - 6.1, cfs, quiet host (45,184 events): batch 4817/3588, 4784/4145, 4784/4620,
-///   interactive 81/0 and 76/0, lowprio 77070/31195 (x2.47); with the host at load 13
-///   (22,946 events): batch 1950/4784 (x2.45), 9437/5308, 8126/4719, interactive 393/0 and
-///   606/0, lowprio 59245/41943 (x1.41). The emulated machine's own speed moves these.
+/// for the report line. The goal is within a factor of 2; it is asserted where it
+/// holds, [`WAIT_P50_HOLDS`].
+/// Measured 2026-12-06 14:37 UTC (10 s recordings, us recorded / simulated without the
+/// dispatch delay -> with it; charged 42 us on 6.1, 61 us on 6.12, `simulate` prints it):
+/// - 6.1, cfs: batch 4653/3523->2818, 4620/1270->1311, 4653/750->811 (x1.65-5.74),
+///   interactive 47/0->42 and 42/0->42 (x1.10, x1.01), lowprio 69206/20185->11272 (x6.14).
+/// - 6.12, eevdf: batch 4784/4014->4014, 7307/4014->4014, 8225/4014->4014 (x1.19-2.05),
+///   interactive 242/0->61 and 276/0->61 (x3.97, x4.54), lowprio 82838/7176->40108 (x2.07).
 ///
-/// What the model lacks for the interactive vCPUs is the machine's wake-to-switch path:
-/// a woken vCPU that preempts, or finds its pCPU idle, runs at once in the model, while
-/// the recorded wake-to-run p50 of those wakeups is 75-145 us in the emulator.
+/// The dispatch delay is the median wake-to-run of the recording's wakeups that preempted
+/// (no wakeup found an idle pCPU in these recordings). On 6.12 the interactive vCPUs still
+/// wait 4x longer than that: EEVDF 6.12 (RUN_TO_PARITY, DELAY_DEQUEUE) lets fewer of their
+/// wakeups preempt at once than the model does. The batch and lowprio waits move from run
+/// to run with the emulated machine's speed.
+/// (policy, VM) whose vCPUs' simulated run-queue wait p50 is asserted within a factor of 2
+/// of the recorded one (see [`wait_ratio`] for the rest).
+const WAIT_P50_HOLDS: &[(&str, &str)] = &[("cfs", "interactive")];
+
 fn wait_ratio(recorded: f64, simulated: f64) -> String {
     if recorded == simulated {
         "x1.00".into()
@@ -744,14 +750,23 @@ fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> Str
     );
     let mut errors = Vec::new();
     let mut worst = 0.0f64;
+    let mut wait_misses = Vec::new();
     for (r, s) in rv.iter().zip(sv) {
         assert_eq!(r["label"], s["label"], "replay: vCPU order");
         let share = |v: &Value| v["cpu_share"].as_f64().expect("cpu_share") * 100.0;
         let (rs, ss) = (share(r), share(s));
         worst = worst.max((rs - ss).abs());
-        // Run-queue wait p50 is reported, not asserted: see `wait_ratio`.
+        // Run-queue wait p50: asserted where it holds, reported everywhere (`wait_ratio`).
         let wait = |v: &Value| v["wait_p50_us"].as_f64().expect("wait_p50_us");
         let (rw, sw) = (wait(r), wait(s));
+        let label = r["label"].as_str().unwrap_or_default();
+        if WAIT_P50_HOLDS
+            .iter()
+            .any(|&(p, vm)| p == policy && label.split('/').next() == Some(vm))
+            && !(sw > 0.0 && rw <= 2.0 * sw && sw <= 2.0 * rw)
+        {
+            wait_misses.push(format!("{label} {rw:.0} us recorded, {sw:.0} us {policy}"));
+        }
         errors.push(format!(
             "{} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points), wait p50 {rw:.0} us recorded, {sw:.0} us {policy} ({})",
             r["label"].as_str().unwrap_or_default(),
@@ -771,6 +786,14 @@ fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> Str
         "{}",
         ctx(&format!(
             "replay: a vCPU's share off by more than {REPLAY_SHARE_POINTS} points: {line}"
+        ))
+    );
+    assert!(
+        wait_misses.is_empty(),
+        "{}",
+        ctx(&format!(
+            "replay: run-queue wait p50 more than 2x off ({}): {line}",
+            wait_misses.join(", ")
         ))
     );
     line
