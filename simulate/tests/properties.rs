@@ -1,6 +1,7 @@
 //! Textbook properties of each policy, over random demand where the property is general
 //! (expected values from /work/shared/SCHEDULERS.md section 8), plus the engine's own
-//! contract: the demand folded back out of a simulated run is the demand put in.
+//! contract: the demand folded back out of a simulated run is the demand put in, with or
+//! without a dispatch delay.
 
 use model::demand::{Burst, DemandFold};
 use model::{Event, Model, ModelConfig};
@@ -301,8 +302,13 @@ fn the_demand_of_a_simulated_run_is_the_demand_put_in() {
         Spec::periodic(1, -3, 50_000, 950_000, span),
     ];
     let d = demand(&specs, 2, span);
-    for kind in PolicyKind::ALL {
-        let evs = events_of(kind, &d, 2, &[]);
+    // With and without a dispatch delay: it delays runs, never changes what is run.
+    let charged = ["dispatch_idle=40us", "dispatch_preempt=15us"];
+    for (kind, params) in PolicyKind::ALL
+        .into_iter()
+        .flat_map(|k| [(k, &[][..]), (k, &charged[..])])
+    {
+        let evs = events_of(kind, &d, 2, params);
         let mut fold = DemandFold::default();
         fold.ingest_batch(&evs);
         let back = fold.finish();
