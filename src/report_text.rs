@@ -290,6 +290,13 @@ pub fn render_text(doc: &ReportDoc) -> String {
             hl.unpaired_switch_outs, hl.malformed
         );
     }
+    if hl.missed_counter_samples > 0 || hl.track_failures > 0 {
+        let _ = writeln!(
+            o,
+            "        {} counter samples missed, {} threads could not be tracked",
+            hl.missed_counter_samples, hl.track_failures
+        );
+    }
     for n in &hl.notes {
         let _ = writeln!(o, "  note: {n}");
     }
@@ -412,5 +419,18 @@ mod tests {
         ] {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
+        assert!(!text.contains("samples missed"), "{text}");
+    }
+
+    #[test]
+    fn what_the_source_could_not_observe_is_in_the_health_lines() {
+        let mut doc = demo_doc();
+        doc.snapshot.health.missed_counter_samples = 3;
+        doc.snapshot.health.track_failures = 1;
+        let text = render_text(&doc);
+        assert!(
+            text.contains("3 counter samples missed, 1 threads could not be tracked"),
+            "{text}"
+        );
     }
 }

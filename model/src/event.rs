@@ -254,6 +254,43 @@ pub struct Lost {
     pub count: u64,
 }
 
+/// What a live source could not observe, counted where it knew it: no event stands for it,
+/// so it is not [`Lost`] (events made and not delivered). The model counts each kind in its
+/// own health counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unobserved {
+    /// When the source noticed.
+    pub ts: u64,
+    pub what: UnobservedKind,
+    pub count: u64,
+}
+
+/// The kinds of [`Unobserved`]; their codes are part of the trace file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnobservedKind {
+    /// Counter samples (counters mode) not taken: the thread's `/proc` files could not be read
+    /// (it was ending), so its figures stop at its previous sample.
+    CounterSamples = 0,
+    /// Threads a rescan found and could not start tracking: their events are left out.
+    Threads = 1,
+}
+
+impl UnobservedKind {
+    /// The code a trace file stores.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u64) -> Option<UnobservedKind> {
+        match code {
+            0 => Some(UnobservedKind::CounterSamples),
+            1 => Some(UnobservedKind::Threads),
+            _ => None,
+        }
+    }
+}
+
 /// Who a tracked thread is. Emitted by the source when it starts tracking a thread (before
 /// any other event of that thread) and again if the mapping changes (tid reuse).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +399,7 @@ pub enum Event {
     CrossCall(CrossCall),
     GuestGap(GuestGap),
     Lost(Lost),
+    Unobserved(Unobserved),
     TaskInfo(TaskInfo),
     VmEnded(VmEnded),
     ObservationEnd(ObservationEnd),
@@ -385,6 +423,7 @@ impl Event {
             Event::CrossCall(e) => e.ts,
             Event::GuestGap(e) => e.end,
             Event::Lost(e) => e.ts,
+            Event::Unobserved(e) => e.ts,
             Event::TaskInfo(e) => e.ts,
             Event::VmEnded(e) => e.ts,
             Event::ObservationEnd(e) => e.ts,
@@ -408,6 +447,7 @@ impl Event {
             Event::CrossCall(e) => e.ts = ts,
             Event::GuestGap(_) => {}
             Event::Lost(e) => e.ts = ts,
+            Event::Unobserved(e) => e.ts = ts,
             Event::TaskInfo(e) => e.ts = ts,
             Event::VmEnded(e) => e.ts = ts,
             Event::ObservationEnd(e) => e.ts = ts,
@@ -430,6 +470,7 @@ impl Event {
             Event::CrossCall(_) => "cross_call",
             Event::GuestGap(_) => "guest_gap",
             Event::Lost(_) => "lost",
+            Event::Unobserved(_) => "unobserved",
             Event::TaskInfo(_) => "task_info",
             Event::VmEnded(_) => "vm_ended",
             Event::ObservationEnd(_) => "observation_end",

@@ -369,6 +369,14 @@ pub struct Health {
     /// as events: exit-to-switch-out and in-guest states need streamed exits.
     #[serde(default)]
     pub aggregated_exits: u64,
+    /// Counter samples (counters mode) the source could not take: the thread's `/proc` files
+    /// were gone (it was ending), so its figures stop at its previous sample.
+    #[serde(default)]
+    pub missed_counter_samples: u64,
+    /// Threads a rescan found and could not track (each counted once): their events are left
+    /// out.
+    #[serde(default)]
+    pub track_failures: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
     pub notes: Vec<String>,
 }

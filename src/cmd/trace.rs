@@ -35,6 +35,11 @@ struct Summary {
     /// model's `health.unpaired_switch_outs`): a consistency check that catches switch events
     /// missing without a lost count.
     unpaired_switch_outs: u64,
+    /// The model's `health.missed_counter_samples` (counters mode: samples not taken, the
+    /// thread's `/proc` files were gone) and `health.track_failures` (threads a rescan found
+    /// and could not track).
+    missed_counter_samples: u64,
+    track_failures: u64,
     events: u64,
     counts: BTreeMap<&'static str, u64>,
     lost: u64,
@@ -181,10 +186,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let events: u64 = counts.values().sum();
     let mut warnings = source.warnings().to_vec();
     model.finish();
-    let unpaired = model
-        .snapshot_with(SnapshotOptions::figures())
-        .health
-        .unpaired_switch_outs;
+    let health = model.snapshot_with(SnapshotOptions::figures()).health;
+    let unpaired = health.unpaired_switch_outs;
     if unpaired > 0 {
         // Nothing may go missing silently. On the hosts measured, the kernel's own
         // sched_switch tracepoint skips a few switch-ins (a classic-tracepoint reader sees the
@@ -212,6 +215,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         warnings,
         vmm: source.vmm_summary().cloned(),
         unpaired_switch_outs: unpaired,
+        missed_counter_samples: health.missed_counter_samples,
+        track_failures: health.track_failures,
         events,
         counts: counts.clone(),
         lost,
@@ -235,13 +240,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             let kinds: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
             writeln!(
                 out,
-                "summary: {events} events in {:.3} s ({}), lost {lost}",
+                "summary: {events} events in {:.3} s ({}), lost {lost}{}",
                 started.elapsed().as_secs_f64(),
                 if kinds.is_empty() {
                     "none".to_string()
                 } else {
                     kinds.join(" ")
-                }
+                },
+                unobserved_text(&health)
             )
         }
     };
@@ -249,6 +255,18 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         Err(e) if !is_broken_pipe(&e) => Err(e).context("cannot write to stdout"),
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The summary line's tail for what the source could not observe (empty when nothing).
+fn unobserved_text(h: &model::Health) -> String {
+    let mut s = String::new();
+    if h.missed_counter_samples > 0 {
+        s.push_str(&format!(", missed samples {}", h.missed_counter_samples));
+    }
+    if h.track_failures > 0 {
+        s.push_str(&format!(", untracked threads {}", h.track_failures));
+    }
+    s
 }
 
 fn is_broken_pipe(e: &io::Error) -> bool {
@@ -393,6 +411,15 @@ fn text_line(e: &Event, start_ns: u64) -> String {
             rel_ms(g.start, start_ns)
         ),
         Event::Lost(l) => format!("{:<5} lost            {} events", cpu(l.cpu), l.count),
+        Event::Unobserved(u) => format!(
+            "{:<5} unobserved      {} {}",
+            "-",
+            u.count,
+            match u.what {
+                model::UnobservedKind::CounterSamples => "counter samples not taken",
+                model::UnobservedKind::Threads => "threads could not be tracked",
+            }
+        ),
         Event::TaskInfo(i) => format!(
             "{:<5} task_info       tid {} pid {} {} vm {} vcpu {} nice {}",
             "-",

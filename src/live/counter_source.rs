@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use model::{CounterSample, Event};
+use model::{CounterSample, Event, Unobserved, UnobservedKind};
 use probes::counters::{ProcSched, SchedStat, ThreadCounters};
 use probes::targets::ThreadStat;
 
@@ -30,8 +30,9 @@ pub(super) struct CounterSource {
     every: Duration,
     last: Instant,
     threads: BTreeMap<u32, SampledThread>,
-    /// Samples not taken because a thread's `/proc` files could not be read (it was ending).
-    pub(super) missed: u64,
+    /// Samples not taken because a thread's `/proc` files could not be read (it was ending),
+    /// not yet reported as an [`Unobserved`] event.
+    missed: u64,
 }
 
 impl CounterSource {
@@ -45,7 +46,8 @@ impl CounterSource {
     }
 
     /// Starts sampling thread `tid` and returns its baseline sample, the instant its figures
-    /// count from (`None`, counted in `missed`, if its `/proc` files could not be read). A perf
+    /// count from (`None`, a missed sample the next tick reports, if its `/proc` files could
+    /// not be read). A perf
     /// counter that cannot be opened is a warning: schedstat and `/proc` still give the rest.
     pub(super) fn track(
         &mut self,
@@ -81,7 +83,8 @@ impl CounterSource {
         self.every.saturating_sub(self.last.elapsed())
     }
 
-    /// Samples every thread if a tick is due (or `force`), into `out`.
+    /// Samples every thread if a tick is due (or `force`), into `out`, followed by one
+    /// [`Unobserved`] event for the samples missed since the last (baselines included).
     pub(super) fn tick(&mut self, out: &mut Vec<Event>, force: bool) {
         if !force && self.last.elapsed() < self.every {
             return;
@@ -92,6 +95,13 @@ impl CounterSource {
                 Some(s) => out.push(Event::CounterSample(s)),
                 None => self.missed += 1,
             }
+        }
+        if self.missed > 0 {
+            out.push(Event::Unobserved(Unobserved {
+                ts: monotonic_ns(),
+                what: UnobservedKind::CounterSamples,
+                count: std::mem::take(&mut self.missed),
+            }));
         }
     }
 }
@@ -152,4 +162,102 @@ fn sample(tid: u32, thread: &mut SampledThread) -> Option<CounterSample> {
 /// How many CPUs thread `tid`'s affinity mask allows (0 if it cannot be read: it is going).
 fn allowed_cpus(tid: u32) -> u32 {
     hostfacts::allowed_cpus(tid).map_or(0, |cpus| cpus.len() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// What `tick` said was not observed: (kind, count) per `Unobserved` event.
+    fn unobserved(events: &[Event]) -> Vec<(UnobservedKind, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Unobserved(u) => Some((u.what, u.count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sampled_tids(events: &[Event]) -> Vec<u32> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CounterSample(s) => Some(s.tid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Real threads of this process (counters mode needs no privilege for its own threads):
+    /// one that stays (the test's) and one that ends between two ticks.
+    #[test]
+    fn a_thread_gone_between_samples_is_a_missed_sample_each_tick_folded_into_health() {
+        let pid = std::process::id();
+        let stays = hostfacts::gettid();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tid_tx.send(hostfacts::gettid()).unwrap();
+            let _ = end_rx.recv();
+        });
+        let goes = tid_rx.recv().unwrap();
+
+        // An hour between ticks: only forced ticks sample.
+        let mut source = CounterSource::new(Duration::from_secs(3600));
+        let mut warnings = Vec::new();
+        let mut events = Vec::new();
+        for tid in [stays, goes] {
+            let baseline = source.track(pid, tid, &mut warnings);
+            events.extend(baseline.map(Event::CounterSample));
+        }
+        let mut out = Vec::new();
+        source.tick(&mut out, true);
+        assert_eq!(sampled_tids(&out), [stays, goes]);
+        assert_eq!(unobserved(&out), []);
+        events.append(&mut out);
+
+        end_tx.send(()).unwrap();
+        worker.join().unwrap();
+        // The join returns as the thread clears its tid, a moment before its /proc files go.
+        let ended = Instant::now();
+        while hostfacts::process::thread_exists(pid, goes) {
+            assert!(
+                ended.elapsed() < Duration::from_secs(10),
+                "thread {goes} still listed"
+            );
+            std::thread::yield_now();
+        }
+        // Two ticks before a rescan would stop sampling it: each misses it once and says so.
+        for _ in 0..2 {
+            source.tick(&mut out, true);
+            assert_eq!(sampled_tids(&out), [stays]);
+            assert_eq!(unobserved(&out), [(UnobservedKind::CounterSamples, 1)]);
+            events.append(&mut out);
+        }
+        // Stopped: nothing more is missed.
+        source.untrack(goes);
+        source.tick(&mut out, true);
+        assert_eq!(unobserved(&out), []);
+        events.append(&mut out);
+
+        // The model counts them in its health, where report, the dashboard and the summaries
+        // read them.
+        let mut model = model::Model::new(model::ModelConfig::default());
+        events.sort_by_key(Event::ts);
+        model.ingest_batch(&events);
+        model.finish();
+        let health = model.snapshot().health;
+        assert_eq!(health.missed_counter_samples, 2);
+        assert!(
+            health
+                .notes
+                .iter()
+                .any(|n| n.starts_with("2 counter samples not taken")),
+            "{:?}",
+            health.notes
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Context;
-use model::{Affinity, Comm, Event, TaskInfo, VmEnded};
+use model::{Affinity, Comm, Event, TaskInfo, Unobserved, UnobservedKind, VmEnded};
 use probes::targets::{TargetSpec, TrackedThread};
 
 use super::affinity_poll::AffinityPoll;
@@ -29,8 +29,8 @@ pub(super) struct Tracking {
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
     pub(super) qemu_entry: QemuEntryMapping,
-    /// Threads a rescan found and could not track (each warned about once); every rescan
-    /// tries them again.
+    /// Threads a rescan found and could not track (each warned about and counted once, as an
+    /// [`Unobserved`] thread); every rescan tries them again.
     track_failed: BTreeSet<u32>,
     /// Events tracking made (announcements, affinity changes, VM ends), for the next poll.
     pending: Vec<Event>,
@@ -173,6 +173,11 @@ impl Tracking {
                     warnings.push(format!(
                         "{e:#}: its events are left out (tried again on each rescan)"
                     ));
+                    self.pending.push(Event::Unobserved(Unobserved {
+                        ts: host.now_ns(),
+                        what: UnobservedKind::Threads,
+                        count: 1,
+                    }));
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use model::synth::Switch;
 use model::task_state::bits::TASK_DEAD;
 use model::{Affinity, Comm, CounterSample, Event, KvmEntry, TaskExit, TaskInfo};
+use model::{Unobserved, UnobservedKind};
 use probes::targets::{TargetSpec, TrackedThread};
 
 use super::exiting::GRACE;
@@ -379,11 +380,24 @@ fn a_thread_the_probes_refuse_is_said_once_and_tried_again_while_others_go_on() 
     tracking.take_events(&mut out);
     assert!(out.is_empty() && !tracking.is_tracked(101));
 
-    // Found by a rescan: one warning line, nothing announced for it; the other new thread
-    // is tracked as usual.
+    // Found by a rescan: one warning line and one thread counted as unobserved (the model's
+    // `health.track_failures`), nothing announced for it; the other new thread is tracked as
+    // usual.
     host.spawn(100, 102, "vm0", Some(1));
     let (out, warnings) = rescan(&mut tracking, &mut host, &spec, 10);
-    assert_eq!(out, [announced(&host, 102, 10), affinity(10, 102, &[0, 1])]);
+    let untracked = Event::Unobserved(Unobserved {
+        ts: 10,
+        what: UnobservedKind::Threads,
+        count: 1,
+    });
+    assert_eq!(
+        out,
+        [
+            untracked,
+            announced(&host, 102, 10),
+            affinity(10, 102, &[0, 1])
+        ]
+    );
     assert_eq!(
         warnings,
         [
@@ -391,7 +405,7 @@ fn a_thread_the_probes_refuse_is_said_once_and_tried_again_while_others_go_on() 
           out (tried again on each rescan)"
         ]
     );
-    // Still refused: not said again.
+    // Still refused: not said or counted again.
     assert_eq!(
         rescan(&mut tracking, &mut host, &spec, 20),
         (vec![], vec![])

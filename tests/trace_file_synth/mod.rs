@@ -262,7 +262,7 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
         } else {
             pick(&mut rng) as u32
         };
-        let ev = match rng.below(14) {
+        let ev = match rng.below(15) {
             0 => Event::SchedSwitch(SchedSwitch {
                 ts,
                 cpu,
@@ -379,6 +379,15 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
                 ts,
                 pid: u32v(&mut rng),
                 vm: "vm1".into(),
+            }),
+            13 => Event::Unobserved(Unobserved {
+                ts,
+                what: if rng.below(2) == 0 {
+                    UnobservedKind::CounterSamples
+                } else {
+                    UnobservedKind::Threads
+                },
+                count: pick(&mut rng),
             }),
             _ => Event::ObservationEnd(ObservationEnd { ts }),
         };

@@ -193,6 +193,7 @@ impl Model {
             Event::CrossCall(c) => self.on_cross_call(c),
             Event::GuestGap(g) => self.on_guest_gap(g),
             Event::Lost(l) => self.on_lost(l),
+            Event::Unobserved(u) => self.on_unobserved(u),
             Event::TaskInfo(t) => self.on_task_info(t),
             Event::VmEnded(v) => self.on_vm_ended(v),
             // Moving `now` up to it (above) is all it does.

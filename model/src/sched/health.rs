@@ -4,7 +4,7 @@
 use rustc_hash::FxHashSet;
 
 use super::Model;
-use crate::{Health, Lost};
+use crate::{Health, Lost, Unobserved, UnobservedKind};
 
 /// Distinct unknown tids remembered (for counting each once).
 const MAX_UNKNOWN_TIDS: usize = 65_536;
@@ -32,6 +32,9 @@ pub(super) struct HealthCounters {
     pub(super) saw_gap: bool,
     /// Counter samples folded in (counters mode, no BPF).
     pub(super) counter_samples: u64,
+    /// What the source could not observe ([`Unobserved`]).
+    pub(super) missed_counter_samples: u64,
+    pub(super) track_failures: u64,
 }
 
 impl Model {
@@ -66,6 +69,15 @@ impl Model {
             .health
             .uncertain_ns
             .saturating_add(l.ts.saturating_sub(from));
+    }
+
+    pub(super) fn on_unobserved(&mut self, u: &Unobserved) {
+        let h = &mut self.health;
+        let n = match u.what {
+            UnobservedKind::CounterSamples => &mut h.missed_counter_samples,
+            UnobservedKind::Threads => &mut h.track_failures,
+        };
+        *n = n.saturating_add(u.count);
     }
 
     pub(super) fn health_view(&self) -> Health {
@@ -121,6 +133,19 @@ impl Model {
                 self.health.late_kinds.join(", ")
             ));
         }
+        if self.health.missed_counter_samples > 0 {
+            notes.push(format!(
+                "{} counter samples not taken (the thread's /proc files were gone): those \
+                 threads' figures stop at their previous sample",
+                self.health.missed_counter_samples
+            ));
+        }
+        if self.health.track_failures > 0 {
+            notes.push(format!(
+                "{} threads found by a rescan could not be tracked: their events are left out",
+                self.health.track_failures
+            ));
+        }
         if self.health.unpaired_switch_outs > 0 {
             notes.push(format!(
                 "{} switch-outs of tracked threads came with no switch-in since their previous \
@@ -140,6 +165,8 @@ impl Model {
             counter_samples: self.health.counter_samples,
             retired_threads: self.health.retired,
             aggregated_exits: self.health.aggregated_exits,
+            missed_counter_samples: self.health.missed_counter_samples,
+            track_failures: self.health.track_failures,
             notes,
         }
     }

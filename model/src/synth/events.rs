@@ -172,6 +172,10 @@ pub fn lost(ts: u64, cpu: u32, count: u64) -> Event {
     Event::Lost(Lost { ts, cpu, count })
 }
 
+pub fn unobserved(ts: u64, what: UnobservedKind, count: u64) -> Event {
+    Event::Unobserved(Unobserved { ts, what, count })
+}
+
 pub fn vm_ended(ts: u64, pid: u32, vm: &str) -> Event {
     Event::VmEnded(VmEnded {
         ts,

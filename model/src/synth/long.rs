@@ -22,6 +22,7 @@ pub fn shift_ts(ev: &mut Event, by: u64) {
             x.end += by;
         }
         Event::Lost(x) => x.ts += by,
+        Event::Unobserved(x) => x.ts += by,
         Event::TaskInfo(x) => x.ts += by,
         Event::VmEnded(x) => x.ts += by,
         Event::ObservationEnd(x) => x.ts += by,

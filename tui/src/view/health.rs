@@ -44,17 +44,16 @@ impl Widget for &HealthLine<'_> {
                 t.dim(),
             ),
         ];
-        if h.tid_reuse > 0 {
-            spans.push(Span::styled(
-                format!("  tid reuse {}", h.tid_reuse),
-                t.warn(),
-            ));
-        }
-        if h.unpaired_switch_outs > 0 {
-            spans.push(Span::styled(
-                format!("  unpaired switch-outs {}", h.unpaired_switch_outs),
-                t.warn(),
-            ));
+        // Counts that only matter when something happened: shown then, as warnings.
+        for (what, n) in [
+            ("tid reuse", h.tid_reuse),
+            ("unpaired switch-outs", h.unpaired_switch_outs),
+            ("missed samples", h.missed_counter_samples),
+            ("untracked threads", h.track_failures),
+        ] {
+            if n > 0 {
+                spans.push(Span::styled(format!("  {what} {n}"), t.warn()));
+            }
         }
         if h.uncertain_ns > 0 {
             spans.push(Span::styled(

@@ -30,7 +30,7 @@ use integer_encoding::VarInt;
 
 use crate::event::{Comm, Event};
 use counter_sample::K_COUNTER_SAMPLE;
-use records::TASK_INFO_HAS_SCHEDSTAT;
+use records::{TASK_INFO_HAS_SCHEDSTAT, UNOBSERVED_TAG};
 use state::CoderState;
 
 /// Kind codes (low nibble of the tag byte). Stable: part of format version 1.
@@ -49,8 +49,10 @@ const K_TASK_INFO: u8 = 11;
 const K_VM_ENDED: u8 = 12;
 const K_OBSERVATION_END: u8 = 13;
 /// Added in format version 1 without a bump, like [`K_COUNTER_SAMPLE`] (14): older readers
-/// refuse a file that has one with "unknown event kind". The last free code: a further kind
-/// needs an escape (say, 15 with a sub-kind) or a format version.
+/// refuse a file that has one with "unknown event kind". The last free code, so it is also
+/// the escape: an affinity record's tag has no CPU, and a non-zero high nibble names a further
+/// kind instead ([`records::UNOBSERVED_TAG`]; older readers refuse it as "cpu on an event
+/// without one").
 const K_AFFINITY: u8 = 15;
 
 /// Field streams. A chunk's fields are stored column-wise, one stream per kind of value, so
@@ -131,6 +133,7 @@ impl ChunkEncoder {
             Event::CrossCall(e) => self.cross_call(e),
             Event::GuestGap(e) => self.guest_gap(e),
             Event::Lost(e) => self.lost(e),
+            Event::Unobserved(e) => self.unobserved(e),
             Event::TaskInfo(e) => self.task_info(e),
             Event::VmEnded(e) => self.vm_ended(e),
             Event::ObservationEnd(e) => self.observation_end(e),
@@ -254,7 +257,7 @@ impl<'a> ChunkDecoder<'a> {
             (0, true) => self.u32(ID)?,
             (n, true) => u32::from(n - 1),
             (0, false) => 0,
-            _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT => 0,
+            _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT || tag == UNOBSERVED_TAG => 0,
             (_, false) => return Err(DecodeError("cpu on an event without one")),
         };
         out.push(match kind {
@@ -273,6 +276,7 @@ impl<'a> ChunkDecoder<'a> {
             K_VM_ENDED => Event::VmEnded(self.vm_ended()?),
             K_OBSERVATION_END => Event::ObservationEnd(self.observation_end()?),
             K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
+            K_AFFINITY if tag == UNOBSERVED_TAG => Event::Unobserved(self.unobserved()?),
             K_AFFINITY => Event::Affinity(self.affinity()?),
             _ => return Err(DecodeError("unknown event kind")),
         });
@@ -441,6 +445,21 @@ mod tests {
                 ts: 5,
                 tid: 9,
                 cpus: Vec::new(),
+            }),
+            Event::Unobserved(Unobserved {
+                ts: 6,
+                what: UnobservedKind::CounterSamples,
+                count: 3,
+            }),
+            Event::Unobserved(Unobserved {
+                ts: 6,
+                what: UnobservedKind::Threads,
+                count: u64::MAX,
+            }),
+            Event::Affinity(Affinity {
+                ts: 7,
+                tid: 9,
+                cpus: vec![1],
             }),
         ];
         assert_eq!(round_trip(&events), events);

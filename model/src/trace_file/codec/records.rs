@@ -3,7 +3,8 @@
 
 use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
 use super::{K_AFFINITY, K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
-use crate::event::{Affinity, Lost, ObservationEnd, Schedstat, TaskInfo, VmEnded};
+use crate::event::{Affinity, Lost, ObservationEnd, Schedstat, TaskInfo, Unobserved};
+use crate::event::{UnobservedKind, VmEnded};
 
 /// Most CPUs an affinity record may list (the model's bound on CPU numbers); more is
 /// corruption.
@@ -13,10 +14,21 @@ const MAX_AFFINITY_CPUS: u64 = 4096;
 /// at tracking start follows. Older files never set it.
 pub(super) const TASK_INFO_HAS_SCHEDSTAT: u8 = 0x10;
 
+/// An [`Unobserved`] record's tag: the affinity code escaped by its high nibble (see
+/// `K_AFFINITY`). Its kind code and count follow the timestamp.
+pub(super) const UNOBSERVED_TAG: u8 = K_AFFINITY | 0x10;
+
 impl ChunkEncoder {
     pub(super) fn lost(&mut self, e: &Lost) {
         self.tag(K_LOST, Some(e.cpu));
         self.ts(e.ts);
+        self.u(VAL, e.count);
+    }
+
+    pub(super) fn unobserved(&mut self, e: &Unobserved) {
+        self.byte(TAG, UNOBSERVED_TAG);
+        self.ts(e.ts);
+        self.u(VAL, u64::from(e.what.code()));
         self.u(VAL, e.count);
     }
 
@@ -76,6 +88,14 @@ impl ChunkDecoder<'_> {
         let ts = self.ts()?;
         let count = self.u(VAL)?;
         Ok(Lost { ts, cpu, count })
+    }
+
+    pub(super) fn unobserved(&mut self) -> DResult<Unobserved> {
+        let ts = self.ts()?;
+        let what = UnobservedKind::from_code(self.u(VAL)?)
+            .ok_or(DecodeError("unknown kind of unobserved record"))?;
+        let count = self.u(VAL)?;
+        Ok(Unobserved { ts, what, count })
     }
 
     /// `tag` is the whole tag byte: its high nibble carries [`TASK_INFO_HAS_SCHEDSTAT`].
