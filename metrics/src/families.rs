@@ -437,6 +437,23 @@ pub fn encode_snapshot(
     )?;
     family(
         &mut enc,
+        "unobserved",
+        "What the live source could not observe, by kind: counter samples not taken (the \
+         thread was ending) and threads a rescan found and could not track",
+        None,
+        Counter,
+        |m| {
+            for (kind, n) in [
+                ("counter_samples", h.missed_counter_samples),
+                ("threads", h.track_failures),
+            ] {
+                counter(m, &[("kind", kind)], n as f64)?;
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        &mut enc,
         "model_anomalies",
         "Events the model could not use as they came, by kind",
         None,

@@ -118,6 +118,25 @@ fn openmetrics_structure_holds_for_every_family() {
 }
 
 #[test]
+fn what_the_source_could_not_observe_is_the_models_health_by_kind() {
+    let mut events = demo_stream(1.0);
+    let end = events.iter().map(Event::ts).max().unwrap_or(0);
+    events.push(unobserved(end, model::UnobservedKind::CounterSamples, 3));
+    events.push(unobserved(end, model::UnobservedKind::Threads, 1));
+    let snap = snapshot_of(&events);
+    assert_eq!(
+        (
+            snap.health.missed_counter_samples,
+            snap.health.track_failures
+        ),
+        (3, 1)
+    );
+    let s = samples(&exposition(snap));
+    let kind = |k: &str| value(&s, &format!("kvmscope_unobserved_total{{kind=\"{k}\"}}"));
+    assert_eq!((kind("counter_samples"), kind("threads")), (3.0, 1.0));
+}
+
+#[test]
 fn values_are_the_models_per_vcpu_in_base_units() {
     let snap = snapshot_of(&demo_stream(3.0));
     let s = samples(&exposition(snap.clone()));
