@@ -111,12 +111,13 @@ struct {
 	__uint(max_entries, 4096);
 } switch_wakeups SEC(".maps");
 
-/* Records that found the ring buffer full, per CPU: user space turns them into Lost events. */
+/* Records that found their ring full, per CPU and cause (KS_LOST_*): user space turns them
+ * into Lost events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct ks_lost);
 } lost SEC(".maps");
 
 /* The waker sched_waking saw, kept on the woken task until its sched_wakeup. Task-local
@@ -188,13 +189,14 @@ static __always_inline __u32 current_tid(void)
 	return (__u32)bpf_get_current_pid_tgid();
 }
 
-static __always_inline void count_lost(void)
+/* `cause` is a KS_LOST_* constant at every (inlined) call. */
+static __always_inline void count_lost(__u32 cause)
 {
 	__u32 zero = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	struct ks_lost *n = bpf_map_lookup_elem(&lost, &zero);
 
-	if (n)
-		*n += 1; /* per-CPU slot: no atomics needed */
+	if (n && cause < KS_LOST_RINGS)
+		n->by_cause[cause] += 1; /* per-CPU slot: no atomics needed */
 }
 
 /* Wake the reader when the data waiting in the ring crosses a multiple of wakeup_bytes, not
@@ -224,7 +226,7 @@ static __always_inline void *reserve(__u64 size, __u32 kind)
 	struct ks_hdr *hdr = bpf_ringbuf_reserve(&events, size, 0);
 
 	if (!hdr) {
-		count_lost();
+		count_lost(KS_LOST_EVENTS);
 		return NULL;
 	}
 	hdr->ts = bpf_ktime_get_ns();
@@ -373,12 +375,12 @@ int handle_sched_switch(unsigned long long *ctx)
 		struct ks_switch_tail *t = bpf_map_lookup_elem(&switch_tail, &cpu);
 
 		if (!t) {
-			count_lost();
+			count_lost(KS_LOST_SWITCHES);
 			return 0;
 		}
 		h->limit = t->tail + h->capacity;
 		if (head >= h->limit) {
-			count_lost();
+			count_lost(KS_LOST_SWITCHES);
 			return 0;
 		}
 	}
@@ -389,7 +391,7 @@ int handle_sched_switch(unsigned long long *ctx)
 	chunk = chunk_map ? bpf_map_lookup_elem(chunk_map, &zero) : NULL;
 	/* Only a chunk user space failed to install: count, never drop silently. */
 	if (!chunk || index >= KS_SWITCH_CHUNK_RECORDS) {
-		count_lost();
+		count_lost(KS_LOST_SWITCHES);
 		return 0;
 	}
 	e = switch_slot(chunk, index);
@@ -433,7 +435,7 @@ int handle_sched_switch(unsigned long long *ctx)
 	/* Elsewhere a fetching atomic is the fully ordered store BPF offers; its result is
 	 * used so that clang emits the fetching form (one writer per CPU: it is `head`). */
 	if (__sync_fetch_and_add(&h->head, 1) != head)
-		count_lost();
+		count_lost(KS_LOST_SWITCHES);
 #endif
 	if (head + 1 == h->wake_at)
 		wake_reader(h, cpu, head + 1);

@@ -69,6 +69,17 @@ typedef int64_t __s64;
 #define KS_EXITS_STREAM 1u
 #define KS_EXITS_AGGREGATE 2u
 
+/* Counters of `struct ks_lost` (the `lost` map's one value per CPU): where a lost record was
+ * going. The shared `events` ring buffer
+ * and the per-CPU switch rings fill for different reasons (a burst of wakeups and kvm records
+ * against 16 MiB; a CPU's switch storm against its few thousand records), so the reader
+ * counts them apart. */
+#define KS_LOST_EVENTS 0u
+#define KS_LOST_SWITCHES 1u
+/* Not a ring: exits the aggregation maps had no room for (--exits aggregate/both). */
+#define KS_LOST_EXIT_AGGS 2u
+#define KS_LOST_RINGS 3u
+
 /* Log2 buckets of exit handling time (exit -> next entry): bucket b holds [2^b, 2^(b+1)) ns,
  * bucket 0 also 0 ns, the last one everything from 2^39 ns (~9 min) up. */
 #define KS_EXIT_HIST_BUCKETS 40
@@ -298,6 +309,13 @@ struct ks_exit_key {
 #define KS_OFF_EXIT_KEY_REASON 4
 #define KS_OFF_EXIT_KEY_ISA 8
 
+/* Value of `lost` (per CPU): records that found no room, by KS_LOST_*. One value, so the
+ * reader reads every cause with one map lookup, as before there were causes. */
+struct ks_lost {
+	__u64 by_cause[KS_LOST_RINGS];
+};
+#define KS_SIZE_LOST 24
+
 /* Value of `exit_aggs` (per CPU, summed by the reader): exits counted since load and the
  * handling time of those closed by a kvm_entry. */
 struct ks_exit_agg {
@@ -403,6 +421,7 @@ KS_ASSERT_OFF(ks_exit_key, tid, KS_OFF_EXIT_KEY_TID);
 KS_ASSERT_OFF(ks_exit_key, reason, KS_OFF_EXIT_KEY_REASON);
 KS_ASSERT_OFF(ks_exit_key, isa, KS_OFF_EXIT_KEY_ISA);
 KS_ASSERT_LAYOUT(ks_exit_agg, KS_SIZE_EXIT_AGG);
+KS_ASSERT_LAYOUT(ks_lost, KS_SIZE_LOST);
 KS_ASSERT_OFF(ks_exit_agg, count, KS_OFF_EXIT_AGG_COUNT);
 KS_ASSERT_OFF(ks_exit_agg, hist, KS_OFF_EXIT_AGG_HIST);
 

@@ -119,7 +119,7 @@ static __always_inline void exit_agg_exit(__u32 tid, __u32 reason, __u32 isa, __
 	struct ks_exit_open *o;
 
 	if (!a) {
-		count_lost();
+		count_lost(KS_LOST_EXIT_AGGS);
 		return;
 	}
 	a->count += 1;

@@ -59,6 +59,21 @@ fn record_the_demo_then_report_the_file() {
     assert_eq!(trailer.events, said);
     assert_eq!(done["events"], said);
     assert_eq!(done["lost"], trailer.lost);
+    // Lost kernel records are counted by cause (which ring was full), and the writer thread
+    // kept up: it discarded nothing.
+    let by_cause = &done["lost_by_cause"];
+    for cause in [
+        "events_ring",
+        "switch_rings",
+        "exit_aggregates",
+        "skipped_runs",
+    ] {
+        assert!(
+            by_cause[cause].is_u64(),
+            "no lost_by_cause.{cause}: {done:#}"
+        );
+    }
+    assert_eq!(done["writer"]["discarded_events"], 0, "{done:#}");
     let vmm_vcpus = done["vmm"]["vcpus"].as_array().expect("the VMM's vCPUs");
     assert_eq!(vmm_vcpus.len(), 6, "the default demo's vCPUs: {done:#}");
     assert!(

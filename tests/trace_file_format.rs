@@ -321,3 +321,79 @@ fn index_and_seek_give_random_access_to_chunks() {
         );
     }
 }
+
+/// The sum of the `Lost` events' counts.
+fn lost_sum(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .map(|e| if let Event::Lost(l) = e { l.count } else { 0 })
+        .sum()
+}
+
+/// `record`'s two halves (a `ChunkBuilder` on the reading thread, a `ChunkWriter` on the
+/// writer thread) make the same file as `TraceWriter`; a chunk the writer had no room for
+/// leaves a `Lost` event with its event count, and the trailer counts it as lost, not written.
+#[test]
+fn split_writer_matches_trace_writer_and_counts_a_discarded_chunk_as_lost() {
+    let events = demo_like(50_000, 3);
+    let opts = WriterOptions {
+        chunk_bytes: 64 << 10,
+        ..WriterOptions::default()
+    };
+    let whole = {
+        let mut w = TraceWriter::with_options(Vec::new(), &header(), opts).unwrap();
+        events.iter().for_each(|e| w.write(e).unwrap());
+        w.finish().unwrap().0
+    };
+    let split = |discard_second: bool| {
+        let mut builder = ChunkBuilder::new(&header(), opts);
+        let mut writer = ChunkWriter::new(Vec::new(), &header(), opts.zstd_level).unwrap();
+        let (mut sealed, mut discarded, mut discarded_records) = (0, 0u64, 0u64);
+        let mut chunk_events = Vec::new();
+        for e in &events {
+            chunk_events.push(e.clone());
+            let Some(chunk) = builder.push(e) else {
+                continue;
+            };
+            sealed += 1;
+            if discard_second && sealed == 2 {
+                // What the chunk stood for: its events, a Lost one by what it counted.
+                let records = chunk_events
+                    .iter()
+                    .filter(|e| !matches!(e, Event::Lost(_)))
+                    .count();
+                discarded_records = records as u64;
+                discarded = discarded_records + lost_sum(&chunk_events);
+                assert_eq!(chunk.events() as usize, chunk_events.len());
+                assert!(builder.discard(chunk).is_none());
+            } else {
+                writer.write_chunk(&chunk).unwrap();
+            }
+            chunk_events.clear();
+        }
+        if let Some(chunk) = builder.seal() {
+            writer.write_chunk(&chunk).unwrap();
+        }
+        let trailer = builder.trailer(writer.chunks());
+        (
+            writer.finish(trailer).unwrap().0,
+            discarded,
+            discarded_records,
+        )
+    };
+    assert!(split(false).0 == whole, "the two halves wrote another file");
+
+    let (bytes, discarded, discarded_records) = split(true);
+    assert!(discarded > 0);
+    let (back, stats, trailer) = read_bytes(&bytes).unwrap();
+    assert!(stats.problems().is_empty(), "{:?}", stats.problems());
+    let trailer = trailer.unwrap();
+    assert_eq!(back.len() as u64, trailer.events);
+    // The file's Lost events add up to the trailer's count, which now has the discarded
+    // chunk's records besides every loss the stream reported.
+    assert_eq!(lost_sum(&back), trailer.lost);
+    assert_eq!(trailer.lost, lost_sum(&events) + discarded_records);
+    assert!(back
+        .iter()
+        .any(|e| matches!(e, Event::Lost(l) if l.cpu == u32::MAX && l.count == discarded)));
+}

@@ -159,6 +159,18 @@ pub struct ExitAgg {
 pub const EXITS_STREAM: u32 = KS_EXITS_STREAM as u32;
 pub const EXITS_AGGREGATE: u32 = KS_EXITS_AGGREGATE as u32;
 
+/// Indices of [`LostCounts::by_cause`] (`KS_LOST_*`): where a lost record was going.
+pub const LOST_EVENTS: usize = KS_LOST_EVENTS as usize;
+pub const LOST_SWITCHES: usize = KS_LOST_SWITCHES as usize;
+pub const LOST_EXIT_AGGS: usize = KS_LOST_EXIT_AGGS as usize;
+
+/// `struct ks_lost`: one CPU's records that found no room, by cause.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LostCounts {
+    pub by_cause: [u64; KS_LOST_RINGS as usize],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Wakeup {
@@ -305,5 +317,6 @@ assert_layout!(Csd, KS_SIZE_CSD;
 assert_layout!(ExitKey, KS_SIZE_EXIT_KEY;
     tid = KS_OFF_EXIT_KEY_TID, reason = KS_OFF_EXIT_KEY_REASON, isa = KS_OFF_EXIT_KEY_ISA);
 assert_layout!(ExitAgg, KS_SIZE_EXIT_AGG; count = KS_OFF_EXIT_AGG_COUNT, hist = KS_OFF_EXIT_AGG_HIST);
+assert_layout!(LostCounts, KS_SIZE_LOST; by_cause = 0);
 const _: () = assert!(KS_EXIT_HIST_BUCKETS as usize == model::EXIT_HIST_BUCKETS);
 const _: () = assert!(KS_TASK_COMM_LEN == 16);

@@ -17,3 +17,5 @@ mod reader_wait;
 mod switch_rings;
 pub mod targets;
 pub mod tracefs;
+
+pub use loader::LostByCause;

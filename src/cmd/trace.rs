@@ -43,6 +43,8 @@ struct Summary {
     events: u64,
     counts: BTreeMap<&'static str, u64>,
     lost: u64,
+    /// The kernel's part of `lost` by where the records were going (which ring was full).
+    lost_by_cause: probes::LostByCause,
     /// `--exits`: "stream" (every exit is a line above), "aggregate" or "both".
     exits: &'static str,
     /// With `--exits aggregate|both`: the kernel's totals per vCPU thread, isa and reason.
@@ -220,6 +222,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         events,
         counts: counts.clone(),
         lost,
+        lost_by_cause: source.lost_by_cause(),
         exits: source.exit_mode(),
         exit_aggregates: agg_totals.into_values().collect(),
         bpf_stats: source
@@ -238,9 +241,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             .and_then(|_| out.write_all(b"\n")),
         Format::Text => {
             let kinds: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            let causes = if lost == 0 {
+                String::new()
+            } else {
+                format!(" ({})", source.lost_by_cause())
+            };
             writeln!(
                 out,
-                "summary: {events} events in {:.3} s ({}), lost {lost}{}",
+                "summary: {events} events in {:.3} s ({}), lost {lost}{causes}{}",
                 started.elapsed().as_secs_f64(),
                 if kinds.is_empty() {
                     "none".to_string()

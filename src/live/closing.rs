@@ -72,7 +72,7 @@ impl LiveSource {
         let ts = counters_close.unwrap_or_else(|| closing_ts(stopped, &out[before..]));
         // Detach now, not at drop: the summary's lost count must be final.
         if let Some(mut p) = self.kernel.probes.take() {
-            self.final_lost = p.lost_total();
+            self.final_lost = p.lost_by_cause();
             p.take_exit_aggregates(&mut self.exit_aggregates);
             self.final_program_stats = p.program_stats();
             // Warnings raised while running (undecodable records, ...) belong in the summary.

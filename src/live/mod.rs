@@ -98,7 +98,7 @@ pub struct LiveSource {
     start_ns: u64,
     finished: bool,
     /// Lost-event total read just before the probes were detached.
-    final_lost: u64,
+    final_lost: probes::LostByCause,
     /// Guest-gap records the VMM lost so far (already reported as `Lost`).
     gaps_lost: u64,
     warnings: Vec<String>,
@@ -176,7 +176,7 @@ impl LiveSource {
             last_rescan: Instant::now(),
             start_ns,
             finished: false,
-            final_lost: 0,
+            final_lost: probes::LostByCause::default(),
             gaps_lost: 0,
             warnings,
             exits,
@@ -266,10 +266,15 @@ impl LiveSource {
 
     /// Lost kernel events so far, as counted in BPF.
     pub fn lost_total(&self) -> u64 {
+        self.lost_by_cause().total()
+    }
+
+    /// [`Self::lost_total`] by where the records were going (which ring was full).
+    pub fn lost_by_cause(&self) -> probes::LostByCause {
         self.kernel
             .probes
             .as_ref()
-            .map_or(self.final_lost, |p| p.lost_total())
+            .map_or(self.final_lost, |p| p.lost_by_cause())
     }
 
     /// Kernel events the final drain found stamped after the closing timestamp and left out

@@ -1,6 +1,7 @@
-//! Nothing dropped silently: records the kernel could not deliver (counted per CPU in the
-//! `lost` map) and program runs it skipped (`recursion_misses`) become `Event::Lost`s and
-//! count in [`Probes::lost_total`].
+//! Nothing dropped silently: records the kernel could not deliver (counted per CPU and per
+//! cause in the `lost` map, `struct ks_lost`) and program runs it skipped
+//! (`recursion_misses`) become `Event::Lost`s and count in [`Probes::lost_total`], kept apart
+//! by cause ([`LostByCause`]) so a loss says which ring to grow or read sooner.
 
 use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
@@ -10,13 +11,62 @@ use super::monotonic_ns;
 use super::object::take_map;
 use super::options::{load_error, ProbeError};
 use super::Probes;
+use crate::abi::{LostCounts as KernelLost, LOST_EVENTS, LOST_EXIT_AGGS, LOST_SWITCHES};
 
-/// The kernel's per-CPU count of records that found no room, and how much of it was seen.
+// SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
+// no padding) is what aya's `Pod` asks for; the function below fails the build if it goes.
+unsafe impl aya::Pod for KernelLost {}
+const _: fn() = || {
+    fn plain_data<T: bytemuck::Pod>() {}
+    plain_data::<KernelLost>();
+};
+
+/// Lost records since load, by where they were going.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LostByCause {
+    /// The shared `events` ring buffer was full (wakeups, migrations, kvm records...).
+    pub events_ring: u64,
+    /// A CPU's switch ring was full: the reader did not drain it in time.
+    pub switch_rings: u64,
+    /// The exit aggregation maps had no room (`--exits aggregate/both`).
+    pub exit_aggregates: u64,
+    /// Program runs the kernel skipped (see `reader_guard`): their records were never made.
+    pub skipped_runs: u64,
+}
+
+/// One line for summaries: "switch rings full 12, events ring full 0, ...".
+impl std::fmt::Display for LostByCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "switch rings full {}, events ring full {}, exit aggregates full {}, probe runs skipped {}",
+            self.switch_rings, self.events_ring, self.exit_aggregates, self.skipped_runs
+        )
+    }
+}
+
+impl LostByCause {
+    pub fn total(&self) -> u64 {
+        self.events_ring + self.switch_rings + self.exit_aggregates + self.skipped_runs
+    }
+
+    fn of_cause(&mut self, cause: usize) -> &mut u64 {
+        match cause {
+            LOST_EVENTS => &mut self.events_ring,
+            LOST_SWITCHES => &mut self.switch_rings,
+            _ => &mut self.exit_aggregates,
+        }
+    }
+}
+
+/// The kernel's per-CPU, per-cause counts of records that found no room, and how much of
+/// them was seen.
 pub(super) struct LostCounts {
-    per_cpu: PerCpuArray<MapData, u64>,
-    seen: Vec<u64>,
+    per_cpu: PerCpuArray<MapData, KernelLost>,
+    /// `seen[cpu]`: the counts last turned into events.
+    seen: Vec<KernelLost>,
     /// Everything lost since load: records and skipped runs.
-    pub(super) total: u64,
+    pub(super) by_cause: LostByCause,
     /// Program runs the kernel skipped (`recursion_misses`), summed over programs, so far.
     missed_seen: u64,
 }
@@ -28,7 +78,7 @@ impl LostCounts {
         Ok(LostCounts {
             per_cpu,
             seen: Vec::new(),
-            total: 0,
+            by_cause: LostByCause::default(),
             missed_seen: 0,
         })
     }
@@ -45,7 +95,7 @@ impl Probes {
         }
         let delta = total - self.lost.missed_seen;
         self.lost.missed_seen = total;
-        self.lost.total += delta;
+        self.lost.by_cause.skipped_runs += delta;
         out.push(Event::Lost(Lost {
             ts: monotonic_ns(),
             cpu: u32::MAX,
@@ -69,25 +119,32 @@ impl Probes {
         }
     }
 
+    /// Appends one `Event::Lost` per CPU that lost records since the last call (all causes):
+    /// one map lookup.
     pub(super) fn collect_lost(&mut self, out: &mut Vec<Event>) -> Result<(), ProbeError> {
         let per_cpu = self
             .lost
             .per_cpu
             .get(&0, 0)
             .map_err(|e| ProbeError::Lost(e.to_string()))?;
-        if self.lost.seen.len() < per_cpu.len() {
-            self.lost.seen.resize(per_cpu.len(), 0);
-        }
+        let lost = &mut self.lost;
+        lost.seen
+            .resize(lost.seen.len().max(per_cpu.len()), KernelLost::default());
         let now = monotonic_ns();
-        for (cpu, (&count, seen)) in per_cpu.iter().zip(self.lost.seen.iter_mut()).enumerate() {
-            if count > *seen {
-                let delta = count - *seen;
-                *seen = count;
-                self.lost.total += delta;
+        for (cpu, (counts, seen)) in per_cpu.iter().zip(&mut lost.seen).enumerate() {
+            let mut cpu_delta = 0;
+            for cause in [LOST_EVENTS, LOST_SWITCHES, LOST_EXIT_AGGS] {
+                let (count, seen) = (counts.by_cause[cause], &mut seen.by_cause[cause]);
+                let delta = count.saturating_sub(*seen);
+                *seen = (*seen).max(count);
+                *lost.by_cause.of_cause(cause) += delta;
+                cpu_delta += delta;
+            }
+            if cpu_delta > 0 {
                 out.push(Event::Lost(Lost {
                     ts: now,
                     cpu: cpu as u32,
-                    count: delta,
+                    count: cpu_delta,
                 }));
             }
         }

@@ -61,6 +61,7 @@ mod rings;
 mod stats;
 mod tracked;
 
+pub use lost::LostByCause;
 pub(crate) use object::{load_ebpf, Loaded};
 pub use options::{ExitMode, ProbeError, ProbeOptions};
 pub use stats::ProgramStats;
@@ -160,7 +161,12 @@ impl Probes {
     /// Records the kernel could not deliver since load (ring buffer full), and program runs
     /// it skipped.
     pub fn lost_total(&self) -> u64 {
-        self.lost.total
+        self.lost.by_cause.total()
+    }
+
+    /// [`lost_total`](Self::lost_total) by where the records were going.
+    pub fn lost_by_cause(&self) -> LostByCause {
+        self.lost.by_cause
     }
 
     /// How many times a CPU's switch ring woke the reader since load.

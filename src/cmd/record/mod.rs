@@ -3,6 +3,11 @@
 //! Crash safety comes from the format (complete chunks survive anything); this command's part
 //! is to end a chunk every two seconds, so a kill loses at most about two seconds, and to
 //! finalise the file (last chunk + trailer) on Ctrl-C, SIGTERM or the end of `--duration`.
+//!
+//! This thread reads the source and encodes its events into chunks; [`hand_off`]'s writer
+//! thread compresses and writes them, so reading never waits on zstd or the disk.
+
+mod hand_off;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,12 +17,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
+use model::trace_file::{
+    ChunkBuilder, ChunkWriter, ProcessMap, SealedChunk, TraceHeader, WriterOptions, FORMAT_VERSION,
+};
 use model::{Event, Source};
 
 use crate::cli::{ExitsArg, RecordArgs};
 use crate::file_source::create_output;
 use crate::live::{self, LiveSource};
+use hand_off::{HandOff, WriterThread, QUEUE_CHUNKS};
 
 /// How often the open chunk is written out: the most a crash can lose. Each chunk restarts
 /// the coder's memory (comm table, per-tid predictions) and zstd's window; at demo rates 2 s
@@ -91,9 +99,31 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             "cannot write {out} (disk full?); the chunks written so far are readable"
         ))
     };
-    let mut writer = TraceWriter::new(file, &header).map_err(write_err)?;
+    let opts = WriterOptions::default();
+    let mut builder = ChunkBuilder::new(&header, opts);
+    let chunk_writer = ChunkWriter::new(file, &header, opts.zstd_level).map_err(write_err)?;
+    let mut writer = WriterThread::start(chunk_writer).map_err(write_err)?;
+    let mut discarded = Discarded::default();
+    // Hands a sealed chunk to the writer thread; one it has no room for is discarded,
+    // counted in the file as a `Lost` event.
+    let mut hand_off = |writer: &mut WriterThread,
+                        builder: &mut ChunkBuilder,
+                        chunk: SealedChunk|
+     -> anyhow::Result<()> {
+        let mut next = Some(chunk);
+        while let Some(chunk) = next.take() {
+            if let HandOff::Full(chunk) = writer.hand_off(chunk).map_err(write_err)? {
+                discarded.chunks += 1;
+                discarded.events += u64::from(chunk.events());
+                next = builder.discard(chunk);
+            }
+        }
+        Ok(())
+    };
     for e in pending.drain(..) {
-        writer.write(&e).map_err(write_err)?;
+        if let Some(chunk) = builder.push(&e) {
+            hand_off(&mut writer, &mut builder, chunk)?;
+        }
     }
 
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -119,15 +149,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::from_boxed)
             .context("reading live events")?;
         for e in &batch {
-            writer.write(e).map_err(write_err)?;
+            if let Some(chunk) = builder.push(e) {
+                hand_off(&mut writer, &mut builder, chunk)?;
+            }
         }
         if last_chunk.elapsed() >= CHUNK_EVERY {
-            writer.end_chunk().map_err(write_err)?;
+            if let Some(chunk) = builder.seal() {
+                hand_off(&mut writer, &mut builder, chunk)?;
+            }
             last_chunk = Instant::now();
         }
         if let Some(bar) = &progress {
             if last_progress.elapsed() >= Duration::from_millis(200) {
-                bar.set_message(progress_line(&writer));
+                bar.set_message(format!(
+                    "{} events, {} written, {} lost",
+                    builder.events(),
+                    HumanBytes(writer.bytes_written()),
+                    builder.lost()
+                ));
                 last_progress = Instant::now();
             }
         }
@@ -135,7 +174,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let (file, trailer) = writer.finish().map_err(write_err)?;
+    let peak_queued = writer.peak_queued();
+    let chunk_writer = writer.finish(builder.seal()).map_err(write_err)?;
+    let trailer = builder.trailer(chunk_writer.chunks());
+    let (file, trailer) = chunk_writer.finish(trailer).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let per_event = if trailer.events > 0 {
@@ -148,6 +190,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         "recorded {} events ({} lost) over {seconds:.1} s to {out}: {bytes} bytes, {per_event:.2} bytes/event",
         trailer.events, trailer.lost,
     );
+    if trailer.lost > 0 {
+        eprintln!(
+            "lost: {}, discarded by a writer that fell behind {}",
+            source.lost_by_cause(),
+            discarded.events
+        );
+    }
+    if discarded.events > 0 {
+        eprintln!(
+            "warning: the writer fell {QUEUE_CHUNKS} chunks behind: {} events in {} chunks were \
+             discarded (counted as lost, so {} of the lost are kvmscope's own)",
+            discarded.events, discarded.chunks, discarded.events
+        );
+    }
     if args.json {
         let done = RecordDone {
             output: &out,
@@ -155,6 +211,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             lost: trailer.lost,
             bytes,
             seconds,
+            lost_by_cause: source.lost_by_cause(),
+            writer: WriterFigures {
+                queue_chunks: QUEUE_CHUNKS,
+                peak_queued_chunks: peak_queued,
+                discarded_events: discarded.events,
+            },
             vmm: source.vmm_summary(),
         };
         println!("{}", serde_json::to_string_pretty(&done)?);
@@ -170,15 +232,28 @@ struct RecordDone<'a> {
     lost: u64,
     bytes: u64,
     seconds: f64,
+    /// The kernel's part of `lost`, by where the records were going (the rest of `lost`, if
+    /// any, is `writer.discarded_events`).
+    lost_by_cause: probes::LostByCause,
+    writer: WriterFigures,
     /// The in-process VMM's summary (`--demo`): its own exit counters per vCPU.
     vmm: Option<&'a vmm::Summary>,
 }
 
-fn progress_line<W: std::io::Write>(w: &TraceWriter<W>) -> String {
-    format!(
-        "{} events, {} written, {} lost",
-        w.events(),
-        HumanBytes(w.bytes_written()),
-        w.lost()
-    )
+/// How the writer thread kept up: `record --json`'s `writer`.
+#[derive(serde::Serialize)]
+struct WriterFigures {
+    /// Chunks the hand-off holds.
+    queue_chunks: usize,
+    /// Most chunks that waited for the writer at once.
+    peak_queued_chunks: usize,
+    /// Events discarded because the hand-off was full (part of `lost`).
+    discarded_events: u64,
+}
+
+/// Chunks the writer had no room for.
+#[derive(Default)]
+struct Discarded {
+    chunks: u64,
+    events: u64,
 }
