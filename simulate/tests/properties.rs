@@ -448,14 +448,18 @@ proptest! {
         prop_assert_eq!(p.max_runnable_counter_at_recalc, 0, "{} recalculations", p.recalculations);
     }
 
-    /// Credit's BOOST: a sleepy vCPU beside 1 to 3 hogs on its pCPU waits less (mean
-    /// wake-to-run) with BOOST than without, for any duty cycle. Not by a fixed factor:
-    /// beside one hog that is OVER, an UNDER wakee preempts it without BOOST too, and with
-    /// it still waits out the hog's 1 ms rate limit (584 us runs every 29 ms: 307 us mean
-    /// with BOOST, 511 us without).
+    /// Credit's BOOST: a sleepy vCPU beside 2 or 3 hogs on its pCPU waits less (mean
+    /// wake-to-run) with BOOST than without, for any duty cycle. Not by a fixed factor.
+    /// Beside one hog the property does not hold for every duty cycle, so one hog is left to
+    /// the fixed test above: an UNDER wakee preempts an OVER hog without BOOST too, and
+    /// with BOOST it still waits out the hog's 1 ms rate limit; and over a 100-2000 us x
+    /// 2-30 ms grid (1,131 duty cycles, 3 s each) BOOST made the wait longer in 17, all with
+    /// sleeps of 28-29 ms, just under the 30 ms accounting period (e.g. 1,450 us runs every
+    /// 29 ms: 1.28 ms mean with BOOST, 0.73 ms without). Whether credit.c phase-locks the
+    /// same way there is not checked.
     #[test]
     fn credit_boost_lowers_a_sleepy_vcpus_wait_for_any_duty_and_load(
-        run_us in 100u64..=2000, sleep_ms in 2u64..=30, hogs_n in 1usize..=3
+        run_us in 100u64..=2000, sleep_ms in 2u64..=30, hogs_n in 2usize..=3
     ) {
         let span = 3 * S;
         let mut specs = vec![Spec::periodic(0, 0, run_us * 1000, sleep_ms * MS, span).on(&[0])];
@@ -474,7 +478,7 @@ fn shares_of_weights(w: &[u32]) -> Vec<f64> {
 }
 
 /// Random Xen weights (1..=65535, `csched_dom_cntl`'s range) for 3 to 5 units on one pCPU
-/// in the range where credit1 itself is proportional: no unit's share above 0.8/(n-1).
+/// in the range where credit1 itself is proportional: no unit's share above 0.7/(n-1).
 ///
 /// Beyond 1/(n-1) credit.c is not proportional, by its own rule, and the model follows it:
 /// `csched_acct` takes a unit whose credit exceeds one tslice's worth (300) off the active
@@ -488,13 +492,15 @@ fn shares_of_weights(w: &[u32]) -> Vec<f64> {
 /// model's timer order, 43.9-45.5% with other timer phases, and 49.7% with that one rule
 /// removed; the model gives 36.7%. Over 3 s with weights drawn as here the script's worst
 /// error was 1.7 points (200 draws) under 0.8/(n-1), 2.1 under 1/(n-1), and up to 15 points
-/// without the bound. The 0.8 keeps the test clear of the edge.
+/// without the bound. The model, whose shares over 3 s move in whole 30 ms slices (1
+/// point each), reached 2.0 points at 0.74/(n-1) (weights [53976, 53863, 63335]: 35% for
+/// 37.0%), so the test keeps to 0.7/(n-1), clear of the edge.
 fn credit_weights() -> impl Strategy<Value = Vec<u32>> {
     (3usize..=5)
         .prop_flat_map(|n| prop::collection::vec(1u32..=65535, n))
-        .prop_filter("largest share within 0.8/(n-1)", |w| {
+        .prop_filter("largest share within 0.7/(n-1)", |w| {
             let n = w.len() as f64;
-            shares_of_weights(w).iter().all(|&s| s <= 0.8 / (n - 1.0))
+            shares_of_weights(w).iter().all(|&s| s <= 0.7 / (n - 1.0))
         })
 }
 
