@@ -18,6 +18,7 @@ pub fn demo_config() -> SimConfig {
         to_switch_out_ns: 76_000,
         balance: true,
         rebalance_every_ns: Some(20_000_000),
+        vmclear: None,
         tasks: vec![
             SimTask::vcpu(1001, 1000, "vm0", 0, 0, Behaviour::Spin),
             SimTask::vcpu(1002, 1000, "vm0", 1, 0, Behaviour::Spin),

@@ -69,7 +69,19 @@ pub struct SimConfig {
     pub balance: bool,
     /// Every this many ns, move one waiting thread to the next pCPU's queue (emits `Migrate`).
     pub rebalance_every_ns: Option<u64>,
+    /// A VT-x host with `csd:*` tracepoints: every migrated vCPU's switch-in queues a VMCLEAR
+    /// cross-call to the pCPU it left (`None`: AMD-V, PVM or a kernel without them).
+    pub vmclear: Option<VmclearTiming>,
     pub tasks: Vec<SimTask>,
+}
+
+/// The VMCLEAR IPI of a migrated vCPU, as `csd:*` shows it: queued on the new pCPU at the
+/// switch-in, entered on the old pCPU `delivery_ns` later, done `run_ns` after that (before
+/// the vCPU's first guest entry when `resume_migrated_ns` leaves room).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VmclearTiming {
+    pub delivery_ns: u64,
+    pub run_ns: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -115,6 +127,8 @@ pub struct Sim {
     started: bool,
     next_rebalance: u64,
     rebalance_turn: usize,
+    /// Cross-calls issued: each VMCLEAR gets its own `csd` address.
+    cross_calls: u64,
 }
 
 impl Sim {
@@ -160,6 +174,7 @@ impl Sim {
             started: false,
             next_rebalance: 0,
             rebalance_turn: 0,
+            cross_calls: 0,
             cfg,
         }
     }
@@ -333,6 +348,20 @@ impl Sim {
                         0,
                         th.t.vcpu.unwrap_or(0),
                     ));
+                }
+                if let (true, Some(v), Some(old)) = (migrated, self.cfg.vmclear, th.last_out_cpu) {
+                    self.cross_calls += 1;
+                    let (tid, csd) = (th.t.tid, 0xffff_8880_0000_0000 | self.cross_calls << 6);
+                    let (queued, entered) = (now + 1_000, now + 1_000 + v.delivery_ns);
+                    let done = entered + v.run_ns;
+                    for (ts, on, phase) in [
+                        (queued, cpu as u32, CrossCallPhase::Queue),
+                        (entered, old, CrossCallPhase::Entry),
+                        (done, old, CrossCallPhase::Exit),
+                    ] {
+                        self.pending
+                            .push_back(vmclear(ts, on, phase, csd, old, tid));
+                    }
                 }
                 if self.cfg.entry_exit {
                     self.pending
