@@ -248,7 +248,11 @@ impl<W: Write> ChromeWriter<W> {
                 )?;
             }
             // VMCLEAR IPIs are drawn as flows in the Perfetto export only.
-            Transition::Exit { .. } | Transition::Entry { .. } | Transition::Vmclear { .. } => {}
+            Transition::Exit { .. }
+            | Transition::Entry { .. }
+            | Transition::Vmclear { .. }
+            | Transition::Weight { .. }
+            | Transition::Affinity { .. } => {}
         }
         Ok(())
     }

@@ -355,7 +355,11 @@ impl<W: Write> PerfettoWriter<W> {
                 old_pcpu,
             } => self.vmclear_flow(thread, ts, queued, entered, pcpu, old_pcpu)?,
             // The CPU tracks are the ftrace events; exits are not drawn.
-            Transition::Exit { .. } | Transition::Entry { .. } | Transition::Pcpu { .. } => {}
+            Transition::Exit { .. }
+            | Transition::Entry { .. }
+            | Transition::Pcpu { .. }
+            | Transition::Weight { .. }
+            | Transition::Affinity { .. } => {}
         }
         Ok(())
     }

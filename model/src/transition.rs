@@ -39,7 +39,9 @@ pub enum PcpuHolder {
 /// One change the model applied.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    /// A tracked thread was announced (or announced again with a new vCPU index or comm).
+    /// A tracked thread was announced (or announced again with a new vCPU index, comm or
+    /// nice). Its weight starts as `nice`'s ([`crate::nice_to_weight`]) until a
+    /// [`Transition::Weight`] says otherwise.
     Thread {
         ts: u64,
         thread: u32,
@@ -48,6 +50,7 @@ pub enum Transition {
         vm: String,
         vcpu: Option<u32>,
         comm: Comm,
+        nice: i32,
     },
     /// From `ts` the thread is in `state` (never `Unknown`); `pcpu` is the pCPU it runs on
     /// or the run queue it waits in (none while it sleeps).
@@ -58,17 +61,32 @@ pub enum Transition {
         pcpu: Option<u32>,
     },
     /// The thread left pCPU `pcpu`; `preempted` when it stayed runnable. One per switch the
-    /// snapshot counts (`voluntary_switches` + `involuntary_switches`).
+    /// snapshot counts (`voluntary_switches` + `involuntary_switches`). `task_clock_ns`: what
+    /// it ran since its previous sched-entity sample (normally its switch-in) by the kernel's
+    /// task clock (`se.sum_exec_runtime` growth, summed in the snapshot's `task_clock_ns`);
+    /// `None` unless this switch and that sample both carried it (then only the wall time of
+    /// its running states says how long it ran).
     SwitchOut {
         ts: u64,
         thread: u32,
         pcpu: u32,
         preempted: bool,
+        task_clock_ns: Option<u64>,
     },
     /// The thread ended at `ts` (its final switch-out, its VM's end, or its tid reused).
     Exited { ts: u64, thread: u32 },
     /// A switch carried the thread's vruntime.
     Vruntime { ts: u64, thread: u32, vruntime: u64 },
+    /// From `ts` the thread's scheduler weight is `weight` (a switch carried another weight
+    /// than it had: a nice change, or the kernel's weight differing from `nice`'s).
+    Weight { ts: u64, thread: u32, weight: u32 },
+    /// From `ts` the thread may run only on `cpus` (ascending): its affinity as the source read
+    /// it at tracking start, then each change (only changes are logged).
+    Affinity {
+        ts: u64,
+        thread: u32,
+        cpus: Vec<u32>,
+    },
     /// The guest ran again at `ts`, `latency_ns` after the switch-in; `migrated` when that
     /// switch-in was on another pCPU than the switch-out before it. One per value in the
     /// snapshot's resume `same_pcpu` / `migrated` distributions.

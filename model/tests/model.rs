@@ -889,6 +889,31 @@ fn missed_switch_in_splits_wait_and_run_by_task_clock() {
     assert_eq!((v.voluntary_switches, v.involuntary_switches), (1, 2));
 }
 
+/// The same for a sleeping thread whose wakeup and switch-in were both missed: the task clock
+/// it gained before its next switch-out is run, not sleep (the demand fold replays it as a
+/// burst, not as one long sleep).
+#[test]
+fn missed_wakeup_and_switch_in_split_sleep_and_run_by_task_clock() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        Switch::new(0, 0, 0, 1).next_se(se(0, 1024, 0)).build(),
+        Switch::new(2 * MS, 0, 1, 0)
+            .sleeping()
+            .prev_se(se(2 * MS, 1024, 2 * MS))
+            .build(),
+        // Woken and back on the CPU at 6 ms: neither arrives. It sleeps again at 9 ms.
+        Switch::new(9 * MS, 0, 1, 0)
+            .sleeping()
+            .prev_se(se(5 * MS, 1024, 5 * MS))
+            .build(),
+        Switch::new(10 * MS, 0, 0, 75).build(),
+    ];
+    let s = fold(&evs);
+    let v = vc(&s, 1);
+    assert_eq!((v.run_ns, v.sleep_ns), (5 * MS, 5 * MS), "(run, sleep)");
+    assert_eq!(s.health.unpaired_switch_outs, 1);
+}
+
 /// The kernel's wait counter, as switches carry it, gives `run_delay_ns`: it starts each wait
 /// when the kernel queues the task (a few µs before the switch-out tracepoint) and adds it just
 /// after the switch-in that ends it, so the switch-in still shows the old total.

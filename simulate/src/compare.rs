@@ -1,12 +1,13 @@
 //! The side-by-side view: the recorded host and each simulated policy, measured the same way
-//! (each event stream folded by `model::Model` and `model::demand::DemandFold`), against each
+//! (each event stream folded by one `model::Model`, whose transitions `model::demand` folds
+//! for the wake-to-run latency as served), against each
 //! vCPU's fair share (weighted max-min over its demand). Text on one screen or one JSON
 //! document; the same input gives the same bytes.
 
 use serde::Serialize;
 
-use model::demand::{Demand, DemandFold};
-use model::{Event, Model, ModelConfig, Snapshot};
+use model::demand::{fold_events, Demand};
+use model::{Event, Snapshot};
 
 /// One vCPU under one schedule.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -112,13 +113,8 @@ pub fn measure(
     demand: &Demand,
     fair: &[VcpuDemand],
 ) -> Column {
-    let mut m = Model::new(ModelConfig::report());
-    m.ingest_batch(events);
-    m.finish();
+    let (m, served) = fold_events(events, 0);
     let snap = m.snapshot();
-    let mut fold = DemandFold::default();
-    fold.ingest_batch(events);
-    let served = fold.finish();
     column(
         name,
         describe,

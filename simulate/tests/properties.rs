@@ -3,7 +3,7 @@
 //! contract: the demand folded back out of a simulated run is the demand put in, with or
 //! without a dispatch delay.
 
-use model::demand::{Burst, DemandFold};
+use model::demand::{fold_events, Burst};
 use model::{Event, Model, ModelConfig};
 use proptest::prelude::*;
 use simulate::engine;
@@ -218,9 +218,7 @@ fn credit_never_exceeds_a_cap_even_on_an_idle_pcpu() {
 
 /// Mean wake-to-run latency of the first tracked thread.
 fn sleeper_wait(evs: &[Event]) -> f64 {
-    let mut fold = DemandFold::default();
-    fold.ingest_batch(evs);
-    let served = fold.finish();
+    let (_, served) = fold_events(evs, 0);
     let mean = served.tracked().next().unwrap().wake_to_run.mean;
     mean
 }
@@ -309,9 +307,7 @@ fn the_demand_of_a_simulated_run_is_the_demand_put_in() {
         .flat_map(|k| [(k, &[][..]), (k, &charged[..])])
     {
         let evs = events_of(kind, &d, 2, params);
-        let mut fold = DemandFold::default();
-        fold.ingest_batch(&evs);
-        let back = fold.finish();
+        let (_, back) = fold_events(&evs, 0);
         for (inp, out) in d.tracked().zip(back.tracked()) {
             assert_eq!(inp.tid, out.tid);
             // All but the burst the end of the run cut short come back exactly.

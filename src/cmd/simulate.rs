@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use model::demand::{Demand, DemandFold};
+use model::demand::{fold_events, Demand};
 use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
 use model::{Event, Source};
 use simulate::compare::{self, Comparison};
@@ -37,11 +37,10 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
         eprintln!("warning: {}: {p}", path.display());
     }
     let header = src.header().clone();
-    let mut fold = DemandFold::default().with_pcpus(src.host().cpus);
-    fold.ingest_batch(&events);
+    let (_, demand) = fold_events(&events, src.host().cpus);
     Ok(Recorded {
         events,
-        demand: fold.finish(),
+        demand,
         header,
     })
 }
@@ -66,9 +65,7 @@ pub fn simulated_run(
     params: Params,
 ) -> anyhow::Result<tui::SimulatedRun> {
     let pcpus = host.cpus;
-    let mut fold = DemandFold::default().with_pcpus(pcpus);
-    fold.ingest_batch(events);
-    let demand = fold.finish();
+    let (_, demand) = fold_events(events, pcpus);
     simulate::check_inputs(&demand, pcpus)?;
     let params = params.with_recorded(recorded_defaults(events, host).0);
     let (events, _) = simulate::simulate(kind, &demand, pcpus, &params)?;

@@ -14,9 +14,7 @@ use crate::{fixture, SimulatedRun};
 const S: u64 = 1_000_000_000;
 
 fn simulated_credit(recorded: &[model::Event]) -> SimulatedRun {
-    let mut fold = model::demand::DemandFold::default().with_pcpus(2);
-    fold.ingest_batch(recorded);
-    let demand = fold.finish();
+    let (_, demand) = model::demand::fold_events(recorded, 2);
     let params = simulate::Params::default();
     let (events, _) =
         simulate::simulate(simulate::PolicyKind::Credit, &demand, 2, &params).unwrap();

@@ -73,18 +73,23 @@ impl Clocks {
         }
     }
 
-    /// Folds in the sched entity a switch carried at `ts`. Returns whether a vruntime point
-    /// was added to the series (spaced `spacing` apart, trimmed to `history`).
-    pub(super) fn sample(&mut self, se: &SchedEntity, ts: u64, spacing: u64, history: u64) -> bool {
+    /// Folds in the sched entity a switch carried at `ts` (the vruntime series keeps points
+    /// spaced `spacing` apart, trimmed to `history`). Returns the task clock's growth since
+    /// the previous sample, when there was one to grow from.
+    pub(super) fn sample(
+        &mut self,
+        se: &SchedEntity,
+        ts: u64,
+        spacing: u64,
+        history: u64,
+    ) -> Option<u64> {
         self.vruntime = se.vruntime;
         self.se_seen = true;
-        if let Some(prev) = self.last_sum_exec {
-            if se.sum_exec_runtime >= prev {
-                self.cum.task_clock = self
-                    .cum
-                    .task_clock
-                    .saturating_add(se.sum_exec_runtime - prev);
-            }
+        let ran = self
+            .last_sum_exec
+            .and_then(|prev| se.sum_exec_runtime.checked_sub(prev));
+        if let Some(ran) = ran {
+            self.cum.task_clock = self.cum.task_clock.saturating_add(ran);
         }
         self.last_sum_exec = Some(se.sum_exec_runtime);
         if let Some(now) = se.run_delay {
@@ -109,7 +114,7 @@ impl Clocks {
                 self.series.pop_front();
             }
         }
-        due
+        ran
     }
 
     /// Keeps the counters as of boundary `ts`, at most `keep` of them.

@@ -199,9 +199,7 @@ impl Model {
             // Moving `now` up to it (above) is all it does.
             Event::ObservationEnd(_) => {}
             Event::CounterSample(s) => self.on_counter_sample(s),
-            // Where a thread may run does not change what it did: the model's figures come
-            // from where it ran. The demand fold (simulation) reads it.
-            Event::Affinity(_) => {}
+            Event::Affinity(a) => self.on_affinity(a),
         }
     }
 

@@ -44,11 +44,12 @@ impl Model {
                     t.since = ts;
                     self.log.state(from, p, VcpuState::Running, Some(cpu));
                 }
-                TState::Waiting => {
-                    // Missed its switch-in: lost events, or a switch the tracepoint never
-                    // reported (seen on some hosts when prev is one of a few system threads).
-                    // The task clock it gained since it was last seen is run time, so the
-                    // switch-in was at the latest that long before now; the rest was wait.
+                TState::Waiting | TState::Sleeping => {
+                    // Missed its switch-in (and, sleeping, its wakeup): lost events, or a
+                    // switch the tracepoint never reported (seen on some hosts when prev is one
+                    // of a few system threads, and on PVM with nothing lost). The task clock it
+                    // gained since it was last seen is run time, so the switch-in was at the
+                    // latest that long before now; the rest was wait (or sleep).
                     let ran = match (&s.prev_se, self.tasks[p].clock.last_sum_exec) {
                         (Some(se), Some(last)) => se.sum_exec_runtime.saturating_sub(last),
                         _ => 0,
@@ -56,29 +57,35 @@ impl Model {
                     let switched_in = ts.saturating_sub(ran).max(self.tasks[p].since);
                     self.health.unpaired_switch_outs += 1;
                     self.account(p, switched_in);
-                    self.remove_waiting(p);
+                    if state == TState::Waiting {
+                        self.remove_waiting(p);
+                    }
                     self.tasks[p].state = TState::Running;
                     self.tasks[p].sub = VcpuState::Running;
                     self.log
                         .state(switched_in, p, VcpuState::Running, Some(cpu));
                     self.account(p, ts);
                 }
-                TState::Sleeping => {
-                    // Switched out twice with no switch-in (nor wakeup) between.
-                    self.health.unpaired_switch_outs += 1;
-                    self.account(p, ts);
-                }
                 TState::Exited => {}
             }
             let t = &mut self.tasks[p];
             if t.state != TState::Exited {
+                let mut task_clock_ns = None;
                 if let Some(se) = &s.prev_se {
-                    sample_se(t, se, ts, spacing, history);
+                    let sample = sample_se(t, se, ts, spacing, history);
+                    task_clock_ns = sample.ran;
                     self.log.push(|| Transition::Vruntime {
                         ts,
                         thread: p as u32,
                         vruntime: se.vruntime,
                     });
+                    if sample.reweighted {
+                        self.log.push(|| Transition::Weight {
+                            ts,
+                            thread: p as u32,
+                            weight: t.weight,
+                        });
+                    }
                 }
                 t.resume.switched_out(ts);
                 t.cpu = cpu;
@@ -99,6 +106,7 @@ impl Model {
                         thread,
                         pcpu: cpu,
                         preempted: true,
+                        task_clock_ns,
                     });
                     self.log.state(ts, p, VcpuState::Waiting, Some(cpu));
                     self.add_waiting(p, cpu);
@@ -111,6 +119,7 @@ impl Model {
                         thread,
                         pcpu: cpu,
                         preempted: false,
+                        task_clock_ns,
                     });
                     self.log.state(ts, p, VcpuState::Sleeping, None);
                 }
@@ -150,12 +159,19 @@ impl Model {
                 let history = self.cfg.history_ns;
                 let t = &mut self.tasks[n];
                 if let Some(se) = &s.next_se {
-                    sample_se(t, se, ts, spacing, history);
+                    let sample = sample_se(t, se, ts, spacing, history);
                     self.log.push(|| Transition::Vruntime {
                         ts,
                         thread: n as u32,
                         vruntime: se.vruntime,
                     });
+                    if sample.reweighted {
+                        self.log.push(|| Transition::Weight {
+                            ts,
+                            thread: n as u32,
+                            weight: t.weight,
+                        });
+                    }
                 }
                 let migrated = t.last_out_cpu.is_some_and(|o| o != cpu);
                 if migrated {
@@ -276,10 +292,22 @@ impl Model {
     }
 }
 
+/// What a switch's sched entity changed in its thread.
+struct SeSample {
+    /// Task-clock growth since the thread's previous sample.
+    ran: Option<u64>,
+    /// Its weight changed.
+    reweighted: bool,
+}
+
 /// Folds in the sched entity a switch carried for `t`.
-fn sample_se(t: &mut Task, se: &SchedEntity, ts: u64, spacing: u64, history: u64) {
-    if se.weight != 0 {
+fn sample_se(t: &mut Task, se: &SchedEntity, ts: u64, spacing: u64, history: u64) -> SeSample {
+    let reweighted = se.weight != 0 && se.weight != t.weight;
+    if reweighted {
         t.weight = se.weight;
     }
-    t.clock.sample(se, ts, spacing, history);
+    SeSample {
+        ran: t.clock.sample(se, ts, spacing, history),
+        reweighted,
+    }
 }

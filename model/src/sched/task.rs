@@ -8,7 +8,7 @@ use super::owner::Owner;
 use super::resume::ResumeTracker;
 use super::retire::RetiredTotals;
 use super::Model;
-use crate::{nice_to_weight, Comm, TaskExit, TaskInfo, Transition, VcpuState, VmEnded};
+use crate::{nice_to_weight, Affinity, Comm, TaskExit, TaskInfo, Transition, VcpuState, VmEnded};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TState {
@@ -44,6 +44,8 @@ pub(super) struct Task {
     pub(super) last_out_cpu: Option<u32>,
     pub(super) last_out_ts: u64,
     pub(super) cpus_used: CpuSet,
+    /// Where it may run (ascending), as its latest `Affinity` event said; empty when unknown.
+    pub(super) affinity: Vec<u32>,
     pub(super) clock: Clocks,
     pub(super) resume: ResumeTracker,
     pub(super) exits: ExitTracker,
@@ -113,6 +115,7 @@ impl Task {
             last_out_cpu: None,
             last_out_ts: 0,
             cpus_used: CpuSet::default(),
+            affinity: Vec::new(),
             clock: Clocks::default(),
             resume: ResumeTracker::default(),
             exits: ExitTracker::default(),
@@ -305,6 +308,24 @@ impl Model {
             vm: ti.vm.clone(),
             vcpu: ti.vcpu,
             comm: ti.comm,
+            nice: ti.nice,
+        });
+    }
+
+    /// Where a thread may run does not change what it did (the figures come from where it
+    /// ran); it is kept so that only changes are logged, for the demand fold to replay.
+    #[inline(never)]
+    pub(super) fn on_affinity(&mut self, a: &Affinity) {
+        let Some(n) = self.slot(a.tid) else { return };
+        let t = &mut self.tasks[n];
+        if t.affinity == a.cpus {
+            return;
+        }
+        t.affinity.clone_from(&a.cpus);
+        self.log.push(|| Transition::Affinity {
+            ts: a.ts,
+            thread: n as u32,
+            cpus: a.cpus.clone(),
         });
     }
 

@@ -1,0 +1,395 @@
+//! The demand fold: the model's transitions, thread by thread and pCPU by pCPU, into
+//! [`Demand`] (the rules are in the module's documentation).
+
+use fixedbitset::FixedBitSet;
+
+use super::{AffinitySpan, Burst, Demand, ThreadDemand};
+use crate::latency::Latency;
+use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, Snapshot, Transition, VcpuState};
+
+/// Where a thread is, as its transitions said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No state yet.
+    Unknown,
+    Running,
+    Waiting,
+    Sleeping,
+    Exited,
+}
+
+struct Thread {
+    demand: ThreadDemand,
+    phase: Phase,
+    /// Start of the current running stint (its wall time stands in for a missing task clock).
+    stint_from: u64,
+    /// The current stint is not yet counted (no switch-out ended it).
+    stint_open: bool,
+    /// Its first runnable state.
+    first_runnable: Option<u64>,
+    /// Start of the current sleep.
+    slept_from: u64,
+    /// When it woke, while it waits to run after that wakeup.
+    woke_at: Option<u64>,
+    /// CPU time of the current burst so far.
+    run_acc: u64,
+    cpus: FixedBitSet,
+    wake_hist: Latency,
+}
+
+impl Thread {
+    fn note_cpu(&mut self, cpu: u32) {
+        let i = cpu as usize;
+        if i >= self.cpus.len() {
+            self.cpus.grow(i + 1);
+        }
+        self.cpus.insert(i);
+        if self.demand.first_cpu == u32::MAX {
+            self.demand.first_cpu = cpu;
+        }
+    }
+
+    fn enter(&mut self, ts: u64, state: VcpuState) {
+        let next = if state.is_running() {
+            Phase::Running
+        } else {
+            match state {
+                VcpuState::Waiting => Phase::Waiting,
+                VcpuState::Sleeping => Phase::Sleeping,
+                _ => return,
+            }
+        };
+        if self.phase == Phase::Exited {
+            return;
+        }
+        if next != Phase::Sleeping && self.first_runnable.is_none() {
+            self.first_runnable = Some(ts);
+        }
+        if self.phase == Phase::Running && next != Phase::Running {
+            self.count_stint(ts);
+        }
+        match (self.phase, next) {
+            (Phase::Sleeping, Phase::Waiting) => {
+                self.close_sleep(ts);
+                self.woke_at = Some(ts);
+            }
+            (Phase::Sleeping, Phase::Running) => {
+                // Switched in with no wakeup seen: the sleep ends here.
+                self.close_sleep(ts);
+                self.start_stint(ts);
+            }
+            (Phase::Waiting, Phase::Running) => {
+                if let Some(woke) = self.woke_at.take() {
+                    self.wake_hist.record(ts.saturating_sub(woke).max(1));
+                }
+                self.start_stint(ts);
+            }
+            (Phase::Unknown, Phase::Running) => self.start_stint(ts),
+            (Phase::Running, Phase::Sleeping) => {
+                // It switched out by itself: the burst ends.
+                self.end_burst();
+                self.slept_from = ts;
+            }
+            (Phase::Unknown, Phase::Sleeping) => self.slept_from = ts,
+            // Preempted (the stint was counted at its switch-out), moved to another run
+            // queue while waiting (the wait goes on), a running substate, or a first state.
+            _ => {}
+        }
+        self.phase = next;
+    }
+
+    fn start_stint(&mut self, ts: u64) {
+        self.stint_from = ts;
+        self.stint_open = true;
+    }
+
+    /// A stint no switch-out counted ends at `ts`: its wall time joins the burst.
+    fn count_stint(&mut self, ts: u64) {
+        if std::mem::take(&mut self.stint_open) {
+            let ran = ts.saturating_sub(self.stint_from);
+            self.run_acc = self.run_acc.saturating_add(ran);
+        }
+    }
+
+    /// A switch-out ends a stint: its CPU time joins the burst.
+    fn switched_out(&mut self, ts: u64, task_clock_ns: Option<u64>) {
+        if self.phase == Phase::Running && self.stint_open {
+            match task_clock_ns {
+                Some(ran) => {
+                    self.run_acc = self.run_acc.saturating_add(ran);
+                    self.stint_open = false;
+                }
+                None => self.count_stint(ts),
+            }
+        }
+    }
+
+    /// The thread ended (or the observation did): a runnable thread's burst ends here, a
+    /// running one's last stint by its wall time.
+    fn end(&mut self, ts: u64) {
+        match self.phase {
+            Phase::Running => {
+                self.count_stint(ts);
+                self.end_burst();
+            }
+            Phase::Waiting => self.end_burst(),
+            Phase::Unknown | Phase::Sleeping | Phase::Exited => {}
+        }
+        self.phase = Phase::Exited;
+    }
+
+    fn end_burst(&mut self) {
+        self.demand.bursts.push(Burst {
+            run_ns: std::mem::take(&mut self.run_acc),
+            sleep_ns: None,
+        });
+    }
+
+    fn close_sleep(&mut self, ts: u64) {
+        let slept = ts.saturating_sub(self.slept_from);
+        if let Some(last) = self.demand.bursts.last_mut() {
+            last.sleep_ns = Some(slept);
+        }
+    }
+}
+
+/// Background stand-in of one pCPU: stretches of untracked tasks on it.
+#[derive(Default)]
+struct Background {
+    since: Option<u64>,
+    first: Option<u64>,
+    bursts: Vec<Burst>,
+    last_end: u64,
+}
+
+impl Background {
+    /// The untracked stretch open on this pCPU (if any) ends at `ts`.
+    fn close(&mut self, ts: u64) {
+        let Some(from) = self.since.take() else {
+            return;
+        };
+        if ts <= from {
+            return;
+        }
+        match self.bursts.last_mut() {
+            Some(last) => last.sleep_ns = Some(from.saturating_sub(self.last_end)),
+            None => self.first = Some(from),
+        }
+        self.bursts.push(Burst {
+            run_ns: ts - from,
+            sleep_ns: None,
+        });
+        self.last_end = ts;
+    }
+}
+
+/// Folds the model's transitions into [`Demand`]: [`DemandFold::fold`] each batch the model
+/// hands out, then [`DemandFold::finish`] with the model's final snapshot.
+#[derive(Default)]
+pub struct DemandFold {
+    /// By thread slot.
+    threads: Vec<Option<Thread>>,
+    cpus: Vec<Background>,
+    min_pcpus: u32,
+}
+
+/// CPU numbers above this are malformed (the model's bound too).
+const MAX_CPUS: u32 = 4096;
+
+impl DemandFold {
+    /// The host's CPU count, so idle pCPUs that never show up in events still count.
+    pub fn with_pcpus(mut self, n: u32) -> Self {
+        self.min_pcpus = n.min(MAX_CPUS);
+        self
+    }
+
+    /// Folds a batch of the model's transitions, in the order it gave them.
+    pub fn fold(&mut self, transitions: &[Transition]) {
+        for t in transitions {
+            self.apply(t);
+        }
+    }
+
+    fn thread(&mut self, slot: u32) -> Option<&mut Thread> {
+        self.threads.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn apply(&mut self, tr: &Transition) {
+        match tr {
+            Transition::Thread {
+                ts,
+                thread,
+                tid,
+                pid,
+                vm,
+                vcpu,
+                comm,
+                nice,
+            } => {
+                if let Some(t) = self.thread(*thread) {
+                    // Announced again: the model's latest identity.
+                    t.demand.vm.clone_from(vm);
+                    t.demand.vcpu = *vcpu;
+                    t.demand.comm = *comm;
+                    t.demand.nice = *nice;
+                    return;
+                }
+                let slot = *thread as usize;
+                if self.threads.len() <= slot {
+                    self.threads.resize_with(slot + 1, || None);
+                }
+                self.threads[slot] = Some(Thread {
+                    demand: ThreadDemand {
+                        tid: *tid,
+                        pid: *pid,
+                        comm: *comm,
+                        vm: vm.clone(),
+                        vcpu: *vcpu,
+                        nice: *nice,
+                        weight: nice_to_weight(*nice),
+                        allowed: Vec::new(),
+                        affinity: Vec::new(),
+                        first_cpu: u32::MAX,
+                        first_wake_ns: 0,
+                        bursts: Vec::new(),
+                        background: false,
+                        wake_to_run: Percentiles::default(),
+                    },
+                    phase: Phase::Unknown,
+                    stint_from: *ts,
+                    stint_open: false,
+                    first_runnable: None,
+                    slept_from: *ts,
+                    woke_at: None,
+                    run_acc: 0,
+                    cpus: FixedBitSet::new(),
+                    wake_hist: Latency::default(),
+                });
+            }
+            Transition::State {
+                ts,
+                thread,
+                state,
+                pcpu,
+            } => {
+                if let Some(t) = self.thread(*thread) {
+                    if let Some(cpu) = pcpu {
+                        t.note_cpu(*cpu);
+                    }
+                    t.enter(*ts, *state);
+                }
+            }
+            Transition::SwitchOut {
+                ts,
+                thread,
+                pcpu,
+                task_clock_ns,
+                ..
+            } => {
+                if let Some(t) = self.thread(*thread) {
+                    t.note_cpu(*pcpu);
+                    t.switched_out(*ts, *task_clock_ns);
+                }
+            }
+            Transition::Exited { ts, thread } => {
+                if let Some(t) = self.thread(*thread) {
+                    t.end(*ts);
+                }
+            }
+            Transition::Weight { thread, weight, .. } => {
+                if let Some(t) = self.thread(*thread) {
+                    t.demand.weight = (*weight).max(1);
+                }
+            }
+            Transition::Affinity { ts, thread, cpus } => {
+                if let Some(t) = self.thread(*thread) {
+                    t.demand.affinity.push(AffinitySpan {
+                        at_ns: *ts,
+                        cpus: cpus.clone(),
+                    });
+                }
+            }
+            Transition::Pcpu { ts, cpu, holder } => {
+                if *cpu >= MAX_CPUS {
+                    return;
+                }
+                let i = *cpu as usize;
+                if self.cpus.len() <= i {
+                    self.cpus.resize_with(i + 1, Background::default);
+                }
+                let bg = &mut self.cpus[i];
+                // Whatever ran here until now: an untracked stretch ends.
+                bg.close(*ts);
+                if matches!(holder, PcpuHolder::Other { .. }) {
+                    bg.since = Some(*ts);
+                }
+            }
+            Transition::Vruntime { .. }
+            | Transition::Resume { .. }
+            | Transition::GuestGap { .. }
+            | Transition::Exit { .. }
+            | Transition::Entry { .. }
+            | Transition::Vmclear { .. } => {}
+        }
+    }
+
+    /// Closes every open burst at the end of the run: `snap` is the model's snapshot after
+    /// [`Model::finish`] (its span, lost and late events).
+    pub fn finish(self, snap: &Snapshot) -> Demand {
+        let (start, end) = (snap.start, snap.ts);
+        let mut threads: Vec<ThreadDemand> = Vec::with_capacity(self.threads.len());
+        for mut t in self.threads.into_iter().flatten() {
+            t.end(end);
+            if t.cpus.is_clear() {
+                // Never scheduled while observed: nothing to replay.
+                continue;
+            }
+            t.demand.allowed = t.cpus.ones().map(|c| c as u32).collect();
+            t.demand.first_wake_ns = t.first_runnable.map_or(0, |f| f.saturating_sub(start));
+            for span in &mut t.demand.affinity {
+                span.at_ns = span.at_ns.saturating_sub(start);
+            }
+            t.demand.wake_to_run = t.wake_hist.percentiles();
+            // A thread seen only sleeping has a burst-less demand; keep it (it is a vCPU).
+            threads.push(t.demand);
+        }
+        threads.sort_by_key(|t| t.tid);
+        let seen_cpus = self.cpus.len() as u32;
+        let pcpus = seen_cpus.max(self.min_pcpus).max(
+            threads
+                .iter()
+                .flat_map(|t| t.allowed.last().copied())
+                .max()
+                .map_or(0, |c| c + 1),
+        );
+        for (cpu, mut bg) in self.cpus.into_iter().enumerate() {
+            bg.close(end);
+            let Some(first) = bg.first else { continue };
+            let cpu = cpu as u32;
+            threads.push(ThreadDemand {
+                tid: 0,
+                pid: 0,
+                comm: Comm::new(&format!("background/{cpu}")),
+                vm: String::new(),
+                vcpu: None,
+                nice: 0,
+                weight: nice_to_weight(0),
+                allowed: vec![cpu],
+                affinity: Vec::new(),
+                first_cpu: cpu,
+                first_wake_ns: first.saturating_sub(start),
+                bursts: bg.bursts,
+                background: true,
+                wake_to_run: Percentiles::default(),
+            });
+        }
+        Demand {
+            start,
+            end,
+            pcpus,
+            threads,
+            lost_events: snap.health.lost_events,
+            out_of_order: snap.health.out_of_order,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Demand: what each tracked thread asked of the CPUs, independent of how it was served.
+//!
+//! For a scheduler simulation the recorded schedule itself is the answer to be replaced; what
+//! carries over is the demand behind it. Per thread: its CPU bursts (task-clock time from
+//! becoming runnable until it sleeps by itself — a preemption splits a burst but does not
+//! end it), the sleeps between them (voluntary switch-out to wakeup), its weight and nice, the
+//! pCPUs it may use (its affinity over time where the recording has it, else the pCPUs it
+//! was seen on) and its VM. Per pCPU: the stretches untracked tasks ran, as
+//! background load. The same fold also times each wake-to-run latency, so the recorded and a
+//! simulated run are measured by one rule.
+//!
+//! [`DemandFold`] is a transition sink: it reads the [`Transition`](crate::Transition)s the model applied and
+//! re-derives no state. What a thread did is the model's account of it: its states and their
+//! times (`State`), the task clock of each stint on a pCPU (`SwitchOut`), its nice and weight
+//! (`Thread`, `Weight`), its affinity changes (`Affinity`), its end (`Exited`) and who held
+//! each pCPU (`Pcpu`). [`fold_events`] runs events through a [`Model`] into both.
+//!
+//! Rules of the fold (each on the model's transitions): a burst is the task-clock time of the
+//! stints from a thread becoming runnable until a state change to `Sleeping` (a stint's wall
+//! time where its switch-out carries no task clock, and for a stint cut by the thread's end or
+//! the observation's); the sleep after it runs from that `Sleeping` to the next runnable
+//! state; a wakeup is a `Waiting` that follows a `Sleeping`, and its wake-to-run latency ends
+//! at the next running state (a migration while waiting does not restart it); a thread's
+//! first burst starts at its first runnable state; its pCPUs are those its states and
+//! switch-outs name; a pCPU's background load is each stretch an untracked task held it.
+
+mod fold;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Comm, Event, Model, ModelConfig, Percentiles, SnapshotOptions};
+pub use fold::DemandFold;
+
+/// One CPU burst and the sleep that followed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Burst {
+    /// CPU time wanted, ns (task clock where switches carry it, else wall time on CPU).
+    pub run_ns: u64,
+    /// Sleep after the burst, ns; `None` when the thread did not wake again before the
+    /// observation ended (or the burst was cut by the end).
+    pub sleep_ns: Option<u64>,
+}
+
+/// What one thread asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadDemand {
+    pub tid: u32,
+    pub pid: u32,
+    pub comm: Comm,
+    /// VM name; empty for background load.
+    pub vm: String,
+    pub vcpu: Option<u32>,
+    pub nice: i32,
+    /// Scheduler weight (textbook scale, nice 0 = 1024): the kernel's, where switches carry it.
+    pub weight: u32,
+    /// pCPUs the thread ran or queued on, ascending: where the recording has no affinity
+    /// for it (older files, other sources), this stands for it (a pinned thread is seen on
+    /// its pCPU only).
+    pub allowed: Vec<u32>,
+    /// Its affinity over time, from the recording's `Affinity` events, oldest first: each
+    /// entry holds from its time (ns since the demand's start) to the next. Empty when the
+    /// recording has none; `allowed` then stands for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<AffinitySpan>,
+    /// pCPU of its first appearance.
+    pub first_cpu: u32,
+    /// When its first burst became runnable, ns since the demand's start.
+    pub first_wake_ns: u64,
+    pub bursts: Vec<Burst>,
+    /// True for the per-pCPU stand-in of untracked tasks.
+    pub background: bool,
+    /// Wake-to-run latency as served (wakeup to the next switch-in), ns.
+    pub wake_to_run: Percentiles,
+}
+
+/// The pCPUs a thread may use from `at_ns` (since the demand's start) on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffinitySpan {
+    pub at_ns: u64,
+    /// Ascending.
+    pub cpus: Vec<u32>,
+}
+
+impl ThreadDemand {
+    /// Total CPU time wanted, ns.
+    pub fn run_ns(&self) -> u64 {
+        self.bursts.iter().map(|b| b.run_ns).sum()
+    }
+}
+
+/// Everything a simulation replays.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct Demand {
+    /// First and last event timestamps, ns.
+    pub start: u64,
+    pub end: u64,
+    /// pCPUs seen (highest CPU number + 1), at least the host's count when known.
+    pub pcpus: u32,
+    /// Tracked threads by tid, then the background stand-ins by pCPU.
+    pub threads: Vec<ThreadDemand>,
+    /// Events the recording says were lost: the demand around them is uncertain.
+    pub lost_events: u64,
+    /// Events older than the reorder window, folded in at the time of the newest one.
+    pub out_of_order: u64,
+}
+
+impl Demand {
+    pub fn span_ns(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Tracked (non-background) threads.
+    pub fn tracked(&self) -> impl Iterator<Item = &ThreadDemand> {
+        self.threads.iter().filter(|t| !t.background)
+    }
+}
+
+/// Events folded by the model per transition batch (keeps the transition buffer small).
+const BATCH: usize = 4096;
+
+/// Runs `events` through a [`Model`] with [`ModelConfig::report`] (transitions on) and folds
+/// its transitions into the demand; `pcpus` is the host's CPU count where known (0 if not).
+/// Returns the finished model too, for the caller's snapshot of the same run.
+pub fn fold_events(events: &[Event], pcpus: u32) -> (Model, Demand) {
+    let mut model = Model::new(ModelConfig::report());
+    model.record_transitions(true);
+    let mut fold = DemandFold::default().with_pcpus(pcpus);
+    let mut transitions = Vec::new();
+    for chunk in events.chunks(BATCH) {
+        model.ingest_batch(chunk);
+        model.take_transitions(&mut transitions);
+        fold.fold(&transitions);
+        transitions.clear();
+    }
+    model.finish();
+    model.take_transitions(&mut transitions);
+    fold.fold(&transitions);
+    model.record_transitions(false);
+    let demand = fold.finish(&model.snapshot_with(SnapshotOptions::counters()));
+    (model, demand)
+}

@@ -1,0 +1,137 @@
+//! The demand fold on small event streams, through the model.
+
+use super::*;
+use crate::synth::{switch, switch_sleep, task_exit, task_info, wakeup, Switch};
+use crate::{Affinity, SchedEntity};
+
+fn demand(evs: &[Event]) -> Demand {
+    fold_events(evs, 0).1
+}
+
+fn burst(run_ns: u64, sleep_ns: Option<u64>) -> Burst {
+    Burst { run_ns, sleep_ns }
+}
+
+fn se(sum_exec_runtime: u64, weight: u32) -> SchedEntity {
+    SchedEntity {
+        sum_exec_runtime,
+        weight,
+        ..SchedEntity::default()
+    }
+}
+
+#[test]
+fn preemption_splits_a_burst_and_a_voluntary_switch_ends_it() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        wakeup(100, 0, 10, 0),
+        switch(200, 0, 0, 10),
+        // Preempted by an untracked task after 300 ns, back 100 ns later.
+        switch(500, 0, 10, 77),
+        switch(600, 0, 77, 10),
+        // Sleeps by itself after 400 more.
+        switch_sleep(1000, 0, 10, 0),
+        wakeup(3000, 0, 10, 0),
+        switch(3050, 0, 0, 10),
+        switch_sleep(3100, 0, 10, 0),
+    ];
+    let d = demand(&evs);
+    let t = d.tracked().next().unwrap();
+    assert_eq!(t.bursts, vec![burst(700, Some(2000)), burst(50, None)]);
+    assert_eq!(t.first_wake_ns, 100);
+    assert_eq!(t.wake_to_run.count, 2);
+    let bg: Vec<_> = d.threads.iter().filter(|t| t.background).collect();
+    assert_eq!(bg.len(), 1);
+    assert_eq!(bg[0].bursts[0].run_ns, 100);
+}
+
+/// A switch-in the recording missed (seen on PVM hosts with nothing lost) must not end
+/// the thread's replay: the sleep before it is closed by the switch-out that follows,
+/// and the task clock says how long the thread ran in between.
+#[test]
+fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
+    let out = |ts, sum| {
+        Switch::new(ts, 0, 10, 0)
+            .sleeping()
+            .prev_se(se(sum, 1024))
+            .build()
+    };
+    let into = |ts, sum| Switch::new(ts, 0, 0, 10).next_se(se(sum, 1024)).build();
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        wakeup(100, 0, 10, 0),
+        into(200, 5_000),
+        out(500, 5_300),
+        // Woken and switched in at about 2_000 and 2_100: neither was recorded. It ran
+        // 200 ns of task clock before sleeping again at 2_300.
+        out(2_300, 5_500),
+        wakeup(4_000, 0, 10, 0),
+        into(4_100, 5_500),
+        out(4_150, 5_550),
+    ];
+    let d = demand(&evs);
+    let t = d.tracked().next().unwrap();
+    assert_eq!(
+        t.bursts,
+        vec![
+            burst(300, Some(1_600)),
+            burst(200, Some(1_700)),
+            burst(50, None)
+        ]
+    );
+}
+
+/// The task clock, not the wall time, measures a stint; the kernel's weight replaces
+/// nice's; affinity changes are kept in order (a repeat is no change); a thread that
+/// exits while running ends its burst at its final switch-out.
+#[test]
+fn weight_affinity_task_clock_and_exit_come_from_the_transitions() {
+    let affinity = |ts, cpus: &[u32]| {
+        Event::Affinity(Affinity {
+            ts,
+            tid: 10,
+            cpus: cpus.to_vec(),
+        })
+    };
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        affinity(0, &[0, 1]),
+        wakeup(100, 0, 10, 1),
+        Switch::new(200, 1, 0, 10).next_se(se(1_000, 335)).build(),
+        // 300 ns of wall time, 250 of them on the task clock.
+        Switch::new(500, 1, 10, 0)
+            .sleeping()
+            .prev_se(se(1_250, 335))
+            .build(),
+        affinity(600, &[0, 1]),
+        affinity(700, &[1]),
+        wakeup(800, 1, 10, 1),
+        Switch::new(900, 1, 0, 10).next_se(se(1_250, 335)).build(),
+        task_exit(950, 1, 10),
+        Switch::new(1_000, 1, 10, 0)
+            .sleeping()
+            .prev_se(se(1_300, 335))
+            .build(),
+        switch(2_000, 1, 0, 77),
+    ];
+    let d = demand(&evs);
+    let t = d.tracked().next().unwrap();
+    assert_eq!((t.nice, t.weight), (0, 335));
+    assert_eq!(
+        t.affinity,
+        vec![
+            AffinitySpan {
+                at_ns: 0,
+                cpus: vec![0, 1]
+            },
+            AffinitySpan {
+                at_ns: 700,
+                cpus: vec![1]
+            }
+        ]
+    );
+    assert_eq!(t.bursts, vec![burst(250, Some(300)), burst(100, None)]);
+    assert_eq!((t.first_cpu, t.allowed.clone()), (1, vec![1]));
+    assert_eq!(t.wake_to_run.count, 2);
+    assert_eq!(d.end, 2_000);
+}
