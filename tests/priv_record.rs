@@ -74,6 +74,30 @@ fn record_the_demo_then_report_the_file() {
         );
     }
     assert_eq!(done["writer"]["discarded_events"], 0, "{done:#}");
+    // `lost` is the kernel's causes, the VMM's lost gap records and the writer's discards.
+    let figure = |v: &Value| {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("not a count: {done:#}"))
+    };
+    let causes: u64 = [
+        "events_ring",
+        "switch_rings",
+        "exit_aggregates",
+        "skipped_runs",
+    ]
+    .iter()
+    .map(|c| figure(&by_cause[c]))
+    .sum();
+    assert_eq!(
+        figure(&done["lost"]),
+        causes + figure(&done["vmm_gaps_lost"]) + figure(&done["writer"]["discarded_events"]),
+        "{done:#}"
+    );
+    let queue = figure(&done["writer"]["queue_chunks"]);
+    assert!(
+        (1..=queue + 1).contains(&figure(&done["writer"]["peak_unwritten_chunks"])),
+        "{done:#}"
+    );
     let vmm_vcpus = done["vmm"]["vcpus"].as_array().expect("the VMM's vCPUs");
     assert_eq!(vmm_vcpus.len(), 6, "the default demo's vCPUs: {done:#}");
     assert!(

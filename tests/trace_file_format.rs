@@ -322,6 +322,17 @@ fn index_and_seek_give_random_access_to_chunks() {
     }
 }
 
+/// A finished file read back cleanly: its events and trailer, which counts them, and whose
+/// `lost` its `Lost` events add up to.
+fn read_finished(bytes: &[u8]) -> (Vec<Event>, Trailer) {
+    let (back, stats, trailer) = read_bytes(bytes).unwrap();
+    assert!(stats.problems().is_empty(), "{:?}", stats.problems());
+    let trailer = trailer.unwrap();
+    assert_eq!(back.len() as u64, trailer.events);
+    assert_eq!(lost_sum(&back), trailer.lost);
+    (back, trailer)
+}
+
 /// The sum of the `Lost` events' counts.
 fn lost_sum(events: &[Event]) -> u64 {
     events
@@ -365,7 +376,10 @@ fn split_writer_matches_trace_writer_and_counts_a_discarded_chunk_as_lost() {
                 discarded_records = records as u64;
                 discarded = discarded_records + lost_sum(&chunk_events);
                 assert_eq!(chunk.events() as usize, chunk_events.len());
-                assert!(builder.discard(chunk).is_none());
+                let d = builder.discard(chunk);
+                assert!(d.filled.is_empty());
+                // Its Lost records are no events of its own: their counts carry over.
+                assert_eq!(d.events, discarded_records);
             } else {
                 writer.write_chunk(&chunk).unwrap();
             }
@@ -385,15 +399,112 @@ fn split_writer_matches_trace_writer_and_counts_a_discarded_chunk_as_lost() {
 
     let (bytes, discarded, discarded_records) = split(true);
     assert!(discarded > 0);
-    let (back, stats, trailer) = read_bytes(&bytes).unwrap();
-    assert!(stats.problems().is_empty(), "{:?}", stats.problems());
-    let trailer = trailer.unwrap();
-    assert_eq!(back.len() as u64, trailer.events);
-    // The file's Lost events add up to the trailer's count, which now has the discarded
-    // chunk's records besides every loss the stream reported.
-    assert_eq!(lost_sum(&back), trailer.lost);
+    // The trailer's lost count now has the discarded chunk's records besides every loss the
+    // stream reported.
+    let (back, trailer) = read_finished(&bytes);
     assert_eq!(trailer.lost, lost_sum(&events) + discarded_records);
     assert!(back
         .iter()
         .any(|e| matches!(e, Event::Lost(l) if l.cpu == u32::MAX && l.count == discarded)));
+}
+
+/// A chunk discarded in the middle of a stream loses its events only: the threads it
+/// announced, their affinity, a VM's end and what the source could not observe go into the
+/// next chunk, so a reader (and the model over it) still knows them.
+#[test]
+fn a_discarded_chunk_hands_its_bookkeeping_records_on() {
+    let mut events = demo_like(50_000, 5);
+    let at = 15_000;
+    let ts = events[at].ts();
+    let records = [
+        Event::TaskInfo(model::TaskInfo {
+            ts,
+            tid: 4301,
+            pid: 4300,
+            comm: model::Comm::new("vm2-vcpu0"),
+            vm: "vm2".into(),
+            vcpu: Some(0),
+            nice: 3,
+            schedstat: None,
+        }),
+        Event::Affinity(model::Affinity {
+            ts,
+            tid: 4301,
+            cpus: vec![1],
+        }),
+        Event::VmEnded(model::VmEnded {
+            ts,
+            pid: 4200,
+            vm: "vm1".into(),
+        }),
+        Event::Unobserved(model::Unobserved {
+            ts,
+            what: model::UnobservedKind::Threads,
+            count: 1,
+        }),
+        Event::Lost(model::Lost {
+            ts,
+            cpu: 1,
+            count: 7,
+        }),
+    ];
+    events.splice(at..at, records.iter().cloned());
+    let opts = WriterOptions {
+        chunk_bytes: 64 << 10,
+        ..WriterOptions::default()
+    };
+    let mut builder = ChunkBuilder::new(&header(), opts);
+    let mut writer = ChunkWriter::new(Vec::new(), &header(), opts.zstd_level).unwrap();
+    let (mut chunk_start, mut discarded, mut written_before) = (0, None, 0);
+    for (i, e) in events.iter().enumerate() {
+        let Some(chunk) = builder.push(e) else {
+            continue;
+        };
+        if (chunk_start..=i).contains(&at) {
+            // Its events but the Lost ones and the four records above that are no losses.
+            let lost_records = events[chunk_start..=i]
+                .iter()
+                .filter(|e| matches!(e, Event::Lost(_)))
+                .count();
+            let d = builder.discard(chunk);
+            assert!(d.filled.is_empty());
+            assert_eq!(d.events, (i + 1 - chunk_start - lost_records - 4) as u64);
+            discarded = Some(d.events);
+            written_before = writer.chunks();
+        } else {
+            writer.write_chunk(&chunk).unwrap();
+        }
+        chunk_start = i + 1;
+    }
+    if let Some(chunk) = builder.seal() {
+        writer.write_chunk(&chunk).unwrap();
+    }
+    let discarded = discarded.expect("the records' chunk was sealed");
+    assert!(written_before > 0 && writer.chunks() > written_before + 1);
+    let trailer = builder.trailer(writer.chunks());
+    let bytes = writer.finish(trailer).unwrap().0;
+
+    let (back, trailer) = read_finished(&bytes);
+    assert_eq!(trailer.lost, lost_sum(&events) + discarded);
+    for r in &records[..4] {
+        assert_eq!(back.iter().filter(|e| *e == r).count(), 1, "{r:?}");
+    }
+    assert!(trailer.processes.iter().any(|p| p.pid == 4300));
+
+    // The model over the file knows the thread and the VM's end.
+    let mut model = model::Model::new(model::ModelConfig::default());
+    model.ingest_batch(&back);
+    model.finish();
+    let snap = model.snapshot();
+    let vcpu = snap
+        .vcpus
+        .iter()
+        .find(|v| v.tid == 4301)
+        .expect("thread 4301");
+    assert_eq!(
+        (vcpu.vm.as_str(), vcpu.vcpu, vcpu.nice),
+        ("vm2", Some(0), 3)
+    );
+    assert!(snap.vms.iter().any(|vm| vm.name == "vm1" && vm.ended));
+    assert_eq!(snap.health.track_failures, 1);
 }

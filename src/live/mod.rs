@@ -277,6 +277,11 @@ impl LiveSource {
             .map_or(self.final_lost, |p| p.lost_by_cause())
     }
 
+    /// Guest gap records the bundled VMM had no room for (each also an `Event::Lost`).
+    pub fn vmm_gaps_lost(&self) -> u64 {
+        self.gaps_lost
+    }
+
     /// Kernel events the final drain found stamped after the closing timestamp and left out
     /// (also in [`Self::warnings`]).
     pub fn dropped_after_close(&self) -> u64 {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::{HostInfo, TaskInfo};
 
 pub use reader::{open, ChunkInfo, Events, ReadStats, TraceError, TraceReader};
-pub use writer::{ChunkBuilder, ChunkWriter, SealedChunk, TraceWriter, WriterOptions};
+pub use writer::{ChunkBuilder, ChunkWriter, Discarded, SealedChunk, TraceWriter, WriterOptions};
 
 /// First bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"KVMSCOPE";

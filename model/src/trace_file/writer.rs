@@ -38,6 +38,8 @@ pub struct SealedChunk {
     /// Its `Lost` events and the sum of their counts (for [`ChunkBuilder::discard`]).
     lost_records: u32,
     lost: u64,
+    /// Its bookkeeping records ([`kept_through_discard`]), for [`ChunkBuilder::discard`].
+    records: Vec<Event>,
     min_ts: u64,
     max_ts: u64,
     raw: Vec<u8>,
@@ -66,6 +68,45 @@ pub struct ChunkBuilder {
     /// The open chunk's `Lost` events and the sum of their counts.
     chunk_lost_records: u32,
     chunk_lost: u64,
+    /// The open chunk's bookkeeping records ([`kept_through_discard`]).
+    chunk_records: Vec<Event>,
+}
+
+/// What [`ChunkBuilder::discard`] did with a chunk.
+pub struct Discarded {
+    /// The chunk's events that are gone: counted in the `Lost` event that stands for them.
+    /// Neither its `Lost` events (their counts move into that one) nor its bookkeeping
+    /// records (written again) are among them.
+    pub events: u64,
+    /// Chunks the records and the `Lost` event filled, to write in this order.
+    pub filled: Vec<SealedChunk>,
+}
+
+/// Whether `ev` outlives a discarded chunk. Bookkeeping records say which threads and VMs
+/// exist, where a thread may run and what the source could not observe: a reader without
+/// them would not know the threads of every later event, so a discarded chunk hands them on
+/// to the next one, and only its events are lost (and counted).
+fn kept_through_discard(ev: &Event) -> bool {
+    match ev {
+        Event::TaskInfo(_)
+        | Event::Affinity(_)
+        | Event::VmEnded(_)
+        | Event::Unobserved(_)
+        | Event::ObservationEnd(_) => true,
+        // `Lost` counts move into the discard's own `Lost` event.
+        Event::Lost(_)
+        | Event::SchedSwitch(_)
+        | Event::Wakeup(_)
+        | Event::Migrate(_)
+        | Event::TaskExit(_)
+        | Event::KvmEntry(_)
+        | Event::KvmExit(_)
+        | Event::UserspaceExit(_)
+        | Event::Pio(_)
+        | Event::CrossCall(_)
+        | Event::GuestGap(_)
+        | Event::CounterSample(_) => false,
+    }
 }
 
 impl ChunkBuilder {
@@ -96,6 +137,7 @@ impl ChunkBuilder {
             end_ts: 0,
             chunk_lost_records: 0,
             chunk_lost: 0,
+            chunk_records: Vec::new(),
         }
     }
 
@@ -114,6 +156,9 @@ impl ChunkBuilder {
             Event::TaskInfo(t) => self.processes.note(t),
             _ => {}
         }
+        if kept_through_discard(ev) {
+            self.chunk_records.push(ev.clone());
+        }
         self.enc.push(ev);
         (self.enc.len() >= self.chunk_bytes)
             .then(|| self.seal())
@@ -131,25 +176,31 @@ impl ChunkBuilder {
             events,
             lost_records: std::mem::take(&mut self.chunk_lost_records),
             lost: std::mem::take(&mut self.chunk_lost),
+            records: std::mem::take(&mut self.chunk_records),
             min_ts,
             max_ts,
             raw: self.enc.take(),
         })
     }
 
-    /// A chunk that will never be written (its writer could not keep up): its events leave
-    /// the counts and one `Lost` event (no CPU) stands for them: its count is the chunk's
-    /// other events plus what its own `Lost` events counted, so the file's `Lost` events
-    /// still add up to the trailer's `lost`. Returns the chunk that event filled, if any.
-    pub fn discard(&mut self, chunk: SealedChunk) -> Option<SealedChunk> {
+    /// A chunk that will never be written (its writer could not keep up): its bookkeeping
+    /// records ([`kept_through_discard`]) go into the open chunk again, and one `Lost` event
+    /// (no CPU) stands for the rest: its count is the chunk's other events plus what its own
+    /// `Lost` events counted, so the file's `Lost` events still add up to the trailer's `lost`.
+    pub fn discard(&mut self, chunk: SealedChunk) -> Discarded {
         self.events -= u64::from(chunk.events);
         self.lost -= chunk.lost;
-        let count = u64::from(chunk.events - chunk.lost_records) + chunk.lost;
-        self.push(&Event::Lost(Lost {
+        let events = u64::from(chunk.events - chunk.lost_records) - chunk.records.len() as u64;
+        let mut filled = Vec::new();
+        for record in &chunk.records {
+            filled.extend(self.push(record));
+        }
+        filled.extend(self.push(&Event::Lost(Lost {
             ts: chunk.max_ts,
             cpu: u32::MAX,
-            count,
-        }))
+            count: events + chunk.lost,
+        })));
+        Discarded { events, filled }
     }
 
     /// What the trailer says, with `chunks` written.

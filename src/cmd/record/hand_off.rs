@@ -6,8 +6,7 @@
 //! than stop reading (which would lose more in the kernel, uncounted by time); the chunk's
 //! events become one `Lost` event in the file, and `record` says how many.
 
-use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -29,27 +28,29 @@ pub(super) enum HandOff {
 }
 
 /// The writer thread and its queue.
-pub(super) struct WriterThread {
+pub(super) struct WriterThread<W: Write> {
     queue: Option<SyncSender<SealedChunk>>,
-    thread: Option<JoinHandle<io::Result<ChunkWriter<File>>>>,
-    queued: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<io::Result<ChunkWriter<W>>>>,
+    /// Chunks handed over and not yet written: the queue's and the one being written.
+    unwritten: Arc<AtomicUsize>,
     bytes_written: Arc<AtomicU64>,
-    peak_queued: usize,
+    peak_unwritten: usize,
 }
 
-impl WriterThread {
-    pub(super) fn start(mut writer: ChunkWriter<File>) -> io::Result<Self> {
+impl<W: Write + Send + 'static> WriterThread<W> {
+    pub(super) fn start(mut writer: ChunkWriter<W>) -> io::Result<Self> {
         let (queue, chunks) = sync_channel::<SealedChunk>(QUEUE_CHUNKS);
-        let queued = Arc::new(AtomicUsize::new(0));
+        let unwritten = Arc::new(AtomicUsize::new(0));
         let bytes_written = Arc::new(AtomicU64::new(writer.bytes_written()));
         let thread = std::thread::Builder::new()
             .name("kvmscope-writer".into())
             .spawn({
-                let (queued, bytes_written) = (Arc::clone(&queued), Arc::clone(&bytes_written));
+                let (unwritten, bytes_written) =
+                    (Arc::clone(&unwritten), Arc::clone(&bytes_written));
                 move || {
                     for chunk in chunks {
                         writer.write_chunk(&chunk)?;
-                        queued.fetch_sub(1, Ordering::Relaxed);
+                        unwritten.fetch_sub(1, Ordering::Relaxed);
                         bytes_written.store(writer.bytes_written(), Ordering::Relaxed);
                     }
                     Ok(writer)
@@ -58,9 +59,9 @@ impl WriterThread {
         Ok(WriterThread {
             queue: Some(queue),
             thread: Some(thread),
-            queued,
+            unwritten,
             bytes_written,
-            peak_queued: 0,
+            peak_unwritten: 0,
         })
     }
 
@@ -68,14 +69,14 @@ impl WriterThread {
     pub(super) fn hand_off(&mut self, chunk: SealedChunk) -> io::Result<HandOff> {
         let queue = self.queue.as_ref().expect("queue open until finish");
         // Counted before the send: the writer may take it off at once.
-        let now = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.unwritten.fetch_add(1, Ordering::Relaxed) + 1;
         match queue.try_send(chunk) {
             Ok(()) => {
-                self.peak_queued = self.peak_queued.max(now);
+                self.peak_unwritten = self.peak_unwritten.max(now);
                 Ok(HandOff::Queued)
             }
             Err(TrySendError::Full(chunk)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.unwritten.fetch_sub(1, Ordering::Relaxed);
                 Ok(HandOff::Full(chunk))
             }
             Err(TrySendError::Disconnected(_)) => Err(self
@@ -87,10 +88,10 @@ impl WriterThread {
 
     /// Hands over the last chunk (waiting for room: nothing is read any more), lets the
     /// writer drain the queue and returns it.
-    pub(super) fn finish(mut self, last: Option<SealedChunk>) -> io::Result<ChunkWriter<File>> {
+    pub(super) fn finish(mut self, last: Option<SealedChunk>) -> io::Result<ChunkWriter<W>> {
         if let Some(chunk) = last {
             let queue = self.queue.as_ref().expect("queue open until finish");
-            self.queued.fetch_add(1, Ordering::Relaxed);
+            self.unwritten.fetch_add(1, Ordering::Relaxed);
             if queue.send(chunk).is_err() {
                 return self.join();
             }
@@ -98,7 +99,7 @@ impl WriterThread {
         self.join()
     }
 
-    fn join(&mut self) -> io::Result<ChunkWriter<File>> {
+    fn join(&mut self) -> io::Result<ChunkWriter<W>> {
         self.queue = None;
         let thread = self.thread.take().expect("joined once");
         thread
@@ -111,8 +112,77 @@ impl WriterThread {
         self.bytes_written.load(Ordering::Relaxed)
     }
 
-    /// Most chunks waiting at once, of [`QUEUE_CHUNKS`].
-    pub(super) fn peak_queued(&self) -> usize {
-        self.peak_queued
+    /// Most chunks handed over and not yet written at once: the queue's (at most
+    /// [`QUEUE_CHUNKS`]) and the one the writer was on, so at most `QUEUE_CHUNKS + 1`. Each
+    /// holds its encoded events in memory until written.
+    pub(super) fn peak_unwritten(&self) -> usize {
+        self.peak_unwritten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use model::trace_file::{ChunkBuilder, TraceHeader, WriterOptions};
+    use model::{Event, ObservationEnd};
+
+    use super::*;
+
+    /// A sink whose writes wait while the test holds `gate`, and that says when one waits.
+    #[derive(Clone, Default)]
+    struct GatedSink {
+        gate: Arc<Mutex<()>>,
+        waiting: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Write for GatedSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.gate.try_lock().is_err() {
+                self.waiting.store(true, Ordering::Release);
+                drop(self.gate.lock());
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn unwritten_chunks_are_the_full_queue_and_the_one_being_written() {
+        let sink = GatedSink::default();
+        let header = TraceHeader::default();
+        let writer = ChunkWriter::new(sink.clone(), &header, 1).unwrap();
+        let held = sink.gate.lock().unwrap();
+        let mut thread = WriterThread::start(writer).unwrap();
+        let mut builder = ChunkBuilder::new(&header, WriterOptions::default());
+        let mut chunk = |ts| {
+            builder.push(&Event::ObservationEnd(ObservationEnd { ts }));
+            builder.seal().unwrap()
+        };
+        assert!(matches!(
+            thread.hand_off(chunk(0)).unwrap(),
+            HandOff::Queued
+        ));
+        // The writer takes the first chunk off the queue and waits at the gate with it.
+        while !sink.waiting.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        for ts in 1..=QUEUE_CHUNKS as u64 {
+            assert!(matches!(
+                thread.hand_off(chunk(ts)).unwrap(),
+                HandOff::Queued
+            ));
+        }
+        assert!(matches!(
+            thread.hand_off(chunk(99)).unwrap(),
+            HandOff::Full(_)
+        ));
+        assert_eq!(thread.peak_unwritten(), QUEUE_CHUNKS + 1);
+        drop(held);
+        let writer = thread.finish(None).unwrap();
+        assert_eq!(writer.chunks(), QUEUE_CHUNKS as u64 + 1);
     }
 }

@@ -9,6 +9,8 @@
 
 mod hand_off;
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -103,19 +105,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let mut builder = ChunkBuilder::new(&header, opts);
     let chunk_writer = ChunkWriter::new(file, &header, opts.zstd_level).map_err(write_err)?;
     let mut writer = WriterThread::start(chunk_writer).map_err(write_err)?;
-    let mut discarded = Discarded::default();
+    let mut discarded = DiscardTotals::default();
     // Hands a sealed chunk to the writer thread; one it has no room for is discarded,
     // counted in the file as a `Lost` event.
-    let mut hand_off = |writer: &mut WriterThread,
+    let mut hand_off = |writer: &mut WriterThread<File>,
                         builder: &mut ChunkBuilder,
                         chunk: SealedChunk|
      -> anyhow::Result<()> {
-        let mut next = Some(chunk);
-        while let Some(chunk) = next.take() {
+        let mut next = VecDeque::from([chunk]);
+        while let Some(chunk) = next.pop_front() {
             if let HandOff::Full(chunk) = writer.hand_off(chunk).map_err(write_err)? {
+                let d = builder.discard(chunk);
                 discarded.chunks += 1;
-                discarded.events += u64::from(chunk.events());
-                next = builder.discard(chunk);
+                discarded.events += d.events;
+                next.extend(d.filled);
             }
         }
         Ok(())
@@ -174,7 +177,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let peak_queued = writer.peak_queued();
+    let peak_unwritten = writer.peak_unwritten();
     let chunk_writer = writer.finish(builder.seal()).map_err(write_err)?;
     let trailer = builder.trailer(chunk_writer.chunks());
     let (file, trailer) = chunk_writer.finish(trailer).map_err(write_err)?;
@@ -212,9 +215,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             bytes,
             seconds,
             lost_by_cause: source.lost_by_cause(),
+            vmm_gaps_lost: source.vmm_gaps_lost(),
             writer: WriterFigures {
                 queue_chunks: QUEUE_CHUNKS,
-                peak_queued_chunks: peak_queued,
+                peak_unwritten_chunks: peak_unwritten,
                 discarded_events: discarded.events,
             },
             vmm: source.vmm_summary(),
@@ -232,9 +236,11 @@ struct RecordDone<'a> {
     lost: u64,
     bytes: u64,
     seconds: f64,
-    /// The kernel's part of `lost`, by where the records were going (the rest of `lost`, if
-    /// any, is `writer.discarded_events`).
+    /// The kernel's part of `lost`, by where the records were going. `lost` is its total
+    /// plus `vmm_gaps_lost` plus `writer.discarded_events`.
     lost_by_cause: probes::LostByCause,
+    /// Guest gap records the bundled VMM (`--demo`) had no room for.
+    vmm_gaps_lost: u64,
     writer: WriterFigures,
     /// The in-process VMM's summary (`--demo`): its own exit counters per vCPU.
     vmm: Option<&'a vmm::Summary>,
@@ -245,15 +251,18 @@ struct RecordDone<'a> {
 struct WriterFigures {
     /// Chunks the hand-off holds.
     queue_chunks: usize,
-    /// Most chunks that waited for the writer at once.
-    peak_queued_chunks: usize,
-    /// Events discarded because the hand-off was full (part of `lost`).
+    /// Most chunks handed over and not yet written at once: the queue's and the one being
+    /// written, so at most `queue_chunks + 1`.
+    peak_unwritten_chunks: usize,
+    /// Events discarded because the hand-off was full (part of `lost`; the discarded chunks'
+    /// own `Lost` records and bookkeeping records are not among them: the records are written
+    /// again, the losses counted once).
     discarded_events: u64,
 }
 
 /// Chunks the writer had no room for.
 #[derive(Default)]
-struct Discarded {
+struct DiscardTotals {
     chunks: u64,
     events: u64,
 }
