@@ -373,8 +373,8 @@ pub struct Health {
     /// were gone (it was ending), so its figures stop at its previous sample.
     #[serde(default)]
     pub missed_counter_samples: u64,
-    /// Threads a rescan found and could not track (each counted once): their events are left
-    /// out.
+    /// Threads a rescan found and could not track (each counted once while it keeps failing;
+    /// again if it fails after being tracked): their events are left out.
     #[serde(default)]
     pub track_failures: u64,
     /// Human-readable notes ("no guest entry/exit events seen on this host", ...).

@@ -29,9 +29,10 @@ pub(super) struct Tracking {
     /// QEMU VMs that QMP and thread names cannot map: all their threads are watched and
     /// labelled with the vCPU id their `kvm_entry` events carry (see [`QemuEntryMapping`]).
     pub(super) qemu_entry: QemuEntryMapping,
-    /// Threads a rescan found and could not track (each warned about and counted once, as an
-    /// [`Unobserved`] thread); every rescan tries them again.
-    track_failed: BTreeSet<u32>,
+    /// Threads a rescan found and could not track, tid → pid (each warned about and counted
+    /// once, as an [`Unobserved`] thread, while it is failing); every rescan tries them again.
+    /// A thread leaves once tracked or gone, so a later failure (or its reused tid) is said.
+    track_failed: BTreeMap<u32, u32>,
     /// Events tracking made (announcements, affinity changes, VM ends), for the next poll.
     pending: Vec<Event>,
 }
@@ -51,7 +52,7 @@ impl Tracking {
             exiting: ExitingThreads::default(),
             affinity: AffinityPoll::default(),
             qemu_entry: QemuEntryMapping::new(kvm_entry_ids, probes_loaded),
-            track_failed: BTreeSet::new(),
+            track_failed: BTreeMap::new(),
             pending: Vec::new(),
         };
         tracking.warn_unmapped(initial_unmapped, true, warnings);
@@ -164,12 +165,17 @@ impl Tracking {
             self.qemu_entry.mapper.forget(tid);
             self.relabel(host, tid, vcpu);
         }
+        self.track_failed
+            .retain(|&tid, &mut pid| host.thread_exists(pid, tid));
         for t in plan.start {
-            let tid = t.tid;
+            let (tid, pid) = (t.tid, t.pid);
             // The session goes on without it: said once, and tried again on the next rescan
             // (a thread that appears later must not end a session of many).
-            if let Err(e) = self.start(host, t, None, warnings) {
-                if self.track_failed.insert(tid) {
+            match self.start(host, t, None, warnings) {
+                Ok(()) => {
+                    self.track_failed.remove(&tid);
+                }
+                Err(e) if self.track_failed.insert(tid, pid) != Some(pid) => {
                     warnings.push(format!(
                         "{e:#}: its events are left out (tried again on each rescan)"
                     ));
@@ -179,6 +185,7 @@ impl Tracking {
                         count: 1,
                     }));
                 }
+                Err(_) => {}
             }
         }
         let live_pids: BTreeSet<u32> = self.tracked.values().map(|t| t.pid).collect();

@@ -416,6 +416,42 @@ fn a_thread_the_probes_refuse_is_said_once_and_tried_again_while_others_go_on() 
     assert_eq!(out, [announced(&host, 101, 30), affinity(30, 101, &[0, 1])]);
     assert!(warnings.is_empty());
     assert_eq!(host.tracked, BTreeSet::from([101, 102]));
+
+    // Tracked, it is no longer a failure: dropped (no longer a target) and refused when it
+    // is one again, it is said and counted again.
+    host.not_targets.insert(101);
+    rescan(&mut tracking, &mut host, &spec, 40);
+    assert_eq!(host.tracked, BTreeSet::from([102]));
+    host.not_targets.clear();
+    host.refused.insert(101);
+    let (out, warnings) = rescan(&mut tracking, &mut host, &spec, 50);
+    let untracked_at = |ts| {
+        Event::Unobserved(Unobserved {
+            ts,
+            what: UnobservedKind::Threads,
+            count: 1,
+        })
+    };
+    assert_eq!(out, [untracked_at(50)]);
+    assert_eq!(
+        warnings,
+        [
+            "cannot track thread 101 (vm0-vcpu0): the tracked map is full: its events are left \
+          out (tried again on each rescan)"
+        ]
+    );
+
+    // A failing thread that ends before it is tracked leaves the failures too: the next
+    // thread with its tid is said again.
+    host.threads.remove(&101);
+    assert_eq!(
+        rescan(&mut tracking, &mut host, &spec, 60),
+        (vec![], vec![])
+    );
+    host.spawn(100, 101, "vm0", Some(3));
+    let (out, warnings) = rescan(&mut tracking, &mut host, &spec, 70);
+    assert_eq!(out, [untracked_at(70)]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
 }
 
 #[test]
