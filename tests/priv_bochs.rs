@@ -406,16 +406,19 @@ fn tracefs_vmclears(dump: &str) -> BTreeMap<u32, Vec<Queued>> {
 /// switch-in itself, or for a `KVM_RUN` start the thread's last `kvm_userspace_exit` (KVM loads
 /// the vCPU as the ioctl begins, before its first `kvm_entry`; the ioctl itself is not traced).
 /// The first load moves the VMCS from wherever the VMM's main thread created the vCPU: unknown
-/// here.
-fn vmcs_moves(events: &[Event], tid: u32) -> (Option<u32>, Vec<Queued>) {
+/// here. Also returned: the first `kvm_entry`'s time and pCPU. Before it the thread's own vCPU
+/// ioctls (register set-up, the start of the first `KVM_RUN`) may load the VMCS on any pCPU it
+/// runs on, and none of them is traced: the caller takes every VMCLEAR queued before that entry
+/// as the set-up's.
+fn vmcs_moves(events: &[Event], tid: u32) -> (Option<(u64, u32)>, Vec<Queued>) {
     let mut in_run = false;
     let mut back_in_vmm_at = 0;
-    let mut first = None;
+    let mut first_entry = None;
     let mut last: Option<u32> = None;
     let mut moves = Vec::new();
     let mut load = |ts: u64, cpu: u32, last: &mut Option<u32>| {
         match *last {
-            None => first = Some(cpu),
+            None => {}
             Some(old) if old != cpu => moves.push(Queued {
                 ts,
                 cpu,
@@ -434,6 +437,7 @@ fn vmcs_moves(events: &[Event], tid: u32) -> (Option<u32>, Vec<Queued>) {
             Event::SchedSwitch(s) if s.next_tid == tid && in_run => load(s.ts, s.cpu, &mut last),
             Event::KvmEntry(k) if k.tid == tid && !in_run => {
                 in_run = true;
+                first_entry.get_or_insert((k.ts, k.cpu));
                 load(back_in_vmm_at, k.cpu, &mut last);
             }
             Event::UserspaceExit(x) if x.tid == tid => {
@@ -443,7 +447,7 @@ fn vmcs_moves(events: &[Event], tid: u32) -> (Option<u32>, Vec<Queued>) {
             _ => {}
         }
     }
-    (first, moves)
+    (first_entry, moves)
 }
 
 /// The exact VMCLEAR oracle, per vCPU: what kvmscope attributes (its cross_call events and
@@ -476,6 +480,10 @@ fn vmclears_match_the_kernel(
                 });
             }
         }
+    }
+    // The file keeps each pCPU's ring order; the comparisons below go in time order.
+    for queued in ours.values_mut() {
+        queued.sort_by_key(|q| q.ts);
     }
     let vcpu_tids: Vec<u32> = vcpus.iter().map(|v| u(v, "tid") as u32).collect();
     // Other threads' (the VMM's main thread creates and frees the vCPUs, and may load them
@@ -527,20 +535,34 @@ fn vmclears_match_the_kernel(
             "{}",
             run.ctx(&format!("report: vCPU {tid} vmclear_calls"))
         );
-        // The VMCS's own moves: after the first load, one VMCLEAR each, queued on the new
-        // pCPU for the old one, no earlier than that load.
-        let (first, moves) = vmcs_moves(events, tid);
-        let initial = mine.len() as i64 - moves.len() as i64;
-        assert!(
-            (0..=1).contains(&initial),
+        // The VMCS's own moves after the first entry: one VMCLEAR each, queued on the new pCPU
+        // for the old one, no earlier than that load. Before the first entry, the set-up's
+        // loads (see `vmcs_moves`): a chain from the creating thread's pCPU that ends on the
+        // first entry's.
+        let (first_entry, moves) = vmcs_moves(events, tid);
+        let (entry_ts, entry_cpu) = first_entry
+            .unwrap_or_else(|| panic!("{}", run.ctx(&format!("vCPU {tid}: no kvm_entry"))));
+        let initial = mine.partition_point(|m| m.ts < entry_ts);
+        let (setup, after_first) = mine.split_at(initial);
+        let shown = |q: &[Queued]| {
+            format!(
+                "{:?}{}",
+                &q[..q.len().min(4)],
+                if q.len() > 4 { " ..." } else { "" }
+            )
+        };
+        assert_eq!(
+            after_first.len(),
+            moves.len(),
             "{}",
             run.ctx(&format!(
-                "vCPU thread {tid}: {} VMCLEARs vs {} VMCS moves: {mine:?} vs {moves:?}",
-                mine.len(),
-                moves.len()
+                "vCPU thread {tid}: {} VMCLEARs after the first entry vs {} VMCS moves: {} vs {}",
+                after_first.len(),
+                moves.len(),
+                shown(after_first),
+                shown(&moves)
             ))
         );
-        let after_first = &mine[initial as usize..];
         for (m, mv) in after_first.iter().zip(&moves) {
             assert!(
                 (m.cpu, m.target) == (mv.cpu, mv.target) && m.ts >= mv.ts,
@@ -550,10 +572,16 @@ fn vmclears_match_the_kernel(
                 ))
             );
         }
-        if initial == 1 {
-            // The first load's, away from the main thread's pCPU.
-            assert_eq!(Some(mine[0].cpu), first, "{}", run.ctx("first VMCLEAR"));
-        }
+        let chained = setup.windows(2).all(|w| w[1].target == w[0].cpu)
+            && setup.last().is_none_or(|l| l.cpu == entry_cpu);
+        assert!(
+            chained,
+            "{}",
+            run.ctx(&format!(
+                "vCPU thread {tid}: set-up VMCLEARs {} do not chain to the first entry on pCPU {entry_cpu}",
+                shown(setup)
+            ))
+        );
         // The latency split: delivery (queue -> entry on the old pCPU) and the clear itself.
         let done = u(&r["vmclear"], "count");
         assert!(
@@ -564,7 +592,7 @@ fn vmclears_match_the_kernel(
         assert_eq!(u(&r["vmclear_run"], "count"), done);
         finished += done;
         out.push(format!(
-            "vcpu {tid} ({}): {} VMCLEARs = tracefs {} = {} VMCS moves + {initial} at the first load; {} switch-ins migrated",
+            "vcpu {tid} ({}): {} VMCLEARs = tracefs {} = {} VMCS moves + {initial} in the set-up; {} switch-ins migrated",
             vcpu["thread"].as_str().unwrap_or_default(),
             mine.len(),
             kernel.len(),

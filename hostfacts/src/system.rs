@@ -1,9 +1,9 @@
-//! System-wide `/proc` facts: the CPU's flags, the kernel's release, host name and tick
-//! rate, sysctls kvmscope reads, the mount table and the kernel's symbols.
+//! System-wide `/proc` facts: the CPU's flags, the kernel's release, host name, tick rate
+//! and stolen time, sysctls kvmscope reads, the mount table and the kernel's symbols.
 
 use std::path::Path;
 
-use procfs::Current;
+use procfs::{Current, CurrentSI};
 
 /// The flags of the first CPU in `/proc/cpuinfo` (`vmx`, `svm`, ...); none if unreadable.
 pub fn cpu_flags() -> Vec<String> {
@@ -28,6 +28,14 @@ pub fn pid_max() -> Option<u32> {
     procfs::sys::kernel::pid_max()
         .ok()
         .and_then(|n| u32::try_from(n).ok())
+}
+
+/// Time stolen from this (virtual) machine by its hypervisor, summed over all CPUs, ns
+/// (`/proc/stat`'s steal, counted in clock ticks of `USER_HZ`), if readable.
+pub fn steal_ns() -> Option<u64> {
+    let stat = procfs::KernelStats::current().ok()?;
+    let ticks = stat.total.steal?;
+    Some(ticks.saturating_mul(1_000_000_000) / procfs::ticks_per_second())
 }
 
 /// `kernel.bpf_stats_enabled` as the file says it, if readable.
@@ -123,6 +131,9 @@ mod tests {
         assert!(!mounts().is_empty());
         // A CPU always reports some flags (fpu at least).
         assert!(!cpu_flags().is_empty());
+        // Steal only grows (a kernel without it reads 0).
+        let before = steal_ns().expect("/proc/stat has a steal column since 2.6.11");
+        assert!(steal_ns().is_some_and(|after| after >= before));
     }
 
     #[test]

@@ -95,6 +95,19 @@ pub fn at(samples: &[Sample], at: u64) -> (f64, f64) {
     (lerp(a.run, b.run), lerp(a.wait, b.wait))
 }
 
+/// The largest run-queue wait one thread's samples grew by between two samples that touch
+/// `[at - around, at + around]`: at an edge of a compared interval one wait can be in one
+/// side's figure and not the other's (the kernel adds a whole wait at the switch-in that ends
+/// it, and the samples are interpolated), so it is the slack an edge may cost.
+pub fn edge_wait_step(samples: &[Sample], at: u64, around: u64) -> f64 {
+    samples
+        .windows(2)
+        .filter(|w| w[1].ts >= at.saturating_sub(around) && w[0].ts <= at + around)
+        .map(|w| w[1].wait.saturating_sub(w[0].wait))
+        .max()
+        .unwrap_or(0) as f64
+}
+
 /// The bundled VMM's vCPU threads of `pid` (named `vm<V>-vcpu<C>`), sorted.
 pub fn vcpu_tids(pid: u32) -> Vec<u32> {
     let mut tids = Vec::new();
