@@ -676,6 +676,15 @@ fn allkvm_step(r: &Results, eevdf: bool, ctx: &dyn Fn(&str) -> String) -> String
 /// - 6.12, eevdf: batch 4784/4014->4014, 7307/4014->4014, 8225/4014->4014 (x1.19-2.05),
 ///   interactive 242/0->61 and 276/0->61 (x3.97, x4.54), lowprio 82838/7176->40108 (x2.07).
 ///
+/// With periodic balancing by PELT load (`simulate/src/policy/load_balance.rs`), on the same
+/// recordings and CI's of 15:29 UTC (us recorded/simulated, before -> after): 6.1 batch
+/// 4653/2818->2130, 4620/1311->2392, 4653/811->2736 and lowprio 69206/11272->27656 (worst
+/// x6.14 -> x2.50; CI's x6.97 -> x3.16); 6.12 unchanged at worst x4.54 (CI's x16.5: its
+/// interactive vCPUs shared a pCPU and woke on the same tick, 639/39 us). The emulated
+/// kernels wake sleepers on the tick (95% of 6.12's interactive wakeups fall within 250 us
+/// after a 4 ms boundary), which the open-loop replay (sleeps as long as recorded) does
+/// not keep: that, not the preemption rules, sets what is left.
+///
 /// The dispatch delay is the median wake-to-run of the recording's wakeups that preempted
 /// (no wakeup found an idle pCPU in these recordings). On 6.12 the interactive vCPUs still
 /// wait 4x longer than that: EEVDF 6.12 (RUN_TO_PARITY, DELAY_DEQUEUE) lets fewer of their

@@ -3,8 +3,9 @@
 //! the eligible entity with the earliest virtual deadline, lag-based placement,
 //! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
-//! placement, new-idle pull, periodic pull past an imbalance of two, `migration_cost`
-//! cache-hot refusal). Group scheduling, buddies and DELAY_DEQUEUE are not modelled. The
+//! placement, new-idle pull, periodic pull past an imbalance of two, periodic balancing by
+//! PELT load in `load_balance.rs`, `migration_cost` cache-hot refusal). Group scheduling,
+//! buddies and DELAY_DEQUEUE are not modelled. The
 //! first is what keeps run-queue waits short of a loaded host's: with autogroups (or
 //! libvirt's per-VM cgroups) a woken vCPU preempts another group's task only when its
 //! group's entity wins at the root, so its own lag credit does not run it at once, while
@@ -13,6 +14,7 @@
 
 use crate::engine::{Cx, Policy};
 use crate::params::{check_balance_intervals, ParamError, Params};
+use crate::policy::load_balance::{busiest_pair, fits, LoadTrack, CACHE_NICE_TRIES};
 use crate::policy::{cpus_after, imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
 
 const NICE_0: i128 = 1024;
@@ -36,6 +38,8 @@ pub struct FairParams {
     pub balance_interval: u64,
     /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
     pub idle_balance_interval: u64,
+    /// Periodic balancing also by PELT load (`policy/load_balance.rs`), not only by count.
+    pub balance_load: bool,
     pub gentle_fair_sleepers: bool,
     pub start_debit: bool,
     pub place_lag: bool,
@@ -64,6 +68,7 @@ impl FairParams {
                     "idle_balance_interval",
                     1_000_000 * u64::from(ncpus),
                 )?,
+                balance_load: p.bool(name, "balance_load", true)?,
                 gentle_fair_sleepers: p.bool(name, "gentle_fair_sleepers", true)?,
                 start_debit: p.bool(name, "start_debit", true)?,
                 place_lag: false,
@@ -84,6 +89,7 @@ impl FairParams {
                     "idle_balance_interval",
                     1_000_000 * u64::from(ncpus),
                 )?,
+                balance_load: p.bool(name, "balance_load", true)?,
                 gentle_fair_sleepers: false,
                 start_debit: false,
                 place_lag: p.bool(name, "place_lag", true)?,
@@ -157,6 +163,9 @@ pub struct Fair {
     rqs: Vec<Rq>,
     seq: u64,
     next_balance: u64,
+    load: LoadTrack,
+    /// `sd->nr_balance_failed`: periodic balances by load in a row that moved nothing.
+    balance_failed: u32,
 }
 
 fn delta_fair(d: u64, w: u32) -> i64 {
@@ -203,6 +212,8 @@ impl Fair {
             rqs: (0..ncpus).map(|_| Rq::default()).collect(),
             seq: 0,
             next_balance,
+            load: LoadTrack::new(nthreads),
+            balance_failed: 0,
         }
     }
 
@@ -393,6 +404,51 @@ impl Fair {
         cx.queue_moved(src, dst);
     }
 
+    /// Periodic balancing by load: the queued threads of the most loaded pCPU that fit in
+    /// half the difference move to the least loaded one (oldest queued first), as
+    /// `detach_tasks` does; a cache-hot one only after [`CACHE_NICE_TRIES`] failures.
+    fn balance_by_load(&mut self, cx: &mut Cx, now: u64) {
+        let mut loads = vec![0.0f64; cx.ncpus as usize];
+        for (cpu, rq) in self.rqs.iter().enumerate() {
+            for t in rq.queue.iter().copied().chain(rq.curr) {
+                loads[cpu] += self.load.load(t, now, Self::w(cx, t));
+            }
+        }
+        for t in 0..cx.threads.len() as u32 {
+            if !self.load.runnable(t) {
+                loads[cx.cpu_of[t as usize] as usize] += self.load.load(t, now, Self::w(cx, t));
+            }
+        }
+        let Some((src, dst, mut left)) = busiest_pair(&loads) else {
+            self.balance_failed = 0;
+            return;
+        };
+        let mut candidates: Vec<u32> = self.rqs[src as usize]
+            .queue
+            .iter()
+            .copied()
+            .filter(|&t| cx.threads[t as usize].may_run_on(dst))
+            .collect();
+        candidates.sort_by_key(|&t| self.ents[t as usize].seq);
+        let mut moved = false;
+        for t in candidates {
+            if self.hot(t, now) && self.balance_failed <= CACHE_NICE_TRIES {
+                continue;
+            }
+            let load = self.load.load(t, now, Self::w(cx, t));
+            if !fits(load, left, self.balance_failed) {
+                continue;
+            }
+            self.move_queued(cx, t, src, dst, now);
+            moved = true;
+            left -= load;
+            if left <= 0.0 {
+                break;
+            }
+        }
+        self.balance_failed = if moved { 0 } else { self.balance_failed + 1 };
+    }
+
     /// A queued thread of `src` that may move to `dst` now.
     fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
         self.rqs[src as usize]
@@ -406,6 +462,7 @@ impl Fair {
 
 impl Policy for Fair {
     fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
+        self.load.set_runnable(t, now, true);
         let cpu = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
         let from = cx.cpu_of[t as usize];
         self.update_curr(cx, cpu, now);
@@ -469,6 +526,7 @@ impl Policy for Fair {
         self.ents[t as usize].last_ran = now;
         if !runnable {
             self.store_lag(cx, cpu, t);
+            self.load.set_runnable(t, now, false);
         }
         let w = i128::from(Self::w(cx, t));
         let rq = &mut self.rqs[cpu as usize];
@@ -586,11 +644,14 @@ impl Policy for Fair {
             } else {
                 self.p.balance_interval
             };
-        let Some((src, dst)) = imbalance(cx, |c| self.rqs[c as usize].queue.len()) else {
-            return;
-        };
-        if let Some(t) = self.movable(cx, src, dst, now) {
-            self.move_queued(cx, t, src, dst, now);
+        if let Some((src, dst)) = imbalance(cx, |c| self.rqs[c as usize].queue.len()) {
+            if let Some(t) = self.movable(cx, src, dst, now) {
+                self.move_queued(cx, t, src, dst, now);
+                return;
+            }
+        }
+        if self.p.balance_load {
+            self.balance_by_load(cx, now);
         }
     }
 

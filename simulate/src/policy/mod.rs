@@ -8,6 +8,7 @@ use crate::params::{ParamError, Params};
 pub mod credit;
 pub mod fair;
 pub mod goodness;
+pub mod load_balance;
 pub mod o1;
 pub mod sedf;
 
