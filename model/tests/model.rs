@@ -695,6 +695,44 @@ fn health_counts_lost_unknown_reuse_and_ended() {
     assert!(s.health.notes.iter().any(|n| n.contains("7 events lost")));
 }
 
+/// Where a thread nobody announced may run is not dropped silently: it counts as unknown
+/// input, like the thread's other events.
+#[test]
+fn an_affinity_record_of_a_thread_never_announced_counts_as_unknown() {
+    let affinity = |tid, cpus: &[u32]| {
+        Event::Affinity(Affinity {
+            ts: MS,
+            tid,
+            cpus: cpus.to_vec(),
+        })
+    };
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        affinity(1, &[0]),
+        affinity(5, &[0, 1]),
+    ];
+    assert_eq!(fold(&evs).health.unknown_tids, 1);
+    assert_eq!(fold(&evs[..2]).health.unknown_tids, 0);
+}
+
+/// A few threads' vruntime series are the snapshot's, for those threads only.
+#[test]
+fn vruntime_series_of_some_threads_are_the_snapshots() {
+    let mut m = Model::default();
+    m.ingest_batch(&demo_stream(2.0));
+    let whole = m.snapshot();
+    assert!(whole.vruntime.len() >= 3, "{}", whole.vruntime.len());
+    let (a, b) = (whole.vruntime[2].tid, whole.vruntime[0].tid);
+    let wanted: Vec<_> = whole
+        .vruntime
+        .iter()
+        .filter(|v| v.tid == a || v.tid == b)
+        .cloned()
+        .collect();
+    assert_eq!(m.vruntime_series_of(&[a, b, a, 999_999]), wanted);
+    assert!(m.vruntime_series_of(&[]).is_empty());
+}
+
 #[test]
 fn reordering_within_the_window_changes_nothing() {
     let ordered = demo_stream(2.0);

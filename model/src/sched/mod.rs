@@ -7,8 +7,9 @@
 //!   switched in. Run time is wall time between switch-in and switch-out (`run_ns`);
 //!   `task_clock_ns` sums `se.sum_exec_runtime` deltas and excludes steal/IRQ time.
 //! - Tracked threads are exactly those announced by `TaskInfo`. Threads that show up with
-//!   scheduler-entity data but were never announced are counted in `health.unknown_tids` (once
-//!   per tid) and otherwise treated like any other untracked task: by comm on the pCPU lanes.
+//!   scheduler-entity data, exit aggregates, counter samples or an affinity record but were never
+//!   announced are counted in `health.unknown_tids` (once per tid) and otherwise treated like
+//!   any other untracked task: by comm on the pCPU lanes.
 //!   Guessing a VM for them would put numbers under a name nobody asked about.
 //! - `migrations` counts `sched_migrate_task` events when the source delivers them: the
 //!   kernel bumps `se.nr_migrations` in `set_task_cpu()`, the same place that tracepoint

@@ -313,10 +313,14 @@ impl Model {
     }
 
     /// Where a thread may run does not change what it did (the figures come from where it
-    /// ran); it is kept so that only changes are logged, for the demand fold to replay.
+    /// ran); it is kept so that only changes are logged, for the demand fold to replay. Of a
+    /// thread never announced it is unknown input, counted like that thread's other events.
     #[inline(never)]
     pub(super) fn on_affinity(&mut self, a: &Affinity) {
-        let Some(n) = self.slot(a.tid) else { return };
+        let Some(n) = self.slot(a.tid) else {
+            self.note_unknown(a.tid);
+            return;
+        };
         let t = &mut self.tasks[n];
         if t.affinity == a.cpus {
             return;

@@ -7,7 +7,7 @@ use super::clocks::Cum;
 use super::lanes::{Cpu, Seg};
 use super::owner::{Owner, OwnerTime};
 use super::resume::ResumeTracker;
-use super::task::TState;
+use super::task::{TState, Task};
 use super::{jain, Model};
 use crate::{
     LaneOwner, LaneSegment, Occupancy, PcpuSnapshot, PcpuTime, Percentiles, ResumeLatency,
@@ -457,26 +457,32 @@ impl Model {
     }
 
     fn vruntime_series(&self) -> Vec<VruntimeSeries> {
-        self.vruntime_series_where(|_| true)
-    }
-
-    /// The vruntime series of the threads `tids` names, as a snapshot with
-    /// `vruntime_series` has them. A sink that draws a few of hundreds of threads asks for
-    /// those only: at 512 vCPUs, copying every series made most of the dashboard's frame.
-    pub fn vruntime_series_of(&self, tids: &[u32]) -> Vec<VruntimeSeries> {
-        self.vruntime_series_where(|tid| tids.contains(&tid))
-    }
-
-    fn vruntime_series_where(&self, wanted: impl Fn(u32) -> bool) -> Vec<VruntimeSeries> {
         self.tasks
             .iter()
-            .filter(|t| !t.clock.series.is_empty() && wanted(t.tid))
-            .map(|t| VruntimeSeries {
-                tid: t.tid,
-                label: t.label(&self.vms),
-                points: t.clock.series.iter().copied().collect(),
-            })
+            .filter_map(|t| self.vruntime_series_of_task(t))
             .collect()
+    }
+
+    /// The vruntime series of the threads `tids` names (each tid's current thread), in
+    /// thread order, as a snapshot with `vruntime_series` has them. A sink that draws a few of
+    /// hundreds of threads asks for those only: at 512 vCPUs, copying every series made most
+    /// of the dashboard's frame.
+    pub fn vruntime_series_of(&self, tids: &[u32]) -> Vec<VruntimeSeries> {
+        let mut slots: Vec<usize> = tids.iter().filter_map(|&tid| self.slot(tid)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+            .into_iter()
+            .filter_map(|n| self.vruntime_series_of_task(&self.tasks[n]))
+            .collect()
+    }
+
+    fn vruntime_series_of_task(&self, t: &Task) -> Option<VruntimeSeries> {
+        (!t.clock.series.is_empty()).then(|| VruntimeSeries {
+            tid: t.tid,
+            label: t.label(&self.vms),
+            points: t.clock.series.iter().copied().collect(),
+        })
     }
 
     fn occupancy(&self, time: &OwnerTime) -> Occupancy {
