@@ -259,9 +259,52 @@ fn newer_version_is_refused_with_the_versions() {
     let msg = read_bytes(&bytes).unwrap_err().to_string();
     assert_eq!(
         msg,
-        "cannot read test.trace: trace format version 9 is newer than this kvmscope reads \
-         (version 1); upgrade kvmscope"
+        "cannot read test.trace: written by a newer kvmscope (trace format version 9; this \
+         one reads up to 2); upgrade kvmscope"
     );
+}
+
+/// Version 2 changed no encoding (it marks files older readers would skip chunks of): a
+/// version-1 file, counter samples, affinity and unobserved records included, reads as before.
+#[test]
+fn version_1_files_still_read() {
+    let mut events = arbitrary(5_000, 12);
+    let ts = events[2_500].ts();
+    events.push(Event::Affinity(model::Affinity {
+        ts,
+        tid: 7,
+        cpus: vec![0, 3],
+    }));
+    events.push(Event::CounterSample(model::CounterSample {
+        ts,
+        cpu: 1,
+        tid: 7,
+        pid: 7,
+        run_ns: 5_000,
+        wait_ns: 300,
+        timeslices: 4,
+        task_clock_ns: Some(4_900),
+        voluntary_switches: 2,
+        involuntary_switches: 1,
+        migrations: 1,
+        vruntime: 123_456,
+        weight: 1024,
+        allowed_cpus: 2,
+    }));
+    let mut bytes = write_trace(&events, 16 << 10);
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
+    assert_eq!(FORMAT_VERSION, 2);
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let (back, stats, _) = read_bytes(&bytes).unwrap();
+    assert!(stats.problems().is_empty(), "{:?}", stats.problems());
+    assert!(back == events, "a version-1 file reads otherwise");
+    for kind in ["counter_sample", "affinity", "unobserved"] {
+        assert!(
+            back.iter()
+                .any(|e| serde_json::to_value(e).unwrap()["type"] == kind),
+            "no {kind} in the stream"
+        );
+    }
 }
 
 #[test]

@@ -35,8 +35,16 @@ pub use writer::{ChunkBuilder, ChunkWriter, Discarded, SealedChunk, TraceWriter,
 
 /// First bytes of every trace file.
 pub const MAGIC: [u8; 8] = *b"KVMSCOPE";
-/// The format version this code writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this code writes, and the newest it reads (it reads every older one).
+///
+/// A reader meets an event kind or flag it does not know only as a chunk that does not
+/// decode, which it skips whole as corrupt, losing the chunk's other events with it. So every
+/// new kind or flag bumps the version, and a reader refuses a newer file in one line rather
+/// than drop chunks of it. Version 2 changes no encoding: it marks files whose chunks may hold
+/// what version 1 gained without a bump (counter samples, affinity and unobserved records,
+/// a task-info schedstat, a switch's `run_delay`), which the readers of before each addition
+/// skip chunk by chunk; version 1 files still read.
+pub const FORMAT_VERSION: u16 = 2;
 
 pub(crate) const PREAMBLE_LEN: usize = 12;
 pub(crate) const SYNC: [u8; 4] = *b"KVCK";

@@ -28,8 +28,8 @@ pub enum TraceError {
     #[error("cannot read {name}: not a kvmscope trace (wrong magic bytes)")]
     BadMagic { name: String },
     #[error(
-        "cannot read {name}: trace format version {found} is newer than this kvmscope reads \
-         (version {supported}); upgrade kvmscope"
+        "cannot read {name}: written by a newer kvmscope (trace format version {found}; this \
+         one reads up to {supported}); upgrade kvmscope"
     )]
     UnsupportedVersion {
         name: String,

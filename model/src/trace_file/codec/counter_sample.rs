@@ -11,7 +11,8 @@ use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
 use crate::event::{CounterSample, Event};
 
 /// Kind code (low nibble of the tag byte); added in format version 1 without a bump: readers
-/// before it refuse a file that has one with "unknown event kind", never misread it.
+/// before it never misread one, but skip the chunk that holds it whole as corrupt ("unknown
+/// event kind"), hence format version 2.
 pub(super) const K_COUNTER_SAMPLE: u8 = 14;
 
 const SAME_PID: u8 = 1;

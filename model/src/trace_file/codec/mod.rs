@@ -33,7 +33,7 @@ use counter_sample::K_COUNTER_SAMPLE;
 use records::{TASK_INFO_HAS_SCHEDSTAT, UNOBSERVED_TAG};
 use state::CoderState;
 
-/// Kind codes (low nibble of the tag byte). Stable: part of format version 1.
+/// Kind codes (low nibble of the tag byte). Stable since format version 1.
 const K_SCHED_SWITCH: u8 = 0;
 const K_WAKEUP: u8 = 1;
 const K_MIGRATE: u8 = 2;
@@ -48,11 +48,13 @@ const K_LOST: u8 = 10;
 const K_TASK_INFO: u8 = 11;
 const K_VM_ENDED: u8 = 12;
 const K_OBSERVATION_END: u8 = 13;
-/// Added in format version 1 without a bump, like [`K_COUNTER_SAMPLE`] (14): older readers
-/// refuse a file that has one with "unknown event kind". The last free code, so it is also
-/// the escape: an affinity record's tag has no CPU, and a non-zero high nibble names a further
-/// kind instead ([`records::UNOBSERVED_TAG`]; older readers refuse it as "cpu on an event
-/// without one").
+/// Added in format version 1 without a bump, like [`K_COUNTER_SAMPLE`] (14): a reader from
+/// before it fails the chunk that holds one ("unknown event kind") and skips that chunk whole
+/// as corrupt, hence version 2 (see [`super::FORMAT_VERSION`]). The last free code, so it is
+/// also the escape: an affinity record's tag has no CPU, and a non-zero high nibble names a
+/// further kind instead ([`records::UNOBSERVED_TAG`]; a reader from before that skips the
+/// chunk as corrupt too: "cpu on an event without one"). A further kind there needs a new
+/// format version.
 const K_AFFINITY: u8 = 15;
 
 /// Field streams. A chunk's fields are stored column-wise, one stream per kind of value, so

@@ -17,8 +17,8 @@ const DEADLINE_PREDICTED: u8 = 32;
 /// Alone: the whole entity equals the tid's previous one, nothing follows.
 const UNCHANGED: u8 = 64;
 /// A `run_delay` residual ends the entity. Files written before run_delay existed never set
-/// it, so they still read; older readers refuse new files with a clear error instead of
-/// misreading them.
+/// it, so they still read; older readers never misread it, but skip the chunk that holds it
+/// as corrupt ("unknown sched entity flags"), hence format version 2.
 const HAS_RUN_DELAY: u8 = 128;
 
 impl ChunkEncoder {
