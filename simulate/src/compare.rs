@@ -126,7 +126,9 @@ pub fn measure(
     )
 }
 
-fn column(
+/// One column from a stream already folded (the recording, whose fold gave the demand):
+/// `snap` is its model's snapshot, `served` its demand as served, `events` its length.
+pub fn column(
     name: &str,
     describe: &str,
     snap: &Snapshot,

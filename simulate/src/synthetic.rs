@@ -108,6 +108,7 @@ pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
         end: 1_000_000_000 + span_ns,
         pcpus,
         threads,
+        wakeups: Default::default(),
         lost_events: 0,
         out_of_order: 0,
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use model::demand::{fold_events, Demand};
 use model::trace_file::{ProcessMap, TraceHeader, TraceWriter, FORMAT_VERSION};
-use model::{Event, Source};
+use model::{Event, Snapshot, Source};
 use simulate::compare::{self, Comparison};
 use simulate::{Params, PolicyKind, RecordedDefaults, WakeCost};
 
@@ -17,14 +17,17 @@ use crate::file_source::{create_output, FileSource};
 /// Events per trace-file chunk of a simulated recording.
 const CHUNK_EVENTS: usize = 100_000;
 
-/// The recording's events, its demand and its pCPU count.
+/// The recording's events, its demand (with its wakeups) and what the model made of it, from
+/// one fold.
 pub struct Recorded {
     pub events: Vec<Event>,
     pub demand: Demand,
+    /// The snapshot of the model the demand was folded from: the recorded column's figures.
+    pub snapshot: Snapshot,
     pub header: TraceHeader,
 }
 
-/// Reads a trace file whole and folds its demand.
+/// Reads a trace file whole and folds it once: its demand and its model's snapshot.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
     let mut src = FileSource::open(path)?;
     let mut events = Vec::new();
@@ -37,18 +40,23 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
         eprintln!("warning: {}: {p}", path.display());
     }
     let header = src.header().clone();
-    let (_, demand) = fold_events(&events, src.host().cpus);
+    let (model, demand) = fold_events(&events, src.host().cpus);
     Ok(Recorded {
         events,
         demand,
+        snapshot: model.snapshot(),
         header,
     })
 }
 
 /// What the recording says that stands in for parameter defaults (its host's HZ, the
-/// dispatch delay of its wakeups), and the wakeups that delay was measured from.
-pub fn recorded_defaults(events: &[Event], host: &model::HostInfo) -> (RecordedDefaults, WakeCost) {
-    let cost = WakeCost::measure(events);
+/// dispatch delay of its wakeups, which its demand's fold sorted), and the wakeups that delay
+/// was measured from.
+pub fn recorded_defaults<'a>(
+    demand: &'a Demand,
+    host: &model::HostInfo,
+) -> (RecordedDefaults, WakeCost<'a>) {
+    let cost = WakeCost::of(demand);
     let recorded = RecordedDefaults {
         hz: host.hz.map(u64::from),
         dispatch: cost.dispatch_delay(),
@@ -67,7 +75,7 @@ pub fn simulated_run(
     let pcpus = host.cpus;
     let (_, demand) = fold_events(events, pcpus);
     simulate::check_inputs(&demand, pcpus)?;
-    let params = params.with_recorded(recorded_defaults(events, host).0);
+    let params = params.with_recorded(recorded_defaults(&demand, host).0);
     let (events, _) = simulate::simulate(kind, &demand, pcpus, &params)?;
     Ok(tui::SimulatedRun {
         label: format!("simulated {} ({})", kind.name(), kind.describe()),
@@ -93,7 +101,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let rec = load(&args.file)?;
-    let (recorded, wake_cost) = recorded_defaults(&rec.events, &rec.header.host);
+    let (recorded, wake_cost) = recorded_defaults(&rec.demand, &rec.header.host);
     let params = params.with_recorded(recorded);
     let pcpus = args.pcpus.unwrap_or(rec.demand.pcpus);
     simulate::check_inputs(&rec.demand, pcpus).with_context(|| args.file.display().to_string())?;
@@ -115,12 +123,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
 
     let fair = compare::demand_rows(&rec.demand, pcpus);
-    let mut columns = vec![compare::measure(
+    let mut columns = vec![compare::column(
         "recorded",
         &format!("the recording ({})", rec.header.host.scheduler),
-        &rec.events,
+        &rec.snapshot,
+        &rec.demand,
         &rec.demand,
         &fair,
+        rec.events.len() as u64,
     )];
     for (kind, b) in built {
         let mut events = Vec::new();

@@ -3,6 +3,7 @@
 
 use fixedbitset::FixedBitSet;
 
+use super::wakeup::{Holders, OpenWakeup, Placement, Wakeups};
 use super::{AffinitySpan, Burst, Demand, ThreadDemand};
 use crate::latency::Latency;
 use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, Snapshot, Transition, VcpuState};
@@ -29,8 +30,8 @@ struct Thread {
     first_runnable: Option<u64>,
     /// Start of the current sleep.
     slept_from: u64,
-    /// When it woke, while it waits to run after that wakeup.
-    woke_at: Option<u64>,
+    /// Its wakeup waiting for a switch-in (the rule is in `wakeup.rs`).
+    wakeup: OpenWakeup,
     /// CPU time of the current burst so far.
     run_acc: u64,
     cpus: FixedBitSet,
@@ -69,22 +70,13 @@ impl Thread {
             self.count_stint(ts);
         }
         match (self.phase, next) {
-            (Phase::Sleeping, Phase::Waiting) => {
-                self.close_sleep(ts);
-                self.woke_at = Some(ts);
-            }
+            (Phase::Sleeping, Phase::Waiting) => self.close_sleep(ts),
             (Phase::Sleeping, Phase::Running) => {
                 // Switched in with no wakeup seen: the sleep ends here.
                 self.close_sleep(ts);
                 self.start_stint(ts);
             }
-            (Phase::Waiting, Phase::Running) => {
-                if let Some(woke) = self.woke_at.take() {
-                    self.wake_hist.record(ts.saturating_sub(woke).max(1));
-                }
-                self.start_stint(ts);
-            }
-            (Phase::Unknown, Phase::Running) => self.start_stint(ts),
+            (Phase::Waiting | Phase::Unknown, Phase::Running) => self.start_stint(ts),
             (Phase::Running, Phase::Sleeping) => {
                 // It switched out by itself: the burst ends.
                 self.end_burst();
@@ -127,6 +119,7 @@ impl Thread {
     /// The thread ended (or the observation did): a runnable thread's burst ends here, a
     /// running one's last stint by its wall time.
     fn end(&mut self, ts: u64) {
+        self.wakeup.cancel();
         match self.phase {
             Phase::Running => {
                 self.count_stint(ts);
@@ -191,6 +184,9 @@ pub struct DemandFold {
     threads: Vec<Option<Thread>>,
     cpus: Vec<Background>,
     min_pcpus: u32,
+    /// Who held each pCPU, to place each closed wakeup.
+    holders: Holders,
+    wakeups: Wakeups,
 }
 
 /// CPU numbers above this are malformed (the model's bound too).
@@ -260,7 +256,7 @@ impl DemandFold {
                     stint_open: false,
                     first_runnable: None,
                     slept_from: *ts,
-                    woke_at: None,
+                    wakeup: OpenWakeup::default(),
                     run_acc: 0,
                     cpus: FixedBitSet::new(),
                     wake_hist: Latency::default(),
@@ -272,20 +268,33 @@ impl DemandFold {
                 state,
                 pcpu,
             } => {
-                if let Some(t) = self.thread(*thread) {
-                    if let Some(cpu) = pcpu {
-                        t.note_cpu(*cpu);
-                    }
-                    t.enter(*ts, *state);
+                let Some(t) = self
+                    .threads
+                    .get_mut(*thread as usize)
+                    .and_then(Option::as_mut)
+                else {
+                    return;
+                };
+                if let Some(cpu) = pcpu {
+                    t.note_cpu(*cpu);
+                }
+                t.enter(*ts, *state);
+                if let Some(ns) = t.wakeup.state(*ts, *state) {
+                    t.wake_hist.record(ns);
+                    // (A running state always names its pCPU.)
+                    let placement =
+                        pcpu.map_or(Placement::Waited, |cpu| self.holders.placement(*ts, cpu));
+                    self.wakeups.record(placement, ns);
                 }
             }
             Transition::SwitchOut {
                 ts,
                 thread,
                 pcpu,
+                preempted,
                 task_clock_ns,
-                ..
             } => {
+                self.holders.switched_out(*ts, *pcpu, *preempted);
                 if let Some(t) = self.thread(*thread) {
                     t.note_cpu(*pcpu);
                     t.switched_out(*ts, *task_clock_ns);
@@ -313,6 +322,7 @@ impl DemandFold {
                 if *cpu >= MAX_CPUS {
                     return;
                 }
+                self.holders.held(*cpu, holder);
                 let i = *cpu as usize;
                 if self.cpus.len() <= i {
                     self.cpus.resize_with(i + 1, Background::default);
@@ -335,7 +345,7 @@ impl DemandFold {
 
     /// Closes every open burst at the end of the run: `snap` is the model's snapshot after
     /// [`Model::finish`] (its span, lost and late events).
-    pub fn finish(self, snap: &Snapshot) -> Demand {
+    pub fn finish(mut self, snap: &Snapshot) -> Demand {
         let (start, end) = (snap.start, snap.ts);
         let mut threads: Vec<ThreadDemand> = Vec::with_capacity(self.threads.len());
         for mut t in self.threads.into_iter().flatten() {
@@ -383,11 +393,13 @@ impl DemandFold {
                 wake_to_run: Percentiles::default(),
             });
         }
+        self.wakeups.sort();
         Demand {
             start,
             end,
             pcpus,
             threads,
+            wakeups: self.wakeups,
             lost_events: snap.health.lost_events,
             out_of_order: snap.health.out_of_order,
         }

@@ -7,7 +7,9 @@
 //! pCPUs it may use (its affinity over time where the recording has it, else the pCPUs it
 //! was seen on) and its VM. Per pCPU: the stretches untracked tasks ran, as
 //! background load. The same fold also times each wake-to-run latency, so the recorded and a
-//! simulated run are measured by one rule.
+//! simulated run are measured by one rule, and sorts the wakeups by how the woken thread got
+//! its pCPU (preempting, onto an idle pCPU, or after waiting), which the simulator's dispatch
+//! delay is measured from: the recording is folded once for both.
 //!
 //! [`DemandFold`] is a transition sink: it reads the [`Transition`](crate::Transition)s the model applied and
 //! re-derives no state. What a thread did is the model's account of it: its states and their
@@ -19,19 +21,22 @@
 //! stints from a thread becoming runnable until a state change to `Sleeping` (a stint's wall
 //! time where its switch-out carries no task clock, and for a stint cut by the thread's end or
 //! the observation's); the sleep after it runs from that `Sleeping` to the next runnable
-//! state; a wakeup is a `Waiting` that follows a `Sleeping`, and its wake-to-run latency ends
-//! at the next running state (a migration while waiting does not restart it); a thread's
-//! first burst starts at its first runnable state; its pCPUs are those its states and
-//! switch-outs name; a pCPU's background load is each stretch an untracked task held it.
+//! state; a wakeup and its wake-to-run latency follow the wakeup rule (`wakeup.rs`: it opens
+//! at `Sleeping` -> `Waiting`, closes at the next running state, is cancelled by a sleep or
+//! the thread's end); a thread's first burst starts at its first runnable state; its pCPUs
+//! are those its states and switch-outs name; a pCPU's background load is each stretch an
+//! untracked task held it.
 
 mod fold;
 #[cfg(test)]
 mod tests;
+mod wakeup;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Comm, Event, Model, ModelConfig, Percentiles, SnapshotOptions};
 pub use fold::DemandFold;
+pub use wakeup::Wakeups;
 
 /// One CPU burst and the sleep that followed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +105,10 @@ pub struct Demand {
     pub pcpus: u32,
     /// Tracked threads by tid, then the background stand-ins by pCPU.
     pub threads: Vec<ThreadDemand>,
+    /// Every wakeup of a tracked thread that got its pCPU, by how it got it (the same
+    /// wakeups as the threads' `wake_to_run`).
+    #[serde(default)]
+    pub wakeups: Wakeups,
     /// Events the recording says were lost: the demand around them is uncertain.
     pub lost_events: u64,
     /// Events older than the reorder window, folded in at the time of the newest one.

@@ -135,3 +135,110 @@ fn weight_affinity_task_clock_and_exit_come_from_the_transitions() {
     assert_eq!(t.wake_to_run.count, 2);
     assert_eq!(d.end, 2_000);
 }
+
+const US: u64 = 1_000;
+
+/// Every closed wakeup is in both the thread's wake-to-run and the demand's wakeups.
+fn closed_wakeups(d: &Demand) -> u64 {
+    let per_thread: u64 = d.tracked().map(|t| t.wake_to_run.count).sum();
+    assert_eq!(per_thread, d.wakeups.count() as u64, "{:?}", d.wakeups);
+    per_thread
+}
+
+/// Thread 10 is woken onto idle pCPU 0 twice (30 and 50 µs to run); thread 11 is woken onto
+/// pCPU 1 while 12 runs there and preempts it 20 µs later; then once more, and waits 2 ms
+/// until 12 sleeps.
+#[test]
+fn each_wakeup_is_placed_by_how_it_got_its_pcpu() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        task_info(0, 11, 1, "vm0", Some(1), 0),
+        task_info(0, 12, 1, "vm0", Some(2), 0),
+        switch(US, 0, 0, 10),
+        switch_sleep(100 * US, 0, 10, 0),
+        wakeup(1_000 * US, 0, 10, 0),
+        switch(1_030 * US, 0, 0, 10),
+        switch_sleep(1_100 * US, 0, 10, 0),
+        wakeup(2_000 * US, 0, 10, 0),
+        switch(2_050 * US, 0, 0, 10),
+        switch_sleep(2_060 * US, 0, 10, 0),
+        switch(2_100 * US, 1, 0, 11),
+        switch_sleep(2_200 * US, 1, 11, 12),
+        wakeup(3_000 * US, 1, 11, 1),
+        switch(3_020 * US, 1, 12, 11),
+        switch_sleep(3_100 * US, 1, 11, 12),
+        wakeup(4_000 * US, 1, 11, 1),
+        switch_sleep(6_000 * US, 1, 12, 11),
+        switch_sleep(6_100 * US, 1, 11, 0),
+    ];
+    let d = demand(&evs);
+    let w = &d.wakeups;
+    assert_eq!(w.idle, vec![30 * US, 50 * US]);
+    assert_eq!(w.preempted, vec![20 * US]);
+    assert_eq!(w.waited, vec![2_000 * US]);
+    assert_eq!(closed_wakeups(&d), 4);
+}
+
+/// Thread 10 (pid 1, vm0) sleeps on pCPU 0 and is woken at 1 ms; `then` happens at 1.01 ms,
+/// and at 1.03 ms tid 10 is switched in.
+fn woken_then(then: Event) -> Vec<Event> {
+    vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        switch(US, 0, 0, 10),
+        switch_sleep(100 * US, 0, 10, 0),
+        wakeup(1_000 * US, 0, 10, 0),
+        then,
+        switch(1_030 * US, 0, 0, 10),
+    ]
+}
+
+/// A woken thread that ends before its switch-in never got a pCPU: nothing is recorded.
+#[test]
+fn an_exit_cancels_a_wakeup() {
+    let d = demand(&woken_then(task_exit(1_010 * US, 0, 10)));
+    assert_eq!(d.tracked().count(), 1);
+    assert_eq!(closed_wakeups(&d), 0);
+}
+
+/// A tid reused by another process's thread ends the woken thread (the model's `Exited`);
+/// the new thread's first switch-in closes no wakeup of the old one. A re-announcement of the
+/// same thread (another vCPU number, the same process) keeps its wakeup open.
+#[test]
+fn a_reused_tid_cancels_a_wakeup_and_a_re_announcement_does_not() {
+    let d = demand(&woken_then(task_info(1_010 * US, 10, 2, "vm1", Some(0), 0)));
+    assert_eq!(d.tracked().count(), 2);
+    assert_eq!(closed_wakeups(&d), 0);
+
+    let d = demand(&woken_then(task_info(1_010 * US, 10, 1, "vm0", Some(3), 0)));
+    assert_eq!(d.tracked().count(), 1);
+    assert_eq!(closed_wakeups(&d), 1);
+    assert_eq!(d.wakeups.idle, vec![30 * US]);
+}
+
+/// A switch-in the kernel never reported still closes the wakeup, when the model infers it
+/// from the task clock: woken at 1 ms, switched out sleeping at 2 ms having run 300 µs.
+#[test]
+fn an_inferred_switch_in_closes_a_wakeup() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        Switch::new(US, 0, 0, 10).next_se(se(0, 1024)).build(),
+        Switch::new(100 * US, 0, 10, 0)
+            .sleeping()
+            .prev_se(se(99 * US, 1024))
+            .build(),
+        wakeup(1_000 * US, 0, 10, 0),
+        Switch::new(2_000 * US, 0, 10, 0)
+            .sleeping()
+            .prev_se(se(399 * US, 1024))
+            .build(),
+    ];
+    let d = demand(&evs);
+    assert_eq!(closed_wakeups(&d), 1);
+    assert_eq!(d.wakeups.count(), 1);
+    let all: Vec<u64> = [&d.wakeups.preempted, &d.wakeups.idle, &d.wakeups.waited]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(all, vec![700 * US]);
+}
