@@ -195,7 +195,7 @@ static __always_inline void count_lost(__u32 cause)
 	__u32 zero = 0;
 	struct ks_lost *n = bpf_map_lookup_elem(&lost, &zero);
 
-	if (n && cause < KS_LOST_RINGS)
+	if (n && cause < KS_LOST_CAUSES)
 		n->by_cause[cause] += 1; /* per-CPU slot: no atomics needed */
 }
 

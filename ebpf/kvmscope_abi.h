@@ -78,7 +78,8 @@ typedef int64_t __s64;
 #define KS_LOST_SWITCHES 1u
 /* Not a ring: exits the aggregation maps had no room for (--exits aggregate/both). */
 #define KS_LOST_EXIT_AGGS 2u
-#define KS_LOST_RINGS 3u
+/* How many KS_LOST_* causes there are: the length of `struct ks_lost`. */
+#define KS_LOST_CAUSES 3u
 
 /* Log2 buckets of exit handling time (exit -> next entry): bucket b holds [2^b, 2^(b+1)) ns,
  * bucket 0 also 0 ns, the last one everything from 2^39 ns (~9 min) up. */
@@ -312,7 +313,7 @@ struct ks_exit_key {
 /* Value of `lost` (per CPU): records that found no room, by KS_LOST_*. One value, so the
  * reader reads every cause with one map lookup, as before there were causes. */
 struct ks_lost {
-	__u64 by_cause[KS_LOST_RINGS];
+	__u64 by_cause[KS_LOST_CAUSES];
 };
 #define KS_SIZE_LOST 24
 

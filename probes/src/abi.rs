@@ -159,16 +159,48 @@ pub struct ExitAgg {
 pub const EXITS_STREAM: u32 = KS_EXITS_STREAM as u32;
 pub const EXITS_AGGREGATE: u32 = KS_EXITS_AGGREGATE as u32;
 
-/// Indices of [`LostCounts::by_cause`] (`KS_LOST_*`): where a lost record was going.
-pub const LOST_EVENTS: usize = KS_LOST_EVENTS as usize;
-pub const LOST_SWITCHES: usize = KS_LOST_SWITCHES as usize;
-pub const LOST_EXIT_AGGS: usize = KS_LOST_EXIT_AGGS as usize;
+/// Where a lost record was going (`KS_LOST_*`): the index of its counter in
+/// [`LostCounts::by_cause`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostCause {
+    EventsRing,
+    SwitchRings,
+    ExitAggregates,
+}
+
+impl LostCause {
+    /// Every cause, in counter order. Its length is the header's `KS_LOST_CAUSES`, so a cause
+    /// added there fails the build here until it is named.
+    pub const ALL: [LostCause; KS_LOST_CAUSES as usize] = [
+        LostCause::EventsRing,
+        LostCause::SwitchRings,
+        LostCause::ExitAggregates,
+    ];
+
+    /// Its counter in [`LostCounts::by_cause`].
+    pub const fn index(self) -> usize {
+        (match self {
+            LostCause::EventsRing => KS_LOST_EVENTS,
+            LostCause::SwitchRings => KS_LOST_SWITCHES,
+            LostCause::ExitAggregates => KS_LOST_EXIT_AGGS,
+        }) as usize
+    }
+}
+
+// The causes' indices are 0..KS_LOST_CAUSES, each once: `ALL` is in counter order.
+const _: () = {
+    let mut i = 0;
+    while i < LostCause::ALL.len() {
+        assert!(LostCause::ALL[i].index() == i);
+        i += 1;
+    }
+};
 
 /// `struct ks_lost`: one CPU's records that found no room, by cause.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct LostCounts {
-    pub by_cause: [u64; KS_LOST_RINGS as usize],
+    pub by_cause: [u64; KS_LOST_CAUSES as usize],
 }
 
 #[repr(C)]

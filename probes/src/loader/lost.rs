@@ -11,7 +11,7 @@ use super::monotonic_ns;
 use super::object::take_map;
 use super::options::{load_error, ProbeError};
 use super::Probes;
-use crate::abi::{LostCounts as KernelLost, LOST_EVENTS, LOST_EXIT_AGGS, LOST_SWITCHES};
+use crate::abi::{LostCause, LostCounts as KernelLost};
 
 // SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
 // no padding) is what aya's `Pod` asks for; the function below fails the build if it goes.
@@ -50,11 +50,11 @@ impl LostByCause {
         self.events_ring + self.switch_rings + self.exit_aggregates + self.skipped_runs
     }
 
-    fn of_cause(&mut self, cause: usize) -> &mut u64 {
+    fn of_cause(&mut self, cause: LostCause) -> &mut u64 {
         match cause {
-            LOST_EVENTS => &mut self.events_ring,
-            LOST_SWITCHES => &mut self.switch_rings,
-            _ => &mut self.exit_aggregates,
+            LostCause::EventsRing => &mut self.events_ring,
+            LostCause::SwitchRings => &mut self.switch_rings,
+            LostCause::ExitAggregates => &mut self.exit_aggregates,
         }
     }
 }
@@ -133,8 +133,9 @@ impl Probes {
         let now = monotonic_ns();
         for (cpu, (counts, seen)) in per_cpu.iter().zip(&mut lost.seen).enumerate() {
             let mut cpu_delta = 0;
-            for cause in [LOST_EVENTS, LOST_SWITCHES, LOST_EXIT_AGGS] {
-                let (count, seen) = (counts.by_cause[cause], &mut seen.by_cause[cause]);
+            for cause in LostCause::ALL {
+                let i = cause.index();
+                let (count, seen) = (counts.by_cause[i], &mut seen.by_cause[i]);
                 let delta = count.saturating_sub(*seen);
                 *seen = (*seen).max(count);
                 *lost.by_cause.of_cause(cause) += delta;
@@ -149,5 +150,28 @@ impl Probes {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kernel_cause_counts_in_its_own_field() {
+        let mut by = LostByCause::default();
+        for (n, cause) in LostCause::ALL.into_iter().enumerate() {
+            *by.of_cause(cause) += 1 << n;
+        }
+        assert_eq!(
+            (
+                by.events_ring,
+                by.switch_rings,
+                by.exit_aggregates,
+                by.skipped_runs
+            ),
+            (1, 2, 4, 0)
+        );
+        assert_eq!(by.total(), 7);
     }
 }
