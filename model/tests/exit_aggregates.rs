@@ -114,9 +114,8 @@ fn aggregates_give_the_streamed_counts_and_resume_latency() {
     assert_eq!(user(g).latency, user(w).latency);
     assert_eq!(got.health.aggregated_exits, 4);
     assert_eq!(got.health.unknown_tids, 1);
-    assert!(got
-        .health
-        .notes
-        .iter()
-        .any(|n| n.contains("aggregated in the kernel")));
+    assert!(got.health.notes.iter().any(|n| n.contains(
+        "aggregated in the kernel (4 exits): counts and log2 handling-time \
+                             buckets per vCPU and reason"
+    )));
 }

@@ -114,7 +114,8 @@ impl Model {
         }
         if self.health.aggregated_exits > 0 {
             notes.push(format!(
-                "guest exits aggregated in the kernel ({} exits): counts and log2 handling-time                  buckets per vCPU and reason; exit to switch-out needs --exits stream",
+                "guest exits aggregated in the kernel ({} exits): counts and log2 handling-time \
+                 buckets per vCPU and reason; exit to switch-out needs --exits stream",
                 self.health.aggregated_exits
             ));
         }
