@@ -550,4 +550,6 @@ fn a_discarded_chunk_hands_its_bookkeeping_records_on() {
     );
     assert!(snap.vms.iter().any(|vm| vm.name == "vm1" && vm.ended));
     assert_eq!(snap.health.track_failures, 1);
+    // The records kept their times, which are still after all the model saw before them.
+    assert_eq!(snap.health.out_of_order, 0, "{:?}", snap.health.notes);
 }

@@ -187,6 +187,8 @@ impl ChunkBuilder {
     /// records ([`kept_through_discard`]) go into the open chunk again, and one `Lost` event
     /// (no CPU) stands for the rest: its count is the chunk's other events plus what its own
     /// `Lost` events counted, so the file's `Lost` events still add up to the trailer's `lost`.
+    /// The records keep their times: a reader never saw the discarded chunk's events, so they
+    /// still come after everything it did see, never late.
     pub fn discard(&mut self, chunk: SealedChunk) -> Discarded {
         self.events -= u64::from(chunk.events);
         self.lost -= chunk.lost;
