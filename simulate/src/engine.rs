@@ -136,22 +136,30 @@ pub fn run<P: Policy>(
     policy: P,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
-    run_charged(demand, ncpus, policy, DispatchDelay::default(), sink)
+    run_charged(demand, ncpus, policy, DispatchDelay::default(), None, sink)
 }
 
 /// [`run`], charging `delay` between each wakeup and the switch it causes: a wakeup that
 /// finds its pCPU idle, or preempts the thread running there, has that pCPU pick only
 /// `delay` later (the woken thread waits in its queue meanwhile, as on a host between the
 /// wakeup and the IPI's or idle exit's reschedule).
+///
+/// With `sleep_tick`, each sleep ends on the tick boundary nearest to where its recorded
+/// length would end it: a host whose timers fire only on the tick (no high-resolution timers,
+/// as the kernel lab's emulated kernels: 95% of their sleepy vCPUs' wakeups come within
+/// 250 us after a tick) wakes its sleepers together with the tick, whatever the phase their
+/// burst ended at in the replay.
 pub fn run_charged<P: Policy>(
     demand: &Demand,
     ncpus: u32,
     policy: P,
     delay: DispatchDelay,
+    sleep_tick: Option<u64>,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
     let mut e = Engine::new(demand, ncpus, policy);
     e.delay = delay;
+    e.sleep_tick = sleep_tick.filter(|&k| k > 0);
     e.run(sink);
     (e.stats, e.policy)
 }
@@ -205,6 +213,8 @@ struct Engine<'d, P> {
     /// one of those wakeups preempts (else the pick is only for an idle pCPU).
     dispatch_at: Vec<u64>,
     dispatch_preempts: Vec<bool>,
+    /// Tick length when sleeps end on the tick (see [`run_charged`]).
+    sleep_tick: Option<u64>,
 }
 
 impl<'d, P: Policy> Engine<'d, P> {
@@ -275,6 +285,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             delay: DispatchDelay::default(),
             dispatch_at: vec![u64::MAX; n],
             dispatch_preempts: vec![false; n],
+            sleep_tick: None,
         }
     }
 
@@ -446,7 +457,13 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.stats.ticks += 1;
         let mut cx = self.view.cx(resched, touched);
         if self.policy.tick(&mut cx, cpu, now) {
-            *resched |= 1u128 << cpu;
+            if self.dispatch_at[c] == u64::MAX {
+                *resched |= 1u128 << cpu;
+            } else {
+                // A charged wakeup's switch is already on its way: the tick's preemption
+                // is that same switch, and comes no sooner.
+                self.dispatch_preempts[c] = true;
+            }
         }
     }
 
@@ -665,7 +682,11 @@ impl<'d, P: Policy> Engine<'d, P> {
             (Some(s), Some(next)) => {
                 r.state = RunState::Sleeping;
                 r.remaining = next.run_ns.max(1);
-                self.wakes.push(Reverse((now + s, t)));
+                let at = match self.sleep_tick {
+                    Some(k) => ((now + s + k / 2) / k * k).max(now + 1),
+                    None => now + s,
+                };
+                self.wakes.push(Reverse((at, t)));
             }
             _ => r.state = RunState::Done,
         }

@@ -153,6 +153,8 @@ pub enum SimError {
 pub struct Built {
     policy: BuiltPolicy,
     delay: DispatchDelay,
+    /// Tick length when sleeps end on the recording host's tick (`--param sleep_on_tick`).
+    sleep_tick: Option<u64>,
 }
 
 impl Built {
@@ -208,6 +210,12 @@ pub fn build(
         idle_ns: params.ns(kind.name(), "dispatch_idle", recorded.idle_ns)?,
         preempt_ns: params.ns(kind.name(), "dispatch_preempt", recorded.preempt_ns)?,
     };
+    // The recording host's timers, whichever policy replays its demand: its HZ.
+    let sleep_tick = if params.bool(kind.name(), "sleep_on_tick", false)? {
+        Some(policy::tick_ns(kind.name(), params, 250)?)
+    } else {
+        None
+    };
     let policy = match kind {
         PolicyKind::Cfs => BuiltPolicy::Fair(Fair::new(
             Flavour::Cfs,
@@ -236,18 +244,22 @@ pub fn build(
             ncpus,
         )?),
     };
-    Ok(Built { policy, delay })
+    Ok(Built {
+        policy,
+        delay,
+        sleep_tick,
+    })
 }
 
 /// Runs a built policy over `demand`, handing every event to `sink`.
 pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Event)) -> RunStats {
-    let delay = built.delay;
+    let (delay, tick) = (built.delay, built.sleep_tick);
     match built.policy {
-        BuiltPolicy::Fair(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
-        BuiltPolicy::O1(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
-        BuiltPolicy::On(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
-        BuiltPolicy::Credit(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
-        BuiltPolicy::Sedf(p) => engine::run_charged(demand, ncpus, p, delay, sink).0,
+        BuiltPolicy::Fair(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
+        BuiltPolicy::O1(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
+        BuiltPolicy::On(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
+        BuiltPolicy::Credit(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
+        BuiltPolicy::Sedf(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
     }
 }
 

@@ -1,6 +1,9 @@
 //! The engine's dispatch delay: a wakeup that finds its pCPU idle, or preempts, has its
 //! switch happen the charged time later, never sooner; the recording's figures are the
 //! defaults and `--param` overrides them; the recording's HZ is the Linux policies' tick.
+//! `--param sleep_on_tick`: a host whose timers fire only on the tick wakes its sleepers on
+//! the tick, so the replay ends each sleep on the tick nearest its recorded end; a tick at
+//! a charged wakeup's instant does not switch to the wakee sooner than the charge.
 
 use model::{Event, Model, ModelConfig};
 use simulate::policy::tick_ns;
@@ -9,6 +12,8 @@ use simulate::{build, run, DispatchDelay, Params, PolicyKind, RecordedDefaults};
 
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
+/// The Linux policies' default tick without a recorded HZ (250 Hz).
+const TICK: u64 = 4 * MS;
 
 fn events_of(kind: PolicyKind, d: &model::demand::Demand, pcpus: u32, p: &Params) -> Vec<Event> {
     let built = build(kind, d, pcpus, p).unwrap();
@@ -16,6 +21,15 @@ fn events_of(kind: PolicyKind, d: &model::demand::Demand, pcpus: u32, p: &Params
     let mut evs = Vec::new();
     run(built, d, pcpus, &mut |e| evs.push(e.clone()));
     evs
+}
+
+fn wakeups(evs: &[Event], tid: u32) -> Vec<u64> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Wakeup(w) if w.tid == tid => Some(w.ts),
+            _ => None,
+        })
+        .collect()
 }
 
 /// For each wakeup of `tid`, the time to its next switch-in.
@@ -64,18 +78,25 @@ fn a_wakeup_onto_an_idle_pcpu_runs_the_charged_time_later() {
     assert!(v.wait.p50.abs_diff(50 * US) <= US, "{:?}", v.wait);
 }
 
-#[test]
-fn a_preempting_wakeup_switches_the_charged_time_later_and_never_sooner() {
+/// 500 ms of a hog and a thread running 200 us, then sleeping `sleep_ns`, on one pCPU; the
+/// sleeper's tid.
+fn hog_and_sleeper(sleep_ns: u64) -> (model::demand::Demand, u32) {
     let span = 500 * MS;
     let d = demand(
         &[
             Spec::hog(0, 0, span),
-            Spec::periodic(1, 0, 200 * US, 10 * MS, span),
+            Spec::periodic(1, 0, 200 * US, sleep_ns, span),
         ],
         1,
         span,
     );
     let sleepy = d.tracked().nth(1).unwrap().tid;
+    (d, sleepy)
+}
+
+#[test]
+fn a_preempting_wakeup_switches_the_charged_time_later_and_never_sooner() {
+    let (d, sleepy) = hog_and_sleeper(10 * MS);
     let free = events_of(PolicyKind::Cfs, &d, 1, &Params::parse::<&str>(&[]).unwrap());
     let at_once = wake_to_switch(&free, sleepy)
         .iter()
@@ -121,4 +142,58 @@ fn the_recording_supplies_the_defaults_and_params_override_them() {
     // Without a recorded HZ each policy keeps its source's default.
     let p = Params::parse::<&str>(&[]).unwrap();
     assert_eq!(tick_ns("o1", &p, 1000).unwrap(), MS);
+}
+
+#[test]
+fn sleeps_end_on_the_tick_nearest_their_recorded_end() {
+    let span = 400 * MS;
+    let d = demand(&[Spec::periodic(0, 0, 600 * US, 3_300 * US, span)], 1, span);
+    let tid = d.tracked().next().unwrap().tid;
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf, PolicyKind::Credit] {
+        let on_tick = wakeups(
+            &events_of(
+                kind,
+                &d,
+                1,
+                &Params::parse(&["sleep_on_tick=true"]).unwrap(),
+            ),
+            tid,
+        );
+        assert!(on_tick.len() > 50, "{kind:?}: {on_tick:?}");
+        let off = on_tick
+            .iter()
+            .skip(1) // the first wakeup is the thread's start, not the end of a sleep
+            .filter(|&&ts| (ts - d.start) % TICK != 0)
+            .count();
+        assert_eq!(off, 0, "{kind:?}: wakeups off the tick: {on_tick:?}");
+        // A 3.9 ms cycle ends each sleep on the nearest tick: one cycle per tick.
+        let per_tick = (on_tick.last().unwrap() - on_tick[1]) / (on_tick.len() as u64 - 2);
+        assert_eq!(per_tick, TICK, "{kind:?}");
+
+        let free = wakeups(
+            &events_of(kind, &d, 1, &Params::parse::<&str>(&[]).unwrap()),
+            tid,
+        );
+        let off = free
+            .iter()
+            .filter(|&&ts| (ts - d.start) % TICK != 0)
+            .count();
+        assert!(off > free.len() / 2, "{kind:?}: {free:?}");
+    }
+}
+
+#[test]
+fn a_tick_does_not_switch_to_a_charged_wakee_sooner() {
+    let (d, sleepy) = hog_and_sleeper(3_700 * US);
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        let evs = events_of(
+            kind,
+            &d,
+            1,
+            &Params::parse(&["sleep_on_tick=true", "dispatch_preempt=50us"]).unwrap(),
+        );
+        let waits = wake_to_switch(&evs, sleepy);
+        assert!(waits.len() > 50, "{kind:?}: {waits:?}");
+        assert!(waits.iter().all(|&w| w >= 50 * US), "{kind:?}: {waits:?}");
+    }
 }
