@@ -146,21 +146,26 @@ pub fn render_text(doc: &ReportDoc) -> String {
         doc.source.describe, doc.duration_s, h.scheduler, h.kernel, h.cpus, h.kvm_flavour
     );
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{:<8} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
-        "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "kwait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
-    );
     let shown: Vec<_> = s
         .vcpus
         .iter()
         .filter(|v| v.vcpu.is_some() || v.run_ns > 0)
         .collect();
+    // Columns as wide as their longest name: a VM name or a tid cut short names another.
+    let vm_width = shown
+        .iter()
+        .map(|v| v.vm.chars().count())
+        .fold(8, usize::max);
+    let _ = writeln!(
+        o,
+        "{:<vm_width$} {:>4} {:>8} {:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>10} {:>8} {:>5} {:>5}",
+        "VM", "vCPU", "tid", "state", "run ms", "tclk ms", "wait ms", "kwait ms", "sleep ms", "share", "entit", "weight", "vrt ms", "lag ms", "migr", "sw"
+    );
     for v in &shown {
         let _ = writeln!(
             o,
-            "{:<8} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
-            truncate(&v.vm, 8),
+            "{:<vm_width$} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
+            v.vm,
             v.vcpu.map_or("-".to_string(), |i| i.to_string()),
             v.tid,
             VcpuState::short_name(v.state),
@@ -190,25 +195,28 @@ pub fn render_text(doc: &ReportDoc) -> String {
         "Resume latency, µs p50/p90/p99 (switch-in → guest runs; source: {})",
         s.resume.source
     );
+    let labels: Vec<String> = shown
+        .iter()
+        .map(|v| {
+            let vcpu = v.vcpu.map_or("-".into(), |i| i.to_string());
+            format!("{}/{} {}", v.vm, vcpu, v.tid)
+        })
+        .collect();
+    let label_width = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .fold(14, usize::max);
     let _ = writeln!(
         o,
-        "{:<14} {:>18} {:>18} {:>18} {:>10}",
-        "", "same pCPU", "migrated", "last instr → out", "wait"
+        "{:<label_width$} {:>18} {:>18} {:>18} {:>10}",
+        "", "same pCPU", "migrated", "last instr → out", "wait p50"
     );
-    for v in &shown {
+    for (v, label) in shown.iter().zip(&labels) {
         let r = &v.resume;
         let _ = writeln!(
             o,
-            "{:<14} {:>18} {:>18} {:>18} {:>10}",
-            truncate(
-                &format!(
-                    "{}/{} {}",
-                    v.vm,
-                    v.vcpu.map_or("-".into(), |i| i.to_string()),
-                    v.tid
-                ),
-                14
-            ),
+            "{:<label_width$} {:>18} {:>18} {:>18} {:>10}",
+            label,
             format!("{} (n={})", pct(&r.same_pcpu), r.same_pcpu.count),
             format!("{} (n={})", pct(&r.migrated), r.migrated.count),
             pct(&r.to_switch_out),
@@ -303,10 +311,6 @@ pub fn render_text(doc: &ReportDoc) -> String {
     o
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
-}
-
 /// VT-x: the VMCLEAR IPIs migrated vCPUs waited for, their two parts and the share of the
 /// migration cost they explain. (Where they cannot be attributed, a health note says why.)
 fn vmclear_lines(o: &mut String, r: &ResumeLatency) {
@@ -332,10 +336,14 @@ fn vmclear_lines(o: &mut String, r: &ResumeLatency) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::synth::{demo_stream, SynthSource};
+    use model::synth::{demo_config, demo_stream, stream, SynthSource};
 
     fn demo_doc() -> ReportDoc {
-        let mut src = SynthSource::new(demo_stream(3.0));
+        doc_of(demo_stream(3.0))
+    }
+
+    fn doc_of(events: Vec<model::Event>) -> ReportDoc {
+        let mut src = SynthSource::new(events);
         let stop = AtomicBool::new(false);
         let model = drive(
             &mut src,
@@ -432,5 +440,33 @@ mod tests {
             text.contains("3 counter samples missed, 1 threads could not be tracked"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn long_vm_names_and_tids_are_shown_whole() {
+        // The demo's VM names and tids on a real host: "interactive", five-digit tids.
+        let mut cfg = demo_config();
+        for t in cfg.tasks.iter_mut().filter(|t| t.tracked) {
+            t.vm = if t.vm == "vm0" {
+                "batch"
+            } else {
+                "interactive"
+            }
+            .into();
+            t.tid += 17_000;
+        }
+        let text = render_text(&doc_of(stream(cfg, 2.0)));
+        for row in [
+            "interactive/0 19001",
+            "interactive/1 19002",
+            "batch/0 18001",
+        ] {
+            assert!(text.contains(row), "no {row:?} in:\n{text}");
+        }
+        let table_row = text
+            .lines()
+            .find(|l| l.contains("19002") && !l.contains('/'))
+            .expect("vCPU table row of tid 19002");
+        assert!(table_row.starts_with("interactive "), "{table_row}");
     }
 }
