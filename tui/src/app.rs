@@ -9,8 +9,10 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::replay_keys::{self, ReplayKey};
 
-/// Time windows `+`/`-` step through, seconds.
-pub const ZOOM_STEPS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0];
+/// Time windows `+`/`-` step through, seconds: no wider than the lane and vruntime history
+/// the dashboard's model keeps (`ModelConfig::history_ns`, 12 s), or the older part of the
+/// lanes and the chart would be drawn empty however long the session has run.
+pub const ZOOM_STEPS: [f64; 4] = [1.0, 2.0, 5.0, 10.0];
 const DEFAULT_ZOOM: usize = 3;
 /// How far the arrow keys seek in a replay, ns.
 pub const SEEK_STEP_NS: i64 = 5_000_000_000;
@@ -521,7 +523,18 @@ mod tests {
         for _ in 0..10 {
             app.handle_key(key(KeyCode::Char('-')));
         }
-        assert_eq!(app.window_s(), 60.0);
+        assert_eq!(app.window_s(), 10.0);
+    }
+
+    #[test]
+    fn the_widest_zoom_fits_the_history_the_model_keeps() {
+        let kept_s = model::ModelConfig::default().history_ns as f64 / 1e9;
+        for step in ZOOM_STEPS {
+            assert!(
+                step <= kept_s,
+                "a {step} s window over {kept_s} s of history"
+            );
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl Widget for &HelpPopup<'_> {
         let mut lines: Vec<Line> = vec![
             Line::from("?        this help (esc closes)"),
             Line::from("space    pause / resume"),
-            Line::from("+ / -    zoom time window in / out"),
+            Line::from("+ / -    zoom time window in / out (1 to 10 s)"),
             Line::from("tab      next VM filter (shift-tab: previous)"),
             Line::from("s / S    next / previous sort column"),
             Line::from("v        vruntime lines: own progress / minus common minimum"),
