@@ -453,5 +453,5 @@ fn write_response(
 
 /// Binds `addr`, with a message that says what to do when the port is taken.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, crate::ExporterError> {
-    TcpListener::bind(addr).map_err(|source| crate::ExporterError::Bind { addr, source })
+    TcpListener::bind(addr).map_err(|error| crate::ExporterError::Bind { addr, error })
 }

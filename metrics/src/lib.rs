@@ -30,9 +30,11 @@ pub use web_config::{WebConfig, WebConfigError};
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterError {
-    #[error("cannot listen on {addr}: {source} (is another exporter running? pick another port with --listen)")]
+    // The bind error is in the message, not a `source`: a reader printing the chain (the
+    // binary's one failure line) would say it twice.
+    #[error("cannot listen on {addr}: {error} (is another exporter running? pick another port with --listen)")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }

@@ -320,3 +320,19 @@ fn tls_and_basic_auth_from_a_web_config() {
     );
     assert_eq!(curl(&["-u", "prom:s3cret", &url]), "200");
 }
+
+#[test]
+fn a_port_in_use_is_one_line_that_names_the_bind_error_once() {
+    let taken = metrics::http::bind("127.0.0.1:0".parse().unwrap()).expect("a free port");
+    let addr = taken.local_addr().unwrap();
+    let err = metrics::http::bind(addr).expect_err("the port is taken");
+    // The error and its causes, as the binary prints them: one line, "a: b: c".
+    let line = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    let in_use = std::io::Error::from(std::io::ErrorKind::AddrInUse).to_string();
+    assert!(line.contains(&addr.to_string()), "{line}");
+    assert!(line.contains("another exporter"), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "{line} (io: {in_use})");
+}
