@@ -125,13 +125,14 @@ impl PolicyKind {
         }
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let k = PolicyKind::parse(part)?;
+            let k = PolicyKind::parse(part)
+                .map_err(|_| SimError::UnknownPolicyInList(part.to_string()))?;
             if !out.contains(&k) {
                 out.push(k);
             }
         }
         if out.is_empty() {
-            return Err(SimError::UnknownPolicy(s.to_string()));
+            return Err(SimError::UnknownPolicyInList(s.to_string()));
         }
         Ok(out)
     }
@@ -139,8 +140,12 @@ impl PolicyKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("unknown policy {0:?} (known: cfs, eevdf, o1, on, credit, sedf, or all)")]
+    /// One policy (`replay --simulate`), where `all` is not one.
+    #[error("unknown policy {0:?} (known: cfs, eevdf, o1, on, credit, sedf)")]
     UnknownPolicy(String),
+    /// A policy in a list (`simulate --policy`), which also takes `all`.
+    #[error("unknown policy {0:?} (known: cfs, eevdf, o1, on, credit, sedf, or all)")]
+    UnknownPolicyInList(String),
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("--pcpus {0}: the simulation needs 1..={max} pCPUs", max = engine::MAX_PCPUS)]
@@ -204,6 +209,7 @@ pub fn build(
 ) -> Result<Built, SimError> {
     check_inputs(demand, ncpus)?;
     let threads = engine::sim_threads(demand, ncpus);
+    let vm_names = group_names(demand, &threads);
     let n = threads.len();
     let recorded = params.recorded().dispatch;
     let delay = DispatchDelay {
@@ -234,16 +240,17 @@ pub fn build(
         PolicyKind::Credit => BuiltPolicy::Credit(Credit::new(
             CreditParams::new(params)?,
             &threads,
-            &group_names(demand, &threads),
+            &vm_names,
             ncpus,
         )),
         PolicyKind::Sedf => BuiltPolicy::Sedf(Sedf::new(
             SedfParams::new(params)?,
             &threads,
-            &group_names(demand, &threads),
+            &vm_names,
             ncpus,
         )?),
     };
+    params.check_vms(&vm_names)?;
     Ok(Built {
         policy,
         delay,
@@ -275,4 +282,27 @@ pub fn simulate(
     let mut events = Vec::new();
     let stats = run(built, demand, ncpus, &mut |e| events.push(e.clone()));
     Ok((events, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_offered_only_where_it_is_taken() {
+        // `simulate --policy` takes a list or `all`; `replay --simulate` takes one policy.
+        let list = PolicyKind::parse_list("cfs,nosuch")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            list.contains("\"nosuch\"") && list.contains("or all"),
+            "{list}"
+        );
+        assert_eq!(
+            PolicyKind::parse_list("all").unwrap(),
+            PolicyKind::ALL.to_vec()
+        );
+        let one = PolicyKind::parse("all").unwrap_err().to_string();
+        assert!(one.contains("\"all\"") && !one.contains("or all"), "{one}");
+    }
 }

@@ -48,6 +48,8 @@ pub struct Params {
     used: RefCell<BTreeSet<String>>,
     /// Every name policies asked for (for the error message).
     known: RefCell<BTreeSet<String>>,
+    /// Per-VM names a policy read (`sedf.slice.vm1`), with their VM, for [`Params::check_vms`].
+    per_vm_read: RefCell<BTreeMap<String, String>>,
 }
 
 impl Params {
@@ -149,6 +151,9 @@ impl Params {
                 let vm = vm.to_string();
                 let key = k.clone();
                 let v = parse(self, policy, &key.clone())?;
+                self.per_vm_read
+                    .borrow_mut()
+                    .insert(key.clone(), vm.clone());
                 self.used.borrow_mut().insert(key);
                 out.push((vm, v));
             }
@@ -174,6 +179,26 @@ impl Params {
             value: v.to_string(),
             want: "a non-negative integer",
         })
+    }
+
+    /// A per-VM parameter for a VM the recording does not have is an error: it would change
+    /// nothing, and say so nowhere. `vms`: the recording's VM names.
+    pub fn check_vms(&self, vms: &[String]) -> Result<(), ParamError> {
+        for (key, vm) in self.per_vm_read.borrow().iter() {
+            if !vms.contains(vm) {
+                let known: BTreeSet<&str> = vms
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                let known: Vec<&str> = known.into_iter().collect();
+                return Err(ParamError::Invalid(format!(
+                    "--param {key}: the recording has no VM {vm:?} (its VMs: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// After every selected policy was built: a given name none of them read is an error.
@@ -243,6 +268,22 @@ mod tests {
         let e = p.check_all_used(&["cfs"]).unwrap_err().to_string();
         assert!(e.contains("latnecy") && e.contains("latency"), "{e}");
         assert!(Params::parse(&["nonsense"]).is_err());
+    }
+
+    #[test]
+    fn a_per_vm_name_must_be_a_vm_of_the_recording() {
+        let vms = ["batch".to_string(), "interactive".to_string()];
+        let p = Params::parse(&["sedf.slice.batch=5ms", "slice.nosuch=5ms"]).unwrap();
+        let read = p.per_vm("sedf", "slice", |p, _, k| p.ns_of(k)).unwrap();
+        assert_eq!(read.len(), 2);
+        let e = p.check_vms(&vms).unwrap_err().to_string();
+        assert!(
+            e.contains("slice.nosuch") && e.contains("batch, interactive"),
+            "{e}"
+        );
+        let p = Params::parse(&["sedf.slice.batch=5ms"]).unwrap();
+        p.per_vm("sedf", "slice", |p, _, k| p.ns_of(k)).unwrap();
+        assert!(p.check_vms(&vms).is_ok());
     }
 
     #[test]
