@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use model::{
-    HostInfo, Model, ModelConfig, Percentiles, ResumeLatency, Snapshot, SnapshotOptions, Source,
-    VcpuState,
+    Health, HealthFigure, HealthUnit, HostInfo, Model, ModelConfig, Percentiles, ResumeLatency,
+    Snapshot, SnapshotOptions, Source, VcpuState,
 };
 use serde::Serialize;
 
@@ -286,29 +286,42 @@ pub fn render_text(doc: &ReportDoc) -> String {
         let _ = writeln!(o, "top wait culprits: {}", top.join("; "));
     }
     let hl = &s.health;
-    let _ = writeln!(
-        o,
-        "health: {} events, {} lost, {} out of order, {} unknown tids, {} tid reuse",
-        hl.events, hl.lost_events, hl.out_of_order, hl.unknown_tids, hl.tid_reuse
-    );
-    if hl.unpaired_switch_outs > 0 || hl.malformed > 0 {
-        let _ = writeln!(
-            o,
-            "        {} unpaired switch-outs, {} malformed events",
-            hl.unpaired_switch_outs, hl.malformed
-        );
-    }
-    if hl.missed_counter_samples > 0 || hl.track_failures > 0 {
-        let _ = writeln!(
-            o,
-            "        {} counter samples missed, {} threads could not be tracked",
-            hl.missed_counter_samples, hl.track_failures
-        );
-    }
+    health_lines(&mut o, hl);
     for n in &hl.notes {
         let _ = writeln!(o, "  note: {n}");
     }
     o
+}
+
+/// Where the health lines wrap, so the report stays one screen wide.
+const HEALTH_LINE_COLUMNS: usize = 100;
+
+/// `health: 49400 events, 0 lost, 3 late`: the headline and every non-zero figure, in the
+/// model's order and words, wrapped under the first.
+fn health_lines(o: &mut String, h: &Health) {
+    const FIRST: &str = "health: ";
+    let mut line = FIRST.to_string();
+    for (i, f) in h.shown().enumerate() {
+        let item = format!("{} {}", health_value(&f), f.label);
+        if i > 0 {
+            if line.len() + 2 + item.len() > HEALTH_LINE_COLUMNS {
+                let _ = writeln!(o, "{},", line);
+                line = " ".repeat(FIRST.len());
+            } else {
+                line.push_str(", ");
+            }
+        }
+        line.push_str(&item);
+    }
+    let _ = writeln!(o, "{line}");
+}
+
+/// A health figure's value as the text views (`report`, `trace`'s summary) print it.
+pub fn health_value(f: &HealthFigure) -> String {
+    match f.unit {
+        HealthUnit::Count => f.value.to_string(),
+        HealthUnit::Nanoseconds => format!("{:.3} ms", ms(f.value)),
+    }
 }
 
 /// VT-x: the VMCLEAR IPIs migrated vCPUs waited for, their two parts and the share of the
@@ -427,19 +440,37 @@ mod tests {
         ] {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
-        assert!(!text.contains("samples missed"), "{text}");
+        assert!(!text.contains("missed samples"), "{text}");
     }
 
     #[test]
-    fn what_the_source_could_not_observe_is_in_the_health_lines() {
+    fn every_non_zero_health_figure_is_in_the_health_lines() {
         let mut doc = demo_doc();
-        doc.snapshot.health.missed_counter_samples = 3;
-        doc.snapshot.health.track_failures = 1;
+        doc.snapshot.health = model::synth::health_with_every_figure();
         let text = render_text(&doc);
-        assert!(
-            text.contains("3 counter samples missed, 1 threads could not be tracked"),
-            "{text}"
-        );
+        let lines: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("health: "))
+            .take_while(|l| !l.starts_with("  note: "))
+            .collect();
+        for line in &lines {
+            assert!(line.chars().count() <= HEALTH_LINE_COLUMNS + 1, "{line}");
+        }
+        let health = lines.join(" ");
+        for f in doc.snapshot.health.figures() {
+            let item = format!("{} {}", health_value(&f), f.label);
+            assert!(health.contains(&item), "no {item:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_clean_run_shows_its_events_and_lost_only() {
+        let text = render_text(&demo_doc());
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("health: "))
+            .expect("a health line");
+        assert!(line.ends_with(" events, 0 lost"), "{line}");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use model::{LatencyBuckets, Snapshot, VcpuSnapshot, LATENCY_BUCKET_BOUNDS_NS};
+use model::{
+    HealthKind, HealthMetric, HealthUnit, LatencyBuckets, Snapshot, VcpuSnapshot,
+    LATENCY_BUCKET_BOUNDS_NS,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::exemplar::Exemplar;
@@ -417,75 +420,40 @@ pub fn encode_snapshot(
         },
     )?;
 
-    // ----- the exporter itself -----
-    let h = &snap.health;
-    family(
-        &mut enc,
-        "events",
-        "Events the model folded in",
-        None,
-        Counter,
-        |m| counter(m, &NO_LABELS, h.events as f64),
-    )?;
-    family(
-        &mut enc,
-        "events_lost",
-        "Kernel events lost before the model saw them (ring buffer full)",
-        None,
-        Counter,
-        |m| counter(m, &NO_LABELS, h.lost_events as f64),
-    )?;
-    family(
-        &mut enc,
-        "unobserved",
-        "What the live source could not observe, by kind: counter samples not taken (the \
-         thread was ending) and threads a rescan found and could not track",
-        None,
-        Counter,
-        |m| {
-            for (kind, n) in [
-                ("counter_samples", h.missed_counter_samples),
-                ("threads", h.track_failures),
-            ] {
-                counter(m, &[("kind", kind)], n as f64)?;
+    // ----- the exporter itself: every health figure, as the model lists them -----
+    let figures = snap.health.figures();
+    for f in &figures {
+        if let HealthMetric::Family(name) = f.metric {
+            let (unit, value) = match f.unit {
+                HealthUnit::Count => (None, f.value as f64),
+                HealthUnit::Nanoseconds => (s, secs(f.value)),
+            };
+            family(&mut enc, name, f.about, unit, Counter, |m| {
+                counter(m, &NO_LABELS, value)
+            })?;
+        }
+    }
+    for (kind, name, help) in [
+        (
+            HealthKind::Unobserved,
+            "unobserved",
+            "What the live source could not observe, by kind (kvmscope's health figures)",
+        ),
+        (
+            HealthKind::Anomaly,
+            "model_anomalies",
+            "Events the model could not use as they came, by kind (kvmscope's health figures)",
+        ),
+    ] {
+        family(&mut enc, name, help, None, Counter, |m| {
+            for f in figures.iter().filter(|f| f.kind == kind) {
+                if let HealthMetric::Kind(label) = f.metric {
+                    counter(m, &[("kind", label)], f.value as f64)?;
+                }
             }
             Ok(())
-        },
-    )?;
-    family(
-        &mut enc,
-        "model_anomalies",
-        "Events the model could not use as they came, by kind",
-        None,
-        Counter,
-        |m| {
-            for (kind, n) in [
-                ("out_of_order", h.out_of_order),
-                ("unknown_tid", h.unknown_tids),
-                ("tid_reuse", h.tid_reuse),
-                ("malformed", h.malformed),
-            ] {
-                counter(m, &[("kind", kind)], n as f64)?;
-            }
-            Ok(())
-        },
-    )?;
-    family(
-        &mut enc,
-        "threads_retired",
-        "Ended threads the model let go a minute after they ended (their VM keeps their counters)",
-        None,
-        Counter,
-        |m| counter(m, &NO_LABELS, h.retired_threads as f64),
-    )?;
-    family(
-        &mut enc,
-        "uncertain",
-        "Time made uncertain by lost events",
-        s,
-        Counter,
-        |m| counter(m, &NO_LABELS, secs(h.uncertain_ns)),
-    )?;
+        })?;
+    }
     family(
         &mut enc,
         "threads_without_vcpu_index",

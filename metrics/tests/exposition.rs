@@ -137,6 +137,53 @@ fn what_the_source_could_not_observe_is_the_models_health_by_kind() {
 }
 
 #[test]
+fn every_health_figure_is_a_series_under_its_published_name() {
+    let mut snap = snapshot_of(&demo_stream(1.0));
+    snap.health = health_with_every_figure();
+    let s = samples(&exposition(snap.clone()));
+    let mut seen = BTreeSet::new();
+    for f in snap.health.figures() {
+        let (series, want) = match (f.metric, f.unit) {
+            (model::HealthMetric::Family(name), model::HealthUnit::Count) => {
+                (format!("kvmscope_{name}_total"), f.value as f64)
+            }
+            (model::HealthMetric::Family(name), model::HealthUnit::Nanoseconds) => (
+                format!("kvmscope_{name}_seconds_total"),
+                f.value as f64 / 1e9,
+            ),
+            (model::HealthMetric::Kind(kind), _) => {
+                let family = match f.kind {
+                    model::HealthKind::Unobserved => "unobserved",
+                    model::HealthKind::Anomaly => "model_anomalies",
+                    model::HealthKind::Info => panic!("{}: info has its own family", f.name),
+                };
+                (
+                    format!("kvmscope_{family}_total{{kind=\"{kind}\"}}"),
+                    f.value as f64,
+                )
+            }
+        };
+        assert_eq!(value(&s, &series), want, "{}", f.name);
+        assert!(seen.insert(series));
+    }
+    // The names published before the figures were one list: a public contract.
+    for series in [
+        "kvmscope_events_total",
+        "kvmscope_events_lost_total",
+        "kvmscope_uncertain_seconds_total",
+        "kvmscope_threads_retired_total",
+        "kvmscope_unobserved_total{kind=\"counter_samples\"}",
+        "kvmscope_unobserved_total{kind=\"threads\"}",
+        "kvmscope_model_anomalies_total{kind=\"out_of_order\"}",
+        "kvmscope_model_anomalies_total{kind=\"unknown_tid\"}",
+        "kvmscope_model_anomalies_total{kind=\"tid_reuse\"}",
+        "kvmscope_model_anomalies_total{kind=\"malformed\"}",
+    ] {
+        assert!(seen.contains(series), "{series} is no longer published");
+    }
+}
+
+#[test]
 fn values_are_the_models_per_vcpu_in_base_units() {
     let snap = snapshot_of(&demo_stream(3.0));
     let s = samples(&exposition(snap.clone()));

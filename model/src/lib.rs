@@ -8,6 +8,7 @@ pub mod demand;
 pub mod event;
 pub mod exit_aggregate;
 pub mod exit_names;
+pub mod health;
 pub mod host;
 mod latency;
 mod reorder;
@@ -23,6 +24,7 @@ pub mod vcpu_thread_name;
 
 pub use event::*;
 pub use exit_aggregate::{ExitAggregate, EXIT_HIST_BUCKETS};
+pub use health::{Health, HealthFigure, HealthKind, HealthMetric, HealthUnit, HEALTH_FIGURES};
 pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};

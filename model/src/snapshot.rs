@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Health;
+
 /// Which time range a set of figures covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -337,48 +339,6 @@ pub struct VruntimeSeries {
     pub label: String,
     /// Oldest first, covering at least the last 10 s.
     pub points: Vec<VruntimePoint>,
-}
-
-/// Anything odd the model noticed; views show it so numbers are never silently wrong.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-pub struct Health {
-    pub events: u64,
-    pub lost_events: u64,
-    /// Events older than the reorder window allows, folded in late or dropped.
-    pub out_of_order: u64,
-    pub unknown_tids: u64,
-    pub tid_reuse: u64,
-    /// Time covered by intervals made uncertain by lost events, ns.
-    pub uncertain_ns: u64,
-    /// Events the model could not use (CPU number out of range, impossible intervals).
-    #[serde(default)]
-    pub malformed: u64,
-    /// Switch-outs of a tracked thread with no switch-in since its previous switch-out: switch
-    /// events missing without a lost count (the kernel's tracepoint skips a few on some hosts).
-    #[serde(default)]
-    pub unpaired_switch_outs: u64,
-    /// Counter samples folded in: non-zero when the figures come from the kernel's counters
-    /// (no BPF), where views without switch events (lanes, resume latency) have nothing.
-    #[serde(default)]
-    pub counter_samples: u64,
-    /// Ended threads retired from the model ([`crate::ModelConfig::retire_ended_after_ns`]):
-    /// gone from `vcpus`, their counters kept in their VM's figures.
-    #[serde(default)]
-    pub retired_threads: u64,
-    /// Guest exits counted in the kernel and folded in as counts (`--exits aggregate`), not
-    /// as events: exit-to-switch-out and in-guest states need streamed exits.
-    #[serde(default)]
-    pub aggregated_exits: u64,
-    /// Counter samples (counters mode) the source could not take: the thread's `/proc` files
-    /// were gone (it was ending), so its figures stop at its previous sample.
-    #[serde(default)]
-    pub missed_counter_samples: u64,
-    /// Threads a rescan found and could not track (each counted once while it keeps failing;
-    /// again if it fails after being tracked): their events are left out.
-    #[serde(default)]
-    pub track_failures: u64,
-    /// Human-readable notes ("no guest entry/exit events seen on this host", ...).
-    pub notes: Vec<String>,
 }
 
 /// The whole picture at `ts`.

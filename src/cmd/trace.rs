@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::cli::{TraceArgs, TraceFormat as Format};
 use crate::live::{self, LiveSource};
+use crate::report_text::health_value;
 
 /// The closing line (`"type": "summary"` first, `"lost"` last, as people read it).
 #[derive(Serialize)]
@@ -31,15 +32,11 @@ struct Summary {
     /// The in-process VMM's own summary (`--demo`): its exit and gap counters.
     #[serde(skip_serializing_if = "Option::is_none")]
     vmm: Option<vmm::Summary>,
-    /// Switch-outs of a tracked thread with no switch-in since its previous switch-out (the
-    /// model's `health.unpaired_switch_outs`): a consistency check that catches switch events
-    /// missing without a lost count.
-    unpaired_switch_outs: u64,
-    /// The model's `health.missed_counter_samples` (counters mode: samples not taken, the
-    /// thread's `/proc` files were gone) and `health.track_failures` (threads a rescan found
-    /// and could not track).
-    missed_counter_samples: u64,
-    track_failures: u64,
+    /// The model's health figures by name (`unpaired_switch_outs`, `missed_counter_samples`,
+    /// `track_failures`, ...: `model::Health::figures`), all but its headline: `events` and
+    /// `lost` below count the stream this command printed.
+    #[serde(flatten)]
+    health: BTreeMap<&'static str, u64>,
     events: u64,
     counts: BTreeMap<&'static str, u64>,
     lost: u64,
@@ -216,9 +213,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         threads,
         warnings,
         vmm: source.vmm_summary().cloned(),
-        unpaired_switch_outs: unpaired,
-        missed_counter_samples: health.missed_counter_samples,
-        track_failures: health.track_failures,
+        health: health_fields(&health),
         events,
         counts: counts.clone(),
         lost,
@@ -255,7 +250,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     kinds.join(" ")
                 },
-                unobserved_text(&health)
+                health_text(&health)
             )
         }
     };
@@ -265,16 +260,22 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The summary line's tail for what the source could not observe (empty when nothing).
-fn unobserved_text(h: &model::Health) -> String {
-    let mut s = String::new();
-    if h.missed_counter_samples > 0 {
-        s.push_str(&format!(", missed samples {}", h.missed_counter_samples));
-    }
-    if h.track_failures > 0 {
-        s.push_str(&format!(", untracked threads {}", h.track_failures));
-    }
-    s
+/// The summary's `health` fields: every figure of the model's past its headline.
+fn health_fields(h: &model::Health) -> BTreeMap<&'static str, u64> {
+    h.figures()
+        .iter()
+        .filter(|f| !f.headline)
+        .map(|f| (f.name, f.value))
+        .collect()
+}
+
+/// The summary line's tail: the model's non-zero health figures past its headline (the line
+/// counts its own events and lost), empty when there are none.
+fn health_text(h: &model::Health) -> String {
+    h.shown()
+        .filter(|f| !f.headline)
+        .map(|f| format!(", {} {}", f.label, health_value(&f)))
+        .collect()
 }
 
 fn is_broken_pipe(e: &io::Error) -> bool {
@@ -494,5 +495,18 @@ mod tests {
         assert!(line.contains("cpu1"), "{line}");
         assert!(line.contains("vm0-vcpu0[42] R -> swapper/1[0]"), "{line}");
         assert!(line.contains("vruntime=5.000000ms weight=1024"), "{line}");
+    }
+
+    #[test]
+    fn the_summary_shows_every_health_figure_past_the_headline_it_counts_itself() {
+        let h = model::synth::health_with_every_figure();
+        let text = health_text(&h);
+        let fields = health_fields(&h);
+        for f in h.figures() {
+            let item = format!(", {} {}", f.label, health_value(&f));
+            assert_eq!(text.contains(&item), !f.headline, "{item:?} in {text:?}");
+            assert_eq!(fields.get(f.name), (!f.headline).then_some(&f.value));
+        }
+        assert_eq!(health_text(&model::Health::default()), "");
     }
 }

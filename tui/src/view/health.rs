@@ -1,6 +1,7 @@
-//! The bottom line: how trustworthy the numbers are (lost, late and unknown events) and the
-//! model's notes, so a figure is never silently wrong.
+//! The bottom line: how trustworthy the numbers are (the model's health figures: events, lost,
+//! then every non-zero one) and the model's notes, so a figure is never silently wrong.
 
+use model::{HealthFigure, HealthKind, HealthUnit};
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -16,50 +17,51 @@ pub struct HealthLine<'a> {
     pub theme: Theme,
 }
 
+const TITLE: &str = " health ";
+
+/// `lost 2`: the label and the value, as short as the line needs.
+fn figure_text(f: &HealthFigure) -> String {
+    let value = match f.unit {
+        HealthUnit::Count => fmt::count(f.value),
+        HealthUnit::Nanoseconds => fmt::ns(f.value),
+    };
+    format!("{} {value}", f.label)
+}
+
+/// What did not fit, said rather than cut off mid-word.
+fn more_text(n: usize) -> String {
+    format!("  +{n} more")
+}
+
 impl Widget for &HealthLine<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let h = &self.app.snapshot.health;
         let t = self.theme;
-        let flag = |n: u64| if n > 0 { t.warn() } else { Style::new() };
-        let mut spans = vec![
-            Span::styled(" health ", t.title()),
-            Span::raw(format!("events {}", fmt::count(h.events))),
-            Span::raw("  "),
-            Span::styled(
-                format!("lost {}", fmt::count(h.lost_events)),
-                if h.lost_events > 0 {
-                    t.bad()
-                } else {
-                    Style::new()
-                },
-            ),
-            Span::raw("  "),
-            Span::styled(
-                format!("late {}", fmt::count(h.out_of_order)),
-                flag(h.out_of_order),
-            ),
-            Span::raw("  "),
-            Span::styled(
-                format!("unknown tids {}", fmt::count(h.unknown_tids)),
-                t.dim(),
-            ),
-        ];
-        // Counts that only matter when something happened: shown then, as warnings.
-        for (what, n) in [
-            ("tid reuse", h.tid_reuse),
-            ("unpaired switch-outs", h.unpaired_switch_outs),
-            ("missed samples", h.missed_counter_samples),
-            ("untracked threads", h.track_failures),
-        ] {
-            if n > 0 {
-                spans.push(Span::styled(format!("  {what} {n}"), t.warn()));
+        let style = |f: &HealthFigure| match (f.kind, f.value > 0) {
+            (_, false) | (HealthKind::Info, true) => Style::new(),
+            (HealthKind::Unobserved, true) => t.bad(),
+            (HealthKind::Anomaly, true) => t.warn(),
+        };
+        let shown: Vec<HealthFigure> = h.shown().collect();
+        let width = usize::from(area.width);
+        let mut used = TITLE.len();
+        let mut spans = vec![Span::styled(TITLE, t.title())];
+        for (i, f) in shown.iter().enumerate() {
+            let text = if i == 0 {
+                figure_text(f)
+            } else {
+                format!("  {}", figure_text(f))
+            };
+            let after = shown.len() - i - 1;
+            let room_for_more = if after > 0 { more_text(after).len() } else { 0 };
+            // A figure that would push the rest off the line gives way to their count
+            // (the previous figure left room for it); the report lists them all.
+            if i > 0 && used + text.chars().count() + room_for_more > width {
+                spans.push(Span::styled(more_text(shown.len() - i), t.warn()));
+                break;
             }
-        }
-        if h.uncertain_ns > 0 {
-            spans.push(Span::styled(
-                format!("  uncertain {}", fmt::ns(h.uncertain_ns)),
-                t.warn(),
-            ));
+            used += text.chars().count();
+            spans.push(Span::styled(text, style(f)));
         }
         let notes: Vec<&str> = self
             .app
@@ -73,5 +75,64 @@ impl Widget for &HealthLine<'_> {
             spans.push(Span::styled(notes.join("; "), t.dim()));
         }
         Paragraph::new(Line::from(spans)).render(area, buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::app::{Mode, Update};
+    use crate::snapshot_tests::draw;
+
+    fn line_of(health: model::Health, width: u16) -> String {
+        let mut app = App::new(Mode::Live, crate::fixture::host(), "test".into());
+        app.update(Update {
+            snapshot: Arc::new(model::Snapshot {
+                health,
+                ..Default::default()
+            }),
+            replay: None,
+            ended: false,
+        });
+        let theme = Theme::plain();
+        let text = draw(width, 1, |a, b| {
+            HealthLine { app: &app, theme }.render(a, b)
+        })
+        .0;
+        text.trim_end().to_string()
+    }
+
+    #[test]
+    fn every_non_zero_figure_is_on_the_line_or_counted_as_more() {
+        let health = model::synth::health_with_every_figure();
+        let wide = line_of(health.clone(), 400);
+        for f in health.figures() {
+            assert!(wide.contains(&figure_text(&f)), "{f:?} not in {wide:?}");
+        }
+        let narrow = line_of(health.clone(), 120);
+        let on_line = health
+            .figures()
+            .iter()
+            .filter(|f| narrow.contains(&figure_text(f)))
+            .count();
+        assert!(on_line >= 2, "{narrow}");
+        let more = more_text(health.figures().len() - on_line);
+        assert!(
+            narrow.ends_with(&more),
+            "{narrow:?} should end with {more:?}"
+        );
+        assert!(narrow.chars().count() <= 120);
+    }
+
+    #[test]
+    fn a_clean_run_shows_events_and_lost_and_the_notes() {
+        let mut health = model::Health {
+            events: 42,
+            ..Default::default()
+        };
+        health.notes.push("a note".into());
+        assert_eq!(line_of(health, 120), " health events 42  lost 0  │ a note");
     }
 }
