@@ -3,6 +3,7 @@
 //! fallback it uses; exit 0 when the live features can run, non-zero with the reasons
 //! otherwise. Last, which of the two modes this host allows and what each shows.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use probes::host::{check_host, may_load_bpf, Status};
@@ -89,6 +90,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         shows: BPF_SHOWS,
     };
     let counters_mode = counters_mode_check();
+    let mut out = String::new();
     if args.json {
         let mut doc = serde_json::to_value(&check)?;
         doc["modes"] = serde_json::json!({ "bpf": bpf_mode, "counters": counters_mode });
@@ -96,13 +98,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(list) => serde_json::to_value(list)?,
             Err(why) => serde_json::Value::String(why.clone()),
         };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        out = serde_json::to_string_pretty(&doc)? + "\n";
     } else {
         let h = &check.host;
-        println!(
+        writeln!(
+            out,
             "kvmscope check: host {} (Linux {}, {} CPUs, KVM {}, scheduler {})",
             h.hostname, h.kernel, h.cpus, h.kvm_flavour, h.scheduler
-        );
+        )?;
         let width = check.items.iter().map(|i| i.name.len()).max().unwrap_or(0);
         for item in &check.items {
             // Upper case for what blocks live tracing, so it stands out.
@@ -112,22 +115,22 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 }
                 s => s.as_str().to_string(),
             };
-            println!("{mark:<8} {:<width$}  {}", item.name, item.detail);
+            writeln!(out, "{mark:<8} {:<width$}  {}", item.name, item.detail)?;
         }
         match &programs {
             Ok(list) => {
                 let width = list.iter().map(|p| p.program.len()).max().unwrap_or(0);
                 for p in list {
                     let mark = if p.loads { "ok" } else { "missing" };
-                    println!("{mark:<8} {:<width$}  {}", p.program, p.detail);
+                    writeln!(out, "{mark:<8} {:<width$}  {}", p.program, p.detail)?;
                 }
             }
-            Err(why) => println!("{:<8} {:<width$}  {why}", "unknown", "eBPF programs"),
+            Err(why) => writeln!(out, "{:<8} {:<width$}  {why}", "unknown", "eBPF programs")?,
         }
         if check.live_ok {
-            println!("live tracing: can run here");
+            writeln!(out, "live tracing: can run here")?;
         } else {
-            println!("live tracing: cannot run here");
+            writeln!(out, "live tracing: cannot run here")?;
         }
         for (name, mode) in [("bpf", &bpf_mode), ("counters", &counters_mode)] {
             let verdict = if mode.available {
@@ -135,13 +138,17 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "NOT AVAILABLE"
             };
-            println!("mode {name}: {verdict}: {}", mode.detail);
-            println!("  shows {}", mode.shows);
+            writeln!(out, "mode {name}: {verdict}: {}", mode.detail)?;
+            writeln!(out, "  shows {}", mode.shows)?;
         }
         if !check.live_ok && counters_mode.available {
-            println!("live commands start in counters mode here (as with --no-bpf)");
+            writeln!(
+                out,
+                "live commands start in counters mode here (as with --no-bpf)"
+            )?;
         }
     }
+    super::print_stdout(&out)?;
     if check.live_ok {
         Ok(ExitCode::SUCCESS)
     } else {

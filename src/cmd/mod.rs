@@ -18,6 +18,23 @@ mod top;
 mod trace;
 mod vmm;
 
+/// Writes a command's output to stdout in one go. A reader that went away (`| head`) ends
+/// nothing but the output: `println!` would panic on the broken pipe instead.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `log_file` is the global `--log-file`: the logger already writes there; the dashboards
 /// also send their stderr to it.
 pub fn run(command: Command, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {

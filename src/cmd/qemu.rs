@@ -8,7 +8,6 @@
 //! says why in `kvm_entry_error`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -38,17 +37,8 @@ pub fn run(args: QemuArgs) -> anyhow::Result<ExitCode> {
             } else {
                 table(&vms)
             };
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                // A reader such as `head` went away: nothing left to tell.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    Err(e).context("cannot write to stdout")
-                }
-                _ => Ok(ExitCode::SUCCESS),
-            }
+            super::print_stdout(&text)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

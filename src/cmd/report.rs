@@ -37,9 +37,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     };
     if args.json {
         let out = serde_json::to_string_pretty(&doc).context("encoding the report as JSON")?;
-        println!("{out}");
+        super::print_stdout(&(out + "\n"))?;
     } else {
-        print!("{}", report_text::render_text(&doc));
+        super::print_stdout(&report_text::render_text(&doc))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -158,12 +158,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         columns,
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).context("encoding the comparison as JSON")?
-        );
+        let json = serde_json::to_string_pretty(&doc).context("encoding the comparison as JSON")?;
+        super::print_stdout(&(json + "\n"))?;
     } else {
-        print!("{}", compare::render_text(&doc));
+        super::print_stdout(&compare::render_text(&doc))?;
     }
     Ok(ExitCode::SUCCESS)
 }

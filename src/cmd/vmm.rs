@@ -55,9 +55,9 @@ pub fn run(args: VmmArgs) -> anyhow::Result<ExitCode> {
     // A crashed guest's error already names the VM, vCPU and exit.
     let summary = running.stop()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     } else {
-        print!("{summary}");
+        super::print_stdout(&summary.to_string())?;
     }
     Ok(ExitCode::SUCCESS)
 }

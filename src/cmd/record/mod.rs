@@ -223,7 +223,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             },
             vmm: source.vmm_summary(),
         };
-        println!("{}", serde_json::to_string_pretty(&done)?);
+        super::print_stdout(&(serde_json::to_string_pretty(&done)? + "\n"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
