@@ -49,15 +49,25 @@ pub fn affinity_note(demand: &Demand) -> String {
     }
 }
 
-/// Which tick the Linux policies use: the recording host's HZ where its header has it, else
-/// each policy's source default.
-pub fn tick_note(recorded_hz: Option<u32>) -> String {
-    match recorded_hz {
-        Some(hz) => format!("tick: HZ={hz}, the recording host's (`--param hz=N` overrides)"),
-        None => "tick: the recording does not say its host's HZ (made before kvmscope stored \
-                 it, or neither the kernel's configuration nor /proc/timer_list was readable): \
-                 each policy's default (cfs and eevdf 250, o1 1000, on 100)"
+/// Which tick the Linux policies use: a given `--param hz` (or `POLICY.hz`), else the
+/// recording host's HZ where its header has it, else each policy's source default.
+pub fn tick_note(recorded_hz: Option<u32>, params: &Params) -> String {
+    let given: Vec<String> = params
+        .given()
+        .filter(|(k, _)| *k == "hz" || k.ends_with(".hz"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let otherwise = match recorded_hz {
+        Some(hz) => format!("HZ={hz}, the recording host's"),
+        None => "the recording does not say its host's HZ (made before kvmscope stored it, or \
+                 neither the kernel's configuration nor /proc/timer_list was readable): each \
+                 policy's default (cfs and eevdf 250, o1 1000, on 100)"
             .to_string(),
+    };
+    match (given.is_empty(), recorded_hz) {
+        (true, Some(_)) => format!("tick: {otherwise} (`--param hz=N` overrides)"),
+        (true, None) => format!("tick: {otherwise}"),
+        (false, _) => format!("tick: --param {}; otherwise {otherwise}", given.join(", ")),
     }
 }
 
@@ -304,5 +314,23 @@ mod tests {
         );
         let one = PolicyKind::parse("all").unwrap_err().to_string();
         assert!(one.contains("\"all\"") && !one.contains("or all"), "{one}");
+    }
+
+    #[test]
+    fn the_tick_note_says_a_given_hz() {
+        let none = Params::parse::<&str>(&[]).unwrap();
+        let note = tick_note(Some(250), &none);
+        assert!(note.contains("HZ=250, the recording host's"), "{note}");
+        let given = Params::parse(&["hz=1000"]).unwrap();
+        let note = tick_note(Some(250), &given);
+        assert!(
+            note.starts_with("tick: --param hz=1000; otherwise HZ=250"),
+            "{note}"
+        );
+        let note = tick_note(None, &Params::parse(&["cfs.hz=100"]).unwrap());
+        assert!(
+            note.contains("cfs.hz=100") && note.contains("default"),
+            "{note}"
+        );
     }
 }

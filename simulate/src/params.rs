@@ -72,6 +72,11 @@ impl Params {
         })
     }
 
+    /// Every `--param` given, as (name, value), by name.
+    pub fn given(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.given.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Takes the recording's defaults (see [`RecordedDefaults`]).
     pub fn with_recorded(mut self, recorded: RecordedDefaults) -> Params {
         self.recorded = recorded;
