@@ -102,14 +102,23 @@ impl<'a> WakeCost<'a> {
 /// which recorded wakeups (`--param dispatch_idle=`/`dispatch_preempt=` override it).
 pub fn dispatch_note(cost: &WakeCost, charged: &[(PolicyKind, DispatchDelay)]) -> String {
     let w = cost.wakeups;
+    // A median of no wakeups is no figure: say there were none rather than "0 us over 0".
+    let p50_over = |ns: &[u64], none: &str, some: &str| {
+        if ns.is_empty() {
+            none.to_string()
+        } else {
+            format!("{} us over {} {some}", round_us(median(ns)), ns.len())
+        }
+    };
     let mut s = format!(
         "dispatch delay charged at each simulated wakeup that gets a pCPU at once (recorded \
-         wake-to-run p50: {} us over {} wakeups onto an idle pCPU, {} us over {} that \
-         preempted",
-        round_us(median(&w.idle)),
-        w.idle.len(),
-        round_us(median(&w.preempted)),
-        w.preempted.len(),
+         wake-to-run p50: {}, {}",
+        p50_over(
+            &w.idle,
+            "no wakeups onto an idle pCPU",
+            "wakeups onto an idle pCPU"
+        ),
+        p50_over(&w.preempted, "none that preempted", "that preempted"),
     );
     if w.idle.len() < MIN_IDLE_WAKEUPS {
         s.push_str(&format!(
@@ -194,6 +203,22 @@ mod tests {
             "{note}"
         );
         assert!(note.contains("fewer than 20 idle ones"), "{note}");
+        assert!(
+            note.contains("30 us over 2 wakeups onto an idle pCPU, 20 us over 1 that preempted"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn no_wakeups_of_a_kind_is_said_as_none() {
+        let d = demand(vec![], vec![7 * US], vec![]);
+        let cost = WakeCost::of(&d);
+        let note = dispatch_note(&cost, &[(PolicyKind::Cfs, cost.dispatch_delay())]);
+        assert!(
+            note.contains("no wakeups onto an idle pCPU, 7 us over 1 that preempted"),
+            "{note}"
+        );
+        assert!(!note.contains("over 0"), "{note}");
     }
 
     #[test]
