@@ -12,7 +12,9 @@
 //! CPU is process CPU time over the run minus the drain thread's own, as % of one core; the
 //! baseline's is split into the paced source, the fold and the snapshots, by thread CPU time
 //! (`hostfacts::thread_cpu_ns`: unlike getrusage's, it counts a running thread's time since
-//! its last tick, without which those short intervals read as nothing). Run:
+//! its last tick, without which those short intervals read as nothing). Beside them, offline:
+//! the stream's event mix, the model's fold of it in one batch, in the live loop's batches and
+//! event by event, and one snapshot of it three ways. Run:
 //! `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10;
 //! KVMSCOPE_BENCH_VCPUS and KVMSCOPE_BENCH_PCPUS, default 16 and 2, for the scale goal of
 //! issue #15: 512 vCPUs on 128 pCPUs; KVMSCOPE_BENCH_RATE, events/s, makes the host busier
@@ -240,20 +242,71 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (Breakdown, u64) {
     (breakdown, snapshots)
 }
 
+/// What the stream is made of, and the model's fold of it three ways, each by this thread's
+/// CPU, best of two: the whole stream in one `ingest_batch`; in the batches the live loop
+/// hands it (what arrives between two folds, `MIN_FOLD_INTERVAL` of event time); and event
+/// by event through `ingest`.
+fn fold_costs(events: &[Event]) {
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for e in events {
+        match kinds.iter_mut().find(|(k, _)| *k == e.kind()) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((e.kind(), 1)),
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    let mix: Vec<String> = kinds
+        .iter()
+        .take(6)
+        .map(|(k, n)| format!("{k} {:.1}%", *n as f64 / events.len() as f64 * 100.0))
+        .collect();
+    eprintln!("  events: {}", mix.join(", "));
+    let span_ns = events
+        .last()
+        .map_or(0, Event::ts)
+        .saturating_sub(events.first().map_or(0, Event::ts))
+        .max(1);
+    let rate = events.len() as f64 / (span_ns as f64 / 1e9);
+    let live_batch = ((rate * tui::run::MIN_FOLD_INTERVAL.as_secs_f64()) as usize).max(1);
+    let fold = |how: &dyn Fn(&mut model::Model)| {
+        (0..2)
+            .map(|_| {
+                let mut model = model::Model::new(model::ModelConfig::default());
+                let t = hostfacts::thread_cpu_ns();
+                how(&mut model);
+                model.finish();
+                let ns = hostfacts::thread_cpu_ns() - t;
+                std::hint::black_box(&model);
+                ns
+            })
+            .min()
+            .unwrap_or(0) as f64
+    };
+    let whole = fold(&|m| m.ingest_batch(events));
+    let batched = fold(&|m| events.chunks(live_batch).for_each(|c| m.ingest_batch(c)));
+    let one_by_one = fold(&|m| events.iter().for_each(|e| m.ingest(e)));
+    let report = |what: &str, ns: f64| {
+        eprintln!(
+            "  fold {what}: {:.1} ns/event, {:.2}% of one core at the stream's {:.0} events/s",
+            ns / events.len() as f64,
+            ns / span_ns as f64 * 100.0,
+            rate
+        )
+    };
+    report("in one batch", whole);
+    report(
+        &format!("in the live loop's batches of {live_batch}"),
+        batched,
+    );
+    report("event by event (ingest)", one_by_one);
+}
+
 /// One snapshot of the whole stream folded, each kind side by side: everything (what the
 /// dashboard took before it asked only for what it draws), the dashboard's once-a-second
 /// refresh, and a frame between refreshes.
 fn snapshot_costs(events: &[Event]) {
     let mut model = model::Model::new(model::ModelConfig::default());
-    let t = hostfacts::thread_cpu_ns();
     model.ingest_batch(events);
-    let fold_ns = (hostfacts::thread_cpu_ns() - t) as f64;
-    let per_s = events.len() as f64 / (fold_ns / 1e9);
-    eprintln!(
-        "  fold alone: {:.2} M events/s on one core = {:.2}% of one core at 1 M events/s",
-        per_s / 1e6,
-        1e6 / per_s * 100.0
-    );
     let lanes = model.pcpus_seen() <= tui::run::MAX_LANE_PCPUS;
     let window = model::Window::LastTenSeconds;
     let dashboard = model::SnapshotOptions::dashboard(window, lanes);
@@ -352,6 +405,7 @@ fn main() {
 
     let (baseline, snapshots) = fold_only(events.clone(), seconds);
     let baseline_pct = baseline.total;
+    fold_costs(&events);
     snapshot_costs(&events);
 
     // Dashboard: the real loop into a pty.

@@ -273,7 +273,7 @@ pub fn run<F: Feed>(mut app: App, mut feed: F, opts: RunOptions) -> Result<(), T
 
 /// Shortest time between two folds: events then arrive in batches of tens to thousands,
 /// instead of one wakeup per event (the ring buffer holds far more than this much).
-const MIN_FOLD_INTERVAL: Duration = Duration::from_millis(20);
+pub const MIN_FOLD_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The reader side on its own: fold `feed` in batches and `publish` a snapshot every `tick`
 /// until `stop`, `duration`, a source error or `publish` returning false. `commands` yields
