@@ -255,10 +255,15 @@ pub fn render_text(doc: &ReportDoc) -> String {
         let _ = writeln!(o, "  cpu{:<3} {}", p.cpu, parts.join(", "));
     }
     let _ = writeln!(o);
+    let name_width = s
+        .vms
+        .iter()
+        .map(|vm| vm.name.chars().count())
+        .fold(10, usize::max);
     for vm in &s.vms {
         let _ = writeln!(
             o,
-            "{:<10} pid {:<7} vCPUs {} run {:.1} ms wait {:.1} ms share {:.2} CPUs (entitled {:.2}) fairness {:.3}{}",
+            "{:<name_width$} pid {:<7} vCPUs {} run {:.1} ms wait {:.1} ms share {:.2} CPUs (entitled {:.2}) fairness {:.3}{}",
             vm.name,
             vm.pid,
             vm.vcpus,
@@ -499,5 +504,16 @@ mod tests {
             .find(|l| l.contains("19002") && !l.contains('/'))
             .expect("vCPU table row of tid 19002");
         assert!(table_row.starts_with("interactive "), "{table_row}");
+        // The VM lines line up however long a name is.
+        let pid_at: Vec<usize> = text
+            .lines()
+            .filter(|l| l.contains(" pid ") && l.contains(" vCPUs "))
+            .map(|l| l.find(" pid ").unwrap())
+            .collect();
+        assert_eq!(pid_at.len(), 2, "{text}");
+        assert!(
+            pid_at.iter().all(|&p| p == pid_at[0]),
+            "{pid_at:?} in:\n{text}"
+        );
     }
 }
