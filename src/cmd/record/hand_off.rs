@@ -87,16 +87,25 @@ impl<W: Write + Send + 'static> WriterThread<W> {
     }
 
     /// Hands over the last chunk (waiting for room: nothing is read any more), lets the
-    /// writer drain the queue and returns it.
-    pub(super) fn finish(mut self, last: Option<SealedChunk>) -> io::Result<ChunkWriter<W>> {
+    /// writer drain the queue and returns it, with the peak of unwritten chunks that last one
+    /// counts in (a recording short enough to be one chunk had one unwritten, not none).
+    pub(super) fn finish(mut self, last: Option<SealedChunk>) -> io::Result<Drained<W>> {
         if let Some(chunk) = last {
             let queue = self.queue.as_ref().expect("queue open until finish");
-            self.unwritten.fetch_add(1, Ordering::Relaxed);
+            let now = self.unwritten.fetch_add(1, Ordering::Relaxed) + 1;
+            self.peak_unwritten = self.peak_unwritten.max(now);
             if queue.send(chunk).is_err() {
-                return self.join();
+                return self.drained();
             }
         }
-        self.join()
+        self.drained()
+    }
+
+    fn drained(&mut self) -> io::Result<Drained<W>> {
+        Ok(Drained {
+            writer: self.join()?,
+            peak_unwritten: self.peak_unwritten,
+        })
     }
 
     fn join(&mut self) -> io::Result<ChunkWriter<W>> {
@@ -111,13 +120,16 @@ impl<W: Write + Send + 'static> WriterThread<W> {
     pub(super) fn bytes_written(&self) -> u64 {
         self.bytes_written.load(Ordering::Relaxed)
     }
+}
 
+/// The writer, every chunk written, after [`WriterThread::finish`].
+pub(super) struct Drained<W: Write> {
+    pub(super) writer: ChunkWriter<W>,
     /// Most chunks handed over and not yet written at once: the queue's (at most
-    /// [`QUEUE_CHUNKS`]) and the one the writer was on, so at most `QUEUE_CHUNKS + 1`. Each
-    /// holds its encoded events in memory until written.
-    pub(super) fn peak_unwritten(&self) -> usize {
-        self.peak_unwritten
-    }
+    /// [`QUEUE_CHUNKS`]) and the one the writer was on, so at most `QUEUE_CHUNKS + 1`, and at
+    /// least 1 once a chunk was handed over. Each holds its encoded events in memory until
+    /// written.
+    pub(super) peak_unwritten: usize,
 }
 
 #[cfg(test)]
@@ -180,9 +192,27 @@ mod tests {
             thread.hand_off(chunk(99)).unwrap(),
             HandOff::Full(_)
         ));
-        assert_eq!(thread.peak_unwritten(), QUEUE_CHUNKS + 1);
         drop(held);
-        let writer = thread.finish(None).unwrap();
-        assert_eq!(writer.chunks(), QUEUE_CHUNKS as u64 + 1);
+        let drained = thread.finish(None).unwrap();
+        assert_eq!(drained.peak_unwritten, QUEUE_CHUNKS + 1);
+        assert_eq!(drained.writer.chunks(), QUEUE_CHUNKS as u64 + 1);
+    }
+
+    /// A recording that is one chunk, the last one `finish` hands over, had one unwritten.
+    #[test]
+    fn the_last_chunk_counts_in_the_peak() {
+        let header = TraceHeader::default();
+        let writer = ChunkWriter::new(Vec::new(), &header, 1).unwrap();
+        let thread = WriterThread::start(writer).unwrap();
+        let mut builder = ChunkBuilder::new(&header, WriterOptions::default());
+        builder.push(&Event::ObservationEnd(ObservationEnd { ts: 1 }));
+        let drained = thread.finish(builder.seal()).unwrap();
+        assert_eq!(drained.peak_unwritten, 1);
+        assert_eq!(drained.writer.chunks(), 1);
+        let nothing = WriterThread::start(ChunkWriter::new(Vec::new(), &header, 1).unwrap())
+            .unwrap()
+            .finish(None)
+            .unwrap();
+        assert_eq!(nothing.peak_unwritten, 0);
     }
 }

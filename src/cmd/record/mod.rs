@@ -177,8 +177,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let peak_unwritten = writer.peak_unwritten();
-    let chunk_writer = writer.finish(builder.seal()).map_err(write_err)?;
+    let drained = writer.finish(builder.seal()).map_err(write_err)?;
+    let (chunk_writer, peak_unwritten) = (drained.writer, drained.peak_unwritten);
     let trailer = builder.trailer(chunk_writer.chunks());
     let (file, trailer) = chunk_writer.finish(trailer).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
@@ -195,8 +195,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     );
     if trailer.lost > 0 {
         eprintln!(
-            "lost: {}, discarded by a writer that fell behind {}",
+            "lost: {}, guest gap records the bundled VMM had no room for {}, discarded by a \
+             writer that fell behind {}",
             source.lost_by_cause(),
+            source.vmm_gaps_lost(),
             discarded.events
         );
     }
