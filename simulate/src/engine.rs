@@ -145,7 +145,7 @@ pub fn run<P: Policy>(
 /// wakeup and the IPI's or idle exit's reschedule).
 ///
 /// With `sleep_tick`, each sleep ends on the tick boundary nearest to where its recorded
-/// length would end it: a host whose timers fire only on the tick (no high-resolution timers,
+/// length would end it (the next boundary for a sleep under half a tick): a host whose timers fire only on the tick (no high-resolution timers,
 /// as the kernel lab's emulated kernels: 95% of their sleepy vCPUs' wakeups come within
 /// 250 us after a tick) wakes its sleepers together with the tick, whatever the phase their
 /// burst ended at in the replay.
@@ -683,7 +683,17 @@ impl<'d, P: Policy> Engine<'d, P> {
                 r.state = RunState::Sleeping;
                 r.remaining = next.run_ns.max(1);
                 let at = match self.sleep_tick {
-                    Some(k) => ((now + s + k / 2) / k * k).max(now + 1),
+                    // The tick nearest the recorded end, or the next one when that is not
+                    // ahead (a sleep under half a tick): a timer fires on a tick, never
+                    // before its sleep began, so it never shrinks to nothing.
+                    Some(k) => {
+                        let nearest = (now + s + k / 2) / k * k;
+                        if nearest > now {
+                            nearest
+                        } else {
+                            (now / k + 1) * k
+                        }
+                    }
                     None => now + s,
                 };
                 self.wakes.push(Reverse((at, t)));

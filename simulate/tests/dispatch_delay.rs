@@ -182,6 +182,36 @@ fn sleeps_end_on_the_tick_nearest_their_recorded_end() {
     }
 }
 
+/// A sleep under half a tick has no tick nearer its end that is still ahead: it ends on the
+/// next tick, not at once (off the tick, as if it had not slept).
+#[test]
+fn a_sleep_under_half_a_tick_ends_on_the_next_tick() {
+    let span = 400 * MS;
+    let d = demand(&[Spec::periodic(0, 0, 600 * US, 300 * US, span)], 1, span);
+    let tid = d.tracked().next().unwrap().tid;
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf, PolicyKind::Credit] {
+        let on_tick = wakeups(
+            &events_of(
+                kind,
+                &d,
+                1,
+                &Params::parse(&["sleep_on_tick=true"]).unwrap(),
+            ),
+            tid,
+        );
+        assert!(on_tick.len() > 50, "{kind:?}: {on_tick:?}");
+        let off = on_tick
+            .iter()
+            .skip(1) // the thread's start
+            .filter(|&&ts| (ts - d.start) % TICK != 0)
+            .count();
+        assert_eq!(off, 0, "{kind:?}: wakeups off the tick: {on_tick:?}");
+        // Each 0.9 ms cycle runs 0.6 ms after a tick and sleeps to the next one.
+        let per_tick = (on_tick.last().unwrap() - on_tick[1]) / (on_tick.len() as u64 - 2);
+        assert_eq!(per_tick, TICK, "{kind:?}");
+    }
+}
+
 #[test]
 fn a_tick_does_not_switch_to_a_charged_wakee_sooner() {
     let (d, sleepy) = hog_and_sleeper(3_700 * US);
