@@ -19,12 +19,35 @@ fn main() -> std::process::ExitCode {
             // Bad input is one line, like every other failure: clap's first line, which
             // names the argument and says what is wrong with it, plus the values it takes
             // where clap knows them (its later lines).
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // No command: clap's help, whose first line is only the tagline.
+                let commands: Vec<String> = <cli::Cli as clap::CommandFactory>::command()
+                    .get_subcommands()
+                    .map(|c| c.get_name().to_string())
+                    .collect();
+                eprintln!(
+                    "kvmscope: no command given (one of: {}; `kvmscope --help` says what each does)",
+                    commands.join(", ")
+                );
+                return std::process::ExitCode::FAILURE;
+            }
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or_default();
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            match e.get(clap::error::ContextKind::ValidValue) {
-                Some(clap::error::ContextValue::Strings(valid)) => {
+            match (
+                e.get(ContextKind::ValidValue),
+                e.get(ContextKind::InvalidArg),
+            ) {
+                (Some(ContextValue::Strings(valid)), _) => {
                     eprintln!("kvmscope: {first} (expected one of: {})", valid.join(", "))
+                }
+                // "the following required arguments were not provided:" names them on the
+                // lines after it.
+                (_, Some(ContextValue::Strings(missing)))
+                    if e.kind() == ErrorKind::MissingRequiredArgument =>
+                {
+                    eprintln!("kvmscope: {first} {}", missing.join(", "))
                 }
                 _ => eprintln!("kvmscope: {first}"),
             }

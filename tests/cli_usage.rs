@@ -1,0 +1,31 @@
+//! Usage mistakes caught by the argument parser are one line that says what to do: a missing
+//! argument is named, and no command at all lists the commands.
+
+mod common;
+
+use common::kvmscope;
+
+fn one_line_failure(args: &[&str]) -> String {
+    let out = kvmscope().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "kvmscope {args:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn a_missing_argument_is_named() {
+    let err = one_line_failure(&["replay"]);
+    assert!(err.contains("<FILE>"), "{err}");
+    let err = one_line_failure(&["export", "t.trace"]);
+    assert!(err.contains("--format") && err.contains("-o"), "{err}");
+}
+
+#[test]
+fn no_command_lists_the_commands() {
+    let err = one_line_failure(&[]);
+    for command in ["check", "demo", "record", "replay", "simulate", "exporter"] {
+        assert!(err.contains(command), "no {command} in {err}");
+    }
+}
