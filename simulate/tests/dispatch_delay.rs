@@ -144,36 +144,48 @@ fn the_recording_supplies_the_defaults_and_params_override_them() {
     assert_eq!(tick_ns("o1", &p, 1000).unwrap(), MS);
 }
 
+/// One thread alone on one pCPU, running `run_ns` then sleeping `sleep_ns` for 400 ms, with
+/// `--param sleep_on_tick=true` under `kind`: asserts every sleep ends on a tick and the
+/// thread wakes once per tick (each cycle is shorter than a tick and ends on the next one);
+/// returns the demand, the thread and the same run's wakeups without sleep_on_tick.
+fn assert_one_wakeup_per_tick(
+    kind: PolicyKind,
+    run_ns: u64,
+    sleep_ns: u64,
+) -> (model::demand::Demand, Vec<u64>) {
+    let span = 400 * MS;
+    let d = demand(&[Spec::periodic(0, 0, run_ns, sleep_ns, span)], 1, span);
+    let tid = d.tracked().next().unwrap().tid;
+    let on_tick = wakeups(
+        &events_of(
+            kind,
+            &d,
+            1,
+            &Params::parse(&["sleep_on_tick=true"]).unwrap(),
+        ),
+        tid,
+    );
+    assert!(on_tick.len() > 50, "{kind:?}: {on_tick:?}");
+    let off = on_tick
+        .iter()
+        .skip(1) // the first wakeup is the thread's start, not the end of a sleep
+        .filter(|&&ts| (ts - d.start) % TICK != 0)
+        .count();
+    assert_eq!(off, 0, "{kind:?}: wakeups off the tick: {on_tick:?}");
+    let per_tick = (on_tick.last().unwrap() - on_tick[1]) / (on_tick.len() as u64 - 2);
+    assert_eq!(per_tick, TICK, "{kind:?}");
+    let free = wakeups(
+        &events_of(kind, &d, 1, &Params::parse::<&str>(&[]).unwrap()),
+        tid,
+    );
+    (d, free)
+}
+
 #[test]
 fn sleeps_end_on_the_tick_nearest_their_recorded_end() {
-    let span = 400 * MS;
-    let d = demand(&[Spec::periodic(0, 0, 600 * US, 3_300 * US, span)], 1, span);
-    let tid = d.tracked().next().unwrap().tid;
     for kind in [PolicyKind::Cfs, PolicyKind::Eevdf, PolicyKind::Credit] {
-        let on_tick = wakeups(
-            &events_of(
-                kind,
-                &d,
-                1,
-                &Params::parse(&["sleep_on_tick=true"]).unwrap(),
-            ),
-            tid,
-        );
-        assert!(on_tick.len() > 50, "{kind:?}: {on_tick:?}");
-        let off = on_tick
-            .iter()
-            .skip(1) // the first wakeup is the thread's start, not the end of a sleep
-            .filter(|&&ts| (ts - d.start) % TICK != 0)
-            .count();
-        assert_eq!(off, 0, "{kind:?}: wakeups off the tick: {on_tick:?}");
         // A 3.9 ms cycle ends each sleep on the nearest tick: one cycle per tick.
-        let per_tick = (on_tick.last().unwrap() - on_tick[1]) / (on_tick.len() as u64 - 2);
-        assert_eq!(per_tick, TICK, "{kind:?}");
-
-        let free = wakeups(
-            &events_of(kind, &d, 1, &Params::parse::<&str>(&[]).unwrap()),
-            tid,
-        );
+        let (d, free) = assert_one_wakeup_per_tick(kind, 600 * US, 3_300 * US);
         let off = free
             .iter()
             .filter(|&&ts| (ts - d.start) % TICK != 0)
@@ -186,29 +198,9 @@ fn sleeps_end_on_the_tick_nearest_their_recorded_end() {
 /// next tick, not at once (off the tick, as if it had not slept).
 #[test]
 fn a_sleep_under_half_a_tick_ends_on_the_next_tick() {
-    let span = 400 * MS;
-    let d = demand(&[Spec::periodic(0, 0, 600 * US, 300 * US, span)], 1, span);
-    let tid = d.tracked().next().unwrap().tid;
     for kind in [PolicyKind::Cfs, PolicyKind::Eevdf, PolicyKind::Credit] {
-        let on_tick = wakeups(
-            &events_of(
-                kind,
-                &d,
-                1,
-                &Params::parse(&["sleep_on_tick=true"]).unwrap(),
-            ),
-            tid,
-        );
-        assert!(on_tick.len() > 50, "{kind:?}: {on_tick:?}");
-        let off = on_tick
-            .iter()
-            .skip(1) // the thread's start
-            .filter(|&&ts| (ts - d.start) % TICK != 0)
-            .count();
-        assert_eq!(off, 0, "{kind:?}: wakeups off the tick: {on_tick:?}");
         // Each 0.9 ms cycle runs 0.6 ms after a tick and sleeps to the next one.
-        let per_tick = (on_tick.last().unwrap() - on_tick[1]) / (on_tick.len() as u64 - 2);
-        assert_eq!(per_tick, TICK, "{kind:?}");
+        assert_one_wakeup_per_tick(kind, 600 * US, 300 * US);
     }
 }
 
