@@ -21,13 +21,21 @@ fn main() -> std::process::ExitCode {
             // where clap knows them (its later lines).
             use clap::error::{ContextKind, ContextValue, ErrorKind};
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                // No command: clap's help, whose first line is only the tagline.
-                let commands: Vec<String> = <cli::Cli as clap::CommandFactory>::command()
-                    .get_subcommands()
-                    .map(|c| c.get_name().to_string())
-                    .collect();
+                // No command (clap's help, whose first line is only the tagline), at the top
+                // or under a command that has its own (`kvmscope qemu`): name that level's.
+                let mut path = vec!["kvmscope".to_string()];
+                let mut level = <cli::Cli as clap::CommandFactory>::command();
+                for arg in std::env::args().skip(1) {
+                    let Some(sub) = level.find_subcommand(&arg).cloned() else {
+                        continue;
+                    };
+                    path.push(arg);
+                    level = sub;
+                }
+                let commands: Vec<&str> = level.get_subcommands().map(|c| c.get_name()).collect();
+                let path = path.join(" ");
                 eprintln!(
-                    "kvmscope: no command given (one of: {}; `kvmscope --help` says what each does)",
+                    "{path}: no command given (one of: {}; `{path} --help` says what each does)",
                     commands.join(", ")
                 );
                 return std::process::ExitCode::FAILURE;

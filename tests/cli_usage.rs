@@ -1,5 +1,5 @@
 //! Usage mistakes caught by the argument parser are one line that says what to do: a missing
-//! argument is named, and no command at all lists the commands.
+//! argument is named, and a missing command lists the commands of its level.
 
 mod common;
 
@@ -28,4 +28,12 @@ fn no_command_lists_the_commands() {
     for command in ["check", "demo", "record", "replay", "simulate", "exporter"] {
         assert!(err.contains(command), "no {command} in {err}");
     }
+}
+
+#[test]
+fn a_command_without_its_own_command_lists_those() {
+    let err = one_line_failure(&["qemu"]);
+    assert!(err.starts_with("kvmscope qemu: no command given"), "{err}");
+    assert!(err.contains("list"), "{err}");
+    assert!(!err.contains("simulate"), "the top level's commands: {err}");
 }

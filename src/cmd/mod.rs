@@ -21,17 +21,24 @@ mod vmm;
 /// Writes a command's output to stdout in one go. A reader that went away (`| head`) ends
 /// nothing but the output: `println!` would panic on the broken pipe instead.
 pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
-        _ => Ok(()),
+    reader_gone(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
+    .map(drop)
+}
+
+/// The one rule for a write to stdout: whether its reader went away (a broken pipe: the
+/// output ends quietly, the command succeeds), or the error that is a failure.
+pub(crate) fn reader_gone(written: std::io::Result<()>) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    match written {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 

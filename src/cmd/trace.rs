@@ -9,7 +9,6 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use model::{exit_names, Event, Model, ModelConfig, SnapshotOptions, Source};
 use serde::Serialize;
 
@@ -158,22 +157,17 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => {}
             }
-            if let Err(e) = write_event(&mut out, format, event, start_ns) {
-                pipe_closed = is_broken_pipe(&e);
-                if !pipe_closed {
-                    return Err(e).context("cannot write to stdout");
-                }
+            pipe_closed = super::reader_gone(write_event(&mut out, format, event, start_ns))?;
+            if pipe_closed {
                 break;
             }
         }
         if pipe_closed || !more {
             break;
         }
-        if let Err(e) = out.flush() {
-            if is_broken_pipe(&e) {
-                break;
-            }
-            return Err(e).context("cannot write to stdout");
+        pipe_closed = super::reader_gone(out.flush())?;
+        if pipe_closed {
+            break;
         }
     }
     if pipe_closed {
@@ -254,10 +248,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    match written.and_then(|_| out.flush()) {
-        Err(e) if !is_broken_pipe(&e) => Err(e).context("cannot write to stdout"),
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    super::reader_gone(written.and_then(|_| out.flush()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The summary's `health` fields: every figure of the model's past its headline.
@@ -276,10 +268,6 @@ fn health_text(h: &model::Health) -> String {
         .filter(|f| !f.headline)
         .map(|f| format!(", {} {}", f.label, health_value(&f)))
         .collect()
-}
-
-fn is_broken_pipe(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe
 }
 
 fn write_event(out: &mut impl Write, format: Format, e: &Event, start_ns: u64) -> io::Result<()> {
