@@ -134,7 +134,7 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     );
     assert_one_line_error(&simulate(&[ts, "--param", "cfs.latency=fast"]), "duration");
     assert_one_line_error(&simulate(&[ts, "--pcpus", "0"]), "--pcpus");
-    assert_one_line_error(&simulate(&[ts, "--pcpus", "100000"]), "--pcpus");
+    assert_one_line_error(&simulate(&[ts, "--pcpus", "8193"]), "needs 1..=8192 pCPUs");
     assert_one_line_error(
         &simulate(&[
             ts,
@@ -158,4 +158,21 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     );
     assert_one_line_error(&simulate(&[empty.to_str().unwrap()]), "no tracked threads");
     assert_one_line_error(&simulate(&["/nonexistent/x.trace"]), "x.trace");
+}
+
+/// Hosts past 128 pCPUs (#15): `--pcpus` takes any count up to Linux's own limit, 8192.
+#[test]
+fn a_host_of_256_pcpus_simulates_under_every_policy() {
+    let dir = TempDir::new("sim-256");
+    let t = dir.path("t.trace");
+    write_trace(&t, &model::synth::demo_stream(1.0));
+    let out = simulate(&[t.to_str().unwrap(), "--pcpus", "256", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pcpus"], 256, "{doc}");
+    assert_eq!(doc["columns"].as_array().unwrap().len(), 7);
 }

@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use model::demand::Demand;
 use model::{Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch, TaskInfo, Wakeup};
 
-pub use crate::sim_thread::{cpu_mask, sim_threads, SimThread, BACKGROUND_TID, MAX_PCPUS};
+pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUND_TID, MAX_PCPUS};
 use crate::wake_cost::DispatchDelay;
 
 /// What the engine shows a policy, and how the policy asks for a reschedule.
@@ -24,20 +24,20 @@ pub struct Cx<'a> {
     pub curr: &'a [Option<u32>],
     /// The pCPU each thread last ran or was queued on.
     pub cpu_of: &'a [u32],
-    resched: &'a mut u128,
-    touched: &'a mut u128,
+    resched: &'a mut PcpuSet,
+    touched: &'a mut PcpuSet,
 }
 
 impl Cx<'_> {
     /// Ask the engine to run the policy's pick on `cpu` now.
     pub fn resched(&mut self, cpu: u32) {
-        *self.resched |= 1u128 << cpu;
-        *self.touched |= 1u128 << cpu;
+        self.resched.insert(cpu);
+        self.touched.insert(cpu);
     }
 
     /// `cpu`'s queue changed: the engine asks for its timer again.
     pub fn touch(&mut self, cpu: u32) {
-        *self.touched |= 1u128 << cpu;
+        self.touched.insert(cpu);
     }
 
     /// A queued thread moved from `src`'s queue to `dst`'s (balancing, an affinity change):
@@ -174,7 +174,7 @@ struct View {
 }
 
 impl View {
-    fn cx<'a>(&'a self, resched: &'a mut u128, touched: &'a mut u128) -> Cx<'a> {
+    fn cx<'a>(&'a self, resched: &'a mut PcpuSet, touched: &'a mut PcpuSet) -> Cx<'a> {
         Cx {
             threads: &self.threads,
             ncpus: self.curr.len() as u32,
@@ -187,7 +187,7 @@ impl View {
 }
 
 /// One affinity change to apply: at (simulated ns), thread, new mask.
-type AffinityChange = (u64, u32, u128);
+type AffinityChange = (u64, u32, PcpuSet);
 
 struct Engine<'d, P> {
     demand: &'d Demand,
@@ -226,7 +226,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let mut cpu_of = Vec::with_capacity(threads.len());
         for (i, (t, st)) in demand.threads.iter().zip(&threads).enumerate() {
             let first = t.bursts.first();
-            let usable = st.allowed != 0 && first.is_some();
+            let usable = !st.allowed.is_empty() && first.is_some();
             runs.push(Run {
                 state: if usable {
                     RunState::Sleeping
@@ -245,7 +245,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             let home = if st.may_run_on(t.first_cpu) {
                 t.first_cpu
             } else {
-                st.allowed.trailing_zeros().min(ncpus.saturating_sub(1))
+                st.allowed.first().unwrap_or(ncpus.saturating_sub(1))
             };
             cpu_of.push(home);
         }
@@ -311,8 +311,8 @@ impl<'d, P: Policy> Engine<'d, P> {
             });
             self.emit(sink, ev);
         }
-        let mut resched: u128 = 0;
-        let mut touched: u128 = 0;
+        let mut resched = PcpuSet::empty(self.view.curr.len() as u32);
+        let mut touched = resched.clone();
         loop {
             let (cpu_t, cpu) =
                 self.next_at
@@ -345,7 +345,9 @@ impl<'d, P: Policy> Engine<'d, P> {
                 // Accounting reads the running threads' CPU time up to now.
                 self.policy.global(&mut cx, now);
             } else if affinity_t == now {
-                let (_, t, mask) = self.affinity[self.next_affinity];
+                // Each change is applied once: its mask moves out.
+                let (_, t, ref mut mask) = self.affinity[self.next_affinity];
+                let mask = std::mem::take(mask);
                 self.next_affinity += 1;
                 self.on_affinity(sink, t, mask, now, &mut resched, &mut touched);
             } else if cpu_t == now {
@@ -359,14 +361,10 @@ impl<'d, P: Policy> Engine<'d, P> {
                     self.defer_dispatch(now, &mut resched, &mut touched);
                 }
             }
-            while resched != 0 {
-                let c = resched.trailing_zeros();
-                resched &= !(1u128 << c);
+            while let Some(c) = resched.pop_first() {
                 self.schedule(sink, c, now, true, &mut resched, &mut touched);
             }
-            while touched != 0 {
-                let c = touched.trailing_zeros();
-                touched &= !(1u128 << c);
+            while let Some(c) = touched.pop_first() {
                 self.rearm(c, now);
             }
         }
@@ -376,11 +374,10 @@ impl<'d, P: Policy> Engine<'d, P> {
 
     /// The picks a wakeup just asked for (`resched`) happen after the dispatch delay: an
     /// idle pCPU's after `idle_ns`, a preempted one's after `preempt_ns`.
-    fn defer_dispatch(&mut self, now: u64, resched: &mut u128, touched: &mut u128) {
-        let mut asked = *resched;
-        while asked != 0 {
-            let c = asked.trailing_zeros();
-            asked &= !(1u128 << c);
+    fn defer_dispatch(&mut self, now: u64, resched: &mut PcpuSet, touched: &mut PcpuSet) {
+        let mut next = resched.first();
+        while let Some(c) = next {
+            next = resched.next_from(c + 1);
             let preempts = self.view.curr[c as usize].is_some();
             let d = if preempts {
                 self.delay.preempt_ns
@@ -390,8 +387,8 @@ impl<'d, P: Policy> Engine<'d, P> {
             if d == 0 {
                 continue;
             }
-            *resched &= !(1u128 << c);
-            *touched |= 1u128 << c;
+            resched.remove(c);
+            touched.insert(c);
             let at = &mut self.dispatch_at[c as usize];
             *at = (*at).min(now + d);
             self.dispatch_preempts[c as usize] |= preempts;
@@ -409,7 +406,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                 .remaining
                 .saturating_sub(now - self.since[c]);
         // timer() only reads: nothing it could ask for is kept.
-        let (mut resched, mut touched) = (0, 0);
+        let (mut resched, mut touched) = (PcpuSet::default(), PcpuSet::default());
         let cx = self.view.cx(&mut resched, &mut touched);
         let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
         self.next_at[c] = done.min(timer).min(self.dispatch_at[c]);
@@ -434,10 +431,10 @@ impl<'d, P: Policy> Engine<'d, P> {
         sink: &mut dyn FnMut(&Event),
         cpu: u32,
         now: u64,
-        resched: &mut u128,
-        touched: &mut u128,
+        resched: &mut PcpuSet,
+        touched: &mut PcpuSet,
     ) {
-        *touched |= 1u128 << cpu;
+        touched.insert(cpu);
         let c = cpu as usize;
         if self.dispatch_at[c] <= now {
             // A charged wakeup's pick is due. One for an idle pCPU that found work since
@@ -445,7 +442,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             self.dispatch_at[c] = u64::MAX;
             let preempts = std::mem::take(&mut self.dispatch_preempts[c]);
             if preempts || self.view.curr[c].is_none() {
-                *resched |= 1u128 << cpu;
+                resched.insert(cpu);
             }
             return;
         }
@@ -458,7 +455,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let mut cx = self.view.cx(resched, touched);
         if self.policy.tick(&mut cx, cpu, now) {
             if self.dispatch_at[c] == u64::MAX {
-                *resched |= 1u128 << cpu;
+                resched.insert(cpu);
             } else {
                 // A charged wakeup's switch is already on its way: the tick's preemption
                 // is that same switch, and comes no sooner.
@@ -472,8 +469,8 @@ impl<'d, P: Policy> Engine<'d, P> {
         sink: &mut dyn FnMut(&Event),
         t: u32,
         now: u64,
-        resched: &mut u128,
-        touched: &mut u128,
+        resched: &mut PcpuSet,
+        touched: &mut PcpuSet,
     ) {
         let i = t as usize;
         if self.runs[i].state != RunState::Sleeping {
@@ -483,7 +480,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.runs[i].wait_since = now;
         let mut cx = self.view.cx(resched, touched);
         let target = self.policy.wake(&mut cx, t, now);
-        *touched |= 1u128 << target;
+        touched.insert(target);
         let tid = self.view.threads[i].tid;
         let ts = self.base + now;
         let from = self.view.cpu_of[i];
@@ -511,10 +508,10 @@ impl<'d, P: Policy> Engine<'d, P> {
         &mut self,
         sink: &mut dyn FnMut(&Event),
         t: u32,
-        mask: u128,
+        mask: PcpuSet,
         now: u64,
-        resched: &mut u128,
-        touched: &mut u128,
+        resched: &mut PcpuSet,
+        touched: &mut PcpuSet,
     ) {
         let i = t as usize;
         self.view.threads[i].allowed = mask;
@@ -522,7 +519,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             RunState::Running => {
                 let cpu = self.view.cpu_of[i];
                 if !self.view.threads[i].may_run_on(cpu) {
-                    *resched |= 1u128 << cpu;
+                    resched.insert(cpu);
                 }
             }
             RunState::Runnable => {
@@ -599,11 +596,11 @@ impl<'d, P: Policy> Engine<'d, P> {
         cpu: u32,
         now: u64,
         runnable: bool,
-        resched: &mut u128,
-        touched: &mut u128,
+        resched: &mut PcpuSet,
+        touched: &mut PcpuSet,
     ) {
         let c = cpu as usize;
-        *touched |= 1u128 << cpu;
+        touched.insert(cpu);
         // Any pick here is the one a charged wakeup was waiting for (the kernel's
         // need_resched is cleared by whichever schedule() comes first).
         self.dispatch_at[c] = u64::MAX;

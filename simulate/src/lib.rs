@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod engine;
 pub mod params;
+mod pcpu_set;
 pub mod policy;
 pub mod sim_thread;
 pub mod synthetic;

@@ -3,8 +3,11 @@
 
 use model::demand::Demand;
 
-/// Largest pCPU count (masks are `u128`).
-pub const MAX_PCPUS: u32 = 128;
+pub use crate::pcpu_set::PcpuSet;
+
+/// Largest pCPU count: Linux's own (`NR_CPUS` is at most 8192 on x86-64, `MAXSMP`). The
+/// engine's per-event work grows with the pCPU count, not its memory alone.
+pub const MAX_PCPUS: u32 = 8192;
 /// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
 pub const BACKGROUND_TID: u32 = 0x7000_0000;
 
@@ -14,8 +17,8 @@ pub struct SimThread {
     pub tid: u32,
     pub weight: u32,
     pub nice: i32,
-    /// pCPUs it may run on (bit per pCPU).
-    pub allowed: u128,
+    /// pCPUs it may run on.
+    pub allowed: PcpuSet,
     /// Index of its VM (background stand-ins each have their own group).
     pub group: u32,
     /// Index inside its VM (vCPU number where known), for static placement.
@@ -25,17 +28,13 @@ pub struct SimThread {
 
 impl SimThread {
     pub fn may_run_on(&self, cpu: u32) -> bool {
-        cpu < MAX_PCPUS && self.allowed & (1u128 << cpu) != 0
+        self.allowed.contains(cpu)
     }
 }
 
 /// The threads a policy sees, in demand order (tracked first, then background).
 pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
-    let all: u128 = if ncpus >= MAX_PCPUS {
-        u128::MAX
-    } else {
-        (1u128 << ncpus) - 1
-    };
+    let all = PcpuSet::all(ncpus);
     let mut vms: Vec<&str> = Vec::new();
     let mut per_vm: Vec<u32> = Vec::new();
     demand
@@ -58,14 +57,10 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
             };
             let seq = per_vm[group];
             per_vm[group] += 1;
-            let mut allowed: u128 = t
-                .allowed
-                .iter()
-                .filter(|&&c| c < ncpus.min(MAX_PCPUS))
-                .fold(0, |m, &c| m | (1u128 << c));
+            let mut allowed = PcpuSet::of(&t.allowed, ncpus);
             // A thread seen on every recorded pCPU may use all of the simulated ones.
-            if allowed == 0 || t.allowed.len() as u32 >= demand.pcpus {
-                allowed = all;
+            if allowed.is_empty() || t.allowed.len() as u32 >= demand.pcpus {
+                allowed = all.clone();
             }
             if let Some(first) = t.affinity.first() {
                 // The recorded affinity, where there is one, rather than where it was seen.
@@ -73,11 +68,7 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
             }
             if t.background {
                 // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
-                allowed = t
-                    .allowed
-                    .first()
-                    .filter(|&&c| c < ncpus)
-                    .map_or(0, |&c| 1u128 << c);
+                allowed = PcpuSet::of(t.allowed.first(), ncpus);
             }
             SimThread {
                 tid: if t.background {
@@ -99,18 +90,12 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
 /// The simulated pCPUs among a recorded affinity `cpus`; all of them when it allowed every
 /// recorded pCPU (`--pcpus` may add more) or when none is left (a thread pinned to a pCPU
 /// that `--pcpus` took away runs anywhere rather than nowhere).
-pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> u128 {
-    let n = ncpus.min(MAX_PCPUS);
-    let m = cpus
-        .iter()
-        .filter(|&&c| c < n)
-        .fold(0u128, |m, &c| m | (1u128 << c));
+pub fn cpu_mask(cpus: &[u32], recorded_pcpus: u32, ncpus: u32) -> PcpuSet {
+    let m = PcpuSet::of(cpus, ncpus);
     let every_recorded = (0..recorded_pcpus).all(|c| cpus.binary_search(&c).is_ok());
-    if m != 0 && !every_recorded {
+    if !m.is_empty() && !every_recorded {
         m
-    } else if n >= MAX_PCPUS {
-        u128::MAX
     } else {
-        (1u128 << n) - 1
+        PcpuSet::all(ncpus)
     }
 }
