@@ -1,7 +1,24 @@
 //! Validation against reality: a 20 s demo recording made on this host's kernel (EEVDF on
 //! 6.18), replayed through the `eevdf` model, reproduces the CPU share of every vCPU within
-//! 5 points. Run-queue wait p50 per vCPU is printed beside the recorded figure (the issue's
-//! goal is within a factor of 2; not met yet, see below).
+//! 5 points, and, when no other autogroup took more than [`QUIET`] of the pCPUs' time
+//! during the recording, its run-queue wait p50 within a factor of 2 (the goal).
+//! Every run prints the figures and "asserted" or "not asserted: why".
+//!
+//! Why the condition: this host has `CONFIG_SCHED_AUTOGROUP=y` with
+//! `kernel.sched_autogroup_enabled=1`, so each session is a task group, and the flat model
+//! (no groups; see the last paragraphs) gets the waits of a host where other sessions run
+//! wrong. The test measures that instead of hoping: `common::autogroup_load` reads every
+//! process's CPU time and autogroup every 100 ms while the recording runs and sums it per
+//! autogroup (children that end between reads counted through their reaper; what
+//! `/proc/stat` has beyond the groups' sum printed as unattributed, also held to
+//! [`QUIET`]). Load in the test's own session (other nextest tests, a busy loop started
+//! from the same shell) is not held against it: the kernel shares a group's pCPU time
+//! among its tasks as the flat model shares a pCPU.
+//! Measured 2026-12-06 18:12-18:22 UTC (others' builds in their own autogroups): other
+//! autogroups at 21% of the pCPUs gave waits x5.7 (batch) and x6.6 (interactive) off; at
+//! 44%, batch within x1.03 but interactive x9-30; at 60-78% (one with a busy loop in a
+//! `setsid` session: 8.5 s of its own group) interactive 270-1000x. The last CI run (clean
+//! clone beside the other nextest tests, no other session busy) had every wait within x1.18.
 //!
 //! The sleepy `interactive` vCPUs used to come out at half their share on a quiet host: the
 //! recording sometimes misses a vCPU's switch-in (nothing reported lost), and the demand
@@ -24,8 +41,8 @@
 //! At 14:37 (quieter: the demo got 26/31/26%): 2834/2179/2687, 41/545 and 25821 us recorded
 //! against 3228/606/3211, 6/6 and 22020 us (batch/vcpu1 3.6x off).
 //!
-//! Still open: run-queue wait p50 within a factor of 2 (printed per vCPU, not asserted: it
-//! holds for some vCPUs in some runs, for none in all). The interactive vCPUs'
+//! Still open: run-queue wait p50 within a factor of 2 beside other sessions' load (printed,
+//! not asserted). The interactive vCPUs'
 //! recorded waits here are set by the other load, through a rule the flat model
 //! does not have: `CONFIG_SCHED_AUTOGROUP=y` with `kernel.sched_autogroup_enabled=1`, so
 //! every session is a task group and the kernel shares each pCPU first among the groups'
@@ -53,7 +70,26 @@
 
 mod common;
 
+use common::autogroup_load::AutogroupLoad;
 use common::{kvmscope, privileged, Privilege, TempDir};
+
+/// The most CPU time tasks of other autogroups (and time no group accounts for) may take
+/// during the recording, each as a share of the pCPUs' time, for the flat model's waits to
+/// be held to the recorded ones (see the figures above).
+const QUIET: f64 = 0.05;
+
+/// How far apart a recorded and a simulated wait are: the larger over the smaller (1 when
+/// both are 0, infinite when only one is).
+fn wait_factor(recorded: f64, simulated: f64) -> f64 {
+    let (lo, hi) = (recorded.min(simulated), recorded.max(simulated));
+    if hi == 0.0 {
+        1.0
+    } else if lo == 0.0 {
+        f64::INFINITY
+    } else {
+        hi / lo
+    }
+}
 
 #[test]
 fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
@@ -62,16 +98,19 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
     }
     let dir = TempDir::new("priv-simulate");
     let t = dir.path("demo.trace");
+    let load = AutogroupLoad::start();
     let rec = kvmscope()
         .args(["record", "--demo", "--duration", "20", "-o"])
         .arg(&t)
         .output()
         .unwrap();
+    let load = load.finish();
     assert!(
         rec.status.success(),
         "{}",
         String::from_utf8_lossy(&rec.stderr)
     );
+    eprintln!("{load}");
     let out = kvmscope()
         .args(["simulate", "--policy", "eevdf", "--json"])
         .arg(&t)
@@ -91,6 +130,7 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
     let sv = sim["vcpus"].as_array().unwrap();
     assert_eq!(rv.len(), 6, "the demo has 6 vCPUs: {doc}");
     let mut errors = Vec::new();
+    let mut factors = Vec::new();
     for (r, s) in rv.iter().zip(sv) {
         let (rs, ss) = (
             r["cpu_share"].as_f64().unwrap(),
@@ -100,22 +140,39 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
             r["wait_p50_us"].as_f64().unwrap(),
             s["wait_p50_us"].as_f64().unwrap(),
         );
-        let factor = if rw.min(sw) > 0.0 {
-            format!("x{:.2}", rw.max(sw) / rw.min(sw))
-        } else {
-            "x inf".to_string()
-        };
+        let factor = wait_factor(rw, sw);
         eprintln!(
-            "{}: share recorded {:.1}% simulated {:.1}% (error {:.2} points); wait p50 recorded {rw:.0} us simulated {sw:.0} us ({factor})",
+            "{}: share recorded {:.1}% simulated {:.1}% (error {:.2} points); wait p50 recorded {rw:.0} us simulated {sw:.0} us (x{factor:.2})",
             r["label"],
             rs * 100.0,
             ss * 100.0,
             (rs - ss).abs() * 100.0
         );
         errors.push((r["label"].to_string(), (rs - ss).abs()));
+        factors.push((r["label"].to_string(), factor));
     }
     let worst = errors.iter().map(|e| e.1).fold(0.0, f64::max);
     assert!(worst <= 0.05, "share errors {errors:?}");
+    let others = load.of_capacity(load.others_s());
+    let unattributed = load.of_capacity(load.unattributed_s.abs());
+    if others <= QUIET && unattributed <= QUIET {
+        eprintln!(
+            "wait p50 within 2x: asserted (other autogroups and unattributed time each at most {:.0}% of the pCPUs)",
+            QUIET * 100.0
+        );
+        let off: Vec<_> = factors.iter().filter(|f| f.1 > 2.0).collect();
+        assert!(
+            off.is_empty(),
+            "wait p50 beyond a factor of 2 on a host without other autogroups' load: {off:?} ({load})"
+        );
+    } else {
+        eprintln!(
+            "wait p50 within 2x: not asserted: other autogroups took {:.1}% of the pCPUs and {:.1}% is unattributed (at most {:.0}% each for the flat model to hold)",
+            others * 100.0,
+            unattributed * 100.0,
+            QUIET * 100.0
+        );
+    }
     // The recording carries this host's HZ, and the replay charges a measured dispatch
     // delay (this host's kernel configuration is readable, so HZ is the configured one).
     let tick = doc["tick"].as_str().unwrap();

@@ -87,6 +87,43 @@ pub fn start_ticks(pid: u32) -> u64 {
     Stat::from_file(process_dir(pid).join("stat")).map_or(0, |s| s.starttime)
 }
 
+/// A process's CPU time so far, in clock ticks, and who reaps it (`/proc/<pid>/stat`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessCpu {
+    pub ppid: u32,
+    /// When it started (ticks since boot): with the pid, it tells a reused pid apart.
+    pub start_ticks: u64,
+    pub comm: String,
+    /// Its threads', live and ended (utime + stime).
+    pub own_ticks: u64,
+    /// The children it reaped, each with the children they reaped (cutime + cstime): the
+    /// time of a child that ended between two reads lands here.
+    pub reaped_ticks: u64,
+}
+
+impl ProcessCpu {
+    /// `None` once the process is gone.
+    pub fn read(pid: u32) -> Option<ProcessCpu> {
+        let s = Stat::from_file(process_dir(pid).join("stat")).ok()?;
+        Some(ProcessCpu {
+            ppid: u32::try_from(s.ppid).unwrap_or(0),
+            start_ticks: s.starttime,
+            own_ticks: s.utime + s.stime,
+            reaped_ticks: u64::try_from(s.cutime.max(0) + s.cstime.max(0)).unwrap_or(0),
+            comm: s.comm,
+        })
+    }
+}
+
+/// The autogroup of process `pid` (`/proc/<pid>/autogroup`'s first word, e.g.
+/// `/autogroup-687`; every session is one with `kernel.sched_autogroup_enabled=1`): "" for
+/// the root task group (kernel threads, init), `None` once the process is gone or where the
+/// kernel has no autogroups.
+pub fn autogroup(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(process_dir(pid).join("autogroup")).ok()?;
+    Some(text.split_whitespace().next().unwrap_or("").to_string())
+}
+
 /// The fields of `/proc/<pid>/task/<tid>/stat` kvmscope uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadStat {
@@ -230,6 +267,31 @@ fn task_error(pid: u32, tid: u32, path: PathBuf, e: ProcError) -> TaskFileError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reaped_children_count_in_their_parents_cpu_time() {
+        let me = std::process::id();
+        let before = ProcessCpu::read(me).unwrap();
+        assert_eq!(before.ppid, std::os::unix::process::parent_id());
+        assert_eq!(before.start_ticks, start_ticks(me));
+        // A child that spins for 50 ms of CPU (sh's loop) and is reaped by `status()`.
+        let ok = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let after = ProcessCpu::read(me).unwrap();
+        assert!(
+            after.reaped_ticks > before.reaped_ticks,
+            "{before:?} then {after:?}"
+        );
+        // Every process has an autogroup line where the kernel has autogroups ("" only for
+        // the root task group).
+        if std::path::Path::new("/proc/self/autogroup").exists() {
+            assert!(autogroup(me).is_some());
+        }
+        assert_eq!(autogroup(u32::MAX), None);
+    }
 
     #[test]
     fn stat_names_with_spaces_and_parens_parse() {

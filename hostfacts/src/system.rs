@@ -38,6 +38,13 @@ pub fn steal_ns() -> Option<u64> {
     Some(ticks.saturating_mul(1_000_000_000) / procfs::ticks_per_second())
 }
 
+/// CPU time all CPUs spent running tasks since boot (`/proc/stat`'s user + nice + system;
+/// guest time is inside user), in clock ticks, if readable.
+pub fn task_busy_ticks() -> Option<u64> {
+    let t = procfs::KernelStats::current().ok()?.total;
+    Some(t.user + t.nice + t.system)
+}
+
 /// `kernel.bpf_stats_enabled` as the file says it, if readable.
 pub fn bpf_stats_enabled() -> Option<String> {
     read_trimmed(BPF_STATS_ENABLED)

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `kvmscope` binary.
 #![allow(dead_code)]
 
+pub mod autogroup_load;
 pub mod schedstat;
 pub mod tmux;
 
