@@ -1271,3 +1271,45 @@ fn churn(mut c: Churn, generations: u32, window: u32) {
         );
     }
 }
+
+/// A dying thread's last switch carries a vruntime on another run queue's scale (the kernel
+/// moves it out of its session's autogroup first: 4.8 s became 15,283 s in a demo recording):
+/// its vruntime, series and transitions stay those it ran with; its task clock still counts.
+#[test]
+fn a_dying_threads_last_switch_keeps_its_vruntime_and_counts_its_clock() {
+    let root_scale = 15_283_000 * MS;
+    let mut dead = Switch::new(4 * MS, 0, 1, 0).prev_se(se(root_scale, 1024, 3 * MS));
+    dead.0.prev_state = model::task_state::bits::TASK_DEAD;
+    for exit_seen in [true, false] {
+        let mut evs = vec![
+            task_info(0, 1, 100, "vm0", Some(0), 0),
+            Switch::new(0, 0, 0, 1).next_se(se(5 * MS, 1024, 0)).build(),
+            Switch::new(2 * MS, 0, 1, 0)
+                .prev_se(se(7 * MS, 1024, 2 * MS))
+                .build(),
+            Switch::new(3 * MS, 0, 0, 1)
+                .next_se(se(7 * MS, 1024, 2 * MS))
+                .build(),
+        ];
+        if exit_seen {
+            evs.push(task_exit(3 * MS + 500 * US, 0, 1));
+        }
+        evs.push(dead.build());
+        let mut m = Model::default();
+        m.record_transitions(true);
+        m.ingest_batch(&evs);
+        m.finish();
+        let mut log = Vec::new();
+        m.take_transitions(&mut log);
+        let s = m.snapshot();
+        let v = vc(&s, 1);
+        assert_eq!(v.vruntime, 7 * MS, "exit seen {exit_seen}");
+        assert_eq!(v.task_clock_ns, 3 * MS, "the last run's clock counts");
+        assert_eq!(v.ended, exit_seen);
+        let series = &s.vruntime.iter().find(|r| r.tid == 1).unwrap().points;
+        assert!(series.iter().all(|p| p.vruntime < root_scale), "{series:?}");
+        assert!(!log.iter().any(
+            |t| matches!(t, Transition::Vruntime { vruntime, .. } if *vruntime == root_scale)
+        ));
+    }
+}

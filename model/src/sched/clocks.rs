@@ -88,20 +88,7 @@ impl Clocks {
     ) -> Option<u64> {
         self.vruntime = se.vruntime;
         self.se_seen = true;
-        let ran = self
-            .last_sum_exec
-            .and_then(|prev| se.sum_exec_runtime.checked_sub(prev));
-        if let Some(ran) = ran {
-            self.cum.task_clock = self.cum.task_clock.saturating_add(ran);
-        }
-        self.last_sum_exec = Some(se.sum_exec_runtime);
-        if let Some(now) = se.run_delay {
-            if let Some(prev) = self.last_run_delay.filter(|p| now >= *p) {
-                self.cum.run_delay = self.cum.run_delay.saturating_add(now - prev);
-            }
-            self.last_run_delay = Some(now);
-            self.run_delay_seen = true;
-        }
+        let ran = self.count(se);
         let due = self
             .last_point_ts
             .is_none_or(|last| ts.saturating_sub(last) >= spacing);
@@ -116,6 +103,26 @@ impl Clocks {
             while self.series.len() > cap || self.series.front().is_some_and(|p| p.ts < horizon) {
                 self.series.pop_front();
             }
+        }
+        ran
+    }
+
+    /// Folds in only the kernel's counters a switch carried (task clock, run delay), not its
+    /// vruntime. Returns the task clock's growth since the previous sample.
+    pub(super) fn count(&mut self, se: &SchedEntity) -> Option<u64> {
+        let ran = self
+            .last_sum_exec
+            .and_then(|prev| se.sum_exec_runtime.checked_sub(prev));
+        if let Some(ran) = ran {
+            self.cum.task_clock = self.cum.task_clock.saturating_add(ran);
+        }
+        self.last_sum_exec = Some(se.sum_exec_runtime);
+        if let Some(now) = se.run_delay {
+            if let Some(prev) = self.last_run_delay.filter(|p| now >= *p) {
+                self.cum.run_delay = self.cum.run_delay.saturating_add(now - prev);
+            }
+            self.last_run_delay = Some(now);
+            self.run_delay_seen = true;
         }
         ran
     }

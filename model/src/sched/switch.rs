@@ -71,21 +71,32 @@ impl Model {
             let t = &mut self.tasks[p];
             if t.state != TState::Exited {
                 let mut task_clock_ns = None;
-                if let Some(se) = &s.prev_se {
-                    let sample = sample_se(t, se, ts, spacing, history);
-                    task_clock_ns = sample.ran;
-                    self.log.push(|| Transition::Vruntime {
-                        ts,
-                        thread: p as u32,
-                        vruntime: se.vruntime,
-                    });
-                    if sample.reweighted {
-                        self.log.push(|| Transition::Weight {
+                let dying = t.exiting || s.prev_task_state().is_dead();
+                match &s.prev_se {
+                    Some(se) if dying => {
+                        // The kernel takes a dying task out of its session's autogroup before
+                        // its last switch (`sched_autogroup_exit_task`), so that switch carries a
+                        // vruntime on the root run queue's scale, hours from the thread's own:
+                        // only its clocks count; its vruntime stays the last one it ran with.
+                        task_clock_ns = t.clock.count(se);
+                    }
+                    Some(se) => {
+                        let sample = sample_se(t, se, ts, spacing, history);
+                        task_clock_ns = sample.ran;
+                        self.log.push(|| Transition::Vruntime {
                             ts,
                             thread: p as u32,
-                            weight: t.weight,
+                            vruntime: se.vruntime,
                         });
+                        if sample.reweighted {
+                            self.log.push(|| Transition::Weight {
+                                ts,
+                                thread: p as u32,
+                                weight: t.weight,
+                            });
+                        }
                     }
+                    None => {}
                 }
                 t.resume.switched_out(ts);
                 t.cpu = cpu;
