@@ -109,8 +109,9 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// For whole-run reports (`kvmscope report`), which are not interactive and so can afford
-    /// a wide reorder window: on a host that is itself a VM, a vCPU stalled (steal) between
+    /// For whole-run reports (`kvmscope report`) and every other fold of a recording (export,
+    /// `simulate`'s demand, replay), which wait on no kernel and so can afford a wide reorder
+    /// window: on a host that is itself a VM, a vCPU stalled (steal) between
     /// reserving a record and stamping it can invert events by milliseconds.
     pub fn report() -> Self {
         ModelConfig {
