@@ -105,7 +105,8 @@ impl Widget for &VcpuTable<'_> {
             widths.push(Constraint::Length(9));
         }
         widths.extend([
-            Constraint::Length(14),
+            // "share/entitled▼" when sorted by it.
+            Constraint::Length(15),
             Constraint::Length(9),
             Constraint::Length(6),
             Constraint::Length(8),

@@ -185,14 +185,15 @@ impl Widget for &VmcsPanel<'_> {
                 fmt::rate(migrations)
             )));
         } else {
+            // Lines of at most 40 columns: the panel's width at 120 columns is 51, and less
+            // before the first event (ratatui cuts a longer line, it does not wrap it).
             lines.push(Line::styled(
-                "no guest entry events and no guest gaps from this host:",
+                "no guest entries or guest gaps seen:",
                 t.warn(),
             ));
-            lines.push(Line::raw(
-                "resume latency after a migration cannot be measured",
-            ));
-            lines.push(Line::raw("here (e.g. an external VM on a PVM host)."));
+            lines.push(Line::raw("the resume latency after a migration"));
+            lines.push(Line::raw("cannot be measured (e.g. an external VM"));
+            lines.push(Line::raw("on a PVM host)."));
             lines.push(Line::raw(format!("migrations {}/s", fmt::rate(migrations))));
         }
 
