@@ -55,6 +55,17 @@ impl FileSource {
     pub fn problems(&self) -> Vec<String> {
         self.reader.stats().problems()
     }
+
+    /// Once read through: an error when the file held no event (cut before its first chunk
+    /// was complete), so that `report` and `export` say so instead of printing an empty
+    /// result, as `replay` and `simulate` refuse the same file. Print `problems` first: they
+    /// say why.
+    pub fn require_events(&self, to: &str) -> anyhow::Result<()> {
+        if self.stats().events == 0 {
+            anyhow::bail!("{} holds no events to {to}", self.path.display());
+        }
+        Ok(())
+    }
 }
 
 impl Source for FileSource {

@@ -188,3 +188,47 @@ fn unreadable_file_says_permission_denied() {
     assert!(err.contains("permission denied"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// A copy cut inside its first chunk holds a header and no event: `report` and `export` say
+/// so (after the warnings that say why), exit non-zero and leave no empty export behind, as
+/// `replay` and `simulate` refuse the same file. They printed an empty report and wrote an
+/// empty trace, exit 0.
+#[test]
+fn a_copy_cut_before_its_first_event_reports_and_exports_nothing_but_says_so() {
+    let dir = TempDir::new("report-no-events");
+    let whole = dir.path("whole.trace");
+    synthetic_trace(&whole);
+    let mut reader = model::trace_file::open(&whole).unwrap();
+    let first_chunk = reader.scan().unwrap()[0].offset;
+    let cut = dir.path("cut.trace");
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&cut, &bytes[..first_chunk as usize + 16]).unwrap();
+    let out_path = dir.path("cut.pftrace");
+    for (args, to) in [
+        (vec!["report".to_string()], "report"),
+        (vec!["report".into(), "--json".into()], "report"),
+        (
+            vec![
+                "export".into(),
+                "--format".into(),
+                "perfetto".into(),
+                "-o".into(),
+                out_path.display().to_string(),
+            ],
+            "export",
+        ),
+    ] {
+        let out = kvmscope().args(&args).arg(&cut).output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(err.contains("truncated"), "the warning says why: {err}");
+        assert_eq!(
+            err.lines().last().unwrap(),
+            format!("kvmscope: {} holds no events to {to}", cut.display()),
+            "{args:?}"
+        );
+    }
+    assert!(!out_path.exists(), "no empty export left behind");
+}

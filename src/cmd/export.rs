@@ -49,10 +49,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             format!("{} events -> {} trace events", s.events_in, s.trace_events)
         }
     };
-    eprintln!("exported {}: {summary} to {out_name}", args.file.display());
     for p in src.problems() {
         eprintln!("warning: {}: {p}", args.file.display());
     }
+    if let Err(e) = src.require_events("export") {
+        // Not an empty trace left behind to be mistaken for a result.
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e);
+    }
+    eprintln!("exported {}: {summary} to {out_name}", args.file.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -76,6 +76,7 @@ fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Re
     for p in &problems {
         eprintln!("warning: {}: {p}", path.display());
     }
+    src.require_events("report")?;
     if !problems.is_empty() {
         extra.insert("problems".into(), problems.into());
     }
