@@ -3,6 +3,7 @@
 
 use super::owner::Owner;
 use super::task::{TState, Task};
+use super::transitions::TransitionLog;
 use super::{Model, MAX_CPUS};
 use crate::{Migrate, PcpuHolder, SchedEntity, SchedSwitch, Transition, VcpuState, Wakeup};
 
@@ -81,20 +82,7 @@ impl Model {
                         task_clock_ns = t.clock.count(se);
                     }
                     Some(se) => {
-                        let sample = sample_se(t, se, ts, spacing, history);
-                        task_clock_ns = sample.ran;
-                        self.log.push(|| Transition::Vruntime {
-                            ts,
-                            thread: p as u32,
-                            vruntime: se.vruntime,
-                        });
-                        if sample.reweighted {
-                            self.log.push(|| Transition::Weight {
-                                ts,
-                                thread: p as u32,
-                                weight: t.weight,
-                            });
-                        }
+                        task_clock_ns = sample_se(t, &mut self.log, p, se, ts, spacing, history);
                     }
                     None => {}
                 }
@@ -170,19 +158,7 @@ impl Model {
                 let history = self.cfg.history_ns;
                 let t = &mut self.tasks[n];
                 if let Some(se) = &s.next_se {
-                    let sample = sample_se(t, se, ts, spacing, history);
-                    self.log.push(|| Transition::Vruntime {
-                        ts,
-                        thread: n as u32,
-                        vruntime: se.vruntime,
-                    });
-                    if sample.reweighted {
-                        self.log.push(|| Transition::Weight {
-                            ts,
-                            thread: n as u32,
-                            weight: t.weight,
-                        });
-                    }
+                    sample_se(t, &mut self.log, n, se, ts, spacing, history);
                 }
                 let migrated = t.last_out_cpu.is_some_and(|o| o != cpu);
                 if migrated {
@@ -303,22 +279,35 @@ impl Model {
     }
 }
 
-/// What a switch's sched entity changed in its thread.
-struct SeSample {
-    /// Task-clock growth since the thread's previous sample.
-    ran: Option<u64>,
-    /// Its weight changed.
-    reweighted: bool,
-}
-
-/// Folds in the sched entity a switch carried for `t`.
-fn sample_se(t: &mut Task, se: &SchedEntity, ts: u64, spacing: u64, history: u64) -> SeSample {
+/// Folds in the sched entity a switch carried for thread `slot` (`t`) and logs what it
+/// changed: its vruntime, and its weight when that changed. Returns the task clock's growth
+/// since the thread's previous sample.
+fn sample_se(
+    t: &mut Task,
+    log: &mut TransitionLog,
+    slot: usize,
+    se: &SchedEntity,
+    ts: u64,
+    spacing: u64,
+    history: u64,
+) -> Option<u64> {
+    let thread = slot as u32;
     let reweighted = se.weight != 0 && se.weight != t.weight;
     if reweighted {
         t.weight = se.weight;
     }
-    SeSample {
-        ran: t.clock.sample(se, ts, spacing, history),
-        reweighted,
+    let ran = t.clock.sample(se, ts, spacing, history);
+    log.push(|| Transition::Vruntime {
+        ts,
+        thread,
+        vruntime: se.vruntime,
+    });
+    if reweighted {
+        log.push(|| Transition::Weight {
+            ts,
+            thread,
+            weight: se.weight,
+        });
     }
+    ran
 }
