@@ -14,6 +14,7 @@ use model::demand::Demand;
 use model::{Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch, TaskInfo, Wakeup};
 
 pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUND_TID, MAX_PCPUS};
+use crate::tick_phase::TickPhases;
 use crate::wake_cost::DispatchDelay;
 
 /// What the engine shows a policy, and how the policy asks for a reschedule.
@@ -144,22 +145,19 @@ pub fn run<P: Policy>(
 /// `delay` later (the woken thread waits in its queue meanwhile, as on a host between the
 /// wakeup and the IPI's or idle exit's reschedule).
 ///
-/// With `sleep_tick`, each sleep ends on the tick boundary nearest to where its recorded
-/// length would end it (the next boundary for a sleep under half a tick): a host whose timers fire only on the tick (no high-resolution timers,
-/// as the kernel lab's emulated kernels: 95% of their sleepy vCPUs' wakeups come within
-/// 250 us after a tick) wakes its sleepers together with the tick, whatever the phase their
-/// burst ended at in the replay.
+/// With `tick_wake`, each sleep the recording ended on its pCPU's tick ends on the tick of
+/// the pCPU the thread slept on (`tick_phase.rs`); other sleeps last as recorded.
 pub fn run_charged<P: Policy>(
     demand: &Demand,
     ncpus: u32,
     policy: P,
     delay: DispatchDelay,
-    sleep_tick: Option<u64>,
+    tick_wake: Option<&TickPhases>,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
     let mut e = Engine::new(demand, ncpus, policy);
     e.delay = delay;
-    e.sleep_tick = sleep_tick.filter(|&k| k > 0);
+    e.tick_wake = tick_wake;
     e.run(sink);
     (e.stats, e.policy)
 }
@@ -213,8 +211,8 @@ struct Engine<'d, P> {
     /// one of those wakeups preempts (else the pick is only for an idle pCPU).
     dispatch_at: Vec<u64>,
     dispatch_preempts: Vec<bool>,
-    /// Tick length when sleeps end on the tick (see [`run_charged`]).
-    sleep_tick: Option<u64>,
+    /// The recording's tick phases when sleeps end on the tick (see [`run_charged`]).
+    tick_wake: Option<&'d TickPhases>,
 }
 
 impl<'d, P: Policy> Engine<'d, P> {
@@ -285,7 +283,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             delay: DispatchDelay::default(),
             dispatch_at: vec![u64::MAX; n],
             dispatch_preempts: vec![false; n],
-            sleep_tick: None,
+            tick_wake: None,
         }
     }
 
@@ -668,32 +666,24 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
     }
 
-    /// The thread's burst ended at `now`: it sleeps as long as it did in the recording.
+    /// The thread's burst ended at `now`: it sleeps as long as it did in the recording, or
+    /// until its pCPU's tick (see [`run_charged`]).
     fn end_burst(&mut self, t: u32, now: u64) {
         let i = t as usize;
         let bursts = &self.demand.threads[i].bursts;
         let r = &mut self.runs[i];
-        let sleep = bursts.get(r.burst).and_then(|b| b.sleep_ns);
+        let ended = bursts.get(r.burst);
         r.burst += 1;
-        match (sleep, bursts.get(r.burst)) {
+        match (ended.and_then(|b| b.sleep_ns), bursts.get(r.burst)) {
             (Some(s), Some(next)) => {
                 r.state = RunState::Sleeping;
                 r.remaining = next.run_ns.max(1);
-                let at = match self.sleep_tick {
-                    // The tick nearest the recorded end, or the next one when that is not
-                    // ahead (a sleep under half a tick): a timer fires on a tick, never
-                    // before its sleep began, so it never shrinks to nothing.
-                    Some(k) => {
-                        let nearest = (now + s + k / 2) / k * k;
-                        if nearest > now {
-                            nearest
-                        } else {
-                            (now / k + 1) * k
-                        }
-                    }
-                    None => now + s,
-                };
-                self.wakes.push(Reverse((at, t)));
+                let cpu = self.view.cpu_of[i];
+                let on_tick = self
+                    .tick_wake
+                    .zip(ended.and_then(|b| b.woke))
+                    .and_then(|(ticks, woke)| ticks.sleep_end(now, s, woke, cpu));
+                self.wakes.push(Reverse((on_tick.unwrap_or(now + s), t)));
             }
             _ => r.state = RunState::Done,
         }

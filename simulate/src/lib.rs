@@ -16,6 +16,7 @@ mod pcpu_set;
 pub mod policy;
 pub mod sim_thread;
 pub mod synthetic;
+pub mod tick_phase;
 pub mod wake_cost;
 
 use model::demand::Demand;
@@ -23,6 +24,7 @@ use model::Event;
 
 pub use engine::RunStats;
 pub use params::{ParamError, Params, RecordedDefaults};
+pub use tick_phase::TickPhases;
 pub use wake_cost::{DispatchDelay, WakeCost};
 
 use policy::credit::{Credit, CreditParams};
@@ -51,8 +53,13 @@ pub fn affinity_note(demand: &Demand) -> String {
 }
 
 /// Which tick the Linux policies use: a given `--param hz` (or `POLICY.hz`), else the
-/// recording host's HZ where its header has it, else each policy's source default.
-pub fn tick_note(recorded_hz: Option<u32>, params: &Params) -> String {
+/// recording host's HZ where its header has it, else each policy's source default; and
+/// whether the replay's sleeps end on the recording's ticks (`ticks`, see `tick_phase.rs`).
+pub fn tick_note(
+    recorded_hz: Option<u32>,
+    params: &Params,
+    ticks: &TickPhases,
+) -> Result<String, ParamError> {
     let given: Vec<String> = params
         .given()
         .filter(|(k, _)| *k == "hz" || k.ends_with(".hz"))
@@ -65,11 +72,20 @@ pub fn tick_note(recorded_hz: Option<u32>, params: &Params) -> String {
                  policy's default (cfs and eevdf 250, o1 1000, on 100)"
             .to_string(),
     };
-    match (given.is_empty(), recorded_hz) {
+    let rate = match (given.is_empty(), recorded_hz) {
         (true, Some(_)) => format!("tick: {otherwise} (`--param hz=N` overrides)"),
         (true, None) => format!("tick: {otherwise}"),
         (false, _) => format!("tick: --param {}; otherwise {otherwise}", given.join(", ")),
-    }
+    };
+    let on = params.bool("", "sleep_on_tick", ticks.tick_driven())?;
+    Ok(format!("{rate}; {}", ticks.describe(on)))
+}
+
+/// The recording's tick phases, read against its host's tick (HZ=250, the Linux policies'
+/// default, when its header does not say).
+pub fn tick_phases(demand: &Demand, params: &Params) -> TickPhases {
+    let hz = params.recorded().hz.unwrap_or(250).max(1);
+    TickPhases::of(demand, 1_000_000_000 / hz)
 }
 
 /// What open-loop replay cannot capture; every output says it.
@@ -169,8 +185,9 @@ pub enum SimError {
 pub struct Built {
     policy: BuiltPolicy,
     delay: DispatchDelay,
-    /// Tick length when sleeps end on the recording host's tick (`--param sleep_on_tick`).
-    sleep_tick: Option<u64>,
+    /// The recording's tick phases when sleeps end on them (`--param sleep_on_tick`, by
+    /// default when the recording's wakeups came on the tick).
+    tick_wake: Option<TickPhases>,
 }
 
 impl Built {
@@ -227,12 +244,11 @@ pub fn build(
         idle_ns: params.ns(kind.name(), "dispatch_idle", recorded.idle_ns)?,
         preempt_ns: params.ns(kind.name(), "dispatch_preempt", recorded.preempt_ns)?,
     };
-    // The recording host's timers, whichever policy replays its demand: its HZ.
-    let sleep_tick = if params.bool(kind.name(), "sleep_on_tick", false)? {
-        Some(policy::tick_ns(kind.name(), params, 250)?)
-    } else {
-        None
-    };
+    // The recording host's timers, whichever policy replays its demand: its ticks.
+    let ticks = tick_phases(demand, params);
+    let tick_wake = params
+        .bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?
+        .then_some(ticks);
     let policy = match kind {
         PolicyKind::Cfs => BuiltPolicy::Fair(Fair::new(
             Flavour::Cfs,
@@ -265,13 +281,13 @@ pub fn build(
     Ok(Built {
         policy,
         delay,
-        sleep_tick,
+        tick_wake,
     })
 }
 
 /// Runs a built policy over `demand`, handing every event to `sink`.
 pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Event)) -> RunStats {
-    let (delay, tick) = (built.delay, built.sleep_tick);
+    let (delay, tick) = (built.delay, built.tick_wake.as_ref());
     match built.policy {
         BuiltPolicy::Fair(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
         BuiltPolicy::O1(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
@@ -320,15 +336,16 @@ mod tests {
     #[test]
     fn the_tick_note_says_a_given_hz() {
         let none = Params::parse::<&str>(&[]).unwrap();
-        let note = tick_note(Some(250), &none);
+        let ticks = TickPhases::of(&Demand::default(), 4_000_000);
+        let note = tick_note(Some(250), &none, &ticks).unwrap();
         assert!(note.contains("HZ=250, the recording host's"), "{note}");
         let given = Params::parse(&["hz=1000"]).unwrap();
-        let note = tick_note(Some(250), &given);
+        let note = tick_note(Some(250), &given, &ticks).unwrap();
         assert!(
             note.starts_with("tick: --param hz=1000; otherwise HZ=250"),
             "{note}"
         );
-        let note = tick_note(None, &Params::parse(&["cfs.hz=100"]).unwrap());
+        let note = tick_note(None, &Params::parse(&["cfs.hz=100"]).unwrap(), &ticks).unwrap();
         assert!(
             note.contains("cfs.hz=100") && note.contains("default"),
             "{note}"

@@ -1,7 +1,7 @@
 //! Hand-made demand for tests and benchmarks: threads with given weights, pCPUs, bursts and
 //! sleeps, without a recording.
 
-use model::demand::{AffinitySpan, Burst, Demand, ThreadDemand};
+use model::demand::{AffinitySpan, Burst, Demand, ThreadDemand, Woke};
 use model::{nice_to_weight, Comm, Percentiles};
 
 /// One synthetic vCPU: VM index, nice, allowed pCPUs (empty = all), its affinity over time
@@ -26,6 +26,7 @@ impl Spec {
             bursts: vec![Burst {
                 run_ns: span_ns,
                 sleep_ns: None,
+                woke: None,
             }],
         }
     }
@@ -42,8 +43,44 @@ impl Spec {
                 .map(|_| Burst {
                     run_ns,
                     sleep_ns: Some(sleep_ns),
+                    woke: None,
                 })
                 .collect(),
+        }
+    }
+
+    /// Woken by each tick of `cpu` (every `tick_ns` of the recording's clock, `offset_ns`
+    /// after it) over `span_ns`, as on a host whose timers fire only on the tick: runs
+    /// `runs_ns[k]` (in turn) and sleeps until the next tick, so its sleeps vary in length
+    /// and end at one phase. The demand starts on a tick.
+    pub fn on_tick(
+        vm: u32,
+        runs_ns: &[u64],
+        tick_ns: u64,
+        offset_ns: u64,
+        cpu: u32,
+        span_ns: u64,
+    ) -> Spec {
+        let n = span_ns / tick_ns;
+        let bursts = (0..n)
+            .map(|k| {
+                // The first burst starts at 0, the others at their tick's offset.
+                let began = if k == 0 { 0 } else { k * tick_ns + offset_ns };
+                let run_ns = runs_ns[k as usize % runs_ns.len()];
+                let at_ns = (k + 1) * tick_ns + offset_ns;
+                Burst {
+                    run_ns,
+                    sleep_ns: Some(at_ns - began - run_ns),
+                    woke: Some(Woke { at_ns, cpu }),
+                }
+            })
+            .collect();
+        Spec {
+            vm,
+            nice: 0,
+            allowed: Vec::new(),
+            affinity: Vec::new(),
+            bursts,
         }
     }
 
@@ -67,7 +104,8 @@ impl Spec {
 }
 
 /// A demand of `specs` on `pcpus` pCPUs over `span_ns`; tids are 1000 + index, VMs `vm<N>`,
-/// every vCPU runnable at time 0.
+/// every vCPU runnable at time 0, which is 1 s on the recording's clock (a tick boundary at
+/// any HZ that divides a second).
 pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
     let mut per_vm: Vec<u32> = Vec::new();
     let threads = specs

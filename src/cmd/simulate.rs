@@ -150,7 +150,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         span_s: rec.demand.span_ns() as f64 / 1e9,
         open_loop: simulate::OPEN_LOOP_NOTE.to_string(),
         affinity: simulate::affinity_note(&rec.demand),
-        tick: simulate::tick_note(rec.header.host.hz, &params),
+        tick: simulate::tick_note(
+            rec.header.host.hz,
+            &params,
+            &simulate::tick_phases(&rec.demand, &params),
+        )?,
         dispatch: simulate::wake_cost::dispatch_note(&wake_cost, &charged),
         wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),

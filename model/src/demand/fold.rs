@@ -4,7 +4,7 @@
 use fixedbitset::FixedBitSet;
 
 use super::wakeup::{Holders, OpenWakeup, Placement, Wakeups};
-use super::{AffinitySpan, Burst, Demand, ThreadDemand};
+use super::{AffinitySpan, Burst, Demand, ThreadDemand, Woke};
 use crate::latency::Latency;
 use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, Snapshot, Transition, VcpuState};
 
@@ -50,7 +50,8 @@ impl Thread {
         }
     }
 
-    fn enter(&mut self, ts: u64, state: VcpuState) {
+    /// The thread is in `state` from `ts`, on or queued for `pcpu`.
+    fn enter(&mut self, ts: u64, state: VcpuState, pcpu: Option<u32>) {
         let next = if state.is_running() {
             Phase::Running
         } else {
@@ -70,10 +71,10 @@ impl Thread {
             self.count_stint(ts);
         }
         match (self.phase, next) {
-            (Phase::Sleeping, Phase::Waiting) => self.close_sleep(ts),
+            (Phase::Sleeping, Phase::Waiting) => self.close_sleep(ts, pcpu),
             (Phase::Sleeping, Phase::Running) => {
                 // Switched in with no wakeup seen: the sleep ends here.
-                self.close_sleep(ts);
+                self.close_sleep(ts, pcpu);
                 self.start_stint(ts);
             }
             (Phase::Waiting | Phase::Unknown, Phase::Running) => self.start_stint(ts),
@@ -135,13 +136,17 @@ impl Thread {
         self.demand.bursts.push(Burst {
             run_ns: std::mem::take(&mut self.run_acc),
             sleep_ns: None,
+            woke: None,
         });
     }
 
-    fn close_sleep(&mut self, ts: u64) {
+    /// The sleep ends at `ts`, woken onto `pcpu`'s queue (the time is absolute until
+    /// [`DemandFold::finish`] makes it relative to the demand's start).
+    fn close_sleep(&mut self, ts: u64, pcpu: Option<u32>) {
         let slept = ts.saturating_sub(self.slept_from);
         if let Some(last) = self.demand.bursts.last_mut() {
             last.sleep_ns = Some(slept);
+            last.woke = pcpu.map(|cpu| Woke { at_ns: ts, cpu });
         }
     }
 }
@@ -171,6 +176,7 @@ impl Background {
         self.bursts.push(Burst {
             run_ns: ts - from,
             sleep_ns: None,
+            woke: None,
         });
         self.last_end = ts;
     }
@@ -278,7 +284,7 @@ impl DemandFold {
                 if let Some(cpu) = pcpu {
                     t.note_cpu(*cpu);
                 }
-                t.enter(*ts, *state);
+                t.enter(*ts, *state, *pcpu);
                 if let Some(ns) = t.wakeup.state(*ts, *state) {
                     t.wake_hist.record(ns);
                     // (A running state always names its pCPU.)
@@ -358,6 +364,9 @@ impl DemandFold {
             t.demand.first_wake_ns = t.first_runnable.map_or(0, |f| f.saturating_sub(start));
             for span in &mut t.demand.affinity {
                 span.at_ns = span.at_ns.saturating_sub(start);
+            }
+            for woke in t.demand.bursts.iter_mut().filter_map(|b| b.woke.as_mut()) {
+                woke.at_ns = woke.at_ns.saturating_sub(start);
             }
             t.demand.wake_to_run = t.wake_hist.percentiles();
             // A thread seen only sleeping has a burst-less demand; keep it (it is a vCPU).

@@ -46,6 +46,20 @@ pub struct Burst {
     /// Sleep after the burst, ns; `None` when the thread did not wake again before the
     /// observation ended (or the burst was cut by the end).
     pub sleep_ns: Option<u64>,
+    /// How that sleep ended in the recording: when it was woken and on which pCPU's run
+    /// queue, which tells a wakeup by a tick-driven timer (its time, modulo the tick, is its
+    /// pCPU's tick phase) from others. `None` without a sleep, and for hand-made demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woke: Option<Woke>,
+}
+
+/// When and where a recorded sleep ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Woke {
+    /// The wakeup's time, ns since the demand's start.
+    pub at_ns: u64,
+    /// The pCPU whose run queue it was woken onto (the wakeup's target).
+    pub cpu: u32,
 }
 
 /// What one thread asked for.

@@ -8,8 +8,22 @@ fn demand(evs: &[Event]) -> Demand {
     fold_events(evs, 0).1
 }
 
-fn burst(run_ns: u64, sleep_ns: Option<u64>) -> Burst {
-    Burst { run_ns, sleep_ns }
+/// A burst the observation ended (or cut).
+fn burst(run_ns: u64) -> Burst {
+    Burst {
+        run_ns,
+        sleep_ns: None,
+        woke: None,
+    }
+}
+
+/// A burst, then a sleep of `sleep_ns` woken at `at_ns` onto `cpu`.
+fn slept(run_ns: u64, sleep_ns: u64, at_ns: u64, cpu: u32) -> Burst {
+    Burst {
+        run_ns,
+        sleep_ns: Some(sleep_ns),
+        woke: Some(Woke { at_ns, cpu }),
+    }
 }
 
 fn se(sum_exec_runtime: u64, weight: u32) -> SchedEntity {
@@ -37,7 +51,7 @@ fn preemption_splits_a_burst_and_a_voluntary_switch_ends_it() {
     ];
     let d = demand(&evs);
     let t = d.tracked().next().unwrap();
-    assert_eq!(t.bursts, vec![burst(700, Some(2000)), burst(50, None)]);
+    assert_eq!(t.bursts, vec![slept(700, 2000, 3000, 0), burst(50)]);
     assert_eq!(t.first_wake_ns, 100);
     assert_eq!(t.wake_to_run.count, 2);
     let bg: Vec<_> = d.threads.iter().filter(|t| t.background).collect();
@@ -74,9 +88,9 @@ fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
     assert_eq!(
         t.bursts,
         vec![
-            burst(300, Some(1_600)),
-            burst(200, Some(1_700)),
-            burst(50, None)
+            slept(300, 1_600, 2_100, 0),
+            slept(200, 1_700, 4_000, 0),
+            burst(50)
         ]
     );
 }
@@ -130,7 +144,7 @@ fn weight_affinity_task_clock_and_exit_come_from_the_transitions() {
             }
         ]
     );
-    assert_eq!(t.bursts, vec![burst(250, Some(300)), burst(100, None)]);
+    assert_eq!(t.bursts, vec![slept(250, 300, 800, 1), burst(100)]);
     assert_eq!((t.first_cpu, t.allowed.clone()), (1, vec![1]));
     assert_eq!(t.wake_to_run.count, 2);
     assert_eq!(d.end, 2_000);

@@ -1,0 +1,158 @@
+//! Issue #16 on a matrix kernel: the suite's demo recording (the demo's VMs without affinity
+//! rotation), replayed by `simulate --policy POLICY`, against what the emulated kernel did.
+
+use std::path::Path;
+
+use lab::results::Results;
+use serde_json::Value;
+
+use super::{json, u};
+
+/// Seconds of the demo the suite records for `simulate` to replay.
+pub const RECORD_SECS: u32 = 10;
+/// The most a vCPU's replayed CPU share may differ from the recorded one (issue #16).
+const SHARE_POINTS: f64 = 5.0;
+/// How far a simulated run-queue wait p50 is from the recorded one, as a factor (`2.47`),
+/// for the report line. The issue's goal is within a factor of 2; it is reported, not
+/// asserted, because no (kernel, VM) pair holds it run after run (below).
+///
+/// The emulated kernels (QEMU TCG, HZ=250, no high-resolution timers) wake sleepers on the
+/// tick: 94% of 6.12's recorded wakeups come within 250 us after their pCPU's tick, 64-83%
+/// of 6.1's (its two pCPUs tick 2.75 ms apart, and each also wakes some at the other's
+/// phase). In the saved CI recordings of 6.12 (`/work/recs/6.12-ci1530.kvms`,
+/// `-ci1743.kvms`) both interactive vCPUs share pCPU 1 with one batch vCPU, both are woken
+/// by the same tick (6-20 us apart), and one runs its ~0.6 ms burst while the other waits:
+/// half of their wakeups wait 35-90 us, half 600-700 us (which one goes first alternates),
+/// and the few preemption waits tip the p50 into the long half: 627/631/635/639 us.
+/// `simulate` now finds each pCPU's tick phase and ends each sleep that ended on a tick on
+/// the tick of the pCPU it slept on (`simulate/src/tick_phase.rs`), which keeps the two
+/// woken together: us recorded / eevdf, sleeps as recorded -> on the tick, ci1530 639/39 ->
+/// 631 and 639/39 -> 623, ci1743 627/34 -> 606 and 631/34 -> 586 (x16-x18 -> x1.01-x1.08).
+/// 6.1, cfs (ci1529, ci1742): batch x1.02-x2.11, interactive x1.06-x1.59 (43-47 us, the
+/// charged dispatch delay, against 49-68), lowprio 75497/29753 -> 39322 and 65798/10879 ->
+/// 30147 (x2.54 -> x1.92, x6.05 -> x2.18).
+///
+/// But which vCPUs share a pCPU, and so every wait, moves with the host's load. A fresh
+/// matrix run at 18:25 UTC, load 9-13 (`/work/recs/6.1-tw1825.kvms`, `6.12-tw1827.kvms`):
+/// the emulated guests ran slower (6.12's interactive vCPUs woke 1310 times in 10 s, not
+/// 1960; 6.1's 1118, not 4500-4700), one of 6.12's interactive vCPUs ran on both pCPUs, only 42%
+/// of their wakeups waited a burst, and their p50 fell to 139/147 us (the top of the short
+/// half) against the replay's 42/42 (x3.3, x3.5); 6.1's interactive 134/252 against 92
+/// (x1.46, x2.73), batch 4915-9175 against 7995-8028 (x1.01-x1.63), lowprio 104858 against
+/// 51642 (x2.03). The batch and lowprio waits also hang on placement: the kernel keeps its
+/// vCPUs where they are (0.1-0.4 migrations/s) while the replay's balancing moves the batch
+/// vCPUs 2-5 times a second, so 6.12's batch (x1.12-x3.31) and lowprio (x2.23-x5.20) waits
+/// are the balancer's to match, not the tick's.
+fn wait_factor(recorded: f64, simulated: f64) -> f64 {
+    if recorded == simulated {
+        1.0
+    } else if recorded.min(simulated) <= 0.0 {
+        f64::INFINITY
+    } else {
+        recorded.max(simulated) / recorded.min(simulated)
+    }
+}
+
+/// Every vCPU's CPU share within [`SHARE_POINTS`] of the share recorded on the emulated
+/// kernel, and the recording taken as tick-driven (so the replay ends its sleeps on the
+/// tick by default). Run-queue wait p50s are reported, beside the replay's with sleeps as
+/// recorded, not asserted: see [`wait_factor`].
+pub fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> String) -> String {
+    use base64::Engine;
+    let recorded = json(
+        r.ok("demo.record")
+            .unwrap_or_else(|e| panic!("{}", ctx(&e.to_string()))),
+        "record --json",
+    );
+    let b64: String = r
+        .ok("demo.kvms")
+        .unwrap_or_else(|e| panic!("{}", ctx(&e.to_string())))
+        .split_whitespace()
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or_else(|e| panic!("{}", ctx(&format!("demo recording: not base64: {e}"))));
+    let file = work.join("demo.kvms");
+    std::fs::write(&file, &bytes).unwrap();
+    let simulate = |params: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvmscope"))
+            .args(["simulate", "--policy", policy, "--json"])
+            .args(params.iter().flat_map(|p| ["--param", p]))
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            ctx(&format!(
+                "simulate --policy {policy} {params:?} {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        );
+        json(&String::from_utf8_lossy(&out.stdout), "simulate --json")
+    };
+    let doc = simulate(&[]);
+    let tick = doc["tick"].as_str().unwrap_or_default();
+    assert!(
+        tick.contains("those sleeps end on the tick of the pCPU they slept on"),
+        "{}",
+        ctx(&format!(
+            "replay: the emulated kernel's recording not taken as tick-driven: {tick}"
+        ))
+    );
+    let as_recorded = simulate(&["sleep_on_tick=false"]);
+    let cols = doc["columns"].as_array().expect("simulate columns");
+    let free_vcpus = as_recorded["columns"][1]["vcpus"]
+        .as_array()
+        .expect("simulated vcpus (sleep_on_tick=false)");
+    let (rec, sim) = (&cols[0], &cols[1]);
+    assert_eq!(rec["name"], "recorded");
+    assert_eq!(sim["name"], policy);
+    let (rv, sv) = (
+        rec["vcpus"].as_array().expect("recorded vcpus"),
+        sim["vcpus"].as_array().expect("simulated vcpus"),
+    );
+    let own = recorded["vmm"]["vcpus"].as_array().map_or(0, Vec::len);
+    assert!(
+        own == 6 && rv.len() == own && sv.len() == own,
+        "{}",
+        ctx(&format!(
+            "replay: {} vCPUs recorded, {} simulated, the VMM ran {own}",
+            rv.len(),
+            sv.len()
+        ))
+    );
+    let mut rows = Vec::new();
+    let mut worst_share = 0.0f64;
+    for ((r, s), f) in rv.iter().zip(sv).zip(free_vcpus) {
+        assert_eq!(r["label"], s["label"], "replay: vCPU order");
+        let label = r["label"].as_str().unwrap_or_default();
+        let share = |v: &Value| v["cpu_share"].as_f64().expect("cpu_share") * 100.0;
+        let (rs, ss) = (share(r), share(s));
+        worst_share = worst_share.max((rs - ss).abs());
+        let wait = |v: &Value| v["wait_p50_us"].as_f64().expect("wait_p50_us");
+        let (rw, sw, fw) = (wait(r), wait(s), wait(f));
+        rows.push(format!(
+            "{label} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points), wait p50 {rw:.0} us recorded, {sw:.0} us {policy} (x{:.2}), {fw:.0} us with sleeps as recorded (x{:.2})",
+            (rs - ss).abs(),
+            wait_factor(rw, sw),
+            wait_factor(rw, fw)
+        ));
+    }
+    let line = format!(
+        "simulate --policy {policy} on a {RECORD_SECS} s demo recording ({} events, {} lost, {} KiB): {}",
+        u(&recorded, "events"),
+        u(&recorded, "lost"),
+        bytes.len() / 1024,
+        rows.join("; ")
+    );
+    assert!(
+        worst_share <= SHARE_POINTS,
+        "{}",
+        ctx(&format!(
+            "replay: a vCPU's share off by more than {SHARE_POINTS} points: {line}"
+        ))
+    );
+    line
+}
