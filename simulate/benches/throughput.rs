@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p simulate --bench throughput` (SECS=N sets the simulated span, default 60;
 //! POLICY=NAME runs one policy, for a profile; DISPATCH_US=N charges each wakeup that gets a
-//! pCPU at once N us, default 45, the lab kernels' measured figure, 0 for none). Times are this thread's CPU time (the
+//! pCPU at once N us, default 45, the lab kernels' measured figure, 0 for none; TICK=1 has
+//! the sleepers woken by their pCPU's tick, as recorded on the lab's emulated kernels, so
+//! each sleep ends on the tick: `tick_phase.rs`). Times are this thread's CPU time (the
 //! kernel's `sum_exec_runtime`), the best of REPS runs (default 3): on a shared host wall
 //! time measures the other tenants as much as the code.
 
@@ -12,21 +14,28 @@ use model::{Model, ModelConfig};
 use simulate::synthetic::{demand, Spec};
 use simulate::{build, run, DispatchDelay, Params, PolicyKind, RecordedDefaults, RunStats};
 
+/// The Linux policies' tick without a recorded HZ (250 Hz).
+const TICK_NS: u64 = 4_000_000;
+
 fn main() {
     let secs: u64 = std::env::var("SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let span = secs * 1_000_000_000;
+    let on_tick = std::env::var("TICK").is_ok_and(|v| v == "1");
     // 16 vCPUs in 4 VMs on 8 pCPUs: hogs, interactive sleepers and mixed.
     let mut specs = Vec::new();
     for i in 0..16u32 {
         let vm = i / 4;
-        specs.push(match i % 4 {
-            0 => Spec::hog(vm, 0, span),
-            1 => Spec::periodic(vm, 0, 200_000, 800_000, span),
-            2 => Spec::periodic(vm, 5, 2_000_000, 1_000_000, span),
-            _ => Spec::periodic(vm, -2, 50_000, 150_000, span),
+        let cpu = i % 8;
+        specs.push(match (i % 4, on_tick) {
+            (0, _) => Spec::hog(vm, 0, span),
+            (1, false) => Spec::periodic(vm, 0, 200_000, 800_000, span),
+            (1, true) => Spec::on_tick(vm, &[200_000, 600_000], TICK_NS, 40_000, cpu, span),
+            (2, _) => Spec::periodic(vm, 5, 2_000_000, 1_000_000, span),
+            (_, false) => Spec::periodic(vm, -2, 50_000, 150_000, span),
+            (_, true) => Spec::on_tick(vm, &[50_000, 150_000], TICK_NS, 90_000, cpu, span),
         });
     }
     let d = demand(&specs, 8, span);
@@ -49,7 +58,8 @@ fn main() {
         .unwrap_or(3)
         .max(1);
     println!(
-        "simulate throughput: 16 vCPUs, 8 pCPUs, {secs} s of demand, one core, dispatch delay {dispatch_us} us"
+        "simulate throughput: 16 vCPUs, 8 pCPUs, {secs} s of demand, one core, dispatch delay {dispatch_us} us{}",
+        if on_tick { ", sleepers woken by the tick" } else { "" }
     );
     // Rates on a shared host mean little without the load they were measured under.
     println!("load average at start: {}", load_average());
