@@ -41,8 +41,12 @@ const SHARE_POINTS: f64 = 5.0;
 /// (x1.46, x2.73), batch 4915-9175 against 7995-8028 (x1.01-x1.63), lowprio 104858 against
 /// 51642 (x2.03). A second at 18:37 UTC (`6.1-tw1837.kvms`, `6.12-tw1838.kvms`): 6.12's
 /// interactive vCPUs shared pCPU 0 but 46% of their wakeups waited a burst, p50 158/143
-/// against 38/38 (x4.19, x3.81); 6.1 within x2.37 (interactive 50/50 against 46). A p50
-/// on the edge of two halves that far apart is not a figure to assert. The batch and
+/// against 38/38 (x4.19, x3.81); 6.1 within x2.37 (interactive 50/50 against 46). A third
+/// at 18:43 UTC (`6.1-tw1843.kvms`, `6.12-tw1845.kvms`): 6.12's interactive vCPUs shared
+/// pCPU 0 and recorded 639/635 us, but the replay's balancing put them on different pCPUs
+/// (1149 and 1193 of their switch-ins on pCPUs 0 and 1), so neither waited the other's
+/// burst: 39/39 (x16); 6.1 within x2.47. A p50 on the edge of two halves that far apart,
+/// which half set by placement, is not a figure to assert. The batch and
 /// lowprio waits also hang on placement: the kernel keeps its
 /// vCPUs where they are (0.1-0.4 migrations/s) while the replay's balancing moves the batch
 /// vCPUs 2-5 times a second, so 6.12's batch (x1.12-x3.31) and lowprio (x2.23-x5.20) waits
