@@ -75,7 +75,15 @@ fn dashboard_16_vcpus_120x40() {
         12.0,
     ));
     app.host.cpus = 4;
-    insta::assert_snapshot!(dashboard(&app, Theme::coloured(), 120, 40));
+    let screen = dashboard(&app, Theme::coloured(), 120, 40);
+    // The key fits its line: the letters that fit, how many more, and the other/idle marks
+    // (it was cut after "M vm3", hiding them).
+    let key = screen.lines().find(|l| l.contains("key  ")).unwrap();
+    assert!(
+        key.contains("(letters in the vCPU table)") && key.contains("░ other  · idle"),
+        "{key}"
+    );
+    insta::assert_snapshot!(screen);
 }
 
 #[test]

@@ -198,7 +198,7 @@ impl Widget for &PcpuLanes<'_> {
             y += 1;
         }
         if y < bottom {
-            buf.set_line(inner.x, y, &self.legend(), inner.width);
+            buf.set_line(inner.x, y, &self.legend(inner.width as usize), inner.width);
         }
     }
 }
@@ -274,23 +274,49 @@ impl PcpuLanes<'_> {
         Line::from(spans)
     }
 
-    fn legend(&self) -> Line<'static> {
+    /// The key, fitted to `width`: as many lettered vCPUs as fit, then how many more (their
+    /// letters are in the vCPU table's first column), `#` for vCPUs past the letters, and
+    /// always the other and idle marks. A key cut at the panel's edge hid those marks and
+    /// every letter past the first dozen (18 vCPUs at 120 columns).
+    fn legend(&self, width: usize) -> Line<'static> {
         let t = self.theme;
-        let mut spans = vec![Span::styled("key  ", t.dim())];
+        let mut tail = vec![];
+        let mut lettered = vec![];
         for &tid in &self.keys.order {
             let Some(v) = self.app.snapshot.vcpus.iter().find(|v| v.tid == tid) else {
                 continue;
             };
-            spans.push(self.letter(tid));
-            spans.push(Span::raw(format!(
-                " {}  ",
-                vcpu_label(&self.app.vm_label(&v.vm, v.pid), v.vcpu, v.tid)
-            )));
+            if self.keys.vcpu(tid).is_some_and(|(letter, _)| letter == '#') {
+                if tail.is_empty() {
+                    tail.push(Span::styled("#", t.dim()));
+                    tail.push(Span::raw(" more vCPUs  "));
+                }
+                continue;
+            }
+            let label = vcpu_label(&self.app.vm_label(&v.vm, v.pid), v.vcpu, v.tid);
+            lettered.push((self.letter(tid), format!(" {label}  ")));
         }
-        spans.push(Span::styled(format!("{OTHER}"), t.lane_other()));
-        spans.push(Span::raw(" other  "));
-        spans.push(Span::styled(format!("{IDLE}"), t.lane_idle()));
-        spans.push(Span::raw(" idle"));
+        tail.push(Span::styled(format!("{OTHER}"), t.lane_other()));
+        tail.push(Span::raw(" other  "));
+        tail.push(Span::styled(format!("{IDLE}"), t.lane_idle()));
+        tail.push(Span::raw(" idle"));
+        let rest_note = |n: usize| format!("+{n} (letters in the vCPU table)  ");
+        let mut spans = vec![Span::styled("key  ", t.dim())];
+        let mut used = 5 + Line::from(tail.clone()).width();
+        let total = lettered.len();
+        for (i, (letter, text)) in lettered.into_iter().enumerate() {
+            let after = total - i - 1;
+            let reserve = if after > 0 { rest_note(after).len() } else { 0 };
+            let w = 1 + text.chars().count();
+            if used + w + reserve > width {
+                spans.push(Span::styled(rest_note(total - i), t.dim()));
+                break;
+            }
+            used += w;
+            spans.push(letter);
+            spans.push(Span::raw(text));
+        }
+        spans.extend(tail);
         Line::from(spans)
     }
 }
