@@ -16,6 +16,8 @@ pub const ZOOM_STEPS: [f64; 4] = [1.0, 2.0, 5.0, 10.0];
 const DEFAULT_ZOOM: usize = 3;
 /// How far the arrow keys seek in a replay, ns.
 pub const SEEK_STEP_NS: i64 = 5_000_000_000;
+/// Rows PgUp / PgDn scroll the vCPU table by (it shows 11 at 120x40).
+pub const PAGE_ROWS: usize = 10;
 
 /// vCPU table order, cycled with `s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,17 +339,20 @@ impl App {
                 Action::None
             }
             KeyCode::Up | KeyCode::Char('k') => {
-                // Past-the-end values are clamped by the table; bring them back first.
-                let rows = self.visible_vcpus().len();
-                self.table_scroll = self
-                    .table_scroll
-                    .min(rows.saturating_sub(1))
-                    .saturating_sub(1);
+                self.scroll_table(-1);
                 Action::None
             }
             KeyCode::Down | KeyCode::Char('j') => {
-                let rows = self.visible_vcpus().len();
-                self.table_scroll = (self.table_scroll + 1).min(rows.saturating_sub(1));
+                self.scroll_table(1);
+                Action::None
+            }
+            // 512 vCPUs are 500 presses of ↓ otherwise.
+            KeyCode::PageUp => {
+                self.scroll_table(-(PAGE_ROWS as isize));
+                Action::None
+            }
+            KeyCode::PageDown => {
+                self.scroll_table(PAGE_ROWS as isize);
                 Action::None
             }
             KeyCode::Char('v') => {
@@ -360,6 +365,17 @@ impl App {
             _ if self.mode == Mode::Replay => self.replay_key(key.code),
             _ => Action::None,
         }
+    }
+
+    /// Moves the table's first row by `rows`, within the rows shown.
+    fn scroll_table(&mut self, rows: isize) {
+        let last = self.visible_vcpus().len().saturating_sub(1);
+        // Past-the-end values are clamped by the table; bring them back first.
+        self.table_scroll = self
+            .table_scroll
+            .min(last)
+            .saturating_add_signed(rows)
+            .min(last);
     }
 
     fn quit_action(&mut self) -> Action {
@@ -691,6 +707,23 @@ mod tests {
         assert_eq!(app.table_scroll, 2);
         app.handle_key(key(KeyCode::Tab));
         assert_eq!(app.table_scroll, 0, "a new filter starts at the top");
+    }
+
+    #[test]
+    fn page_keys_scroll_the_table_ten_rows_within_its_rows() {
+        let mut app = fixture::live_app(fixture::snapshot_of(
+            model::synth::big_host_config(16, 4),
+            2.0,
+        ));
+        assert_eq!(app.visible_vcpus().len(), 16);
+        app.handle_key(key(KeyCode::PageDown));
+        assert_eq!(app.table_scroll, PAGE_ROWS);
+        app.handle_key(key(KeyCode::PageDown));
+        assert_eq!(app.table_scroll, 15, "the last row can be the first shown");
+        app.handle_key(key(KeyCode::PageUp));
+        assert_eq!(app.table_scroll, 5);
+        app.handle_key(key(KeyCode::PageUp));
+        assert_eq!(app.table_scroll, 0);
     }
 
     #[test]

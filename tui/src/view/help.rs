@@ -24,6 +24,7 @@ impl Widget for &HelpPopup<'_> {
             Line::from("s / S    next / previous sort column"),
             Line::from("v        vruntime lines: own progress / minus common minimum"),
             Line::from("↑ / ↓    scroll the vCPU table (also k / j)"),
+            Line::from("PgUp/PgDn scroll it ten rows at a time"),
             Line::from("q        quit (also ctrl-c)"),
         ];
         if self.app.mode == Mode::Replay {
