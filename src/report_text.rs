@@ -286,7 +286,20 @@ pub fn render_text(doc: &ReportDoc) -> String {
         let top: Vec<String> = culprits
             .iter()
             .take(4)
-            .map(|c| format!("tid {} behind {} {:.1} ms", c.tid, c.culprit, ms(c.ns)))
+            .map(|c| {
+                // Named as the culprits are (`vm/vcpuN`), not as a bare tid to look up.
+                let waiter = s.vcpus.iter().find(|v| v.tid == c.tid).map_or_else(
+                    || format!("tid {}", c.tid),
+                    |v| {
+                        format!(
+                            "{} ({})",
+                            model::thread_label(&v.vm, v.vcpu, &v.comm),
+                            c.tid
+                        )
+                    },
+                );
+                format!("{waiter} behind {} {:.1} ms", c.culprit, ms(c.ns))
+            })
             .collect();
         let _ = writeln!(o, "top wait culprits: {}", top.join("; "));
     }
@@ -446,6 +459,30 @@ mod tests {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
         assert!(!text.contains("missed samples"), "{text}");
+    }
+
+    #[test]
+    fn wait_culprits_name_the_waiting_vcpu_as_they_name_the_culprit() {
+        let doc = demo_doc();
+        let text = render_text(&doc);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("top wait culprits: "))
+            .expect("the demo waits");
+        let mut culprits = doc.snapshot.wait_culprits.clone();
+        culprits.sort_by_key(|c| std::cmp::Reverse(c.ns));
+        let top = &culprits[0];
+        let v = doc
+            .snapshot
+            .vcpus
+            .iter()
+            .find(|v| v.tid == top.tid)
+            .unwrap();
+        let waiter = model::thread_label(&v.vm, v.vcpu, &v.comm);
+        assert!(
+            line.contains(&format!("{waiter} ({}) behind {}", top.tid, top.culprit)),
+            "{line}"
+        );
     }
 
     #[test]
