@@ -33,6 +33,42 @@ fn more_text(n: usize) -> String {
     format!("  +{n} more")
 }
 
+/// The notes that fit `width` whole, then how many did not (`report` prints them all): a
+/// note cut at the screen's edge read "…on this host; migrations count". A first note
+/// longer than the line is cut with an ellipsis.
+fn fitted_notes(notes: &[&str], width: usize) -> String {
+    let all = notes.join("; ");
+    if all.chars().count() <= width {
+        return all;
+    }
+    let more = |n: usize| format!("+{n} more");
+    let mut out = String::new();
+    for (i, note) in notes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "; " };
+        let after = notes.len() - i - 1;
+        let reserve = if after > 0 { 2 + more(after).len() } else { 0 };
+        let used = out.chars().count();
+        if used + sep.len() + note.chars().count() + reserve <= width {
+            out.push_str(sep);
+            out.push_str(note);
+        } else if i == 0 {
+            let keep = width.saturating_sub(reserve + 1);
+            out.extend(note.chars().take(keep));
+            out.push('…');
+            if after > 0 {
+                out.push_str("; ");
+                out.push_str(&more(after));
+            }
+            break;
+        } else {
+            out.push_str("; ");
+            out.push_str(&more(notes.len() - i));
+            break;
+        }
+    }
+    out
+}
+
 impl Widget for &HealthLine<'_> {
     fn render(self, area: Rect, buf: &mut Buffer) {
         let h = &self.app.snapshot.health;
@@ -72,7 +108,11 @@ impl Widget for &HealthLine<'_> {
             .collect();
         if !notes.is_empty() {
             spans.push(Span::raw("  │ "));
-            spans.push(Span::styled(notes.join("; "), t.dim()));
+            used += 4;
+            spans.push(Span::styled(
+                fitted_notes(&notes, width.saturating_sub(used)),
+                t.dim(),
+            ));
         }
         Paragraph::new(Line::from(spans)).render(area, buf);
     }
@@ -124,6 +164,30 @@ mod tests {
             "{narrow:?} should end with {more:?}"
         );
         assert!(narrow.chars().count() <= 120);
+    }
+
+    #[test]
+    fn notes_that_do_not_fit_are_counted_not_cut() {
+        let mut health = model::Health {
+            events: 52_270,
+            out_of_order: 152,
+            ..Default::default()
+        };
+        for note in [
+            "no guest entry/exit events seen on this host",
+            "migrations counted from sched_migrate_task (= se.nr_migrations)",
+            "152 events arrived later than the 50.0 ms reorder window and were folded in late",
+        ] {
+            health.notes.push(note.into());
+        }
+        let line = line_of(health, 120);
+        assert!(line.chars().count() <= 120, "{line}");
+        assert!(
+            line.ends_with("│ no guest entry/exit events seen on this host; +2 more"),
+            "{line}"
+        );
+        assert_eq!(fitted_notes(&["abcdef"], 4), "abc…");
+        assert_eq!(fitted_notes(&["ab", "cd"], 6), "ab; cd");
     }
 
     #[test]
