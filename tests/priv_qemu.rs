@@ -543,16 +543,8 @@ fn report_on_a_qmp_vm_covers_both_vcpu_threads() {
     }
     let qemu = Qemu::start("report", Qmp::Option, false);
     let oracle = qmp_threads(qemu.qmp.as_deref().unwrap());
-    let out = kvmscope()
-        .args(["report", "--qemu", &qemu.name, "--duration", "3", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let doc =
+        json_output(kvmscope().args(["report", "--qemu", &qemu.name, "--duration", "3", "--json"]));
     let vcpus = report_vcpus(&doc, qemu.pid);
     assert_eq!(
         vcpus.len(),
@@ -570,6 +562,68 @@ fn report_on_a_qmp_vm_covers_both_vcpu_threads() {
         "{:?}",
         vcpus[&oracle[&0]]
     );
+}
+
+/// vCPU 1 of a VM that runs only its firmware waits for its startup IPI all session: not one
+/// switch or wakeup of its own. `report --pid` shows it asleep all along, from the state
+/// `/proc` gave when tracking began, not `?` (#16).
+#[test]
+fn report_pid_shows_a_vcpu_asleep_all_session_as_sleeping() {
+    if !privileged(Privilege::Bpf) || !qemu_available() {
+        return;
+    }
+    let qemu = Qemu::start("asleep", Qmp::None, true);
+    wait_until_vcpu_1_settles(&qemu);
+    let pid = qemu.pid.to_string();
+    let doc = json_output(kvmscope().args(["report", "--pid", &pid, "--duration", "2", "--json"]));
+    let vcpus = report_vcpus(&doc, qemu.pid);
+    let v1 = vcpus
+        .values()
+        .find(|v| v["vcpu"] == 1)
+        .unwrap_or_else(|| panic!("no vCPU 1 in {vcpus:?}"));
+    assert_eq!(
+        v1["switches"], 0,
+        "vCPU 1 was expected to wait for its SIPI: {v1}"
+    );
+    assert_eq!(v1["state"], "sleeping", "{v1}");
+    let span_ns = doc["duration_s"].as_f64().unwrap() * 1e9;
+    let sleep_ns = v1["sleep_ns"].as_f64().unwrap();
+    assert!(
+        sleep_ns > 0.99 * span_ns,
+        "asleep {sleep_ns} of {span_ns} ns: {v1}"
+    );
+}
+
+/// Polls until `qemu`'s `CPU 1/KVM` thread has not switched for a second: the firmware
+/// has parked it, waiting for its startup IPI.
+fn wait_until_vcpu_1_settles(qemu: &Qemu) {
+    let pid = qemu.pid;
+    let tid = qemu
+        .tasks()
+        .into_iter()
+        .find(|&t| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{t}/comm"))
+                .is_ok_and(|c| c.trim() == "CPU 1/KVM")
+        })
+        .expect("a CPU 1/KVM thread");
+    let switches = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut since) = (switches(), Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "vCPU 1 of {pid} never settled");
+        std::thread::sleep(Duration::from_millis(50));
+        let now = switches();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 #[test]

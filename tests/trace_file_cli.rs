@@ -155,11 +155,11 @@ fn random_bytes_empty_files_and_directories_give_one_clear_line() {
         p
     })
     .unwrap();
-    newer[8] = 3;
+    newer[8] = 4;
     let newer_path = dir.path("newer.trace");
     std::fs::write(&newer_path, newer).unwrap();
     assert!(
-        report_error(&newer_path).contains("written by a newer kvmscope (trace format version 3;")
+        report_error(&newer_path).contains("written by a newer kvmscope (trace format version 4;")
     );
 }
 
@@ -231,4 +231,90 @@ fn a_copy_cut_before_its_first_event_reports_and_exports_nothing_but_says_so() {
         );
     }
     assert!(!out_path.exists(), "no empty export left behind");
+}
+
+/// A vCPU with no switch or wakeup in the whole recording (a halted vCPU, #16): a file that
+/// carries its state at tracking start reports it asleep all along; a file from before trace
+/// format 3 reports `?`, and one note says why, once for all such threads.
+#[test]
+fn a_vcpu_asleep_all_recording_reports_asleep_and_older_files_say_why_once() {
+    let dir = TempDir::new("report-start-state");
+    let asleep = model::ThreadStart {
+        state: model::TaskState::from_letter('S').unwrap(),
+        cpu: 1,
+    };
+    let info = |tid, vcpu, start| {
+        let mut e = model::synth::task_info(1_000, tid, 100, "vm0", Some(vcpu), 0);
+        if let model::Event::TaskInfo(t) = &mut e {
+            t.start = start;
+        }
+        e
+    };
+    let write = |name: &str, events: &[model::Event], version: u8| {
+        let p = dir.path(name);
+        let mut w = TraceWriter::new(
+            std::fs::File::create(&p).unwrap(),
+            &trace_file_synth::header(),
+        )
+        .unwrap();
+        for e in events {
+            w.write(e).unwrap();
+        }
+        w.finish().unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[8] = version;
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let end = model::Event::ObservationEnd(model::ObservationEnd { ts: 2_000_001_000 });
+    let report = |p: &Path| {
+        let out = kvmscope().arg("report").arg(p).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let state_of = |text: &str, tid: u32| -> String {
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(&tid.to_string()))
+            .unwrap_or_else(|| panic!("no row of {tid} in\n{text}"));
+        row.split_whitespace().nth(3).unwrap().to_string()
+    };
+    let why = |text: &str| text.matches("show state '?'").count();
+
+    let now = write(
+        "now.trace",
+        &[
+            info(101, 0, Some(asleep)),
+            info(102, 1, Some(asleep)),
+            end.clone(),
+        ],
+        3,
+    );
+    let text = report(&now);
+    assert_eq!(state_of(&text, 101), "sleep", "{text}");
+    assert_eq!(state_of(&text, 102), "sleep", "{text}");
+    assert_eq!(why(&text), 0, "{text}");
+    let doc = report_json(&now);
+    assert_eq!(doc["vcpus"][0]["sleep_ns"], 2_000_000_000u64, "{doc}");
+
+    let older = write(
+        "v2.trace",
+        &[info(101, 0, None), info(102, 1, None), end],
+        2,
+    );
+    let text = report(&older);
+    assert_eq!(state_of(&text, 101), "?", "{text}");
+    assert_eq!(state_of(&text, 102), "?", "{text}");
+    assert_eq!(why(&text), 1, "{text}");
+    assert!(
+        text.contains(
+            "2 threads show state '?': no switch or wakeup of theirs yet, and the \
+                       source does not say their state when tracking began"
+        ),
+        "{text}"
+    );
 }

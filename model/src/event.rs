@@ -311,6 +311,22 @@ pub struct TaskInfo {
     /// `None` from sources that cannot read it (trace files from before it, other hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedstat: Option<Schedstat>,
+    /// The thread's state and pCPU when tracking began, so a thread with no switch or wakeup
+    /// for a whole session (a halted vCPU) has a state. `None` from sources that cannot read
+    /// it (trace files from before it, counters mode, whose samples place the thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<ThreadStart>,
+}
+
+/// A thread's state when tracking began: `/proc/<pid>/task/<tid>/stat`'s state letter and
+/// `processor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadStart {
+    /// Asleep ([`crate::SwitchOut::Sleeping`]) or not: a runnable thread may be running or
+    /// queued, which `stat` does not tell.
+    pub state: crate::TaskState,
+    /// The pCPU it runs on, or last ran on.
+    pub cpu: u32,
 }
 
 /// The first two figures of `/proc/<pid>/task/<tid>/schedstat`.

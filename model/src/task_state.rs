@@ -1,11 +1,16 @@
-//! The one decoding of a switched-out task's state (`prev_state` of `sched_switch`).
+//! The one decoding of a task's state: a switched-out task's (`prev_state` of `sched_switch`)
+//! and a thread's state letter in `/proc/<pid>/task/<tid>/stat` when tracking began.
 //!
 //! The probes carry the raw `prev->__state` (0 when the switch was a preemption, as the
-//! tracepoint itself reports), with bits from the kernel's `include/linux/sched.h`. Every
-//! reader asks this type: the model (preempted or not), `trace` (the `ps` letter), the
-//! Perfetto exporter (the tracepoint's TASK_REPORT encoding) and live tracking (dead or not).
+//! tracepoint itself reports), with bits from the kernel's `include/linux/sched.h`; a `stat`
+//! letter becomes the same bits ([`TaskState::from_letter`]). Every reader asks this type:
+//! the model (preempted or not, asleep when tracking began or not), `trace` (the `ps`
+//! letter), the Perfetto exporter (the tracepoint's TASK_REPORT encoding) and live tracking
+//! (dead or not).
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// The kernel's task state bits (`include/linux/sched.h`, stable since 5.14).
 pub mod bits {
@@ -46,11 +51,24 @@ pub enum SwitchOut {
     Dead,
 }
 
-/// A task's raw `__state` at a switch-out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// A task's raw `__state` at a switch-out (or the bits of its `stat` letter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct TaskState(pub u64);
 
 impl TaskState {
+    /// The state a `ps` / `/proc/.../stat` letter stands for (R S D T t X Z P I): the one
+    /// reported bit of that letter, 0 for R, [`bits::TASK_IDLE`] for I. `None` for any other.
+    pub fn from_letter(letter: char) -> Option<TaskState> {
+        let i = STATE_LETTERS
+            .iter()
+            .position(|&c| char::from(c) == letter)?;
+        Some(TaskState(match i {
+            0 => bits::TASK_RUNNING,
+            8 => bits::TASK_IDLE,
+            i => 1 << (i - 1),
+        }))
+    }
+
     pub fn switch_out(self) -> SwitchOut {
         use bits::*;
         if self.0 == TASK_RUNNING {
@@ -149,6 +167,22 @@ mod tests {
         }
         assert_eq!(TaskState(TASK_NEW).letter(), None);
         assert_eq!(TaskState(TASK_NEW).to_string(), "0x800");
+    }
+
+    #[test]
+    fn stat_letters_read_back_as_their_states() {
+        for &c in STATE_LETTERS {
+            let letter = char::from(c);
+            let st = TaskState::from_letter(letter).unwrap();
+            assert_eq!(st.letter(), Some(letter), "{letter}");
+        }
+        let sleeping = |c| TaskState::from_letter(c).unwrap().switch_out();
+        assert_eq!(sleeping('R'), SwitchOut::Preempted);
+        for c in ['S', 'D', 'I', 'T', 't', 'P'] {
+            assert_eq!(sleeping(c), SwitchOut::Sleeping, "{c}");
+        }
+        assert_eq!(sleeping('Z'), SwitchOut::Dead);
+        assert_eq!(TaskState::from_letter('W'), None);
     }
 
     #[test]

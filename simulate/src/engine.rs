@@ -306,6 +306,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                 vcpu: t.vcpu,
                 nice: t.nice,
                 schedstat: None,
+                start: None,
             });
             self.emit(sink, ev);
         }

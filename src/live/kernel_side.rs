@@ -65,6 +65,14 @@ impl TrackingHost for KernelSide {
         })
     }
 
+    fn thread_start(&self, pid: u32, tid: u32) -> Option<model::ThreadStart> {
+        let stat = targets::ThreadStat::read(pid, tid).ok()?;
+        Some(model::ThreadStart {
+            state: model::TaskState::from_letter(stat.state)?,
+            cpu: stat.processor,
+        })
+    }
+
     fn allowed_cpus(&self, tid: u32) -> Option<Vec<u32>> {
         hostfacts::allowed_cpus(tid).ok()
     }

@@ -101,11 +101,16 @@ impl Tracking {
                     run_ns: s.run_ns,
                     wait_ns: s.wait_ns,
                 };
-                task_info(&t, s.ts, nice, Some(seed))
+                // Its samples place it: no state of its own (see `TaskInfo::start`).
+                task_info(&t, s.ts, nice, Some(seed), None)
             }
             None => {
                 let seed = host.schedstat(t.pid, t.tid);
-                task_info(&t, host.now_ns(), nice, seed)
+                // Stamped before the state is read, so a wakeup or switch the probes see
+                // after that read comes after the announcement, never before it.
+                let ts = host.now_ns();
+                let start = host.thread_start(t.pid, t.tid);
+                task_info(&t, ts, nice, seed, start)
             }
         };
         self.pending.push(info);
@@ -232,14 +237,20 @@ impl Tracking {
         t.vcpu = Some(vcpu);
         let nice = host.nice(t.pid, t.tid).unwrap_or(0);
         // Already tracked: the model counts from the first TaskInfo's figures.
-        let info = task_info(t, host.now_ns(), nice, None);
+        let info = task_info(t, host.now_ns(), nice, None, None);
         self.pending.push(info);
         true
     }
 }
 
 /// The announcement of tracked thread `t`, stamped `ts`.
-fn task_info(t: &TrackedThread, ts: u64, nice: i32, schedstat: Option<model::Schedstat>) -> Event {
+fn task_info(
+    t: &TrackedThread,
+    ts: u64,
+    nice: i32,
+    schedstat: Option<model::Schedstat>,
+    start: Option<model::ThreadStart>,
+) -> Event {
     Event::TaskInfo(TaskInfo {
         ts,
         tid: t.tid,
@@ -249,5 +260,6 @@ fn task_info(t: &TrackedThread, ts: u64, nice: i32, schedstat: Option<model::Sch
         vcpu: t.vcpu,
         nice,
         schedstat,
+        start,
     })
 }

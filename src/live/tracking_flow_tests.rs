@@ -23,6 +23,8 @@ struct FakeThread {
     nice: i32,
     cpus: Vec<u32>,
     run_ns: u64,
+    /// Its `stat` state letter.
+    state: char,
 }
 
 /// A host whose threads, clock and probes the test sets by hand.
@@ -62,6 +64,7 @@ impl FakeHost {
             nice: 5,
             cpus: vec![0, 1],
             run_ns: u64::from(tid) * 1000,
+            state: 'R',
         };
         self.threads.insert(tid, thread);
     }
@@ -100,6 +103,15 @@ impl TrackingHost for FakeHost {
         self.threads.get(&tid).map(|t| model::Schedstat {
             run_ns: t.run_ns,
             wait_ns: 7,
+        })
+    }
+
+    /// On its last allowed pCPU.
+    fn thread_start(&self, _pid: u32, tid: u32) -> Option<model::ThreadStart> {
+        let t = self.threads.get(&tid)?;
+        Some(model::ThreadStart {
+            state: model::TaskState::from_letter(t.state)?,
+            cpu: *t.cpus.last()?,
         })
     }
 
@@ -191,6 +203,7 @@ fn announced(host: &FakeHost, tid: u32, ts: u64) -> Event {
             run_ns: t.run_ns,
             wait_ns: 7,
         }),
+        start: host.thread_start(t.found.pid, tid),
     })
 }
 
@@ -524,4 +537,63 @@ fn qemu_threads_are_labelled_from_their_first_kvm_entry_and_kept_while_they_exis
         (vec![], vec![])
     );
     assert_eq!(host.tracked, BTreeSet::from([401]));
+}
+
+/// A vCPU asleep for the whole session (halted: no switch or wakeup of its own) is announced
+/// with its `stat` state, and the model shows it sleeping from tracking start instead of `?`,
+/// with no lag until a switch tells its vruntime (#16); a thread runnable then and never
+/// switched stays `?`, and a note says why, once.
+#[test]
+fn a_vcpu_asleep_all_session_is_shown_asleep_from_tracking_start() {
+    let mut host = vm0_with_two_vcpus();
+    host.threads.get_mut(&101).unwrap().state = 'S';
+    host.spawn(100, 103, "vm0", Some(2));
+    let mut tracking = new_tracking();
+    let (events, _) = rescan(&mut tracking, &mut host, &TargetSpec::Pids(vec![100]), 10);
+    let start = |tid| {
+        events.iter().find_map(|e| match e {
+            Event::TaskInfo(t) if t.tid == tid => Some(t.start),
+            _ => None,
+        })
+    };
+    let asleep = model::TaskState(model::task_state::bits::TASK_INTERRUPTIBLE);
+    assert_eq!(
+        start(101),
+        Some(Some(model::ThreadStart {
+            state: asleep,
+            cpu: 1
+        }))
+    );
+    assert_eq!(
+        start(102).flatten().map(|s| s.state.is_preempted()),
+        Some(true)
+    );
+
+    let end = 10 + 2_000_000_000;
+    let mut m = model::Model::new(model::ModelConfig::report());
+    m.ingest_batch(&events);
+    // 103 runs on 101's pCPU with a vruntime of 5 s: the queue's minimum there.
+    let se = model::synth::se(5_000_000_000, 1024, 0);
+    m.ingest(&Switch::new(20, 1, 0, 103).next_se(se).build());
+    m.ingest(&Event::ObservationEnd(model::ObservationEnd { ts: end }));
+    m.finish();
+    let snap = m.snapshot();
+    let row = |tid| snap.vcpus.iter().find(|v| v.tid == tid).unwrap();
+    assert_eq!(row(101).state, Some(model::VcpuState::Sleeping));
+    assert_eq!(row(101).sleep_ns, end - 10);
+    assert_eq!(row(101).pcpu, Some(1));
+    assert_eq!(row(101).lag, 0);
+    assert_eq!(model::VcpuState::short_name(row(102).state), "?");
+    let why: Vec<_> = snap
+        .health
+        .notes
+        .iter()
+        .filter(|n| n.contains("state '?'"))
+        .collect();
+    assert_eq!(why.len(), 1, "{:?}", snap.health.notes);
+    assert!(
+        why[0].starts_with("1 threads show state '?': runnable when tracking began"),
+        "{}",
+        why[0]
+    );
 }

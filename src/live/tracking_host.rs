@@ -1,6 +1,6 @@
 //! The kernel side of tracking as one trait: the few things [`super::tracking::Tracking`]
-//! asks of the host (the clock, the probes' `tracked` map, a thread's nice, schedstat and
-//! allowed CPUs, the target's threads, QEMU's vCPU numbering). The live session passes
+//! asks of the host (the clock, the probes' `tracked` map, a thread's nice, schedstat, state
+//! and allowed CPUs, the target's threads, QEMU's vCPU numbering). The live session passes
 //! [`super::kernel_side::KernelSide`] (probes, counters and `hostfacts`); unit tests pass a
 //! scripted host, so the whole tracking flow runs without root or real threads.
 
@@ -43,6 +43,9 @@ pub(super) trait TrackingHost {
 
     /// Thread `tid`'s run and wait so far (`/proc` schedstat), `None` if it cannot be read.
     fn schedstat(&self, pid: u32, tid: u32) -> Option<model::Schedstat>;
+
+    /// Thread `tid`'s state and pCPU now (`/proc` stat), `None` if it cannot be read.
+    fn thread_start(&self, pid: u32, tid: u32) -> Option<model::ThreadStart>;
 
     /// The CPUs thread `tid` may run on, `None` if they cannot be read (it is going).
     fn allowed_cpus(&self, tid: u32) -> Option<Vec<u32>>;

@@ -13,6 +13,17 @@ pub fn kvmscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvmscope"))
 }
 
+/// Runs `cmd`, which must succeed, and parses what it printed as one JSON document.
+pub fn json_output(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
 /// Whether a privileged test may run. Returns `false` (after printing why) when the host
 /// lacks `what`; with `KVMSCOPE_REQUIRE_PRIVILEGED=1` a missing privilege fails the test.
 pub fn privileged(what: Privilege) -> bool {

@@ -91,6 +91,7 @@ pub fn demo_like(n: usize, seed: u64) -> Vec<Event> {
                 run_ns: t.se.sum_exec_runtime,
                 wait_ns: t.se.run_delay.unwrap_or(0),
             }),
+            start: None,
         }));
     }
     let mut current = [tasks.len() - 4, tasks.len() - 4];
@@ -373,6 +374,10 @@ pub fn arbitrary(n: usize, seed: u64) -> Vec<Event> {
                 schedstat: opt(&mut rng, |r| model::Schedstat {
                     run_ns: pick(r),
                     wait_ns: pick(r),
+                }),
+                start: opt(&mut rng, |r| model::ThreadStart {
+                    state: model::TaskState(pick(r)),
+                    cpu: u32v(r),
                 }),
             }),
             12 => Event::VmEnded(VmEnded {

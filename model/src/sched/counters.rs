@@ -148,6 +148,7 @@ mod tests {
             vcpu: Some(vcpu),
             nice: 0,
             schedstat: Some(seed),
+            start: None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 use rustc_hash::FxHashSet;
 
+use super::task::TState;
 use super::Model;
 use crate::{Health, Lost, Unobserved, UnobservedKind};
 
@@ -147,6 +148,7 @@ impl Model {
                 self.health.track_failures
             ));
         }
+        self.unknown_state_notes(&mut notes);
         if self.health.unpaired_switch_outs > 0 {
             notes.push(format!(
                 "{} switch-outs of tracked threads came with no switch-in since their previous \
@@ -169,6 +171,36 @@ impl Model {
             missed_counter_samples: self.health.missed_counter_samples,
             track_failures: self.health.track_failures,
             notes,
+        }
+    }
+
+    /// Why threads show state `?` (no switch or wakeup of theirs yet), said once per cause:
+    /// their state when tracking began is not in the source, or they were runnable then
+    /// (running or queued, which `/proc` does not tell). Sampled threads (counters mode) have
+    /// no state by design, which the counters note says.
+    fn unknown_state_notes(&self, notes: &mut Vec<String>) {
+        let (mut unrecorded, mut runnable) = (0, 0);
+        for t in &self.tasks {
+            if t.vacant || t.state != TState::Unknown || t.sampled.is_some() {
+                continue;
+            }
+            match t.start_state {
+                None => unrecorded += 1,
+                Some(_) => runnable += 1,
+            }
+        }
+        if unrecorded > 0 {
+            notes.push(format!(
+                "{unrecorded} threads show state '?': no switch or wakeup of theirs yet, and \
+                 the source does not say their state when tracking began (a recording from \
+                 before trace format 3, or /proc unreadable then)"
+            ));
+        }
+        if runnable > 0 {
+            notes.push(format!(
+                "{runnable} threads show state '?': runnable when tracking began (running or \
+                 queued: /proc does not say which) and not switched since"
+            ));
         }
     }
 }

@@ -8,7 +8,8 @@ use super::owner::Owner;
 use super::resume::ResumeTracker;
 use super::retire::RetiredTotals;
 use super::Model;
-use crate::{nice_to_weight, Affinity, Comm, TaskExit, TaskInfo, Transition, VcpuState, VmEnded};
+use crate::{nice_to_weight, Affinity, Comm, SwitchOut, TaskExit, TaskInfo, TaskState};
+use crate::{Transition, VcpuState, VmEnded};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TState {
@@ -55,6 +56,8 @@ pub(super) struct Task {
     pub(super) sampled: Option<super::counters::SampleMemo>,
     /// The slot is free: its thread was retired (see `retire`) and no other took it yet.
     pub(super) vacant: bool,
+    /// Its state when tracking began, where the source read it (see `TaskInfo::start`).
+    pub(super) start_state: Option<TaskState>,
 }
 
 impl Task {
@@ -91,6 +94,7 @@ impl Task {
             // Counted from tracking start where the source read the kernel's figures then.
             clock: Clocks::seeded(ti.schedstat.map(|s| (s.run_ns, s.wait_ns))),
             vacant: false,
+            start_state: ti.start.map(|s| s.state),
             ..Task::vacant()
         }
     }
@@ -122,6 +126,7 @@ impl Task {
             culprits: Vec::new(),
             sampled: None,
             vacant: true,
+            start_state: None,
         }
     }
 
@@ -281,6 +286,20 @@ impl Model {
         self.log_thread(slot, ti);
         self.tid_slot.insert(ti.tid, slot as u32);
         self.health.unknown_tids.remove(&ti.tid);
+        // Asleep when tracking began (a halted vCPU): asleep from here, not in no state until
+        // an event of its own, which may never come.
+        if let Some(start) = ti
+            .start
+            .filter(|s| s.state.switch_out() == SwitchOut::Sleeping)
+        {
+            let t = &mut self.tasks[slot];
+            t.state = TState::Sleeping;
+            t.sub = VcpuState::Sleeping;
+            if start.cpu < super::MAX_CPUS {
+                t.cpu = start.cpu;
+            }
+            self.log.state(ti.ts, slot, VcpuState::Sleeping, None);
+        }
         // If this thread is on a CPU right now, that CPU's owner becomes it from here on.
         let now = ti.ts;
         for cpu in 0..self.cpus.len() {

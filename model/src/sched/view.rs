@@ -240,7 +240,9 @@ impl Model {
         };
         let lag = if self.sampled_only(i) {
             self.sampled_lag(i)
-        } else if t.is_runnable() || t.state == TState::Sleeping {
+        } else if (t.is_runnable() || t.state == TState::Sleeping) && t.clock.se_seen {
+            // Against its queue's minimum, once a switch has told its own vruntime (a thread
+            // asleep since tracking began has none yet).
             let min = rq_min.get(&t.cpu).copied();
             min.map_or(0, |m| {
                 (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)

@@ -18,6 +18,7 @@ pub fn task_info(ts: u64, tid: u32, pid: u32, vm: &str, vcpu: Option<u32>, nice:
         vcpu,
         nice,
         schedstat: None,
+        start: None,
     })
 }
 

@@ -124,6 +124,7 @@ impl ChunkBuilder {
                     vcpu: t.vcpu,
                     nice: 0,
                     schedstat: None,
+                    start: None,
                 });
             }
         }

@@ -30,7 +30,7 @@ use integer_encoding::VarInt;
 
 use crate::event::{Comm, Event};
 use counter_sample::K_COUNTER_SAMPLE;
-use records::{TASK_INFO_HAS_SCHEDSTAT, UNOBSERVED_TAG};
+use records::{TASK_INFO_HAS_SCHEDSTAT, TASK_INFO_HAS_START, UNOBSERVED_TAG};
 use state::CoderState;
 
 /// Kind codes (low nibble of the tag byte). Stable since format version 1.
@@ -259,7 +259,12 @@ impl<'a> ChunkDecoder<'a> {
             (0, true) => self.u32(ID)?,
             (n, true) => u32::from(n - 1),
             (0, false) => 0,
-            _ if tag == K_TASK_INFO | TASK_INFO_HAS_SCHEDSTAT || tag == UNOBSERVED_TAG => 0,
+            _ if tag == UNOBSERVED_TAG => 0,
+            _ if kind == K_TASK_INFO
+                && tag & !(TASK_INFO_HAS_SCHEDSTAT | TASK_INFO_HAS_START) == K_TASK_INFO =>
+            {
+                0
+            }
             (_, false) => return Err(DecodeError("cpu on an event without one")),
         };
         out.push(match kind {
@@ -431,6 +436,10 @@ mod tests {
                 schedstat: Some(Schedstat {
                     run_ns: u64::MAX,
                     wait_ns: 0,
+                }),
+                start: Some(crate::ThreadStart {
+                    state: crate::TaskState(u64::MAX),
+                    cpu: u32::MAX,
                 }),
             }),
             Event::Lost(Lost {

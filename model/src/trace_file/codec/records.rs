@@ -4,7 +4,8 @@
 use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
 use super::{K_AFFINITY, K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
 use crate::event::{Affinity, Lost, ObservationEnd, Schedstat, TaskInfo, Unobserved};
-use crate::event::{UnobservedKind, VmEnded};
+use crate::event::{ThreadStart, UnobservedKind, VmEnded};
+use crate::TaskState;
 
 /// Most CPUs an affinity record may list (the model's bound on CPU numbers); more is
 /// corruption.
@@ -13,6 +14,9 @@ const MAX_AFFINITY_CPUS: u64 = 4096;
 /// Task-info tag bit (high nibble, where other kinds keep their CPU): the thread's schedstat
 /// at tracking start follows. Older files never set it.
 pub(super) const TASK_INFO_HAS_SCHEDSTAT: u8 = 0x10;
+/// Task-info tag bit: the thread's state and pCPU at tracking start follow (format version 3
+/// on; older files never set it, and older readers refuse the version).
+pub(super) const TASK_INFO_HAS_START: u8 = 0x20;
 
 /// An [`Unobserved`] record's tag: the affinity code escaped by its high nibble (see
 /// `K_AFFINITY`). Its kind code and count follow the timestamp.
@@ -34,10 +38,13 @@ impl ChunkEncoder {
 
     pub(super) fn task_info(&mut self, e: &TaskInfo) {
         // A task-info record has no CPU: the tag's high nibble says whether the thread's
-        // schedstat at tracking start follows.
+        // schedstat and its state at tracking start follow.
         let mut tag = K_TASK_INFO;
         if e.schedstat.is_some() {
             tag |= TASK_INFO_HAS_SCHEDSTAT;
+        }
+        if e.start.is_some() {
+            tag |= TASK_INFO_HAS_START;
         }
         self.byte(TAG, tag);
         self.ts(e.ts);
@@ -50,6 +57,10 @@ impl ChunkEncoder {
         if let Some(s) = e.schedstat {
             self.u(SE, s.run_ns);
             self.u(SE, s.wait_ns);
+        }
+        if let Some(s) = e.start {
+            self.u(VAL, s.state.0);
+            self.u(ID, u64::from(s.cpu));
         }
         let m = self.st.memo_mut(e.tid);
         m.pid = e.pid;
@@ -98,7 +109,8 @@ impl ChunkDecoder<'_> {
         Ok(Unobserved { ts, what, count })
     }
 
-    /// `tag` is the whole tag byte: its high nibble carries [`TASK_INFO_HAS_SCHEDSTAT`].
+    /// `tag` is the whole tag byte: its high nibble carries [`TASK_INFO_HAS_SCHEDSTAT`] and
+    /// [`TASK_INFO_HAS_START`].
     pub(super) fn task_info(&mut self, tag: u8) -> DResult<TaskInfo> {
         let ts = self.ts()?;
         let tid = self.u32(ID)?;
@@ -118,6 +130,14 @@ impl ChunkDecoder<'_> {
         } else {
             None
         };
+        let start = if tag & TASK_INFO_HAS_START != 0 {
+            Some(ThreadStart {
+                state: TaskState(self.u(VAL)?),
+                cpu: self.u32(ID)?,
+            })
+        } else {
+            None
+        };
         let m = self.st.memo_mut(tid);
         m.pid = pid;
         m.comm = comm;
@@ -130,6 +150,7 @@ impl ChunkDecoder<'_> {
             vcpu,
             nice,
             schedstat,
+            start,
         })
     }
 
