@@ -70,7 +70,7 @@
 
 mod common;
 
-use common::autogroup_load::AutogroupLoad;
+use common::autogroup_load::{AutogroupLoad, LoadReport};
 use common::{kvmscope, privileged, Privilege, TempDir};
 
 /// The most CPU time tasks of other autogroups (and time no group accounts for) may take
@@ -89,6 +89,63 @@ fn wait_factor(recorded: f64, simulated: f64) -> f64 {
     } else {
         hi / lo
     }
+}
+
+/// `kvmscope simulate --policy eevdf --json TRACE` with `params`, as JSON.
+fn simulate_eevdf(trace: &std::path::Path, params: &[String]) -> serde_json::Value {
+    let mut cmd = kvmscope();
+    cmd.args(["simulate", "--policy", "eevdf", "--json"])
+        .arg(trace);
+    for p in params {
+        cmd.args(["--param", p]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The waits of the replay with task groups (`--param groups=true`), the background
+/// weighing as many autogroups as were busy (each past [`QUIET`] of the pCPUs' time):
+/// printed, not asserted, as the evidence for modelling other sessions' load.
+fn print_grouped_waits(trace: &std::path::Path, load: &LoadReport) {
+    let busy = load
+        .others
+        .iter()
+        .filter(|o| load.of_capacity(o.2) > QUIET)
+        .count()
+        .max(1);
+    let params = [
+        "groups=true".to_string(),
+        format!("background_shares={}", 1024 * busy),
+    ];
+    let doc = simulate_eevdf(trace, &params);
+    let cols = doc["columns"].as_array().unwrap();
+    let pairs: Vec<String> = cols[0]["vcpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(cols[1]["vcpus"].as_array().unwrap())
+        .map(|(r, s)| {
+            let (rw, sw) = (
+                r["wait_p50_us"].as_f64().unwrap(),
+                s["wait_p50_us"].as_f64().unwrap(),
+            );
+            format!(
+                "{} {rw:.0}/{sw:.0} us (x{:.2})",
+                r["label"],
+                wait_factor(rw, sw)
+            )
+        })
+        .collect();
+    eprintln!(
+        "with task groups ({}): wait p50 recorded/simulated {}",
+        params.join(" "),
+        pairs.join(", ")
+    );
 }
 
 #[test]
@@ -111,17 +168,7 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
         String::from_utf8_lossy(&rec.stderr)
     );
     eprintln!("{load}");
-    let out = kvmscope()
-        .args(["simulate", "--policy", "eevdf", "--json"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = simulate_eevdf(&t, &[]);
     let cols = doc["columns"].as_array().unwrap();
     let (rec, sim) = (&cols[0], &cols[1]);
     assert_eq!(rec["name"], "recorded");
@@ -173,6 +220,7 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
             QUIET * 100.0
         );
     }
+    print_grouped_waits(&t, &load);
     // The recording carries this host's HZ, and the replay charges a measured dispatch
     // delay (this host's kernel configuration is readable, so HZ is the configured one).
     let tick = doc["tick"].as_str().unwrap();

@@ -253,13 +253,13 @@ pub fn build(
         PolicyKind::Cfs => BuiltPolicy::Fair(Fair::new(
             Flavour::Cfs,
             FairParams::new(Flavour::Cfs, params, ncpus)?,
-            n,
+            &threads,
             ncpus,
         )),
         PolicyKind::Eevdf => BuiltPolicy::Fair(Fair::new(
             Flavour::Eevdf,
             FairParams::new(Flavour::Eevdf, params, ncpus)?,
-            n,
+            &threads,
             ncpus,
         )),
         PolicyKind::O1 => BuiltPolicy::O1(O1::new(O1Params::new(params)?, n, ncpus)),

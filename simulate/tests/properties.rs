@@ -124,6 +124,44 @@ fn expected_by_weight(nices: &[i32]) -> Vec<f64> {
     w.iter().map(|x| x / sum).collect()
 }
 
+/// `k` always-runnable tracked threads beside an always-runnable background on one pCPU.
+fn hogs_beside_background(k: usize, span: u64) -> model::demand::Demand {
+    let specs: Vec<Spec> = (0..k).map(|_| Spec::hog(0, 0, span).on(&[0])).collect();
+    let mut d = demand(&specs, 1, span);
+    let mut bg = d.threads[0].clone();
+    bg.tid = 0;
+    bg.vm = String::new();
+    bg.vcpu = None;
+    bg.background = true;
+    d.threads.push(bg);
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// With groups the tracked threads share their group's half of the pCPU, however many
+    /// they are; without, each thread (the background too) gets an equal part.
+    #[test]
+    fn with_groups_the_background_group_gets_half_a_pcpu_beside_any_number_of_threads(
+        k in 1usize..=4
+    ) {
+        let span = 10 * S;
+        let d = hogs_beside_background(k, span);
+        for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+            for (params, want) in [
+                (&["groups=true"][..], 0.5 / k as f64),
+                (&[][..], 1.0 / (k + 1) as f64),
+            ] {
+                let got = shares(&events_of(kind, &d, 1, params), &d);
+                for g in &got {
+                    prop_assert!((g - want).abs() <= 0.01, "{kind:?} {params:?} k={k}: {got:?} vs {want}");
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 
@@ -135,9 +173,12 @@ proptest! {
         let d = demand(&hogs(&nices, span), 1, span);
         let want = expected_by_weight(&nices);
         for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
-            let got = shares(&events_of(kind, &d, 1, &[]), &d);
-            for (g, w) in got.iter().zip(&want) {
-                prop_assert!((g - w).abs() <= 0.01, "{kind:?} nices {nices:?}: {got:?} vs {want:?}");
+            // One group holds every thread here, so groups change nothing.
+            for params in [&[][..], &["groups=true"][..]] {
+                let got = shares(&events_of(kind, &d, 1, params), &d);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!((g - w).abs() <= 0.01, "{kind:?} {params:?} nices {nices:?}: {got:?} vs {want:?}");
+                }
             }
         }
     }
@@ -159,9 +200,11 @@ proptest! {
         let d = demand(&specs, pcpus, span);
         // Cache-hot refusals (migration_cost, cache_hot_time) are where the kernels choose
         // not to conserve work; with them off, placement and balancing must.
-        let cases: [(PolicyKind, &[&str]); 5] = [
+        let cases: [(PolicyKind, &[&str]); 7] = [
             (PolicyKind::Cfs, &["migration_cost=0"]),
             (PolicyKind::Eevdf, &["migration_cost=0"]),
+            (PolicyKind::Cfs, &["migration_cost=0", "groups=true"]),
+            (PolicyKind::Eevdf, &["migration_cost=0", "groups=true"]),
             (PolicyKind::O1, &["cache_hot_time=0"]),
             (PolicyKind::On, &[]),
             (PolicyKind::Credit, &[]),

@@ -4,18 +4,24 @@
 //! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
 //! placement, new-idle pull, periodic pull past an imbalance of two, periodic balancing by
-//! PELT load in `load_balance.rs`, `migration_cost` cache-hot refusal). Group scheduling,
-//! buddies and DELAY_DEQUEUE are not modelled. The
-//! first is what keeps run-queue waits short of a loaded host's: with autogroups (or
-//! libvirt's per-VM cgroups) a woken vCPU preempts another group's task only when its
-//! group's entity wins at the root, so its own lag credit does not run it at once, while
-//! here every wakee with lag is compared with the running thread directly (see
-//! `tests/priv_simulate.rs` for the figures).
+//! PELT load in `load_balance.rs`, `migration_cost` cache-hot refusal). With
+//! `--param groups=true` they schedule task groups (`fair/groups.rs`: the tracked threads
+//! in one, the background in another, picks and wakeup preemption at the group level
+//! first); without, every thread shares its pCPU's one queue (the flat model, the
+//! default: it reproduces a host where no other session is busy, see
+//! `tests/priv_simulate.rs`). Buddies and DELAY_DEQUEUE are not modelled. Parameters and
+//! their defaults: `fair/params.rs`.
+
+mod groups;
+mod params;
+
+pub use params::FairParams;
 
 use crate::engine::{Cx, Policy};
-use crate::params::{check_balance_intervals, ParamError, Params};
 use crate::policy::load_balance::{busiest_pair, fits, LoadTrack, CACHE_NICE_TRIES};
-use crate::policy::{cpus_after, imbalance, linux_factor, tick_at_or_after, tick_ns, wake_cpu};
+use crate::policy::{cpus_after, imbalance, tick_at_or_after, wake_cpu};
+use crate::sim_thread::SimThread;
+use groups::Groups;
 
 const NICE_0: i128 = 1024;
 
@@ -23,82 +29,6 @@ const NICE_0: i128 = 1024;
 pub enum Flavour {
     Cfs,
     Eevdf,
-}
-
-/// Parameters, named as in the kernel (`sysctl_sched_*` without the prefix).
-#[derive(Clone, Debug)]
-pub struct FairParams {
-    pub latency: u64,
-    pub min_granularity: u64,
-    pub wakeup_granularity: u64,
-    pub nr_latency: u64,
-    pub base_slice: u64,
-    pub tick: u64,
-    pub migration_cost: u64,
-    pub balance_interval: u64,
-    /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
-    pub idle_balance_interval: u64,
-    /// Periodic balancing also by PELT load (`policy/load_balance.rs`), not only by count.
-    pub balance_load: bool,
-    pub gentle_fair_sleepers: bool,
-    pub start_debit: bool,
-    pub place_lag: bool,
-    pub run_to_parity: bool,
-}
-
-impl FairParams {
-    pub fn new(flavour: Flavour, p: &Params, ncpus: u32) -> Result<FairParams, ParamError> {
-        let f = linux_factor(ncpus);
-        let name = match flavour {
-            Flavour::Cfs => "cfs",
-            Flavour::Eevdf => "eevdf",
-        };
-        let fp = match flavour {
-            Flavour::Cfs => FairParams {
-                latency: p.ns(name, "latency", 6_000_000 * f)?,
-                min_granularity: p.ns(name, "min_granularity", 750_000 * f)?,
-                wakeup_granularity: p.ns(name, "wakeup_granularity", 1_000_000 * f)?,
-                nr_latency: p.u64(name, "nr_latency", 8)?.max(1),
-                base_slice: 0,
-                tick: tick_ns(name, p, 250)?,
-                migration_cost: p.ns(name, "migration_cost", 500_000)?,
-                balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
-                idle_balance_interval: p.ns(
-                    name,
-                    "idle_balance_interval",
-                    1_000_000 * u64::from(ncpus),
-                )?,
-                balance_load: p.bool(name, "balance_load", true)?,
-                gentle_fair_sleepers: p.bool(name, "gentle_fair_sleepers", true)?,
-                start_debit: p.bool(name, "start_debit", true)?,
-                place_lag: false,
-                run_to_parity: false,
-            },
-            Flavour::Eevdf => FairParams {
-                latency: 0,
-                min_granularity: 0,
-                wakeup_granularity: 0,
-                nr_latency: 8,
-                // 0.70 ms x factor since v6.15 (commit 2ae891b82695); this host runs 6.18.
-                base_slice: p.ns(name, "base_slice", 700_000 * f)?,
-                tick: tick_ns(name, p, 250)?,
-                migration_cost: p.ns(name, "migration_cost", 500_000)?,
-                balance_interval: p.ns(name, "balance_interval", 16_000_000 * u64::from(ncpus))?,
-                idle_balance_interval: p.ns(
-                    name,
-                    "idle_balance_interval",
-                    1_000_000 * u64::from(ncpus),
-                )?,
-                balance_load: p.bool(name, "balance_load", true)?,
-                gentle_fair_sleepers: false,
-                start_debit: false,
-                place_lag: p.bool(name, "place_lag", true)?,
-                run_to_parity: p.bool(name, "run_to_parity", true)?,
-            },
-        };
-        check_balance_intervals(fp.balance_interval, fp.idle_balance_interval)?;
-        Ok(fp)
-    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -159,8 +89,16 @@ impl LagSums {
 pub struct Fair {
     flavour: Flavour,
     p: FairParams,
+    /// Threads first, then (with groups) each group's entity on each pCPU.
     ents: Vec<Ent>,
+    /// Each entity's weight (threads' are fixed for a run; group entities' follow their
+    /// share), beside `ents` so the hottest loops index one vector.
+    weight: Vec<u32>,
+    /// One queue per pCPU (the root), then (with groups) one per group and pCPU.
     rqs: Vec<Rq>,
+    nthreads: usize,
+    ncpus: u32,
+    groups: Groups,
     seq: u64,
     next_balance: u64,
     load: LoadTrack,
@@ -203,13 +141,24 @@ fn scale_lag(vlag: i64, num: i128, den: i128) -> i64 {
 }
 
 impl Fair {
-    pub fn new(flavour: Flavour, p: FairParams, nthreads: usize, ncpus: u32) -> Fair {
+    pub fn new(flavour: Flavour, p: FairParams, threads: &[SimThread], ncpus: u32) -> Fair {
         let next_balance = p.balance_interval;
+        let nthreads = threads.len();
+        let groups = Groups::new(&p, threads, ncpus);
+        let nrqs = ncpus as usize * (1 + groups.count());
         Fair {
             flavour,
             p,
-            ents: vec![Ent::default(); nthreads],
-            rqs: (0..ncpus).map(|_| Rq::default()).collect(),
+            ents: vec![Ent::default(); nthreads + groups.entities()],
+            weight: threads
+                .iter()
+                .map(|t| t.weight)
+                .chain(std::iter::repeat_n(NICE_0 as u32, groups.entities()))
+                .collect(),
+            rqs: (0..nrqs).map(|_| Rq::default()).collect(),
+            nthreads,
+            ncpus,
+            groups,
             seq: 0,
             next_balance,
             load: LoadTrack::new(nthreads),
@@ -217,27 +166,38 @@ impl Fair {
         }
     }
 
-    fn w(cx: &Cx, t: u32) -> u32 {
-        cx.threads[t as usize].weight
+    /// Weight of entity `e` (a thread's, or a group entity's share).
+    #[inline(always)]
+    fn w(&self, _cx: &Cx, e: u32) -> u32 {
+        self.weight[e as usize]
     }
 
+    /// `update_curr` at every level of `cpu`'s running hierarchy.
     fn update_curr(&mut self, cx: &Cx, cpu: u32, now: u64) {
-        let rq = &mut self.rqs[cpu as usize];
-        let Some(t) = rq.curr else { return };
-        let d = now.saturating_sub(rq.exec_start);
-        rq.exec_start = now;
-        let w = cx.threads[t as usize].weight;
-        let e = &mut self.ents[t as usize];
-        e.sum_exec += d;
-        e.v += delta_fair(d, w);
-        if self.flavour == Flavour::Eevdf && e.v >= e.deadline {
-            e.deadline = e.v + delta_fair(self.p.base_slice, w);
+        let mut r = cpu as usize;
+        loop {
+            let rq = &mut self.rqs[r];
+            let Some(e) = rq.curr else { return };
+            let d = now.saturating_sub(rq.exec_start);
+            rq.exec_start = now;
+            let w = self.w(cx, e);
+            let ent = &mut self.ents[e as usize];
+            ent.sum_exec += d;
+            ent.v += delta_fair(d, w);
+            if self.flavour == Flavour::Eevdf && ent.v >= ent.deadline {
+                ent.deadline = ent.v + delta_fair(self.p.base_slice, w);
+            }
+            self.update_min(r);
+            match self.group_rq(e) {
+                Some(g) => r = g,
+                None => return,
+            }
         }
-        self.update_min(cpu);
     }
 
-    fn update_min(&mut self, cpu: u32) {
-        let rq = &self.rqs[cpu as usize];
+    #[inline]
+    fn update_min(&mut self, r: usize) {
+        let rq = &self.rqs[r];
         let curr = rq.curr.map(|t| self.ents[t as usize].v);
         let left = rq.queue.iter().map(|&t| self.ents[t as usize].v).min();
         let m = match (curr, left) {
@@ -245,31 +205,33 @@ impl Fair {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => return,
         };
-        let rq = &mut self.rqs[cpu as usize];
+        let rq = &mut self.rqs[r];
         rq.min_v = rq.min_v.max(m);
     }
 
-    /// EEVDF's V: the load-weighted mean vruntime of the queue and the running thread.
-    fn avg_v(&self, cx: &Cx, cpu: u32) -> i64 {
-        self.lag_sums(cx, cpu).avg()
+    /// EEVDF's V: the load-weighted mean vruntime of queue `r` and its running entity.
+    #[inline]
+    fn avg_v(&self, cx: &Cx, r: usize) -> i64 {
+        self.lag_sums(cx, r).avg()
     }
 
-    /// `avg_vruntime`'s sums over the queue and the running thread, taken once per decision
+    /// `avg_vruntime`'s sums over the queue and the running entity, taken once per decision
     /// (each eligibility test is then one multiplication, not another pass over the queue).
-    fn lag_sums(&self, cx: &Cx, cpu: u32) -> LagSums {
-        let rq = &self.rqs[cpu as usize];
+    #[inline]
+    fn lag_sums(&self, cx: &Cx, r: usize) -> LagSums {
+        let rq = &self.rqs[r];
         let v0 = rq.min_v;
         let (mut sum, mut load) = (0i128, 0i128);
-        for t in rq.queue.iter().copied().chain(rq.curr) {
-            let w = i128::from(Self::w(cx, t));
-            sum += i128::from(self.ents[t as usize].v - v0) * w;
+        for e in rq.queue.iter().copied().chain(rq.curr) {
+            let w = i128::from(self.w(cx, e));
+            sum += i128::from(self.ents[e as usize].v - v0) * w;
             load += w;
         }
         LagSums { v0, sum, load }
     }
 
-    fn sched_slice(&self, cx: &Cx, cpu: u32, t: u32) -> u64 {
-        let rq = &self.rqs[cpu as usize];
+    fn sched_slice(&self, cx: &Cx, r: usize, e: u32) -> u64 {
+        let rq = &self.rqs[r];
         let nr = (rq.queue.len() + usize::from(rq.curr.is_some())) as u64;
         let period = if nr <= self.p.nr_latency {
             self.p.latency
@@ -277,88 +239,148 @@ impl Fair {
             nr * self.p.min_granularity
         };
         let load = rq.load.max(1);
-        let s = (i128::from(period) * i128::from(Self::w(cx, t)) / load) as u64;
+        let s = (i128::from(period) * i128::from(self.w(cx, e)) / load) as u64;
         s.max(self.p.min_granularity)
     }
 
-    /// Puts `t` on `cpu`'s queue at its wakeup (or first) placement.
-    fn place(&mut self, cx: &Cx, cpu: u32, t: u32, from: u32) {
-        let w = Self::w(cx, t);
-        let initial = !self.ents[t as usize].placed;
+    /// When running entity `e` of queue `r` has used its slice (CFS: `check_preempt_tick`'s
+    /// two tests; EEVDF: its deadline), from `now`.
+    #[inline]
+    fn slice_end(&self, cx: &Cx, r: usize, e: u32, now: u64) -> u64 {
+        let rq = &self.rqs[r];
+        let w = self.w(cx, e);
+        let ent = &self.ents[e as usize];
+        let d = now.saturating_sub(rq.exec_start);
+        let v_now = ent.v + delta_fair(d, w);
         match self.flavour {
             Flavour::Cfs => {
-                let rq_min = self.rqs[cpu as usize].min_v;
-                let e = &mut self.ents[t as usize];
+                let ran = ent.sum_exec + d - ent.prev_sum_exec;
+                let slice = self.sched_slice(cx, r, e);
+                let t1 = now + slice.saturating_sub(ran) + 1;
+                let left = rq
+                    .queue
+                    .iter()
+                    .map(|&u| self.ents[u as usize].v)
+                    .min()
+                    .unwrap_or(v_now);
+                let t2 = now + wall_for(left + slice as i64 - v_now, w);
+                let tmin = now + self.p.min_granularity.saturating_sub(ran);
+                t1.min(t2.max(tmin))
+            }
+            Flavour::Eevdf => now + wall_for(ent.deadline - v_now, w),
+        }
+    }
+
+    /// At a tick, whether running entity `e` of queue `r` is to give way: CFS's
+    /// `check_preempt_tick`; EEVDF's `update_deadline` handed out a new slice (its deadline
+    /// was `before`). Never while nothing else waits there.
+    fn slice_over(&self, cx: &Cx, r: usize, e: u32, before: i64) -> bool {
+        if self.rqs[r].queue.is_empty() {
+            return false;
+        }
+        match self.flavour {
+            Flavour::Cfs => self.slice_used(cx, r, e),
+            Flavour::Eevdf => self.ents[e as usize].deadline != before,
+        }
+    }
+
+    /// CFS's `check_preempt_tick` for running entity `e` of queue `r`.
+    fn slice_used(&self, cx: &Cx, r: usize, e: u32) -> bool {
+        let ent = &self.ents[e as usize];
+        let ran = ent.sum_exec - ent.prev_sum_exec;
+        let slice = self.sched_slice(cx, r, e);
+        if ran > slice {
+            return true;
+        }
+        let left = self.rqs[r]
+            .queue
+            .iter()
+            .map(|&u| self.ents[u as usize].v)
+            .min();
+        ran >= self.p.min_granularity && left.is_some_and(|l| ent.v - l > slice as i64)
+    }
+
+    /// Puts entity `e` on queue `r` at its wakeup (or first) placement; `from`: the queue
+    /// it left (CFS re-bases its vruntime from there).
+    fn place(&mut self, cx: &Cx, r: usize, e: u32, from: usize) {
+        let w = self.w(cx, e);
+        let initial = !self.ents[e as usize].placed;
+        match self.flavour {
+            Flavour::Cfs => {
+                let rq_min = self.rqs[r].min_v;
+                let from_min = self.rqs[from].min_v;
+                let ent = &mut self.ents[e as usize];
                 if initial {
                     let vslice = delta_fair(self.p.latency, w);
-                    e.v = rq_min + if self.p.start_debit { vslice } else { 0 };
+                    ent.v = rq_min + if self.p.start_debit { vslice } else { 0 };
                 } else {
-                    if from != cpu {
+                    if from != r {
                         // vruntime is relative to the queue it leaves and re-based on the new one.
-                        e.v = e.v - self.rqs[from as usize].min_v + rq_min;
+                        ent.v = ent.v - from_min + rq_min;
                     }
                     let mut thresh = self.p.latency as i64;
                     if self.p.gentle_fair_sleepers {
                         thresh /= 2;
                     }
-                    e.v = e.v.max(rq_min - thresh);
+                    ent.v = ent.v.max(rq_min - thresh);
                 }
             }
             Flavour::Eevdf => {
-                let v = self.avg_v(cx, cpu);
-                let rq = &self.rqs[cpu as usize];
+                let v = self.avg_v(cx, r);
+                let rq = &self.rqs[r];
                 let load = rq.load;
                 let busy = !rq.queue.is_empty() || rq.curr.is_some();
-                let e = &mut self.ents[t as usize];
+                let ent = &mut self.ents[e as usize];
                 let mut lag = 0i64;
                 if self.p.place_lag && busy && !initial && load > 0 {
-                    lag = scale_lag(e.vlag, load + i128::from(w), load);
+                    lag = scale_lag(ent.vlag, load + i128::from(w), load);
                 }
-                e.v = v - lag;
+                ent.v = v - lag;
                 let vslice = delta_fair(self.p.base_slice, w);
-                e.deadline = e.v + if initial { vslice / 2 } else { vslice };
+                ent.deadline = ent.v + if initial { vslice / 2 } else { vslice };
             }
         }
-        let e = &mut self.ents[t as usize];
-        e.placed = true;
+        let ent = &mut self.ents[e as usize];
+        ent.placed = true;
         self.seq += 1;
-        e.seq = self.seq;
-        let rq = &mut self.rqs[cpu as usize];
-        rq.queue.push(t);
+        ent.seq = self.seq;
+        let rq = &mut self.rqs[r];
+        rq.queue.push(e);
         rq.load += i128::from(w);
     }
 
-    fn store_lag(&mut self, cx: &Cx, cpu: u32, t: u32) {
+    fn store_lag(&mut self, cx: &Cx, r: usize, e: u32) {
         if self.flavour != Flavour::Eevdf {
             return;
         }
-        let w = Self::w(cx, t);
-        let v = self.avg_v(cx, cpu);
+        let w = self.w(cx, e);
+        let v = self.avg_v(cx, r);
         let limit = delta_fair(self.p.base_slice + self.p.tick, w);
-        let e = &mut self.ents[t as usize];
-        e.vlag = (v - e.v).clamp(-limit, limit);
+        let ent = &mut self.ents[e as usize];
+        ent.vlag = (v - ent.v).clamp(-limit, limit);
     }
 
-    fn remove(&mut self, cx: &Cx, cpu: u32, t: u32) {
-        let rq = &mut self.rqs[cpu as usize];
-        if let Some(i) = rq.queue.iter().position(|&u| u == t) {
+    fn remove(&mut self, cx: &Cx, r: usize, e: u32) {
+        let w = i128::from(self.w(cx, e));
+        let rq = &mut self.rqs[r];
+        if let Some(i) = rq.queue.iter().position(|&u| u == e) {
             rq.queue.swap_remove(i);
-            rq.load -= i128::from(Self::w(cx, t));
+            rq.load -= w;
         }
     }
 
-    /// The queued thread `pick` would take, without taking it.
-    fn best(&self, cx: &Cx, cpu: u32) -> Option<u32> {
-        let rq = &self.rqs[cpu as usize];
-        let key = |t: u32| {
-            let e = &self.ents[t as usize];
-            (e.v, e.seq)
+    /// The queued entity `pick` would take from queue `r`, without taking it.
+    fn best(&self, cx: &Cx, r: usize) -> Option<u32> {
+        let rq = &self.rqs[r];
+        let key = |e: u32| {
+            let ent = &self.ents[e as usize];
+            (ent.v, ent.seq)
         };
         match self.flavour {
-            Flavour::Cfs => rq.queue.iter().copied().min_by_key(|&t| key(t)),
+            Flavour::Cfs => rq.queue.iter().copied().min_by_key(|&e| key(e)),
             Flavour::Eevdf => {
-                let sums = self.lag_sums(cx, cpu);
-                let eligible = |t: u32| sums.eligible(self.ents[t as usize].v);
+                let sums = self.lag_sums(cx, r);
+                let eligible = |e: u32| sums.eligible(self.ents[e as usize].v);
                 if let Some((p, vprot)) = rq.protect {
                     if self.p.run_to_parity
                         && rq.queue.contains(&p)
@@ -371,10 +393,63 @@ impl Fair {
                 rq.queue
                     .iter()
                     .copied()
-                    .filter(|&t| eligible(t))
-                    .min_by_key(|&t| (self.ents[t as usize].deadline, self.ents[t as usize].seq))
-                    .or_else(|| rq.queue.iter().copied().min_by_key(|&t| key(t)))
+                    .filter(|&e| eligible(e))
+                    .min_by_key(|&e| (self.ents[e as usize].deadline, self.ents[e as usize].seq))
+                    .or_else(|| rq.queue.iter().copied().min_by_key(|&e| key(e)))
             }
+        }
+    }
+
+    /// Whether waking `wakee` into queue `r` preempts `curr` there (`check_preempt_wakeup`
+    /// at the level `find_matching_se` found).
+    fn wakeup_preempts(&self, cx: &Cx, r: usize, curr: u32, wakee: u32) -> bool {
+        let rq = &self.rqs[r];
+        match self.flavour {
+            Flavour::Cfs => {
+                let vdiff = self.ents[curr as usize].v - self.ents[wakee as usize].v;
+                vdiff > delta_fair(self.p.wakeup_granularity, self.w(cx, wakee))
+            }
+            Flavour::Eevdf => {
+                let sums = self.lag_sums(cx, r);
+                let eligible = |u: u32| sums.eligible(self.ents[u as usize].v);
+                let ce = &self.ents[curr as usize];
+                let protected = self.p.run_to_parity
+                    && rq
+                        .protect
+                        .is_some_and(|(p, vprot)| p == curr && ce.v < vprot)
+                    && eligible(curr);
+                if protected {
+                    return false;
+                }
+                // pick_eevdf over the queue and curr would take the wakee.
+                let curr_ok = eligible(curr);
+                let best = rq
+                    .queue
+                    .iter()
+                    .copied()
+                    .chain(curr_ok.then_some(curr))
+                    .filter(|&u| u == curr || eligible(u))
+                    .min_by_key(|&u| (self.ents[u as usize].deadline, self.ents[u as usize].seq));
+                best == Some(wakee)
+            }
+        }
+    }
+
+    /// Takes `e` from queue `r` to run it.
+    fn set_curr(&mut self, r: usize, e: u32, now: u64) {
+        let rq = &mut self.rqs[r];
+        if let Some(i) = rq.queue.iter().position(|&u| u == e) {
+            rq.queue.swap_remove(i);
+        }
+        rq.curr = Some(e);
+        rq.exec_start = now;
+        let ent = &mut self.ents[e as usize];
+        ent.prev_sum_exec = ent.sum_exec;
+        if self.flavour == Flavour::Eevdf && rq.protect.is_none_or(|(p, _)| p != e) {
+            rq.protect = Some((e, ent.deadline));
+        }
+        if self.flavour == Flavour::Eevdf && rq.protect.is_some_and(|(p, v)| p == e && v < ent.v) {
+            rq.protect = Some((e, ent.deadline));
         }
     }
 
@@ -383,11 +458,10 @@ impl Fair {
     }
 
     /// Moves a queued thread from `src` to `dst` (balancing).
-    fn migrate(&mut self, cx: &Cx, t: u32, src: u32, dst: u32) {
-        self.store_lag(cx, src, t);
+    fn migrate(&mut self, cx: &Cx, t: u32, src: u32, dst: u32, now: u64) {
         let rel_deadline = self.ents[t as usize].deadline - self.ents[t as usize].v;
-        self.remove(cx, src, t);
-        self.place(cx, dst, t, src);
+        self.dequeue_queued(cx, t, src, now);
+        self.enqueue(cx, t, dst, src, now);
         if self.flavour == Flavour::Eevdf {
             // PLACE_REL_DEADLINE: the relative deadline survives the move.
             let e = &mut self.ents[t as usize];
@@ -400,7 +474,7 @@ impl Fair {
     fn move_queued(&mut self, cx: &mut Cx, t: u32, src: u32, dst: u32, now: u64) {
         self.update_curr(cx, src, now);
         self.update_curr(cx, dst, now);
-        self.migrate(cx, t, src, dst);
+        self.migrate(cx, t, src, dst, now);
         cx.queue_moved(src, dst);
     }
 
@@ -409,24 +483,22 @@ impl Fair {
     /// `detach_tasks` does; a cache-hot one only after [`CACHE_NICE_TRIES`] failures.
     fn balance_by_load(&mut self, cx: &mut Cx, now: u64) {
         let mut loads = vec![0.0f64; cx.ncpus as usize];
-        for (cpu, rq) in self.rqs.iter().enumerate() {
-            for t in rq.queue.iter().copied().chain(rq.curr) {
-                loads[cpu] += self.load.load(t, now, Self::w(cx, t));
+        for cpu in 0..cx.ncpus {
+            for t in self.queued(cpu).chain(self.running(cpu)) {
+                loads[cpu as usize] += self.load.load(t, now, self.w(cx, t));
             }
         }
         for t in 0..cx.threads.len() as u32 {
             if !self.load.runnable(t) {
-                loads[cx.cpu_of[t as usize] as usize] += self.load.load(t, now, Self::w(cx, t));
+                loads[cx.cpu_of[t as usize] as usize] += self.load.load(t, now, self.w(cx, t));
             }
         }
         let Some((src, dst, mut left)) = busiest_pair(&loads) else {
             self.balance_failed = 0;
             return;
         };
-        let mut candidates: Vec<u32> = self.rqs[src as usize]
-            .queue
-            .iter()
-            .copied()
+        let mut candidates: Vec<u32> = self
+            .queued(src)
             .filter(|&t| cx.threads[t as usize].may_run_on(dst))
             .collect();
         candidates.sort_by_key(|&t| self.ents[t as usize].seq);
@@ -435,7 +507,7 @@ impl Fair {
             if self.hot(t, now) && self.balance_failed <= CACHE_NICE_TRIES {
                 continue;
             }
-            let load = self.load.load(t, now, Self::w(cx, t));
+            let load = self.load.load(t, now, self.w(cx, t));
             if !fits(load, left, self.balance_failed) {
                 continue;
             }
@@ -451,10 +523,7 @@ impl Fair {
 
     /// A queued thread of `src` that may move to `dst` now.
     fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
-        self.rqs[src as usize]
-            .queue
-            .iter()
-            .copied()
+        self.queued(src)
             .filter(|&t| cx.threads[t as usize].may_run_on(dst) && !self.hot(t, now))
             .min_by_key(|&t| self.ents[t as usize].seq)
     }
@@ -463,60 +532,28 @@ impl Fair {
 impl Policy for Fair {
     fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32 {
         self.load.set_runnable(t, now, true);
-        let cpu = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
+        let cpu = wake_cpu(cx, t, |c| self.nr_queued(c));
         let from = cx.cpu_of[t as usize];
         self.update_curr(cx, cpu, now);
-        self.place(cx, cpu, t, from);
+        self.enqueue(cx, t, cpu, from, now);
         cx.touch(cpu);
-        let rq = &self.rqs[cpu as usize];
-        let Some(curr) = rq.curr else {
+        let Some(curr) = self.rqs[cpu as usize].curr else {
             cx.resched(cpu);
             return cpu;
         };
-        let preempt = match self.flavour {
-            Flavour::Cfs => {
-                let vdiff = self.ents[curr as usize].v - self.ents[t as usize].v;
-                vdiff > delta_fair(self.p.wakeup_granularity, Self::w(cx, t))
-            }
-            Flavour::Eevdf => {
-                let sums = self.lag_sums(cx, cpu);
-                let eligible = |u: u32| sums.eligible(self.ents[u as usize].v);
-                let ce = &self.ents[curr as usize];
-                let protected = self.p.run_to_parity
-                    && rq
-                        .protect
-                        .is_some_and(|(p, vprot)| p == curr && ce.v < vprot)
-                    && eligible(curr);
-                if protected {
-                    false
-                } else {
-                    // pick_eevdf over the queue and curr would take the wakee.
-                    let curr_ok = eligible(curr);
-                    let best = rq
-                        .queue
-                        .iter()
-                        .copied()
-                        .chain(curr_ok.then_some(curr))
-                        .filter(|&u| u == curr || eligible(u))
-                        .min_by_key(|&u| {
-                            (self.ents[u as usize].deadline, self.ents[u as usize].seq)
-                        });
-                    best == Some(t)
-                }
-            }
-        };
-        if preempt {
+        let (r, curr, wakee) = self.matching_entities(cpu, curr, t);
+        if self.wakeup_preempts(cx, r, curr, wakee) {
             cx.resched(cpu);
         }
         cpu
     }
 
     fn reaffine(&mut self, cx: &mut Cx, t: u32, now: u64) -> Option<u32> {
-        let src = (0..cx.ncpus).find(|&c| self.rqs[c as usize].queue.contains(&t))?;
+        let src = (0..cx.ncpus).find(|&c| self.rqs[self.home(t, c)].queue.contains(&t))?;
         if cx.threads[t as usize].may_run_on(src) {
             return None;
         }
-        let dst = wake_cpu(cx, t, |c| self.rqs[c as usize].queue.len());
+        let dst = wake_cpu(cx, t, |c| self.nr_queued(c));
         self.move_queued(cx, t, src, dst, now);
         Some(dst)
     }
@@ -525,17 +562,10 @@ impl Policy for Fair {
         self.update_curr(cx, cpu, now);
         self.ents[t as usize].last_ran = now;
         if !runnable {
-            self.store_lag(cx, cpu, t);
             self.load.set_runnable(t, now, false);
         }
-        let w = i128::from(Self::w(cx, t));
-        let rq = &mut self.rqs[cpu as usize];
-        rq.curr = None;
-        if runnable {
-            rq.queue.push(t);
-        } else {
-            rq.load -= w;
-        }
+        self.put_prev_entity(cx, self.home(t, cpu), t, runnable);
+        self.put_prev_group(cx, cpu, t, runnable, now);
     }
 
     fn pick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> Option<u32> {
@@ -545,91 +575,82 @@ impl Policy for Fair {
             // Each candidate's movable thread found once (a queue without waiting threads
             // has none, so it is skipped before the search).
             let pull = cpus_after(cpu, n)
-                .filter(|&c| !self.rqs[c as usize].queue.is_empty())
+                .filter(|&c| self.nr_queued(c) > 0)
                 .filter_map(|c| Some((c, self.movable(cx, c, cpu, now)?)))
-                .max_by_key(|&(c, _)| (self.rqs[c as usize].queue.len(), std::cmp::Reverse(c)));
+                .max_by_key(|&(c, _)| (self.nr_queued(c), std::cmp::Reverse(c)));
             if let Some((src, t)) = pull {
                 self.update_curr(cx, src, now);
-                self.migrate(cx, t, src, cpu);
+                self.migrate(cx, t, src, cpu, now);
                 cx.touch(src);
             }
         }
-        let Some(t) = self.best(cx, cpu) else {
-            // Idle: balance again soon (hot threads cool down).
-            self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
-            return None;
-        };
-        let rq = &mut self.rqs[cpu as usize];
-        if let Some(i) = rq.queue.iter().position(|&u| u == t) {
-            rq.queue.swap_remove(i);
+        let mut r = cpu as usize;
+        loop {
+            let Some(e) = self.best(cx, r) else {
+                // Idle: balance again soon (hot threads cool down).
+                self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+                return None;
+            };
+            self.set_curr(r, e, now);
+            match self.group_rq(e) {
+                Some(g) => r = g,
+                None => return Some(e),
+            }
         }
-        rq.curr = Some(t);
-        rq.exec_start = now;
-        let e = &mut self.ents[t as usize];
-        e.prev_sum_exec = e.sum_exec;
-        if self.flavour == Flavour::Eevdf && rq.protect.is_none_or(|(p, _)| p != t) {
-            rq.protect = Some((t, e.deadline));
-        }
-        if self.flavour == Flavour::Eevdf && rq.protect.is_some_and(|(p, v)| p == t && v < e.v) {
-            rq.protect = Some((t, e.deadline));
-        }
-        Some(t)
     }
 
     fn timer(&self, cx: &Cx, cpu: u32, now: u64) -> u64 {
-        let rq = &self.rqs[cpu as usize];
-        let Some(t) = rq.curr else { return u64::MAX };
-        if rq.queue.is_empty() {
-            return u64::MAX;
+        if self.groups.count() == 0 {
+            let rq = &self.rqs[cpu as usize];
+            return match rq.curr {
+                Some(t) if !rq.queue.is_empty() => {
+                    tick_at_or_after(self.slice_end(cx, cpu as usize, t, now), self.p.tick)
+                }
+                _ => u64::MAX,
+            };
         }
-        let w = Self::w(cx, t);
-        let e = &self.ents[t as usize];
-        let d = now.saturating_sub(rq.exec_start);
-        let v_now = e.v + delta_fair(d, w);
-        let at = match self.flavour {
-            Flavour::Cfs => {
-                let ran = e.sum_exec + d - e.prev_sum_exec;
-                let slice = self.sched_slice(cx, cpu, t);
-                let t1 = now + slice.saturating_sub(ran) + 1;
-                let left = rq
-                    .queue
-                    .iter()
-                    .map(|&u| self.ents[u as usize].v)
-                    .min()
-                    .unwrap_or(v_now);
-                let t2 = now + wall_for(left + slice as i64 - v_now, w);
-                let tmin = now + self.p.min_granularity.saturating_sub(ran);
-                t1.min(t2.max(tmin))
+        let mut at = u64::MAX;
+        let mut r = cpu as usize;
+        while let Some(e) = self.rqs[r].curr {
+            if !self.rqs[r].queue.is_empty() {
+                at = at.min(self.slice_end(cx, r, e, now));
             }
-            Flavour::Eevdf => now + wall_for(e.deadline - v_now, w),
-        };
+            let Some(g) = self.group_rq(e) else { break };
+            r = g;
+        }
+        if at == u64::MAX {
+            return at;
+        }
         tick_at_or_after(at, self.p.tick)
     }
 
     fn tick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> bool {
-        let Some(t) = self.rqs[cpu as usize].curr else {
+        if self.groups.count() == 0 {
+            let Some(t) = self.rqs[cpu as usize].curr else {
+                return false;
+            };
+            let before = self.ents[t as usize].deadline;
+            self.update_curr(cx, cpu, now);
+            return self.slice_over(cx, cpu as usize, t, before);
+        }
+        // Each level's running entity and its deadline before accounting (root, group).
+        let root = self.rqs[cpu as usize].curr;
+        let Some(ge) = root else { return false };
+        let gr = self
+            .group_rq(ge)
+            .expect("with groups the root holds group entities");
+        let Some(t) = self.rqs[gr].curr else {
             return false;
         };
-        let before = self.ents[t as usize].deadline;
+        let (ge_before, t_before) = (
+            self.ents[ge as usize].deadline,
+            self.ents[t as usize].deadline,
+        );
         self.update_curr(cx, cpu, now);
-        let rq = &self.rqs[cpu as usize];
-        if rq.queue.is_empty() {
-            return false;
-        }
-        match self.flavour {
-            Flavour::Cfs => {
-                let e = &self.ents[t as usize];
-                let ran = e.sum_exec - e.prev_sum_exec;
-                let slice = self.sched_slice(cx, cpu, t);
-                if ran > slice {
-                    return true;
-                }
-                let left = rq.queue.iter().map(|&u| self.ents[u as usize].v).min();
-                ran >= self.p.min_granularity && left.is_some_and(|l| e.v - l > slice as i64)
-            }
-            // update_deadline: a new slice was handed out, so reschedule.
-            Flavour::Eevdf => self.ents[t as usize].deadline != before,
-        }
+        let resched =
+            self.slice_over(cx, cpu as usize, ge, ge_before) | self.slice_over(cx, gr, t, t_before);
+        self.tick_shares(cx, cpu, now);
+        resched
     }
 
     fn global_timer(&self) -> u64 {
@@ -644,7 +665,7 @@ impl Policy for Fair {
             } else {
                 self.p.balance_interval
             };
-        if let Some((src, dst)) = imbalance(cx, |c| self.rqs[c as usize].queue.len()) {
+        if let Some((src, dst)) = imbalance(cx, |c| self.nr_queued(c)) {
             if let Some(t) = self.movable(cx, src, dst, now) {
                 self.move_queued(cx, t, src, dst, now);
                 return;

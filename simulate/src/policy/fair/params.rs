@@ -1,0 +1,92 @@
+//! The fair policies' parameters, named as in the kernel, with each flavour's defaults.
+
+use super::Flavour;
+use crate::params::{check_balance_intervals, ParamError, Params};
+use crate::policy::{linux_factor, tick_ns};
+
+/// `MAX_SHARES`: the most `cpu.shares` a task group may have (`1 << 18`).
+const MAX_SHARES: u64 = 1 << 18;
+
+/// Parameters, named as in the kernel (`sysctl_sched_*` without the prefix).
+#[derive(Clone, Debug)]
+pub struct FairParams {
+    pub latency: u64,
+    pub min_granularity: u64,
+    pub wakeup_granularity: u64,
+    pub nr_latency: u64,
+    pub base_slice: u64,
+    pub tick: u64,
+    pub migration_cost: u64,
+    pub balance_interval: u64,
+    /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
+    pub idle_balance_interval: u64,
+    /// Periodic balancing also by PELT load (`policy/load_balance.rs`), not only by count.
+    pub balance_load: bool,
+    pub gentle_fair_sleepers: bool,
+    pub start_debit: bool,
+    pub place_lag: bool,
+    pub run_to_parity: bool,
+    /// Task groups (`groups.rs`): the tracked threads in one group, the background in another.
+    pub groups: bool,
+    /// The background group's `tg->shares` (1024 for one autogroup; several busy sessions
+    /// weigh as many times that).
+    pub background_shares: u64,
+}
+
+impl FairParams {
+    pub fn new(flavour: Flavour, p: &Params, ncpus: u32) -> Result<FairParams, ParamError> {
+        let f = linux_factor(ncpus);
+        let name = match flavour {
+            Flavour::Cfs => "cfs",
+            Flavour::Eevdf => "eevdf",
+        };
+        let ncpus = u64::from(ncpus);
+        // What both flavours read; each flavour's own parameters below.
+        let mut fp = FairParams {
+            latency: 0,
+            min_granularity: 0,
+            wakeup_granularity: 0,
+            nr_latency: 8,
+            base_slice: 0,
+            tick: tick_ns(name, p, 250)?,
+            migration_cost: p.ns(name, "migration_cost", 500_000)?,
+            balance_interval: p.ns(name, "balance_interval", 16_000_000 * ncpus)?,
+            idle_balance_interval: p.ns(name, "idle_balance_interval", 1_000_000 * ncpus)?,
+            balance_load: p.bool(name, "balance_load", true)?,
+            gentle_fair_sleepers: false,
+            start_debit: false,
+            place_lag: false,
+            run_to_parity: false,
+            groups: p.bool(name, "groups", false)?,
+            background_shares: 1024,
+        };
+        match flavour {
+            Flavour::Cfs => {
+                fp.latency = p.ns(name, "latency", 6_000_000 * f)?;
+                fp.min_granularity = p.ns(name, "min_granularity", 750_000 * f)?;
+                fp.wakeup_granularity = p.ns(name, "wakeup_granularity", 1_000_000 * f)?;
+                fp.nr_latency = p.u64(name, "nr_latency", 8)?.max(1);
+                fp.gentle_fair_sleepers = p.bool(name, "gentle_fair_sleepers", true)?;
+                fp.start_debit = p.bool(name, "start_debit", true)?;
+            }
+            Flavour::Eevdf => {
+                // 0.70 ms x factor since v6.15 (commit 2ae891b82695); this host runs 6.18.
+                fp.base_slice = p.ns(name, "base_slice", 700_000 * f)?;
+                fp.place_lag = p.bool(name, "place_lag", true)?;
+                fp.run_to_parity = p.bool(name, "run_to_parity", true)?;
+            }
+        }
+        check_balance_intervals(fp.balance_interval, fp.idle_balance_interval)?;
+        // Read only with groups: without them it would change nothing, and say so nowhere.
+        if fp.groups {
+            fp.background_shares = p.u64(name, "background_shares", 1024)?;
+        }
+        if !(2..=MAX_SHARES).contains(&fp.background_shares) {
+            return Err(ParamError::Invalid(format!(
+                "--param background_shares={}: a group's shares must be 2..={MAX_SHARES}",
+                fp.background_shares
+            )));
+        }
+        Ok(fp)
+    }
+}
