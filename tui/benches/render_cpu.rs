@@ -13,8 +13,9 @@
 //! baseline's is split into the paced source, the fold and the snapshots, by thread CPU time
 //! (`hostfacts::thread_cpu_ns`: unlike getrusage's, it counts a running thread's time since
 //! its last tick, without which those short intervals read as nothing). Beside them, offline:
-//! the stream's event mix, the model's fold of it in one batch, in the live loop's batches and
-//! event by event, and one snapshot of it three ways. Run:
+//! the stream's event mix, the model's fold of it in one batch, in the live loop's batches,
+//! event by event, and in the live loop's batches with the caches flushed between them (the
+//! live fold's cold start after each pause, repeatably), and one snapshot of it three ways. Run:
 //! `cargo bench -p tui --bench render_cpu` (KVMSCOPE_BENCH_SECONDS, default 10;
 //! KVMSCOPE_BENCH_VCPUS and KVMSCOPE_BENCH_PCPUS, default 16 and 2, for the scale goal of
 //! issue #15: 512 vCPUs on 128 pCPUs; KVMSCOPE_BENCH_RATE, events/s, makes the host busier
@@ -242,10 +243,11 @@ fn fold_only(events: Vec<Event>, seconds: f64) -> (Breakdown, u64) {
     (breakdown, snapshots)
 }
 
-/// What the stream is made of, and the model's fold of it three ways, each by this thread's
+/// What the stream is made of, and the model's fold of it four ways, each by this thread's
 /// CPU, best of two: the whole stream in one `ingest_batch`; in the batches the live loop
-/// hands it (what arrives between two folds, `MIN_FOLD_INTERVAL` of event time); and event
-/// by event through `ingest`.
+/// hands it (what arrives between two folds, `MIN_FOLD_INTERVAL` of event time); event by
+/// event through `ingest`; and in the live loop's batches with the caches flushed between
+/// them, as cold as live but repeatable.
 fn fold_costs(events: &[Event]) {
     let mut kinds: Vec<(&str, usize)> = Vec::new();
     for e in events {
@@ -285,6 +287,28 @@ fn fold_costs(events: &[Event]) {
     let whole = fold(&|m| m.ingest_batch(events));
     let batched = fold(&|m| events.chunks(live_batch).for_each(|c| m.ingest_batch(c)));
     let one_by_one = fold(&|m| events.iter().for_each(|e| m.ingest(e)));
+    // Live, the model's working set leaves the caches while the loop sleeps between folds
+    // (other processes run): here a 64 MiB buffer is written between batches, outside the
+    // time counted, so that each batch starts as cold as live (and as repeatably).
+    let mut evict = vec![0u8; 64 << 20];
+    let cold = (0..2)
+        .map(|round| {
+            let mut model = model::Model::new(model::ModelConfig::default());
+            let mut ns = 0;
+            for chunk in events.chunks(live_batch) {
+                for line in evict.chunks_mut(64) {
+                    line[0] = line[0].wrapping_add(round as u8 + 1);
+                }
+                let t = hostfacts::thread_cpu_ns();
+                model.ingest_batch(chunk);
+                ns += hostfacts::thread_cpu_ns() - t;
+            }
+            std::hint::black_box(&model);
+            ns
+        })
+        .min()
+        .unwrap_or(0) as f64;
+    std::hint::black_box(&evict);
     let report = |what: &str, ns: f64| {
         eprintln!(
             "  fold {what}: {:.1} ns/event, {:.2}% of one core at the stream's {:.0} events/s",
@@ -299,6 +323,10 @@ fn fold_costs(events: &[Event]) {
         batched,
     );
     report("event by event (ingest)", one_by_one);
+    report(
+        &format!("in batches of {live_batch}, caches flushed between them"),
+        cold,
+    );
 }
 
 /// One snapshot of the whole stream folded, each kind side by side: everything (what the
