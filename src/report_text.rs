@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use model::{
     Health, HealthFigure, HealthUnit, HostInfo, Model, ModelConfig, Percentiles, ResumeLatency,
-    Snapshot, SnapshotOptions, Source, VcpuState,
+    Snapshot, SnapshotOptions, Source,
 };
 use serde::Serialize;
 
@@ -168,7 +168,7 @@ pub fn render_text(doc: &ReportDoc) -> String {
             v.vm,
             v.vcpu.map_or("-".to_string(), |i| i.to_string()),
             v.tid,
-            VcpuState::short_name(v.state),
+            v.state_name(),
             ms(v.run_ns),
             ms(v.task_clock_ns),
             ms(v.wait_ns),

@@ -235,6 +235,19 @@ pub struct VcpuSnapshot {
     pub latency_buckets: VcpuLatencyBuckets,
 }
 
+impl VcpuSnapshot {
+    /// The state column's text (dashboard, text report): `ended` once the thread has exited
+    /// or its VM ended, else [`VcpuState::short_name`]. An ended thread's state is not known
+    /// (`?`), which read as a thread kvmscope failed to follow.
+    pub fn state_name(&self) -> &'static str {
+        if self.ended {
+            "ended"
+        } else {
+            VcpuState::short_name(self.state)
+        }
+    }
+}
+
 /// What ran on a pCPU during one slice of a lane.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -1306,6 +1306,9 @@ fn a_dying_threads_last_switch_keeps_its_vruntime_and_counts_its_clock() {
         assert_eq!(v.vruntime, 7 * MS, "exit seen {exit_seen}");
         assert_eq!(v.task_clock_ns, 3 * MS, "the last run's clock counts");
         assert_eq!(v.ended, exit_seen);
+        if exit_seen {
+            assert_eq!(v.state_name(), "ended", "not `?`");
+        }
         let series = &s.vruntime.iter().find(|r| r.tid == 1).unwrap().points;
         assert!(series.iter().all(|p| p.vruntime < root_scale), "{series:?}");
         assert!(!log.iter().any(

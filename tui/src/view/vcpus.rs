@@ -164,7 +164,7 @@ impl VcpuTable<'_> {
             cells.push(Cell::from(v.tid.to_string()));
         }
         cells.push(Cell::from(v.pcpu.map_or("-".into(), |c| c.to_string())));
-        cells.push(Cell::from(VcpuState::short_name(state)).style(state_style));
+        cells.push(Cell::from(v.state_name()).style(state_style));
         if wide {
             cells.push(Cell::from(fmt::vruntime(v.vruntime)));
         }
