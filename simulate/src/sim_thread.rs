@@ -15,6 +15,9 @@ pub const BACKGROUND_TID: u32 = 0x7000_0000;
 #[derive(Clone, Debug)]
 pub struct SimThread {
     pub tid: u32,
+    /// Its process (0 for background stand-ins): with task groups, a process's threads
+    /// share its session's group.
+    pub pid: u32,
     pub weight: u32,
     pub nice: i32,
     /// pCPUs it may run on.
@@ -76,6 +79,7 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
                 } else {
                     t.tid
                 },
+                pid: if t.background { 0 } else { t.pid },
                 weight: t.weight.max(1),
                 nice: t.nice,
                 allowed,

@@ -172,11 +172,23 @@ proptest! {
         let span = 10 * S;
         let d = demand(&hogs(&nices, span), 1, span);
         let want = expected_by_weight(&nices);
+        // The hogs of one process share its group: with groups too, shares follow weight.
+        let mut one_process = d.clone();
+        for t in &mut one_process.threads {
+            t.pid = 100;
+        }
+        // Each hog its own process (VMM session): with groups each session gets an equal
+        // part whatever its nice, as autogroups do.
+        let equal = vec![1.0 / nices.len() as f64; nices.len()];
         for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
-            // One group holds every thread here, so groups change nothing.
-            for params in [&[][..], &["groups=true"][..]] {
-                let got = shares(&events_of(kind, &d, 1, params), &d);
-                for (g, w) in got.iter().zip(&want) {
+            let cases = [
+                (&d, &[][..], &want),
+                (&one_process, &["groups=true"][..], &want),
+                (&d, &["groups=true"][..], &equal),
+            ];
+            for (d, params, want) in cases {
+                let got = shares(&events_of(kind, d, 1, params), d);
+                for (g, w) in got.iter().zip(want) {
                     prop_assert!((g - w).abs() <= 0.01, "{kind:?} {params:?} nices {nices:?}: {got:?} vs {want:?}");
                 }
             }

@@ -5,8 +5,8 @@
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
 //! placement, new-idle pull, periodic pull past an imbalance of two, periodic balancing by
 //! PELT load in `load_balance.rs`, `migration_cost` cache-hot refusal). With
-//! `--param groups=true` they schedule task groups (`fair/groups.rs`: the tracked threads
-//! in one, the background in another, picks and wakeup preemption at the group level
+//! `--param groups=true` they schedule task groups (`fair/groups.rs`: each process's
+//! tracked threads in one, the background in another, picks and wakeup preemption at the group level
 //! first); without, every thread shares its pCPU's one queue (the flat model, the
 //! default: it reproduces a host where no other session is busy, see
 //! `tests/priv_simulate.rs`). Buddies and DELAY_DEQUEUE are not modelled. Parameters and

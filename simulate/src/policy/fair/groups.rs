@@ -1,6 +1,6 @@
 //! Task groups in the fair policies (`--param groups=true`), as autogroups and cgroups make
-//! them: the tracked threads (the VMM's session) in one group, the untracked background in
-//! another. Each group has an entity on each pCPU's root queue and a queue of its own
+//! them: the tracked threads of each process (a VMM's session) in a group, the untracked
+//! background in another. Each group has an entity on each pCPU's root queue and a queue of its own
 //! threads there; the root picks among the group entities first, then the group among its
 //! threads (`pick_next_entity` per level), and a wakeup is judged at the level where the
 //! wakee and the running thread meet (`find_matching_se`): a woken vCPU preempts another
@@ -43,13 +43,33 @@ impl Groups {
                 shares: Vec::new(),
             };
         }
-        let of: Vec<u32> = threads.iter().map(|t| u32::from(t.background)).collect();
-        let count = 1 + usize::from(threads.iter().any(|t| t.background));
+        // One group per process of tracked threads (its session: a VMM daemonizes into
+        // its own, the demo's VMs share the recorder's), in order of appearance, then the
+        // background's.
+        let mut pids: Vec<u32> = Vec::new();
+        for t in threads.iter().filter(|t| !t.background) {
+            if !pids.contains(&t.pid) {
+                pids.push(t.pid);
+            }
+        }
+        let background = pids.len() as u32;
+        let of: Vec<u32> = threads
+            .iter()
+            .map(|t| match pids.iter().position(|&p| p == t.pid) {
+                Some(g) if !t.background => g as u32,
+                _ => background,
+            })
+            .collect();
+        let count = pids.len() + usize::from(threads.iter().any(|t| t.background));
+        let mut shares = vec![NICE_0 as f64; count];
+        if count > pids.len() {
+            shares[count - 1] = p.background_shares as f64;
+        }
         Groups {
             of,
             count,
             ncpus,
-            shares: vec![NICE_0 as f64, p.background_shares as f64],
+            shares,
         }
     }
 
