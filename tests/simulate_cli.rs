@@ -7,7 +7,7 @@ mod trace_file_synth;
 
 use std::path::Path;
 
-use common::{kvmscope, TempDir};
+use common::{json_output, kvmscope, TempDir};
 use model::trace_file::TraceWriter;
 
 fn write_trace(path: &Path, events: &[model::Event]) {
@@ -19,15 +19,21 @@ fn write_trace(path: &Path, events: &[model::Event]) {
     w.finish().unwrap();
 }
 
+/// `SECS` seconds of the synthetic demo written as `t.trace` in a new directory `name`.
+fn demo_trace(name: &str, secs: f64) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    let t = dir.path("t.trace");
+    write_trace(&t, &model::synth::demo_stream(secs));
+    (dir, t)
+}
+
 fn simulate(args: &[&str]) -> std::process::Output {
     kvmscope().arg("simulate").args(args).output().unwrap()
 }
 
 #[test]
 fn all_policies_side_by_side_and_json_is_byte_identical() {
-    let dir = TempDir::new("sim-table");
-    let t = dir.path("t.trace");
-    write_trace(&t, &model::synth::demo_stream(3.0));
+    let (_dir, t) = demo_trace("sim-table", 3.0);
     let ts = t.to_str().unwrap();
     let out = simulate(&[ts, "--policy", "all"]);
     assert!(
@@ -123,9 +129,7 @@ fn assert_one_line_error(out: &std::process::Output, needle: &str) {
 
 #[test]
 fn bad_input_is_one_clear_line_and_a_failure() {
-    let dir = TempDir::new("sim-bad");
-    let t = dir.path("t.trace");
-    write_trace(&t, &model::synth::demo_stream(1.0));
+    let (dir, t) = demo_trace("sim-bad", 1.0);
     let ts = t.to_str().unwrap();
     assert_one_line_error(&simulate(&[ts, "--policy", "bfs"]), "unknown policy");
     assert_one_line_error(
@@ -163,16 +167,53 @@ fn bad_input_is_one_clear_line_and_a_failure() {
 /// Hosts past 128 pCPUs (#15): `--pcpus` takes any count up to Linux's own limit, 8192.
 #[test]
 fn a_host_of_256_pcpus_simulates_under_every_policy() {
-    let dir = TempDir::new("sim-256");
-    let t = dir.path("t.trace");
-    write_trace(&t, &model::synth::demo_stream(1.0));
-    let out = simulate(&[t.to_str().unwrap(), "--pcpus", "256", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_dir, t) = demo_trace("sim-256", 1.0);
+    let ts = t.to_str().unwrap();
+    let doc = json_output(kvmscope().args(["simulate", ts, "--pcpus", "256", "--json"]));
     assert_eq!(doc["pcpus"], 256, "{doc}");
     assert_eq!(doc["columns"].as_array().unwrap().len(), 7);
+}
+
+/// The fair shares are those of the simulated pCPU count, and one note says so (#16): on one
+/// pCPU they add up to at most that pCPU, on the recording's two to more.
+#[test]
+fn fair_shares_follow_the_simulated_pcpus_and_a_note_says_which() {
+    let (_dir, t) = demo_trace("sim-fair", 2.0);
+    let ts = t.to_str().unwrap();
+    let fair_sum = |args: &[&str]| -> (f64, String) {
+        let doc = json_output(
+            kvmscope()
+                .args(["simulate", ts, "--policy", "cfs", "--json"])
+                .args(args),
+        );
+        let sum = doc["demand"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["fair_share"].as_f64().unwrap())
+            .sum();
+        (sum, doc["fair"].as_str().unwrap().to_string())
+    };
+    let (on_two, note) = fair_sum(&[]);
+    assert!(on_two > 1.0, "the demo wants more than one pCPU: {on_two}");
+    assert!(
+        note.ends_with("over the 2 simulated pCPUs (as recorded)"),
+        "{note}"
+    );
+    let (on_one, note) = fair_sum(&["--pcpus", "1"]);
+    assert!(
+        on_one <= 1.0 + 1e-6,
+        "fair shares on one pCPU add up to {on_one}"
+    );
+    assert!(
+        note.contains("over the 1 simulated pCPU, not the recording's 2"),
+        "{note}"
+    );
+    let text = simulate(&[ts, "--policy", "cfs", "--pcpus", "1"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let notes: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("note: fair:"))
+        .collect();
+    assert_eq!(notes, [format!("note: {note}")], "{text}");
 }

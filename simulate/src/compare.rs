@@ -65,6 +65,8 @@ pub struct Comparison {
     pub tick: String,
     /// The dispatch delay charged at each wakeup, and the recorded wakeups it comes from.
     pub dispatch: String,
+    /// Which pCPU count the fair shares are for ([`fair_note`]).
+    pub fair: String,
     pub wake_cost: crate::wake_cost::WakeCostSummary,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
@@ -221,6 +223,24 @@ pub fn demand_rows(demand: &Demand, pcpus: u32) -> Vec<VcpuDemand> {
         .collect()
 }
 
+/// What the fair shares of [`demand_rows`] on `pcpus` are: the table's `fair` figures, and
+/// what every column's fairness index divides by, the recorded column's included.
+pub fn fair_note(pcpus: u32, recorded_pcpus: u32) -> String {
+    let plural = if pcpus == 1 { "" } else { "s" };
+    let base = format!(
+        "fair: weighted max-min of each vCPU's recorded demand over the {pcpus} simulated \
+         pCPU{plural}"
+    );
+    if pcpus == recorded_pcpus {
+        format!("{base} (as recorded)")
+    } else {
+        format!(
+            "{base}, not the recording's {recorded_pcpus}: the recorded column's shares and \
+             fairness are measured against these too"
+        )
+    }
+}
+
 /// The text table: one block per figure, one row per vCPU, one column per schedule.
 pub fn render_text(c: &Comparison) -> String {
     use std::fmt::Write;
@@ -238,6 +258,7 @@ pub fn render_text(c: &Comparison) -> String {
     let _ = writeln!(s, "note: {}", c.affinity);
     let _ = writeln!(s, "note: {}", c.tick);
     let _ = writeln!(s, "note: {}", c.dispatch);
+    let _ = writeln!(s, "note: {}", c.fair);
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
@@ -384,6 +405,7 @@ mod tests {
             affinity: String::new(),
             tick: String::new(),
             dispatch: String::new(),
+            fair: String::new(),
             wake_cost: Default::default(),
             params: vec![],
             demand: vec![VcpuDemand {

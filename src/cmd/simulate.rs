@@ -156,6 +156,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             &simulate::tick_phases(&rec.demand, &params),
         )?,
         dispatch: simulate::wake_cost::dispatch_note(&wake_cost, &charged),
+        fair: compare::fair_note(pcpus, rec.demand.pcpus),
         wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),
         demand: fair,
