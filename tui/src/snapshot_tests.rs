@@ -378,3 +378,68 @@ fn frames_move_with_the_model() {
         dashboard(&b, Theme::coloured(), 120, 40)
     );
 }
+
+/// Counters mode (no BPF) observes no guest exits: the table's exits/s and the panel say so
+/// instead of 0 and "no exits seen" (the demo's exiting vCPUs make 50-100 a second).
+#[test]
+fn counters_mode_says_exits_are_not_measured() {
+    const S: u64 = 1_000_000_000;
+    let mut events = vec![];
+    for (tid, vcpu) in [(11, 0), (12, 1)] {
+        events.push(model::Event::TaskInfo(model::TaskInfo {
+            ts: S,
+            tid,
+            pid: 100,
+            comm: model::Comm::new(&format!("vm0-vcpu{vcpu}")),
+            vm: "vm0".into(),
+            vcpu: Some(vcpu),
+            nice: 0,
+            schedstat: Some(model::Schedstat {
+                run_ns: 0,
+                wait_ns: 0,
+            }),
+            start: None,
+        }));
+    }
+    for step in 1..=3u64 {
+        for tid in [11, 12] {
+            events.push(model::Event::CounterSample(model::CounterSample {
+                ts: S + step * S,
+                cpu: tid - 11,
+                tid,
+                pid: 100,
+                run_ns: step * S / 2,
+                wait_ns: step * S / 4,
+                timeslices: step * 10,
+                task_clock_ns: Some(step * S / 2),
+                voluntary_switches: step * 5,
+                involuntary_switches: step * 5,
+                migrations: step,
+                vruntime: step * S / 2,
+                weight: 1024,
+                allowed_cpus: 2,
+            }));
+        }
+    }
+    let app = app_with(fixture::snapshot_of_events(&events));
+    assert!(crate::view::counters_only(&app.snapshot));
+    let theme = Theme::plain();
+    let (panel, _) = draw(54, 14, |a, b| VmcsPanel { app: &app, theme }.render(a, b));
+    assert!(
+        panel.contains("exits need the kvm:* tracepoints (BPF)"),
+        "{panel}"
+    );
+    let keys = Keys::new(&app);
+    let (table, _) = draw(120, 5, |a, b| {
+        VcpuTable {
+            app: &app,
+            theme,
+            keys: &keys,
+        }
+        .render(a, b)
+    });
+    for row in table.lines().filter(|l| l.contains("vm0/")) {
+        let exits = row.trim_end_matches(['│', ' ']).split_whitespace().last();
+        assert_eq!(exits, Some("-"), "{row}");
+    }
+}

@@ -185,7 +185,12 @@ impl VcpuTable<'_> {
                 fmt::ns(v.wait.p99)
             }),
             Cell::from(fmt::rate(v.migrations_per_second)),
-            Cell::from(fmt::rate(v.exits_per_second)),
+            // Counters mode observes no exits: not measured is not zero.
+            Cell::from(if super::counters_only(&self.app.snapshot) {
+                "-".to_string()
+            } else {
+                fmt::rate(v.exits_per_second)
+            }),
         ]);
         Row::new(cells)
     }

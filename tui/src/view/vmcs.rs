@@ -223,7 +223,13 @@ impl Widget for &VmcsPanel<'_> {
             lines.push(Line::from(spans));
         }
         if !any {
-            lines.push(Line::styled("no exits seen", t.dim()));
+            // Counters mode reads no exits at all: "none seen" would say the guests made none.
+            let none = if counters_only(s) {
+                "exits need the kvm:* tracepoints (BPF)"
+            } else {
+                "no exits seen"
+            };
+            lines.push(Line::styled(none, t.dim()));
         }
         Paragraph::new(lines).render(inner, buf);
     }
