@@ -138,7 +138,7 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     );
     assert_one_line_error(&simulate(&[ts, "--param", "cfs.latency=fast"]), "duration");
     assert_one_line_error(&simulate(&[ts, "--pcpus", "0"]), "--pcpus");
-    assert_one_line_error(&simulate(&[ts, "--pcpus", "8193"]), "needs 1..=8192 pCPUs");
+    assert_one_line_error(&simulate(&[ts, "--pcpus", "4097"]), "needs 1..=4096 pCPUs");
     assert_one_line_error(
         &simulate(&[
             ts,
@@ -164,7 +164,7 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     assert_one_line_error(&simulate(&["/nonexistent/x.trace"]), "x.trace");
 }
 
-/// Hosts past 128 pCPUs (#15): `--pcpus` takes any count up to Linux's own limit, 8192.
+/// Hosts past 128 pCPUs (#15): `--pcpus` takes any count up to the model's bound, 4096.
 #[test]
 fn a_host_of_256_pcpus_simulates_under_every_policy() {
     let (_dir, t) = demo_trace("sim-256", 1.0);

@@ -27,7 +27,9 @@ pub use exit_aggregate::{ExitAggregate, EXIT_HIST_BUCKETS};
 pub use health::{Health, HealthFigure, HealthKind, HealthMetric, HealthUnit, HEALTH_FIGURES};
 pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
-pub use sched::{jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, NICE_TO_WEIGHT};
+pub use sched::{
+    jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, MAX_CPUS, NICE_TO_WEIGHT,
+};
 pub use snapshot::*;
 pub use source::{Source, SourceError};
 pub use task_state::{SwitchOut, TaskState};

@@ -5,9 +5,9 @@ use model::demand::Demand;
 
 pub use crate::pcpu_set::PcpuSet;
 
-/// Largest pCPU count: Linux's own (`NR_CPUS` is at most 8192 on x86-64, `MAXSMP`). The
-/// engine's per-event work grows with the pCPU count, not its memory alone.
-pub const MAX_PCPUS: u32 = 8192;
+/// Largest pCPU count: the model's bound on CPU numbers, as every simulated run is measured
+/// through a model. The engine's per-event work grows with the pCPU count.
+pub const MAX_PCPUS: u32 = model::MAX_CPUS;
 /// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
 pub const BACKGROUND_TID: u32 = 0x7000_0000;
 

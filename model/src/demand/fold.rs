@@ -6,6 +6,7 @@ use fixedbitset::FixedBitSet;
 use super::wakeup::{Holders, OpenWakeup, Placement, Wakeups};
 use super::{AffinitySpan, Burst, Demand, ThreadDemand, Woke};
 use crate::latency::Latency;
+use crate::MAX_CPUS;
 use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, Snapshot, Transition, VcpuState};
 
 /// Where a thread is, as its transitions said.
@@ -194,9 +195,6 @@ pub struct DemandFold {
     holders: Holders,
     wakeups: Wakeups,
 }
-
-/// CPU numbers above this are malformed (the model's bound too).
-const MAX_CPUS: u32 = 4096;
 
 impl DemandFold {
     /// The host's CPU count, so idle pCPUs that never show up in events still count.

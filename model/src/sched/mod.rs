@@ -83,8 +83,9 @@ use lanes::Cpu;
 use task::{Task, VmEntry};
 use transitions::TransitionLog;
 
-/// CPUs beyond this are treated as malformed input (keeps per-CPU vectors small and sane).
-const MAX_CPUS: u32 = 4096;
+/// CPUs at or past this are malformed input (keeps per-CPU vectors small and sane): the one
+/// bound on CPU numbers, which the demand fold, the trace reader and `simulate` share.
+pub const MAX_CPUS: u32 = 4096;
 
 /// Tuning of the model. The defaults suit live use and the dashboard.
 #[derive(Clone, Debug)]

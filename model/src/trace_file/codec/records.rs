@@ -9,7 +9,7 @@ use crate::TaskState;
 
 /// Most CPUs an affinity record may list (the model's bound on CPU numbers); more is
 /// corruption.
-const MAX_AFFINITY_CPUS: u64 = 4096;
+const MAX_AFFINITY_CPUS: u64 = crate::MAX_CPUS as u64;
 
 /// Task-info tag bit (high nibble, where other kinds keep their CPU): the thread's schedstat
 /// at tracking start follows. Older files never set it.
