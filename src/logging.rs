@@ -34,9 +34,26 @@ pub fn init(log_file: Option<&Path>) -> anyhow::Result<()> {
 /// The lines printed to stderr for a failed command: the error on one line, then where the
 /// verifier's whole log is when a program was rejected. The probes already logged that log
 /// (so with `--log-file` it is in the file); `-v` also prints it here.
+/// `err` and its causes joined by ": " as `{:#}` joins them, leaving out a cause whose text
+/// ends the message before it: an error that formats its own `source` into its message
+/// ("cannot read web config F: No such file or directory (os error 2)") said it twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 pub fn failure_lines(err: &anyhow::Error, verbose: bool, log_file: Option<&Path>) -> Vec<String> {
     // One line: the outermost context plus its causes, as the user should read it.
-    let mut lines = vec![format!("kvmscope: {err:#}")];
+    let mut lines = vec![format!("kvmscope: {}", one_line(err))];
     let log = err
         .chain()
         .find_map(|e| e.downcast_ref::<probes::loader::ProbeError>())
@@ -99,6 +116,25 @@ mod tests {
 
         let plain = anyhow::anyhow!("no such pid 7");
         assert_eq!(failure_lines(&plain, true, Some(file)).len(), 1);
+    }
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_said_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(metrics::WebConfigError::Read {
+            path: "/x.yml".into(),
+            source: io(),
+        });
+        assert_eq!(
+            failure_lines(&e, false, None),
+            vec![format!("kvmscope: cannot read web config /x.yml: {}", io())]
+        );
+        // Contexts and causes that add something stay, in order.
+        let e = anyhow::Error::new(io()).context("cannot start watching");
+        assert_eq!(
+            failure_lines(&e, false, None),
+            vec![format!("kvmscope: cannot start watching: {}", io())]
+        );
     }
 
     #[test]
