@@ -7,15 +7,17 @@
 //! count that would pass `u32::MAX` turns the histogram's counts to 64 bits): a thread's
 //! waits or resumes span a few octaves, ~512 bytes each, where a full HDR histogram of
 //! 64-bit counts was 36 KiB. At 512 vCPUs and 1 M events/s (#15) the live dashboard's model
-//! came back from memory after every pause between folds, most of it histogram counts; the
-//! compact counts stay in the caches. Nothing is allocated before the first recorded value
-//! (most tracked threads never produce most distributions: no kvm_entry on PVM, no VMCLEAR
-//! off VT-x).
+//! comes back from memory after every pause between folds, much of it histogram counts: the
+//! compact counts took the live fold from 9-11% of a core to 6.5-7.5% (`render_cpu`), yet
+//! the load of the count a value lands on is still a quarter of the live fold. Nothing is
+//! allocated before the first recorded value (most tracked threads never produce most
+//! distributions: no kvm_entry on PVM, no VMCLEAR off VT-x).
 //!
-//! Recording goes straight into the counts. A buffer of values added sorted when full was
-//! tried for the 512-vCPU dashboard (#15): its counts still missed the caches one value at a
-//! time at flush, and in a same-run A/B of `render_cpu` it folded no faster live and 8% slower
-//! in the live loop's batches offline.
+//! Recording goes straight into the counts. Tried for the 512-vCPU dashboard (#15) and
+//! dropped, each in a same-run A/B of `render_cpu`: a buffer of values added sorted when full
+//! (its counts still missed one value at a time at flush; no faster live, 8% slower offline);
+//! a queue of 64 values whose counts were prefetched before all were added (cold fold 55-61
+//! vs 56-59 ns/event: no gain); 16-bit counts widening on overflow (no gain).
 
 use crate::{LatencyBuckets, Percentiles, LATENCY_BUCKET_BOUNDS_NS};
 
