@@ -146,11 +146,22 @@ pub fn render_text(doc: &ReportDoc) -> String {
         doc.source.describe, doc.duration_s, h.scheduler, h.kernel, h.cpus, h.kvm_flavour
     );
     let _ = writeln!(o);
-    let shown: Vec<_> = s
+    let mut shown: Vec<_> = s
         .vcpus
         .iter()
         .filter(|v| v.vcpu.is_some() || v.run_ns > 0)
         .collect();
+    // By VM, then vCPU, as the dashboard lists them: the model's order is the order threads
+    // were announced in (a /proc scan put vm1/0 between vm0/0 and vm0/1).
+    shown.sort_by(|a, b| {
+        (&a.vm, a.pid, a.vcpu.is_none(), a.vcpu, a.tid).cmp(&(
+            &b.vm,
+            b.pid,
+            b.vcpu.is_none(),
+            b.vcpu,
+            b.tid,
+        ))
+    });
     // Columns as wide as their longest name: a VM name or a tid cut short names another.
     let vm_width = shown
         .iter()
@@ -459,6 +470,29 @@ mod tests {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
         assert!(!text.contains("missed samples"), "{text}");
+    }
+
+    #[test]
+    fn vcpu_rows_are_listed_by_vm_then_vcpu_whatever_order_they_were_announced_in() {
+        use model::synth::task_info;
+        let doc = doc_of(vec![
+            task_info(0, 12, 100, "vm0", Some(0), 0),
+            task_info(1, 14, 100, "vm1", Some(0), 0),
+            task_info(2, 13, 100, "vm0", Some(1), 0),
+            task_info(3, 11, 100, "vm1", Some(1), 0),
+        ]);
+        let text = render_text(&doc);
+        let rows: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("vm"))
+            .take(4)
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            rows,
+            ["vm0 0 12", "vm0 1 13", "vm1 0 14", "vm1 1 11"],
+            "{text}"
+        );
     }
 
     #[test]
