@@ -217,3 +217,22 @@ fn fair_shares_follow_the_simulated_pcpus_and_a_note_says_which() {
         .collect();
     assert_eq!(notes, [format!("note: {note}")], "{text}");
 }
+
+/// A vCPU that never slept replays as the CPU it was given: one note names each such vCPU
+/// (the synthetic demo's two spinning vm0 vCPUs and vm1's exiting one, whose exits to the VMM
+/// are no sleeps), since no policy or pCPU count can give it
+/// more (a spinning vCPU read 19.6% under --pcpus 4 as under the recording's 2).
+#[test]
+fn a_note_names_the_vcpus_that_never_slept() {
+    let (_dir, t) = demo_trace("sim-cpu-bound", 2.0);
+    let ts = t.to_str().unwrap();
+    let doc = json_output(kvmscope().args(["simulate", ts, "--policy", "cfs", "--json"]));
+    let note = doc["cpu_bound"].as_str().unwrap();
+    assert!(
+        note.starts_with("cpu-bound: vm0/vcpu0, vm0/vcpu1, vm1/vcpu0 never slept: "),
+        "{note}"
+    );
+    let text = simulate(&[ts, "--policy", "cfs", "--pcpus", "4"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("note: {note}\n")), "{text}");
+}

@@ -67,6 +67,9 @@ pub struct Comparison {
     pub dispatch: String,
     /// Which pCPU count the fair shares are for ([`fair_note`]).
     pub fair: String,
+    /// The vCPUs that never slept, whose replay cannot get more CPU ([`cpu_bound_note`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_bound: Option<String>,
     pub wake_cost: crate::wake_cost::WakeCostSummary,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
@@ -241,6 +244,26 @@ pub fn fair_note(pcpus: u32, recorded_pcpus: u32) -> String {
     }
 }
 
+/// The vCPUs that never slept in the recording (runnable from first to last: CPU-bound),
+/// if any. Open loop, each replays as the one burst of CPU time it was given, so no policy
+/// and no `--pcpus` can give it more, and a policy that serves it sooner finishes it early,
+/// after which it idles: its share can only match the recording's or fall short.
+pub fn cpu_bound_note(demand: &Demand) -> Option<String> {
+    let never_slept: Vec<String> = demand
+        .tracked()
+        .filter(|t| !t.bursts.is_empty() && t.bursts.iter().all(|b| b.sleep_ns.is_none()))
+        .map(label)
+        .collect();
+    (!never_slept.is_empty()).then(|| {
+        format!(
+            "cpu-bound: {} never slept: each replays as the CPU time it was given, so no \
+             policy or --pcpus gives it more, and one that serves it sooner ends it early and \
+             then shows it sleeping",
+            never_slept.join(", ")
+        )
+    })
+}
+
 /// The text table: one block per figure, one row per vCPU, one column per schedule.
 pub fn render_text(c: &Comparison) -> String {
     use std::fmt::Write;
@@ -259,6 +282,9 @@ pub fn render_text(c: &Comparison) -> String {
     let _ = writeln!(s, "note: {}", c.tick);
     let _ = writeln!(s, "note: {}", c.dispatch);
     let _ = writeln!(s, "note: {}", c.fair);
+    if let Some(note) = &c.cpu_bound {
+        let _ = writeln!(s, "note: {note}");
+    }
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
@@ -406,6 +432,7 @@ mod tests {
             tick: String::new(),
             dispatch: String::new(),
             fair: String::new(),
+            cpu_bound: None,
             wake_cost: Default::default(),
             params: vec![],
             demand: vec![VcpuDemand {
