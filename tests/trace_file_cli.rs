@@ -231,6 +231,24 @@ fn a_copy_cut_before_its_first_event_reports_and_exports_nothing_but_says_so() {
         );
     }
     assert!(!out_path.exists(), "no empty export left behind");
+    // What `-o` names is removed only when it is a file: `-o /dev/null --force`, run as
+    // root, unlinked /dev/null. A link stands in for it here.
+    let target = dir.path("target.pftrace");
+    std::fs::write(&target, b"kept").unwrap();
+    let link = dir.path("out.link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = kvmscope()
+        .args(["export", "--format", "perfetto", "--force", "-o"])
+        .arg(&link)
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+        "the link -o named is still there"
+    );
+    assert!(target.exists());
 }
 
 /// A vCPU with no switch or wakeup in the whole recording (a halted vCPU, #16): a file that

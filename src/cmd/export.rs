@@ -53,8 +53,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {}: {p}", args.file.display());
     }
     if let Err(e) = src.require_events("export") {
-        // Not an empty trace left behind to be mistaken for a result.
-        let _ = std::fs::remove_file(&args.output);
+        // Not an empty trace left behind to be mistaken for a result; but only a file this
+        // command wrote: `-o /dev/null --force` (or a link) is not ours to unlink, as root.
+        let ours = std::fs::symlink_metadata(&args.output).is_ok_and(|m| m.file_type().is_file());
+        if ours {
+            let _ = std::fs::remove_file(&args.output);
+        }
         return Err(e);
     }
     eprintln!("exported {}: {summary} to {out_name}", args.file.display());
