@@ -31,9 +31,6 @@ pub fn init(log_file: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lines printed to stderr for a failed command: the error on one line, then where the
-/// verifier's whole log is when a program was rejected. The probes already logged that log
-/// (so with `--log-file` it is in the file); `-v` also prints it here.
 /// `err` and its causes joined by ": " as `{:#}` joins them, leaving out a cause whose text
 /// ends the message before it: an error that formats its own `source` into its message
 /// ("cannot read web config F: No such file or directory (os error 2)") said it twice.
@@ -51,6 +48,9 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
+/// The lines printed to stderr for a failed command: the error on one line, then where the
+/// verifier's whole log is when a program was rejected. The probes already logged that log
+/// (so with `--log-file` it is in the file); `-v` also prints it here.
 pub fn failure_lines(err: &anyhow::Error, verbose: bool, log_file: Option<&Path>) -> Vec<String> {
     // One line: the outermost context plus its causes, as the user should read it.
     let mut lines = vec![format!("kvmscope: {}", one_line(err))];

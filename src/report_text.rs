@@ -151,17 +151,8 @@ pub fn render_text(doc: &ReportDoc) -> String {
         .iter()
         .filter(|v| v.vcpu.is_some() || v.run_ns > 0)
         .collect();
-    // By VM, then vCPU, as the dashboard lists them: the model's order is the order threads
-    // were announced in (a /proc scan put vm1/0 between vm0/0 and vm0/1).
-    shown.sort_by(|a, b| {
-        (&a.vm, a.pid, a.vcpu.is_none(), a.vcpu, a.tid).cmp(&(
-            &b.vm,
-            b.pid,
-            b.vcpu.is_none(),
-            b.vcpu,
-            b.tid,
-        ))
-    });
+    // By VM, then vCPU, as the dashboard lists them.
+    shown.sort_by(|a, b| a.listing_key().cmp(&b.listing_key()));
     // Columns as wide as their longest name: a VM name or a tid cut short names another.
     let vm_width = shown
         .iter()

@@ -236,6 +236,20 @@ pub struct VcpuSnapshot {
 }
 
 impl VcpuSnapshot {
+    /// The order rows are listed in where nothing else sorts them (the dashboard's vCPU
+    /// table, the text report): by VM (its name, then its process), then vCPU number, a VM's
+    /// other tracked threads after its vCPUs, then tid. Not the model's order, which is the
+    /// order threads were announced in (a /proc scan puts vm1/0 between vm0/0 and vm0/1).
+    pub fn listing_key(&self) -> (&str, u32, bool, Option<u32>, u32) {
+        (
+            self.vm.as_str(),
+            self.pid,
+            self.vcpu.is_none(),
+            self.vcpu,
+            self.tid,
+        )
+    }
+
     /// The state column's text (dashboard, text report): `ended` once the thread has exited
     /// or its VM ended, else [`VcpuState::short_name`]. An ended thread's state is not known
     /// (`?`), which read as a thread kvmscope failed to follow.

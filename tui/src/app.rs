@@ -258,9 +258,7 @@ impl App {
                     .is_none_or(|f| &self.vm_label(&v.vm, v.pid) == f)
             })
             .collect();
-        let by_name = |a: &&VcpuSnapshot, b: &&VcpuSnapshot| {
-            (a.vm.as_str(), a.pid, a.vcpu, a.tid).cmp(&(b.vm.as_str(), b.pid, b.vcpu, b.tid))
-        };
+        let by_name = |a: &&VcpuSnapshot, b: &&VcpuSnapshot| a.listing_key().cmp(&b.listing_key());
         rows.sort_by(|a, b| {
             let key = match self.sort {
                 SortKey::Vcpu => std::cmp::Ordering::Equal,
@@ -707,6 +705,23 @@ mod tests {
         assert_eq!(app.table_scroll, 2);
         app.handle_key(key(KeyCode::Tab));
         assert_eq!(app.table_scroll, 0, "a new filter starts at the top");
+    }
+
+    /// Rows by VM, then vCPU, a VM's other tracked threads after its vCPUs: the text
+    /// report's order (`VcpuSnapshot::listing_key`), not the order threads were announced in.
+    #[test]
+    fn rows_are_listed_by_vm_then_vcpu_as_the_report_lists_them() {
+        use model::synth::task_info;
+        let app = fixture::live_app(fixture::snapshot_of_events(&[
+            task_info(0, 15, 100, "vm0", None, 0),
+            task_info(1, 14, 101, "vm1", Some(0), 0),
+            task_info(2, 13, 100, "vm0", Some(1), 0),
+            task_info(3, 12, 100, "vm0", Some(0), 0),
+            // Past the reorder window, so that the model has taken all four.
+            task_info(1_000_000_000, 16, 102, "vm2", Some(0), 0),
+        ]));
+        let tids: Vec<u32> = app.visible_vcpus().iter().map(|v| v.tid).collect();
+        assert_eq!(tids[..4], [12, 13, 15, 14]);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct FairParams {
     pub start_debit: bool,
     pub place_lag: bool,
     pub run_to_parity: bool,
-    /// Task groups (`groups.rs`): the tracked threads in one group, the background in another.
+    /// Task groups (`groups.rs`): each process's tracked threads in a group, the background
+    /// in another.
     pub groups: bool,
     /// The background group's `tg->shares` (1024 for one autogroup; several busy sessions
     /// weigh as many times that).
