@@ -480,4 +480,27 @@ mod tests {
         let s = fair_shares(&[1.0; 6], &[1.0; 6], 4.0);
         assert!(s.iter().all(|x| (x - 2.0 / 3.0).abs() < 1e-9), "{s:?}");
     }
+
+    /// A vCPU that ran and then slept to the end of the recording (halted for good) slept:
+    /// only the one runnable to the end is named CPU-bound.
+    #[test]
+    fn the_cpu_bound_note_names_only_vcpus_that_never_slept() {
+        use model::synth::{switch, switch_sleep, task_info, wakeup};
+        let events = [
+            task_info(0, 10, 1, "vm0", Some(0), 0),
+            task_info(0, 11, 1, "vm0", Some(1), 0),
+            wakeup(100, 0, 10, 0),
+            switch(200, 0, 0, 10),
+            switch_sleep(1_000, 0, 10, 0),
+            wakeup(1_100, 1, 11, 1),
+            switch(1_200, 1, 0, 11),
+            switch(5_000_000, 0, 0, 77),
+        ];
+        let (_, d) = model::demand::fold_events(&events, 2);
+        let note = cpu_bound_note(&d).unwrap();
+        assert!(
+            note.starts_with("cpu-bound: vm0/vcpu1 never slept: "),
+            "{note}"
+        );
+    }
 }

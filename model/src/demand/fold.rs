@@ -128,7 +128,20 @@ impl Thread {
                 self.end_burst();
             }
             Phase::Waiting => self.end_burst(),
-            Phase::Unknown | Phase::Sleeping | Phase::Exited => {}
+            Phase::Sleeping => {
+                // Asleep at the end: the sleep lasts to it, woken by nothing (so a vCPU that
+                // halted for good is not taken for one that never slept).
+                let slept = ts.saturating_sub(self.slept_from);
+                if let Some(last) = self
+                    .demand
+                    .bursts
+                    .last_mut()
+                    .filter(|b| b.sleep_ns.is_none())
+                {
+                    last.sleep_ns = Some(slept);
+                }
+            }
+            Phase::Unknown | Phase::Exited => {}
         }
         self.phase = Phase::Exited;
     }

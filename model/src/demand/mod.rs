@@ -43,8 +43,9 @@ pub use wakeup::Wakeups;
 pub struct Burst {
     /// CPU time wanted, ns (task clock where switches carry it, else wall time on CPU).
     pub run_ns: u64,
-    /// Sleep after the burst, ns; `None` when the thread did not wake again before the
-    /// observation ended (or the burst was cut by the end).
+    /// Sleep after the burst, ns: until the thread was woken, or until the observation ended
+    /// if it was still asleep then (`woke` is `None`: no burst follows). `None` when the
+    /// burst was cut by the end (running or waiting then) or by the thread's exit.
     pub sleep_ns: Option<u64>,
     /// How that sleep ended in the recording: when it was woken and on which pCPU's run
     /// queue, which tells a wakeup by a tick-driven timer (its time, modulo the tick, is its

@@ -17,6 +17,15 @@ fn burst(run_ns: u64) -> Burst {
     }
 }
 
+/// A burst, then a sleep of `sleep_ns` the observation's end cut (nothing woke it).
+fn asleep_at_end(run_ns: u64, sleep_ns: u64) -> Burst {
+    Burst {
+        run_ns,
+        sleep_ns: Some(sleep_ns),
+        woke: None,
+    }
+}
+
 /// A burst, then a sleep of `sleep_ns` woken at `at_ns` onto `cpu`.
 fn slept(run_ns: u64, sleep_ns: u64, at_ns: u64, cpu: u32) -> Burst {
     Burst {
@@ -51,7 +60,10 @@ fn preemption_splits_a_burst_and_a_voluntary_switch_ends_it() {
     ];
     let d = demand(&evs);
     let t = d.tracked().next().unwrap();
-    assert_eq!(t.bursts, vec![slept(700, 2000, 3000, 0), burst(50)]);
+    assert_eq!(
+        t.bursts,
+        vec![slept(700, 2000, 3000, 0), asleep_at_end(50, 0)]
+    );
     assert_eq!(t.first_wake_ns, 100);
     assert_eq!(t.wake_to_run.count, 2);
     let bg: Vec<_> = d.threads.iter().filter(|t| t.background).collect();
@@ -90,9 +102,30 @@ fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
         vec![
             slept(300, 1_600, 2_100, 0),
             slept(200, 1_700, 4_000, 0),
-            burst(50)
+            asleep_at_end(50, 0)
         ]
     );
+}
+
+/// A thread asleep when the observation ends (a vCPU halted for good) has that sleep last
+/// to the end; one running then has its burst cut, with no sleep: what tells a vCPU that
+/// never slept from one that slept for the rest of the run.
+#[test]
+fn a_sleep_the_end_cuts_lasts_to_the_end_and_a_running_burst_has_none() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        task_info(0, 11, 1, "vm0", Some(1), 0),
+        wakeup(100, 0, 10, 0),
+        switch(200, 0, 0, 10),
+        switch_sleep(1_000, 0, 10, 0),
+        wakeup(1_100, 1, 11, 1),
+        switch(1_200, 1, 0, 11),
+        switch(5_000, 0, 0, 77),
+    ];
+    let d = demand(&evs);
+    let bursts = |tid| &d.threads.iter().find(|t| t.tid == tid).unwrap().bursts;
+    assert_eq!(bursts(10), &vec![asleep_at_end(800, 4_000)]);
+    assert_eq!(bursts(11), &vec![burst(3_800)]);
 }
 
 /// The task clock, not the wall time, measures a stint; the kernel's weight replaces
