@@ -78,7 +78,17 @@ pub fn tick_note(
         (false, _) => format!("tick: --param {}; otherwise {otherwise}", given.join(", ")),
     };
     let on = params.bool("", "sleep_on_tick", ticks.tick_driven())?;
-    Ok(format!("{rate}; {}", ticks.describe(on)))
+    let mut note = format!("{rate}; {}", ticks.describe(on));
+    // `build` reads it per policy: a policy's own setting is not the note's.
+    let own: Vec<String> = params
+        .given()
+        .filter(|(k, _)| k.ends_with(".sleep_on_tick"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !own.is_empty() {
+        note.push_str(&format!(" (except --param {})", own.join(", ")));
+    }
+    Ok(note)
 }
 
 /// The recording's tick phases, read against its host's tick (HZ=250, the Linux policies'
@@ -344,6 +354,12 @@ mod tests {
         assert!(
             note.starts_with("tick: --param hz=1000; otherwise HZ=250"),
             "{note}"
+        );
+        let given = Params::parse(&["cfs.sleep_on_tick=true"]).unwrap();
+        let note = tick_note(Some(250), &given, &ticks).unwrap();
+        assert!(
+            note.ends_with("sleeps last as recorded (`--param sleep_on_tick=true` ends those on the tick) (except --param cfs.sleep_on_tick=true)"),
+            "a policy's own setting is named: {note}"
         );
         let note = tick_note(None, &Params::parse(&["cfs.hz=100"]).unwrap(), &ticks).unwrap();
         assert!(
