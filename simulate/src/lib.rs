@@ -325,6 +325,31 @@ pub fn simulate(
 mod tests {
     use super::*;
 
+    /// A parameter a policy reads only under another setting is not called unknown when that
+    /// setting is missing: the error says what it needs; with it, it is read.
+    #[test]
+    fn background_shares_without_groups_says_it_needs_them() {
+        use crate::synthetic::{demand, Spec};
+        let d = demand(&[Spec::hog(0, 0, 10_000_000)], 1, 10_000_000);
+        for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+            for given in ["background_shares=2048", "cfs.background_shares=2048"] {
+                let p = Params::parse(&[given]).unwrap();
+                let Err(e) = simulate(kind, &d, 1, &p) else {
+                    panic!("{kind:?} took {given} without groups");
+                };
+                let name = given.split_once('=').unwrap().0;
+                let want = if kind == PolicyKind::Eevdf && name.starts_with("cfs.") {
+                    "--param cfs.background_shares is not a parameter of eevdf"
+                } else {
+                    "needs --param groups=true"
+                };
+                assert!(e.to_string().contains(want), "{kind:?} {given}: {e}");
+            }
+            let p = Params::parse(&["groups=true", "background_shares=2048"]).unwrap();
+            assert!(simulate(kind, &d, 1, &p).is_ok(), "{kind:?}");
+        }
+    }
+
     #[test]
     fn all_is_offered_only_where_it_is_taken() {
         // `simulate --policy` takes a list or `all`; `replay --simulate` takes one policy.

@@ -50,6 +50,9 @@ pub struct Params {
     known: RefCell<BTreeSet<String>>,
     /// Per-VM names a policy read (`sedf.slice.vm1`), with their VM, for [`Params::check_vms`].
     per_vm_read: RefCell<BTreeMap<String, String>>,
+    /// Names a policy reads only under another setting, with that setting
+    /// ([`Params::unread_without`]).
+    needs: RefCell<BTreeMap<String, String>>,
 }
 
 impl Params {
@@ -206,11 +209,33 @@ impl Params {
         Ok(())
     }
 
+    /// `name` is a parameter the policy reads only with `setting` (as `groups=true`), which
+    /// is not given: if no policy reads it, the error says what it needs, not that it does
+    /// not exist.
+    pub fn unread_without(&self, name: &str, setting: &str) {
+        self.needs
+            .borrow_mut()
+            .insert(name.to_string(), setting.to_string());
+    }
+
     /// After every selected policy was built: a given name none of them read is an error.
     pub fn check_all_used(&self, policies: &[&str]) -> Result<(), ParamError> {
         let used = self.used.borrow();
         for k in self.given.keys() {
             if !used.contains(k) {
+                // `POLICY.name` counts for a selected policy only.
+                let (policy, base) = k
+                    .split_once('.')
+                    .map_or((None, k.as_str()), |(p, n)| (Some(p), n));
+                let needs = self.needs.borrow();
+                let setting = needs
+                    .get(base)
+                    .filter(|_| policy.is_none_or(|p| policies.contains(&p)));
+                if let Some(setting) = setting {
+                    return Err(ParamError::Invalid(format!(
+                        "--param {k} needs --param {setting}"
+                    )));
+                }
                 let known: Vec<String> = self.known.borrow().iter().cloned().collect();
                 return Err(ParamError::Unknown {
                     name: k.clone(),

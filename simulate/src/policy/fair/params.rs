@@ -81,6 +81,8 @@ impl FairParams {
         // Read only with groups: without them it would change nothing, and say so nowhere.
         if fp.groups {
             fp.background_shares = p.u64(name, "background_shares", 1024)?;
+        } else {
+            p.unread_without("background_shares", "groups=true");
         }
         if !(2..=MAX_SHARES).contains(&fp.background_shares) {
             return Err(ParamError::Invalid(format!(
