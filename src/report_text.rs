@@ -166,7 +166,7 @@ pub fn render_text(doc: &ReportDoc) -> String {
     for v in &shown {
         let _ = writeln!(
             o,
-            "{:<vm_width$} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10.1} {:>8.2} {:>5} {:>5}",
+            "{:<vm_width$} {:>4} {:>8} {:<8} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>5.1}% {:>5.1}% {:>6} {:>10} {:>8} {:>5} {:>5}",
             v.vm,
             v.vcpu.map_or("-".to_string(), |i| i.to_string()),
             v.tid,
@@ -180,8 +180,17 @@ pub fn render_text(doc: &ReportDoc) -> String {
             v.cpu_share * 100.0,
             v.entitled_share * 100.0,
             v.weight,
-            ms(v.vruntime),
-            v.lag as f64 / 1e6,
+            // Not told yet (asleep since tracking began): `-`, not 0.
+            if v.vruntime_seen {
+                format!("{:.1}", ms(v.vruntime))
+            } else {
+                "-".into()
+            },
+            if v.vruntime_seen {
+                format!("{:.2}", v.lag as f64 / 1e6)
+            } else {
+                "-".into()
+            },
             v.migrations,
             v.switches,
         );
@@ -461,6 +470,32 @@ mod tests {
             assert!(text.contains(needle), "no {needle} in:\n{text}");
         }
         assert!(!text.contains("missed samples"), "{text}");
+    }
+
+    #[test]
+    fn a_vruntime_no_switch_has_told_reads_as_a_dash() {
+        use model::synth::{se, task_info, Switch};
+        let doc = doc_of(vec![
+            task_info(0, 11, 100, "vm0", Some(0), 0),
+            task_info(0, 12, 100, "vm0", Some(1), 0),
+            Switch::new(1_000, 0, 0, 11)
+                .next_se(se(5_000_000, 1024, 0))
+                .build(),
+            Switch::new(2_000_000, 0, 11, 0)
+                .prev_se(se(7_000_000, 1024, 2_000_000))
+                .build(),
+        ]);
+        let text = render_text(&doc);
+        let row = |tid: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().nth(2) == Some(tid))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        // VM vCPU tid state run tclk wait kwait sleep share entit weight vrt lag ...
+        assert_eq!(row("11")[12], "7.0", "{text}");
+        assert_eq!(&row("12")[12..14], ["-", "-"], "{text}");
     }
 
     #[test]

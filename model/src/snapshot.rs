@@ -184,6 +184,11 @@ pub struct VcpuSnapshot {
     /// pCPU it is on now (or last ran on).
     pub pcpu: Option<u32>,
     pub vruntime: u64,
+    /// A switch (or a counters-mode sample) has told its vruntime: until one does, `vruntime`
+    /// and `lag` are 0 and the views show `-` (a vCPU asleep since tracking began, such as a
+    /// guest's idle AP, read "0.000s").
+    #[serde(default)]
+    pub vruntime_seen: bool,
     /// vruntime minus the smallest vruntime among tracked tasks on its run queue, ns.
     pub lag: i64,
     pub weight: u32,

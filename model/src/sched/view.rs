@@ -266,6 +266,7 @@ impl Model {
             state: Some(state),
             pcpu: (t.state != TState::Unknown || t.sampled.is_some()).then_some(t.cpu),
             vruntime: t.clock.vruntime,
+            vruntime_seen: t.clock.se_seen,
             lag,
             weight: t.weight,
             nice: t.nice,

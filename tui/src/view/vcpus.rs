@@ -166,9 +166,17 @@ impl VcpuTable<'_> {
         cells.push(Cell::from(v.pcpu.map_or("-".into(), |c| c.to_string())));
         cells.push(Cell::from(v.state_name()).style(state_style));
         if wide {
-            cells.push(Cell::from(fmt::vruntime(v.vruntime)));
+            cells.push(Cell::from(if v.vruntime_seen {
+                fmt::vruntime(v.vruntime)
+            } else {
+                "-".into()
+            }));
         }
-        cells.push(Cell::from(fmt::signed_ns(v.lag)));
+        cells.push(Cell::from(if v.vruntime_seen {
+            fmt::signed_ns(v.lag)
+        } else {
+            "-".into()
+        }));
         if wide {
             cells.push(Cell::from(format!("{}/{}", v.weight, v.nice)));
         }
