@@ -82,25 +82,12 @@
 mod common;
 
 use common::autogroup_load::{AutogroupLoad, LoadReport};
-use common::{kvmscope, privileged, Privilege, TempDir};
+use common::{json_output, kvmscope, privileged, wait_factor, Privilege, TempDir};
 
 /// The most CPU time tasks of other autogroups (and time no group accounts for) may take
 /// during the recording, each as a share of the pCPUs' time, for the flat model's waits to
 /// be held to the recorded ones (see the figures above).
 const QUIET: f64 = 0.05;
-
-/// How far apart a recorded and a simulated wait are: the larger over the smaller (1 when
-/// both are 0, infinite when only one is).
-fn wait_factor(recorded: f64, simulated: f64) -> f64 {
-    let (lo, hi) = (recorded.min(simulated), recorded.max(simulated));
-    if hi == 0.0 {
-        1.0
-    } else if lo == 0.0 {
-        f64::INFINITY
-    } else {
-        hi / lo
-    }
-}
 
 /// `kvmscope simulate --policy eevdf --json TRACE` with `params`, as JSON.
 fn simulate_eevdf(trace: &std::path::Path, params: &[String]) -> serde_json::Value {
@@ -110,13 +97,7 @@ fn simulate_eevdf(trace: &std::path::Path, params: &[String]) -> serde_json::Val
     for p in params {
         cmd.args(["--param", p]);
     }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    json_output(&mut cmd)
 }
 
 /// The waits of the replay with task groups (`--param groups=true`), the background

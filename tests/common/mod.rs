@@ -24,6 +24,19 @@ pub fn json_output(cmd: &mut Command) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
+/// How far apart a recorded and a simulated figure are, as a factor: the larger over the
+/// smaller (1 when they are equal, 0 included; infinite when only one is 0).
+pub fn wait_factor(recorded: f64, simulated: f64) -> f64 {
+    let (lo, hi) = (recorded.min(simulated), recorded.max(simulated));
+    if hi == lo {
+        1.0
+    } else if lo <= 0.0 {
+        f64::INFINITY
+    } else {
+        hi / lo
+    }
+}
+
 /// Whether a privileged test may run. Returns `false` (after printing why) when the host
 /// lacks `what`; with `KVMSCOPE_REQUIRE_PRIVILEGED=1` a missing privilege fails the test.
 pub fn privileged(what: Privilege) -> bool {
