@@ -35,8 +35,11 @@ fn more_text(n: usize) -> String {
 
 /// The notes that fit `width` whole, then how many did not (`report` prints them all): a
 /// note cut at the screen's edge read "…on this host; migrations count". A first note
-/// longer than the line is cut with an ellipsis.
+/// longer than the line is cut with an ellipsis where 20 characters of it fit, else only
+/// counted.
 fn fitted_notes(notes: &[&str], width: usize) -> String {
+    /// Shortest start of a note worth showing cut.
+    const MIN_CUT_NOTE: usize = 20;
     let all = notes.join("; ");
     if all.chars().count() <= width {
         return all;
@@ -51,6 +54,10 @@ fn fitted_notes(notes: &[&str], width: usize) -> String {
         if used + sep.len() + note.chars().count() + reserve <= width {
             out.push_str(sep);
             out.push_str(note);
+        } else if i == 0 && width.saturating_sub(reserve + 1) < MIN_CUT_NOTE {
+            // Too little room to say anything ("no gue…" at 80 columns): the count alone.
+            out.push_str(&more(notes.len()));
+            break;
         } else if i == 0 {
             let keep = width.saturating_sub(reserve + 1);
             out.extend(note.chars().take(keep));
@@ -186,7 +193,15 @@ mod tests {
             line.ends_with("│ no guest entry/exit events seen on this host; +2 more"),
             "{line}"
         );
-        assert_eq!(fitted_notes(&["abcdef"], 4), "abc…");
+        assert_eq!(
+            fitted_notes(&["no guest entry/exit events seen on this host"], 24),
+            "no guest entry/exit eve…"
+        );
+        assert_eq!(
+            fitted_notes(&["no guest entry/exit events", "b"], 16),
+            "+2 more",
+            "not 'no gue…; +1 more'"
+        );
         assert_eq!(fitted_notes(&["ab", "cd"], 6), "ab; cd");
     }
 
