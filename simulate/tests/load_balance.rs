@@ -1,6 +1,8 @@
-//! The fair policies balance pCPUs by load, not only by how many threads wait: a pCPU whose
-//! one thread is light (nice 19) takes one of two nice-0 threads queued on the other pCPU,
-//! which a pull by count (only past a difference of two) never does.
+//! How the fair policies' periodic balancing moves threads between two pCPUs. By load, not
+//! only by how many threads wait: a pCPU whose one thread is light (nice 19) takes one of two
+//! nice-0 threads queued on the other pCPU, which a pull by count (only past a difference of
+//! two) never does. By count only onto an idle pCPU, as the kernel's `migrate_task` rule:
+//! a pCPU that runs a thread of its own takes nothing by count.
 
 use model::demand::AffinitySpan;
 use model::{Event, Model, ModelConfig};
@@ -8,13 +10,12 @@ use simulate::synthetic::{demand, Spec};
 use simulate::{build, run, Params, PolicyKind};
 
 const MS: u64 = 1_000_000;
+const SPAN: u64 = 2_000 * MS;
 
-/// CPU share of each tracked thread of `d` (demand order) in a `kind` run with `params`.
-fn shares(kind: PolicyKind, params: &[&str]) -> Vec<f64> {
-    let span = 2_000 * MS;
-    // Both nice-0 hogs start on pCPU 0 (pinned for the first 10 ms), the nice-19 hog on
-    // pCPU 1 throughout.
-    let start_on_0 = vec![
+/// A nice-0 hog that starts on pCPU 0 (pinned for the first 10 ms), then may use both.
+fn hog_from_cpu0() -> Spec {
+    let mut h = Spec::hog(0, 0, SPAN);
+    h.affinity = vec![
         AffinitySpan {
             at_ns: 0,
             cpus: vec![0],
@@ -24,12 +25,12 @@ fn shares(kind: PolicyKind, params: &[&str]) -> Vec<f64> {
             cpus: vec![0, 1],
         },
     ];
-    let mut a = Spec::hog(0, 0, span);
-    a.affinity = start_on_0.clone();
-    let mut b = Spec::hog(0, 0, span);
-    b.affinity = start_on_0;
-    let light = Spec::hog(1, 19, span).on(&[1]);
-    let d = demand(&[a, b, light], 2, span);
+    h
+}
+
+/// CPU share of each thread of `specs` (in order) in a `kind` run on 2 pCPUs with `params`.
+fn shares(kind: PolicyKind, specs: &[Spec], params: &[&str]) -> Vec<f64> {
+    let d = demand(specs, 2, SPAN);
     let p = Params::parse(params).unwrap();
     let built = build(kind, &d, 2, &p).unwrap();
     p.check_all_used(&[kind.name()]).unwrap();
@@ -49,17 +50,61 @@ fn shares(kind: PolicyKind, params: &[&str]) -> Vec<f64> {
 
 #[test]
 fn a_pcpu_with_only_a_light_thread_takes_a_queued_nice0_thread() {
+    // Both nice-0 hogs start on pCPU 0, the nice-19 hog is on pCPU 1 throughout.
+    let specs = [
+        hog_from_cpu0(),
+        hog_from_cpu0(),
+        Spec::hog(1, 19, SPAN).on(&[1]),
+    ];
     for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
-        let by_load = shares(kind, &[]);
+        let by_load = shares(kind, &specs, &[]);
         assert!(
             by_load[0] > 0.9 && by_load[1] > 0.9,
             "{kind:?} by load: {by_load:?}"
         );
         // By count alone (2 against 1) nothing moves: the nice-0 hogs share pCPU 0.
-        let by_count = shares(kind, &["balance_load=false"]);
+        let by_count = shares(kind, &specs, &["balance_load=false"]);
         assert!(
             by_count[0] < 0.6 && by_count[1] < 0.6 && by_count[2] > 0.9,
             "{kind:?} by count: {by_count:?}"
         );
+    }
+}
+
+#[test]
+fn a_busy_pcpu_takes_nothing_by_count() {
+    // Three hogs start on pCPU 0; pCPU 1 runs its own pinned hog throughout: 3 against 1.
+    let specs = [
+        hog_from_cpu0(),
+        hog_from_cpu0(),
+        hog_from_cpu0(),
+        Spec::hog(1, 0, SPAN).on(&[1]),
+    ];
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        // Balancing by count only: pCPU 1 never idles, so the three stay on pCPU 0.
+        let kernel = shares(kind, &specs, &["balance_load=false"]);
+        let three: f64 = kernel[..3].iter().sum();
+        assert!(
+            kernel[..3].iter().all(|&s| s < 0.4) && three < 1.05 && kernel[3] > 0.95,
+            "{kind:?} count onto idle only: {kernel:?}"
+        );
+        // The old rule pulled past a difference of two onto the busy pCPU as well.
+        let old = shares(
+            kind,
+            &specs,
+            &["balance_load=false", "balance_count_busy=true"],
+        );
+        let three: f64 = old[..3].iter().sum();
+        assert!(three > 1.3, "{kind:?} count onto busy too: {old:?}");
+    }
+}
+
+#[test]
+fn an_idle_pcpu_still_takes_by_count() {
+    // Two hogs start on pCPU 0, pCPU 1 has nothing: it idles, and takes one.
+    let specs = [hog_from_cpu0(), hog_from_cpu0()];
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        let s = shares(kind, &specs, &["balance_load=false"]);
+        assert!(s[0] > 0.9 && s[1] > 0.9, "{kind:?}: {s:?}");
     }
 }

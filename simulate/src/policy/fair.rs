@@ -3,7 +3,7 @@
 //! the eligible entity with the earliest virtual deadline, lag-based placement,
 //! RUN_TO_PARITY). They share `update_curr` accounting, per-pCPU run queues with a
 //! monotone `min_vruntime`, tick-driven preemption and the balancing framework (wake
-//! placement, new-idle pull, periodic pull past an imbalance of two, periodic balancing by
+//! placement, new-idle pull, periodic pull onto an idle pCPU past an imbalance of two, periodic balancing by
 //! PELT load in `load_balance.rs`, `migration_cost` cache-hot refusal). With
 //! `--param groups=true` they schedule task groups (`fair/groups.rs`: each process's
 //! tracked threads in one, the background in another, picks and wakeup preemption at the group level
@@ -665,7 +665,7 @@ impl Policy for Fair {
             } else {
                 self.p.balance_interval
             };
-        if let Some((src, dst)) = imbalance(cx, |c| self.nr_queued(c)) {
+        if let Some((src, dst)) = imbalance(cx, |c| self.nr_queued(c), !self.p.balance_count_busy) {
             if let Some(t) = self.movable(cx, src, dst, now) {
                 self.move_queued(cx, t, src, dst, now);
                 return;

@@ -70,10 +70,16 @@ pub fn cpus_after(cpu: u32, n: u32) -> impl Iterator<Item = u32> {
 }
 
 /// Periodic balancing's choice: the busiest and the least busy pCPU by runnable count
-/// (running + queued), when they differ by at least two.
-pub fn imbalance(cx: &Cx, queued: impl Fn(u32) -> usize) -> Option<(u32, u32)> {
+/// (running + queued), when they differ by at least two; with `only_onto_idle`, only when
+/// the least busy one idles (see `FairParams::balance_count_busy`).
+pub fn imbalance(
+    cx: &Cx,
+    queued: impl Fn(u32) -> usize,
+    only_onto_idle: bool,
+) -> Option<(u32, u32)> {
     let nr = |c: u32| queued(c) + usize::from(cx.is_running(c));
     let busiest = (0..cx.ncpus).max_by_key(|&c| (nr(c), std::cmp::Reverse(c)))?;
     let idlest = (0..cx.ncpus).min_by_key(|&c| (nr(c), c))?;
-    (nr(busiest) >= nr(idlest) + 2).then_some((busiest, idlest))
+    let onto = !only_onto_idle || nr(idlest) == 0;
+    (onto && nr(busiest) >= nr(idlest) + 2).then_some((busiest, idlest))
 }

@@ -446,7 +446,7 @@ impl Policy for O1 {
             } else {
                 self.p.balance_interval
             };
-        let Some((src, dst)) = imbalance(cx, |c| self.queued(c)) else {
+        let Some((src, dst)) = imbalance(cx, |c| self.queued(c), false) else {
             return;
         };
         if let Some(t) = self.movable(cx, src, dst, now) {

@@ -22,6 +22,13 @@ pub struct FairParams {
     pub idle_balance_interval: u64,
     /// Periodic balancing also by PELT load (`policy/load_balance.rs`), not only by count.
     pub balance_load: bool,
+    /// Periodic pull by runnable count also onto a busy pCPU (the old rule). The kernel's
+    /// count rule (`calculate_imbalance`'s `migrate_task` for a local group with spare
+    /// capacity) moves nothing from a pCPU that is not idle: `sibling_imbalance` (6.6+)
+    /// returns 0 for `CPU_NOT_IDLE`, and `find_busiest_group` calls a busy pCPU balanced
+    /// unless the busiest is overloaded, when a pCPU that runs a spinning vCPU is
+    /// overloaded too and the balance is by load.
+    pub balance_count_busy: bool,
     pub gentle_fair_sleepers: bool,
     pub start_debit: bool,
     pub place_lag: bool,
@@ -54,6 +61,7 @@ impl FairParams {
             balance_interval: p.ns(name, "balance_interval", 16_000_000 * ncpus)?,
             idle_balance_interval: p.ns(name, "idle_balance_interval", 1_000_000 * ncpus)?,
             balance_load: p.bool(name, "balance_load", true)?,
+            balance_count_busy: p.bool(name, "balance_count_busy", false)?,
             gentle_fair_sleepers: false,
             start_debit: false,
             place_lag: false,
