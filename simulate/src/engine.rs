@@ -11,7 +11,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use model::demand::Demand;
-use model::{Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch, TaskInfo, Wakeup};
+use model::{task_state, Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch};
+use model::{TaskInfo, TaskState, ThreadStart, Wakeup};
 
 pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUND_TID, MAX_PCPUS};
 use crate::tick_phase::TickPhases;
@@ -293,10 +294,17 @@ impl<'d, P: Policy> Engine<'d, P> {
     }
 
     fn run(&mut self, sink: &mut dyn FnMut(&Event)) {
-        for t in &self.demand.threads {
+        for (i, t) in self.demand.threads.iter().enumerate() {
             if t.background {
                 continue;
             }
+            // Every thread starts asleep until its first wakeup (one with no burst, such as
+            // a vCPU the recording saw asleep all along, for good): said, so that the run's
+            // views show it asleep, not in no state with a note blaming the source.
+            let start = ThreadStart {
+                state: TaskState(task_state::bits::TASK_INTERRUPTIBLE),
+                cpu: self.view.cpu_of[i],
+            };
             let ev = Event::TaskInfo(TaskInfo {
                 ts: self.base,
                 tid: t.tid,
@@ -306,7 +314,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                 vcpu: t.vcpu,
                 nice: t.nice,
                 schedstat: None,
-                start: None,
+                start: Some(start),
             });
             self.emit(sink, ev);
         }
