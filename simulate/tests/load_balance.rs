@@ -2,7 +2,8 @@
 //! only by how many threads wait: a pCPU whose one thread is light (nice 19) takes one of two
 //! nice-0 threads queued on the other pCPU, which a pull by count (only past a difference of
 //! two) never does. By count only onto an idle pCPU, as the kernel's `migrate_task` rule:
-//! a pCPU that runs a thread of its own takes nothing by count.
+//! a pCPU that runs a thread of its own takes nothing by count. From full load: a new
+//! thread's PELT load starts at its weight, as the kernel starts a new task's.
 
 use model::demand::AffinitySpan;
 use model::{Event, Model, ModelConfig};
@@ -14,7 +15,12 @@ const SPAN: u64 = 2_000 * MS;
 
 /// A nice-0 hog that starts on pCPU 0 (pinned for the first 10 ms), then may use both.
 fn hog_from_cpu0() -> Spec {
-    let mut h = Spec::hog(0, 0, SPAN);
+    hog_from_cpu0_at(0)
+}
+
+/// A hog of `nice` that starts on pCPU 0 (pinned for the first 10 ms), then may use both.
+fn hog_from_cpu0_at(nice: i32) -> Spec {
+    let mut h = Spec::hog(0, nice, SPAN);
     h.affinity = vec![
         AffinitySpan {
             at_ns: 0,
@@ -106,5 +112,48 @@ fn an_idle_pcpu_still_takes_by_count() {
     for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
         let s = shares(kind, &specs, &["balance_load=false"]);
         assert!(s[0] > 0.9 && s[1] > 0.9, "{kind:?}: {s:?}");
+    }
+}
+
+/// When (ns since the start) thread `index` of `specs` first moves in a `kind` run.
+fn first_migration(kind: PolicyKind, specs: &[Spec], params: &[&str], index: u32) -> Option<u64> {
+    let d = demand(specs, 2, SPAN);
+    let p = Params::parse(params).unwrap();
+    let built = build(kind, &d, 2, &p).unwrap();
+    p.check_all_used(&[kind.name()]).unwrap();
+    let tid = d.tracked().nth(index as usize).unwrap().tid;
+    let mut first = None;
+    run(built, &d, 2, &mut |e| {
+        if let Event::Migrate(m) = e {
+            if m.tid == tid {
+                first = first.or(Some(m.ts - d.start));
+            }
+        }
+    });
+    first
+}
+
+#[test]
+fn a_new_sleepers_pcpu_looks_loaded_until_its_load_decays() {
+    // pCPU 0: a pinned nice-0 hog and a nice-5 hog free to move; pCPU 1: a pinned nice-0
+    // hog and a new thread that runs 1 ms and then sleeps. The kernel starts a new thread's
+    // load full and lets it decay while it sleeps, so pCPU 1 looks loaded for the first
+    // balances and the nice-5 hog moves later than when loads start from 0.
+    let mut sleeper = Spec::periodic(1, 0, MS, 2 * SPAN, SPAN).on(&[1]);
+    sleeper.bursts.truncate(1);
+    let specs = [
+        Spec::hog(0, 0, SPAN).on(&[0]),
+        hog_from_cpu0_at(5),
+        Spec::hog(0, 0, SPAN).on(&[1]),
+        sleeper,
+    ];
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        let full = first_migration(kind, &specs, &[], 1).expect("the nice-5 hog moves");
+        let zero = first_migration(kind, &specs, &["pelt_new_full=false"], 1)
+            .expect("the nice-5 hog moves");
+        assert!(
+            full > zero,
+            "{kind:?}: from full load at {full} ns, from 0 at {zero} ns"
+        );
     }
 }

@@ -143,6 +143,7 @@ fn scale_lag(vlag: i64, num: i128, den: i128) -> i64 {
 impl Fair {
     pub fn new(flavour: Flavour, p: FairParams, threads: &[SimThread], ncpus: u32) -> Fair {
         let next_balance = p.balance_interval;
+        let pelt_new_full = p.pelt_new_full;
         let nthreads = threads.len();
         let groups = Groups::new(&p, threads, ncpus);
         let nrqs = ncpus as usize * (1 + groups.count());
@@ -161,7 +162,7 @@ impl Fair {
             groups,
             seq: 0,
             next_balance,
-            load: LoadTrack::new(nthreads),
+            load: LoadTrack::new(nthreads, pelt_new_full),
             balance_failed: 0,
         }
     }

@@ -28,9 +28,11 @@ pub struct LoadTrack {
 }
 
 impl LoadTrack {
-    pub fn new(nthreads: usize) -> LoadTrack {
+    /// Every thread's average starts at 1 (`full`: a new task's in the kernel, which the
+    /// replay's threads are) or at 0.
+    pub fn new(nthreads: usize, full: bool) -> LoadTrack {
         LoadTrack {
-            avg: vec![0.0; nthreads],
+            avg: vec![if full { 1.0 } else { 0.0 }; nthreads],
             at: vec![0; nthreads],
             on_rq: vec![false; nthreads],
         }
@@ -93,13 +95,22 @@ mod tests {
 
     #[test]
     fn a_thread_runnable_for_one_half_life_reaches_half_load() {
-        let mut l = LoadTrack::new(1);
+        let mut l = LoadTrack::new(1, false);
         l.set_runnable(0, 0, true);
         let half = l.load(0, HALF_LIFE_NS as u64, 1024);
         assert!((half - 512.0).abs() < 1.0, "{half}");
         l.set_runnable(0, HALF_LIFE_NS as u64, false);
         let quarter = l.load(0, 2 * HALF_LIFE_NS as u64, 1024);
         assert!((quarter - 256.0).abs() < 1.0, "{quarter}");
+    }
+
+    #[test]
+    fn a_new_thread_starts_at_full_load_and_decays_while_asleep() {
+        let mut l = LoadTrack::new(1, true);
+        assert_eq!(l.load(0, 0, 1024), 1024.0);
+        l.set_runnable(0, 0, false);
+        let half = l.load(0, HALF_LIFE_NS as u64, 1024);
+        assert!((half - 512.0).abs() < 1.0, "{half}");
     }
 
     #[test]

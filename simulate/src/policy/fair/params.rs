@@ -29,6 +29,10 @@ pub struct FairParams {
     /// unless the busiest is overloaded, when a pCPU that runs a spinning vCPU is
     /// overloaded too and the balance is by load.
     pub balance_count_busy: bool,
+    /// Each thread's PELT load starts full, as the kernel starts a new task's
+    /// (`init_entity_runnable_average`: "seen as heavy tasks until they get a chance to
+    /// stabilize"); `false`: from 0 (the old start).
+    pub pelt_new_full: bool,
     pub gentle_fair_sleepers: bool,
     pub start_debit: bool,
     pub place_lag: bool,
@@ -62,6 +66,7 @@ impl FairParams {
             idle_balance_interval: p.ns(name, "idle_balance_interval", 1_000_000 * ncpus)?,
             balance_load: p.bool(name, "balance_load", true)?,
             balance_count_busy: p.bool(name, "balance_count_busy", false)?,
+            pelt_new_full: p.bool(name, "pelt_new_full", true)?,
             gentle_fair_sleepers: false,
             start_debit: false,
             place_lag: false,
