@@ -485,17 +485,7 @@ mod tests {
     /// only the one runnable to the end is named CPU-bound.
     #[test]
     fn the_cpu_bound_note_names_only_vcpus_that_never_slept() {
-        use model::synth::{switch, switch_sleep, task_info, wakeup};
-        let events = [
-            task_info(0, 10, 1, "vm0", Some(0), 0),
-            task_info(0, 11, 1, "vm0", Some(1), 0),
-            wakeup(100, 0, 10, 0),
-            switch(200, 0, 0, 10),
-            switch_sleep(1_000, 0, 10, 0),
-            wakeup(1_100, 1, 11, 1),
-            switch(1_200, 1, 0, 11),
-            switch(5_000_000, 0, 0, 77),
-        ];
+        let events = model::synth::one_halted_one_running();
         let (_, d) = model::demand::fold_events(&events, 2);
         let note = cpu_bound_note(&d).unwrap();
         assert!(

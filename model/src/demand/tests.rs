@@ -112,17 +112,7 @@ fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
 /// never slept from one that slept for the rest of the run.
 #[test]
 fn a_sleep_the_end_cuts_lasts_to_the_end_and_a_running_burst_has_none() {
-    let evs = vec![
-        task_info(0, 10, 1, "vm0", Some(0), 0),
-        task_info(0, 11, 1, "vm0", Some(1), 0),
-        wakeup(100, 0, 10, 0),
-        switch(200, 0, 0, 10),
-        switch_sleep(1_000, 0, 10, 0),
-        wakeup(1_100, 1, 11, 1),
-        switch(1_200, 1, 0, 11),
-        switch(5_000, 0, 0, 77),
-    ];
-    let d = demand(&evs);
+    let d = demand(&crate::synth::one_halted_one_running());
     let bursts = |tid| &d.threads.iter().find(|t| t.tid == tid).unwrap().bursts;
     assert_eq!(bursts(10), &vec![asleep_at_end(800, 4_000)]);
     assert_eq!(bursts(11), &vec![burst(3_800)]);

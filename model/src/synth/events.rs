@@ -233,3 +233,19 @@ pub fn guest_exits_on_two_pcpus(exits: [(ExitIsa, u32); 4]) -> Vec<Event> {
         kvm_entry(5 * MS + 40 * US, 1, 1),
     ]
 }
+
+/// vCPUs 0 and 1 of `vm0` (tids 10 and 11, one pCPU each) over 5 us: vCPU 0 runs 800 ns and
+/// then sleeps to the end (halted for good), vCPU 1 runs from 1.2 us to the end. What tells
+/// a vCPU that slept for the rest of a recording from one that never slept.
+pub fn one_halted_one_running() -> Vec<Event> {
+    vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        task_info(0, 11, 1, "vm0", Some(1), 0),
+        wakeup(100, 0, 10, 0),
+        switch(200, 0, 0, 10),
+        switch_sleep(1_000, 0, 10, 0),
+        wakeup(1_100, 1, 11, 1),
+        switch(1_200, 1, 0, 11),
+        switch(5_000, 0, 0, 77),
+    ]
+}
