@@ -6,116 +6,30 @@
 //! policy did to the burst before it. The engine emits the same `model::Event`s a live host
 //! would (task info, switches carrying the policy's virtual time, wakeups, migrations), so
 //! every sink works on a simulated run unchanged.
+//!
+//! Here: the event loop and the handling of each kind of instant (a pCPU's timer, a wakeup,
+//! an affinity change, the policy's periodic work) and the switch itself. Apart:
+//! `policy_api.rs` (the [`Policy`] trait and its [`Cx`]), `bursts.rs` (each thread's
+//! progress through its demand), `dispatch.rs` (the dispatch delay), `emit.rs` (what the
+//! events say).
+
+mod bursts;
+mod dispatch;
+mod emit;
+mod policy_api;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use model::demand::Demand;
-use model::{task_state, Comm, Event, Migrate, ObservationEnd, SchedEntity, SchedSwitch};
-use model::{TaskInfo, TaskState, ThreadStart, Wakeup};
+use model::{Comm, Event, ObservationEnd, SchedSwitch, Wakeup};
 
 pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUND_TID, MAX_PCPUS};
 use crate::tick_phase::TickPhases;
 use crate::wake_cost::DispatchDelay;
-
-/// What the engine shows a policy, and how the policy asks for a reschedule.
-pub struct Cx<'a> {
-    pub threads: &'a [SimThread],
-    pub ncpus: u32,
-    /// Thread running on each pCPU.
-    pub curr: &'a [Option<u32>],
-    /// The pCPU each thread last ran or was queued on.
-    pub cpu_of: &'a [u32],
-    resched: &'a mut PcpuSet,
-    touched: &'a mut PcpuSet,
-}
-
-impl Cx<'_> {
-    /// Ask the engine to run the policy's pick on `cpu` now.
-    pub fn resched(&mut self, cpu: u32) {
-        self.resched.insert(cpu);
-        self.touched.insert(cpu);
-    }
-
-    /// `cpu`'s queue changed: the engine asks for its timer again.
-    pub fn touch(&mut self, cpu: u32) {
-        self.touched.insert(cpu);
-    }
-
-    /// A queued thread moved from `src`'s queue to `dst`'s (balancing, an affinity change):
-    /// both timers are asked for again, and an idle `dst` runs its pick now.
-    pub fn queue_moved(&mut self, src: u32, dst: u32) {
-        self.touch(src);
-        if self.is_running(dst) {
-            self.touch(dst);
-        } else {
-            self.resched(dst);
-        }
-    }
-
-    pub fn is_running(&self, cpu: u32) -> bool {
-        self.curr[cpu as usize].is_some()
-    }
-}
-
-/// A scheduling policy as a deterministic state machine. Thread ids are indices into
-/// `Cx::threads`. The engine calls, for a pCPU: `put_prev` for the thread leaving it (still
-/// runnable or going to sleep), then `pick`; `timer`/`tick` for the running thread's next
-/// decision point; `wake` when a thread becomes runnable.
-pub trait Policy {
-    /// A thread becomes runnable at `now`: queue it and return the pCPU it is queued on.
-    fn wake(&mut self, cx: &mut Cx, t: u32, now: u64) -> u32;
-    /// `t` stops running on `cpu` at `now`; `runnable` is false when it goes to sleep.
-    fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool);
-    /// The thread to run next on `cpu` (taken off its queue), or None to idle. It may come
-    /// from another pCPU's queue (balancing); the engine then reports a migration.
-    fn pick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> Option<u32>;
-    /// When the running thread on `cpu` must next be looked at (`u64::MAX`: never).
-    fn timer(&self, cx: &Cx, cpu: u32, now: u64) -> u64;
-    /// The timer of `cpu` fired; true to preempt the running thread.
-    fn tick(&mut self, cx: &mut Cx, cpu: u32, now: u64) -> bool;
-    /// `t` is runnable, not running, and its affinity changed: if the pCPU whose queue holds
-    /// it is no longer allowed, move it to one that is (as `set_cpus_allowed` does) and
-    /// return that pCPU. `None`: it stays where it is (still allowed there, or the policy
-    /// has one global queue whose pick checks the affinity).
-    fn reaffine(&mut self, _cx: &mut Cx, _t: u32, _now: u64) -> Option<u32> {
-        None
-    }
-    /// Policy-wide periodic work (accounting, balancing), if any.
-    fn global_timer(&self) -> u64 {
-        u64::MAX
-    }
-    fn global(&mut self, _cx: &mut Cx, _now: u64) {}
-    /// The thread's virtual time for switch events, where the policy has one (the engine
-    /// reports weighted CPU time, `exec * 1024 / weight`, for those that do not).
-    fn vtime(&self, _t: u32) -> Option<u64> {
-        None
-    }
-    fn deadline(&self, _t: u32) -> Option<u64> {
-        None
-    }
-    fn slice(&self, _t: u32) -> Option<u64> {
-        None
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RunState {
-    Sleeping,
-    Runnable,
-    Running,
-    Done,
-}
-
-struct Run {
-    state: RunState,
-    burst: usize,
-    /// CPU time left in the current burst.
-    remaining: u64,
-    exec: u64,
-    run_delay: u64,
-    wait_since: u64,
-}
+use bursts::{Run, RunState};
+use policy_api::View;
+pub use policy_api::{Cx, Policy};
 
 /// Counts of one simulated run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,28 +75,6 @@ pub fn run_charged<P: Policy>(
     e.tick_wake = tick_wake;
     e.run(sink);
     (e.stats, e.policy)
-}
-
-/// The engine's state that policies read, lent to them as a [`Cx`].
-struct View {
-    threads: Vec<SimThread>,
-    /// Thread running on each pCPU.
-    curr: Vec<Option<u32>>,
-    /// The pCPU each thread last ran or was queued on.
-    cpu_of: Vec<u32>,
-}
-
-impl View {
-    fn cx<'a>(&'a self, resched: &'a mut PcpuSet, touched: &'a mut PcpuSet) -> Cx<'a> {
-        Cx {
-            threads: &self.threads,
-            ncpus: self.curr.len() as u32,
-            curr: &self.curr,
-            cpu_of: &self.cpu_of,
-            resched,
-            touched,
-        }
-    }
 }
 
 /// One affinity change to apply: at (simulated ns), thread, new mask.
@@ -288,36 +180,8 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
     }
 
-    fn emit(&mut self, sink: &mut dyn FnMut(&Event), ev: Event) {
-        self.stats.events += 1;
-        sink(&ev);
-    }
-
     fn run(&mut self, sink: &mut dyn FnMut(&Event)) {
-        for (i, t) in self.demand.threads.iter().enumerate() {
-            if t.background {
-                continue;
-            }
-            // Every thread starts asleep until its first wakeup (one with no burst, such as
-            // a vCPU the recording saw asleep all along, for good): said, so that the run's
-            // views show it asleep, not in no state with a note blaming the source.
-            let start = ThreadStart {
-                state: TaskState(task_state::bits::TASK_INTERRUPTIBLE),
-                cpu: self.view.cpu_of[i],
-            };
-            let ev = Event::TaskInfo(TaskInfo {
-                ts: self.base,
-                tid: t.tid,
-                pid: t.pid,
-                comm: t.comm,
-                vm: t.vm.clone(),
-                vcpu: t.vcpu,
-                nice: t.nice,
-                schedstat: None,
-                start: Some(start),
-            });
-            self.emit(sink, ev);
-        }
+        self.announce(sink);
         let mut resched = PcpuSet::empty(self.view.curr.len() as u32);
         let mut touched = resched.clone();
         loop {
@@ -379,29 +243,6 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.emit(sink, Event::ObservationEnd(ObservationEnd { ts: end }));
     }
 
-    /// The picks a wakeup just asked for (`resched`) happen after the dispatch delay: an
-    /// idle pCPU's after `idle_ns`, a preempted one's after `preempt_ns`.
-    fn defer_dispatch(&mut self, now: u64, resched: &mut PcpuSet, touched: &mut PcpuSet) {
-        let mut next = resched.first();
-        while let Some(c) = next {
-            next = resched.next_from(c + 1);
-            let preempts = self.view.curr[c as usize].is_some();
-            let d = if preempts {
-                self.delay.preempt_ns
-            } else {
-                self.delay.idle_ns
-            };
-            if d == 0 {
-                continue;
-            }
-            resched.remove(c);
-            touched.insert(c);
-            let at = &mut self.dispatch_at[c as usize];
-            *at = (*at).min(now + d);
-            self.dispatch_preempts[c as usize] |= preempts;
-        }
-    }
-
     fn rearm(&mut self, cpu: u32, now: u64) {
         let c = cpu as usize;
         let Some(t) = self.view.curr[c] else {
@@ -419,20 +260,6 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.next_at[c] = done.min(timer).min(self.dispatch_at[c]);
     }
 
-    /// Brings the running thread's burst up to `now`; true when the burst is over.
-    fn account(&mut self, cpu: u32, now: u64) -> bool {
-        let c = cpu as usize;
-        let Some(t) = self.view.curr[c] else {
-            return false;
-        };
-        let ran = now - self.since[c];
-        self.since[c] = now;
-        let r = &mut self.runs[t as usize];
-        r.exec += ran;
-        r.remaining = r.remaining.saturating_sub(ran);
-        r.remaining == 0
-    }
-
     fn on_cpu_event(
         &mut self,
         sink: &mut dyn FnMut(&Event),
@@ -443,14 +270,7 @@ impl<'d, P: Policy> Engine<'d, P> {
     ) {
         touched.insert(cpu);
         let c = cpu as usize;
-        if self.dispatch_at[c] <= now {
-            // A charged wakeup's pick is due. One for an idle pCPU that found work since
-            // (a balancing pull) has nothing left to do.
-            self.dispatch_at[c] = u64::MAX;
-            let preempts = std::mem::take(&mut self.dispatch_preempts[c]);
-            if preempts || self.view.curr[c].is_none() {
-                resched.insert(cpu);
-            }
+        if self.dispatch_due(cpu, now, resched) {
             return;
         }
         if self.account(cpu, now) {
@@ -540,61 +360,6 @@ impl<'d, P: Policy> Engine<'d, P> {
         }
     }
 
-    /// Reports `t` moving to `dest` (a `sched_migrate_task` raised on `cpu`), if it moves.
-    fn move_to(&mut self, sink: &mut dyn FnMut(&Event), t: u32, dest: u32, cpu: u32, ts: u64) {
-        let i = t as usize;
-        let orig = self.view.cpu_of[i];
-        if orig == dest {
-            return;
-        }
-        self.view.cpu_of[i] = dest;
-        self.stats.migrations += 1;
-        if !self.view.threads[i].background {
-            let ev = Event::Migrate(Migrate {
-                ts,
-                cpu,
-                tid: self.view.threads[i].tid,
-                pid: self.demand.threads[i].pid,
-                orig_cpu: orig,
-                dest_cpu: dest,
-            });
-            self.emit(sink, ev);
-        }
-    }
-
-    fn entity(&self, t: u32) -> Option<SchedEntity> {
-        let i = t as usize;
-        if self.view.threads[i].background {
-            return None;
-        }
-        Some(SchedEntity {
-            vruntime: self.policy.vtime(t).unwrap_or_else(|| {
-                let (exec, w) = (self.runs[i].exec, u64::from(self.view.threads[i].weight));
-                // 64-bit division while it cannot overflow (208 days of CPU); 128 beyond.
-                exec.checked_mul(1024).map_or_else(
-                    || (u128::from(exec) * 1024 / u128::from(w)) as u64,
-                    |x| x / w,
-                )
-            }),
-            weight: self.view.threads[i].weight,
-            sum_exec_runtime: self.runs[i].exec,
-            deadline: self.policy.deadline(t),
-            vlag: None,
-            slice: self.policy.slice(t),
-            run_delay: Some(self.runs[i].run_delay),
-        })
-    }
-
-    fn comm(&self, t: Option<u32>, cpu: u32) -> (u32, u32, Comm) {
-        match t {
-            None => (0, 0, self.idle_comms[cpu as usize]),
-            Some(t) => {
-                let d = &self.demand.threads[t as usize];
-                (self.view.threads[t as usize].tid, d.pid, d.comm)
-            }
-        }
-    }
-
     /// Takes the running thread off `cpu` (still runnable, or asleep when `runnable` is
     /// false) and runs the policy's pick there.
     fn schedule(
@@ -672,29 +437,6 @@ impl<'d, P: Policy> Engine<'d, P> {
         self.emit(sink, ev);
         if let (Some(p), Some(dst)) = (prev, evicted) {
             self.move_to(sink, p, dst, cpu, ts);
-        }
-    }
-
-    /// The thread's burst ended at `now`: it sleeps as long as it did in the recording, or
-    /// until its pCPU's tick (see [`run_charged`]).
-    fn end_burst(&mut self, t: u32, now: u64) {
-        let i = t as usize;
-        let bursts = &self.demand.threads[i].bursts;
-        let r = &mut self.runs[i];
-        let ended = bursts.get(r.burst);
-        r.burst += 1;
-        match (ended.and_then(|b| b.sleep_ns), bursts.get(r.burst)) {
-            (Some(s), Some(next)) => {
-                r.state = RunState::Sleeping;
-                r.remaining = next.run_ns.max(1);
-                let cpu = self.view.cpu_of[i];
-                let on_tick = self
-                    .tick_wake
-                    .zip(ended.and_then(|b| b.woke))
-                    .and_then(|(ticks, woke)| ticks.sleep_end(now, s, woke, cpu));
-                self.wakes.push(Reverse((on_tick.unwrap_or(now + s), t)));
-            }
-            _ => r.state = RunState::Done,
         }
     }
 }
