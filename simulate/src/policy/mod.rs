@@ -63,6 +63,17 @@ pub fn wake_cpu(cx: &Cx, t: u32, queued: impl Fn(u32) -> usize) -> u32 {
         .unwrap_or(prev)
 }
 
+/// When the next periodic balance is due, from `now`: after `idle_interval` while some pCPU
+/// idles (it is to get work soon), else after `busy_interval`.
+pub fn next_balance_at(cx: &Cx, now: u64, idle_interval: u64, busy_interval: u64) -> u64 {
+    let any_idle = (0..cx.ncpus).any(|c| !cx.is_running(c));
+    now + if any_idle {
+        idle_interval
+    } else {
+        busy_interval
+    }
+}
+
 /// The pCPUs after `cpu` (< `n`) in order, wrapping round: `cpu + 1 .. n`, then `0 .. cpu`
 /// (what `(cpu + k) % n` for k in 1..n gives, without a division per step on a hot path).
 pub fn cpus_after(cpu: u32, n: u32) -> impl Iterator<Item = u32> {

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use crate::engine::{Cx, Policy};
 use crate::params::{check_balance_intervals, ParamError, Params};
-use crate::policy::{cpus_after, imbalance, tick_at_or_after, tick_ns, wake_cpu};
+use crate::policy::{cpus_after, imbalance, next_balance_at, tick_at_or_after, tick_ns, wake_cpu};
 
 const MAX_RT_PRIO: i32 = 100;
 const NPRIO: usize = 40;
@@ -439,13 +439,12 @@ impl Policy for O1 {
     }
 
     fn global(&mut self, cx: &mut Cx, now: u64) {
-        let any_idle = (0..cx.ncpus).any(|c| !cx.is_running(c));
-        self.next_balance = now
-            + if any_idle {
-                self.p.idle_balance_interval
-            } else {
-                self.p.balance_interval
-            };
+        self.next_balance = next_balance_at(
+            cx,
+            now,
+            self.p.idle_balance_interval,
+            self.p.balance_interval,
+        );
         let Some((src, dst)) = imbalance(cx, |c| self.queued(c), false) else {
             return;
         };
