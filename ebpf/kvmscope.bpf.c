@@ -616,6 +616,12 @@ int handle_kvm_pio(void *ctx)
 
 	if (!is_tracked(tid))
 		return 0;
+	if (exits_aggregated()) {
+		exit_agg_pio(tid, record_u32(ctx, kvm_pio_port_off, 0),
+			     record_u32(ctx, kvm_pio_rw_off, 0));
+		if (!exits_streamed())
+			return 0;
+	}
 	e = reserve(sizeof(*e), KS_KIND_PIO);
 	if (!e)
 		return 0;

@@ -76,7 +76,8 @@ typedef int64_t __s64;
  * counts them apart. */
 #define KS_LOST_EVENTS 0u
 #define KS_LOST_SWITCHES 1u
-/* Not a ring: exits the aggregation maps had no room for (--exits aggregate/both). */
+/* Not a ring: exits (and port I/O exits) the aggregation maps had no room for
+ * (--exits aggregate/both). */
 #define KS_LOST_EXIT_AGGS 2u
 /* How many KS_LOST_* causes there are: the length of `struct ks_lost`. */
 #define KS_LOST_CAUSES 3u
@@ -310,6 +311,18 @@ struct ks_exit_key {
 #define KS_OFF_EXIT_KEY_REASON 4
 #define KS_OFF_EXIT_KEY_ISA 8
 
+/* Key of `pio_aggs` (value: a __u64 count per CPU): one vCPU thread's port I/O exits on one
+ * port in one direction. */
+struct ks_pio_key {
+	__u32 tid;
+	__u32 port;
+	__u32 rw; /* 0 = in, 1 = out */
+};
+#define KS_SIZE_PIO_KEY 12
+#define KS_OFF_PIO_KEY_TID 0
+#define KS_OFF_PIO_KEY_PORT 4
+#define KS_OFF_PIO_KEY_RW 8
+
 /* Value of `lost` (per CPU): records that found no room, by KS_LOST_*. One value, so the
  * reader reads every cause with one map lookup, as before there were causes. */
 struct ks_lost {
@@ -422,6 +435,10 @@ KS_ASSERT_OFF(ks_exit_key, tid, KS_OFF_EXIT_KEY_TID);
 KS_ASSERT_OFF(ks_exit_key, reason, KS_OFF_EXIT_KEY_REASON);
 KS_ASSERT_OFF(ks_exit_key, isa, KS_OFF_EXIT_KEY_ISA);
 KS_ASSERT_LAYOUT(ks_exit_agg, KS_SIZE_EXIT_AGG);
+KS_ASSERT_LAYOUT(ks_pio_key, KS_SIZE_PIO_KEY);
+KS_ASSERT_OFF(ks_pio_key, tid, KS_OFF_PIO_KEY_TID);
+KS_ASSERT_OFF(ks_pio_key, port, KS_OFF_PIO_KEY_PORT);
+KS_ASSERT_OFF(ks_pio_key, rw, KS_OFF_PIO_KEY_RW);
 KS_ASSERT_LAYOUT(ks_lost, KS_SIZE_LOST);
 KS_ASSERT_OFF(ks_exit_agg, count, KS_OFF_EXIT_AGG_COUNT);
 KS_ASSERT_OFF(ks_exit_agg, hist, KS_OFF_EXIT_AGG_HIST);

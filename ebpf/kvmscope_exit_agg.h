@@ -11,6 +11,10 @@
  * userspace exit (that exit's handling time, which the model closes itself). A switch-in is
  * seen as a change of the thread's own switch-out counters (nvcsw + nivcsw) since its last
  * entry, so sched_switch carries nothing extra.
+ *
+ * kvm_pio is counted into `pio_aggs` (per vCPU thread, port and direction) and not sent: the
+ * model needs a port I/O exit only as a count. kvm_userspace_exit is still sent: it starts the
+ * thread's "in VMM" state, which the views show per event.
  */
 #ifndef KVMSCOPE_EXIT_AGG_H
 #define KVMSCOPE_EXIT_AGG_H
@@ -26,6 +30,15 @@ struct {
 	__type(key, struct ks_exit_key);
 	__type(value, struct ks_exit_agg);
 } exit_aggs SEC(".maps");
+
+/* Per CPU like exit_aggs; a port I/O exit whose key finds the map full is counted in `lost`
+ * under the same cause. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ks_pio_key);
+	__type(value, __u64);
+} pio_aggs SEC(".maps");
 
 /* One per tracked vCPU thread that entered or exited its guest; written only by that thread
  * (so never by two CPUs at once) and deleted by user space when it untracks the thread. */
@@ -128,6 +141,24 @@ static __always_inline void exit_agg_exit(__u32 tid, __u32 reason, __u32 isa, __
 		o->exit_ts = now;
 		o->key = key;
 	}
+}
+
+/* A tracked thread's kvm_pio. */
+static __always_inline void exit_agg_pio(__u32 tid, __u32 port, __u32 rw)
+{
+	struct ks_pio_key key = { .tid = tid, .port = port, .rw = rw };
+	__u64 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&pio_aggs, &key);
+
+	if (!n) {
+		bpf_map_update_elem(&pio_aggs, &key, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(&pio_aggs, &key);
+	}
+	if (!n) {
+		count_lost(KS_LOST_EXIT_AGGS);
+		return;
+	}
+	*n += 1;
 }
 
 /* A tracked thread's kvm_userspace_exit (streamed): its handling time is the model's, so the

@@ -54,7 +54,7 @@ pub struct DriveLimits<'a> {
 pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Result<Model> {
     let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::with_capacity(8192);
-    let mut aggregates = Vec::new();
+    let mut aggregates = model::ExitAggregates::default();
     let began = Instant::now();
     let mut first_ts: Option<u64> = None;
     let mut stopped_at: Option<Instant> = None;
@@ -86,7 +86,7 @@ pub fn drive(source: &mut dyn Source, limits: &DriveLimits<'_>) -> anyhow::Resul
         model.ingest_batch(&batch);
         aggregates.clear();
         source.take_exit_aggregates(&mut aggregates);
-        model.fold_exit_aggregates(&aggregates);
+        model.fold_aggregates(&aggregates);
         if !more {
             break;
         }

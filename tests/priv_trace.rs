@@ -437,14 +437,7 @@ fn demo_trace_sees_every_exit_switch_and_gap() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "trace failed: {stderr}");
-    let mut events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect();
-    let summary = events.pop().expect("no output");
-    assert_eq!(summary["type"], "summary", "{summary}");
-    assert_eq!(summary["lost"], 0, "events were lost: {summary}");
+    let (events, summary) = trace_lines_lossless(&out.stdout);
     let vcpus = summary["vmm"]["vcpus"]
         .as_array()
         .expect("no VMM summary")

@@ -136,7 +136,7 @@ pub fn ingest(
     poll_timeout: Duration,
 ) -> Result<(), SourceError> {
     let mut batch = Vec::with_capacity(8192);
-    let mut aggregates = Vec::new();
+    let mut aggregates = model::ExitAggregates::default();
     let mut last_publish = Instant::now();
     board.publish(take_snapshot(model));
     let result = loop {
@@ -148,7 +148,7 @@ pub fn ingest(
         model.ingest_batch(&batch);
         aggregates.clear();
         source.take_exit_aggregates(&mut aggregates);
-        model.fold_exit_aggregates(&aggregates);
+        model.fold_aggregates(&aggregates);
         if board.wants_fresh() || last_publish.elapsed() >= IDLE_PUBLISH {
             board.publish(take_snapshot(model));
             last_publish = Instant::now();

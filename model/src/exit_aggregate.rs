@@ -1,9 +1,13 @@
 //! Exits counted in the kernel instead of streamed (issue #15): what a live source hands the
-//! model besides its events when `kvm_exit`/`kvm_entry` are aggregated in BPF maps.
+//! model besides its events when `kvm_exit`/`kvm_entry` and `kvm_pio` are aggregated in BPF
+//! maps.
 //!
 //! Not an [`crate::Event`]: nothing records them (`record` and `trace` stream every exit), so
-//! they never reach a trace file. The model folds each one as `count` exits of one reason, with
-//! their handling time (exit to next entry) in log2 buckets.
+//! they never reach a trace file. The model folds each [`ExitAggregate`] as `count` exits of
+//! one reason, with their handling time (exit to next entry) in log2 buckets, and each
+//! [`PortIoAggregate`] as `count` port I/O exits, which no figure needs one by one (a
+//! streamed `Pio` only moves its pCPU's last-event time, which only a loss's uncertain time
+//! reads).
 
 use crate::ExitIsa;
 
@@ -21,6 +25,42 @@ pub struct ExitAggregate {
     pub count: u64,
     /// Exits of those (or of earlier aggregates) closed by a guest entry, by handling time.
     pub handling_log2: [u64; EXIT_HIST_BUCKETS],
+}
+
+/// One vCPU thread's port I/O exits (`kvm_pio`) on one port in one direction since the
+/// previous aggregate of that key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortIoAggregate {
+    pub tid: u32,
+    pub port: u32,
+    /// 0 = in, 1 = out, as a streamed [`crate::Pio`] carries it.
+    pub rw: u32,
+    pub count: u64,
+}
+
+/// What a source read from the kernel's aggregation maps since it was last asked
+/// ([`crate::Source::take_exit_aggregates`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitAggregates {
+    pub exits: Vec<ExitAggregate>,
+    pub port_io: Vec<PortIoAggregate>,
+}
+
+impl ExitAggregates {
+    pub fn clear(&mut self) {
+        self.exits.clear();
+        self.port_io.clear();
+    }
+
+    /// Moves everything of `other` to the end of `self`.
+    pub fn append(&mut self, other: &mut ExitAggregates) {
+        self.exits.append(&mut other.exits);
+        self.port_io.append(&mut other.port_io);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exits.is_empty() && self.port_io.is_empty()
+    }
 }
 
 impl ExitAggregate {

@@ -28,6 +28,8 @@ pub struct Health {
     #[serde(default)]
     pub aggregated_exits: u64,
     #[serde(default)]
+    pub aggregated_port_io: u64,
+    #[serde(default)]
     pub missed_counter_samples: u64,
     #[serde(default)]
     pub track_failures: u64,
@@ -126,7 +128,7 @@ impl HealthFigure {
 }
 
 /// How many figures [`Health::figures`] lists.
-pub const HEALTH_FIGURES: usize = 13;
+pub const HEALTH_FIGURES: usize = 14;
 
 impl Health {
     /// Every counter, in the order views show them: the headline, what was not observed,
@@ -147,6 +149,7 @@ impl Health {
             counter_samples,
             retired_threads,
             aggregated_exits,
+            aggregated_port_io,
             missed_counter_samples,
             track_failures,
             notes: _,
@@ -262,6 +265,15 @@ impl Health {
                 Family("aggregated_exits"),
                 "Guest exits counted in the kernel and folded in as counts (--exits aggregate), \
                  not as events: exit to switch-out and in-guest states need streamed exits",
+            ),
+            HealthFigure::new(
+                "aggregated_port_io",
+                "aggregated port I/O",
+                aggregated_port_io,
+                Info,
+                Family("aggregated_port_io"),
+                "Port I/O exits (kvm_pio) counted in the kernel per vCPU, port and direction \
+                 (--exits aggregate), not as events",
             ),
             HealthFigure::new(
                 "retired_threads",

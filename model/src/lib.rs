@@ -23,7 +23,7 @@ pub mod transition;
 pub mod vcpu_thread_name;
 
 pub use event::*;
-pub use exit_aggregate::{ExitAggregate, EXIT_HIST_BUCKETS};
+pub use exit_aggregate::{ExitAggregate, ExitAggregates, PortIoAggregate, EXIT_HIST_BUCKETS};
 pub use health::{Health, HealthFigure, HealthKind, HealthMetric, HealthUnit, HEALTH_FIGURES};
 pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;

@@ -25,11 +25,11 @@ pub trait Source {
     /// Where the events come from, for headers: "live" or "replay: FILE".
     fn describe(&self) -> String;
 
-    /// Moves the exit aggregates read since the last call to `out` (a live source with
-    /// exits aggregated in the kernel); callers fold them with
-    /// [`crate::Model::fold_exit_aggregates`] after each poll's events. Sources that stream
+    /// Moves the exit and port I/O aggregates read since the last call to `out` (a live
+    /// source with exits aggregated in the kernel); callers fold them with
+    /// [`crate::Model::fold_aggregates`] after each poll's events. Sources that stream
     /// every exit have none.
-    fn take_exit_aggregates(&mut self, out: &mut Vec<crate::ExitAggregate>) {
+    fn take_exit_aggregates(&mut self, out: &mut crate::ExitAggregates) {
         let _ = out;
     }
 }

@@ -119,3 +119,74 @@ fn aggregates_give_the_streamed_counts_and_resume_latency() {
                              buckets per vCPU and reason"
     )));
 }
+
+/// The same guest with a port I/O exit streamed after each IO exit.
+fn streamed_with_port_io() -> Vec<Event> {
+    let mut out = Vec::new();
+    for ev in streamed() {
+        let io = match &ev {
+            Event::KvmExit(e) if e.reason == 30 => Some((e.ts, e.cpu)),
+            _ => None,
+        };
+        out.push(ev);
+        if let Some((ts, cpu)) = io {
+            out.push(pio(ts, cpu, 1, 0x3f8, 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn port_io_aggregates_leave_every_figure_as_the_streamed_port_io_does() {
+    let mut direct = Model::default();
+    direct.ingest_batch(&streamed_with_port_io());
+    direct.finish();
+    let mut want = direct.snapshot();
+
+    let mut m = Model::default();
+    // Before its thread's announcement, like an exit aggregate.
+    m.fold_aggregates(&ExitAggregates {
+        exits: Vec::new(),
+        port_io: vec![PortIoAggregate {
+            tid: 1,
+            port: 0x3f8,
+            rw: 1,
+            count: 2,
+        }],
+    });
+    m.ingest_batch(&streamed());
+    m.fold_aggregates(&ExitAggregates {
+        exits: Vec::new(),
+        port_io: vec![
+            PortIoAggregate {
+                tid: 1,
+                port: 0x3f8,
+                rw: 1,
+                count: 1,
+            },
+            // A thread never announced: counted as unknown, not dropped silently.
+            PortIoAggregate {
+                tid: 77,
+                port: 0x80,
+                rw: 0,
+                count: 4,
+            },
+        ],
+    });
+    m.finish();
+    let mut got = m.snapshot();
+
+    // What differs: how many events crossed, the aggregated count beside it and the thread
+    // that was never announced. Everything else is the same, figure by figure.
+    assert_eq!(want.health.events - got.health.events, 3);
+    assert_eq!(got.health.aggregated_port_io, 3);
+    assert_eq!(got.health.unknown_tids, 1);
+    for s in [&mut want, &mut got] {
+        s.health = Health::default();
+        s.events_per_second = 0.0;
+    }
+    assert_eq!(
+        serde_json::to_value(&got).expect("serialize"),
+        serde_json::to_value(&want).expect("serialize")
+    );
+}

@@ -148,6 +148,16 @@ pub struct ExitKey {
     pub _pad: u32,
 }
 
+/// `struct ks_pio_key`: one vCPU thread's port I/O exits on one port in one direction
+/// (`pio_aggs`, whose value is one CPU's `u64` count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PioKey {
+    pub tid: u32,
+    pub port: u32,
+    pub rw: u32,
+}
+
 /// `struct ks_exit_agg`: one CPU's count and log2 handling-time buckets of one key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -348,6 +358,8 @@ assert_layout!(Csd, KS_SIZE_CSD;
     target_cpu = KS_OFF_CSD_TARGET_CPU, tid = KS_OFF_CSD_TID);
 assert_layout!(ExitKey, KS_SIZE_EXIT_KEY;
     tid = KS_OFF_EXIT_KEY_TID, reason = KS_OFF_EXIT_KEY_REASON, isa = KS_OFF_EXIT_KEY_ISA);
+assert_layout!(PioKey, KS_SIZE_PIO_KEY;
+    tid = KS_OFF_PIO_KEY_TID, port = KS_OFF_PIO_KEY_PORT, rw = KS_OFF_PIO_KEY_RW);
 assert_layout!(ExitAgg, KS_SIZE_EXIT_AGG; count = KS_OFF_EXIT_AGG_COUNT, hist = KS_OFF_EXIT_AGG_HIST);
 assert_layout!(LostCounts, KS_SIZE_LOST; by_cause = 0);
 const _: () = assert!(KS_EXIT_HIST_BUCKETS as usize == model::EXIT_HIST_BUCKETS);

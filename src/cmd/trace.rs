@@ -46,6 +46,10 @@ struct Summary {
     /// With `--exits aggregate|both`: the kernel's totals per vCPU thread, isa and reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     exit_aggregates: Vec<AggregateLine>,
+    /// With `--exits aggregate|both`: the kernel's port I/O totals per vCPU thread, port and
+    /// direction.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    port_io_aggregates: Vec<PortIoLine>,
     /// Each attached program's run time and runs (zero unless `kernel.bpf_stats_enabled=1`).
     bpf_stats: Vec<BpfStatLine>,
 }
@@ -57,6 +61,14 @@ struct AggregateLine {
     reason: u32,
     count: u64,
     handling_log2: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct PortIoLine {
+    tid: u32,
+    port: u32,
+    rw: u32,
+    count: u64,
 }
 
 #[derive(Serialize)]
@@ -111,8 +123,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut model = Model::new(ModelConfig::report());
     let mut batch = Vec::new();
     let mut pipe_closed = false;
-    let mut aggregates = Vec::new();
+    let mut aggregates = model::ExitAggregates::default();
     let mut agg_totals: BTreeMap<(u32, u32, u32), AggregateLine> = BTreeMap::new();
+    let mut port_io_totals: BTreeMap<(u32, u32, u32), PortIoLine> = BTreeMap::new();
 
     loop {
         batch.clear();
@@ -122,8 +135,19 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         model.ingest_batch(&batch);
         aggregates.clear();
         source.take_exit_aggregates(&mut aggregates);
-        model.fold_exit_aggregates(&aggregates);
-        for a in &aggregates {
+        model.fold_aggregates(&aggregates);
+        for a in &aggregates.port_io {
+            port_io_totals
+                .entry((a.tid, a.port, a.rw))
+                .or_insert(PortIoLine {
+                    tid: a.tid,
+                    port: a.port,
+                    rw: a.rw,
+                    count: 0,
+                })
+                .count += a.count;
+        }
+        for a in &aggregates.exits {
             let line = agg_totals
                 .entry((a.tid, a.isa as u32, a.reason))
                 .or_insert_with(|| AggregateLine {
@@ -214,6 +238,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         lost_by_cause: source.lost_by_cause(),
         exits: source.exit_mode(),
         exit_aggregates: agg_totals.into_values().collect(),
+        port_io_aggregates: port_io_totals.into_values().collect(),
         bpf_stats: source
             .program_stats()
             .into_iter()

@@ -104,7 +104,7 @@ pub struct LiveSource {
     warnings: Vec<String>,
     /// How guest exits arrive (`--exits`), and the aggregates read and not yet taken.
     exits: ExitMode,
-    exit_aggregates: Vec<model::ExitAggregate>,
+    exit_aggregates: model::ExitAggregates,
     /// Each program's run-time counters, read just before the probes were detached.
     final_program_stats: Vec<ProgramStats>,
 }
@@ -180,7 +180,7 @@ impl LiveSource {
             gaps_lost: 0,
             warnings,
             exits,
-            exit_aggregates: Vec::new(),
+            exit_aggregates: model::ExitAggregates::default(),
             final_program_stats: Vec::new(),
         };
 
@@ -368,7 +368,7 @@ impl Source for LiveSource {
         &self.host
     }
 
-    fn take_exit_aggregates(&mut self, out: &mut Vec<model::ExitAggregate>) {
+    fn take_exit_aggregates(&mut self, out: &mut model::ExitAggregates) {
         out.append(&mut self.exit_aggregates);
     }
 

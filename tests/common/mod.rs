@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod autogroup_load;
+pub mod port_io;
 pub mod schedstat;
 pub mod tmux;
 
@@ -22,6 +23,20 @@ pub fn json_output(cmd: &mut Command) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+/// `trace --format jsonl`'s output: its event lines, and its summary (the last line), which
+/// must say that nothing was lost.
+pub fn trace_lines_lossless(stdout: &[u8]) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let mut lines: Vec<serde_json::Value> = std::str::from_utf8(stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+        .collect();
+    let summary = lines.pop().expect("no output");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["lost"], 0, "events were lost: {summary}");
+    (lines, summary)
 }
 
 /// How far apart a recorded and a simulated figure are, as a factor: the larger over the

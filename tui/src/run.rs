@@ -144,7 +144,7 @@ pub struct LiveFeed {
     model: Model,
     batch: Vec<Event>,
     /// Exits counted in the kernel, read with each batch.
-    aggregates: Vec<model::ExitAggregate>,
+    aggregates: model::ExitAggregates,
     summaries: SummaryCache,
     chart: Option<ChartRows>,
 }
@@ -155,7 +155,7 @@ impl LiveFeed {
             source,
             model: Model::new(ModelConfig::default()),
             batch: Vec::with_capacity(4096),
-            aggregates: Vec::new(),
+            aggregates: model::ExitAggregates::default(),
             summaries: SummaryCache::default(),
             chart: None,
         }
@@ -169,7 +169,7 @@ impl Feed for LiveFeed {
         self.model.ingest_batch(&self.batch);
         self.aggregates.clear();
         self.source.take_exit_aggregates(&mut self.aggregates);
-        self.model.fold_exit_aggregates(&self.aggregates);
+        self.model.fold_aggregates(&self.aggregates);
         if !more {
             self.model.finish();
         }

@@ -130,7 +130,7 @@ impl Model {
         while let Some(g) = self.gaps.pop_front() {
             self.on_guest_gap(&g);
         }
-        self.fold_exit_aggregates(&[]);
+        self.fold_aggregates(&crate::ExitAggregates::default());
         self.drop_waiting_aggs();
     }
 

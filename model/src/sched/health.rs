@@ -29,6 +29,8 @@ pub(super) struct HealthCounters {
     pub(super) saw_entry_exit: bool,
     /// Guest exits that arrived counted in the kernel rather than as events.
     pub(super) aggregated_exits: u64,
+    /// Port I/O exits that arrived counted in the kernel rather than as `Pio` events.
+    pub(super) aggregated_port_io: u64,
     pub(super) saw_migrate: bool,
     pub(super) saw_gap: bool,
     /// Counter samples folded in (counters mode, no BPF).
@@ -168,6 +170,7 @@ impl Model {
             counter_samples: self.health.counter_samples,
             retired_threads: self.health.retired,
             aggregated_exits: self.health.aggregated_exits,
+            aggregated_port_io: self.health.aggregated_port_io,
             missed_counter_samples: self.health.missed_counter_samples,
             track_failures: self.health.track_failures,
             notes,

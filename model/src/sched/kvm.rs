@@ -4,8 +4,8 @@
 use super::task::TState;
 use super::Model;
 use crate::{
-    CrossCall, CrossCallPhase, ExitAggregate, ExitIsa, KvmEntry, KvmExit, Transition,
-    UserspaceExit, VcpuState,
+    CrossCall, CrossCallPhase, ExitAggregate, ExitAggregates, ExitIsa, KvmEntry, KvmExit,
+    PortIoAggregate, Transition, UserspaceExit, VcpuState,
 };
 
 /// Open VMCLEAR cross-calls remembered (queue waiting for its exit).
@@ -72,6 +72,13 @@ impl Model {
         }
     }
 
+    /// Everything a live source's [`crate::Source::take_exit_aggregates`] read from the
+    /// kernel's aggregation maps: exits, then port I/O.
+    pub fn fold_aggregates(&mut self, aggs: &ExitAggregates) {
+        self.fold_exit_aggregates(&aggs.exits);
+        self.fold_port_io_aggregates(&aggs.port_io);
+    }
+
     /// Exits aggregated in the kernel since the last call (a live source's
     /// [`crate::Source::take_exit_aggregates`]): folded like that many `kvm_exit` events of
     /// their reason. Aggregates of a thread not announced yet (its `TaskInfo` still in the
@@ -92,10 +99,34 @@ impl Model {
         }
     }
 
+    /// Port I/O exits aggregated in the kernel since the last call: counted (no figure reads
+    /// a port I/O exit but as a count). Those of a thread not announced yet wait for it, as
+    /// exit aggregates do.
+    pub fn fold_port_io_aggregates(&mut self, aggs: &[PortIoAggregate]) {
+        self.waiting_port_io.extend_from_slice(aggs);
+        let waiting = std::mem::take(&mut self.waiting_port_io);
+        for a in waiting {
+            if self.slot(a.tid).is_none() {
+                self.waiting_port_io.push(a);
+                continue;
+            }
+            self.health.aggregated_port_io = self.health.aggregated_port_io.saturating_add(a.count);
+        }
+    }
+
     /// At the end: aggregates whose thread never showed up are unknown input.
     pub(super) fn drop_waiting_aggs(&mut self) {
-        for a in std::mem::take(&mut self.waiting_aggs) {
-            self.note_unknown(a.tid);
+        let tids: Vec<u32> = std::mem::take(&mut self.waiting_aggs)
+            .iter()
+            .map(|a| a.tid)
+            .chain(
+                std::mem::take(&mut self.waiting_port_io)
+                    .iter()
+                    .map(|a| a.tid),
+            )
+            .collect();
+        for tid in tids {
+            self.note_unknown(tid);
         }
     }
 

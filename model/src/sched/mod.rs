@@ -162,6 +162,7 @@ pub struct Model {
     health: HealthCounters,
     /// Kernel exit aggregates whose thread is not announced yet.
     waiting_aggs: Vec<crate::ExitAggregate>,
+    waiting_port_io: Vec<crate::PortIoAggregate>,
     log: TransitionLog,
     next_checkpoint: u64,
 }
@@ -192,6 +193,7 @@ impl Model {
             gaps: VecDeque::new(),
             health: HealthCounters::default(),
             waiting_aggs: Vec::new(),
+            waiting_port_io: Vec::new(),
             log: TransitionLog::default(),
             next_checkpoint: 0,
         }

@@ -159,6 +159,19 @@ pub fn userspace_exit(ts: u64, cpu: u32, tid: u32, reason: u32) -> Event {
     })
 }
 
+/// A port I/O exit: `rw` 0 = in, 1 = out.
+pub fn pio(ts: u64, cpu: u32, tid: u32, port: u32, rw: u32) -> Event {
+    Event::Pio(Pio {
+        ts,
+        cpu,
+        tid,
+        rw,
+        port,
+        size: 1,
+        val: 0,
+    })
+}
+
 pub fn guest_gap(start: u64, end: u64, tid: u32, vm: u32, vcpu: u32) -> Event {
     Event::GuestGap(GuestGap {
         start,

@@ -46,7 +46,7 @@
 //! reading and decoding, `lost.rs` what was lost, `stats.rs` the programs' own counters.
 
 use aya::Ebpf;
-use model::ExitAggregate;
+use model::ExitAggregates;
 
 use crate::decode::Decoder;
 use crate::exit_aggs::ExitAggReader;
@@ -86,7 +86,7 @@ pub struct Probes {
     /// With [`ExitMode::Aggregate`] or [`ExitMode::Both`]: the aggregates' reader, and what it
     /// read at the last polls, not yet taken.
     exit_aggs: Option<ExitAggReader>,
-    exit_aggs_read: Vec<ExitAggregate>,
+    exit_aggs_read: ExitAggregates,
 }
 
 impl Probes {
@@ -126,6 +126,7 @@ impl Probes {
                 ExitAggReader::new(
                     object::take_map(&mut ebpf, "exit_aggs")?,
                     object::take_map(&mut ebpf, "exit_open")?,
+                    object::take_map(&mut ebpf, "pio_aggs")?,
                 )
                 .map_err(options::load_error)?,
             ),
@@ -143,7 +144,7 @@ impl Probes {
             fallbacks,
             undecodable: 0,
             exit_aggs,
-            exit_aggs_read: Vec::new(),
+            exit_aggs_read: ExitAggregates::default(),
         })
     }
 
@@ -154,7 +155,7 @@ impl Probes {
 
     /// Moves the exit aggregates read by the polls so far to `out` (none with
     /// [`ExitMode::Stream`]): each key's growth since the previous read.
-    pub fn take_exit_aggregates(&mut self, out: &mut Vec<ExitAggregate>) {
+    pub fn take_exit_aggregates(&mut self, out: &mut ExitAggregates) {
         out.append(&mut self.exit_aggs_read);
     }
 
