@@ -17,6 +17,7 @@ pub mod replay;
 mod replay_keys;
 mod replay_track;
 pub mod run;
+mod screen;
 mod stderr;
 mod summary_cache;
 pub mod theme;

@@ -358,7 +358,7 @@ fn ui_thread(
     let _stop_on_exit = StopOnExit(stop.clone());
     // Installs a panic hook that restores the terminal before the message is printed.
     let tty = Tty::open()?;
-    let mut terminal = match ratatui::try_init() {
+    let mut terminal = match crate::screen::open() {
         Ok(t) => t,
         Err(e) => {
             // Raw mode may already be on when entering the alternate screen failed.
