@@ -1,6 +1,7 @@
 //! Dashboard state and key handling, kept apart from drawing so both are testable on their
 //! own: keys change an [`App`], views only read it.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -146,6 +147,10 @@ pub struct App {
     pub vruntime_mode: VruntimeMode,
     /// First vCPU table row shown (the table clamps it to what fits).
     pub table_scroll: usize,
+    /// Rows the vCPU table showed at its last draw (0 before one), which the table writes:
+    /// scrolling stops where the last row is at the bottom, so that ↑ moves the table at
+    /// once after ↓ or PgDn went past the end.
+    pub table_rows_shown: Cell<usize>,
     /// Replay: play/pause asked for but not yet confirmed by the reader.
     asked_playing: Option<bool>,
     /// Wall-clock time for the header (`None` in tests to keep snapshots stable).
@@ -177,6 +182,7 @@ impl App {
             vm_filter: None,
             vruntime_mode: VruntimeMode::PerLine,
             table_scroll: 0,
+            table_rows_shown: Cell::new(0),
             asked_playing: None,
             clock: None,
             notes: Vec::new(),
@@ -365,10 +371,13 @@ impl App {
         }
     }
 
-    /// Moves the table's first row by `rows`, within the rows shown.
+    /// Moves the table's first row by `rows`, no further than where its last row shows at
+    /// the bottom (before the table was drawn, than where the last row is the first shown).
     fn scroll_table(&mut self, rows: isize) {
-        let last = self.visible_vcpus().len().saturating_sub(1);
-        // Past-the-end values are clamped by the table; bring them back first.
+        let shown = self.table_rows_shown.get().max(1);
+        let last = self.visible_vcpus().len().saturating_sub(shown);
+        // Past-the-end values (a filter or a resize since) are clamped by the table; bring
+        // them back first.
         self.table_scroll = self
             .table_scroll
             .min(last)

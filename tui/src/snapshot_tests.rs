@@ -86,6 +86,36 @@ fn dashboard_16_vcpus_120x40() {
     insta::assert_snapshot!(screen);
 }
 
+/// Past the end, ↑ moves the table at once: ↓ and PgDn stop where the last row shows at
+/// the bottom (they went on to where it was the first row, and ↑ then did nothing ten times).
+#[test]
+fn up_moves_the_table_at_once_after_paging_past_its_end() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let mut app = app_with(fixture::snapshot_of(
+        model::synth::big_host_config(16, 4),
+        2.0,
+    ));
+    let press = |app: &mut App, code| app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+    let shows = |app: &App, rows: &str| {
+        let screen = dashboard(app, Theme::coloured(), 120, 40);
+        assert!(
+            screen.contains(&format!("{rows} of 16, ↑↓ scroll")),
+            "not {rows}:\n{screen}"
+        );
+    };
+    shows(&app, "1-11");
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::PageDown);
+    shows(&app, "6-16");
+    press(&mut app, KeyCode::Up);
+    shows(&app, "5-15");
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Down);
+    }
+    press(&mut app, KeyCode::PageUp);
+    shows(&app, "1-11");
+}
+
 #[test]
 fn dashboard_before_any_event() {
     let app = App::new(Mode::Live, fixture::host(), "live".into());
@@ -120,6 +150,50 @@ fn header_replay() {
     });
     let theme = Theme::coloured();
     insta::assert_snapshot!(draw(120, 2, |a, b| Header { app: &app, theme }.render(a, b)).0);
+}
+
+/// A replay of a simulation at its end, and a paused demo, at 120 columns: the settings
+/// that do not fit are left out whole (the line ended "vruntime progre" and "? hel").
+#[test]
+fn a_header_too_narrow_for_its_settings_leaves_them_out_whole() {
+    let theme = Theme::coloured();
+    let second_line = |app: &App| {
+        let text = draw(120, 2, |a, b| Header { app, theme }.render(a, b)).0;
+        text.lines().nth(1).unwrap().trim_end().to_string()
+    };
+    let mut replay = App::new(Mode::Replay, fixture::host(), "replay: t.trace".into());
+    replay.simulated_label = Some("simulated credit (Xen credit1)".into());
+    replay.update(Update {
+        snapshot: Arc::new(fixture::demo_snapshot()),
+        replay: Some(ReplayStatus {
+            playing: false,
+            speed: 1.0,
+            position_ns: 20_100_000_000,
+            length_ns: 20_100_000_000,
+            simulated: true,
+        }),
+        ended: true,
+    });
+    let line = second_line(&replay);
+    assert!(
+        line.contains("SIMULATED run (m: recorded)  end of recording"),
+        "{line}"
+    );
+    assert!(line.ends_with("? help  q quit"), "{line}");
+    assert!(
+        !line.contains("vruntime"),
+        "the first setting to go: {line}"
+    );
+
+    let mut demo = demo_app();
+    demo.source_label = "live: bundled VMM (--demo)".into();
+    demo.paused = true;
+    demo.vm_filter = Some("interactive".into());
+    demo.clock = Some("21:13:26".into());
+    let line = second_line(&demo);
+    assert!(line.contains("PAUSED (events still folded)"), "{line}");
+    assert!(line.contains("vm interactive"), "{line}");
+    assert!(line.ends_with("? help  q quit"), "{line}");
 }
 
 #[test]

@@ -100,17 +100,39 @@ impl Widget for &Header<'_> {
             VruntimeMode::PerLine => "progress",
             VruntimeMode::Common => "common min",
         };
-        second.push(Span::styled(
-            format!(
-                "window {}s  sort {}  vm {}  vruntime {}",
-                app.window_s(),
-                app.sort.label(),
-                vm,
-                mode
-            ),
-            t.dim(),
-        ));
-        second.push(Span::styled("  ? help  q quit", t.dim()));
+        // The settings, each also shown by its panel (the lanes' window, the table's ▼ and
+        // filter, the chart's title), and the keys' hint. When the line is too narrow for
+        // all of them (a replay's transport, a paused or ended run), the first to go is the
+        // vruntime mode, then the window, the sort, the VM: whole, never cut mid-word.
+        let mut settings = [
+            (2, format!("window {}s  ", app.window_s())),
+            (3, format!("sort {}  ", app.sort.label())),
+            (4, format!("vm {vm}  ")),
+            (1, format!("vruntime {mode}  ")),
+            (5, "? help  q quit".to_string()),
+        ]
+        .map(|(drop_order, text)| (drop_order, Some(text)));
+        let used: usize = second.iter().map(Span::width).sum();
+        let width = |s: &[(u8, Option<String>)]| -> usize {
+            s.iter()
+                .filter_map(|(_, text)| text.as_deref())
+                .map(|text| Span::raw(text).width())
+                .sum()
+        };
+        for order in 1..=5 {
+            if used + width(&settings) <= area.width as usize {
+                break;
+            }
+            for setting in settings.iter_mut().filter(|(o, _)| *o == order) {
+                setting.1 = None;
+            }
+        }
+        second.extend(
+            settings
+                .into_iter()
+                .filter_map(|(_, text)| text)
+                .map(|text| Span::styled(text, t.dim())),
+        );
         Paragraph::new(vec![
             Line::from(first).style(t.header_bar()),
             Line::from(second),

@@ -72,6 +72,7 @@ impl Widget for &VcpuTable<'_> {
 
         // Rows that fit under the border and header; ↑/↓ scroll through the rest.
         let fit = area.height.saturating_sub(3) as usize;
+        app.table_rows_shown.set(fit);
         let first = app.table_scroll.min(rows.len().saturating_sub(fit));
         let body: Vec<Row> = rows
             .iter()
