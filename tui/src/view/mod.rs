@@ -33,6 +33,19 @@ pub(crate) fn counters_only(s: &model::Snapshot) -> bool {
     s.health.counter_samples > 0 && s.pcpus.is_empty()
 }
 
+/// Why the run on screen has no guest exits to show, when it cannot have any: counters
+/// mode reads none, and a simulation runs no guests. `None`: exits are measured (zero is
+/// zero).
+pub(crate) fn exits_not_measured(app: &App) -> Option<&'static str> {
+    if counters_only(&app.snapshot) {
+        Some("exits need the kvm:* tracepoints (BPF)")
+    } else if app.showing_simulated() {
+        Some("exits are not simulated")
+    } else {
+        None
+    }
+}
+
 /// Letters for vCPUs in lanes and legends: one per vCPU, stable within a snapshot.
 const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 

@@ -194,8 +194,9 @@ impl VcpuTable<'_> {
                 fmt::ns(v.wait.p99)
             }),
             Cell::from(fmt::rate(v.migrations_per_second)),
-            // Counters mode observes no exits: not measured is not zero.
-            Cell::from(if super::counters_only(&self.app.snapshot) {
+            // Counters mode observes no exits, a simulation runs no guests: not measured is
+            // not zero.
+            Cell::from(if super::exits_not_measured(self.app).is_some() {
                 "-".to_string()
             } else {
                 fmt::rate(v.exits_per_second)

@@ -184,6 +184,15 @@ impl Widget for &VmcsPanel<'_> {
                 "migrations {}/s (se.nr_migrations)",
                 fmt::rate(migrations)
             )));
+        } else if app.showing_simulated() {
+            // Not the host's limits (a PVM host, an external VM): a simulation has no guests.
+            lines.push(Line::styled(
+                "simulated run: no guests run in it,",
+                t.warn(),
+            ));
+            lines.push(Line::raw("so no resume latency (m: the recorded"));
+            lines.push(Line::raw("run's)."));
+            lines.push(Line::raw(format!("migrations {}/s", fmt::rate(migrations))));
         } else {
             // Lines of at most 40 columns: the panel's width at 120 columns is 51, and less
             // before the first event (ratatui cuts a longer line, it does not wrap it).
@@ -223,12 +232,9 @@ impl Widget for &VmcsPanel<'_> {
             lines.push(Line::from(spans));
         }
         if !any {
-            // Counters mode reads no exits at all: "none seen" would say the guests made none.
-            let none = if counters_only(s) {
-                "exits need the kvm:* tracepoints (BPF)"
-            } else {
-                "no exits seen"
-            };
+            // Counters mode reads no exits at all, a simulation makes none: "none seen" would
+            // say the guests made none.
+            let none = super::exits_not_measured(app).unwrap_or("no exits seen");
             lines.push(Line::styled(none, t.dim()));
         }
         Paragraph::new(lines).render(inner, buf);
