@@ -34,22 +34,81 @@ use policy::o1::{O1Params, O1};
 use policy::sedf::{Sedf, SedfParams};
 
 /// Where the replay's affinities come from: the recording's affinity over time where it has
-/// it, else the pCPUs each vCPU was seen on (older recordings, other sources).
-pub fn affinity_note(demand: &Demand) -> String {
+/// it, else the pCPUs each vCPU was seen on (older recordings, other sources); and the
+/// simulated pCPUs none of them allows (`--pcpus` above the recording's count, with vCPUs
+/// pinned to recorded pCPUs), which then run none of the vCPUs.
+pub fn affinity_note(demand: &Demand, ncpus: u32) -> String {
     let vcpus = demand.tracked().count();
     let with = demand.tracked().filter(|t| !t.affinity.is_empty()).count();
     let changes: usize = demand
         .tracked()
         .map(|t| t.affinity.len().saturating_sub(1))
         .sum();
-    if with == vcpus {
+    let mut note = if with == vcpus {
         format!("affinity: as recorded over time for every vCPU ({changes} changes)")
     } else {
         format!(
             "affinity: as recorded over time for {with} of {vcpus} vCPUs ({changes} changes); \
              the pCPUs each was seen on for the rest (the recording has no affinity for them)"
         )
+    };
+    let unused = pcpus_no_vcpu_may_use(demand, ncpus);
+    if !unused.is_empty() {
+        note.push_str(&format!(
+            "; it never allows simulated pCPU{} {}, so no vCPU runs there",
+            if unused.len() == 1 { "" } else { "s" },
+            cpu_ranges(&unused)
+        ));
     }
+    note
+}
+
+/// The simulated pCPUs that no vCPU's affinity (the first one the engine gives it, then each
+/// recorded change) ever includes.
+fn pcpus_no_vcpu_may_use(demand: &Demand, ncpus: u32) -> Vec<u32> {
+    let mut usable = vec![false; ncpus as usize];
+    for (t, sim) in demand
+        .threads
+        .iter()
+        .zip(engine::sim_threads(demand, ncpus))
+    {
+        if t.background {
+            continue;
+        }
+        let changes = t
+            .affinity
+            .iter()
+            .map(|span| engine::cpu_mask(&span.cpus, demand.pcpus, ncpus));
+        for set in std::iter::once(sim.allowed).chain(changes) {
+            let mut cpu = set.first();
+            while let Some(c) = cpu {
+                usable[c as usize] = true;
+                cpu = set.next_from(c + 1);
+            }
+        }
+    }
+    (0..ncpus).filter(|&c| !usable[c as usize]).collect()
+}
+
+/// `2-3, 6` for [2, 3, 6] (ascending).
+fn cpu_ranges(cpus: &[u32]) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &c in cpus {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => runs.push((c, c)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Which tick the Linux policies use: a given `--param hz` (or `POLICY.hz`), else the

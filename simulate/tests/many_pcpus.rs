@@ -102,3 +102,38 @@ fn the_pcpu_limit_is_the_models_and_past_it_is_one_line() {
         assert_eq!(err, "--pcpus 4097: the simulation needs 1..=4096 pCPUs");
     }
 }
+
+/// `--pcpus` above the recording's count with vCPUs pinned to recorded pCPUs (the demo
+/// moves each between single pCPUs): the added pCPUs run none of them, and the affinity
+/// note says so (a user saw the same waits on 4 pCPUs as on 2 and no reason why).
+#[test]
+fn the_affinity_note_names_simulated_pcpus_no_vcpu_may_use() {
+    let span = S;
+    let pinned = vec![
+        Spec::hog(0, 0, span).rotating(&[0, 1], 100 * MS, span),
+        Spec::periodic(1, 0, 2 * MS, MS, span).on(&[1]),
+    ];
+    let d = demand(&pinned, 2, span);
+    let note = simulate::affinity_note(&d, 4);
+    assert!(
+        note.ends_with("; it never allows simulated pCPUs 2-3, so no vCPU runs there"),
+        "{note}"
+    );
+    let built = build(PolicyKind::Cfs, &d, 4, &Params::default()).unwrap();
+    let mut evs = Vec::new();
+    run(built, &d, 4, &mut |e| evs.push(e.clone()));
+    for k in 0..2 {
+        assert!(
+            placements(&evs, d.threads[k].tid).iter().all(|&c| c < 2),
+            "{note}"
+        );
+    }
+    assert!(!simulate::affinity_note(&d, 2).contains("never allows"));
+
+    let free = vec![
+        Spec::hog(0, 0, span),
+        Spec::periodic(1, 0, 2 * MS, MS, span),
+    ];
+    let note = simulate::affinity_note(&demand(&free, 2, span), 4);
+    assert!(!note.contains("never allows"), "{note}");
+}

@@ -149,7 +149,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         recorded_pcpus: rec.demand.pcpus,
         span_s: rec.demand.span_ns() as f64 / 1e9,
         open_loop: simulate::OPEN_LOOP_NOTE.to_string(),
-        affinity: simulate::affinity_note(&rec.demand),
+        affinity: simulate::affinity_note(&rec.demand, pcpus),
         tick: simulate::tick_note(
             rec.header.host.hz,
             &params,
