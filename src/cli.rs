@@ -23,6 +23,23 @@ pub struct Cli {
     pub log_file: Option<PathBuf>,
 }
 
+/// The command line as clap parses it: every option's value may start with a minus, so
+/// `--pcpus -1` or `--duration -1` reach the option's own check, which says what it takes,
+/// instead of clap's "unexpected argument '-1' found".
+pub fn command() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.allow_negative_numbers(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(negatives)
+    }
+    negatives(<Cli as clap::CommandFactory>::command())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Say what this host offers kvmscope (root, /dev/kvm flavour, BTF, tracefs, tracepoints).
@@ -303,9 +320,10 @@ pub struct SimulateArgs {
     /// Policies, comma-separated (cfs, eevdf, o1, on, credit, sedf), or `all`.
     #[arg(long, default_value = "all")]
     pub policy: String,
-    /// pCPUs to simulate (default: the recording's).
+    /// pCPUs to simulate (default: the recording's). Signed, so that a negative count is
+    /// refused with the simulation's range as 0 is, not by the argument parser.
     #[arg(long)]
-    pub pcpus: Option<u32>,
+    pub pcpus: Option<i64>,
     /// A policy parameter, NAME=VALUE (`cfs.latency=12ms`, `credit.cap.vm1=50`); repeatable.
     #[arg(long, value_name = "NAME=VALUE")]
     pub param: Vec<String>,

@@ -9,10 +9,11 @@ mod logging;
 mod report_text;
 mod target;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let parsed = cli::command()
+        .try_get_matches()
+        .and_then(|m| <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
                 e.get(ContextKind::ValidValue),
                 e.get(ContextKind::InvalidArg),
             ) {
-                (Some(ContextValue::Strings(valid)), _) => {
+                (Some(ContextValue::Strings(valid)), _) if !valid.is_empty() => {
                     eprintln!("kvmscope: {first} (expected one of: {})", valid.join(", "))
                 }
                 // "the following required arguments were not provided:" names them on the

@@ -37,3 +37,19 @@ fn a_command_without_its_own_command_lists_those() {
     assert!(err.contains("list"), "{err}");
     assert!(!err.contains("simulate"), "the top level's commands: {err}");
 }
+
+/// A negative value reaches the option's own check, which says what it takes, not clap's
+/// "unexpected argument '-1' found"; a missing value lists no empty set of values.
+#[test]
+fn a_negative_or_missing_value_says_what_the_option_takes() {
+    let err = one_line_failure(&["record", "--demo", "--duration", "-1", "-o", "x.trace"]);
+    assert!(
+        err.contains("--duration") && err.contains("not a duration"),
+        "{err}"
+    );
+    let err = one_line_failure(&["vmm", "--vms", "-2"]);
+    assert!(err.contains("--vms") && err.contains("-2"), "{err}");
+    let err = one_line_failure(&["simulate", "x.trace", "--record"]);
+    assert!(err.contains("--record <OUT>"), "{err}");
+    assert!(!err.contains("expected one of"), "{err}");
+}

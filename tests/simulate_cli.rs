@@ -139,6 +139,15 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     assert_one_line_error(&simulate(&[ts, "--param", "cfs.latency=fast"]), "duration");
     assert_one_line_error(&simulate(&[ts, "--pcpus", "0"]), "--pcpus");
     assert_one_line_error(&simulate(&[ts, "--pcpus", "4097"]), "needs 1..=4096 pCPUs");
+    // Below 0 and past u32 the same range, not the argument parser's "unexpected argument".
+    assert_one_line_error(
+        &simulate(&[ts, "--pcpus", "-1"]),
+        "-1: the simulation needs 1..=4096 pCPUs",
+    );
+    assert_one_line_error(
+        &simulate(&[ts, "--pcpus", "99999999999"]),
+        "needs 1..=4096 pCPUs",
+    );
     assert_one_line_error(
         &simulate(&[
             ts,

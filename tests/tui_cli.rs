@@ -79,6 +79,10 @@ fn dashboards_need_a_terminal() {
     for args in [&["demo"][..], &["top", "--pid", "1"][..]] {
         let err = stderr_line(&kvmscope().args(args).output().unwrap());
         assert!(err.contains("needs a terminal"), "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("kvmscope: {} draws", args[0])),
+            "{err}"
+        );
     }
 }
 

@@ -245,7 +245,7 @@ pub enum SimError {
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("--pcpus {0}: the simulation needs 1..={max} pCPUs", max = engine::MAX_PCPUS)]
-    Pcpus(u32),
+    Pcpus(i64),
     #[error("the recording has no tracked threads with scheduling events: nothing to simulate (record a target with vCPU threads, e.g. `kvmscope record --demo`)")]
     NoThreads,
 }
@@ -288,7 +288,7 @@ fn group_names(demand: &Demand, threads: &[engine::SimThread]) -> Vec<String> {
 /// Checks the run's inputs: at least one tracked thread, a pCPU count in range.
 pub fn check_inputs(demand: &Demand, ncpus: u32) -> Result<(), SimError> {
     if ncpus == 0 || ncpus > engine::MAX_PCPUS {
-        return Err(SimError::Pcpus(ncpus));
+        return Err(SimError::Pcpus(ncpus.into()));
     }
     if demand.tracked().all(|t| t.bursts.is_empty()) {
         return Err(SimError::NoThreads);

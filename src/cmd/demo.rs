@@ -65,7 +65,7 @@ pub(super) fn dashboard_options(
 ) -> anyhow::Result<tui::RunOptions> {
     if !std::io::stdout().is_terminal() {
         bail!(
-            "kvmscope {command} draws a dashboard and needs a terminal on stdout \
+            "{command} draws a dashboard and needs a terminal on stdout \
              (for text output use `kvmscope report` or `kvmscope trace`)"
         );
     }

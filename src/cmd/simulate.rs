@@ -103,7 +103,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let rec = load(&args.file)?;
     let (recorded, wake_cost) = recorded_defaults(&rec.demand, &rec.header.host);
     let params = params.with_recorded(recorded);
-    let pcpus = args.pcpus.unwrap_or(rec.demand.pcpus);
+    let pcpus = match args.pcpus {
+        Some(n) => u32::try_from(n).map_err(|_| simulate::SimError::Pcpus(n))?,
+        None => rec.demand.pcpus,
+    };
     simulate::check_inputs(&rec.demand, pcpus).with_context(|| args.file.display().to_string())?;
     // Build every policy first so a bad parameter fails before any work.
     let mut built = Vec::new();
