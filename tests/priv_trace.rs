@@ -290,6 +290,16 @@ fn trace_matches_the_kernels_own_figures() {
         "last line is not the summary: {summary}"
     );
     assert_eq!(summary["lost"], 0, "events were lost: {summary}");
+    // Its duration is the interval the events cover, as `report` gives it, not the command's
+    // wall time (which adds the probes' loading and the closing drain).
+    let stamps: Vec<u64> = events.iter().filter_map(|e| e["ts"].as_u64()).collect();
+    let (first_ts, last_ts) = (stamps.iter().min().unwrap(), stamps.iter().max().unwrap());
+    let covered_s = (last_ts - first_ts) as f64 / 1e9;
+    let said_s = summary["duration_s"].as_f64().unwrap();
+    assert!(
+        (said_s - covered_s).abs() < 1e-3,
+        "the summary says {said_s} s, the events cover {covered_s} s"
+    );
 
     // Every vCPU thread was announced, with its VM and index.
     for &tid in &tids {

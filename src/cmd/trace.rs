@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use model::{exit_names, Event, Model, ModelConfig, SnapshotOptions, Source};
 use serde::Serialize;
@@ -113,7 +113,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let started = Instant::now();
 
     let start_ns = source.start_ns();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -203,7 +202,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let events: u64 = counts.values().sum();
     let mut warnings = source.warnings().to_vec();
     model.finish();
-    let health = model.snapshot_with(SnapshotOptions::figures()).health;
+    let snapshot = model.snapshot_with(SnapshotOptions::figures());
+    // The interval the events cover, as `report` gives it: the command's wall time would add
+    // the probes' loading and the final drain.
+    let covered_s = snapshot.ts.saturating_sub(snapshot.start) as f64 / 1e9;
+    let health = snapshot.health;
     let unpaired = health.unpaired_switch_outs;
     if unpaired > 0 {
         // Nothing may go missing silently. On the hosts measured, the kernel's own
@@ -226,7 +229,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let summary = Summary {
         kind: "summary",
         source: source.describe(),
-        duration_s: started.elapsed().as_secs_f64(),
+        duration_s: covered_s,
         bpf: source.has_probes(),
         threads,
         warnings,
@@ -262,8 +265,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             };
             writeln!(
                 out,
-                "summary: {events} events in {:.3} s ({}), lost {lost}{causes}{}",
-                started.elapsed().as_secs_f64(),
+                "summary: {events} events in {covered_s:.3} s ({}), lost {lost}{causes}{}",
                 if kinds.is_empty() {
                     "none".to_string()
                 } else {
