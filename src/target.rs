@@ -42,6 +42,9 @@ pub struct Target {
     pub ring_bytes: u32,
     /// `--exits`; each command sets its default (stream where not given).
     pub exits: Option<ExitsArg>,
+    /// Every KVM user with none running yet is not an error but a wait for the first (the
+    /// exporter: a service may start before any VM), as `--qemu` without a name always is.
+    pub wait_for_vms: bool,
 }
 
 impl Target {
@@ -61,6 +64,7 @@ impl Target {
             sample_every,
             ring_bytes: DEFAULT_RING_BYTES,
             exits: None,
+            wait_for_vms: false,
         })
     }
 
@@ -102,6 +106,7 @@ impl TargetArgs {
             sample_every: self.sample_every,
             ring_bytes: self.ring_bytes,
             exits: self.exits,
+            wait_for_vms: false,
         })
     }
 }

@@ -312,3 +312,54 @@ fn label_domain_of(port: u16, pid: u32, time: f64) -> String {
         .map(|s| label(s, "domain").to_string())
         .unwrap_or_default()
 }
+
+/// The exporter as a service starts before any VM: with no KVM user on the host it serves
+/// and waits, then picks up the first VM that starts (it failed with "no process on this
+/// host holds a KVM vCPU" and a systemd unit would restart it in a loop). Another session's
+/// VMs on the host do not change what this checks: our VMM, started after, is picked up.
+#[test]
+fn an_exporter_started_before_any_vm_serves_and_picks_up_the_first() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let port = free_port();
+    let mut exporter = KillOnDrop(
+        kvmscope()
+            .args(["exporter", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kvmscope exporter"),
+    );
+    let scrape = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .expect("run curl");
+        Some(String::from_utf8_lossy(&out.stdout).into_owned()).filter(|m| !m.is_empty())
+    };
+    poll_until(
+        "the exporter serving /metrics",
+        Duration::from_secs(60),
+        || {
+            let ended = exporter.0.try_wait().expect("wait on the exporter");
+            assert!(ended.is_none(), "the exporter ended: {ended:?}");
+            scrape()
+        },
+    );
+    let vmm = start_vmm(1, 30);
+    let pid = vmm.0.id();
+    wait_for_vcpus(pid, 1);
+    poll_until(
+        "the exporter picking up the VMM",
+        Duration::from_secs(30),
+        || {
+            scrape().filter(|m| {
+                m.lines().any(|l| {
+                    l.starts_with("kvmscope_vcpu_info") && l.contains(&format!("pid=\"{pid}\""))
+                })
+            })
+        },
+    );
+}

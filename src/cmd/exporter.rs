@@ -27,8 +27,10 @@ pub fn run(args: ExporterArgs) -> anyhow::Result<ExitCode> {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
-    // With no target, every KVM user on the host, also those that start later.
+    // With no target, every KVM user on the host, also those that start later: a service
+    // may well start before the first VM.
     let mut target = args.target.resolve()?;
+    target.wait_for_vms = true;
     // Metrics are counts and histograms: exits are counted in the kernel.
     target.exits.get_or_insert(ExitsArg::Aggregate);
     require_privileges(&target)?;

@@ -132,7 +132,8 @@ impl LiveSource {
         let mut qemu_mappings = probes::qemu::QemuMappings::default();
         let (initial, unmapped, scenario) = match &target.watch {
             Watch::Host(spec) => {
-                let (initial, unmapped) = resolve_initial(spec, kvm_entry_ids, &mut qemu_mappings)?;
+                let (initial, unmapped) =
+                    resolve_initial(spec, target.wait_for_vms, kvm_entry_ids, &mut qemu_mappings)?;
                 (initial, unmapped, None)
             }
             Watch::Demo(scenario) => (Vec::new(), Vec::new(), Some(scenario.clone())),

@@ -26,15 +26,23 @@ pub(super) fn kvm_entry_fires() -> bool {
 
 /// The threads to watch when the session opens, and the QEMU VMs left out because they
 /// cannot be mapped. `--qemu` without a name watches every QEMU VM, also those that start
-/// later: none running yet is not an error but a note on stderr. A name or pid that matches
-/// no VM is an error, as is any other target that resolves to nothing.
+/// later: none running yet is not an error but a note on stderr; so is no KVM user at all
+/// when the session `wait_for_vms` (the exporter). A name or pid that matches no VM is an
+/// error, as is any other target that resolves to nothing.
 pub(super) fn resolve_initial(
     spec: &TargetSpec,
+    wait_for_vms: bool,
     kvm_entry_ids: bool,
     mappings: &mut probes::qemu::QemuMappings,
 ) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
     let TargetSpec::Qemu { selector, qmp } = spec else {
-        return Ok((targets::resolve(spec)?, Vec::new()));
+        return match targets::resolve(spec) {
+            Err(targets::TargetError::NoKvmProcess) if wait_for_vms => {
+                eprintln!("kvmscope: no process holds a KVM vCPU yet: waiting for VMs to start");
+                Ok((Vec::new(), Vec::new()))
+            }
+            threads => Ok((threads?, Vec::new())),
+        };
     };
     let selector = selector.as_deref().filter(|s| !s.is_empty());
     let found = mappings.session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
