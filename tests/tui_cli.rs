@@ -2,6 +2,7 @@
 //! touching the terminal (these run without a terminal and without privileges).
 
 mod common;
+mod trace_file_synth;
 use common::*;
 
 use std::process::Output;
@@ -43,6 +44,25 @@ fn replay_of_a_file_that_is_not_a_trace_says_so() {
         err.contains(&path.display().to_string()) || err.contains("trace"),
         "{err}"
     );
+}
+
+/// A recording of untracked tasks only: the dashboard would wait for vCPUs forever.
+#[test]
+fn replay_of_a_file_with_no_tracked_thread_says_so() {
+    let dir = TempDir::new("replay-untracked");
+    let path = dir.path("untracked.trace");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer =
+        model::trace_file::TraceWriter::new(file, &trace_file_synth::header()).unwrap();
+    for ev in [
+        model::synth::switch(1_000, 0, 0, 77),
+        model::synth::switch(2_000, 0, 77, 0),
+    ] {
+        writer.write(&ev).unwrap();
+    }
+    writer.finish().unwrap();
+    let err = stderr_line(&kvmscope().arg("replay").arg(&path).output().unwrap());
+    assert!(err.contains("announces no tracked thread"), "{err}");
 }
 
 #[test]

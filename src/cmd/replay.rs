@@ -34,6 +34,14 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
     if index.iter().all(|c| c.events == 0) {
         bail!("{} holds no events to replay", args.file.display());
     }
+    if !announces_a_thread(&args.file)? {
+        // The dashboard would wait for vCPUs forever, its table empty.
+        bail!(
+            "{} announces no tracked thread: no vCPU to replay (record a target with vCPU \
+             threads, e.g. `kvmscope record --demo`)",
+            args.file.display()
+        );
+    }
     let mut opts = dashboard_options("replay", 10.0, log_file)?;
     opts.notes = reader.stats().problems();
     opts.clock = false;
@@ -65,4 +73,28 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
     tui::run_replay(recorded, host, label, args.speed, simulated, opts)
         .context("dashboard failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the recording announces a tracked thread (a `TaskInfo`), read up to the first
+/// announcement: the first chunk of any recording of a target, the whole file only when
+/// there is none.
+fn announces_a_thread(file: &Path) -> anyhow::Result<bool> {
+    let mut source = FileSource::open(file)?;
+    let mut events = Vec::new();
+    loop {
+        events.clear();
+        let more = source
+            .poll(&mut events, Duration::ZERO)
+            .map_err(anyhow::Error::from_boxed)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if events
+            .iter()
+            .any(|e| matches!(e, model::Event::TaskInfo(_)))
+        {
+            return Ok(true);
+        }
+        if !more {
+            return Ok(false);
+        }
+    }
 }
