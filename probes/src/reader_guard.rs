@@ -15,8 +15,19 @@
 //! So the reader makes those calls at real-time priority ([`ReaderPriority`]), where no
 //! traced (fair-class) thread can preempt it: the drain's reads and also the `tracked` map's
 //! get/set when a thread is tracked or untracked, which happen while the other vCPUs run
-//! (a VMM starting or stopping its threads). Whatever runs are still skipped become lost
-//! events ([`recursion_misses`]), and the warning names the programs.
+//! (a VMM starting or stopping its threads), and the exit aggregates' per-thread entry
+//! deleted when a thread is untracked. Whatever runs are still skipped become lost events
+//! ([`recursion_misses`]), and the warning names the programs.
+//!
+//! What no priority of the reader prevents: a BTF tracepoint program (`tp_btf`: the `sched:*`
+//! and `csd:*` ones here) is skipped only while the same program already runs on that CPU
+//! (the kernel's per-program `active` count, which bpf() calls do not touch). Seen on sid
+//! under TCG (issue #15, one sid matrix run in ten): one `csd:csd_queue_cpu` run skipped while
+//! the bundled VMM was stopping, before the final drain and with none of our bpf() calls
+//! under way. csd_queue_cpu's callers run with preemption off, so what nested there was an
+//! interrupt queueing a cross-call (a remote wakeup) while the program ran for the
+//! interrupted thread's own. Whether that thread was tracked (the skipped run would then
+//! have sent a record) cannot be known afterwards, so the run counts as lost.
 
 use std::io;
 use std::os::fd::RawFd;

@@ -58,9 +58,6 @@ impl Probes {
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
-        if let Some(a) = &mut self.exit_aggs {
-            a.forget(tid);
-        }
         self.set_tracked(tid, false)
     }
 
@@ -68,7 +65,14 @@ impl Probes {
         self.tracked.covers(tid)?;
         // Like the drain's reads: a bpf() map call raises bpf_prog_active on this CPU, and a
         // traced thread that preempted it here would have its kvm tracepoint runs skipped.
+        // The exit aggregates' per-thread entry is deleted under it too (a hash map delete,
+        // made while the thread's VM may still run other vCPUs).
         let _guard = self.raise_priority();
+        if !on {
+            if let Some(a) = &mut self.exit_aggs {
+                a.forget(tid);
+            }
+        }
         self.tracked.set(tid, on)
     }
 }
