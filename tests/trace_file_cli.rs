@@ -155,11 +155,11 @@ fn random_bytes_empty_files_and_directories_give_one_clear_line() {
         p
     })
     .unwrap();
-    newer[8] = 4;
+    newer[8] = 5;
     let newer_path = dir.path("newer.trace");
     std::fs::write(&newer_path, newer).unwrap();
     assert!(
-        report_error(&newer_path).contains("written by a newer kvmscope (trace format version 4;")
+        report_error(&newer_path).contains("written by a newer kvmscope (trace format version 5;")
     );
 }
 

@@ -273,7 +273,7 @@ fn newer_version_is_refused_with_the_versions() {
     assert_eq!(
         msg,
         "cannot read test.trace: written by a newer kvmscope (trace format version 9; this \
-         one reads up to 3); upgrade kvmscope"
+         one reads up to 4); upgrade kvmscope"
     );
 }
 
@@ -306,7 +306,7 @@ fn version_1_files_still_read() {
     }));
     let mut bytes = write_trace(&events, 16 << 10);
     assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), FORMAT_VERSION);
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
     let (back, stats, _) = read_bytes(&bytes).unwrap();
     assert!(stats.problems().is_empty(), "{:?}", stats.problems());

@@ -252,7 +252,8 @@ impl<W: Write> ChromeWriter<W> {
             | Transition::Entry { .. }
             | Transition::Vmclear { .. }
             | Transition::Weight { .. }
-            | Transition::Affinity { .. } => {}
+            | Transition::Affinity { .. }
+            | Transition::TaskGroup { .. } => {}
         }
         Ok(())
     }

@@ -359,7 +359,8 @@ impl<W: Write> PerfettoWriter<W> {
             | Transition::Entry { .. }
             | Transition::Pcpu { .. }
             | Transition::Weight { .. }
-            | Transition::Affinity { .. } => {}
+            | Transition::Affinity { .. }
+            | Transition::TaskGroup { .. } => {}
         }
         Ok(())
     }

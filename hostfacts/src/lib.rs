@@ -4,6 +4,7 @@
 //! - [`task_files`]: a thread's `/proc/<pid>/task/<tid>/schedstat` and `sched`, exactly;
 //! - [`process`]: processes and threads (which exist, `stat`, `status`, names, command lines,
 //!   descriptors), on the `procfs` crate;
+//! - [`task_group`]: the task group the fair scheduler puts a task in (autogroup or cgroup);
 //! - [`system`]: system-wide `/proc` facts (CPU flags, kernel release, sysctls, mounts);
 //! - [`monotonic_ns`]: CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns` and of every event;
 //! - [`gettid`], [`euid`]: who is asking; [`clock_ticks_per_second`]: USER_HZ;
@@ -19,6 +20,7 @@ pub mod privilege;
 pub mod process;
 pub mod system;
 pub mod task_files;
+pub mod task_group;
 
 pub use task_files::{ProcSched, SchedStat, TaskFileError};
 

@@ -121,7 +121,10 @@ impl ProcessCpu {
 /// kernel has no autogroups.
 pub fn autogroup(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(process_dir(pid).join("autogroup")).ok()?;
-    Some(text.split_whitespace().next().unwrap_or("").to_string())
+    Some(match crate::task_group::parse_autogroup(&text) {
+        crate::task_group::TaskGroupFacts::Autogroup { name, .. } => name,
+        _ => String::new(),
+    })
 }
 
 /// The fields of `/proc/<pid>/task/<tid>/stat` kvmscope uses.

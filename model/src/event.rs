@@ -400,6 +400,37 @@ pub struct ObservationEnd {
     pub ts: u64,
 }
 
+/// The task group the kernel schedules a task in, read once by the source, the first time it
+/// saw the task run (either side of a switch it reported): a replay needs to know which
+/// session each stretch of other tasks' load was, as the kernel shares a pCPU among the groups
+/// first (`CONFIG_SCHED_AUTOGROUP`: every session is one; else the task's cpu cgroup).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskGroup {
+    pub ts: u64,
+    pub tid: u32,
+    pub pid: u32,
+    /// `None` when the task had exited before its group could be read.
+    pub group: Option<SchedGroup>,
+}
+
+/// A task group as the kernel weighs it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SchedGroup {
+    /// `/autogroup-<id>`, or a cpu cgroup's path; empty for the root task group (kernel
+    /// threads, init), whose tasks the kernel schedules each on its own, not as a group.
+    pub name: String,
+    /// The group's `tg->shares` on the textbook scale (nice 0 = 1024): an autogroup's nice's
+    /// weight, a cgroup's `cpu.shares` (or `cpu.weight` scaled).
+    pub weight: u32,
+}
+
+impl SchedGroup {
+    /// The root task group: no group entity of its own.
+    pub fn is_root(&self) -> bool {
+        self.name.is_empty()
+    }
+}
+
 /// One decoded event. Serialised as `{"type": "sched_switch", ...fields}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -421,6 +452,7 @@ pub enum Event {
     ObservationEnd(ObservationEnd),
     CounterSample(CounterSample),
     Affinity(Affinity),
+    TaskGroup(TaskGroup),
 }
 
 impl Event {
@@ -445,6 +477,7 @@ impl Event {
             Event::ObservationEnd(e) => e.ts,
             Event::CounterSample(e) => e.ts,
             Event::Affinity(e) => e.ts,
+            Event::TaskGroup(e) => e.ts,
         }
     }
 
@@ -469,6 +502,7 @@ impl Event {
             Event::ObservationEnd(e) => e.ts = ts,
             Event::CounterSample(e) => e.ts = ts,
             Event::Affinity(e) => e.ts = ts,
+            Event::TaskGroup(e) => e.ts = ts,
         }
     }
 
@@ -492,6 +526,7 @@ impl Event {
             Event::ObservationEnd(_) => "observation_end",
             Event::CounterSample(_) => "counter_sample",
             Event::Affinity(_) => "affinity",
+            Event::TaskGroup(_) => "task_group",
         }
     }
 }

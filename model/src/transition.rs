@@ -21,7 +21,7 @@
 //! retires ended threads, [`crate::ModelConfig::retire_ended_after_ns`], reuses slots: a
 //! [`Transition::Thread`] announces the new occupant, and `vcpus` lists occupied slots only.)
 
-use crate::{Comm, ExitIsa, VcpuState};
+use crate::{Comm, ExitIsa, SchedGroup, VcpuState};
 
 /// Who holds a pCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +125,13 @@ pub enum Transition {
         entered: Option<u64>,
         pcpu: u32,
         old_pcpu: u32,
+    },
+    /// The source read the task group of task `tid` (tracked or not) when it first saw it
+    /// run; `None`: the task had exited first. The first record of a tid holds.
+    TaskGroup {
+        ts: u64,
+        tid: u32,
+        group: Option<SchedGroup>,
     },
     /// From `ts`, `holder` runs on pCPU `cpu`.
     Pcpu {

@@ -70,6 +70,9 @@ pub struct Comparison {
     /// The vCPUs that never slept, whose replay cannot get more CPU ([`cpu_bound_note`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_bound: Option<String>,
+    /// The task groups the recording names ([`groups_note`]); none before format 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<String>,
     pub wake_cost: crate::wake_cost::WakeCostSummary,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
@@ -264,6 +267,36 @@ pub fn cpu_bound_note(demand: &Demand) -> Option<String> {
     })
 }
 
+/// What the recording says of task groups, if anything: how many groups its tracked threads
+/// and other tasks' load ran in, and how many tasks' groups could not be read.
+pub fn groups_note(demand: &Demand) -> Option<String> {
+    let records = demand.group_records;
+    if records.is_empty() {
+        return None;
+    }
+    let mut names: Vec<&str> = demand
+        .threads
+        .iter()
+        .filter_map(|t| t.group.as_ref())
+        .map(|g| g.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let others: Vec<&str> = names
+        .iter()
+        .map(|n| if n.is_empty() { "root" } else { n })
+        .collect();
+    Some(format!(
+        "task groups: {} tasks recorded, {} groups ran ({}); {} tasks had exited before their \
+         group could be read (their load is a group of its own); the fair policies schedule \
+         them with --param groups=auto (the default; groups=false for the flat model)",
+        records.read + records.unread,
+        names.len(),
+        others.join(", "),
+        records.unread
+    ))
+}
+
 /// The text table: one block per figure, one row per vCPU, one column per schedule.
 pub fn render_text(c: &Comparison) -> String {
     use std::fmt::Write;
@@ -283,6 +316,9 @@ pub fn render_text(c: &Comparison) -> String {
     let _ = writeln!(s, "note: {}", c.dispatch);
     let _ = writeln!(s, "note: {}", c.fair);
     if let Some(note) = &c.cpu_bound {
+        let _ = writeln!(s, "note: {note}");
+    }
+    if let Some(note) = &c.groups {
         let _ = writeln!(s, "note: {note}");
     }
     if !c.params.is_empty() {
@@ -431,6 +467,7 @@ mod tests {
             affinity: String::new(),
             tick: String::new(),
             dispatch: String::new(),
+            groups: None,
             fair: String::new(),
             cpu_bound: None,
             wake_cost: Default::default(),

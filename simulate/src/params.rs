@@ -140,6 +140,28 @@ impl Params {
         }
     }
 
+    /// One of `choices` (`want` says which, for the error): its index, or `default`'s.
+    pub fn choice(
+        &self,
+        policy: &str,
+        name: &str,
+        choices: &[&[&str]],
+        default: usize,
+        want: &'static str,
+    ) -> Result<usize, ParamError> {
+        let Some((key, v)) = self.raw(policy, name) else {
+            return Ok(default);
+        };
+        choices
+            .iter()
+            .position(|names| names.contains(&v))
+            .ok_or_else(|| ParamError::Value {
+                name: key,
+                value: v.to_string(),
+                want,
+            })
+    }
+
     /// Per-VM values: every given `policy.name.VM` or `name.VM`, as (VM, value).
     pub fn per_vm<T>(
         &self,

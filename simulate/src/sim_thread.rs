@@ -8,7 +8,8 @@ pub use crate::pcpu_set::PcpuSet;
 /// Largest pCPU count: the model's bound on CPU numbers, as every simulated run is measured
 /// through a model. The engine's per-event work grows with the pCPU count.
 pub const MAX_PCPUS: u32 = model::MAX_CPUS;
-/// Background stand-ins get tids from here up (plus the pCPU), far from real tids.
+/// Background stand-ins get tids from here up (plus the pCPU, plus [`MAX_PCPUS`] for each
+/// stand-in of the same pCPU before it: one per group), far from real tids.
 pub const BACKGROUND_TID: u32 = 0x7000_0000;
 
 /// What a policy may know of a thread.
@@ -27,6 +28,10 @@ pub struct SimThread {
     /// Index inside its VM (vCPU number where known), for static placement.
     pub index: u32,
     pub background: bool,
+    /// The task group the recording names for it (`ThreadDemand::group`).
+    pub sched_group: Option<model::SchedGroup>,
+    /// A background stand-in of tasks whose group could not be read.
+    pub group_unread: bool,
 }
 
 impl SimThread {
@@ -40,6 +45,7 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
     let all = PcpuSet::all(ncpus);
     let mut vms: Vec<&str> = Vec::new();
     let mut per_vm: Vec<u32> = Vec::new();
+    let mut stand_ins_on: Vec<u32> = Vec::new();
     demand
         .threads
         .iter()
@@ -73,12 +79,18 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
                 // Untracked tasks of a pCPU stay on it (and vanish with it under --pcpus).
                 allowed = PcpuSet::of(t.allowed.first(), ncpus);
             }
+            let tid = if t.background {
+                let cpu = t.first_cpu as usize;
+                if stand_ins_on.len() <= cpu {
+                    stand_ins_on.resize(cpu + 1, 0);
+                }
+                stand_ins_on[cpu] += 1;
+                BACKGROUND_TID + t.first_cpu + (stand_ins_on[cpu] - 1) * MAX_PCPUS
+            } else {
+                t.tid
+            };
             SimThread {
-                tid: if t.background {
-                    BACKGROUND_TID + t.first_cpu
-                } else {
-                    t.tid
-                },
+                tid,
                 pid: if t.background { 0 } else { t.pid },
                 weight: t.weight.max(1),
                 nice: t.nice,
@@ -86,6 +98,8 @@ pub fn sim_threads(demand: &Demand, ncpus: u32) -> Vec<SimThread> {
                 group: group as u32,
                 index: t.vcpu.unwrap_or(seq),
                 background: t.background,
+                sched_group: t.group.clone(),
+                group_unread: t.group_unread,
             }
         })
         .collect()

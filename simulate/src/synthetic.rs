@@ -137,6 +137,8 @@ pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
                 first_wake_ns: 0,
                 bursts: s.bursts.clone(),
                 background: false,
+                group: None,
+                group_unread: false,
                 wake_to_run: Percentiles::default(),
             }
         })
@@ -149,5 +151,6 @@ pub fn demand(specs: &[Spec], pcpus: u32, span_ns: u64) -> Demand {
         wakeups: Default::default(),
         lost_events: 0,
         out_of_order: 0,
+        group_records: Default::default(),
     }
 }

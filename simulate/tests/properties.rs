@@ -162,6 +162,62 @@ proptest! {
     }
 }
 
+/// `hogs_beside_background`'s threads in recorded task groups: the tracked ones in
+/// `/autogroup-1`, the background split into stand-ins of `/autogroup-2` (weight 1024),
+/// `/autogroup-3` (weight 2048) and the root task group, each always runnable.
+fn hogs_beside_recorded_groups(k: usize, span: u64) -> model::demand::Demand {
+    let group = |name: &str, weight| {
+        Some(model::SchedGroup {
+            name: name.into(),
+            weight,
+        })
+    };
+    let mut d = hogs_beside_background(k, span);
+    for t in &mut d.threads {
+        t.group = group("/autogroup-1", 1024);
+    }
+    let bg = d.threads.pop().unwrap();
+    for g in [
+        group("/autogroup-2", 1024),
+        group("/autogroup-3", 2048),
+        group("", 1024),
+    ] {
+        d.threads.push(model::demand::ThreadDemand {
+            group: g,
+            ..bg.clone()
+        });
+    }
+    d.group_records.read = k as u64 + 3;
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// With the recording's groups (`groups=auto`, the default) each group's entity weighs
+    /// its group's weight, and the root group's stand-in its own: the tracked threads share
+    /// 1024 / (1024 + 1024 + 2048 + 1024) of the pCPU however many they are. A recording
+    /// without group records replays flat under `auto`, exactly as with `groups=false`.
+    #[test]
+    fn with_recorded_groups_each_group_weighs_its_weight_and_the_root_its_tasks(
+        k in 1usize..=3
+    ) {
+        let span = 10 * S;
+        let d = hogs_beside_recorded_groups(k, span);
+        let flat = hogs_beside_background(k, span);
+        for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+            let got = shares(&events_of(kind, &d, 1, &[]), &d);
+            let want = 0.2 / k as f64;
+            for g in &got {
+                prop_assert!((g - want).abs() <= 0.01, "{kind:?} k={k}: {got:?} vs {want}");
+            }
+            prop_assert!(
+                events_of(kind, &flat, 1, &[]) == events_of(kind, &flat, 1, &["groups=false"])
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 

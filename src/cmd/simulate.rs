@@ -161,6 +161,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         dispatch: simulate::wake_cost::dispatch_note(&wake_cost, &charged),
         fair: compare::fair_note(pcpus, rec.demand.pcpus),
         cpu_bound: compare::cpu_bound_note(&rec.demand),
+        groups: compare::groups_note(&rec.demand),
         wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),
         demand: fair,

@@ -458,6 +458,17 @@ fn text_line(e: &Event, start_ns: u64) -> String {
             "{:<5} affinity        tid {} may run on {:?}",
             "-", a.tid, a.cpus
         ),
+        Event::TaskGroup(g) => format!(
+            "{:<5} task_group      tid {} pid {} {}",
+            "-",
+            g.tid,
+            g.pid,
+            match &g.group {
+                None => "exited before its group was read".to_string(),
+                Some(g) if g.is_root() => format!("root task group (weight {})", g.weight),
+                Some(g) => format!("{} weight {}", g.name, g.weight),
+            }
+        ),
         Event::VmEnded(v) => format!("{:<5} vm_ended        {} (pid {})", "-", v.vm, v.pid),
         Event::ObservationEnd(_) => format!("{:<5} observation_end (VMs still running)", "-"),
         Event::CounterSample(c) => format!(

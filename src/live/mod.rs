@@ -58,6 +58,7 @@ mod preflight;
 mod qemu_relabel;
 mod rescan_plan;
 mod target_scan;
+mod task_groups;
 mod tracking;
 #[cfg(test)]
 mod tracking_flow_tests;
@@ -68,6 +69,7 @@ use counter_source::CounterSource;
 use kernel_side::KernelSide;
 pub use preflight::{require_privileges, stop_on_signals};
 use target_scan::{kvm_entry_fires, resolve_initial};
+use task_groups::TaskGroups;
 use tracking::Tracking;
 
 /// How often targets are rescanned for new or vanished threads.
@@ -91,6 +93,8 @@ pub struct LiveSource {
     kernel: KernelSide,
     /// The tracked threads and processes.
     tracking: Tracking,
+    /// Each task's group, recorded the first time a switch shows it.
+    task_groups: TaskGroups,
     /// Kernel events stamped after the closing timestamp, dropped at the final drain.
     dropped_after_close: u64,
     gaps: Vec<GuestGap>,
@@ -172,6 +176,7 @@ impl LiveSource {
                 qemu_mappings,
             },
             tracking,
+            task_groups: TaskGroups::default(),
             dropped_after_close: 0,
             gaps: Vec::new(),
             last_rescan: Instant::now(),
@@ -278,6 +283,12 @@ impl LiveSource {
             .map_or(self.final_lost, |p| p.lost_by_cause())
     }
 
+    /// Tasks seen running that had exited before their group could be read (each has a
+    /// task-group record that says so).
+    pub fn task_groups_unread(&self) -> u64 {
+        self.task_groups.unread()
+    }
+
     /// Guest gap records the bundled VMM had no room for (each also an `Event::Lost`).
     pub fn vmm_gaps_lost(&self) -> u64 {
         self.gaps_lost
@@ -327,6 +338,8 @@ impl LiveSource {
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
                 p.take_exit_aggregates(&mut self.exit_aggregates);
+                self.task_groups
+                    .note(out, before, hostfacts::task_group::task_group);
                 // Relabelled threads are announced after the batch that mapped them.
                 let mut relabelled = Vec::new();
                 let batch = &out[before..];

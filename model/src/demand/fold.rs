@@ -1,13 +1,16 @@
 //! The demand fold: the model's transitions, thread by thread and pCPU by pCPU, into
 //! [`Demand`] (the rules are in the module's documentation).
 
+use std::collections::BTreeMap;
+
 use fixedbitset::FixedBitSet;
 
 use super::wakeup::{Holders, OpenWakeup, Placement, Wakeups};
-use super::{AffinitySpan, Burst, Demand, ThreadDemand, Woke};
+use super::{AffinitySpan, Burst, Demand, GroupRecords, ThreadDemand, Woke};
 use crate::latency::Latency;
+use crate::VcpuState;
 use crate::MAX_CPUS;
-use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, Snapshot, Transition, VcpuState};
+use crate::{nice_to_weight, Comm, PcpuHolder, Percentiles, SchedGroup, Snapshot, Transition};
 
 /// Where a thread is, as its transitions said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,35 +168,63 @@ impl Thread {
     }
 }
 
-/// Background stand-in of one pCPU: stretches of untracked tasks on it.
+/// Untracked tasks' stretches on one pCPU, each with the task that began it (the recording
+/// sees other tasks only as the other side of a tracked thread's switch, so a stretch is
+/// the task a tracked thread switched to, whoever else ran before the next tracked one).
 #[derive(Default)]
 struct Background {
-    since: Option<u64>,
-    first: Option<u64>,
-    bursts: Vec<Burst>,
-    last_end: u64,
+    /// The open stretch: since when, and its task.
+    since: Option<(u64, u32)>,
+    stretches: Vec<Stretch>,
+}
+
+#[derive(Clone, Copy)]
+struct Stretch {
+    from: u64,
+    to: u64,
+    tid: u32,
 }
 
 impl Background {
     /// The untracked stretch open on this pCPU (if any) ends at `ts`.
     fn close(&mut self, ts: u64) {
-        let Some(from) = self.since.take() else {
+        let Some((from, tid)) = self.since.take() else {
             return;
         };
-        if ts <= from {
-            return;
+        if ts > from {
+            self.stretches.push(Stretch { from, to: ts, tid });
         }
-        match self.bursts.last_mut() {
-            Some(last) => last.sleep_ns = Some(from.saturating_sub(self.last_end)),
-            None => self.first = Some(from),
+    }
+}
+
+/// Which stand-in of its pCPU a stretch joins: without task-group records one per pCPU (every
+/// stretch `Unrecorded`), with them one per group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum StandIn {
+    Group(SchedGroup),
+    /// The task had exited before its group could be read.
+    Unread,
+    /// No record names the task.
+    Unrecorded,
+}
+
+/// One stand-in's stretches as bursts, each followed by the gap to the next: its first
+/// stretch's start and the bursts.
+fn stand_in_bursts(stretches: &[Stretch]) -> (u64, Vec<Burst>) {
+    let mut bursts: Vec<Burst> = Vec::with_capacity(stretches.len());
+    let mut last_end = 0;
+    for s in stretches {
+        if let Some(last) = bursts.last_mut() {
+            last.sleep_ns = Some(s.from.saturating_sub(last_end));
         }
-        self.bursts.push(Burst {
-            run_ns: ts - from,
+        bursts.push(Burst {
+            run_ns: s.to - s.from,
             sleep_ns: None,
             woke: None,
         });
-        self.last_end = ts;
+        last_end = s.to;
     }
+    (stretches.first().map_or(0, |s| s.from), bursts)
 }
 
 /// Folds the model's transitions into [`Demand`]: [`DemandFold::fold`] each batch the model
@@ -207,6 +238,8 @@ pub struct DemandFold {
     /// Who held each pCPU, to place each closed wakeup.
     holders: Holders,
     wakeups: Wakeups,
+    /// Each task's group, from the recording's task-group records (the first of a tid holds).
+    groups: BTreeMap<u32, Option<SchedGroup>>,
 }
 
 impl DemandFold {
@@ -266,6 +299,8 @@ impl DemandFold {
                         first_wake_ns: 0,
                         bursts: Vec::new(),
                         background: false,
+                        group: None,
+                        group_unread: false,
                         wake_to_run: Percentiles::default(),
                     },
                     phase: Phase::Unknown,
@@ -347,9 +382,12 @@ impl DemandFold {
                 let bg = &mut self.cpus[i];
                 // Whatever ran here until now: an untracked stretch ends.
                 bg.close(*ts);
-                if matches!(holder, PcpuHolder::Other { .. }) {
-                    bg.since = Some(*ts);
+                if let PcpuHolder::Other { tid, .. } = holder {
+                    bg.since = Some((*ts, *tid));
                 }
+            }
+            Transition::TaskGroup { tid, group, .. } => {
+                self.groups.entry(*tid).or_insert_with(|| group.clone());
             }
             Transition::Vruntime { .. }
             | Transition::Resume { .. }
@@ -392,27 +430,51 @@ impl DemandFold {
                 .max()
                 .map_or(0, |c| c + 1),
         );
+        for t in &mut threads {
+            t.group = self.groups.get(&t.tid).cloned().flatten();
+        }
         for (cpu, mut bg) in self.cpus.into_iter().enumerate() {
             bg.close(end);
-            let Some(first) = bg.first else { continue };
             let cpu = cpu as u32;
-            threads.push(ThreadDemand {
-                tid: 0,
-                pid: 0,
-                comm: Comm::new(&format!("background/{cpu}")),
-                vm: String::new(),
-                vcpu: None,
-                nice: 0,
-                weight: nice_to_weight(0),
-                allowed: vec![cpu],
-                affinity: Vec::new(),
-                first_cpu: cpu,
-                first_wake_ns: first.saturating_sub(start),
-                bursts: bg.bursts,
-                background: true,
-                wake_to_run: Percentiles::default(),
-            });
+            let mut by_group: BTreeMap<StandIn, Vec<Stretch>> = BTreeMap::new();
+            for s in bg.stretches {
+                let key = match self.groups.get(&s.tid) {
+                    None => StandIn::Unrecorded,
+                    Some(None) => StandIn::Unread,
+                    Some(Some(g)) => StandIn::Group(g.clone()),
+                };
+                by_group.entry(key).or_default().push(s);
+            }
+            for (key, stretches) in by_group {
+                let (first, bursts) = stand_in_bursts(&stretches);
+                let group_unread = key == StandIn::Unread;
+                threads.push(ThreadDemand {
+                    tid: 0,
+                    pid: 0,
+                    comm: Comm::new(&format!("background/{cpu}")),
+                    vm: String::new(),
+                    vcpu: None,
+                    nice: 0,
+                    weight: nice_to_weight(0),
+                    allowed: vec![cpu],
+                    affinity: Vec::new(),
+                    first_cpu: cpu,
+                    first_wake_ns: first.saturating_sub(start),
+                    bursts,
+                    background: true,
+                    group: match key {
+                        StandIn::Group(g) => Some(g),
+                        StandIn::Unread | StandIn::Unrecorded => None,
+                    },
+                    group_unread,
+                    wake_to_run: Percentiles::default(),
+                });
+            }
         }
+        let group_records = GroupRecords {
+            read: self.groups.values().filter(|g| g.is_some()).count() as u64,
+            unread: self.groups.values().filter(|g| g.is_none()).count() as u64,
+        };
         self.wakeups.sort();
         Demand {
             start,
@@ -422,6 +484,7 @@ impl DemandFold {
             wakeups: self.wakeups,
             lost_events: snap.health.lost_events,
             out_of_order: snap.health.out_of_order,
+            group_records,
         }
     }
 }

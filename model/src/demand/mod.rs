@@ -25,7 +25,9 @@
 //! at `Sleeping` -> `Waiting`, closes at the next running state, is cancelled by a sleep or
 //! the thread's end); a thread's first burst starts at its first runnable state; its pCPUs
 //! are those its states and switch-outs name; a pCPU's background load is each stretch an
-//! untracked task held it.
+//! untracked task held it, split by the task group of the task that began the stretch where
+//! the recording has task-group records (`Transition::TaskGroup`), one stand-in per pCPU and
+//! group.
 
 mod fold;
 #[cfg(test)]
@@ -34,7 +36,7 @@ mod wakeup;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Comm, Event, Model, ModelConfig, Percentiles, SnapshotOptions};
+use crate::{Comm, Event, Model, ModelConfig, Percentiles, SchedGroup, SnapshotOptions};
 pub use fold::DemandFold;
 pub use wakeup::Wakeups;
 
@@ -89,8 +91,17 @@ pub struct ThreadDemand {
     /// When its first burst became runnable, ns since the demand's start.
     pub first_wake_ns: u64,
     pub bursts: Vec<Burst>,
-    /// True for the per-pCPU stand-in of untracked tasks.
+    /// True for a per-pCPU stand-in of untracked tasks: one per pCPU, or with task-group
+    /// records one per pCPU and group.
     pub background: bool,
+    /// The task group its load ran in, from the recording's task-group records: a tracked
+    /// thread's own, a stand-in's tasks'. `None` without a record (or one that could not be
+    /// read: `group_unread`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<SchedGroup>,
+    /// A stand-in of tasks that had exited before their group could be read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_unread: bool,
     /// Wake-to-run latency as served (wakeup to the next switch-in), ns.
     pub wake_to_run: Percentiles,
 }
@@ -128,6 +139,23 @@ pub struct Demand {
     pub lost_events: u64,
     /// Events older than the reorder window, folded in at the time of the newest one.
     pub out_of_order: u64,
+    /// The recording's task-group records (format 4 on; none before).
+    #[serde(default, skip_serializing_if = "GroupRecords::is_empty")]
+    pub group_records: GroupRecords,
+}
+
+/// How many tasks the recording names a task group for, and how many had exited before it
+/// could be read (their load is a stand-in of its own, `group_unread`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupRecords {
+    pub read: u64,
+    pub unread: u64,
+}
+
+impl GroupRecords {
+    pub fn is_empty(&self) -> bool {
+        self.read == 0 && self.unread == 0
+    }
 }
 
 impl Demand {

@@ -279,3 +279,70 @@ fn an_inferred_switch_in_closes_a_wakeup() {
         .collect();
     assert_eq!(all, vec![700 * US]);
 }
+
+fn task_group(tid: u32, name: Option<&str>) -> Event {
+    Event::TaskGroup(crate::TaskGroup {
+        ts: 150,
+        tid,
+        pid: tid,
+        group: name.map(|n| crate::SchedGroup {
+            name: n.into(),
+            weight: 1024,
+        }),
+    })
+}
+
+/// With task-group records a pCPU's background splits into one stand-in per group of the
+/// task that began each stretch (and one for tasks whose group was not read, one for tasks
+/// without a record); a tracked thread carries its own group.
+#[test]
+fn task_group_records_split_the_background_by_group() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        wakeup(100, 0, 10, 0),
+        switch(200, 0, 0, 10),
+        task_group(10, Some("/autogroup-1")),
+        task_group(77, Some("/autogroup-1")),
+        task_group(78, Some("/autogroup-2")),
+        task_group(79, None),
+        switch(300, 0, 10, 77),
+        switch(400, 0, 77, 10),
+        switch(500, 0, 10, 78),
+        switch(650, 0, 78, 10),
+        switch(700, 0, 10, 77),
+        switch(720, 0, 77, 10),
+        switch(800, 0, 10, 79),
+        switch(850, 0, 79, 10),
+        switch(900, 0, 10, 80),
+        switch(1000, 0, 80, 10),
+    ];
+    let d = demand(&evs);
+    assert_eq!(d.group_records, GroupRecords { read: 3, unread: 1 });
+    let t = d.tracked().next().unwrap();
+    assert_eq!(t.group.as_ref().unwrap().name, "/autogroup-1");
+    let bg: Vec<_> = d
+        .threads
+        .iter()
+        .filter(|t| t.background)
+        .map(|t| {
+            let runs: Vec<u64> = t.bursts.iter().map(|b| b.run_ns).collect();
+            (
+                t.group.as_ref().map(|g| g.name.as_str()),
+                t.group_unread,
+                runs,
+            )
+        })
+        .collect();
+    assert_eq!(
+        bg,
+        [
+            (Some("/autogroup-1"), false, vec![100, 20]),
+            (Some("/autogroup-2"), false, vec![150]),
+            (None, true, vec![50]),
+            (None, false, vec![100]),
+        ]
+    );
+    let first = d.threads.iter().find(|t| t.background).unwrap();
+    assert_eq!(first.bursts[0].sleep_ns, Some(300));
+    assert_eq!(first.first_wake_ns, 300);
+}

@@ -200,6 +200,7 @@ impl Model {
             Event::ObservationEnd(_) => {}
             Event::CounterSample(s) => self.on_counter_sample(s),
             Event::Affinity(a) => self.on_affinity(a),
+            Event::TaskGroup(g) => self.on_task_group(g),
         }
     }
 

@@ -9,7 +9,7 @@ use super::resume::ResumeTracker;
 use super::retire::RetiredTotals;
 use super::Model;
 use crate::{nice_to_weight, Affinity, Comm, SwitchOut, TaskExit, TaskInfo, TaskState};
-use crate::{Transition, VcpuState, VmEnded};
+use crate::{TaskGroup, Transition, VcpuState, VmEnded};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TState {
@@ -349,6 +349,16 @@ impl Model {
             ts: a.ts,
             thread: n as u32,
             cpus: a.cpus.clone(),
+        });
+    }
+
+    /// Nothing of the model's own depends on a task's group: it is passed on for the demand
+    /// fold, which splits other tasks' load by group.
+    pub(super) fn on_task_group(&mut self, g: &TaskGroup) {
+        self.log.push(|| Transition::TaskGroup {
+            ts: g.ts,
+            tid: g.tid,
+            group: g.group.clone(),
         });
     }
 

@@ -28,6 +28,7 @@ pub fn shift_ts(ev: &mut Event, by: u64) {
         Event::ObservationEnd(x) => x.ts += by,
         Event::CounterSample(x) => x.ts += by,
         Event::Affinity(x) => x.ts += by,
+        Event::TaskGroup(x) => x.ts += by,
     }
 }
 

@@ -44,8 +44,10 @@ pub const MAGIC: [u8; 8] = *b"KVMSCOPE";
 /// what version 1 gained without a bump (counter samples, affinity and unobserved records,
 /// a task-info schedstat, a switch's `run_delay`), which the readers of before each addition
 /// skip chunk by chunk; version 1 files still read. Version 3 adds a task-info's state at
-/// tracking start (`TaskInfo::start`); files of versions 1 and 2 read without it.
-pub const FORMAT_VERSION: u16 = 3;
+/// tracking start (`TaskInfo::start`); files of versions 1 and 2 read without it. Version 4
+/// adds task-group records (`Event::TaskGroup`: the autogroup or cgroup of each task the
+/// source saw run); older files have none.
+pub const FORMAT_VERSION: u16 = 4;
 
 pub(crate) const PREAMBLE_LEN: usize = 12;
 pub(crate) const SYNC: [u8; 4] = *b"KVCK";

@@ -90,6 +90,7 @@ fn kept_through_discard(ev: &Event) -> bool {
     match ev {
         Event::TaskInfo(_)
         | Event::Affinity(_)
+        | Event::TaskGroup(_)
         | Event::VmEnded(_)
         | Event::Unobserved(_)
         | Event::ObservationEnd(_) => true,

@@ -6,12 +6,13 @@
 //! holds the state and the engine's entry points; by job: `fair/pick.rs` (the pick and the
 //! slice), `fair/wakeup.rs` (wakeup placement and wakeup preemption), `fair/balance.rs`
 //! (new-idle pull, periodic pull onto an idle pCPU, periodic balancing by PELT load with
-//! `load_balance.rs`, `migration_cost` cache-hot refusal). With
-//! `--param groups=true` they schedule task groups (`fair/groups.rs`: each process's
-//! tracked threads in one, the background in another, picks and wakeup preemption at the group level
-//! first); without, every thread shares its pCPU's one queue (the flat model, the
-//! default: it reproduces a host where no other session is busy, see
-//! `tests/priv_simulate.rs`). Buddies and DELAY_DEQUEUE are not modelled. Parameters and
+//! `load_balance.rs`, `migration_cost` cache-hot refusal). They schedule task groups
+//! (`fair/groups.rs`: by default the autogroups and cgroups the recording names, each with
+//! its weight; with `--param groups=true` each process's tracked threads in one, the
+//! background in another; picks and wakeup preemption at the group level first); without
+//! (`groups=false`, or a recording without task-group records), every thread shares its
+//! pCPU's one queue (the flat model: it reproduces a host where no other session is busy,
+//! see `tests/priv_simulate.rs`). Buddies and DELAY_DEQUEUE are not modelled. Parameters and
 //! their defaults: `fair/params.rs`.
 
 mod balance;

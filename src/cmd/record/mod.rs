@@ -202,6 +202,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             discarded.events
         );
     }
+    if source.task_groups_unread() > 0 {
+        eprintln!(
+            "{} tasks had exited before their task group could be read (a replay gives their \
+             load a group of its own)",
+            source.task_groups_unread()
+        );
+    }
     if discarded.events > 0 {
         eprintln!(
             "warning: the writer fell {QUEUE_CHUNKS} chunks behind: {} events in {} chunks were \
@@ -218,6 +225,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             seconds,
             lost_by_cause: source.lost_by_cause(),
             vmm_gaps_lost: source.vmm_gaps_lost(),
+            task_groups_unread: source.task_groups_unread(),
             writer: WriterFigures {
                 queue_chunks: QUEUE_CHUNKS,
                 peak_unwritten_chunks: peak_unwritten,
@@ -243,6 +251,9 @@ struct RecordDone<'a> {
     lost_by_cause: probes::LostByCause,
     /// Guest gap records the bundled VMM (`--demo`) had no room for.
     vmm_gaps_lost: u64,
+    /// Tasks seen running that had exited before their task group could be read (their
+    /// task-group records say so).
+    task_groups_unread: u64,
     writer: WriterFigures,
     /// The in-process VMM's summary (`--demo`): its own exit counters per vCPU.
     vmm: Option<&'a vmm::Summary>,

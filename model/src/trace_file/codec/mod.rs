@@ -30,7 +30,7 @@ use integer_encoding::VarInt;
 
 use crate::event::{Comm, Event};
 use counter_sample::K_COUNTER_SAMPLE;
-use records::{TASK_INFO_HAS_SCHEDSTAT, TASK_INFO_HAS_START, UNOBSERVED_TAG};
+use records::{TASK_GROUP_TAG, TASK_INFO_HAS_SCHEDSTAT, TASK_INFO_HAS_START, UNOBSERVED_TAG};
 use state::CoderState;
 
 /// Kind codes (low nibble of the tag byte). Stable since format version 1.
@@ -52,9 +52,9 @@ const K_OBSERVATION_END: u8 = 13;
 /// before it fails the chunk that holds one ("unknown event kind") and skips that chunk whole
 /// as corrupt, hence version 2 (see [`super::FORMAT_VERSION`]). The last free code, so it is
 /// also the escape: an affinity record's tag has no CPU, and a non-zero high nibble names a
-/// further kind instead ([`records::UNOBSERVED_TAG`]; a reader from before that skips the
-/// chunk as corrupt too: "cpu on an event without one"). A further kind there needs a new
-/// format version.
+/// further kind instead ([`records::UNOBSERVED_TAG`], [`records::TASK_GROUP_TAG`] from format
+/// version 4; a reader from before either skips the chunk as corrupt: "cpu on an event
+/// without one"). A further kind there needs a new format version.
 const K_AFFINITY: u8 = 15;
 
 /// Field streams. A chunk's fields are stored column-wise, one stream per kind of value, so
@@ -141,6 +141,7 @@ impl ChunkEncoder {
             Event::ObservationEnd(e) => self.observation_end(e),
             Event::CounterSample(e) => self.counter_sample(e),
             Event::Affinity(e) => self.affinity(e),
+            Event::TaskGroup(e) => self.task_group(e),
         }
     }
 
@@ -259,7 +260,7 @@ impl<'a> ChunkDecoder<'a> {
             (0, true) => self.u32(ID)?,
             (n, true) => u32::from(n - 1),
             (0, false) => 0,
-            _ if tag == UNOBSERVED_TAG => 0,
+            _ if tag == UNOBSERVED_TAG || tag == TASK_GROUP_TAG => 0,
             _ if kind == K_TASK_INFO
                 && tag & !(TASK_INFO_HAS_SCHEDSTAT | TASK_INFO_HAS_START) == K_TASK_INFO =>
             {
@@ -284,6 +285,7 @@ impl<'a> ChunkDecoder<'a> {
             K_OBSERVATION_END => Event::ObservationEnd(self.observation_end()?),
             K_COUNTER_SAMPLE => self.counter_sample(cpu)?,
             K_AFFINITY if tag == UNOBSERVED_TAG => Event::Unobserved(self.unobserved()?),
+            K_AFFINITY if tag == TASK_GROUP_TAG => Event::TaskGroup(self.task_group()?),
             K_AFFINITY => Event::Affinity(self.affinity()?),
             _ => return Err(DecodeError("unknown event kind")),
         });
@@ -471,6 +473,30 @@ mod tests {
                 ts: 7,
                 tid: 9,
                 cpus: vec![1],
+            }),
+            Event::TaskGroup(crate::TaskGroup {
+                ts: 8,
+                tid: u32::MAX,
+                pid: 7,
+                group: Some(crate::SchedGroup {
+                    name: "/autogroup-687".into(),
+                    weight: 1024,
+                }),
+            }),
+            Event::TaskGroup(crate::TaskGroup {
+                ts: 8,
+                tid: 2,
+                pid: 2,
+                group: Some(crate::SchedGroup {
+                    name: String::new(),
+                    weight: u32::MAX,
+                }),
+            }),
+            Event::TaskGroup(crate::TaskGroup {
+                ts: 9,
+                tid: 3,
+                pid: 3,
+                group: None,
             }),
         ];
         assert_eq!(round_trip(&events), events);

@@ -1,10 +1,10 @@
-//! Bookkeeping records: lost-event counts, task info, affinity, VM end, observation end. Each
-//! kind's encode and decode sit side by side.
+//! Bookkeeping records: lost-event counts, task info, affinity, task groups, VM end,
+//! observation end. Each kind's encode and decode sit side by side.
 
 use super::{ChunkDecoder, ChunkEncoder, DResult, DecodeError, ID, SE, TAG, VAL};
 use super::{K_AFFINITY, K_LOST, K_OBSERVATION_END, K_TASK_INFO, K_VM_ENDED};
 use crate::event::{Affinity, Lost, ObservationEnd, Schedstat, TaskInfo, Unobserved};
-use crate::event::{ThreadStart, UnobservedKind, VmEnded};
+use crate::event::{SchedGroup, TaskGroup, ThreadStart, UnobservedKind, VmEnded};
 use crate::TaskState;
 
 /// Most CPUs an affinity record may list (the model's bound on CPU numbers); more is
@@ -21,6 +21,9 @@ pub(super) const TASK_INFO_HAS_START: u8 = 0x20;
 /// An [`Unobserved`] record's tag: the affinity code escaped by its high nibble (see
 /// `K_AFFINITY`). Its kind code and count follow the timestamp.
 pub(super) const UNOBSERVED_TAG: u8 = K_AFFINITY | 0x10;
+/// A [`TaskGroup`] record's tag: the affinity code escaped by another high nibble (format
+/// version 4 on). Tid, pid, then the group's weight plus one (0: not read) and its name.
+pub(super) const TASK_GROUP_TAG: u8 = K_AFFINITY | 0x20;
 
 impl ChunkEncoder {
     pub(super) fn lost(&mut self, e: &Lost) {
@@ -78,6 +81,20 @@ impl ChunkEncoder {
         for &c in &e.cpus {
             self.u(VAL, u64::from(c.wrapping_sub(prev)));
             prev = c;
+        }
+    }
+
+    pub(super) fn task_group(&mut self, e: &TaskGroup) {
+        self.byte(TAG, TASK_GROUP_TAG);
+        self.ts(e.ts);
+        self.u(ID, u64::from(e.tid));
+        self.u(ID, u64::from(e.pid));
+        match &e.group {
+            None => self.u(VAL, 0),
+            Some(g) => {
+                self.u(VAL, u64::from(g.weight) + 1);
+                self.string(&g.name);
+            }
         }
     }
 
@@ -168,6 +185,25 @@ impl ChunkDecoder<'_> {
             cpus.push(prev);
         }
         Ok(Affinity { ts, tid, cpus })
+    }
+
+    pub(super) fn task_group(&mut self) -> DResult<TaskGroup> {
+        let ts = self.ts()?;
+        let tid = self.u32(ID)?;
+        let pid = self.u32(ID)?;
+        let group = match self.u(VAL)? {
+            0 => None,
+            w => Some(SchedGroup {
+                weight: u32::try_from(w - 1).map_err(|_| DecodeError("group weight"))?,
+                name: self.string()?,
+            }),
+        };
+        Ok(TaskGroup {
+            ts,
+            tid,
+            pid,
+            group,
+        })
     }
 
     pub(super) fn vm_ended(&mut self) -> DResult<VmEnded> {

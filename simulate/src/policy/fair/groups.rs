@@ -1,6 +1,8 @@
-//! Task groups in the fair policies (`--param groups=true`), as autogroups and cgroups make
-//! them: the tracked threads of each process (a VMM's session) in a group, the untracked
-//! background in another. Each group has an entity on each pCPU's root queue and a queue of its own
+//! Task groups in the fair policies, as autogroups and cgroups make them: with
+//! `--param groups=auto` (the default) the groups the recording names (each task's autogroup
+//! or cgroup, read by the recorder: the tracked threads' and each per-pCPU stand-in of other
+//! tasks' load, with the group's weight); with `groups=true` the tracked threads of each
+//! process (a VMM's session) in a group, the untracked background in another. Each group has an entity on each pCPU's root queue and a queue of its own
 //! threads there; the root picks among the group entities first, then the group among its
 //! threads (`pick_next_entity` per level), and a wakeup is judged at the level where the
 //! wakee and the running thread meet (`find_matching_se`): a woken vCPU preempts another
@@ -14,8 +16,12 @@
 //! calls `update_cfs_group`: at enqueue, dequeue and tick on that pCPU; an entity on its
 //! queue is reweighted keeping its lag and relative deadline (`reweight_entity`).
 //!
-//! Without groups every thread is on its pCPU's root queue directly (the flat model).
+//! A group that stands for the root task group (kernel threads) weighs what is queued in it
+//! (its tasks are each an entity at the root in the kernel). Without groups (`groups=false`,
+//! or `auto` on a recording without task-group records) every thread is on its pCPU's root
+//! queue directly (the flat model).
 
+use super::params::GroupMode;
 use super::{scale_lag, Fair, FairParams, Flavour, NICE_0};
 use crate::engine::Cx;
 use crate::sim_thread::SimThread;
@@ -30,22 +36,33 @@ pub(super) struct Groups {
     ncpus: usize,
     /// Each group's `tg->shares`.
     shares: Vec<f64>,
+    /// Groups that stand for the root task group: their tasks weigh on the root queue each by
+    /// its own weight, so their entity takes the weight queued under it, not a share.
+    root: Vec<bool>,
 }
 
 impl Groups {
     pub(super) fn new(p: &FairParams, threads: &[SimThread], ncpus: u32) -> Groups {
-        let ncpus = ncpus as usize;
-        if !p.groups {
-            return Groups {
+        let recorded = threads
+            .iter()
+            .any(|t| t.sched_group.is_some() || t.group_unread);
+        match p.groups {
+            GroupMode::PerProcess => Groups::per_process(p, threads, ncpus),
+            GroupMode::Recorded if recorded => Groups::recorded(threads, ncpus),
+            GroupMode::Off | GroupMode::Recorded => Groups {
                 of: Vec::new(),
                 count: 0,
-                ncpus,
+                ncpus: ncpus as usize,
                 shares: Vec::new(),
-            };
+                root: Vec::new(),
+            },
         }
-        // One group per process of tracked threads (its session: a VMM daemonizes into
-        // its own, the demo's VMs share the recorder's), in order of appearance, then the
-        // background's.
+    }
+
+    /// `groups=true`: one group per process of tracked threads (its session: a VMM
+    /// daemonizes into its own, the demo's VMs share the recorder's), in order of
+    /// appearance, then the background's.
+    fn per_process(p: &FairParams, threads: &[SimThread], ncpus: u32) -> Groups {
         let mut pids: Vec<u32> = Vec::new();
         for t in threads.iter().filter(|t| !t.background) {
             if !pids.contains(&t.pid) {
@@ -68,8 +85,45 @@ impl Groups {
         Groups {
             of,
             count,
-            ncpus,
+            ncpus: ncpus as usize,
             shares,
+            root: vec![false; count],
+        }
+    }
+
+    /// `groups=auto` on a recording with task-group records: each group it names, with its
+    /// weight, holding the tracked threads and background stand-ins of that group, in order
+    /// of appearance. A tracked thread without a record is in its process's group; the
+    /// stand-ins of tasks without one (or whose group could not be read) are a group each.
+    fn recorded(threads: &[SimThread], ncpus: u32) -> Groups {
+        let mut keys: Vec<String> = Vec::new();
+        let (mut shares, mut root) = (Vec::new(), Vec::new());
+        let of = threads
+            .iter()
+            .map(|t| {
+                let (key, weight, is_root) = match &t.sched_group {
+                    Some(g) => (format!("group {}", g.name), g.weight, g.is_root()),
+                    None if !t.background => (format!("pid {}", t.pid), NICE_0 as u32, false),
+                    None if t.group_unread => ("unread".to_string(), NICE_0 as u32, false),
+                    None => ("unrecorded".to_string(), NICE_0 as u32, false),
+                };
+                match keys.iter().position(|k| *k == key) {
+                    Some(g) => g as u32,
+                    None => {
+                        keys.push(key);
+                        shares.push(f64::from(weight.max(MIN_SHARES as u32)));
+                        root.push(is_root);
+                        keys.len() as u32 - 1
+                    }
+                }
+            })
+            .collect();
+        Groups {
+            of,
+            count: keys.len(),
+            ncpus: ncpus as usize,
+            shares,
+            root,
         }
     }
 
@@ -241,6 +295,9 @@ impl Fair {
             }
         }
         let queued = self.rqs[self.home_of_group(g, cpu)].load as f64;
+        if self.groups.root[g as usize] {
+            return queued.max(MIN_SHARES) as u32;
+        }
         let load = here.max(queued);
         let total = total - here + load;
         let shares = self.groups.shares[g as usize];

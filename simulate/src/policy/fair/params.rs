@@ -37,12 +37,24 @@ pub struct FairParams {
     pub start_debit: bool,
     pub place_lag: bool,
     pub run_to_parity: bool,
-    /// Task groups (`groups.rs`): each process's tracked threads in a group, the background
-    /// in another.
-    pub groups: bool,
-    /// The background group's `tg->shares` (1024 for one autogroup; several busy sessions
-    /// weigh as many times that).
+    /// Task groups (`groups.rs`).
+    pub groups: GroupMode,
+    /// The background group's `tg->shares` with `groups=true` (1024 for one autogroup;
+    /// several busy sessions weigh as many times that).
     pub background_shares: u64,
+}
+
+/// `--param groups=`: which task groups the fair policies schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupMode {
+    /// `false`: every thread on its pCPU's root queue (the flat model).
+    Off,
+    /// `true`: each process's tracked threads in a group, all the background in another.
+    PerProcess,
+    /// `auto` (the default): the groups the recording names (its task-group records: each
+    /// tracked thread's and each background stand-in's autogroup or cgroup, with its
+    /// weight); flat when it has none (recordings from before format 4).
+    Recorded,
 }
 
 impl FairParams {
@@ -71,7 +83,17 @@ impl FairParams {
             start_debit: false,
             place_lag: false,
             run_to_parity: false,
-            groups: p.bool(name, "groups", false)?,
+            groups: [GroupMode::Off, GroupMode::PerProcess, GroupMode::Recorded][p.choice(
+                name,
+                "groups",
+                &[
+                    &["0", "false", "off", "no"],
+                    &["1", "true", "on", "yes"],
+                    &["auto"],
+                ],
+                2,
+                "true, false or auto",
+            )?],
             background_shares: 1024,
         };
         match flavour {
@@ -92,7 +114,7 @@ impl FairParams {
         }
         check_balance_intervals(fp.balance_interval, fp.idle_balance_interval)?;
         // Read only with groups: without them it would change nothing, and say so nowhere.
-        if fp.groups {
+        if fp.groups == GroupMode::PerProcess {
             fp.background_shares = p.u64(name, "background_shares", 1024)?;
         } else {
             p.unread_without("background_shares", "groups=true");

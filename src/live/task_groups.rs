@@ -1,0 +1,138 @@
+//! Each task's group, read once, the first time the live source sees the task run: either
+//! side of a switch the probes report (a tracked thread's, and the untracked task it switched
+//! to or from). A replay splits other tasks' load by these groups (`model::demand`), as the
+//! kernel shares a pCPU among groups first. A task that exited before its group could be read
+//! gets a record that says so, counted in [`TaskGroups::unread`]: never left out silently.
+
+use std::collections::HashSet;
+
+use hostfacts::task_group::TaskGroupFacts;
+use model::{nice_to_weight, Event, SchedGroup, TaskGroup};
+
+#[derive(Default)]
+pub(super) struct TaskGroups {
+    /// Tasks already recorded (tid reuse within a session keeps the first record).
+    seen: HashSet<u32>,
+    unread: u64,
+}
+
+impl TaskGroups {
+    /// Appends a task-group record for each task the switches in `out[from..]` show for the
+    /// first time, stamped with that switch (so it sorts beside it); `read` reads a task's
+    /// group (`hostfacts::task_group::task_group` live, a script in tests).
+    pub(super) fn note(
+        &mut self,
+        out: &mut Vec<Event>,
+        from: usize,
+        mut read: impl FnMut(u32) -> Option<TaskGroupFacts>,
+    ) {
+        let mut new = Vec::new();
+        for ev in &out[from..] {
+            let Event::SchedSwitch(s) = ev else { continue };
+            for (tid, pid) in [(s.prev_tid, s.prev_pid), (s.next_tid, s.next_pid)] {
+                // tid 0: a CPU's idle task, in no group.
+                if tid == 0 || !self.seen.insert(tid) {
+                    continue;
+                }
+                let group = read(tid).map(sched_group);
+                if group.is_none() {
+                    self.unread += 1;
+                }
+                new.push(Event::TaskGroup(TaskGroup {
+                    ts: s.ts,
+                    tid,
+                    pid,
+                    group,
+                }));
+            }
+        }
+        out.append(&mut new);
+    }
+
+    /// Tasks that had exited before their group could be read.
+    pub(super) fn unread(&self) -> u64 {
+        self.unread
+    }
+}
+
+/// The group as the kernel weighs it: an autogroup by its nice's weight, a cgroup by its
+/// shares; the root group with the weight of nice 0 (its tasks weigh their own).
+fn sched_group(facts: TaskGroupFacts) -> SchedGroup {
+    match facts {
+        TaskGroupFacts::Root => SchedGroup {
+            name: String::new(),
+            weight: nice_to_weight(0),
+        },
+        TaskGroupFacts::Autogroup { name, nice } => SchedGroup {
+            name,
+            weight: nice_to_weight(nice),
+        },
+        TaskGroupFacts::Cgroup { path, shares } => SchedGroup {
+            name: path,
+            weight: shares,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::synth::events::switch;
+
+    #[test]
+    fn each_task_is_read_once_and_one_gone_is_counted() {
+        let mut out = vec![
+            switch(10, 0, 100, 200),
+            switch(20, 0, 200, 300),
+            switch(30, 1, 0, 100),
+        ];
+        let mut groups = TaskGroups::default();
+        let mut reads = Vec::new();
+        groups.note(&mut out, 0, |tid| {
+            reads.push(tid);
+            match tid {
+                300 => None,
+                100 => Some(TaskGroupFacts::Autogroup {
+                    name: "/autogroup-7".into(),
+                    nice: 5,
+                }),
+                _ => Some(TaskGroupFacts::Root),
+            }
+        });
+        assert_eq!(reads, [100, 200, 300]);
+        assert_eq!(groups.unread(), 1);
+        let records: Vec<_> = out[3..]
+            .iter()
+            .map(|e| match e {
+                Event::TaskGroup(g) => (g.ts, g.tid, g.group.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            records,
+            [
+                (
+                    10,
+                    100,
+                    Some(SchedGroup {
+                        name: "/autogroup-7".into(),
+                        weight: nice_to_weight(5)
+                    })
+                ),
+                (
+                    10,
+                    200,
+                    Some(SchedGroup {
+                        name: String::new(),
+                        weight: 1024
+                    })
+                ),
+                (20, 300, None),
+            ]
+        );
+        // Seen before: no record again.
+        let n = out.len();
+        groups.note(&mut out, n - 1, |_| panic!("read again"));
+        assert_eq!(out.len(), n);
+    }
+}
