@@ -34,7 +34,10 @@ impl TaskGroups {
                 if tid == 0 || !self.seen.insert(tid) {
                     continue;
                 }
-                let group = read(tid).map(sched_group);
+                // A thread that ended in a process that lives on is in its process's group.
+                let group = read(tid)
+                    .or_else(|| (pid != tid && pid != 0).then(|| read(pid)).flatten())
+                    .map(sched_group);
                 if group.is_none() {
                     self.unread += 1;
                 }
@@ -130,6 +133,19 @@ mod tests {
                 (20, 300, None),
             ]
         );
+        // A thread gone from a process that lives on: its process's group.
+        let mut ended = switch(40, 1, 100, 401);
+        if let Event::SchedSwitch(s) = &mut ended {
+            s.next_pid = 400;
+        }
+        out.push(ended);
+        groups.note(&mut out, 6, |tid| {
+            (tid == 400).then_some(TaskGroupFacts::Root)
+        });
+        assert!(
+            matches!(out.last(), Some(Event::TaskGroup(g)) if g.tid == 401 && g.group.is_some())
+        );
+        assert_eq!(groups.unread(), 1);
         // Seen before: no record again.
         let n = out.len();
         groups.note(&mut out, n - 1, |_| panic!("read again"));

@@ -498,6 +498,15 @@ mod tests {
                 pid: 3,
                 group: None,
             }),
+            Event::TaskGroup(crate::TaskGroup {
+                ts: 9,
+                tid: 4,
+                pid: 4,
+                group: Some(crate::SchedGroup {
+                    name: "/autogroup-687".into(),
+                    weight: 2048,
+                }),
+            }),
         ];
         assert_eq!(round_trip(&events), events);
     }

@@ -22,7 +22,9 @@ pub(super) const TASK_INFO_HAS_START: u8 = 0x20;
 /// `K_AFFINITY`). Its kind code and count follow the timestamp.
 pub(super) const UNOBSERVED_TAG: u8 = K_AFFINITY | 0x10;
 /// A [`TaskGroup`] record's tag: the affinity code escaped by another high nibble (format
-/// version 4 on). Tid, pid, then the group's weight plus one (0: not read) and its name.
+/// version 4 on). Tid, pid, then the group's weight plus one (0: not read) and its name: the
+/// index plus one of a name the chunk already holds, or 0 and the name (many tasks share a
+/// group, and the names are long).
 pub(super) const TASK_GROUP_TAG: u8 = K_AFFINITY | 0x20;
 
 impl ChunkEncoder {
@@ -93,7 +95,15 @@ impl ChunkEncoder {
             None => self.u(VAL, 0),
             Some(g) => {
                 self.u(VAL, u64::from(g.weight) + 1);
-                self.string(&g.name);
+                match self.st.group_index.get(&g.name) {
+                    Some(&i) => self.u(ID, u64::from(i) + 1),
+                    None => {
+                        self.u(ID, 0);
+                        self.string(&g.name);
+                        let i = self.st.group_index.len() as u32;
+                        self.st.group_index.insert(g.name.clone(), i);
+                    }
+                }
             }
         }
     }
@@ -195,7 +205,18 @@ impl ChunkDecoder<'_> {
             0 => None,
             w => Some(SchedGroup {
                 weight: u32::try_from(w - 1).map_err(|_| DecodeError("group weight"))?,
-                name: self.string()?,
+                name: match self.u(ID)? {
+                    0 => {
+                        let name = self.string()?;
+                        self.st.group_list.push(name.clone());
+                        name
+                    }
+                    i => usize::try_from(i - 1)
+                        .ok()
+                        .and_then(|i| self.st.group_list.get(i))
+                        .cloned()
+                        .ok_or(DecodeError("unknown task-group name index"))?,
+                },
             }),
         };
         Ok(TaskGroup {

@@ -43,6 +43,9 @@ pub(super) struct CoderState {
     pub(super) comm_list: Vec<Comm>,
     /// Encoder: comm table by value.
     pub(super) comm_index: FxHashMap<Comm, u32>,
+    /// Task-group names of the chunk, by first appearance (a name is written once a chunk).
+    pub(super) group_list: Vec<String>,
+    pub(super) group_index: FxHashMap<String, u32>,
 }
 
 impl CoderState {
