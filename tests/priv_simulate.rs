@@ -79,6 +79,15 @@
 //! they asked for; and it does not say which session each stretch was, so the background
 //! is one group however many sessions there were.
 
+//! With the recording's own task groups (`groups=auto`, the default since trace format 4
+//! carries each task's autogroup or cgroup, #16): three recordings of 2026-12-06 22:08-22:10
+//! UTC, other autogroups at 66-80% of the pCPUs (others' builds, plus 0-2 `setsid` busy
+//! loops), worst vCPU wait p50 factor flat 446/1747/1302x, `groups=true` with
+//! `background_shares` = 1024 x busy sessions 9.9/21.4/8.4x, recorded groups 8.1/14.4/25.1x.
+//! Batch and lowprio vCPUs came within 1.0-2.1x (recorded groups); the interactive ones
+//! not (0.3-1.0 ms simulated against 3-9 ms recorded). Not within 2x, so the assertion
+//! stays on quiet hosts; every run prints the three models' worst factors.
+
 mod common;
 
 use common::autogroup_load::{AutogroupLoad, LoadReport};
@@ -100,23 +109,11 @@ fn simulate_eevdf(trace: &std::path::Path, params: &[String]) -> serde_json::Val
     json_output(&mut cmd)
 }
 
-/// The waits of the replay with task groups (`--param groups=true`), the background
-/// weighing as many autogroups as were busy (each past [`QUIET`] of the pCPUs' time):
-/// printed, not asserted, as the evidence for modelling other sessions' load.
-fn print_grouped_waits(trace: &std::path::Path, load: &LoadReport) {
-    let busy = load
-        .others
-        .iter()
-        .filter(|o| load.of_capacity(o.2) > QUIET)
-        .count()
-        .max(1);
-    let params = [
-        "groups=true".to_string(),
-        format!("background_shares={}", 1024 * busy),
-    ];
-    let doc = simulate_eevdf(trace, &params);
+/// Each vCPU's (label, recorded and simulated wait p50 in us, their factor) in the `eevdf`
+/// column of a `simulate --json` document.
+fn waits(doc: &serde_json::Value) -> Vec<(String, f64, f64, f64)> {
     let cols = doc["columns"].as_array().unwrap();
-    let pairs: Vec<String> = cols[0]["vcpus"]
+    cols[0]["vcpus"]
         .as_array()
         .unwrap()
         .iter()
@@ -126,17 +123,49 @@ fn print_grouped_waits(trace: &std::path::Path, load: &LoadReport) {
                 r["wait_p50_us"].as_f64().unwrap(),
                 s["wait_p50_us"].as_f64().unwrap(),
             );
-            format!(
-                "{} {rw:.0}/{sw:.0} us (x{:.2})",
-                r["label"],
-                wait_factor(rw, sw)
-            )
+            (r["label"].to_string(), rw, sw, wait_factor(rw, sw))
         })
+        .collect()
+}
+
+fn worst(waits: &[(String, f64, f64, f64)]) -> f64 {
+    waits.iter().map(|w| w.3).fold(1.0, f64::max)
+}
+
+/// The waits of the other models beside the default's (`groups=auto`, the recording's task
+/// groups): flat (`groups=false`) and one background group weighing as many autogroups as
+/// were busy, each past [`QUIET`] of the pCPUs' time (`groups=true`). Printed, not asserted:
+/// the evidence for modelling other sessions' load.
+fn print_other_models(trace: &std::path::Path, load: &LoadReport, auto_worst: f64) {
+    let busy = load
+        .others
+        .iter()
+        .filter(|o| load.of_capacity(o.2) > QUIET)
+        .count()
+        .max(1);
+    let per_process = [
+        "groups=true".to_string(),
+        format!("background_shares={}", 1024 * busy),
+    ];
+    let flat = worst(&waits(&simulate_eevdf(
+        trace,
+        &["groups=false".to_string()],
+    )));
+    let grouped = waits(&simulate_eevdf(trace, &per_process));
+    let pairs: Vec<String> = grouped
+        .iter()
+        .map(|(l, rw, sw, f)| format!("{l} {rw:.0}/{sw:.0} us (x{f:.2})"))
         .collect();
     eprintln!(
         "with task groups ({}): wait p50 recorded/simulated {}",
-        params.join(" "),
+        per_process.join(" "),
         pairs.join(", ")
+    );
+    eprintln!(
+        "worst wait p50 factor: flat (groups=false) x{flat:.2}, {} x{:.2}, recorded groups (groups=auto) x{auto_worst:.2}; other autogroups {:.1}% of the pCPUs",
+        per_process.join(" "),
+        worst(&grouped),
+        load.of_capacity(load.others_s()) * 100.0
     );
 }
 
@@ -212,7 +241,7 @@ fn eevdf_replay_of_a_demo_recording_reproduces_each_vcpu_share() {
             QUIET * 100.0
         );
     }
-    print_grouped_waits(&t, &load);
+    print_other_models(&t, &load, factors.iter().map(|f| f.1).fold(1.0, f64::max));
     // The recording carries this host's HZ, and the replay charges a measured dispatch
     // delay (this host's kernel configuration is readable, so HZ is the configured one).
     let tick = doc["tick"].as_str().unwrap();
