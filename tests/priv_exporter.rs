@@ -315,8 +315,9 @@ fn label_domain_of(port: u16, pid: u32, time: f64) -> String {
 
 /// The exporter as a service starts before any VM: with no KVM user on the host it serves
 /// and waits, then picks up the first VM that starts (it failed with "no process on this
-/// host holds a KVM vCPU" and a systemd unit would restart it in a loop). Another session's
-/// VMs on the host do not change what this checks: our VMM, started after, is picked up.
+/// host holds a KVM vCPU" and a systemd unit would restart it in a loop). It starts before
+/// any VM only on an idle host: beside other tests' VMMs it checks that a VMM started later
+/// is picked up, and the decision to wait is `target_scan`'s unit test.
 #[test]
 fn an_exporter_started_before_any_vm_serves_and_picks_up_the_first() {
     if !privileged(Privilege::Bpf) {

@@ -7,8 +7,6 @@
 mod common;
 use common::*;
 
-use std::process::Stdio;
-
 use common::port_io::{aggregated, streamed};
 use serde_json::Value;
 
@@ -17,16 +15,10 @@ const EXITS: &str = "[[vm]]\nname = \"io\"\nvcpus = 2\nworkload = \"exits\"\nexi
 
 /// `trace --demo` on [`EXITS`] with `--exits mode`: its event lines and its summary.
 fn trace(mode: &str) -> (Vec<Value>, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, EXITS).unwrap();
-    let out = kvmscope()
-        .args(["trace", "--demo", "--duration", "2", "--format", "jsonl"])
-        .args(["--exits", mode, "--scenario"])
-        .arg(&scenario)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = trace_demo(
+        EXITS,
+        &["--duration", "2", "--format", "jsonl", "--exits", mode],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),

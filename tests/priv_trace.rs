@@ -51,12 +51,6 @@ impl Drop for Reaped {
     }
 }
 
-fn write_scenario(dir: &Path, toml: &str) -> std::path::PathBuf {
-    let path = dir.join("scenario.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
 /// Starts `kvmscope vmm` with `scenario` and waits until its `n` vCPU threads exist.
 fn start_vmm(scenario: &Path, n: usize) -> (Reaped, Vec<u32>) {
     let child = kvmscope()
@@ -621,17 +615,10 @@ fn a_guest_crash_ends_the_trace_with_a_clear_error() {
     if !privileged(Privilege::Bpf) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(
-        dir.path(),
+    let out = trace_demo(
         "[[vm]]\nname = \"bad\"\nvcpus = 1\nworkload = \"triple-fault\"\n",
+        &["--duration", "5"],
     );
-    let out = kvmscope()
-        .args(["trace", "--demo", "--duration", "5", "--scenario"])
-        .arg(&scenario)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

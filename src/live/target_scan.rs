@@ -36,13 +36,11 @@ pub(super) fn resolve_initial(
     mappings: &mut probes::qemu::QemuMappings,
 ) -> anyhow::Result<(Vec<TrackedThread>, Vec<probes::qemu::QemuVm>)> {
     let TargetSpec::Qemu { selector, qmp } = spec else {
-        return match targets::resolve(spec) {
-            Err(targets::TargetError::NoKvmProcess) if wait_for_vms => {
-                eprintln!("kvmscope: no process holds a KVM vCPU yet: waiting for VMs to start");
-                Ok((Vec::new(), Vec::new()))
-            }
-            threads => Ok((threads?, Vec::new())),
-        };
+        let (threads, note) = threads_or_wait(targets::resolve(spec), wait_for_vms)?;
+        if let Some(note) = note {
+            eprintln!("kvmscope: {note}");
+        }
+        return Ok((threads, Vec::new()));
     };
     let selector = selector.as_deref().filter(|s| !s.is_empty());
     let found = mappings.session_threads(selector, qmp.as_deref(), kvm_entry_ids)?;
@@ -61,4 +59,47 @@ pub(super) fn resolve_initial(
     threads.sort_by_key(|t| (t.pid, t.vcpu.unwrap_or(u32::MAX), t.tid));
     threads.dedup_by_key(|t| t.tid);
     Ok((threads, found.unmapped))
+}
+
+/// A resolved target's threads; with none because no process holds a KVM vCPU yet, and a
+/// session that `wait_for_vms`, no threads and the note that says it waits. Any other
+/// failure is the error it is.
+fn threads_or_wait(
+    resolved: Result<Vec<TrackedThread>, targets::TargetError>,
+    wait_for_vms: bool,
+) -> Result<(Vec<TrackedThread>, Option<&'static str>), targets::TargetError> {
+    match resolved {
+        Err(targets::TargetError::NoKvmProcess) if wait_for_vms => Ok((
+            Vec::new(),
+            Some("no process holds a KVM vCPU yet: waiting for VMs to start"),
+        )),
+        resolved => Ok((resolved?, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exporter (a service that may start before any VM) waits on an empty host; other
+    /// sessions, and every other failure, still stop with the error.
+    #[test]
+    fn only_a_waiting_session_opens_on_a_host_without_vms() {
+        let none = || Err(targets::TargetError::NoKvmProcess);
+        let (threads, note) = threads_or_wait(none(), true).expect("the exporter waits");
+        assert!(threads.is_empty());
+        assert_eq!(
+            note,
+            Some("no process holds a KVM vCPU yet: waiting for VMs to start")
+        );
+        let err = threads_or_wait(none(), false).expect_err("top refuses an empty host");
+        assert!(err
+            .to_string()
+            .contains("no process on this host holds a KVM vCPU"));
+        let err = threads_or_wait(Err(targets::TargetError::NoSuchProcess(7)), true)
+            .expect_err("a wrong pid is an error also for the exporter");
+        assert!(err.to_string().contains("process 7 does not exist"));
+        let (threads, note) = threads_or_wait(Ok(Vec::new()), true).unwrap();
+        assert!(threads.is_empty() && note.is_none());
+    }
 }

@@ -14,6 +14,28 @@ pub fn kvmscope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvmscope"))
 }
 
+/// Writes `toml` as `dir`'s `scenario.toml` (for `--scenario`) and returns its path.
+pub fn write_scenario(dir: &Path, toml: &str) -> std::path::PathBuf {
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `kvmscope trace --demo ARGS --scenario FILE` on the scenario `toml`, stdin closed, run to
+/// its end.
+pub fn trace_demo(toml: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), toml);
+    kvmscope()
+        .args(["trace", "--demo"])
+        .args(args)
+        .arg("--scenario")
+        .arg(&scenario)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `cmd`, which must succeed, and parses what it printed as one JSON document.
 pub fn json_output(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();
