@@ -67,7 +67,7 @@ pub struct Comparison {
     pub dispatch: String,
     /// Which pCPU count the fair shares are for ([`fair_note`]).
     pub fair: String,
-    /// The vCPUs that never slept, whose replay cannot get more CPU ([`cpu_bound_note`]).
+    /// The vCPUs that never slept, and what their replay can give them ([`cpu_bound_note`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_bound: Option<String>,
     /// The task groups the recording names ([`groups_note`]); none before format 4.
@@ -205,13 +205,22 @@ fn round(x: f64) -> f64 {
     }
 }
 
-/// Each tracked vCPU's demand (CPU wanted over the span) and fair share on `pcpus`.
-pub fn demand_rows(demand: &Demand, pcpus: u32) -> Vec<VcpuDemand> {
+/// Each tracked vCPU's demand (CPU wanted over the span: the CPU time it got, or with
+/// `open_bursts` (`crate::open_bursts`) an open burst's whole runnable time, as the replay
+/// gives it) and fair share on `pcpus`.
+pub fn demand_rows(demand: &Demand, pcpus: u32, open_bursts: bool) -> Vec<VcpuDemand> {
     let span = demand.span_ns().max(1) as f64;
     let all: Vec<&model::demand::ThreadDemand> = demand.threads.iter().collect();
     let want: Vec<f64> = all
         .iter()
-        .map(|t| (t.run_ns() as f64 / span).min(1.0))
+        .map(|t| {
+            let ns = if open_bursts {
+                t.wanted_ns()
+            } else {
+                t.run_ns()
+            };
+            (ns as f64 / span).min(1.0)
+        })
         .collect();
     let weight: Vec<f64> = all.iter().map(|t| f64::from(t.weight.max(1))).collect();
     // Background load is a party to the fill on its own pCPU's share.
@@ -247,24 +256,45 @@ pub fn fair_note(pcpus: u32, recorded_pcpus: u32) -> String {
     }
 }
 
-/// The vCPUs that never slept in the recording (runnable from first to last: CPU-bound),
-/// if any. Open loop, each replays as the one burst of CPU time it was given, so no policy
-/// and no `--pcpus` can give it more, and a policy that serves it sooner finishes it early,
-/// after which it idles: its share can only match the recording's or fall short.
-pub fn cpu_bound_note(demand: &Demand) -> Option<String> {
-    let never_slept: Vec<String> = demand
+/// The vCPUs that never slept in the recording (runnable from their first wakeup to the
+/// end or to their exit: CPU-bound), if any, and what the replay can give them. Their one
+/// burst is open ([`model::demand::OpenBurst`]). By default it replays as the CPU time it was
+/// given: no policy and no `--pcpus` gives it more, and one that serves it sooner ends it
+/// early. With `open_bursts` it wants the CPU for all the time it was runnable, so a policy
+/// with pCPUs to spare gives it up to a whole one; past its exit it wants nothing.
+pub fn cpu_bound_note(demand: &Demand, open_bursts: bool) -> Option<String> {
+    let never_slept: Vec<&model::demand::ThreadDemand> = demand
         .tracked()
-        .filter(|t| !t.bursts.is_empty() && t.bursts.iter().all(|b| b.sleep_ns.is_none()))
-        .map(label)
+        .filter(|t| matches!(t.bursts.as_slice(), [burst] if burst.open.is_some()))
         .collect();
-    (!never_slept.is_empty()).then(|| {
+    if never_slept.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = never_slept.iter().map(|t| label(t)).collect();
+    let exited = never_slept
+        .iter()
+        .any(|t| t.bursts[0].open.is_some_and(|o| !o.at_recording_end));
+    let end = if exited {
+        "the end (or its exit)"
+    } else {
+        "the end"
+    };
+    let what = if open_bursts {
         format!(
-            "cpu-bound: {} never slept: each replays as the CPU time it was given, so no \
-             policy or --pcpus gives it more, and one that serves it sooner ends it early and \
-             then shows it sleeping",
-            never_slept.join(", ")
+            "each wants the CPU from its first wakeup to {end} (--param open_bursts=true), \
+             and gets what the policy gives a thread runnable all along, up to a whole pCPU"
         )
-    })
+    } else {
+        format!(
+            "each replays as the CPU time it was given, so no policy or --pcpus gives it \
+             more, and one that serves it sooner ends it early (--param open_bursts=true \
+             replays it as wanting the CPU to {end})"
+        )
+    };
+    Some(format!(
+        "cpu-bound: {} never slept: {what}",
+        names.join(", ")
+    ))
 }
 
 /// What the recording says of task groups, if anything: how many groups its tracked threads
@@ -519,14 +549,34 @@ mod tests {
     }
 
     /// A vCPU that ran and then slept to the end of the recording (halted for good) slept:
-    /// only the one runnable to the end is named CPU-bound.
+    /// only the one runnable to the end is named CPU-bound, with what the replay gives it;
+    /// one that never slept until its exit is named as wanting the CPU to its exit.
     #[test]
     fn the_cpu_bound_note_names_only_vcpus_that_never_slept() {
         let events = model::synth::one_halted_one_running();
         let (_, d) = model::demand::fold_events(&events, 2);
-        let note = cpu_bound_note(&d).unwrap();
+        assert_eq!(
+            cpu_bound_note(&d, true).unwrap(),
+            "cpu-bound: vm0/vcpu1 never slept: each wants the CPU from its first wakeup to the \
+             end (--param open_bursts=true), and gets what the policy gives a thread runnable \
+             all along, up to a whole pCPU"
+        );
+        let note = cpu_bound_note(&d, false).unwrap();
         assert!(
-            note.starts_with("cpu-bound: vm0/vcpu1 never slept: "),
+            note.starts_with("cpu-bound: vm0/vcpu1 never slept: each replays as the CPU time")
+                && note.ends_with(
+                    "(--param open_bursts=true replays it as wanting the CPU to the end)"
+                ),
+            "{note}"
+        );
+        let mut exiting = events.clone();
+        let last = exiting.len() - 1;
+        exiting.insert(last, model::synth::task_exit(4_000, 1, 11));
+        exiting.insert(last + 1, model::synth::switch_sleep(4_100, 1, 11, 0));
+        let (_, d) = model::demand::fold_events(&exiting, 2);
+        let note = cpu_bound_note(&d, true).unwrap();
+        assert!(
+            note.contains("from its first wakeup to the end (or its exit)"),
             "{note}"
         );
     }

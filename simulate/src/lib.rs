@@ -250,6 +250,13 @@ pub enum SimError {
     NoThreads,
 }
 
+/// Whether the replay gives each open burst (one no sleep ended: a vCPU runnable to the
+/// recording's end or to its exit) all the time it was runnable, not only the CPU time it
+/// got: `--param open_bursts=true`, for every policy and for the fair shares alike.
+pub fn open_bursts(params: &Params) -> Result<bool, ParamError> {
+    params.bool("", "open_bursts", false)
+}
+
 /// A policy built and ready to run, with the dispatch delay the engine charges.
 pub struct Built {
     policy: BuiltPolicy,
@@ -257,6 +264,8 @@ pub struct Built {
     /// The recording's tick phases when sleeps end on them (`--param sleep_on_tick`, by
     /// default when the recording's wakeups came on the tick).
     tick_wake: Option<TickPhases>,
+    /// [`open_bursts`].
+    open_bursts: bool,
 }
 
 impl Built {
@@ -351,18 +360,23 @@ pub fn build(
         policy,
         delay,
         tick_wake,
+        open_bursts: open_bursts(params)?,
     })
 }
 
 /// Runs a built policy over `demand`, handing every event to `sink`.
 pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Event)) -> RunStats {
-    let (delay, tick) = (built.delay, built.tick_wake.as_ref());
+    let rules = engine::ReplayRules {
+        delay: built.delay,
+        tick_wake: built.tick_wake.as_ref(),
+        open_bursts: built.open_bursts,
+    };
     match built.policy {
-        BuiltPolicy::Fair(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
-        BuiltPolicy::O1(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
-        BuiltPolicy::On(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
-        BuiltPolicy::Credit(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
-        BuiltPolicy::Sedf(p) => engine::run_charged(demand, ncpus, p, delay, tick, sink).0,
+        BuiltPolicy::Fair(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
+        BuiltPolicy::O1(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
+        BuiltPolicy::On(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
+        BuiltPolicy::Credit(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
+        BuiltPolicy::Sedf(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
     }
 }
 

@@ -27,6 +27,7 @@ impl Spec {
                 run_ns: span_ns,
                 sleep_ns: None,
                 woke: None,
+                open: None,
             }],
         }
     }
@@ -44,6 +45,7 @@ impl Spec {
                     run_ns,
                     sleep_ns: Some(sleep_ns),
                     woke: None,
+                    open: None,
                 })
                 .collect(),
         }
@@ -72,6 +74,7 @@ impl Spec {
                     run_ns,
                     sleep_ns: Some(at_ns - began - run_ns),
                     woke: Some(Woke { at_ns, cpu }),
+                    open: None,
                 }
             })
             .collect();

@@ -311,6 +311,7 @@ mod tests {
                     at_ns: k * TICK,
                     cpu: 0,
                 }),
+                open: None,
             })
             .collect();
         let spec = Spec {

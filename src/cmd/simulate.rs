@@ -125,7 +125,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         return record(&rec, kind, b, pcpus, out, args.force);
     }
 
-    let fair = compare::demand_rows(&rec.demand, pcpus);
+    let open_bursts = simulate::open_bursts(&params)?;
+    let fair = compare::demand_rows(&rec.demand, pcpus, open_bursts);
     let mut columns = vec![compare::column(
         "recorded",
         &format!("the recording ({})", rec.header.host.scheduler),
@@ -160,7 +161,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         )?,
         dispatch: simulate::wake_cost::dispatch_note(&wake_cost, &charged),
         fair: compare::fair_note(pcpus, rec.demand.pcpus),
-        cpu_bound: compare::cpu_bound_note(&rec.demand),
+        cpu_bound: compare::cpu_bound_note(&rec.demand, open_bursts),
         groups: compare::groups_note(&rec.demand),
         wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),

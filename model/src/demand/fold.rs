@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use fixedbitset::FixedBitSet;
 
 use super::wakeup::{Holders, OpenWakeup, Placement, Wakeups};
-use super::{AffinitySpan, Burst, Demand, GroupRecords, ThreadDemand, Woke};
+use super::{AffinitySpan, Burst, Demand, GroupRecords, OpenBurst, ThreadDemand, Woke};
 use crate::latency::Latency;
 use crate::VcpuState;
 use crate::MAX_CPUS;
@@ -34,6 +34,8 @@ struct Thread {
     first_runnable: Option<u64>,
     /// Start of the current sleep.
     slept_from: u64,
+    /// When the current burst became runnable (what an open burst wanted runs from).
+    runnable_from: u64,
     /// Its wakeup waiting for a switch-in (the rule is in `wakeup.rs`).
     wakeup: OpenWakeup,
     /// CPU time of the current burst so far.
@@ -71,6 +73,9 @@ impl Thread {
         if next != Phase::Sleeping && self.first_runnable.is_none() {
             self.first_runnable = Some(ts);
         }
+        if matches!(self.phase, Phase::Sleeping | Phase::Unknown) && next != Phase::Sleeping {
+            self.runnable_from = ts;
+        }
         if self.phase == Phase::Running && next != Phase::Running {
             self.count_stint(ts);
         }
@@ -84,7 +89,7 @@ impl Thread {
             (Phase::Waiting | Phase::Unknown, Phase::Running) => self.start_stint(ts),
             (Phase::Running, Phase::Sleeping) => {
                 // It switched out by itself: the burst ends.
-                self.end_burst();
+                self.end_burst(None);
                 self.slept_from = ts;
             }
             (Phase::Unknown, Phase::Sleeping) => self.slept_from = ts,
@@ -121,16 +126,20 @@ impl Thread {
         }
     }
 
-    /// The thread ended (or the observation did): a runnable thread's burst ends here, a
-    /// running one's last stint by its wall time.
-    fn end(&mut self, ts: u64) {
+    /// The thread ended (or the observation did, `at_recording_end`): a runnable thread's
+    /// burst ends here, open, a running one's last stint by its wall time.
+    fn end(&mut self, ts: u64, at_recording_end: bool) {
         self.wakeup.cancel();
+        let open = OpenBurst {
+            runnable_ns: ts.saturating_sub(self.runnable_from),
+            at_recording_end,
+        };
         match self.phase {
             Phase::Running => {
                 self.count_stint(ts);
-                self.end_burst();
+                self.end_burst(Some(open));
             }
-            Phase::Waiting => self.end_burst(),
+            Phase::Waiting => self.end_burst(Some(open)),
             Phase::Sleeping => {
                 // Asleep at the end: the sleep lasts to it, woken by nothing (so a vCPU that
                 // halted for good is not taken for one that never slept).
@@ -149,11 +158,13 @@ impl Thread {
         self.phase = Phase::Exited;
     }
 
-    fn end_burst(&mut self) {
+    /// The burst ends: by a sleep (`open` is `None`), or cut while runnable.
+    fn end_burst(&mut self, open: Option<OpenBurst>) {
         self.demand.bursts.push(Burst {
             run_ns: std::mem::take(&mut self.run_acc),
             sleep_ns: None,
             woke: None,
+            open,
         });
     }
 
@@ -221,6 +232,7 @@ fn stand_in_bursts(stretches: &[Stretch]) -> (u64, Vec<Burst>) {
             run_ns: s.to - s.from,
             sleep_ns: None,
             woke: None,
+            open: None,
         });
         last_end = s.to;
     }
@@ -308,6 +320,7 @@ impl DemandFold {
                     stint_open: false,
                     first_runnable: None,
                     slept_from: *ts,
+                    runnable_from: *ts,
                     wakeup: OpenWakeup::default(),
                     run_acc: 0,
                     cpus: FixedBitSet::new(),
@@ -354,7 +367,7 @@ impl DemandFold {
             }
             Transition::Exited { ts, thread } => {
                 if let Some(t) = self.thread(*thread) {
-                    t.end(*ts);
+                    t.end(*ts, false);
                 }
             }
             Transition::Weight { thread, weight, .. } => {
@@ -404,7 +417,7 @@ impl DemandFold {
         let (start, end) = (snap.start, snap.ts);
         let mut threads: Vec<ThreadDemand> = Vec::with_capacity(self.threads.len());
         for mut t in self.threads.into_iter().flatten() {
-            t.end(end);
+            t.end(end, true);
             if t.cpus.is_clear() {
                 // Never scheduled while observed: nothing to replay.
                 continue;

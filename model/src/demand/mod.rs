@@ -20,7 +20,9 @@
 //! Rules of the fold (each on the model's transitions): a burst is the task-clock time of the
 //! stints from a thread becoming runnable until a state change to `Sleeping` (a stint's wall
 //! time where its switch-out carries no task clock, and for a stint cut by the thread's end or
-//! the observation's); the sleep after it runs from that `Sleeping` to the next runnable
+//! the observation's); a burst the thread's end or the observation's cut while it was runnable
+//! (running or waiting) is open, and wanted the CPU from becoming runnable to that end; the
+//! sleep after it runs from that `Sleeping` to the next runnable
 //! state; a wakeup and its wake-to-run latency follow the wakeup rule (`wakeup.rs`: it opens
 //! at `Sleeping` -> `Waiting`, closes at the next running state, is cancelled by a sleep or
 //! the thread's end); a thread's first burst starts at its first runnable state; its pCPUs
@@ -54,6 +56,30 @@ pub struct Burst {
     /// pCPU's tick phase) from others. `None` without a sleep, and for hand-made demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub woke: Option<Woke>,
+    /// Set when no sleep ended the burst: the thread was still runnable when it ended, at the
+    /// recording's end or at its exit. It wanted the CPU for all of that time, not only the
+    /// `run_ns` it got. `None` for a burst a sleep ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenBurst>,
+}
+
+/// A burst no sleep ended (the last of its thread's): how long the thread wanted the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenBurst {
+    /// Wall time from becoming runnable to the burst's end, by the thread's states: the CPU
+    /// it wanted (at least `run_ns`, what it got).
+    pub runnable_ns: u64,
+    /// Still runnable at the recording's end (else it exited while running): it wanted the
+    /// CPU until the end, so a replay gives it the CPU until the replay's end.
+    pub at_recording_end: bool,
+}
+
+impl Burst {
+    /// CPU time the burst wanted: its CPU time, or all of an open burst's runnable time.
+    pub fn wanted_ns(&self) -> u64 {
+        self.open
+            .map_or(self.run_ns, |o| o.runnable_ns.max(self.run_ns))
+    }
 }
 
 /// When and where a recorded sleep ended.
@@ -115,9 +141,15 @@ pub struct AffinitySpan {
 }
 
 impl ThreadDemand {
-    /// Total CPU time wanted, ns.
+    /// Total CPU time it got in the recording, ns.
     pub fn run_ns(&self) -> u64 {
         self.bursts.iter().map(|b| b.run_ns).sum()
+    }
+
+    /// Total CPU time it wanted, ns: what it got, and all the runnable time of an open burst
+    /// ([`Burst::open`]).
+    pub fn wanted_ns(&self) -> u64 {
+        self.bursts.iter().map(Burst::wanted_ns).sum()
     }
 }
 

@@ -8,12 +8,17 @@ fn demand(evs: &[Event]) -> Demand {
     fold_events(evs, 0).1
 }
 
-/// A burst the observation ended (or cut).
-fn burst(run_ns: u64) -> Burst {
+/// A burst the observation's end (`at_recording_end`) or the thread's exit cut while it was
+/// runnable: open, wanting the CPU for all its `runnable_ns`.
+fn open_burst(run_ns: u64, runnable_ns: u64, at_recording_end: bool) -> Burst {
     Burst {
         run_ns,
         sleep_ns: None,
         woke: None,
+        open: Some(OpenBurst {
+            runnable_ns,
+            at_recording_end,
+        }),
     }
 }
 
@@ -23,6 +28,7 @@ fn asleep_at_end(run_ns: u64, sleep_ns: u64) -> Burst {
         run_ns,
         sleep_ns: Some(sleep_ns),
         woke: None,
+        open: None,
     }
 }
 
@@ -32,6 +38,7 @@ fn slept(run_ns: u64, sleep_ns: u64, at_ns: u64, cpu: u32) -> Burst {
         run_ns,
         sleep_ns: Some(sleep_ns),
         woke: Some(Woke { at_ns, cpu }),
+        open: None,
     }
 }
 
@@ -108,14 +115,48 @@ fn a_missed_switch_in_closes_the_sleep_and_keeps_the_run() {
 }
 
 /// A thread asleep when the observation ends (a vCPU halted for good) has that sleep last
-/// to the end; one running then has its burst cut, with no sleep: what tells a vCPU that
+/// to the end; one running then has its burst cut, with no sleep, and open: it wanted the
+/// CPU from its wakeup to the end (3.9 us), of which it ran 3.8. What tells a vCPU that
 /// never slept from one that slept for the rest of the run.
 #[test]
-fn a_sleep_the_end_cuts_lasts_to_the_end_and_a_running_burst_has_none() {
+fn a_sleep_the_end_cuts_lasts_to_the_end_and_a_running_burst_is_open() {
     let d = demand(&crate::synth::one_halted_one_running());
     let bursts = |tid| &d.threads.iter().find(|t| t.tid == tid).unwrap().bursts;
     assert_eq!(bursts(10), &vec![asleep_at_end(800, 4_000)]);
-    assert_eq!(bursts(11), &vec![burst(3_800)]);
+    assert_eq!(bursts(11), &vec![open_burst(3_800, 3_900, true)]);
+    let wanted = |tid| d.threads.iter().find(|t| t.tid == tid).unwrap().wanted_ns();
+    assert_eq!((wanted(10), wanted(11)), (800, 3_900));
+}
+
+/// An open burst wants the CPU from the thread's becoming runnable, through preemptions
+/// and waits, to the end; a thread woken but never run again before the end wants all of
+/// its wait.
+#[test]
+fn an_open_burst_runs_from_the_wakeup_through_preemptions_and_waits() {
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        task_info(0, 11, 1, "vm0", Some(1), 0),
+        wakeup(100, 0, 10, 0),
+        switch(200, 0, 0, 10),
+        // Preempted three times (the last at the end); the burst goes on.
+        switch(500, 0, 10, 77),
+        switch(600, 0, 77, 10),
+        switch(900, 0, 10, 77),
+        switch(1_000, 0, 77, 10),
+        // vCPU 1 ran and slept, then was woken and waits to the end.
+        wakeup(1_100, 1, 11, 1),
+        switch(1_200, 1, 0, 11),
+        switch_sleep(1_500, 1, 11, 0),
+        wakeup(2_000, 1, 11, 1),
+        switch(3_000, 0, 10, 77),
+    ];
+    let d = demand(&evs);
+    let bursts = |tid| &d.threads.iter().find(|t| t.tid == tid).unwrap().bursts;
+    assert_eq!(bursts(10), &vec![open_burst(2_600, 2_900, true)]);
+    assert_eq!(
+        bursts(11),
+        &vec![slept(300, 500, 2_000, 1), open_burst(0, 1_000, true)]
+    );
 }
 
 /// The task clock, not the wall time, measures a stint; the kernel's weight replaces
@@ -167,7 +208,11 @@ fn weight_affinity_task_clock_and_exit_come_from_the_transitions() {
             }
         ]
     );
-    assert_eq!(t.bursts, vec![slept(250, 300, 800, 1), burst(100)]);
+    // Its exit cut the last burst while it ran: open, until the exit, not the end.
+    assert_eq!(
+        t.bursts,
+        vec![slept(250, 300, 800, 1), open_burst(100, 200, false)]
+    );
     assert_eq!((t.first_cpu, t.allowed.clone()), (1, vec![1]));
     assert_eq!(t.wake_to_run.count, 2);
     assert_eq!(d.end, 2_000);

@@ -45,34 +45,42 @@ pub struct RunStats {
 
 /// Runs `policy` over `demand` on `ncpus` pCPUs, handing every event to `sink`; returns the
 /// counts and the policy in its final state (tests read it). A woken thread runs the instant
-/// its policy gives it a pCPU (no dispatch delay).
+/// its policy gives it a pCPU (no dispatch delay), each burst wants its recorded CPU time.
 pub fn run<P: Policy>(
     demand: &Demand,
     ncpus: u32,
     policy: P,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
-    run_charged(demand, ncpus, policy, DispatchDelay::default(), None, sink)
+    run_with(demand, ncpus, policy, ReplayRules::default(), sink)
 }
 
-/// [`run`], charging `delay` between each wakeup and the switch it causes: a wakeup that
-/// finds its pCPU idle, or preempts the thread running there, has that pCPU pick only
-/// `delay` later (the woken thread waits in its queue meanwhile, as on a host between the
-/// wakeup and the IPI's or idle exit's reschedule).
-///
-/// With `tick_wake`, each sleep the recording ended on its pCPU's tick ends on the tick of
-/// the pCPU the thread slept on (`tick_phase.rs`); other sleeps last as recorded.
-pub fn run_charged<P: Policy>(
+/// What the engine does beyond the policy's decisions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayRules<'a> {
+    /// Charged between each wakeup and the switch it causes: a wakeup that finds its pCPU
+    /// idle, or preempts the thread running there, has that pCPU pick only this much later
+    /// (the woken thread waits in its queue meanwhile, as on a host between the wakeup and
+    /// the IPI's or idle exit's reschedule).
+    pub delay: DispatchDelay,
+    /// With these, each sleep the recording ended on its pCPU's tick ends on the tick of the
+    /// pCPU the thread slept on (`tick_phase.rs`); other sleeps last as recorded.
+    pub tick_wake: Option<&'a TickPhases>,
+    /// An open burst wants the CPU for all the time it was runnable (`bursts.rs`).
+    pub open_bursts: bool,
+}
+
+/// [`run`] under `rules`.
+pub fn run_with<P: Policy>(
     demand: &Demand,
     ncpus: u32,
     policy: P,
-    delay: DispatchDelay,
-    tick_wake: Option<&TickPhases>,
+    rules: ReplayRules,
     sink: &mut dyn FnMut(&Event),
 ) -> (RunStats, P) {
-    let mut e = Engine::new(demand, ncpus, policy);
-    e.delay = delay;
-    e.tick_wake = tick_wake;
+    let mut e = Engine::new(demand, ncpus, policy, rules.open_bursts);
+    e.delay = rules.delay;
+    e.tick_wake = rules.tick_wake;
     e.run(sink);
     (e.stats, e.policy)
 }
@@ -104,12 +112,14 @@ struct Engine<'d, P> {
     /// one of those wakeups preempts (else the pick is only for an idle pCPU).
     dispatch_at: Vec<u64>,
     dispatch_preempts: Vec<bool>,
-    /// The recording's tick phases when sleeps end on the tick (see [`run_charged`]).
+    /// The recording's tick phases when sleeps end on the tick (see [`ReplayRules`]).
     tick_wake: Option<&'d TickPhases>,
+    /// Open bursts want all their runnable time (see [`ReplayRules`]).
+    open_bursts: bool,
 }
 
 impl<'d, P: Policy> Engine<'d, P> {
-    fn new(demand: &'d Demand, ncpus: u32, policy: P) -> Self {
+    fn new(demand: &'d Demand, ncpus: u32, policy: P, open_bursts: bool) -> Self {
         let threads = sim_threads(demand, ncpus);
         let n = ncpus as usize;
         let mut runs = Vec::with_capacity(threads.len());
@@ -125,7 +135,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                     RunState::Done
                 },
                 burst: 0,
-                remaining: first.map_or(0, |b| b.run_ns.max(1)),
+                remaining: first.map_or(0, |b| bursts::cpu_wanted(b, open_bursts)),
                 exec: 0,
                 run_delay: 0,
                 wait_since: 0,
@@ -177,6 +187,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             dispatch_at: vec![u64::MAX; n],
             dispatch_preempts: vec![false; n],
             tick_wake: None,
+            open_bursts,
         }
     }
 
