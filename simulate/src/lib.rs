@@ -275,9 +275,10 @@ impl Built {
     }
 }
 
-/// One enum so the engine is monomorphised per policy.
+/// One enum so the engine is monomorphised per policy (the fair policies' state, the
+/// largest, boxed).
 enum BuiltPolicy {
-    Fair(Fair),
+    Fair(Box<Fair>),
     O1(O1),
     On(Goodness),
     Credit(Credit),
@@ -328,18 +329,18 @@ pub fn build(
         .bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?
         .then_some(ticks);
     let policy = match kind {
-        PolicyKind::Cfs => BuiltPolicy::Fair(Fair::new(
+        PolicyKind::Cfs => BuiltPolicy::Fair(Box::new(Fair::new(
             Flavour::Cfs,
             FairParams::new(Flavour::Cfs, params, ncpus)?,
             &threads,
             ncpus,
-        )),
-        PolicyKind::Eevdf => BuiltPolicy::Fair(Fair::new(
+        ))),
+        PolicyKind::Eevdf => BuiltPolicy::Fair(Box::new(Fair::new(
             Flavour::Eevdf,
             FairParams::new(Flavour::Eevdf, params, ncpus)?,
             &threads,
             ncpus,
-        )),
+        ))),
         PolicyKind::O1 => BuiltPolicy::O1(O1::new(O1Params::new(params)?, n, ncpus)),
         PolicyKind::On => BuiltPolicy::On(Goodness::new(GoodnessParams::new(params)?, &threads)),
         PolicyKind::Credit => BuiltPolicy::Credit(Credit::new(
@@ -372,7 +373,7 @@ pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Even
         open_bursts: built.open_bursts,
     };
     match built.policy {
-        BuiltPolicy::Fair(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
+        BuiltPolicy::Fair(p) => engine::run_with(demand, ncpus, *p, rules, sink).0,
         BuiltPolicy::O1(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
         BuiltPolicy::On(p) => engine::run_with(demand, ncpus, p, rules, sink).0,
         BuiltPolicy::Credit(p) => engine::run_with(demand, ncpus, p, rules, sink).0,

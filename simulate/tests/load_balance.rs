@@ -157,3 +157,66 @@ fn a_new_sleepers_pcpu_looks_loaded_until_its_load_decays() {
         );
     }
 }
+
+/// How often thread `index` of `specs` moves in a `kind` run with `params`.
+fn migrations(kind: PolicyKind, specs: &[Spec], params: &[&str], index: u32) -> usize {
+    let d = demand(specs, 2, SPAN);
+    let p = Params::parse(params).unwrap();
+    let built = build(kind, &d, 2, &p).unwrap();
+    p.check_all_used(&[kind.name()]).unwrap();
+    let tid = d.tracked().nth(index as usize).unwrap().tid;
+    let mut n = 0;
+    run(built, &d, 2, &mut |e| {
+        if matches!(e, Event::Migrate(m) if m.tid == tid) {
+            n += 1;
+        }
+    });
+    n
+}
+
+/// pCPU 0: a pinned nice-0 hog and a nice-12 hog free to move; pCPU 1: a pinned nice-0 hog.
+/// The loads (1024 + 72 against 1024) differ by less than `imbalance_pct`.
+fn light_hog_beside_pinned_hogs() -> [Spec; 3] {
+    [
+        Spec::hog(0, 0, SPAN).on(&[0]),
+        hog_from_cpu0_at(12),
+        Spec::hog(1, 0, SPAN).on(&[1]),
+    ]
+}
+
+#[test]
+fn a_fully_busy_pcpu_pulls_a_light_thread_within_the_imbalance_pct() {
+    // Per pCPU (6.1's `find_busiest_group`), a pCPU that runs one thread is fully busy, not
+    // overloaded, and its balance skips the imbalance_pct test: it pulls the light hog once
+    // a failure or two let its load fit, and the other pCPU, fully busy in turn, pulls it
+    // back. The old host-wide rule asked for 17% more load and never moved it.
+    let specs = light_hog_beside_pinned_hogs();
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        let per_pcpu = migrations(kind, &specs, &["balance_per_pcpu=true"], 1);
+        let host_wide = migrations(kind, &specs, &["balance_per_pcpu=false"], 1);
+        assert!(
+            per_pcpu >= 4 && host_wide == 0,
+            "{kind:?}: {per_pcpu} per pCPU, {host_wide} host-wide"
+        );
+    }
+}
+
+#[test]
+fn a_busy_pcpu_balances_busy_factor_times_less_often() {
+    // Both pCPUs are busy, so each balances every `balance_interval x busy_factor`: a
+    // larger busy_factor moves the light hog back and forth less often.
+    let specs = light_hog_beside_pinned_hogs();
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        let often = migrations(kind, &specs, &["balance_per_pcpu=true", "busy_factor=8"], 1);
+        let rarely = migrations(
+            kind,
+            &specs,
+            &["balance_per_pcpu=true", "busy_factor=64"],
+            1,
+        );
+        assert!(
+            often > 2 * rarely,
+            "{kind:?}: {often} with busy_factor 8, {rarely} with 64"
+        );
+    }
+}

@@ -78,8 +78,11 @@ pub struct Fair {
     seq: u64,
     next_balance: u64,
     load: LoadTrack,
-    /// `sd->nr_balance_failed`: periodic balances by load in a row that moved nothing.
+    /// `sd->nr_balance_failed`: periodic balances by load in a row that moved nothing
+    /// (the old rule's, one for the host).
     balance_failed: u32,
+    /// Each pCPU's balancing state (`balance_per_pcpu`).
+    lb: Vec<balance::PcpuBalance>,
 }
 
 pub(super) fn delta_fair(d: u64, w: u32) -> i64 {
@@ -118,7 +121,11 @@ fn scale_lag(vlag: i64, num: i128, den: i128) -> i64 {
 
 impl Fair {
     pub fn new(flavour: Flavour, p: FairParams, threads: &[SimThread], ncpus: u32) -> Fair {
-        let next_balance = p.balance_interval;
+        let next_balance = if p.balance_per_pcpu {
+            0
+        } else {
+            p.balance_interval
+        };
         let pelt_new_full = p.pelt_new_full;
         let nthreads = threads.len();
         let groups = Groups::new(&p, threads, ncpus);
@@ -140,6 +147,7 @@ impl Fair {
             next_balance,
             load: LoadTrack::new(nthreads, pelt_new_full),
             balance_failed: 0,
+            lb: vec![balance::PcpuBalance::new(ncpus); ncpus as usize],
         }
     }
 
@@ -219,6 +227,9 @@ impl Policy for Fair {
     fn put_prev(&mut self, cx: &mut Cx, cpu: u32, t: u32, now: u64, runnable: bool) {
         self.update_curr(cx, cpu, now);
         self.ents[t as usize].last_ran = now;
+        if self.p.balance_per_pcpu {
+            self.load.set_running(t, now, false);
+        }
         if !runnable {
             self.load.set_runnable(t, now, false);
         }
@@ -234,13 +245,18 @@ impl Policy for Fair {
         loop {
             let Some(e) = self.best(cx, r) else {
                 // Idle: balance again soon (hot threads cool down).
-                self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+                self.went_idle(cpu, now);
                 return None;
             };
             self.set_curr(r, e, now);
             match self.group_rq(e) {
                 Some(g) => r = g,
-                None => return Some(e),
+                None => {
+                    if self.p.balance_per_pcpu {
+                        self.load.set_running(e, now, true);
+                    }
+                    return Some(e);
+                }
             }
         }
     }
@@ -304,7 +320,11 @@ impl Policy for Fair {
     }
 
     fn global(&mut self, cx: &mut Cx, now: u64) {
-        self.periodic_balance(cx, now);
+        if self.p.balance_per_pcpu {
+            self.rebalance_due(cx, now);
+        } else {
+            self.periodic_balance(cx, now);
+        }
     }
 
     fn vtime(&self, t: u32) -> Option<u64> {

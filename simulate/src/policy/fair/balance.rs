@@ -1,13 +1,200 @@
-//! The fair policies' balancing: moving queued threads between pCPUs (the new-idle pull,
-//! the periodic pull by count onto an idle pCPU, the periodic balance by PELT load of
-//! `policy/load_balance.rs`) and the cache-hot test that holds a thread back.
+//! The fair policies' balancing: moving queued threads between pCPUs (the new-idle pull;
+//! the periodic balance each pCPU runs for itself from its tick, as 6.1's
+//! `rebalance_domains` and `load_balance` do, by the rules of `policy/load_balance.rs`; the
+//! old rule, one balance of the whole host by count then by load) and the cache-hot test
+//! that holds a thread back.
 
 use super::{Fair, Flavour};
 use crate::engine::Cx;
-use crate::policy::load_balance::{busiest_pair, fits, CACHE_NICE_TRIES};
-use crate::policy::{cpus_after, imbalance, next_balance_at};
+use crate::policy::load_balance::{
+    busiest_pair, find_imbalance, fits, CpuStats, Imbalance, CACHE_NICE_TRIES,
+};
+use crate::policy::{cpus_after, imbalance, next_balance_at, tick_at_or_after};
+
+/// One pCPU's balancing state: its domain's `last_balance`, `balance_interval` (ms),
+/// `nr_balance_failed`, and its `rq->next_balance`.
+#[derive(Clone, Debug)]
+pub(super) struct PcpuBalance {
+    last: u64,
+    interval_ms: u64,
+    failed: u32,
+    next: u64,
+}
+
+impl PcpuBalance {
+    /// `sd_init`'s start: `balance_interval` = `min_interval` = the domain's pCPU count (ms).
+    pub(super) fn new(ncpus: u32) -> PcpuBalance {
+        PcpuBalance {
+            last: 0,
+            interval_ms: u64::from(ncpus),
+            failed: 0,
+            next: 0,
+        }
+    }
+}
+
+/// What one periodic balance of a pCPU found.
+enum Outcome {
+    Balanced,
+    Moved,
+    Failed,
+}
 
 impl Fair {
+    /// `get_sd_balance_interval`: the pCPU's interval, times `busy_factor` and a jiffy
+    /// short while busy, in whole ticks, at most `max_load_balance_interval` (HZ x pCPUs /
+    /// 10 jiffies).
+    fn sd_interval(&self, cpu: u32, busy: bool, ncpus: u32) -> u64 {
+        let tick = self.p.tick;
+        let mut ms = self.lb[cpu as usize].interval_ms;
+        if busy {
+            ms *= self.p.busy_factor;
+        }
+        let mut jiffies = (ms * 1_000_000).div_ceil(tick);
+        if busy {
+            jiffies -= 1;
+        }
+        let max = (1_000_000_000 / tick * u64::from(ncpus) / 10).max(1);
+        jiffies.clamp(1, max) * tick
+    }
+
+    /// `cpu` found nothing to run: it balances again an idle interval after its last
+    /// balance (the kernel's idle pCPUs are balanced by the nohz kick from a busy tick),
+    /// or (the old rule) the host balances within `idle_balance_interval`.
+    pub(super) fn went_idle(&mut self, cpu: u32, now: u64) {
+        if !self.p.balance_per_pcpu {
+            self.next_balance = self.next_balance.min(now + self.p.idle_balance_interval);
+            return;
+        }
+        let ncpus = self.lb.len() as u32;
+        let at = (self.lb[cpu as usize].last + self.sd_interval(cpu, false, ncpus)).max(now);
+        let lb = &mut self.lb[cpu as usize];
+        lb.next = lb.next.min(tick_at_or_after(at, self.p.tick));
+        self.next_balance = self.next_balance.min(lb.next);
+    }
+
+    /// `rebalance_domains` of every pCPU whose `next_balance` has come, in pCPU order.
+    pub(super) fn rebalance_due(&mut self, cx: &mut Cx, now: u64) {
+        let n = cx.ncpus;
+        let mut stats: Option<Vec<CpuStats>> = None;
+        for cpu in 0..n {
+            if self.lb[cpu as usize].next > now {
+                continue;
+            }
+            let idle = !cx.is_running(cpu) && self.nr_queued(cpu) == 0;
+            let mut busy = !idle;
+            let lb = &self.lb[cpu as usize];
+            if now >= lb.last + self.sd_interval(cpu, busy, n) {
+                let stats = stats.get_or_insert_with(|| self.cpu_stats(cx, now));
+                let outcome = self.load_balance(cx, stats, cpu, idle, now);
+                let lb = &mut self.lb[cpu as usize];
+                match outcome {
+                    Outcome::Balanced => {
+                        lb.failed = 0;
+                        if lb.interval_ms < 2 * u64::from(n) {
+                            lb.interval_ms *= 2;
+                        }
+                    }
+                    Outcome::Moved => {
+                        lb.failed = 0;
+                        lb.interval_ms = u64::from(n);
+                        busy = true;
+                    }
+                    Outcome::Failed => {
+                        lb.failed += 1;
+                        lb.interval_ms = u64::from(n);
+                    }
+                }
+                lb.last = now;
+            }
+            let next = self.lb[cpu as usize].last + self.sd_interval(cpu, busy, n);
+            self.lb[cpu as usize].next = next.max(now + 1);
+        }
+        self.next_balance = self.lb.iter().map(|l| l.next).min().unwrap_or(u64::MAX);
+    }
+
+    /// Each pCPU's runnable threads and PELT sums at `now`; a sleeping thread's load (PELT's
+    /// blocked load) stays with the pCPU it last ran on.
+    fn cpu_stats(&self, cx: &Cx, now: u64) -> Vec<CpuStats> {
+        let mut stats = vec![CpuStats::default(); cx.ncpus as usize];
+        for t in 0..cx.threads.len() as u32 {
+            let s = &mut stats[cx.cpu_of[t as usize] as usize];
+            s.load += self.load.load(t, now, self.w(cx, t));
+            s.runnable += self.load.runnable_avg(t, now);
+            s.util += self.load.util_avg(t, now);
+        }
+        for cpu in 0..cx.ncpus {
+            stats[cpu as usize].nr = (self.nr_queued(cpu) + usize::from(cx.is_running(cpu))) as u32;
+        }
+        stats
+    }
+
+    /// `load_balance` of pCPU `this` (`idle`: it runs nothing): what `find_imbalance` asks
+    /// for, pulled from the busiest pCPU's queue onto `this`, least recently queued first,
+    /// a cache-hot thread only after [`CACHE_NICE_TRIES`] failures; a thread heavier than
+    /// what is left of a load imbalance waits for more failures (`fits`). After
+    /// `cache_nice_tries + 2` failures to move by count onto an idle pCPU, the active
+    /// balance takes one regardless of cache heat. `stats` follows the moves.
+    fn load_balance(
+        &mut self,
+        cx: &mut Cx,
+        stats: &mut [CpuStats],
+        this: u32,
+        idle: bool,
+        now: u64,
+    ) -> Outcome {
+        let Some((src, imbalance)) = find_imbalance(stats, this, idle, self.p.balance_count_busy)
+        else {
+            return Outcome::Balanced;
+        };
+        if !self.p.balance_load && matches!(imbalance, Imbalance::Load(_)) {
+            return Outcome::Balanced;
+        }
+        let failed = self.lb[this as usize].failed;
+        let mut candidates: Vec<u32> = self
+            .queued(src)
+            .filter(|&t| cx.threads[t as usize].may_run_on(this))
+            .collect();
+        candidates.sort_by_key(|&t| self.ents[t as usize].seq);
+        let (mut load_left, mut tasks_left) = match imbalance {
+            Imbalance::Load(l) => (l, u32::MAX),
+            Imbalance::Tasks(n) => (f64::INFINITY, n),
+        };
+        let active =
+            matches!(imbalance, Imbalance::Tasks(_)) && idle && failed > CACHE_NICE_TRIES + 2;
+        let mut moved = false;
+        for t in candidates {
+            if !active && self.hot(t, now) && failed <= CACHE_NICE_TRIES {
+                continue;
+            }
+            let load = self.load.load(t, now, self.w(cx, t));
+            if matches!(imbalance, Imbalance::Load(_)) && !fits(load, load_left, failed) {
+                continue;
+            }
+            self.move_queued(cx, t, src, this, now);
+            let (runnable, util) = (self.load.runnable_avg(t, now), self.load.util_avg(t, now));
+            for (cpu, sign) in [(src, -1.0), (this, 1.0)] {
+                let s = &mut stats[cpu as usize];
+                s.load += sign * load;
+                s.runnable += sign * runnable;
+                s.util += sign * util;
+            }
+            stats[src as usize].nr -= 1;
+            stats[this as usize].nr += 1;
+            moved = true;
+            load_left -= load;
+            tasks_left -= 1;
+            if load_left <= 0.0 || tasks_left == 0 || active {
+                break;
+            }
+        }
+        if moved {
+            Outcome::Moved
+        } else {
+            Outcome::Failed
+        }
+    }
+
     /// New-idle balance: `cpu`'s queue is empty, so it pulls from the pCPU with the most
     /// waiting.
     pub(super) fn newidle_pull(&mut self, cx: &mut Cx, cpu: u32, now: u64) {

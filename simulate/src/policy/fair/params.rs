@@ -20,6 +20,15 @@ pub struct FairParams {
     pub balance_interval: u64,
     /// Periodic balancing while some pCPU idles (`sd->balance_interval` without busy_factor).
     pub idle_balance_interval: u64,
+    /// Each pCPU balances for itself from its own tick (`rebalance_domains`): pulls onto
+    /// itself only, with its own `nr_balance_failed` and `balance_interval` (doubled while
+    /// balanced up to twice the domain's pCPU count in ms, times `busy_factor` while busy),
+    /// by the kernel's group types (`find_busiest_group`). `false`: the old rule, one
+    /// balance of the whole host every `balance_interval` (or `idle_balance_interval` while
+    /// a pCPU idles) from the busiest to the least loaded pCPU, one failure count for all.
+    pub balance_per_pcpu: bool,
+    /// `sd->busy_factor`: a busy pCPU balances this many times less often.
+    pub busy_factor: u64,
     /// Periodic balancing also by PELT load (`policy/load_balance.rs`), not only by count.
     pub balance_load: bool,
     /// Periodic pull by runnable count also onto a busy pCPU (the old rule). The kernel's
@@ -74,8 +83,10 @@ impl FairParams {
             base_slice: 0,
             tick: tick_ns(name, p, 250)?,
             migration_cost: p.ns(name, "migration_cost", 500_000)?,
-            balance_interval: p.ns(name, "balance_interval", 16_000_000 * ncpus)?,
-            idle_balance_interval: p.ns(name, "idle_balance_interval", 1_000_000 * ncpus)?,
+            balance_interval: 16_000_000 * ncpus,
+            idle_balance_interval: 1_000_000 * ncpus,
+            balance_per_pcpu: p.bool(name, "balance_per_pcpu", false)?,
+            busy_factor: 16,
             balance_load: p.bool(name, "balance_load", true)?,
             balance_count_busy: p.bool(name, "balance_count_busy", false)?,
             pelt_new_full: p.bool(name, "pelt_new_full", true)?,
@@ -112,7 +123,24 @@ impl FairParams {
                 fp.run_to_parity = p.bool(name, "run_to_parity", true)?;
             }
         }
+        // Each balancing rule reads its own timing: per pCPU the kernel's busy factor (its
+        // intervals come from the pCPU count, as `sd_init`'s), host-wide two intervals.
+        if fp.balance_per_pcpu {
+            fp.busy_factor = p.u64(name, "busy_factor", 16)?;
+            p.unread_without("balance_interval", "balance_per_pcpu=false");
+            p.unread_without("idle_balance_interval", "balance_per_pcpu=false");
+        } else {
+            fp.balance_interval = p.ns(name, "balance_interval", fp.balance_interval)?;
+            fp.idle_balance_interval =
+                p.ns(name, "idle_balance_interval", fp.idle_balance_interval)?;
+            p.unread_without("busy_factor", "balance_per_pcpu=true");
+        }
         check_balance_intervals(fp.balance_interval, fp.idle_balance_interval)?;
+        if fp.busy_factor == 0 {
+            return Err(ParamError::Invalid(
+                "--param busy_factor=0: a busy pCPU's balance interval must be at least its idle one (1 or more)".into(),
+            ));
+        }
         // Read only with groups: without them it would change nothing, and say so nowhere.
         if fp.groups == GroupMode::PerProcess {
             fp.background_shares = p.u64(name, "background_shares", 1024)?;
