@@ -35,8 +35,8 @@ use policy::sedf::{Sedf, SedfParams};
 
 /// Where the replay's affinities come from: the recording's affinity over time where it has
 /// it, else the pCPUs each vCPU was seen on (older recordings, other sources); and the
-/// simulated pCPUs none of them allows (`--pcpus` above the recording's count, with vCPUs
-/// pinned to recorded pCPUs), which then run none of the vCPUs.
+/// simulated pCPUs it keeps every vCPU off for most of the run (`--pcpus` above the
+/// recording's count, with vCPUs pinned to recorded pCPUs), which then run little of them.
 pub fn affinity_note(demand: &Demand, ncpus: u32) -> String {
     let vcpus = demand.tracked().count();
     let with = demand.tracked().filter(|t| !t.affinity.is_empty()).count();
@@ -52,21 +52,33 @@ pub fn affinity_note(demand: &Demand, ncpus: u32) -> String {
              the pCPUs each was seen on for the rest (the recording has no affinity for them)"
         )
     };
-    let unused = pcpus_no_vcpu_may_use(demand, ncpus);
-    if !unused.is_empty() {
+    let off = share_closed(demand, ncpus);
+    let mostly_off: Vec<u32> = (0..ncpus).filter(|&c| off[c as usize] > 0.5).collect();
+    if let Some(least) = mostly_off
+        .iter()
+        .map(|&c| off[c as usize])
+        .min_by(f64::total_cmp)
+    {
+        let how_long = match (least * 100.0).floor() {
+            p if p >= 100.0 => "the whole run".to_string(),
+            p => format!("at least {p:.0}% of the run"),
+        };
         note.push_str(&format!(
-            "; it never allows simulated pCPU{} {}, so no vCPU runs there",
-            if unused.len() == 1 { "" } else { "s" },
-            cpu_ranges(&unused)
+            "; it keeps every vCPU off simulated pCPU{} {} for {how_long}, so those run \
+             little of them",
+            if mostly_off.len() == 1 { "" } else { "s" },
+            cpu_ranges(&mostly_off)
         ));
     }
     note
 }
 
-/// The simulated pCPUs that no vCPU's affinity (the first one the engine gives it, then each
-/// recorded change) ever includes.
-fn pcpus_no_vcpu_may_use(demand: &Demand, ncpus: u32) -> Vec<u32> {
-    let mut usable = vec![false; ncpus as usize];
+/// For each simulated pCPU, the share of the demand's span in which no vCPU may use it:
+/// each vCPU has the engine's first allowed set until its second recorded affinity, then
+/// each recorded one until the next.
+fn share_closed(demand: &Demand, ncpus: u32) -> Vec<f64> {
+    let span = demand.span_ns().max(1);
+    let mut open: Vec<Vec<(u64, u64)>> = vec![Vec::new(); ncpus as usize];
     for (t, sim) in demand
         .threads
         .iter()
@@ -75,19 +87,36 @@ fn pcpus_no_vcpu_may_use(demand: &Demand, ncpus: u32) -> Vec<u32> {
         if t.background {
             continue;
         }
-        let changes = t
-            .affinity
-            .iter()
-            .map(|span| engine::cpu_mask(&span.cpus, demand.pcpus, ncpus));
-        for set in std::iter::once(sim.allowed).chain(changes) {
+        let mut stretches = vec![(0, sim.allowed)];
+        stretches.extend(t.affinity.iter().skip(1).map(|a| {
+            (
+                a.at_ns.min(span),
+                engine::cpu_mask(&a.cpus, demand.pcpus, ncpus),
+            )
+        }));
+        for (k, (from, set)) in stretches.iter().enumerate() {
+            let to = stretches.get(k + 1).map_or(span, |next| next.0);
             let mut cpu = set.first();
             while let Some(c) = cpu {
-                usable[c as usize] = true;
+                open[c as usize].push((*from, to));
                 cpu = set.next_from(c + 1);
             }
         }
     }
-    (0..ncpus).filter(|&c| !usable[c as usize]).collect()
+    open.into_iter()
+        .map(|mut stretches| {
+            stretches.sort_unstable();
+            let (mut covered, mut reach) = (0u64, 0u64);
+            for (from, to) in stretches {
+                let from = from.max(reach);
+                if to > from {
+                    covered += to - from;
+                    reach = to;
+                }
+            }
+            1.0 - covered as f64 / span as f64
+        })
+        .collect()
 }
 
 /// `2-3, 6` for [2, 3, 6] (ascending).
