@@ -26,6 +26,10 @@
 //! over as aggregates (one per vCPU, port and direction at each poll). The dashboard also
 //! runs, in the same run, on the whole stream (port I/O exits as events, what `top` received
 //! before): the same host's, and one at the same rate, for comparison.
+//!
+//! `KVMSCOPE_BENCH_FOLD_ONLY=N` prints only the event mix and the offline folds of what `top`
+//! receives, N times (for profiling the fold, and for same-run A/Bs of it on a loaded host:
+//! take each figure's best).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -547,6 +551,15 @@ fn main() {
     let host = scenario(false);
     let (events, port_io) = as_top_receives(synth::stream(host.clone(), seconds + 1.0));
     let rate = events.len() as f64 / (seconds + 1.0);
+    if let Some(rounds) = std::env::var("KVMSCOPE_BENCH_FOLD_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        for _ in 0..rounds {
+            fold_costs(&events);
+        }
+        return;
+    }
 
     let (baseline, snapshots) = fold_only(events.clone(), port_io.clone(), seconds);
     let baseline_pct = baseline.total;

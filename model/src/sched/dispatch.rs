@@ -245,7 +245,8 @@ impl Model {
 /// Events are ~200 bytes: fetching a few ahead hides the memory latency the per-event work
 /// would otherwise wait on (the stream is read once, front to back). Fetching the whole state
 /// of the threads an event 8 ahead touches (~1 KiB each) was tried at 512 vCPUs (#15): 10%
-/// slower, warm and cold.
+/// slower, warm and cold. Prefetching also the event the apply loop reaches next (a reorder
+/// window behind the scan, which read its first line last) gained nothing either (#15).
 const PREFETCH_AHEAD: usize = 16;
 
 #[inline(always)]
