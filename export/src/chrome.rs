@@ -253,7 +253,8 @@ impl<W: Write> ChromeWriter<W> {
             | Transition::Vmclear { .. }
             | Transition::Weight { .. }
             | Transition::Affinity { .. }
-            | Transition::TaskGroup { .. } => {}
+            | Transition::TaskGroup { .. }
+            | Transition::OtherSwitchOut { .. } => {}
         }
         Ok(())
     }

@@ -360,7 +360,8 @@ impl<W: Write> PerfettoWriter<W> {
             | Transition::Pcpu { .. }
             | Transition::Weight { .. }
             | Transition::Affinity { .. }
-            | Transition::TaskGroup { .. } => {}
+            | Transition::TaskGroup { .. }
+            | Transition::OtherSwitchOut { .. } => {}
         }
         Ok(())
     }

@@ -133,6 +133,14 @@ pub enum Transition {
         tid: u32,
         group: Option<SchedGroup>,
     },
+    /// An untracked task left pCPU `cpu` at a switch the source reported (to a tracked
+    /// thread); `preempted` when it stayed runnable. Comes before that switch's `Pcpu`.
+    OtherSwitchOut {
+        ts: u64,
+        cpu: u32,
+        tid: u32,
+        preempted: bool,
+    },
     /// From `ts`, `holder` runs on pCPU `cpu`.
     Pcpu {
         ts: u64,

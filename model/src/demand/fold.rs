@@ -186,6 +186,9 @@ impl Thread {
 struct Background {
     /// The open stretch: since when, and its task.
     since: Option<(u64, u32)>,
+    /// The untracked task that left at the switch closing the open stretch, and whether it
+    /// stayed runnable.
+    left: Option<(u32, bool)>,
     stretches: Vec<Stretch>,
 }
 
@@ -194,16 +197,24 @@ struct Stretch {
     from: u64,
     to: u64,
     tid: u32,
+    /// The untracked task the stretch ended with, preempted (still runnable).
+    ended_preempted: Option<u32>,
 }
 
 impl Background {
     /// The untracked stretch open on this pCPU (if any) ends at `ts`.
     fn close(&mut self, ts: u64) {
+        let left = self.left.take();
         let Some((from, tid)) = self.since.take() else {
             return;
         };
         if ts > from {
-            self.stretches.push(Stretch { from, to: ts, tid });
+            self.stretches.push(Stretch {
+                from,
+                to: ts,
+                tid,
+                ended_preempted: left.filter(|l| l.1).map(|l| l.0),
+            });
         }
     }
 }
@@ -220,20 +231,32 @@ enum StandIn {
 }
 
 /// One stand-in's stretches as bursts, each followed by the gap to the next: its first
-/// stretch's start and the bursts.
-fn stand_in_bursts(stretches: &[Stretch]) -> (u64, Vec<Burst>) {
+/// stretch's start and the bursts. A stretch that `ended_runnable` (its group's task was
+/// preempted, not asleep) does not end its burst: the group wanted the pCPU through the gap,
+/// as a preemption splits a tracked thread's burst without ending it.
+fn stand_in_bursts(
+    stretches: &[Stretch],
+    ended_runnable: impl Fn(&Stretch) -> bool,
+) -> (u64, Vec<Burst>) {
     let mut bursts: Vec<Burst> = Vec::with_capacity(stretches.len());
     let mut last_end = 0;
+    let mut goes_on = false;
     for s in stretches {
-        if let Some(last) = bursts.last_mut() {
-            last.sleep_ns = Some(s.from.saturating_sub(last_end));
+        match bursts.last_mut() {
+            Some(last) if goes_on => last.run_ns += s.to - s.from,
+            last => {
+                if let Some(last) = last {
+                    last.sleep_ns = Some(s.from.saturating_sub(last_end));
+                }
+                bursts.push(Burst {
+                    run_ns: s.to - s.from,
+                    sleep_ns: None,
+                    woke: None,
+                    open: None,
+                });
+            }
         }
-        bursts.push(Burst {
-            run_ns: s.to - s.from,
-            sleep_ns: None,
-            woke: None,
-            open: None,
-        });
+        goes_on = ended_runnable(s);
         last_end = s.to;
     }
     (stretches.first().map_or(0, |s| s.from), bursts)
@@ -399,6 +422,16 @@ impl DemandFold {
                     bg.since = Some((*ts, *tid));
                 }
             }
+            Transition::OtherSwitchOut {
+                cpu,
+                tid,
+                preempted,
+                ..
+            } => {
+                if let Some(bg) = self.cpus.get_mut(*cpu as usize) {
+                    bg.left = Some((*tid, *preempted));
+                }
+            }
             Transition::TaskGroup { tid, group, .. } => {
                 self.groups.entry(*tid).or_insert_with(|| group.clone());
             }
@@ -449,17 +482,23 @@ impl DemandFold {
         for (cpu, mut bg) in self.cpus.into_iter().enumerate() {
             bg.close(end);
             let cpu = cpu as u32;
+            let stand_in = |tid: u32| match self.groups.get(&tid) {
+                None => StandIn::Unrecorded,
+                Some(None) => StandIn::Unread,
+                Some(Some(g)) => StandIn::Group(g.clone()),
+            };
             let mut by_group: BTreeMap<StandIn, Vec<Stretch>> = BTreeMap::new();
             for s in bg.stretches {
-                let key = match self.groups.get(&s.tid) {
-                    None => StandIn::Unrecorded,
-                    Some(None) => StandIn::Unread,
-                    Some(Some(g)) => StandIn::Group(g.clone()),
-                };
-                by_group.entry(key).or_default().push(s);
+                by_group.entry(stand_in(s.tid)).or_default().push(s);
             }
             for (key, stretches) in by_group {
-                let (first, bursts) = stand_in_bursts(&stretches);
+                // Only with group records: a stretch is one group's only then, and a
+                // recording without them keeps the demand it always had.
+                let ended_runnable = |s: &Stretch| {
+                    key != StandIn::Unrecorded
+                        && s.ended_preempted.is_some_and(|t| stand_in(t) == key)
+                };
+                let (first, bursts) = stand_in_bursts(&stretches, ended_runnable);
                 let group_unread = key == StandIn::Unread;
                 threads.push(ThreadDemand {
                     tid: 0,

@@ -29,7 +29,8 @@
 //! are those its states and switch-outs name; a pCPU's background load is each stretch an
 //! untracked task held it, split by the task group of the task that began the stretch where
 //! the recording has task-group records (`Transition::TaskGroup`), one stand-in per pCPU and
-//! group.
+//! group, whose burst a stretch ends only when its group's task left it asleep
+//! (`Transition::OtherSwitchOut` not preempted): a preempted one still wanted the pCPU.
 
 mod fold;
 #[cfg(test)]

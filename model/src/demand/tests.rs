@@ -339,7 +339,8 @@ fn task_group(tid: u32, name: Option<&str>) -> Event {
 
 /// With task-group records a pCPU's background splits into one stand-in per group of the
 /// task that began each stretch (and one for tasks whose group was not read, one for tasks
-/// without a record); a tracked thread carries its own group.
+/// without a record); a stretch whose group's task was preempted at its end does not end
+/// the group's burst; a tracked thread carries its own group.
 #[test]
 fn task_group_records_split_the_background_by_group() {
     let evs = vec![
@@ -351,7 +352,7 @@ fn task_group_records_split_the_background_by_group() {
         task_group(78, Some("/autogroup-2")),
         task_group(79, None),
         switch(300, 0, 10, 77),
-        switch(400, 0, 77, 10),
+        switch_sleep(400, 0, 77, 10),
         switch(500, 0, 10, 78),
         switch(650, 0, 78, 10),
         switch(700, 0, 10, 77),
@@ -360,6 +361,9 @@ fn task_group_records_split_the_background_by_group() {
         switch(850, 0, 79, 10),
         switch(900, 0, 10, 80),
         switch(1000, 0, 80, 10),
+        // 78 was preempted at 650 (still runnable): its group's burst goes on here.
+        switch(1100, 0, 10, 78),
+        switch(1130, 0, 78, 10),
     ];
     let d = demand(&evs);
     assert_eq!(d.group_records, GroupRecords { read: 3, unread: 1 });
@@ -382,7 +386,7 @@ fn task_group_records_split_the_background_by_group() {
         bg,
         [
             (Some("/autogroup-1"), false, vec![100, 20]),
-            (Some("/autogroup-2"), false, vec![150]),
+            (Some("/autogroup-2"), false, vec![180]),
             (None, true, vec![50]),
             (None, false, vec![100]),
         ]

@@ -123,8 +123,19 @@ impl Model {
                     self.log.state(ts, p, VcpuState::Sleeping, None);
                 }
             }
-        } else if s.prev_se.is_some() {
-            self.note_unknown(s.prev_tid);
+        } else {
+            if s.prev_se.is_some() {
+                self.note_unknown(s.prev_tid);
+            }
+            if s.prev_tid != 0 {
+                let (tid, preempted) = (s.prev_tid, s.prev_preempted());
+                self.log.push(|| Transition::OtherSwitchOut {
+                    ts,
+                    cpu,
+                    tid,
+                    preempted,
+                });
+            }
         }
 
         // next takes the CPU.
