@@ -45,6 +45,11 @@ pub struct Target {
     /// Every KVM user with none running yet is not an error but a wait for the first (the
     /// exporter: a service may start before any VM), as `--qemu` without a name always is.
     pub wait_for_vms: bool,
+    /// Read each task's group the first time a switch shows it (`Event::TaskGroup`): for
+    /// the events a session writes or prints (`record`, `trace`), which a replay's
+    /// simulation splits by group. The views and the exporter use none, so they spend no
+    /// `/proc` reads on every new task and keep no set of every tid seen.
+    pub task_groups: bool,
 }
 
 impl Target {
@@ -65,6 +70,7 @@ impl Target {
             ring_bytes: DEFAULT_RING_BYTES,
             exits: None,
             wait_for_vms: false,
+            task_groups: false,
         })
     }
 
@@ -107,6 +113,7 @@ impl TargetArgs {
             ring_bytes: self.ring_bytes,
             exits: self.exits,
             wait_for_vms: false,
+            task_groups: false,
         })
     }
 }

@@ -90,7 +90,9 @@ struct ThreadLine {
 
 pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     // Privileges first: everything else would fail later with a less helpful message.
-    let target = args.target.resolve()?;
+    let mut target = args.target.resolve()?;
+    // What `record` would write, task groups included.
+    target.task_groups = true;
     live::require_privileges(&target)?;
     let sample_every = target.sample_every;
     let format = args.format;

@@ -66,8 +66,9 @@ impl LiveSource {
                     break;
                 }
             }
-            self.task_groups
-                .note(out, before, hostfacts::task_group::task_group);
+            if let Some(groups) = &mut self.task_groups {
+                groups.note(out, before, hostfacts::task_group::task_group);
+            }
             // Each read is in time order; the reads together are put back in order too.
             out[before..].sort_by_key(Event::ts);
         }

@@ -93,8 +93,8 @@ pub struct LiveSource {
     kernel: KernelSide,
     /// The tracked threads and processes.
     tracking: Tracking,
-    /// Each task's group, recorded the first time a switch shows it.
-    task_groups: TaskGroups,
+    /// Each task's group, recorded the first time a switch shows it (`Target::task_groups`).
+    task_groups: Option<TaskGroups>,
     /// Kernel events stamped after the closing timestamp, dropped at the final drain.
     dropped_after_close: u64,
     gaps: Vec<GuestGap>,
@@ -176,7 +176,7 @@ impl LiveSource {
                 qemu_mappings,
             },
             tracking,
-            task_groups: TaskGroups::default(),
+            task_groups: target.task_groups.then(TaskGroups::default),
             dropped_after_close: 0,
             gaps: Vec::new(),
             last_rescan: Instant::now(),
@@ -286,7 +286,7 @@ impl LiveSource {
     /// Tasks seen running that had exited before their group could be read (each has a
     /// task-group record that says so).
     pub fn task_groups_unread(&self) -> u64 {
-        self.task_groups.unread()
+        self.task_groups.as_ref().map_or(0, TaskGroups::unread)
     }
 
     /// Guest gap records the bundled VMM had no room for (each also an `Event::Lost`).
@@ -338,8 +338,9 @@ impl LiveSource {
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
                 p.take_exit_aggregates(&mut self.exit_aggregates);
-                self.task_groups
-                    .note(out, before, hostfacts::task_group::task_group);
+                if let Some(groups) = &mut self.task_groups {
+                    groups.note(out, before, hostfacts::task_group::task_group);
+                }
                 // Relabelled threads are announced after the batch that mapped them.
                 let mut relabelled = Vec::new();
                 let batch = &out[before..];

@@ -46,7 +46,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let target = args.target.resolve()?;
+    let mut target = args.target.resolve()?;
+    target.task_groups = true;
     // A recording holds events only: aggregated exits would be missing from it.
     if target.exits.is_some_and(|e| e != ExitsArg::Stream) {
         bail!("record streams every exit into the file: --exits aggregate/both is for report, top and the exporter");
