@@ -567,31 +567,42 @@ fn report_on_a_qmp_vm_covers_both_vcpu_threads() {
 /// vCPU 1 of a VM that runs only its firmware waits for its startup IPI all session: not one
 /// switch or wakeup of its own. `report --pid` shows it asleep all along, from the state
 /// `/proc` gave when tracking began, not `?` (#16).
+///
+/// The firmware may still kick the parked vCPU after it settled (QEMU stops every vCPU to
+/// change guest memory mappings; a CI run under load saw 19 switches in one session), and a
+/// vCPU that switched is not what this test is about: the session is repeated until one
+/// sees vCPU 1 without a switch, at most three times.
 #[test]
 fn report_pid_shows_a_vcpu_asleep_all_session_as_sleeping() {
     if !privileged(Privilege::Bpf) || !qemu_available() {
         return;
     }
     let qemu = Qemu::start("asleep", Qmp::None, true);
-    wait_until_vcpu_1_settles(&qemu);
     let pid = qemu.pid.to_string();
-    let doc = json_output(kvmscope().args(["report", "--pid", &pid, "--duration", "2", "--json"]));
-    let vcpus = report_vcpus(&doc, qemu.pid);
-    let v1 = vcpus
-        .values()
-        .find(|v| v["vcpu"] == 1)
-        .unwrap_or_else(|| panic!("no vCPU 1 in {vcpus:?}"));
-    assert_eq!(
-        v1["switches"], 0,
-        "vCPU 1 was expected to wait for its SIPI: {v1}"
-    );
-    assert_eq!(v1["state"], "sleeping", "{v1}");
-    let span_ns = doc["duration_s"].as_f64().unwrap() * 1e9;
-    let sleep_ns = v1["sleep_ns"].as_f64().unwrap();
-    assert!(
-        sleep_ns > 0.99 * span_ns,
-        "asleep {sleep_ns} of {span_ns} ns: {v1}"
-    );
+    let mut kicked = Vec::new();
+    for _ in 0..3 {
+        wait_until_vcpu_1_settles(&qemu);
+        let doc =
+            json_output(kvmscope().args(["report", "--pid", &pid, "--duration", "2", "--json"]));
+        let vcpus = report_vcpus(&doc, qemu.pid);
+        let v1 = vcpus
+            .values()
+            .find(|v| v["vcpu"] == 1)
+            .unwrap_or_else(|| panic!("no vCPU 1 in {vcpus:?}"));
+        if v1["switches"] != 0 {
+            kicked.push(v1.to_string());
+            continue;
+        }
+        assert_eq!(v1["state"], "sleeping", "{v1}");
+        let span_ns = doc["duration_s"].as_f64().unwrap() * 1e9;
+        let sleep_ns = v1["sleep_ns"].as_f64().unwrap();
+        assert!(
+            sleep_ns > 0.99 * span_ns,
+            "asleep {sleep_ns} of {span_ns} ns: {v1}"
+        );
+        return;
+    }
+    panic!("vCPU 1 was expected to wait for its SIPI, but switched in every session: {kicked:?}");
 }
 
 /// Polls until `qemu`'s `CPU 1/KVM` thread has not switched for a second: the firmware
