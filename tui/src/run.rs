@@ -142,6 +142,12 @@ pub trait Feed {
 pub struct LiveFeed {
     source: Box<dyn Source>,
     model: Model,
+    /// Backing this batch with transparent huge pages (`MADV_HUGEPAGE` over the 2 MiB pages
+    /// inside it, ~5 MB at 1 M events/s) was tried for #15 and paid nothing in a same-run A/B
+    /// of `render_cpu` at 512 vCPUs (3 rounds: live fold 11.1-15.9% of a core against
+    /// 11.8-12.5%, dashboard 22.3-23.7% against 22.3-22.9%). Huge pages for every allocation
+    /// (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) did take the offline fold from 57-61 to 50-53
+    /// ns/event: the gain is in the model's heap (histograms, threads), not in this buffer.
     batch: Vec<Event>,
     /// Exits counted in the kernel, read with each batch.
     aggregates: model::ExitAggregates,
