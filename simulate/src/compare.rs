@@ -275,20 +275,23 @@ pub fn cpu_bound_note(demand: &Demand, open_bursts: bool) -> Option<String> {
         .iter()
         .any(|t| t.bursts[0].open.is_some_and(|o| !o.at_recording_end));
     let end = if exited {
-        "the end (or its exit)"
+        "the end or its exit"
     } else {
         "the end"
     };
+    // One sentence without brackets of its own: it is printed after `note: ` and read in one
+    // go, and a bracket inside a bracket read as a stray one.
     let what = if open_bursts {
         format!(
-            "each wants the CPU from its first wakeup to {end} (--param open_bursts=true), \
-             and gets what the policy gives a thread runnable all along, up to a whole pCPU"
+            "each wants the CPU from its first wakeup to {end}, as --param open_bursts=true \
+             asks, and gets what the policy gives a thread runnable all along, up to a whole \
+             pCPU"
         )
     } else {
         format!(
             "each replays as the CPU time it was given, so no policy or --pcpus gives it \
-             more, and one that serves it sooner ends it early (--param open_bursts=true \
-             replays it as wanting the CPU to {end})"
+             more and one that serves it sooner ends it early; --param open_bursts=true \
+             replays it as wanting the CPU to {end}"
         )
     };
     Some(format!(
@@ -558,26 +561,29 @@ mod tests {
         assert_eq!(
             cpu_bound_note(&d, true).unwrap(),
             "cpu-bound: vm0/vcpu1 never slept: each wants the CPU from its first wakeup to the \
-             end (--param open_bursts=true), and gets what the policy gives a thread runnable \
-             all along, up to a whole pCPU"
+             end, as --param open_bursts=true asks, and gets what the policy gives a thread \
+             runnable all along, up to a whole pCPU"
         );
         let note = cpu_bound_note(&d, false).unwrap();
-        assert!(
-            note.starts_with("cpu-bound: vm0/vcpu1 never slept: each replays as the CPU time")
-                && note.ends_with(
-                    "(--param open_bursts=true replays it as wanting the CPU to the end)"
-                ),
-            "{note}"
+        assert_eq!(
+            note,
+            "cpu-bound: vm0/vcpu1 never slept: each replays as the CPU time it was given, so \
+             no policy or --pcpus gives it more and one that serves it sooner ends it early; \
+             --param open_bursts=true replays it as wanting the CPU to the end"
         );
         let mut exiting = events.clone();
         let last = exiting.len() - 1;
         exiting.insert(last, model::synth::task_exit(4_000, 1, 11));
         exiting.insert(last + 1, model::synth::switch_sleep(4_100, 1, 11, 0));
         let (_, d) = model::demand::fold_events(&exiting, 2);
+        // Neither note nests or doubles a bracket, with an exit or without.
         let note = cpu_bound_note(&d, true).unwrap();
         assert!(
-            note.contains("from its first wakeup to the end (or its exit)"),
+            note.contains("from its first wakeup to the end or its exit, as --param"),
             "{note}"
         );
+        for note in [note, cpu_bound_note(&d, false).unwrap()] {
+            assert!(!note.contains(['(', ')']), "{note}");
+        }
     }
 }
