@@ -110,7 +110,7 @@ pub fn exporter_model_config() -> ModelConfig {
     ModelConfig {
         history_ns: 1_000_000_000,
         max_lane_segments: 1024,
-        retire_ended_after_ns: Some(60_000_000_000),
+        retire_ended_after_ns: Some(model::RETIRE_ENDED_AFTER_NS),
         ..ModelConfig::report()
     }
 }

@@ -29,6 +29,7 @@ pub use host::{HostInfo, KvmFlavour};
 pub use latency::Latency;
 pub use sched::{
     jain, nice_to_weight, Model, ModelConfig, SnapshotOptions, MAX_CPUS, NICE_TO_WEIGHT,
+    RETIRE_ENDED_AFTER_NS,
 };
 pub use snapshot::*;
 pub use source::{Source, SourceError};

@@ -13,13 +13,7 @@ use std::fs::File;
 use std::io::BufReader;
 
 use model::trace_file::{ChunkInfo, TraceError, TraceReader};
-use model::{Event, Model, ModelConfig};
-
-/// A replayed thread leaves the model this long after it ended, as in the exporter: a
-/// recording of VMs coming and going for hours then holds the threads alive at once (and the
-/// last minute's ended ones), not every thread ever seen. The views key vCPUs by tid, never by
-/// slot, so reused slots do not confuse them; the ended VM's totals stay in its row.
-const RETIRE_ENDED_AFTER_NS: u64 = 60_000_000_000;
+use model::{Event, Model, ModelConfig, RETIRE_ENDED_AFTER_NS};
 
 /// Checkpoints kept at most; past that, every other one is dropped and the spacing doubles,
 /// so a file of any length costs the same memory and a seek refolds at most
@@ -122,6 +116,11 @@ impl Track {
         // kernel, and with the same window it folds the file as `report`, `export` and
         // `simulate` do (with the live 2 ms, 212 events of a 20 s demo recording came late
         // against report's 152, and were folded in another order).
+        // A replayed thread leaves the model a minute after it ended, as live and in the
+        // exporter: a recording of VMs coming and going for hours then holds the threads alive
+        // at once (and the last minute's ended ones), not every thread ever seen. The views
+        // key vCPUs by tid, never by slot, so reused slots do not confuse them; the ended
+        // VM's totals stay in its row.
         let config = ModelConfig {
             retire_ended_after_ns: Some(RETIRE_ENDED_AFTER_NS),
             ..ModelConfig::report()

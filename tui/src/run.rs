@@ -159,7 +159,13 @@ impl LiveFeed {
     pub fn new(source: Box<dyn Source>) -> Self {
         LiveFeed {
             source,
-            model: Model::new(ModelConfig::default()),
+            // Ended threads leave a minute after they end, as in a replay of the same events:
+            // `top` on a host whose VMs come and go would otherwise list every vCPU it ever
+            // saw, the dead ones first when sorted by wait, and keep them in memory for good.
+            model: Model::new(ModelConfig {
+                retire_ended_after_ns: Some(model::RETIRE_ENDED_AFTER_NS),
+                ..ModelConfig::default()
+            }),
             batch: Vec::with_capacity(4096),
             aggregates: model::ExitAggregates::default(),
             summaries: SummaryCache::default(),
@@ -536,6 +542,30 @@ mod tests {
             "a 1 s synthetic stream is read long before 300 ms are over"
         );
         assert!(!last.snapshot.vcpus.is_empty());
+    }
+
+    #[test]
+    fn a_live_session_with_vm_churn_keeps_only_the_threads_of_the_last_minute() {
+        // 30 generations of 10 s: 120 vCPU threads over 300 s, on reused tids.
+        let mut churn = synth::Churn::new(10_000_000_000);
+        churn.exit_every_ns = 50_000_000;
+        churn.slice_ns = 20_000_000;
+        let mut events = Vec::new();
+        for _ in 0..30 {
+            events.extend(churn.next_generation());
+        }
+        let mut feed = LiveFeed::new(Box::new(synth::SynthSource::new(events)));
+        let mut most = 0;
+        while feed.pump(Duration::ZERO).unwrap() {
+            most = most.max(feed.model.thread_slots());
+        }
+        // Alive: 4 threads; ended in the last 60 s: 6 generations of 4 more, give or take one.
+        assert!(
+            (4..=4 * 8).contains(&most),
+            "thread slots {most} of the 120 threads announced: ended threads should retire"
+        );
+        let rows = feed.update(true).snapshot.vcpus.len();
+        assert!(rows <= 4 * 8, "{rows} rows in the vCPU table");
     }
 
     #[test]

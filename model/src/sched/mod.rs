@@ -87,6 +87,12 @@ use transitions::TransitionLog;
 /// bound on CPU numbers, which the demand fold, the trace reader and `simulate` share.
 pub const MAX_CPUS: u32 = 4096;
 
+/// How long a fold that may run for hours (the live dashboard, a replay, the exporter) keeps
+/// a thread after it ended ([`ModelConfig::retire_ended_after_ns`]): long enough to read its
+/// row after its VM stops, short enough that VMs coming and going leave the model, the
+/// vCPU table and the VM filter with the threads alive now and those of the last minute.
+pub const RETIRE_ENDED_AFTER_NS: u64 = 60_000_000_000;
+
 /// Tuning of the model. The defaults suit live use and the dashboard.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -102,10 +108,11 @@ pub struct ModelConfig {
     pub recent_switch_ins: usize,
     /// Retire a thread this long after it ended, ns: it leaves the snapshot, its counters
     /// that per-VM figures sum (run, wait, exits by reason) are kept in its VM's totals, and
-    /// its slot is reused by the next thread announced. `None` (reports, the dashboard, the
-    /// transition sinks): keep every thread, so slot `n` is always `Snapshot::vcpus[n]`. An
-    /// always-on sink (the exporter) sets it, so VMs coming and going for days leave the
-    /// model no larger than the threads alive at once.
+    /// its slot is reused by the next thread announced. `None` (reports, the transition
+    /// sinks): keep every thread, so slot `n` is always `Snapshot::vcpus[n]`. A fold that may
+    /// run for hours (the live dashboard, a replay, the exporter) sets
+    /// [`RETIRE_ENDED_AFTER_NS`], so VMs coming and going for days leave the model no larger
+    /// than the threads alive at once.
     pub retire_ended_after_ns: Option<u64>,
 }
 
