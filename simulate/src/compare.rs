@@ -73,6 +73,10 @@ pub struct Comparison {
     /// The task groups the recording names ([`groups_note`]); none before format 4.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<String>,
+    /// Other sessions' load, when it was enough to make the waits differ
+    /// ([`crate::others_load::others_note`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub others: Option<String>,
     pub wake_cost: crate::wake_cost::WakeCostSummary,
     pub params: Vec<String>,
     pub demand: Vec<VcpuDemand>,
@@ -354,6 +358,9 @@ pub fn render_text(c: &Comparison) -> String {
     if let Some(note) = &c.groups {
         let _ = writeln!(s, "note: {note}");
     }
+    if let Some(note) = &c.others {
+        let _ = writeln!(s, "note: {note}");
+    }
     if !c.params.is_empty() {
         let _ = writeln!(s, "params: {}", c.params.join(" "));
     }
@@ -501,6 +508,7 @@ mod tests {
             tick: String::new(),
             dispatch: String::new(),
             groups: None,
+            others: None,
             fair: String::new(),
             cpu_bound: None,
             wake_cost: Default::default(),

@@ -11,6 +11,7 @@
 
 pub mod compare;
 pub mod engine;
+pub mod others_load;
 pub mod params;
 mod pcpu_set;
 pub mod policy;

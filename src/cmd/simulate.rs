@@ -163,6 +163,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         fair: compare::fair_note(pcpus, rec.demand.pcpus),
         cpu_bound: compare::cpu_bound_note(&rec.demand, open_bursts),
         groups: compare::groups_note(&rec.demand),
+        others: simulate::others_load::others_note(&rec.demand),
         wake_cost: wake_cost.summary(charged.first().map_or_else(Default::default, |c| c.1)),
         params: args.param.clone(),
         demand: fair,
