@@ -24,10 +24,13 @@ pub fn signed_ns(v: i64) -> String {
     }
 }
 
-/// A rate as `0`, `3.2`, `45`, `1.2k`, `3.4M`.
+/// A rate as `0`, `<0.1`, `3.2`, `45`, `1.2k`, `3.4M`: a rate above zero never reads `0.0`
+/// (an exit reason seen twice in a 20 s recording is not "no exits").
 pub fn rate(v: f64) -> String {
     if !v.is_finite() || v <= 0.0 {
         "0".into()
+    } else if v < 0.05 {
+        "<0.1".into()
     } else if v < 10.0 {
         format!("{v:.1}")
     } else if v < 1e3 {
@@ -50,12 +53,22 @@ pub fn count(v: u64) -> String {
     }
 }
 
-/// A fraction 0..=1 as a whole percentage.
+/// A fraction 0..=1 as a percentage: one decimal below 10% (`8.6%`, `0.2%`: 512 vCPUs on
+/// two pCPUs get 0.2% each, which a whole percentage shows as `0%` for every row), whole
+/// above (`43%`), `<0.1%` for a share above zero that rounds to nothing, `0%` for none.
 pub fn pct(v: f64) -> String {
-    if v.is_finite() {
-        format!("{:.0}%", (v * 100.0).clamp(0.0, 999.0))
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let p = (v * 100.0).clamp(0.0, 999.0);
+    if p == 0.0 {
+        "0%".into()
+    } else if p < 0.05 {
+        "<0.1%".into()
+    } else if p < 9.95 {
+        format!("{p:.1}%")
     } else {
-        "-".into()
+        format!("{p:.0}%")
     }
 }
 
@@ -97,6 +110,13 @@ mod tests {
         assert_eq!(rate(1234.0), "1.2k");
         assert_eq!(count(45_600), "45.6k");
         assert_eq!(pct(0.426), "43%");
+        assert_eq!(pct(0.086), "8.6%");
+        assert_eq!(pct(0.002), "0.2%");
+        assert_eq!(pct(0.0), "0%");
+        assert_eq!(pct(0.0001), "<0.1%");
+        assert_eq!(pct(0.0996), "10%");
+        assert_eq!(rate(0.04), "<0.1");
+        assert_eq!(rate(0.05), "0.1");
         assert_eq!(secs(65.2), "1m05s");
     }
 }
