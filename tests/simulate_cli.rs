@@ -324,3 +324,61 @@ fn vcpus_that_never_slept_get_a_whole_pcpu_when_there_is_one() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains(&format!("note: {note}\n")), "{text}");
 }
+
+#[test]
+fn the_balance_trace_shows_each_balance_and_changes_no_figure() {
+    let (_dir, t) = demo_trace("sim-balance-trace", 3.0);
+    let ts = t.to_str().unwrap();
+    for rule in ["balance_per_pcpu=false", "balance_per_pcpu=true"] {
+        let args = |trace: bool| {
+            let mut a = vec![ts, "--policy", "cfs,eevdf", "--json", "--param", rule];
+            if trace {
+                a.extend(["--param", "balance_trace=true"]);
+            }
+            a
+        };
+        let (plain, traced) = (simulate(&args(false)), simulate(&args(true)));
+        assert!(plain.status.success() && traced.status.success());
+        assert!(plain.stderr.is_empty(), "{rule}: a trace without asking");
+        let columns = |out: &std::process::Output| {
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            doc["columns"].clone()
+        };
+        assert_eq!(
+            columns(&plain),
+            columns(&traced),
+            "{rule}: the trace changed the run"
+        );
+        let stderr = String::from_utf8_lossy(&traced.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines.iter().all(|l| l.starts_with("balance ")),
+            "{rule}: {stderr}"
+        );
+        // Each balance names every pCPU's load; the demo stream has 2 pCPUs.
+        let balances = lines.iter().filter(|l| !l.contains(" move ")).count();
+        assert!(balances > 10, "{rule}: {balances} balances in 3 s");
+        assert!(
+            lines
+                .iter()
+                .filter(|l| !l.contains(" move "))
+                .all(|l| l.contains("pcpu0 load ") && l.contains("pcpu1 load ")),
+            "{rule}: {stderr}"
+        );
+        // No balance moves more threads than the replay counts migrations.
+        let moves = lines.iter().filter(|l| l.contains(" move ")).count() as f64;
+        let doc: serde_json::Value = serde_json::from_slice(&traced.stdout).unwrap();
+        let migrations: f64 = doc["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .flat_map(|c| c["vcpus"].as_array().unwrap().clone())
+            .map(|v| v["migrations_per_s"].as_f64().unwrap() * doc["span_s"].as_f64().unwrap())
+            .sum();
+        assert!(
+            moves <= migrations + 0.5,
+            "{rule}: {moves} moves traced, {migrations} migrations"
+        );
+    }
+}

@@ -143,8 +143,23 @@ impl Fair {
         idle: bool,
         now: u64,
     ) -> Outcome {
-        let Some((src, imbalance)) = find_imbalance(stats, this, idle, self.p.balance_count_busy)
-        else {
+        let found = find_imbalance(stats, this, idle, self.p.balance_count_busy);
+        if self.p.balance_trace {
+            let failed = self.lb[this as usize].failed;
+            let types: Vec<_> = stats.iter().map(|s| s.group_type()).collect();
+            let verdict = match found {
+                None => "balanced".to_string(),
+                Some((src, Imbalance::Load(l))) => format!("pull load {l:.0} from pcpu{src}"),
+                Some((src, Imbalance::Tasks(n))) => format!("pull {n} threads from pcpu{src}"),
+            };
+            eprintln!(
+                "balance {} pcpu{this} ({}, failed {failed}): {}; types {types:?}: {verdict}",
+                trace_time(now),
+                if idle { "idle" } else { "busy" },
+                self.trace_pcpus(cx, now)
+            );
+        }
+        let Some((src, imbalance)) = found else {
             return Outcome::Balanced;
         };
         if !self.p.balance_load && matches!(imbalance, Imbalance::Load(_)) {
@@ -171,6 +186,7 @@ impl Fair {
             if matches!(imbalance, Imbalance::Load(_)) && !fits(load, load_left, failed) {
                 continue;
             }
+            self.trace_move(cx, t, load, src, this, now);
             self.move_queued(cx, t, src, this, now);
             let (runnable, util) = (self.load.runnable_avg(t, now), self.load.util_avg(t, now));
             for (cpu, sign) in [(src, -1.0), (this, 1.0)] {
@@ -270,6 +286,14 @@ impl Fair {
                 loads[cx.cpu_of[t as usize] as usize] += self.load.load(t, now, self.w(cx, t));
             }
         }
+        if self.p.balance_trace {
+            eprintln!(
+                "balance {} (failed {}): {}",
+                trace_time(now),
+                self.balance_failed,
+                self.trace_pcpus(cx, now)
+            );
+        }
         let Some((src, dst, mut left)) = busiest_pair(&loads) else {
             self.balance_failed = 0;
             return;
@@ -288,6 +312,7 @@ impl Fair {
             if !fits(load, left, self.balance_failed) {
                 continue;
             }
+            self.trace_move(cx, t, load, src, dst, now);
             self.move_queued(cx, t, src, dst, now);
             moved = true;
             left -= load;
@@ -298,10 +323,63 @@ impl Fair {
         self.balance_failed = if moved { 0 } else { self.balance_failed + 1 };
     }
 
+    /// `--param balance_trace`: each pCPU's PELT load (sleeping threads' where they last
+    /// ran, as the balancer counts it), the background stand-ins' part of it, the thread
+    /// running there and the queued ones with their loads (threads by tid; a background
+    /// stand-in as `bg`).
+    fn trace_pcpus(&self, cx: &Cx, now: u64) -> String {
+        let name = |t: u32| {
+            let th = &cx.threads[t as usize];
+            if th.background {
+                "bg".to_string()
+            } else {
+                th.tid.to_string()
+            }
+        };
+        (0..cx.ncpus)
+            .map(|cpu| {
+                let (mut load, mut background) = (0.0, 0.0);
+                for t in (0..cx.threads.len() as u32).filter(|&t| cx.cpu_of[t as usize] == cpu) {
+                    let l = self.load.load(t, now, self.w(cx, t));
+                    load += l;
+                    if cx.threads[t as usize].background {
+                        background += l;
+                    }
+                }
+                let queued: Vec<String> = self
+                    .queued(cpu)
+                    .map(|t| format!("{}:{:.0}", name(t), self.load.load(t, now, self.w(cx, t))))
+                    .collect();
+                format!(
+                    "pcpu{cpu} load {load:.0} (background {background:.0}) runs {} queued [{}]",
+                    self.running(cpu).map_or("-".to_string(), name),
+                    queued.join(" ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// `--param balance_trace`: one thread moved by a periodic balance.
+    fn trace_move(&self, cx: &Cx, t: u32, load: f64, src: u32, dst: u32, now: u64) {
+        if self.p.balance_trace {
+            eprintln!(
+                "balance {} move {} (load {load:.0}) pcpu{src} -> pcpu{dst}",
+                trace_time(now),
+                cx.threads[t as usize].tid
+            );
+        }
+    }
+
     /// A queued thread of `src` that may move to `dst` now.
     pub(super) fn movable(&self, cx: &Cx, src: u32, dst: u32, now: u64) -> Option<u32> {
         self.queued(src)
             .filter(|&t| cx.threads[t as usize].may_run_on(dst) && !self.hot(t, now))
             .min_by_key(|&t| self.ents[t as usize].seq)
     }
+}
+
+/// A trace line's time: seconds into the replay.
+fn trace_time(now: u64) -> String {
+    format!("{:.3}s", now as f64 / 1e9)
 }

@@ -51,6 +51,10 @@ pub struct FairParams {
     /// The background group's `tg->shares` with `groups=true` (1024 for one autogroup;
     /// several busy sessions weigh as many times that).
     pub background_shares: u64,
+    /// Writes each periodic balance (every pCPU's PELT load, its background stand-ins' part,
+    /// what runs and waits there, the failure count, what the balance found and moved) to
+    /// stderr, one line each: a debugging aid for comparing the balancer with a kernel's.
+    pub balance_trace: bool,
 }
 
 /// `--param groups=`: which task groups the fair policies schedule.
@@ -106,6 +110,7 @@ impl FairParams {
                 "true, false or auto",
             )?],
             background_shares: 1024,
+            balance_trace: p.bool(name, "balance_trace", false)?,
         };
         match flavour {
             Flavour::Cfs => {
