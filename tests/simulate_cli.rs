@@ -158,7 +158,8 @@ fn bad_input_is_one_clear_line_and_a_failure() {
             "--param",
             "sedf.period.vm0=20ms",
         ]),
-        "longer than its period",
+        // In the units it was given, not as 30000000 ns.
+        "the slice of vm0 (30ms) is longer than its period (20ms)",
     );
     // A recording with no tracked threads.
     let empty = dir.path("empty.trace");

@@ -281,6 +281,18 @@ pub fn check_balance_intervals(busy: u64, idle: u64) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// A duration in the largest unit of [`parse_ns`]'s that holds it whole (`50ms`, `750us`,
+/// `1500ns`), so a message names a value as `--param` takes it.
+pub fn format_ns(ns: u64) -> String {
+    match ns {
+        0 => "0".into(),
+        n if n % 1_000_000_000 == 0 => format!("{}s", n / 1_000_000_000),
+        n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{}us", n / 1_000),
+        n => format!("{n}ns"),
+    }
+}
+
 /// `750us`, `3ms`, `0.5s`, `1000` (ns).
 pub fn parse_ns(v: &str) -> Option<u64> {
     let v = v.trim();
@@ -303,6 +315,20 @@ pub fn parse_ns(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_they_are_given() {
+        for (ns, text) in [
+            (50_000_000, "50ms"),
+            (10_000_000_000, "10s"),
+            (750_000, "750us"),
+            (1_500, "1500ns"),
+            (0, "0"),
+        ] {
+            assert_eq!(format_ns(ns), text);
+            assert_eq!(parse_ns(text), Some(ns));
+        }
+    }
 
     #[test]
     fn durations_and_scoping() {

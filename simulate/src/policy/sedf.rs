@@ -7,7 +7,7 @@
 //! sedf.period.vm1=20ms`.
 
 use crate::engine::{Cx, Policy, SimThread};
-use crate::params::{ParamError, Params};
+use crate::params::{format_ns, ParamError, Params};
 
 #[derive(Clone, Debug)]
 pub struct SedfParams {
@@ -115,18 +115,25 @@ impl Sedf {
             }
             if !(PERIOD_MIN..=PERIOD_MAX).contains(&period) {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: period {period} ns of {} is outside {PERIOD_MIN}..={PERIOD_MAX} ns",
-                    if vm.is_empty() { "background" } else { vm }
+                    "sedf: the period of {} ({}) is outside {}..={}",
+                    if vm.is_empty() { "background" } else { vm },
+                    format_ns(period),
+                    format_ns(PERIOD_MIN),
+                    format_ns(PERIOD_MAX)
                 )));
             }
             if slice > period {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: the slice of {vm} ({slice} ns) is longer than its period ({period} ns)"
+                    "sedf: the slice of {vm} ({}) is longer than its period ({})",
+                    format_ns(slice),
+                    format_ns(period)
                 )));
             }
             if slice != 0 && slice < SLICE_MIN {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: the slice of {vm} ({slice} ns) is below {SLICE_MIN} ns"
+                    "sedf: the slice of {vm} ({}) is below {}",
+                    format_ns(slice),
+                    format_ns(SLICE_MIN)
                 )));
             }
             let home = pick_cpu(th, ncpus);
