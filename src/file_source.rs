@@ -68,6 +68,16 @@ impl FileSource {
     }
 }
 
+/// The error for a recording whose events announce no tracked thread (only other tasks'
+/// switches): there is no vCPU to `to` (replay, report), and a view of it would be empty.
+pub fn no_tracked_thread(path: &Path, to: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} announces no tracked thread: no vCPU to {to} (record a target with vCPU threads, \
+         e.g. `kvmscope record --demo`)",
+        path.display()
+    )
+}
+
 impl Source for FileSource {
     fn poll(&mut self, out: &mut Vec<Event>, _timeout: Duration) -> Result<bool, SourceError> {
         // A file never waits: one chunk per call keeps batches bounded for the model.

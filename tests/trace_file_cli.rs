@@ -336,3 +336,26 @@ fn a_vcpu_asleep_all_recording_reports_asleep_and_older_files_say_why_once() {
         "{text}"
     );
 }
+
+/// A recording whose events announce no tracked thread (only other tasks' switches): `report`
+/// says so in one line and exits non-zero, as `replay` and `simulate` refuse it. It printed
+/// an empty vCPU table and a pCPU occupancy of other tasks, exit 0.
+#[test]
+fn a_file_with_no_tracked_thread_is_refused_in_one_line() {
+    let dir = TempDir::new("report-untracked");
+    let path = dir.path("untracked.trace");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = TraceWriter::new(file, &trace_file_synth::header()).unwrap();
+    for ev in [
+        model::synth::switch(1_000, 0, 0, 77),
+        model::synth::switch(2_000, 0, 77, 0),
+    ] {
+        writer.write(&ev).unwrap();
+    }
+    writer.finish().unwrap();
+    let err = report_error(&path);
+    assert!(
+        err.contains("announces no tracked thread: no vCPU to report"),
+        "{err}"
+    );
+}

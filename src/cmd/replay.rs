@@ -14,7 +14,7 @@ use model::Source;
 
 use super::demo::dashboard_options;
 use crate::cli::ReplayArgs;
-use crate::file_source::FileSource;
+use crate::file_source::{no_tracked_thread, FileSource};
 
 pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     // A wrong policy or parameter fails before the file is read or the screen taken.
@@ -36,11 +36,7 @@ pub fn run(args: ReplayArgs, log_file: Option<&Path>) -> anyhow::Result<ExitCode
     }
     if !announces_a_thread(&args.file)? {
         // The dashboard would wait for vCPUs forever, its table empty.
-        bail!(
-            "{} announces no tracked thread: no vCPU to replay (record a target with vCPU \
-             threads, e.g. `kvmscope record --demo`)",
-            args.file.display()
-        );
+        return Err(no_tracked_thread(&args.file, "replay"));
     }
     let mut opts = dashboard_options("replay", 10.0, log_file)?;
     opts.notes = reader.stats().problems();

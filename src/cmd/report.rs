@@ -77,6 +77,9 @@ fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Re
         eprintln!("warning: {}: {p}", path.display());
     }
     src.require_events("report")?;
+    if model.thread_slots() == 0 {
+        return Err(crate::file_source::no_tracked_thread(path, "report"));
+    }
     if !problems.is_empty() {
         extra.insert("problems".into(), problems.into());
     }
