@@ -55,6 +55,25 @@ const SHARE_POINTS: f64 = 5.0;
 /// vCPUs where they are (0.1-0.4 migrations/s) while the replay's balancing moves the batch
 /// vCPUs 2-5 times a second, so 6.12's batch (x1.12-x3.31) and lowprio (x2.23-x5.20) waits
 /// are the balancer's to match, not the tick's.
+///
+/// What the 6.1 guest's own scheduler state showed (`lab/suite/cfs-sample.sh` at 23:45 UTC:
+/// samples asked every 100 ms came ~300 ms apart, and their reads ran as other tasks' load),
+/// beside `simulate --param balance_trace=true` on the same recording: every task in the
+/// root group (the debug file names no other), so `task_h_load` is each task's own load; each pCPU's root `cfs_rq` load_avg 2400-4500 (median 3350/3300), other
+/// tasks' part mostly 700-2600 (median 1080/1380) where the model's background stand-ins
+/// carry about 500/800; per pCPU 18 busy balances a second, 36% found an imbalance (mean
+/// 485-572), 39% of those moved nothing, 110 tasks moved in 10 s (about 40 of them other
+/// tasks': the recording's vCPU migrations are lowprio 48, batch 13, interactive 9), no
+/// active balance. The model per pCPU (`balance_per_pcpu=true`) on that recording: 41%
+/// imbalanced (mean 490), 51% of those moved nothing, batch vCPUs moved 30 times, lowprio
+/// 40. The kernel fixes most imbalances with light tasks (the lowprio vCPU, other tasks'
+/// threads), each success resetting its failure count; the model's background stays pinned
+/// where the recording saw it, so its failures run on until a batch vCPU fits. Counting a
+/// fitting queued stand-in as a successful pull, one stand-in per other task, or the
+/// stand-ins' load x2-x5 in the balancer each left the batch vCPUs moving mostly 1-3 times a
+/// second and the worst factors mixed. In ci1529 the kernel split the interactive vCPUs
+/// across the pCPUs after its first second; the replay per pCPU puts both beside the lone
+/// batch vCPU within 2 s and keeps that, balanced by load either way.
 pub fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> String) -> String {
     use base64::Engine;
     let recorded = json(
