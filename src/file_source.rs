@@ -56,6 +56,14 @@ impl FileSource {
         self.reader.stats().problems()
     }
 
+    /// Prints each problem met so far as a warning naming the file (in text and JSON mode
+    /// alike: a report of a cut file is still a report, but not of the whole recording).
+    pub fn warn_problems(&self) {
+        for p in self.problems() {
+            crate::cmd::warn(&format!("{}: {p}", self.path.display()));
+        }
+    }
+
     /// Once read through: an error when the file held no event (cut before its first chunk
     /// was complete), so that `report` and `export` say so instead of printing an empty
     /// result, as `replay` and `simulate` refuse the same file. Print `problems` first: they

@@ -117,6 +117,12 @@ fn a_copy_cut_at_60_percent_still_reports_what_came_before() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(all.contains("truncated"), "{all}");
+    // Each warning names kvmscope, as its errors do (it began "warning: FILE: …").
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() >= 2, "{err}");
+    for line in err.lines() {
+        assert!(line.starts_with("kvmscope: warning: "), "{line}");
+    }
 }
 
 fn report_error(path: &Path) -> String {

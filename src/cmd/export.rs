@@ -49,9 +49,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             format!("{} events -> {} trace events", s.events_in, s.trace_events)
         }
     };
-    for p in src.problems() {
-        eprintln!("warning: {}: {p}", args.file.display());
-    }
+    src.warn_problems();
     if let Err(e) = src.require_events("export") {
         // Not an empty trace left behind to be mistaken for a result; but only a file this
         // command wrote: `-o /dev/null --force` (or a link) is not ours to unlink, as root.

@@ -18,6 +18,12 @@ mod top;
 mod trace;
 mod vmm;
 
+/// Prints one warning line on stderr, named as the errors are (`kvmscope: warning: …`), so a
+/// user reading a command's stderr can tell kvmscope's lines from those of the tools around it.
+pub(crate) fn warn(what: &str) {
+    eprintln!("kvmscope: warning: {what}");
+}
+
 /// Writes a command's output to stdout in one go. A reader that went away (`| head`) ends
 /// nothing but the output: `println!` would panic on the broken pipe instead.
 pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {

@@ -73,9 +73,7 @@ fn report_file(path: &std::path::Path, duration: Option<Duration>) -> anyhow::Re
     }
     let problems = src.problems();
     // trace_file (issue 6): say on stderr what was lost, in text and JSON mode alike.
-    for p in &problems {
-        eprintln!("warning: {}: {p}", path.display());
-    }
+    src.warn_problems();
     src.require_events("report")?;
     if model.thread_slots() == 0 {
         return Err(crate::file_source::no_tracked_thread(path, "report"));

@@ -36,9 +36,7 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Recorded> {
         .map_err(anyhow::Error::from_boxed)
         .with_context(|| format!("reading {}", path.display()))?
     {}
-    for p in src.problems() {
-        eprintln!("warning: {}: {p}", path.display());
-    }
+    src.warn_problems();
     let header = src.header().clone();
     let (model, demand) = fold_events(&events, src.host().cpus);
     Ok(Recorded {

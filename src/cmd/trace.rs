@@ -102,7 +102,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         source.stop_after(d);
     }
     for w in source.warnings() {
-        eprintln!("kvmscope: warning: {w}");
+        super::warn(w);
     }
     if !source.has_probes() {
         eprintln!(
@@ -226,7 +226,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     for w in warnings.iter().skip(source.warnings().len()) {
-        eprintln!("kvmscope: warning: {w}");
+        super::warn(w);
     }
     let summary = Summary {
         kind: "summary",

@@ -60,7 +60,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         source.stop_after(d);
     }
     for w in source.warnings() {
-        eprintln!("warning: {w}");
+        super::warn(w);
     }
     let started = Instant::now();
 
