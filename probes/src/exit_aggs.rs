@@ -3,15 +3,18 @@
 //! `model::PortIoAggregate`s: the growth of each key's count (and histogram) since the
 //! previous read, summed over CPUs. The kernel keeps totals since load; only this reader
 //! takes differences, so the model folds each exit once.
+//!
+//! A thread that stops being tracked takes its keys out of both maps ([`ExitAggReader::forget`]):
+//! otherwise the keys of every thread that ever ran would stay, and VMs coming and going
+//! (issue #15 goal 7) would fill the maps, after which every new key's exits are lost.
 
-use std::collections::HashMap;
-
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap};
 use aya::Pod;
 use model::{ExitAggregate, ExitAggregates, PortIoAggregate, EXIT_HIST_BUCKETS};
 
 use crate::abi::{ExitAgg, ExitKey, PioKey};
 use crate::decode::exit_isa;
+use crate::exit_agg_keys::KeyBook;
 
 // SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
 // no padding; the layout is asserted against the C header in abi.rs) is what aya's `Pod` asks
@@ -44,8 +47,8 @@ pub(crate) struct ExitAggReader {
     aggs: PerCpuHashMap<MapData, ExitKey, ExitAgg>,
     open: BpfHashMap<MapData, u32, ExitOpen>,
     pio: PerCpuHashMap<MapData, PioKey, u64>,
-    seen: HashMap<ExitKey, Totals>,
-    pio_seen: HashMap<PioKey, u64>,
+    seen: KeyBook<ExitKey, Totals>,
+    pio_seen: KeyBook<PioKey, u64>,
 }
 
 impl ExitAggReader {
@@ -58,8 +61,8 @@ impl ExitAggReader {
             aggs: PerCpuHashMap::try_from(aggs).map_err(|e| format!("exit_aggs map: {e}"))?,
             open: BpfHashMap::try_from(open).map_err(|e| format!("exit_open map: {e}"))?,
             pio: PerCpuHashMap::try_from(pio).map_err(|e| format!("pio_aggs map: {e}"))?,
-            seen: HashMap::new(),
-            pio_seen: HashMap::new(),
+            seen: KeyBook::new(),
+            pio_seen: KeyBook::new(),
         })
     }
 
@@ -73,7 +76,7 @@ impl ExitAggReader {
         for item in self.pio.iter() {
             let (key, per_cpu) = item.map_err(|e| format!("reading pio_aggs: {e}"))?;
             let total = per_cpu.iter().fold(0u64, |t, n| t.wrapping_add(*n));
-            let before = self.pio_seen.insert(key, total).unwrap_or(0);
+            let before = self.pio_seen.note(key, total).unwrap_or(0);
             if before != total {
                 out.push(PortIoAggregate {
                     tid: key.tid,
@@ -98,8 +101,7 @@ impl ExitAggReader {
             }
             let before = self
                 .seen
-                .get(&key)
-                .copied()
+                .note(key, total)
                 .unwrap_or((0, [0; EXIT_HIST_BUCKETS]));
             if before == total {
                 continue;
@@ -118,15 +120,55 @@ impl ExitAggReader {
                 count: total.0.wrapping_sub(before.0),
                 handling_log2,
             });
-            self.seen.insert(key, total);
         }
         Ok(())
     }
 
-    /// Forgets an untracked thread's open exit (tids are reused). Its totals stay: a thread
-    /// with the same tid later continues from them.
-    pub(crate) fn forget(&mut self, tid: u32) {
+    /// A thread stopped being tracked: reads every key's growth into `out` first (so the
+    /// thread's last counts, and keys it made since the last poll, reach the model as any
+    /// poll's do), then deletes its keys from `exit_aggs` and `pio_aggs`, forgets them, and
+    /// deletes its open exit (tids are reused). Returns how many keys it deleted.
+    ///
+    /// Nothing it counted is lost between that read and the deletes: callers untrack a
+    /// thread once it has ended (its last switch-out, a second after its exit, or gone from
+    /// `/proc`), which runs no tracepoint any more, and [`crate::loader::Probes::untrack`]
+    /// clears its bit in `tracked` before this read, so the kernel starts no new count for
+    /// it. A run that passed the tracked check just before (a thread untracked while alive)
+    /// can still add to a key after the read: that key is made again and counted by the
+    /// next poll (from zero, as it is forgotten), so not lost either.
+    pub(crate) fn forget(&mut self, tid: u32, out: &mut ExitAggregates) -> Result<usize, String> {
+        let began = std::time::Instant::now();
+        self.read(out)?;
+        let aggs = &mut self.aggs;
+        let pio = &mut self.pio;
+        let deleted = self
+            .seen
+            .remove_thread(tid, |k| deleted(aggs.remove(k), "exit_aggs"))
+            + self
+                .pio_seen
+                .remove_thread(tid, |k| deleted(pio.remove(k), "pio_aggs"));
         // Absent when the thread never entered its guest: nothing to do.
         let _ = self.open.remove(&tid);
+        log::debug!(
+            "thread {tid} untracked in {} us: {deleted} aggregate keys deleted, {} exit and {} \
+             port I/O keys left",
+            began.elapsed().as_micros(),
+            self.seen.len(),
+            self.pio_seen.len()
+        );
+        Ok(deleted)
+    }
+}
+
+/// Whether a key's delete left it out of its map (gone already counts). A key the kernel
+/// refused to delete stays known with its totals (see [`KeyBook::remove_thread`]).
+fn deleted(result: Result<(), MapError>, map: &str) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => true,
+        Err(e) => {
+            log::warn!("cannot delete an ended thread's key from {map}: {e}");
+            false
+        }
     }
 }

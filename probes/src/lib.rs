@@ -6,6 +6,7 @@
 pub mod abi;
 pub mod counters;
 pub mod decode;
+mod exit_agg_keys;
 mod exit_aggs;
 pub mod features;
 pub mod host;

@@ -57,6 +57,9 @@ impl Probes {
     }
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
+    /// Call it once the thread has ended (tids are reused): with exit aggregation its last
+    /// counts are read (handed over by the next [`Probes::take_exit_aggregates`]) and its
+    /// keys leave the kernel's maps.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
         self.set_tracked(tid, false)
     }
@@ -65,14 +68,18 @@ impl Probes {
         self.tracked.covers(tid)?;
         // Like the drain's reads: a bpf() map call raises bpf_prog_active on this CPU, and a
         // traced thread that preempted it here would have its kvm tracepoint runs skipped.
-        // The exit aggregates' per-thread entry is deleted under it too (a hash map delete,
-        // made while the thread's VM may still run other vCPUs).
+        // The exit aggregates' keys of an untracked thread are read and deleted under it too
+        // (map reads and hash map deletes, made while the thread's VM may still run other
+        // vCPUs).
         let _guard = self.raise_priority();
+        let set = self.tracked.set(tid, on);
+        // After its bit is cleared: the kernel starts no new count for the thread.
         if !on {
             if let Some(a) = &mut self.exit_aggs {
-                a.forget(tid);
+                a.forget(tid, &mut self.exit_aggs_read)
+                    .map_err(ProbeError::ExitAggs)?;
             }
         }
-        self.tracked.set(tid, on)
+        set
     }
 }
