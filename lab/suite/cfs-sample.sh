@@ -9,8 +9,11 @@
 # (`ktime` is CLOCK_MONOTONIC in ms, the recording's clock; each pCPU's root `cfs_rq` with
 # `load_avg`, `runnable_avg`, `util_avg`, `nr_running`; each task on the pCPU with `>R`
 # running, `R` queued), `/proc/schedstat` (per domain and idle type: lb_count, lb_balanced,
-# lb_failed, lb_imbalance, lb_gained, ...; schedstats are switched on first) and every task's
-# `/proc/PID/task/TID/sched` (its `se.avg.load_avg`: the load the balancer moves).
+# lb_failed, lb_imbalance, lb_gained, ...; schedstats are switched on first) and the
+# recorder's threads' `/proc/PID/task/TID/sched` (the vCPUs' `se.avg.load_avg`: the load the
+# balancer moves). Not every task's: a sleeping task's own figures are only brought up to
+# date when it next runs, and reading them all (with grep) took seconds a sample under TCG.
+# One read of the debug file takes the emulated guest ~100 ms, so samples come ~300 ms apart.
 K=/bin/kvmscope
 every=${LAB_SAMPLE_EVERY:-0.1}
 cat > /tmp/demo.toml <<'TOML'
@@ -45,8 +48,7 @@ rec=$!
 (
 	while kill -0 $rec 2>/dev/null; do
 		echo "@@sample"
-		cat /sys/kernel/debug/sched/debug /proc/schedstat /proc/[0-9]*/task/*/sched 2>/dev/null |
-			grep -v -e numa -e '^mm->' -e '^current_node' -e '^nr_wakeups' -e '^iowait'
+		cat /sys/kernel/debug/sched/debug /proc/schedstat /proc/$rec/task/*/sched 2>/dev/null
 		sleep "$every"
 	done
 ) > /tmp/samples &

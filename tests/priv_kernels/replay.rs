@@ -73,7 +73,11 @@ const SHARE_POINTS: f64 = 5.0;
 /// stand-ins' load x2-x5 in the balancer each left the batch vCPUs moving mostly 1-3 times a
 /// second and the worst factors mixed. In ci1529 the kernel split the interactive vCPUs
 /// across the pCPUs after its first second; the replay per pCPU puts both beside the lone
-/// batch vCPU within 2 s and keeps that, balanced by load either way.
+/// batch vCPU within 2 s and keeps that, balanced by load either way. A second sampled run
+/// (00:20 UTC, a quieter host): other tasks' load median 1110 on each pCPU (the model's
+/// stand-ins 530/840), 44% of busy balances imbalanced, 42% of those failed; that run's
+/// kernel moved its batch vCPUs 29 times in 10 s, the replay per pCPU 31, and `cfs` held
+/// it within x1.81 (lowprio 77070 us against 42467).
 pub fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> String) -> String {
     use base64::Engine;
     let recorded = json(
