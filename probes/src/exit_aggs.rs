@@ -6,7 +6,9 @@
 //!
 //! A thread that stops being tracked takes its keys out of both maps ([`ExitAggReader::forget`]):
 //! otherwise the keys of every thread that ever ran would stay, and VMs coming and going
-//! (issue #15 goal 7) would fill the maps, after which every new key's exits are lost.
+//! (issue #15 goal 7) would fill the maps, after which every new key's exits are lost. Its
+//! keys go right after the next read, which every poll makes anyway, so a VM of many vCPUs
+//! that stops costs no read more than a poll's.
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap};
 use aya::Pod;
@@ -49,6 +51,8 @@ pub(crate) struct ExitAggReader {
     pio: PerCpuHashMap<MapData, PioKey, u64>,
     seen: KeyBook<ExitKey, Totals>,
     pio_seen: KeyBook<PioKey, u64>,
+    /// Threads untracked since the last read, whose keys the next read deletes.
+    leaving: Vec<u32>,
 }
 
 impl ExitAggReader {
@@ -63,13 +67,17 @@ impl ExitAggReader {
             pio: PerCpuHashMap::try_from(pio).map_err(|e| format!("pio_aggs map: {e}"))?,
             seen: KeyBook::new(),
             pio_seen: KeyBook::new(),
+            leaving: Vec::new(),
         })
     }
 
-    /// Appends one aggregate per key that grew since the last call.
+    /// Appends one aggregate per key that grew since the last call, then deletes the keys
+    /// of the threads untracked since (see [`Self::forget`]).
     pub(crate) fn read(&mut self, out: &mut ExitAggregates) -> Result<(), String> {
         self.read_exits(&mut out.exits)?;
-        self.read_port_io(&mut out.port_io)
+        self.read_port_io(&mut out.port_io)?;
+        self.delete_leaving();
+        Ok(())
     }
 
     fn read_port_io(&mut self, out: &mut Vec<PortIoAggregate>) -> Result<(), String> {
@@ -124,39 +132,61 @@ impl ExitAggReader {
         Ok(())
     }
 
-    /// A thread stopped being tracked: reads every key's growth into `out` first (so the
-    /// thread's last counts, and keys it made since the last poll, reach the model as any
-    /// poll's do), then deletes its keys from `exit_aggs` and `pio_aggs`, forgets them, and
-    /// deletes its open exit (tids are reused). Returns how many keys it deleted.
+    /// Thread `tid` stopped being tracked ([`crate::loader::Probes::untrack`] cleared its
+    /// bit first): deletes its open exit (tids are reused), and the next [`Self::read`]
+    /// reads its keys' last growth (keys it made since the last read among them) and then
+    /// deletes them from `exit_aggs` and `pio_aggs` and forgets them.
     ///
     /// Nothing it counted is lost between that read and the deletes: callers untrack a
     /// thread once it has ended (its last switch-out, a second after its exit, or gone from
-    /// `/proc`), which runs no tracepoint any more, and [`crate::loader::Probes::untrack`]
-    /// clears its bit in `tracked` before this read, so the kernel starts no new count for
-    /// it. A run that passed the tracked check just before (a thread untracked while alive)
-    /// can still add to a key after the read: that key is made again and counted by the
-    /// next poll (from zero, as it is forgotten), so not lost either.
-    pub(crate) fn forget(&mut self, tid: u32, out: &mut ExitAggregates) -> Result<usize, String> {
-        let began = std::time::Instant::now();
-        self.read(out)?;
-        let aggs = &mut self.aggs;
-        let pio = &mut self.pio;
-        let deleted = self
-            .seen
-            .remove_thread(tid, |k| deleted(aggs.remove(k), "exit_aggs"))
-            + self
-                .pio_seen
-                .remove_thread(tid, |k| deleted(pio.remove(k), "pio_aggs"));
+    /// `/proc`), which runs no tracepoint any more, and with its bit cleared the kernel
+    /// starts no new count for it (a run that passed the tracked check just before, for a
+    /// thread untracked while alive, has until the next poll to finish). A tid tracked
+    /// again before that read (reused) goes through [`Self::before_track`].
+    pub(crate) fn forget(&mut self, tid: u32) {
         // Absent when the thread never entered its guest: nothing to do.
         let _ = self.open.remove(&tid);
+        if !self.leaving.contains(&tid) {
+            self.leaving.push(tid);
+        }
+    }
+
+    /// Before thread `tid`'s bit is set: if a thread of that tid left since the last read,
+    /// its keys are read (into `out`) and deleted now, while the kernel counts nothing for
+    /// the tid, so the new thread's counts start from fresh keys and none of them are
+    /// deleted unread.
+    pub(crate) fn before_track(
+        &mut self,
+        tid: u32,
+        out: &mut ExitAggregates,
+    ) -> Result<(), String> {
+        if self.leaving.contains(&tid) {
+            self.read(out)?;
+        }
+        Ok(())
+    }
+
+    fn delete_leaving(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let began = std::time::Instant::now();
+        let (aggs, pio) = (&mut self.aggs, &mut self.pio);
+        let mut n = 0;
+        for tid in self.leaving.drain(..) {
+            n += self
+                .seen
+                .remove_thread(tid, |k| deleted(aggs.remove(k), "exit_aggs"))
+                + self
+                    .pio_seen
+                    .remove_thread(tid, |k| deleted(pio.remove(k), "pio_aggs"));
+        }
         log::debug!(
-            "thread {tid} untracked in {} us: {deleted} aggregate keys deleted, {} exit and {} \
-             port I/O keys left",
+            "{n} keys of untracked threads deleted in {} us; {} exit and {} port I/O keys left",
             began.elapsed().as_micros(),
             self.seen.len(),
             self.pio_seen.len()
         );
-        Ok(deleted)
     }
 }
 

@@ -337,6 +337,7 @@ impl LiveSource {
                 let before = out.len();
                 p.poll(out, wait)
                     .context("cannot read the probes' ring buffer")?;
+                p.take_exit_aggregates(&mut self.exit_aggregates);
                 if let Some(groups) = &mut self.task_groups {
                     groups.note(out, before, hostfacts::task_group::task_group);
                 }
@@ -347,12 +348,6 @@ impl LiveSource {
                     .relabel_from_kvm_entry(&mut self.kernel, batch, &mut relabelled);
                 self.tracking
                     .retire_exited(&mut self.kernel, batch, Instant::now());
-                // After the retirements: a retired thread's last exit counts (read as it is
-                // untracked) go with the batch that ended it, before a thread that reuses its
-                // tid can be announced.
-                if let Some(p) = &mut self.kernel.probes {
-                    p.take_exit_aggregates(&mut self.exit_aggregates);
-                }
                 out.append(&mut relabelled);
             }
             None => {

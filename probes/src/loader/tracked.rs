@@ -57,9 +57,8 @@ impl Probes {
     }
 
     /// Stop reporting events of `tid`. Untracking a thread that is not tracked is fine.
-    /// Call it once the thread has ended (tids are reused): with exit aggregation its last
-    /// counts are read (handed over by the next [`Probes::take_exit_aggregates`]) and its
-    /// keys leave the kernel's maps.
+    /// Call it once the thread has ended (tids are reused): with exit aggregation the next
+    /// poll reads its last counts and then deletes its keys from the kernel's maps.
     pub fn untrack(&mut self, tid: u32) -> Result<(), ProbeError> {
         self.set_tracked(tid, false)
     }
@@ -68,18 +67,23 @@ impl Probes {
         self.tracked.covers(tid)?;
         // Like the drain's reads: a bpf() map call raises bpf_prog_active on this CPU, and a
         // traced thread that preempted it here would have its kvm tracepoint runs skipped.
-        // The exit aggregates' keys of an untracked thread are read and deleted under it too
-        // (map reads and hash map deletes, made while the thread's VM may still run other
-        // vCPUs).
+        // The exit aggregates' per-thread entry is deleted under it too (a hash map delete,
+        // made while the thread's VM may still run other vCPUs), and a reused tid's old keys
+        // read and deleted.
         let _guard = self.raise_priority();
-        let set = self.tracked.set(tid, on);
-        // After its bit is cleared: the kernel starts no new count for the thread.
-        if !on {
+        if on {
+            // Before its bit is set: the kernel counts nothing for the tid meanwhile.
             if let Some(a) = &mut self.exit_aggs {
-                a.forget(tid, &mut self.exit_aggs_read)
+                a.before_track(tid, &mut self.exit_aggs_read)
                     .map_err(ProbeError::ExitAggs)?;
             }
+            return self.tracked.set(tid, true);
         }
-        set
+        let cleared = self.tracked.set(tid, false);
+        // After its bit is cleared: the kernel starts no new count for the thread.
+        if let Some(a) = &mut self.exit_aggs {
+            a.forget(tid);
+        }
+        cleared
     }
 }
