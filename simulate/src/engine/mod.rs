@@ -11,11 +11,12 @@
 //! an affinity change, the policy's periodic work) and the switch itself. Apart:
 //! `policy_api.rs` (the [`Policy`] trait and its [`Cx`]), `bursts.rs` (each thread's
 //! progress through its demand), `dispatch.rs` (the dispatch delay), `emit.rs` (what the
-//! events say).
+//! events say), `pcpu_timers.rs` (each pCPU's next decision time and the earliest).
 
 mod bursts;
 mod dispatch;
 mod emit;
+mod pcpu_timers;
 mod policy_api;
 
 use std::cmp::Reverse;
@@ -28,6 +29,7 @@ pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUN
 use crate::tick_phase::TickPhases;
 use crate::wake_cost::DispatchDelay;
 use bursts::{Run, RunState};
+use pcpu_timers::PcpuTimers;
 use policy_api::View;
 pub use policy_api::{Cx, Policy};
 
@@ -95,7 +97,9 @@ struct Engine<'d, P> {
     runs: Vec<Run>,
     /// When the running thread was last accounted.
     since: Vec<u64>,
-    next_at: Vec<u64>,
+    /// When each pCPU next needs the engine (its thread's burst ends, its policy's timer, a
+    /// charged wakeup's pick), and the earliest of them.
+    next_at: PcpuTimers,
     wakes: BinaryHeap<Reverse<(u64, u32)>>,
     /// Recorded affinity changes after the first, in time order, and the next to apply.
     affinity: Vec<AffinityChange>,
@@ -173,7 +177,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             },
             runs,
             since: vec![0; n],
-            next_at: vec![u64::MAX; n],
+            next_at: PcpuTimers::new(n),
             wakes,
             affinity,
             next_affinity: 0,
@@ -196,20 +200,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let mut resched = PcpuSet::empty(self.view.curr.len() as u32);
         let mut touched = resched.clone();
         loop {
-            let (cpu_t, cpu) =
-                self.next_at
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (u64::MAX, 0usize),
-                        |best, (c, &t)| {
-                            if t < best.0 {
-                                (t, c)
-                            } else {
-                                best
-                            }
-                        },
-                    );
+            let (cpu_t, cpu) = self.next_at.earliest();
             let wake_t = self.wakes.peek().map_or(u64::MAX, |r| r.0 .0);
             let global_t = self.policy.global_timer();
             let affinity_t = self
@@ -233,7 +224,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                 self.next_affinity += 1;
                 self.on_affinity(sink, t, mask, now, &mut resched, &mut touched);
             } else if cpu_t == now {
-                self.on_cpu_event(sink, cpu as u32, now, &mut resched, &mut touched);
+                self.on_cpu_event(sink, cpu, now, &mut resched, &mut touched);
             } else {
                 let Some(Reverse((_, t))) = self.wakes.pop() else {
                     break;
@@ -257,7 +248,7 @@ impl<'d, P: Policy> Engine<'d, P> {
     fn rearm(&mut self, cpu: u32, now: u64) {
         let c = cpu as usize;
         let Some(t) = self.view.curr[c] else {
-            self.next_at[c] = self.dispatch_at[c];
+            self.next_at.set(cpu, self.dispatch_at[c]);
             return;
         };
         let done = now
@@ -268,7 +259,8 @@ impl<'d, P: Policy> Engine<'d, P> {
         let (mut resched, mut touched) = (PcpuSet::default(), PcpuSet::default());
         let cx = self.view.cx(&mut resched, &mut touched);
         let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
-        self.next_at[c] = done.min(timer).min(self.dispatch_at[c]);
+        self.next_at
+            .set(cpu, done.min(timer).min(self.dispatch_at[c]));
     }
 
     fn on_cpu_event(
