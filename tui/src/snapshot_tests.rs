@@ -326,7 +326,8 @@ fn vmcs_panel_without_guest_timing_says_so() {
         assert!(
             words.join(" ").contains(
                 "no guest entries or guest gaps seen: the resume latency after a migration \
-                 cannot be measured (e.g. an external VM on a PVM host)."
+                 cannot be measured (on a PVM host, only the guests of --demo report their \
+                 gaps)."
             ),
             "{narrow}"
         );

@@ -201,8 +201,10 @@ impl Widget for &VmcsPanel<'_> {
                 t.warn(),
             ));
             lines.push(Line::raw("the resume latency after a migration"));
-            lines.push(Line::raw("cannot be measured (e.g. an external VM"));
-            lines.push(Line::raw("on a PVM host)."));
+            // Which VMs do report gaps, so a user of `top` on the bundled VMM knows where to
+            // look ("an external VM on a PVM host" left them guessing).
+            lines.push(Line::raw("cannot be measured (on a PVM host, only"));
+            lines.push(Line::raw("the guests of --demo report their gaps)."));
             lines.push(Line::raw(format!("migrations {}/s", fmt::rate(migrations))));
         }
 
