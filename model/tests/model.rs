@@ -1316,3 +1316,43 @@ fn a_dying_threads_last_switch_keeps_its_vruntime_and_counts_its_clock() {
         ));
     }
 }
+
+/// Each pCPU's run queue has its own vruntime scale (two pCPUs of a live demo were 8 s
+/// apart). A thread moved to another pCPU while waiting still has its old queue's vruntime
+/// until it switches there: it is not measured against its new queue, nor does it set that
+/// queue's minimum. Its lag read -7.9 s, and a thread waiting there +7.9 s.
+#[test]
+fn a_thread_moved_while_waiting_does_not_skew_lag_on_its_new_pcpu() {
+    let evs = vec![
+        task_info(0, 1, 100, "vm0", Some(0), 0),
+        task_info(0, 2, 100, "vm0", Some(1), 0),
+        task_info(0, 3, 100, "vm0", Some(2), 0),
+        Switch::new(MS, 0, 0, 1)
+            .next_se(se(100 * MS, 1024, 0))
+            .build(),
+        Switch::new(MS, 1, 0, 2)
+            .next_se(se(8000 * MS, 1024, 0))
+            .build(),
+        // Thread 2 is preempted on pCPU 1 by thread 3, a millisecond of vruntime apart.
+        Switch::new(2 * MS, 1, 2, 3)
+            .prev_se(se(8002 * MS, 1024, MS))
+            .next_se(se(8001 * MS, 1024, 0))
+            .build(),
+        // Thread 1 is preempted on pCPU 0, then moved to pCPU 1 while it waits.
+        Switch::new(3 * MS, 0, 1, 0)
+            .prev_se(se(102 * MS, 1024, 2 * MS))
+            .build(),
+        migrate(4 * MS, 1, 0, 1),
+    ];
+    let s = fold(&evs);
+    assert_eq!(
+        vc(&s, 2).lag,
+        MS as i64,
+        "against thread 3 on its own queue"
+    );
+    assert_eq!(
+        vc(&s, 1).lag,
+        0,
+        "not known on its new queue until it switches there"
+    );
+}

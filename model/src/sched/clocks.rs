@@ -57,6 +57,10 @@ pub(super) struct Clocks {
     /// A switch has carried its `run_delay` (a schedstat seed alone says nothing).
     pub(super) run_delay_seen: bool,
     pub(super) vruntime: u64,
+    /// The pCPU whose run queue `vruntime` was read on. Each queue has its own scale (on one
+    /// host two pCPUs' were 8 s apart) and a migrated thread is re-placed on its new one,
+    /// so until its next switch there, its vruntime says nothing against that queue.
+    pub(super) vruntime_cpu: u32,
     pub(super) wait_hist: Latency,
     pub(super) series: VecDeque<VruntimePoint>,
     /// Time of `series`' newest point, kept here so that the many samples that add no point

@@ -83,6 +83,7 @@ impl Model {
                     }
                     Some(se) => {
                         task_clock_ns = sample_se(t, &mut self.log, p, se, ts, spacing, history);
+                        t.clock.vruntime_cpu = cpu;
                     }
                     None => {}
                 }
@@ -170,6 +171,7 @@ impl Model {
                 let t = &mut self.tasks[n];
                 if let Some(se) = &s.next_se {
                     sample_se(t, &mut self.log, n, se, ts, spacing, history);
+                    t.clock.vruntime_cpu = cpu;
                 }
                 let migrated = t.last_out_cpu.is_some_and(|o| o != cpu);
                 if migrated {

@@ -204,13 +204,15 @@ impl Model {
             .collect()
     }
 
-    /// Per pCPU, the smallest vruntime among the runnable threads whose switches carried one
-    /// (what lag is measured from). One pass over the threads, not one per thread. Keyed by
-    /// the thread's pCPU as recorded, which odd input can put anywhere in `u32`.
+    /// Per pCPU, the smallest vruntime among the runnable threads whose switches there
+    /// carried one (what lag is measured from): a thread that moved since its last switch has
+    /// its old queue's vruntime, on another scale. One pass over the threads, not one per
+    /// thread. Keyed by the thread's pCPU as recorded, which odd input can put anywhere in
+    /// `u32`.
     fn run_queue_min_vruntime(&self) -> HashMap<u32, u64> {
         let mut min: HashMap<u32, u64> = HashMap::new();
         for o in &self.tasks {
-            if o.vacant || !o.is_runnable() || !o.clock.se_seen {
+            if o.vacant || !o.is_runnable() || !o.clock.se_seen || o.clock.vruntime_cpu != o.cpu {
                 continue;
             }
             min.entry(o.cpu)
@@ -240,9 +242,14 @@ impl Model {
         };
         let lag = if self.sampled_only(i) {
             self.sampled_lag(i)
-        } else if (t.is_runnable() || t.state == TState::Sleeping) && t.clock.se_seen {
-            // Against its queue's minimum, once a switch has told its own vruntime (a thread
-            // asleep since tracking began has none yet).
+        } else if (t.is_runnable() || t.state == TState::Sleeping)
+            && t.clock.se_seen
+            && t.clock.vruntime_cpu == t.cpu
+        {
+            // Against its queue's minimum, once a switch there has told its own vruntime (a
+            // thread asleep since tracking began has none yet; one moved to another pCPU
+            // since its last switch has its old queue's, which read +8.21s against its new
+            // queue on a live demo: 0 until it switches there).
             let min = rq_min.get(&t.cpu).copied();
             min.map_or(0, |m| {
                 (t.clock.vruntime as i128 - m as i128).clamp(i64::MIN as i128, i64::MAX as i128)
