@@ -354,7 +354,8 @@ pub fn build(
         preempt_ns: params.ns(kind.name(), "dispatch_preempt", recorded.preempt_ns)?,
     };
     // The recording host's timers, whichever policy replays its demand: its ticks.
-    let ticks = tick_phases(demand, params);
+    let mut ticks = tick_phases(demand, params);
+    ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", false)?;
     let tick_wake = params
         .bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?
         .then_some(ticks);

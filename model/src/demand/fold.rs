@@ -230,12 +230,15 @@ enum StandIn {
     Unrecorded,
 }
 
-/// One stand-in's stretches as bursts, each followed by the gap to the next: its first
+/// One stand-in's stretches on `cpu` as bursts, each followed by the gap to the next (which
+/// ends, as its `woke`, where the next stretch began: `start` is the demand's): its first
 /// stretch's start and the bursts. A stretch that `ended_runnable` (its group's task was
 /// preempted, not asleep) does not end its burst: the group wanted the pCPU through the gap,
 /// as a preemption splits a tracked thread's burst without ending it.
 fn stand_in_bursts(
     stretches: &[Stretch],
+    cpu: u32,
+    start: u64,
     ended_runnable: impl Fn(&Stretch) -> bool,
 ) -> (u64, Vec<Burst>) {
     let mut bursts: Vec<Burst> = Vec::with_capacity(stretches.len());
@@ -247,6 +250,12 @@ fn stand_in_bursts(
             last => {
                 if let Some(last) = last {
                     last.sleep_ns = Some(s.from.saturating_sub(last_end));
+                    // Untracked tasks' wakeups are not recorded: the sleep ended, at the
+                    // latest, when the stretch began.
+                    last.woke = Some(Woke {
+                        at_ns: s.from.saturating_sub(start),
+                        cpu,
+                    });
                 }
                 bursts.push(Burst {
                     run_ns: s.to - s.from,
@@ -498,7 +507,7 @@ impl DemandFold {
                     key != StandIn::Unrecorded
                         && s.ended_preempted.is_some_and(|t| stand_in(t) == key)
                 };
-                let (first, bursts) = stand_in_bursts(&stretches, ended_runnable);
+                let (first, bursts) = stand_in_bursts(&stretches, cpu, start, ended_runnable);
                 let group_unread = key == StandIn::Unread;
                 threads.push(ThreadDemand {
                     tid: 0,

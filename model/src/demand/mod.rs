@@ -54,7 +54,9 @@ pub struct Burst {
     pub sleep_ns: Option<u64>,
     /// How that sleep ended in the recording: when it was woken and on which pCPU's run
     /// queue, which tells a wakeup by a tick-driven timer (its time, modulo the tick, is its
-    /// pCPU's tick phase) from others. `None` without a sleep, and for hand-made demand.
+    /// pCPU's tick phase) from others. A background stand-in's is when its next stretch
+    /// began (the untracked tasks' wakeups are not recorded). `None` without a sleep, and
+    /// for hand-made demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub woke: Option<Woke>,
     /// Set when no sleep ended the burst: the thread was still runnable when it ended, at the

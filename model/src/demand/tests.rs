@@ -394,4 +394,7 @@ fn task_group_records_split_the_background_by_group() {
     let first = d.threads.iter().find(|t| t.background).unwrap();
     assert_eq!(first.bursts[0].sleep_ns, Some(300));
     assert_eq!(first.first_wake_ns, 300);
+    // Its sleep ended, as far as the recording shows, where its next stretch began.
+    assert_eq!(first.bursts[0].woke, Some(Woke { at_ns: 700, cpu: 0 }));
+    assert_eq!(first.bursts[1].woke, None);
 }

@@ -73,10 +73,17 @@ impl<P: Policy> Engine<'_, P> {
                 r.state = RunState::Sleeping;
                 r.remaining = cpu_wanted(next, self.open_bursts);
                 let cpu = self.view.cpu_of[i];
-                let on_tick = self
-                    .tick_wake
-                    .zip(ended.and_then(|b| b.woke))
-                    .and_then(|(ticks, woke)| ticks.sleep_end(now, s, woke, cpu));
+                let background = self.demand.threads[i].background;
+                let on_tick =
+                    self.tick_wake
+                        .zip(ended.and_then(|b| b.woke))
+                        .and_then(|(ticks, woke)| {
+                            if background {
+                                ticks.stand_in_sleep_end(now, s, woke)
+                            } else {
+                                ticks.sleep_end(now, s, woke, cpu)
+                            }
+                        });
                 self.wakes.push(Reverse((on_tick.unwrap_or(now + s), t)));
             }
             _ => r.state = RunState::Done,
