@@ -320,8 +320,19 @@ impl LiveSource {
         if self.last_rescan.elapsed() >= RESCAN_EVERY {
             self.last_rescan = Instant::now();
             if let Watch::Host(spec) = &self.watch {
-                self.tracking
+                let reused = self
+                    .tracking
                     .rescan(&mut self.kernel, spec, &mut self.warnings);
+                // The model folds exit aggregates after a batch's events, to the thread that
+                // holds their tid then: the old thread's last counts (read as the new one
+                // was tracked) go with this batch, the new thread's announcement with the
+                // next.
+                if reused {
+                    if let Some(p) = &mut self.kernel.probes {
+                        p.take_exit_aggregates(&mut self.exit_aggregates);
+                    }
+                    return Ok(true);
+                }
             }
             self.tracking.take_events(out);
         }

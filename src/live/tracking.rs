@@ -141,13 +141,14 @@ impl Tracking {
     }
 
     /// Finds threads and processes that appeared or vanished since the last scan of `spec`,
-    /// and the tracked threads' affinity changes.
+    /// and the tracked threads' affinity changes. Returns whether a tracked thread's tid was
+    /// found reused by a new thread, which this rescan stopped and started.
     pub(super) fn rescan(
         &mut self,
         host: &mut impl TrackingHost,
         spec: &TargetSpec,
         warnings: &mut Vec<String>,
-    ) {
+    ) -> bool {
         let known_pids: BTreeSet<u32> = self.processes.keys().copied().collect();
         let scan = host.scan(spec, &known_pids, self.qemu_entry.enabled);
         self.warn_unmapped(&scan.unmapped, false, warnings);
@@ -159,6 +160,10 @@ impl Tracking {
             |t| qemu_entry.keeps(t) && host.thread_exists(t.pid, t.tid),
             &self.exiting,
         );
+        let reused = plan
+            .stop
+            .iter()
+            .any(|tid| plan.start.iter().any(|t| t.tid == *tid));
         for tid in plan.stop {
             self.stop(host, tid);
         }
@@ -209,6 +214,7 @@ impl Tracking {
                 }));
             }
         }
+        reused
     }
 
     /// Stops tracking the exited threads whose end `batch` shows, seen at `now` (see

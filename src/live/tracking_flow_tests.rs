@@ -336,7 +336,12 @@ fn a_tid_reused_after_an_exit_that_was_lost_moves_to_the_new_vm_at_the_next_resc
     // 102 ends unseen (its exit lost with a full ring); vm1's new thread gets its tid.
     host.threads.remove(&102);
     host.spawn(200, 102, "vm1", Some(0));
-    let (out, _) = rescan(&mut tracking, &mut host, &spec, 20);
+    host.now.set(20);
+    // Said, so the live source hands over the old thread's last exit counts before the new
+    // thread's announcement.
+    assert!(tracking.rescan(&mut host, &spec, &mut Vec::new()));
+    let mut out = Vec::new();
+    tracking.take_events(&mut out);
     // Announced with its own VM (the model retires the old thread then), still tracked.
     assert_eq!(out, [announced(&host, 102, 20), affinity(20, 102, &[0, 1])]);
     let [Event::TaskInfo(info), _] = &out[..] else {
@@ -344,9 +349,13 @@ fn a_tid_reused_after_an_exit_that_was_lost_moves_to_the_new_vm_at_the_next_resc
     };
     assert_eq!((info.pid, info.vm.as_str()), (200, "vm1"));
     assert_eq!(host.tracked, BTreeSet::from([101, 102]));
-    // vm0 goes on with 101 alone; when it goes, it is reported ended, vm1 is not.
+    // vm0 goes on with 101 alone; when it goes, it is reported ended, vm1 is not (no tid
+    // reused this time).
     host.threads.remove(&101);
-    let (out, _) = rescan(&mut tracking, &mut host, &spec, 30);
+    host.now.set(30);
+    assert!(!tracking.rescan(&mut host, &spec, &mut Vec::new()));
+    let mut out = Vec::new();
+    tracking.take_events(&mut out);
     assert_eq!(out, [model::synth::vm_ended(30, 100, "vm0")]);
 }
 
