@@ -1,6 +1,7 @@
 //! `kvmscope`: wires sources (live probes, the bundled VMM, trace files) to sinks (trace
 //! lines, report, recorder, dashboard, exporters). Logic lives in the crates.
 
+mod allocator;
 mod cli;
 mod cmd;
 mod file_source;

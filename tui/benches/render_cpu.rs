@@ -31,6 +31,10 @@
 //! receives, N times (for profiling the fold, and for same-run A/Bs of it on a loaded host:
 //! take each figure's best).
 
+// The binary's allocator, so that the dashboard is measured as `kvmscope top` runs it.
+#[path = "../../src/allocator.rs"]
+mod allocator;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
