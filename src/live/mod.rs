@@ -316,6 +316,8 @@ impl LiveSource {
             self.finish(out)?;
             return Ok(true);
         }
+        // Everything this poll adds: the task-group records see the announcements too.
+        let polled_from = out.len();
         self.tracking.take_events(out);
         if self.last_rescan.elapsed() >= RESCAN_EVERY {
             self.last_rescan = Instant::now();
@@ -350,7 +352,7 @@ impl LiveSource {
                     .context("cannot read the probes' ring buffer")?;
                 p.take_exit_aggregates(&mut self.exit_aggregates);
                 if let Some(groups) = &mut self.task_groups {
-                    groups.note(out, before, hostfacts::task_group::task_group);
+                    groups.note(out, polled_from, hostfacts::task_group::task_group);
                 }
                 // Relabelled threads are announced after the batch that mapped them.
                 let mut relabelled = Vec::new();

@@ -25,6 +25,8 @@ enum Phase {
 
 struct Thread {
     demand: ThreadDemand,
+    /// Its task-group record, the newest since it was announced (`None`: none yet).
+    group: Option<Option<SchedGroup>>,
     phase: Phase,
     /// Start of the current running stint (its wall time stands in for a missing task clock).
     stint_from: u64,
@@ -282,8 +284,36 @@ pub struct DemandFold {
     /// Who held each pCPU, to place each closed wakeup.
     holders: Holders,
     wakeups: Wakeups,
-    /// Each task's group, from the recording's task-group records (the first of a tid holds).
-    groups: BTreeMap<u32, Option<SchedGroup>>,
+    /// Each tid's task-group records in time order: a reused tid has one for each task
+    /// (see [`GroupRecordsOf`]).
+    groups: BTreeMap<u32, GroupRecordsOf>,
+    /// The newest thread slot of each tracked tid, which a task-group record of the tid is for.
+    slot_of_tid: BTreeMap<u32, u32>,
+}
+
+/// One tid's task-group records, each with the time it was read (the switch that showed its
+/// task). A record covers the tid from its time until the next one: a reused tid's new task
+/// is read again when a switch first shows it, so its stretches take its own record.
+#[derive(Default)]
+struct GroupRecordsOf(Vec<(u64, Option<SchedGroup>)>);
+
+impl GroupRecordsOf {
+    fn add(&mut self, ts: u64, group: &Option<SchedGroup>) {
+        let at = self.0.partition_point(|(t, _)| *t <= ts);
+        self.0.insert(at, (ts, group.clone()));
+    }
+
+    /// The record that covers `ts`: the newest at or before it, else (a stretch that began
+    /// before its task was read) the first.
+    fn at(&self, ts: u64) -> &Option<SchedGroup> {
+        let covering = self.0.partition_point(|(t, _)| *t <= ts);
+        &self.0[covering.saturating_sub(1)].1
+    }
+
+    /// The newest record: what a tracked thread announced after all of them takes.
+    fn newest(&self) -> &Option<SchedGroup> {
+        &self.0[self.0.len() - 1].1
+    }
 }
 
 impl DemandFold {
@@ -328,7 +358,9 @@ impl DemandFold {
                 if self.threads.len() <= slot {
                     self.threads.resize_with(slot + 1, || None);
                 }
+                self.slot_of_tid.insert(*tid, *thread);
                 self.threads[slot] = Some(Thread {
+                    group: None,
                     demand: ThreadDemand {
                         tid: *tid,
                         pid: *pid,
@@ -441,8 +473,15 @@ impl DemandFold {
                     bg.left = Some((*tid, *preempted));
                 }
             }
-            Transition::TaskGroup { tid, group, .. } => {
-                self.groups.entry(*tid).or_insert_with(|| group.clone());
+            Transition::TaskGroup { ts, tid, group } => {
+                self.groups.entry(*tid).or_default().add(*ts, group);
+                // A tracked thread's own record comes after its announcement: the newest
+                // since then is its task's.
+                if let Some(&slot) = self.slot_of_tid.get(tid) {
+                    if let Some(t) = self.thread(slot).filter(|t| t.phase != Phase::Exited) {
+                        t.group = Some(group.clone());
+                    }
+                }
             }
             Transition::Vruntime { .. }
             | Transition::Resume { .. }
@@ -473,6 +512,15 @@ impl DemandFold {
                 woke.at_ns = woke.at_ns.saturating_sub(start);
             }
             t.demand.wake_to_run = t.wake_hist.percentiles();
+            // No record since its announcement (a recording that read each tid once): its
+            // tid's newest before.
+            t.demand.group = match t.group {
+                Some(group) => group,
+                None => self
+                    .groups
+                    .get(&t.demand.tid)
+                    .and_then(|g| g.newest().clone()),
+            };
             // A thread seen only sleeping has a burst-less demand; keep it (it is a vCPU).
             threads.push(t.demand);
         }
@@ -485,27 +533,25 @@ impl DemandFold {
                 .max()
                 .map_or(0, |c| c + 1),
         );
-        for t in &mut threads {
-            t.group = self.groups.get(&t.tid).cloned().flatten();
-        }
         for (cpu, mut bg) in self.cpus.into_iter().enumerate() {
             bg.close(end);
             let cpu = cpu as u32;
-            let stand_in = |tid: u32| match self.groups.get(&tid) {
+            // The group of the task `tid` at `ts`, by the record that covers that time.
+            let stand_in = |tid: u32, ts: u64| match self.groups.get(&tid).map(|g| g.at(ts)) {
                 None => StandIn::Unrecorded,
                 Some(None) => StandIn::Unread,
                 Some(Some(g)) => StandIn::Group(g.clone()),
             };
             let mut by_group: BTreeMap<StandIn, Vec<Stretch>> = BTreeMap::new();
             for s in bg.stretches {
-                by_group.entry(stand_in(s.tid)).or_default().push(s);
+                by_group.entry(stand_in(s.tid, s.from)).or_default().push(s);
             }
             for (key, stretches) in by_group {
                 // Only with group records: a stretch is one group's only then, and a
                 // recording without them keeps the demand it always had.
                 let ended_runnable = |s: &Stretch| {
                     key != StandIn::Unrecorded
-                        && s.ended_preempted.is_some_and(|t| stand_in(t) == key)
+                        && s.ended_preempted.is_some_and(|t| stand_in(t, s.to) == key)
                 };
                 let (first, bursts) = stand_in_bursts(&stretches, cpu, start, ended_runnable);
                 let group_unread = key == StandIn::Unread;
@@ -532,9 +578,10 @@ impl DemandFold {
                 });
             }
         }
+        let records = || self.groups.values().flat_map(|g| &g.0);
         let group_records = GroupRecords {
-            read: self.groups.values().filter(|g| g.is_some()).count() as u64,
-            unread: self.groups.values().filter(|g| g.is_none()).count() as u64,
+            read: records().filter(|(_, g)| g.is_some()).count() as u64,
+            unread: records().filter(|(_, g)| g.is_none()).count() as u64,
         };
         self.wakeups.sort();
         Demand {

@@ -28,7 +28,9 @@
 //! the thread's end); a thread's first burst starts at its first runnable state; its pCPUs
 //! are those its states and switch-outs name; a pCPU's background load is each stretch an
 //! untracked task held it, split by the task group of the task that began the stretch where
-//! the recording has task-group records (`Transition::TaskGroup`), one stand-in per pCPU and
+//! the recording has task-group records (`Transition::TaskGroup`; of a reused tid, the newest
+//! record at the stretch's start, and a tracked thread's the newest since its announcement: each
+//! task's own), one stand-in per pCPU and
 //! group, whose burst a stretch ends only when its group's task left it asleep
 //! (`Transition::OtherSwitchOut` not preempted): a preempted one still wanted the pCPU.
 
@@ -179,8 +181,9 @@ pub struct Demand {
     pub group_records: GroupRecords,
 }
 
-/// How many tasks the recording names a task group for, and how many had exited before it
-/// could be read (their load is a stand-in of its own, `group_unread`).
+/// How many task-group records the recording holds (one per task, and one more for each task
+/// a reused tid named), and how many of them say the task had exited before its group could
+/// be read (their load is a stand-in of its own, `group_unread`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GroupRecords {
     pub read: u64,

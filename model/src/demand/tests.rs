@@ -326,8 +326,12 @@ fn an_inferred_switch_in_closes_a_wakeup() {
 }
 
 fn task_group(tid: u32, name: Option<&str>) -> Event {
+    task_group_at(150, tid, name)
+}
+
+fn task_group_at(ts: u64, tid: u32, name: Option<&str>) -> Event {
     Event::TaskGroup(crate::TaskGroup {
-        ts: 150,
+        ts,
         tid,
         pid: tid,
         group: name.map(|n| crate::SchedGroup {
@@ -397,4 +401,61 @@ fn task_group_records_split_the_background_by_group() {
     // Its sleep ended, as far as the recording shows, where its next stretch began.
     assert_eq!(first.bursts[0].woke, Some(Woke { at_ns: 700, cpu: 0 }));
     assert_eq!(first.bursts[1].woke, None);
+}
+
+/// A reused tid has a record for each of its tasks, and each task takes its own: an untracked
+/// task's stretch the record that covers its start (the newest at or before it), a tracked
+/// thread the newest since its announcement. Two sessions' tasks with one tid are two groups'
+/// load, and a vCPU thread that reuses an exited one's tid is in its own group.
+#[test]
+fn a_reused_tid_takes_the_record_of_its_own_task() {
+    let mut dead = Switch::new(660, 0, 10, 0);
+    dead.0.prev_state = crate::task_state::bits::TASK_DEAD;
+    let evs = vec![
+        task_info(0, 10, 1, "vm0", Some(0), 0),
+        wakeup(100, 0, 10, 0),
+        task_group_at(200, 10, Some("/autogroup-1")),
+        switch(200, 0, 0, 10),
+        task_group_at(300, 77, Some("/autogroup-1")),
+        switch(300, 0, 10, 77),
+        switch_sleep(400, 0, 77, 10),
+        // tid 77 again: another session's task.
+        task_group_at(500, 77, Some("/autogroup-2")),
+        switch(500, 0, 10, 77),
+        switch_sleep(600, 0, 77, 10),
+        // The vCPU thread exits; a thread of another VM gets its tid.
+        task_exit(650, 0, 10),
+        dead.build(),
+        task_info(800, 10, 2, "vm1", Some(0), 0),
+        wakeup(850, 0, 10, 0),
+        task_group_at(900, 10, Some("/autogroup-3")),
+        switch(900, 0, 0, 10),
+        switch_sleep(1000, 0, 10, 0),
+    ];
+    let d = demand(&evs);
+    assert_eq!(d.group_records, GroupRecords { read: 4, unread: 0 });
+    let tracked: Vec<(&str, Option<&str>)> = d
+        .tracked()
+        .map(|t| (t.vm.as_str(), t.group.as_ref().map(|g| g.name.as_str())))
+        .collect();
+    assert_eq!(
+        tracked,
+        [("vm0", Some("/autogroup-1")), ("vm1", Some("/autogroup-3"))]
+    );
+    let bg: Vec<(Option<&str>, Vec<u64>)> = d
+        .threads
+        .iter()
+        .filter(|t| t.background)
+        .map(|t| {
+            let runs = t.bursts.iter().map(|b| b.run_ns).collect();
+            (t.group.as_ref().map(|g| g.name.as_str()), runs)
+        })
+        .collect();
+    assert_eq!(
+        bg,
+        [
+            (Some("/autogroup-1"), vec![100]),
+            (Some("/autogroup-2"), vec![100])
+        ]
+    );
 }
