@@ -323,10 +323,27 @@ pub fn groups_note(demand: &Demand) -> Option<String> {
         .iter()
         .map(|n| if n.is_empty() { "root" } else { n })
         .collect();
+    // A cgroup below another one (`/a/b`; an autogroup never is): the kernel weighs each of
+    // its ancestors against their siblings too, which one task's record cannot hold.
+    let nested: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.trim_matches('/').contains('/'))
+        .collect();
+    let nesting = if nested.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; nested cgroups ({}) are replayed each as a group of its own weight beside the \
+             others, while the kernel also weighs each of their ancestors against its \
+             siblings",
+            nested.join(", ")
+        )
+    };
     Some(format!(
         "task groups: {} tasks recorded, {} groups ran ({}); {} tasks had exited before their \
          group could be read (their load is a group of its own); the fair policies schedule \
-         them with --param groups=auto (the default; groups=false for the flat model)",
+         them with --param groups=auto (the default; groups=false for the flat model){nesting}",
         records.read + records.unread,
         names.len(),
         others.join(", "),
@@ -593,5 +610,45 @@ mod tests {
         for note in [note, cpu_bound_note(&d, false).unwrap()] {
             assert!(!note.contains(['(', ')']), "{note}");
         }
+    }
+
+    /// The task-groups note names the nested cgroups, whose ancestors' weights the replay
+    /// leaves out, and says nothing of nesting when every group is a child of the root.
+    #[test]
+    fn the_groups_note_names_nested_cgroups() {
+        use model::synth::{switch, task_info};
+        let group = |ts, tid, name: &str| {
+            model::Event::TaskGroup(model::TaskGroup {
+                ts,
+                tid,
+                pid: tid,
+                group: Some(model::SchedGroup {
+                    name: name.into(),
+                    weight: 1024,
+                }),
+            })
+        };
+        let note_of = |vcpu_group: &str| {
+            let events = vec![
+                task_info(0, 10, 1, "vm0", Some(0), 0),
+                group(100, 10, vcpu_group),
+                switch(100, 0, 0, 10),
+                group(200, 77, "/autogroup-3"),
+                switch(200, 0, 10, 77),
+                switch(300, 0, 77, 10),
+            ];
+            groups_note(&model::demand::fold_events(&events, 1).1).unwrap()
+        };
+        let note = note_of("/machine.slice/vm0.scope");
+        assert!(
+            note.ends_with(
+                "; nested cgroups (/machine.slice/vm0.scope) are replayed each as a group of \
+                 its own weight beside the others, while the kernel also weighs each of their \
+                 ancestors against its siblings"
+            ),
+            "{note}"
+        );
+        let note = note_of("/vm0");
+        assert!(!note.contains("nested"), "{note}");
     }
 }
