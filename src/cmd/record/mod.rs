@@ -211,11 +211,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if discarded.events > 0 {
-        eprintln!(
-            "warning: the writer fell {QUEUE_CHUNKS} chunks behind: {} events in {} chunks were \
+        super::warn(&format!(
+            "the writer fell {QUEUE_CHUNKS} chunks behind: {} events in {} chunks were \
              discarded (counted as lost, so {} of the lost are kvmscope's own)",
             discarded.events, discarded.chunks, discarded.events
-        );
+        ));
     }
     if args.json {
         let done = RecordDone {
