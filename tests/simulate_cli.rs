@@ -352,8 +352,19 @@ fn the_balance_trace_shows_each_balance_and_changes_no_figure() {
         );
         let stderr = String::from_utf8_lossy(&traced.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
+        // Each line names its run: both policies' balances, told apart.
+        for policy in ["cfs", "eevdf"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("balance {policy} "))),
+                "{rule}: no {policy} line: {stderr}"
+            );
+        }
         assert!(
-            lines.iter().all(|l| l.starts_with("balance ")),
+            lines
+                .iter()
+                .all(|l| l.starts_with("balance cfs ") || l.starts_with("balance eevdf ")),
             "{rule}: {stderr}"
         );
         // Each balance names every pCPU's load; the demo stream has 2 pCPUs.

@@ -37,6 +37,17 @@ pub enum Flavour {
     Eevdf,
 }
 
+impl Flavour {
+    /// Its policy's name, as `--policy` and a `--param` prefix give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Cfs => crate::PolicyKind::Cfs,
+            Flavour::Eevdf => crate::PolicyKind::Eevdf,
+        }
+        .name()
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct Ent {
     v: i64,

@@ -113,10 +113,11 @@ impl Sedf {
                 // Untracked tasks: best effort.
                 slice = 0;
             }
+            // Every message names the same thing: the VM, or the tasks outside every VM.
+            let whose = if vm.is_empty() { "background" } else { vm };
             if !(PERIOD_MIN..=PERIOD_MAX).contains(&period) {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: the period of {} ({}) is outside {}..={}",
-                    if vm.is_empty() { "background" } else { vm },
+                    "sedf: the period of {whose} ({}) is outside {}..={}",
                     format_ns(period),
                     format_ns(PERIOD_MIN),
                     format_ns(PERIOD_MAX)
@@ -124,14 +125,14 @@ impl Sedf {
             }
             if slice > period {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: the slice of {vm} ({}) is longer than its period ({})",
+                    "sedf: the slice of {whose} ({}) is longer than its period ({})",
                     format_ns(slice),
                     format_ns(period)
                 )));
             }
             if slice != 0 && slice < SLICE_MIN {
                 return Err(ParamError::Invalid(format!(
-                    "sedf: the slice of {vm} ({}) is below {}",
+                    "sedf: the slice of {whose} ({}) is below {}",
                     format_ns(slice),
                     format_ns(SLICE_MIN)
                 )));

@@ -154,7 +154,7 @@ impl Fair {
             };
             eprintln!(
                 "balance {} pcpu{this} ({}, failed {failed}): {}; types {types:?}: {verdict}",
-                trace_time(now),
+                self.trace_when(now),
                 if idle { "idle" } else { "busy" },
                 self.trace_pcpus(cx, now)
             );
@@ -289,7 +289,7 @@ impl Fair {
         if self.p.balance_trace {
             eprintln!(
                 "balance {} (failed {}): {}",
-                trace_time(now),
+                self.trace_when(now),
                 self.balance_failed,
                 self.trace_pcpus(cx, now)
             );
@@ -365,10 +365,16 @@ impl Fair {
         if self.p.balance_trace {
             eprintln!(
                 "balance {} move {} (load {load:.0}) pcpu{src} -> pcpu{dst}",
-                trace_time(now),
+                self.trace_when(now),
                 cx.threads[t as usize].tid
             );
         }
+    }
+
+    /// A trace line's policy and time (seconds into the replay): `--policy cfs,eevdf` prints
+    /// both runs' balances, one after the other.
+    fn trace_when(&self, now: u64) -> String {
+        format!("{} {:.3}s", self.flavour.name(), now as f64 / 1e9)
     }
 
     /// A queued thread of `src` that may move to `dst` now.
@@ -377,9 +383,4 @@ impl Fair {
             .filter(|&t| cx.threads[t as usize].may_run_on(dst) && !self.hot(t, now))
             .min_by_key(|&t| self.ents[t as usize].seq)
     }
-}
-
-/// A trace line's time: seconds into the replay.
-fn trace_time(now: u64) -> String {
-    format!("{:.3}s", now as f64 / 1e9)
 }

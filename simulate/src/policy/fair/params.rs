@@ -73,10 +73,7 @@ pub enum GroupMode {
 impl FairParams {
     pub fn new(flavour: Flavour, p: &Params, ncpus: u32) -> Result<FairParams, ParamError> {
         let f = linux_factor(ncpus);
-        let name = match flavour {
-            Flavour::Cfs => "cfs",
-            Flavour::Eevdf => "eevdf",
-        };
+        let name = flavour.name();
         let ncpus = u64::from(ncpus);
         // What both flavours read; each flavour's own parameters below.
         let mut fp = FairParams {
