@@ -432,6 +432,16 @@ impl SchedGroup {
 }
 
 /// One decoded event. Serialised as `{"type": "sched_switch", ...fields}`.
+///
+/// 248 bytes, a switch with its two scheduler entities being the largest. Boxing the variants
+/// past 48 bytes (switch, `TaskInfo`, `CounterSample`: 56-byte events) was tried for the
+/// 512-vCPU dashboard (#15) and did not pay: in a same-run A/B of `render_cpu` (three rounds
+/// alternated, loaded host) the dashboard took 15.5/16.7/18.6% of a core against
+/// 17.9/15.1/19.0%, the fold with the caches flushed between batches was at best 84 ns/event
+/// against 94, but the warm folds lost what the cold one gained (one batch at best 64.5
+/// ns/event against 61.0; `ingest`'s best 1 M block 32.6 M events/s against 43.4): a
+/// switch's timestamp then sits behind a pointer that the scan and the reorder window read,
+/// and every switch the window holds is allocated again when cloned into it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
