@@ -13,6 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut fs = lab::base_initramfs(&archive, &k, "kvm-amd")?;
     fs.host_file("/lab/suite.sh", Path::new(suite), 0o644)?;
     fs.executable("/bin/tinyvmm", &lab::tinyvmm())?;
+    // The demo without affinity rotation, where tests/priv_kernels.rs puts it: the suites that
+    // record the demo (svm.sh's LAB_RECORD_DEMO, cfs-sample.sh) read it from there.
+    fs.file(
+        "/lab/demo-fixed-affinity.toml",
+        include_bytes!("../../tests/fixtures/demo-fixed-affinity.toml").to_vec(),
+        0o644,
+    );
     for exe in rest {
         let p = PathBuf::from(exe);
         fs.executable(

@@ -3,7 +3,8 @@
 #   cargo run -p lab --example boot -- 6.1 lab/suite/cfs-sample.sh DIR target/debug/kvmscope
 # Steps sent back: `sched.env` (the fair class's tunables and the MC domain's parameters),
 # `demo.record` and `demo.kvms` (as svm.sh's LAB_RECORD_DEMO records them: the demo's VMs
-# without affinity rotation, 10 s, base64), and `sched.samples` (gzip+base64): every
+# without affinity rotation, /lab/demo-fixed-affinity.toml, which the boot example ships; 10 s,
+# base64), and `sched.samples` (gzip+base64): every
 # LAB_SAMPLE_EVERY seconds (0.1 by default; the reads cost the emulated guest CPU time, which
 # the recording then shows as other tasks' load) a line `@@sample`, the scheduler debug file
 # (`ktime` is CLOCK_MONOTONIC in ms, the recording's clock; each pCPU's root `cfs_rq` with
@@ -16,24 +17,6 @@
 # One read of the debug file takes the emulated guest ~100 ms, so samples come ~300 ms apart.
 K=/bin/kvmscope
 every=${LAB_SAMPLE_EVERY:-0.1}
-cat > /tmp/demo.toml <<'TOML'
-[[vm]]
-name = "batch"
-vcpus = 3
-workload = "spin"
-[[vm.vcpu]]
-index = 2
-workload = "exits"
-[[vm]]
-name = "interactive"
-vcpus = 2
-workload = "sleepy"
-[[vm]]
-name = "lowprio"
-vcpus = 1
-workload = "spin"
-nice = 10
-TOML
 echo 1 > /proc/sys/kernel/sched_schedstats
 {
 	for f in /proc/sys/kernel/sched_autogroup_enabled /sys/kernel/debug/sched/*_ns \
@@ -42,7 +25,7 @@ echo 1 > /proc/sys/kernel/sched_schedstats
 	done
 } > /tmp/sched.env 2>&1
 lab_emit sched.env /tmp/sched.env
-$K record --demo --scenario /tmp/demo.toml --duration 10 -o /tmp/demo.kvms --json \
+$K record --demo --scenario /lab/demo-fixed-affinity.toml --duration 10 -o /tmp/demo.kvms --json \
 	> /tmp/rec.json 2> /tmp/rec.err &
 rec=$!
 (
