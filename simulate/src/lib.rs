@@ -359,19 +359,22 @@ pub fn build(
     let tick_wake = params
         .bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?
         .then_some(ticks);
+    // With `--param tick_phase=true` the fair policies check slices on the tick that wakes
+    // the sleepers (`Fair::with_tick_offsets`).
+    let fair = |flavour: Flavour| -> Result<BuiltPolicy, ParamError> {
+        let p = FairParams::new(flavour, params, ncpus)?;
+        let phased = params.bool(kind.name(), "tick_phase", false)?;
+        let offsets = tick_wake
+            .as_ref()
+            .filter(|_| phased)
+            .map_or_else(Vec::new, |t| t.tick_offsets(ncpus, p.tick));
+        Ok(BuiltPolicy::Fair(Box::new(
+            Fair::new(flavour, p, &threads, ncpus).with_tick_offsets(offsets),
+        )))
+    };
     let policy = match kind {
-        PolicyKind::Cfs => BuiltPolicy::Fair(Box::new(Fair::new(
-            Flavour::Cfs,
-            FairParams::new(Flavour::Cfs, params, ncpus)?,
-            &threads,
-            ncpus,
-        ))),
-        PolicyKind::Eevdf => BuiltPolicy::Fair(Box::new(Fair::new(
-            Flavour::Eevdf,
-            FairParams::new(Flavour::Eevdf, params, ncpus)?,
-            &threads,
-            ncpus,
-        ))),
+        PolicyKind::Cfs => fair(Flavour::Cfs)?,
+        PolicyKind::Eevdf => fair(Flavour::Eevdf)?,
         PolicyKind::O1 => BuiltPolicy::O1(O1::new(O1Params::new(params)?, n, ncpus)),
         PolicyKind::On => BuiltPolicy::On(Goodness::new(GoodnessParams::new(params)?, &threads)),
         PolicyKind::Credit => BuiltPolicy::Credit(Credit::new(

@@ -152,11 +152,16 @@ impl TickPhases {
         // The timer expired after this much sleep at the earliest (see the module's note);
         // the replay's wakeup is the first tick (plus the offset) after it.
         let asked = now + sleep_ns.saturating_sub(off + tick);
+        Some(self.first_after(asked, phase + off).max(now + 1))
+    }
+
+    /// The first time after `asked` (ns since the demand's start) that falls `grid` ns after
+    /// a multiple of the tick on the recording's clock.
+    fn first_after(&self, asked: u64, grid: u64) -> u64 {
+        let tick = self.tick_ns;
         let at = self.base + asked;
-        let grid = (phase + off) % tick;
-        let after = (grid + tick - at % tick) % tick;
-        let end = at + if after == 0 { tick } else { after } - self.base;
-        Some(end.max(now + 1))
+        let after = (grid % tick + tick - at % tick) % tick;
+        at + if after == 0 { tick } else { after } - self.base
     }
 
     /// When a background stand-in's sleep of `sleep_ns`, recorded as ending where its next
@@ -183,10 +188,27 @@ impl TickPhases {
         let off = (self.base + woke.at_ns + tick - phase) % tick;
         // The last tick at or before the recorded start came `off` before it: the replay's
         // wakeup is the first tick of the pCPU after `sleep_ns - off - tick` of sleep.
-        let at = self.base + now + sleep_ns.saturating_sub(off + tick);
-        let after = (phase + tick - at % tick) % tick;
-        let end = at + if after == 0 { tick } else { after } - self.base;
-        Some(end.max(now + 1))
+        let asked = now + sleep_ns.saturating_sub(off + tick);
+        Some(self.first_after(asked, phase).max(now + 1))
+    }
+
+    /// By pCPU, where its ticks fall in demand time (ns after each multiple of `tick_ns`):
+    /// its recorded phase, 0 where it has none. Empty when `tick_ns` is not the recording's
+    /// tick (`--param hz=` set another).
+    pub fn tick_offsets(&self, ncpus: u32, tick_ns: u64) -> Vec<u64> {
+        if tick_ns != self.tick_ns {
+            return Vec::new();
+        }
+        let tick = self.tick_ns;
+        (0..ncpus as usize)
+            .map(|cpu| {
+                self.phase
+                    .get(cpu)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |p| (p + tick - self.base % tick) % tick)
+            })
+            .collect()
     }
 
     /// What the replay does with sleeps, for the `note: tick:` line: how many recorded
@@ -340,6 +362,14 @@ mod tests {
         // A pCPU with no phase: as recorded.
         let woke = Woke { cpu: 7, ..woke };
         assert_eq!(ticks.stand_in_sleep_end(began, sleep, woke), None);
+    }
+
+    #[test]
+    fn each_pcpus_ticks_fall_on_its_phase_in_demand_time() {
+        let ticks = TickPhases::of(&two_phases(), TICK);
+        assert_eq!(ticks.tick_offsets(3, TICK), vec![0, 2_750 * US, 0]);
+        // Another tick than the recording's: no phases to keep.
+        assert!(ticks.tick_offsets(3, TICK / 4).is_empty());
     }
 
     #[test]
