@@ -25,6 +25,11 @@ use model::trace_file::{TraceHeader, TraceWriter};
 use model::{Event, Model, ModelConfig};
 use tui::Track;
 
+// The binary's allocator (jemalloc with huge pages), so that the peak RSS is what `kvmscope
+// replay` and `report FILE` reach, not what glibc's malloc would.
+#[path = "../../src/allocator.rs"]
+mod allocator;
+
 const RSS_GOAL_MIB: f64 = 256.0;
 const SEEK_GOAL_MS: f64 = 200.0;
 const SEEKS: usize = 20;
