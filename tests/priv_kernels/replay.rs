@@ -78,6 +78,32 @@ const SHARE_POINTS: f64 = 5.0;
 /// stand-ins 530/840), 44% of busy balances imbalanced, 42% of those failed; that run's
 /// kernel moved its batch vCPUs 29 times in 10 s, the replay per pCPU 31, and `cfs` held
 /// it within x1.81 (lowprio 77070 us against 42467).
+///
+/// Not balancing: the lowprio vCPU's run length (01:00 UTC, `simulate --record` exported as
+/// chrome-json beside the recording's). In 6.1-ci1742 the kernel switched lowprio in 144
+/// times for 3.49 ms each, nearly always from one interactive vCPU's end to the next
+/// interactive wakeup on the tick (its switch-outs: to an interactive vCPU 85, a batch vCPU
+/// 39, another task 20); `cfs` 208 times for 2.40 ms (interactive 142, a background
+/// stand-in 54, batch 12), 92 of them next to a stand-in's run within a slice. The
+/// recording's untracked stretches begin on their pCPU's tick (638 of 1675) or right behind
+/// a vCPU woken on it (895), 142 elsewhere; the replay's, whose gaps last as recorded, 75,
+/// 649 and 1237. Lowprio runs per switch-in, kernel / cfs / `--param stand_in_on_tick=true`
+/// (stand-ins woken on their pCPU's last tick before each recorded stretch), ms: ci1529
+/// 3.33/2.40/2.20, ci1742 3.49/2.40/2.75, tw1825 17.86/3.25/3.66, tw1837 3.83/2.38/2.23,
+/// tw1843 3.23/1.93/1.74. In tw1843 the replay also switched lowprio out for a batch vCPU
+/// at a tick 57 times (the kernel once): its slice checks came on one grid from time 0 for
+/// both pCPUs, 2.75 ms off pCPU 1's recorded phase, where the kernel checks the slice in
+/// the interrupt whose timers wake the sleepers (`--param tick_phase=true` aligns them).
+/// Worst factor (lowprio's), default -> both parameters: ci1529 x1.79 (x1.79) -> x1.83
+/// (x1.83), ci1742 x2.65 (x1.55) -> x3.58 (x1.36), tw1825 x2.73 (x1.88) -> x2.73 (x1.75),
+/// tw1837 x3.01 (x1.62) -> x3.44 (x1.89), tw1843 x1.96 (x1.91) -> x1.44 (x1.44); 6.12's
+/// eevdf worst x3.13/x5.07/x3.63/x4.19/x1.16 -> x1.49/x3.31/x3.78/x4.29/x3.22, every change
+/// in the worst being which batch or interactive vCPU shares a pCPU. So both stay off.
+/// The recorder's own thread (`kvmscope`, 2.2 s of the 20 pCPU-seconds in ci1742; its ring
+/// reads run SCHED_FIFO) shows as untracked background: 481 of its 571 runs ended with a
+/// vCPU woken during the run taking the pCPU, 368 of them within 200 us of that wakeup,
+/// i.e. preempted at wakeup as a fair-class task is, so treating it as fair background
+/// holds for most of its time; its RT sections are short and not told apart.
 pub fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) -> String) -> String {
     use base64::Engine;
     let recorded = json(
