@@ -54,15 +54,14 @@ impl LiveSource {
             // The ring may still hold the last events (the VMM's final switches and exits).
             // One read is not enough: it stops at a record another CPU has reserved and not
             // yet committed, leaving the records behind it unread (sid under TCG: a vCPU's
-            // last 3 exits missing from trace, 5742 against the VMM's 5745). Read until a read
-            // finds nothing, within a bound (other processes' events keep coming with
-            // --all-kvm).
+            // last 3 exits missing from trace, 5742 against the VMM's 5745). Read until the
+            // rings have caught up with the stop (`drain_done`).
             let began = Instant::now();
             loop {
                 let before_read = out.len();
                 p.poll(out, Duration::from_millis(20))
                     .context("cannot read the probes' ring buffer")?;
-                if out.len() == before_read || began.elapsed() >= FINAL_DRAIN_MAX {
+                if drain_done(&out[before_read..], stopped, began.elapsed()) {
                     break;
                 }
             }
@@ -110,6 +109,15 @@ impl LiveSource {
 /// How long the final drain may keep reading a ring that is still being written.
 const FINAL_DRAIN_MAX: Duration = Duration::from_secs(1);
 
+/// Whether the final drain is done after a read brought `read`: it found nothing, or only
+/// events stamped after the stop (the rings have caught up with it), or the bound has passed.
+/// A target that keeps running (`--pid`, `--all-kvm`, `--qemu`) never leaves the rings empty:
+/// reading until it did made every such session last the whole bound past `--duration`
+/// (`report --pid P --duration 3` covered 4.1 s).
+fn drain_done(read: &[Event], stopped: u64, elapsed: Duration) -> bool {
+    read.iter().all(|e| e.ts() > stopped) || elapsed >= FINAL_DRAIN_MAX
+}
+
 /// The closing event's timestamp: when the source stopped, or the newest event of the final
 /// drain if that is later. Every drained event is kept: those stamped after the stop used to
 /// be dropped, uncounted: the final `Lost` records (stamped when read), and any event whose
@@ -138,5 +146,25 @@ mod tests {
         // Stamped after the stop (read later, or another CPU's clock ahead): kept, and the
         // closing event moves after it so that it never arrives late.
         assert_eq!(closing_ts(100, &[lost(40), lost(130), lost(120)]), 130);
+    }
+
+    #[test]
+    fn the_final_drain_ends_once_the_rings_have_caught_up_with_the_stop() {
+        let lost = |ts| {
+            Event::Lost(Lost {
+                ts,
+                cpu: 0,
+                count: 1,
+            })
+        };
+        let soon = Duration::from_millis(40);
+        assert!(drain_done(&[], 100, soon), "nothing left");
+        assert!(
+            !drain_done(&[lost(130), lost(90)], 100, soon),
+            "events from before the stop: read on"
+        );
+        // A running target's events of after the stop: the rings are past it.
+        assert!(drain_done(&[lost(101), lost(130)], 100, soon));
+        assert!(drain_done(&[lost(90)], 100, FINAL_DRAIN_MAX), "bounded");
     }
 }
