@@ -99,6 +99,11 @@ fn run_matrix_kernel(name: &str, replay_policy: Option<&str>) {
         0o644,
     );
     fs.file(
+        "/lab/exits.toml",
+        include_bytes!("../lab/suite/exits.toml").to_vec(),
+        0o644,
+    );
+    fs.file(
         "/lab/demo-fixed-affinity.toml",
         include_bytes!("fixtures/demo-fixed-affinity.toml").to_vec(),
         0o644,

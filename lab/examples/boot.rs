@@ -1,5 +1,7 @@
 //! Boots one kernel of the matrix with a suite script and prints the steps that came back.
 //! Usage: cargo run -p lab --example boot -- KERNEL SUITE.sh WORKDIR [EXECUTABLE...]
+//! Environment: `LAB_APPEND` words for the kernel command line (the suite's variables, e.g.
+//! `LAB_ROUNDS=20`), `LAB_TIMEOUT_S` the boot's time limit in seconds (600).
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,6 +14,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let k = lab::kernel::Kernel::fetch(spec, &archive)?;
     let mut fs = lab::base_initramfs(&archive, &k, "kvm-amd")?;
     fs.host_file("/lab/suite.sh", Path::new(suite), 0o644)?;
+    // The suite's scenario files, beside it (lab/suite/*.toml), at /lab/NAME.
+    let suite_dir = Path::new(suite).parent().unwrap_or(Path::new("."));
+    for entry in std::fs::read_dir(suite_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            fs.host_file(&format!("/lab/{name}"), &path, 0o644)?;
+        }
+    }
     fs.executable("/bin/tinyvmm", &lab::tinyvmm())?;
     // The demo without affinity rotation, where tests/priv_kernels.rs puts it: the suites that
     // record the demo (svm.sh's LAB_RECORD_DEMO, cfs-sample.sh) read it from there.
@@ -31,7 +42,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&work)?;
     let initrd = work.join("initramfs.cpio");
     fs.write(&initrd)?;
-    let boot = lab::qemu::Qemu::default().boot(&k.vmlinuz, &initrd, "", &work)?;
+    let append = std::env::var("LAB_APPEND").unwrap_or_default();
+    let mut qemu = lab::qemu::Qemu::default();
+    if let Ok(secs) = std::env::var("LAB_TIMEOUT_S") {
+        let secs = secs
+            .parse()
+            .map_err(|_| format!("LAB_TIMEOUT_S={secs:?} is not a number of seconds"))?;
+        qemu.timeout = std::time::Duration::from_secs(secs);
+    }
+    let boot = qemu.boot(&k.vmlinuz, &initrd, &append, &work)?;
     println!(
         "{} ({}) in {:.1} s, suite {}",
         k.release,

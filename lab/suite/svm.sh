@@ -3,26 +3,17 @@
 # purpose: the emulator runs a debug kvmscope some 20-50 times slower than the host.
 K=/bin/kvmscope
 
-# One VM, two vCPUs that exit to the VMM every 2000 work units, their affinities rotated
-# every 50 ms: exits of several kinds, same-pCPU and migrated switch-ins.
-cat > /tmp/exits.toml <<'TOML'
-migrate_every_ms = 50
-[[vm]]
-name = "lab"
-vcpus = 2
-workload = "exits"
-exit_every = 2000
-TOML
+# The scenario of the steps below: /lab/exits.toml (lab/suite/exits.toml).
 
 lab_step check 120 $K check --json
 # Program run times for the BPF cost per exit of each --exits mode (#15 goal 2).
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
-lab_step_gz trace 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl
+lab_step_gz trace 300 $K trace --demo --scenario /lab/exits.toml --duration 3 --format jsonl
 # Exits aggregated in the kernel and streamed, in the same run: the counts must be equal.
-lab_step_gz trace.both 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl --exits both
-lab_step_gz trace.agg 300 $K trace --demo --scenario /tmp/exits.toml --duration 3 --format jsonl --exits aggregate
+lab_step_gz trace.both 300 $K trace --demo --scenario /lab/exits.toml --duration 3 --format jsonl --exits both
+lab_step_gz trace.agg 300 $K trace --demo --scenario /lab/exits.toml --duration 3 --format jsonl --exits aggregate
 echo 0 > /proc/sys/kernel/bpf_stats_enabled
-lab_step report 300 $K report --demo --scenario /tmp/exits.toml --duration 3 --json
+lab_step report 300 $K report --demo --scenario /lab/exits.toml --duration 3 --json
 # The default demo (3 VMs, 6 vCPUs, 4 of them spinning): it soft-locked 6.12 under nested SVM
 # before the VMM entered its guests with IF=1.
 lab_step demo 300 $K report --demo --duration 3 --json

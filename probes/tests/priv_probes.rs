@@ -14,28 +14,10 @@ use std::time::{Duration, Instant};
 use model::Event;
 use probes::loader::{monotonic_ns, ProbeOptions, Probes};
 
-const TRACE: Duration = Duration::from_secs(2);
+mod common;
+use common::privileged;
 
-/// Root and BTF, or skip (fail with KVMSCOPE_REQUIRE_PRIVILEGED=1).
-fn privileged() -> bool {
-    let missing = if hostfacts::euid() != 0 {
-        Some("not root (BPF tests need root)")
-    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        Some("no /sys/kernel/btf/vmlinux")
-    } else {
-        None
-    };
-    match missing {
-        None => true,
-        Some(reason) => {
-            if std::env::var("KVMSCOPE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("privileged test cannot run: {reason} (KVMSCOPE_REQUIRE_PRIVILEGED=1)");
-            }
-            eprintln!("skipped: {reason}");
-            false
-        }
-    }
-}
+const TRACE: Duration = Duration::from_secs(2);
 
 /// Threads that spin until told to park, and park until told to spin.
 struct Spinners {
