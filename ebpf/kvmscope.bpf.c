@@ -669,15 +669,40 @@ static __always_inline __u64 func_arg(unsigned long long *ctx, int n)
 	return func;
 }
 
+/* x86-64's THREAD_SIZE without KASAN (16 KiB); a KASAN kernel's 32 KiB stacks would have
+ * shallow task-context frames taken for an interrupt's. */
+#define KS_THREAD_SIZE (16 << 10)
+
+/* Whether the tracepoint fired for the current task's own work, not in an interrupt that came
+ * while it ran: `ctx` is the tracepoint's argument array, on the stack the tracepoint was
+ * called on, which is the task's own in task context and the CPU's interrupt stack in a
+ * hardirq or in the softirqs run on its way out (an NMI's: its own stack). */
+static __always_inline bool in_task_context(unsigned long long *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	void *args = ctx;
+	__u64 at = 0;
+
+	/* The verifier keeps ctx a pointer it will not compare; copied, its bytes are a number. */
+	bpf_probe_read_kernel(&at, sizeof(at), &args);
+	return at - (__u64)task->stack < KS_THREAD_SIZE;
+}
+
 /* csd_queue_cpu(unsigned int cpu, unsigned long callsite, smp_call_func_t func,
- *               call_single_data_t *csd): runs on the CPU asking for the call. */
+ *               call_single_data_t *csd): runs on the CPU asking for the call.
+ * Only a tracked thread's own cross-calls (task context: KVM's VMCLEAR, its TLB shootdowns
+ * and wakeups) are sent; one an interrupt queues while the thread runs is not the thread's.
+ * That rule also makes every run the kernel skips here harmless: this program runs with
+ * preemption off, so only an interrupt can fire csd_queue_cpu again on its CPU while it runs,
+ * and the kernel skips that nested run (recursion_misses), a run this program would have
+ * ignored. So its skipped runs are not lost events (probes/src/loader/lost.rs). */
 SEC("tp_btf/csd_queue_cpu")
 int handle_csd_queue_cpu(unsigned long long *ctx)
 {
 	__u64 csd = ctx[3];
 	__u32 one = 1;
 
-	if (!is_tracked(current_tid()))
+	if (!is_tracked(current_tid()) || !in_task_context(ctx))
 		return 0;
 	bpf_map_update_elem(&pending_csd, &csd, &one, BPF_ANY);
 	emit_csd(KS_CSD_QUEUE, func_arg(ctx, 2), csd, (__u32)ctx[0]);

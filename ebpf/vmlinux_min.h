@@ -101,6 +101,8 @@ struct sched_info {
 struct task_struct {
 	struct thread_info thread_info;
 	unsigned int __state;
+	/* The base of the task's kernel stack (THREAD_SIZE bytes). */
+	void *stack;
 	struct sched_entity se;
 	struct sched_info sched_info;
 	pid_t pid;

@@ -113,6 +113,11 @@ pub(crate) const CSD: [Spec; 3] = [
     },
 ];
 
+/// Programs whose runs the kernel skips cost no record: only an interrupt can run one again on
+/// its CPU while it runs, and it sends nothing for a run in an interrupt
+/// (`handle_csd_queue_cpu` in `ebpf/kvmscope.bpf.c`). Their skipped runs are not lost events.
+pub(crate) const SKIPS_COST_NOTHING: [&str; 1] = ["csd:csd_queue_cpu"];
+
 /// A way the probes work differently on this kernel, and what it costs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Fallback {

@@ -1,7 +1,9 @@
 //! Nothing dropped silently: records the kernel could not deliver (counted per CPU and per
 //! cause in the `lost` map, `struct ks_lost`) and program runs it skipped
 //! (`recursion_misses`) become `Event::Lost`s and count in [`Probes::lost_total`], kept apart
-//! by cause ([`LostByCause`]) so a loss says which ring to grow or read sooner.
+//! by cause ([`LostByCause`]) so a loss says which ring to grow or read sooner. The skipped
+//! runs of a program that would have sent nothing for them (`SKIPS_COST_NOTHING`) are not
+//! losses.
 
 use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
@@ -12,6 +14,7 @@ use super::object::take_map;
 use super::options::{load_error, ProbeError};
 use super::Probes;
 use crate::abi::{LostCause, LostCounts as KernelLost};
+use crate::programs::SKIPS_COST_NOTHING;
 
 // SAFETY: `bytemuck::Pod` (derived, so checked by the compiler: `repr(C)`, integer fields,
 // no padding) is what aya's `Pod` asks for; the function below fails the build if it goes.
@@ -88,7 +91,8 @@ impl Probes {
     /// Program runs the kernel skipped since the last call (see [`crate::reader_guard`])
     /// become one `Event::Lost` (no CPU: the kernel counts them per program) and a warning.
     pub(super) fn collect_missed(&mut self, out: &mut Vec<Event>) {
-        let by_program = self.missed_runs();
+        let mut by_program = self.missed_runs();
+        by_program.retain(|(event, _)| !SKIPS_COST_NOTHING.contains(event));
         let total: u64 = by_program.iter().map(|(_, n)| n).sum();
         if total <= self.lost.missed_seen {
             return;

@@ -37,8 +37,9 @@ impl Probes {
     }
 
     /// Runs of each attached program the kernel skipped, by event (see `reader_guard`:
-    /// kernels from 6.7 on count them). Only programs that missed runs are listed; their sum
-    /// is part of [`Probes::lost_total`].
+    /// kernels from 6.7 on count them). Only programs that missed runs are listed; their sum,
+    /// but for the programs whose skipped runs cost no record (`csd:csd_queue_cpu`), is part
+    /// of [`Probes::lost_total`].
     pub fn missed_runs(&self) -> Vec<(&'static str, u64)> {
         let specs = SCHED.iter().chain(KVM.iter()).chain(CSD.iter());
         specs
