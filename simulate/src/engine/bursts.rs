@@ -11,8 +11,6 @@
 //! are not replayed), and would then spin for the rest of the run (an interactive vCPU of a
 //! recording cut at 12 s went from 9.5% to 21.4%).
 
-use std::cmp::Reverse;
-
 use model::demand::Burst;
 
 use super::{Engine, Policy};
@@ -84,7 +82,9 @@ impl<P: Policy> Engine<'_, P> {
                                 ticks.sleep_end(now, s, woke, cpu)
                             }
                         });
-                self.wakes.push(Reverse((on_tick.unwrap_or(now + s), t)));
+                // The wakeup that ran this burst was taken: none is pending.
+                debug_assert_eq!(self.wakes.at(t), u64::MAX);
+                self.wakes.set(t, on_tick.unwrap_or(now + s));
             }
             _ => r.state = RunState::Done,
         }

@@ -11,16 +11,14 @@
 //! an affinity change, the policy's periodic work) and the switch itself. Apart:
 //! `policy_api.rs` (the [`Policy`] trait and its [`Cx`]), `bursts.rs` (each thread's
 //! progress through its demand), `dispatch.rs` (the dispatch delay), `emit.rs` (what the
-//! events say), `pcpu_timers.rs` (each pCPU's next decision time and the earliest).
+//! events say), `timer_tree.rs` (the pCPUs' next decision times and the threads' wakeups,
+//! each set with the earliest).
 
 mod bursts;
 mod dispatch;
 mod emit;
-mod pcpu_timers;
 mod policy_api;
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+mod timer_tree;
 
 use model::demand::Demand;
 use model::{Comm, Event, ObservationEnd, SchedSwitch, Wakeup};
@@ -29,9 +27,9 @@ pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUN
 use crate::tick_phase::TickPhases;
 use crate::wake_cost::DispatchDelay;
 use bursts::{Run, RunState};
-use pcpu_timers::PcpuTimers;
 use policy_api::View;
 pub use policy_api::{Cx, Policy};
+use timer_tree::TimerTree;
 
 /// Counts of one simulated run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,8 +97,10 @@ struct Engine<'d, P> {
     since: Vec<u64>,
     /// When each pCPU next needs the engine (its thread's burst ends, its policy's timer, a
     /// charged wakeup's pick), and the earliest of them.
-    next_at: PcpuTimers,
-    wakes: BinaryHeap<Reverse<(u64, u32)>>,
+    next_at: TimerTree,
+    /// When each sleeping thread wakes (at most one wakeup is pending per thread), and the
+    /// earliest.
+    wakes: TimerTree,
     /// Recorded affinity changes after the first, in time order, and the next to apply.
     affinity: Vec<AffinityChange>,
     next_affinity: usize,
@@ -127,7 +127,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let threads = sim_threads(demand, ncpus);
         let n = ncpus as usize;
         let mut runs = Vec::with_capacity(threads.len());
-        let mut wakes = BinaryHeap::new();
+        let mut wakes = TimerTree::new(threads.len());
         let mut cpu_of = Vec::with_capacity(threads.len());
         for (i, (t, st)) in demand.threads.iter().zip(&threads).enumerate() {
             let first = t.bursts.first();
@@ -145,7 +145,7 @@ impl<'d, P: Policy> Engine<'d, P> {
                 wait_since: 0,
             });
             if usable {
-                wakes.push(Reverse((t.first_wake_ns, i as u32)));
+                wakes.set(i as u32, t.first_wake_ns);
             }
             let home = if st.may_run_on(t.first_cpu) {
                 t.first_cpu
@@ -177,7 +177,7 @@ impl<'d, P: Policy> Engine<'d, P> {
             },
             runs,
             since: vec![0; n],
-            next_at: PcpuTimers::new(n),
+            next_at: TimerTree::new(n),
             wakes,
             affinity,
             next_affinity: 0,
@@ -201,7 +201,7 @@ impl<'d, P: Policy> Engine<'d, P> {
         let mut touched = resched.clone();
         loop {
             let (cpu_t, cpu) = self.next_at.earliest();
-            let wake_t = self.wakes.peek().map_or(u64::MAX, |r| r.0 .0);
+            let (wake_t, woken) = self.wakes.earliest();
             let global_t = self.policy.global_timer();
             let affinity_t = self
                 .affinity
@@ -226,10 +226,8 @@ impl<'d, P: Policy> Engine<'d, P> {
             } else if cpu_t == now {
                 self.on_cpu_event(sink, cpu, now, &mut resched, &mut touched);
             } else {
-                let Some(Reverse((_, t))) = self.wakes.pop() else {
-                    break;
-                };
-                self.on_wake(sink, t, now, &mut resched, &mut touched);
+                self.wakes.set(woken, u64::MAX);
+                self.on_wake(sink, woken, now, &mut resched, &mut touched);
                 if self.delay != DispatchDelay::default() {
                     self.defer_dispatch(now, &mut resched, &mut touched);
                 }
