@@ -214,13 +214,24 @@ impl Fair {
     /// New-idle balance: `cpu`'s queue is empty, so it pulls from the pCPU with the most
     /// waiting.
     pub(super) fn newidle_pull(&mut self, cx: &mut Cx, cpu: u32, now: u64) {
-        // Each candidate's movable thread found once (a queue without waiting threads has
-        // none, so it is skipped before the search).
-        let pull = cpus_after(cpu, cx.ncpus)
-            .filter(|&c| self.nr_queued(c) > 0)
-            .filter_map(|c| Some((c, self.movable(cx, c, cpu, now)?)))
-            .max_by_key(|&(c, _)| (self.nr_queued(c), std::cmp::Reverse(c)));
-        if let Some((src, t)) = pull {
+        // The pCPU with the most waiting (the lowest on a tie) that has a movable thread. A
+        // queue's movable thread is searched for only when the queue would beat the best
+        // found so far (a queue without waiting threads never does), so a queue that cannot
+        // win costs no pass over its threads.
+        let mut pull: Option<(usize, u32, u32)> = None;
+        for c in cpus_after(cpu, cx.ncpus) {
+            let nr = self.nr_queued(c);
+            let beats = |&(best_nr, best_c, _): &(usize, u32, u32)| {
+                (nr, std::cmp::Reverse(c)) > (best_nr, std::cmp::Reverse(best_c))
+            };
+            if nr == 0 || !pull.as_ref().is_none_or(beats) {
+                continue;
+            }
+            if let Some(t) = self.movable(cx, c, cpu, now) {
+                pull = Some((nr, c, t));
+            }
+        }
+        if let Some((_, src, t)) = pull {
             self.update_curr(cx, src, now);
             self.migrate(cx, t, src, cpu, now);
             cx.touch(src);
