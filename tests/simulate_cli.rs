@@ -161,6 +161,47 @@ fn bad_input_is_one_clear_line_and_a_failure() {
         // In the units it was given, not as 30000000 ns.
         "the slice of vm0 (30ms) is longer than its period (20ms)",
     );
+    // Stand-ins wake on the tick only where sleeps end on it: alone, read and ignored.
+    assert_one_line_error(
+        &simulate(&[
+            ts,
+            "--policy",
+            "cfs",
+            "--param",
+            "sleep_on_tick=false",
+            "--param",
+            "stand_in_on_tick=true",
+        ]),
+        "--param stand_in_on_tick needs --param sleep_on_tick=true",
+    );
+    assert_one_line_error(
+        &simulate(&[
+            ts,
+            "--policy",
+            "eevdf",
+            "--param",
+            "sleep_on_tick=false",
+            "--param",
+            "tick_phase=true",
+        ]),
+        "--param tick_phase needs --param sleep_on_tick=true",
+    );
+    let with_ticks = simulate(&[
+        ts,
+        "--policy",
+        "cfs",
+        "--param",
+        "sleep_on_tick=true",
+        "--param",
+        "stand_in_on_tick=true",
+        "--param",
+        "tick_phase=true",
+    ]);
+    assert!(
+        with_ticks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_ticks.stderr)
+    );
     // A recording with no tracked threads.
     let empty = dir.path("empty.trace");
     write_trace(

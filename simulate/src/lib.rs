@@ -355,19 +355,29 @@ pub fn build(
     };
     // The recording host's timers, whichever policy replays its demand: its ticks.
     let mut ticks = tick_phases(demand, params);
-    ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", false)?;
-    let tick_wake = params
-        .bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?
-        .then_some(ticks);
+    let sleep_on_tick = params.bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?;
+    if sleep_on_tick {
+        ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", false)?;
+    } else {
+        // Stand-ins wake on the tick only where sleeps end on it: given alone it would be
+        // read and do nothing.
+        params.unread_without("stand_in_on_tick", "sleep_on_tick=true");
+    }
+    let tick_wake = sleep_on_tick.then_some(ticks);
     // With `--param tick_phase=true` the fair policies check slices on the tick that wakes
-    // the sleepers (`Fair::with_tick_offsets`).
+    // the sleepers (`Fair::with_tick_offsets`), where sleeps end on it (as stand_in_on_tick).
     let fair = |flavour: Flavour| -> Result<BuiltPolicy, ParamError> {
         let p = FairParams::new(flavour, params, ncpus)?;
-        let phased = params.bool(kind.name(), "tick_phase", false)?;
-        let offsets = tick_wake
-            .as_ref()
-            .filter(|_| phased)
-            .map_or_else(Vec::new, |t| t.tick_offsets(ncpus, p.tick));
+        let offsets = match &tick_wake {
+            Some(t) if params.bool(kind.name(), "tick_phase", false)? => {
+                t.tick_offsets(ncpus, p.tick)
+            }
+            Some(_) => Vec::new(),
+            None => {
+                params.unread_without("tick_phase", "sleep_on_tick=true");
+                Vec::new()
+            }
+        };
         Ok(BuiltPolicy::Fair(Box::new(
             Fair::new(flavour, p, &threads, ncpus).with_tick_offsets(offsets),
         )))
