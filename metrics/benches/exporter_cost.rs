@@ -19,6 +19,11 @@ use metrics::{openmetrics_text, registry, take_snapshot, Board, SourceFacts};
 use model::synth::{stream, Behaviour, SimConfig, SimTask};
 use model::{Event, Model};
 
+// The binary's allocator (jemalloc with huge pages), so that memory and CPU are what the
+// exporter pays, not what glibc's malloc would.
+#[path = "../../src/allocator.rs"]
+mod allocator;
+
 const SCRAPE_EVERY_NS: u64 = 15_000_000_000;
 
 /// "Flat" memory over 24 h of churn: RSS at hour 24 within 1 MiB of hour 1 (about 1% of the
