@@ -4,6 +4,7 @@
 pub mod autogroup_load;
 pub mod port_io;
 pub mod schedstat;
+pub mod skip;
 pub mod tmux;
 
 use std::path::Path;
@@ -81,16 +82,7 @@ pub fn privileged(what: Privilege) -> bool {
         Privilege::Kvm => missing_kvm(),
         Privilege::Bpf => missing_kvm().or_else(missing_bpf),
     };
-    match missing {
-        None => true,
-        Some(reason) => {
-            if std::env::var("KVMSCOPE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("privileged test cannot run: {reason} (KVMSCOPE_REQUIRE_PRIVILEGED=1)");
-            }
-            eprintln!("skipped: {reason}");
-            false
-        }
-    }
+    missing.is_none_or(|reason| skip::skip_unless_required(&reason))
 }
 
 #[derive(Clone, Copy, Debug)]

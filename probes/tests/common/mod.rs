@@ -1,5 +1,8 @@
 //! What the privileged probe tests share.
 
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
+
 /// Root and BTF, or skip (fail with KVMSCOPE_REQUIRE_PRIVILEGED=1).
 pub fn privileged() -> bool {
     let missing = if hostfacts::euid() != 0 {
@@ -9,14 +12,5 @@ pub fn privileged() -> bool {
     } else {
         None
     };
-    match missing {
-        None => true,
-        Some(reason) => {
-            if std::env::var("KVMSCOPE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("privileged test cannot run: {reason} (KVMSCOPE_REQUIRE_PRIVILEGED=1)");
-            }
-            eprintln!("skipped: {reason}");
-            false
-        }
-    }
+    missing.is_none_or(skip::skip_unless_required)
 }
