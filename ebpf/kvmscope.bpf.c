@@ -669,9 +669,10 @@ static __always_inline __u64 func_arg(unsigned long long *ctx, int n)
 	return func;
 }
 
-/* x86-64's THREAD_SIZE without KASAN (16 KiB); a KASAN kernel's 32 KiB stacks would have
- * shallow task-context frames taken for an interrupt's. */
-#define KS_THREAD_SIZE (16 << 10)
+/* x86-64's THREAD_SIZE: 16 KiB, 32 KiB on a KASAN kernel (user space sets it from the
+ * kernel's BTF). Too small a value would take every task-context frame for an interrupt's and
+ * send no cross-call at all. */
+const volatile __u64 ks_thread_size = 16 << 10;
 
 /* Whether the tracepoint fired for the current task's own work, not in an interrupt that came
  * while it ran: `ctx` is the tracepoint's argument array, on the stack the tracepoint was
@@ -685,7 +686,7 @@ static __always_inline bool in_task_context(unsigned long long *ctx)
 
 	/* The verifier keeps ctx a pointer it will not compare; copied, its bytes are a number. */
 	bpf_probe_read_kernel(&at, sizeof(at), &args);
-	return at - (__u64)task->stack < KS_THREAD_SIZE;
+	return at - (__u64)task->stack < ks_thread_size;
 }
 
 /* csd_queue_cpu(unsigned int cpu, unsigned long callsite, smp_call_func_t func,

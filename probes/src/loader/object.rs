@@ -65,6 +65,7 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
     }
 
     let globals = offsets.globals();
+    let thread_size = kernel_thread_size(&btf);
     let wakeup_bytes = u64::from(opts.wakeup_bytes.clamp(1, opts.ring_bytes / 2));
     let exit_mode = opts.exits.bits();
     // bpf_get_smp_processor_id() is below the number of possible CPUs.
@@ -86,7 +87,8 @@ pub(crate) fn load_ebpf(opts: &ProbeOptions, object: Option<&[u8]>) -> Result<Lo
             .map_max_entries("switch_tail", cpus as u32)
             .map_max_entries("switch_chunks", cpus as u32 * chunks_per_cpu)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
-            .override_global("exit_mode", &exit_mode, true);
+            .override_global("exit_mode", &exit_mode, true)
+            .override_global("ks_thread_size", &thread_size, true);
         for (name, value) in &globals {
             loader.override_global(name, value, true);
         }
@@ -207,5 +209,20 @@ mod tests {
         let slots = tracked_slots();
         let pid_max: u32 = hostfacts::system::pid_max().unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
+    }
+}
+
+/// The size of a task's kernel stack on this (x86-64) kernel: 16 KiB, doubled by KASAN
+/// (`KASAN_STACK_ORDER`). The cross-call program tells a task's own calls from an interrupt's
+/// by whether its arguments lie on the task's stack; a size too small would make it send
+/// none. A KASAN kernel has its report function in BTF.
+fn kernel_thread_size(btf: &Btf) -> u64 {
+    let kasan = btf
+        .id_by_type_name_kind("kasan_report", aya_obj::btf::BtfKind::Func)
+        .is_ok();
+    if kasan {
+        32 << 10
+    } else {
+        16 << 10
     }
 }
