@@ -183,6 +183,21 @@ fn page_size() -> usize {
     rustix::param::page_size()
 }
 
+/// The size of a task's kernel stack on this (x86-64) kernel: 16 KiB, doubled by KASAN
+/// (`KASAN_STACK_ORDER`). The cross-call program tells a task's own calls from an interrupt's
+/// by whether its arguments lie on the task's stack; a size too small would make it send
+/// none. A KASAN kernel has its report function in BTF.
+fn kernel_thread_size(btf: &Btf) -> u64 {
+    let kasan = btf
+        .id_by_type_name_kind("kasan_report", aya_obj::btf::BtfKind::Func)
+        .is_ok();
+    if kasan {
+        32 << 10
+    } else {
+        16 << 10
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,20 +224,5 @@ mod tests {
         let slots = tracked_slots();
         let pid_max: u32 = hostfacts::system::pid_max().unwrap_or(4 << 20);
         assert!(slots * 64 >= pid_max && (slots - 1) * 64 < pid_max);
-    }
-}
-
-/// The size of a task's kernel stack on this (x86-64) kernel: 16 KiB, doubled by KASAN
-/// (`KASAN_STACK_ORDER`). The cross-call program tells a task's own calls from an interrupt's
-/// by whether its arguments lie on the task's stack; a size too small would make it send
-/// none. A KASAN kernel has its report function in BTF.
-fn kernel_thread_size(btf: &Btf) -> u64 {
-    let kasan = btf
-        .id_by_type_name_kind("kasan_report", aya_obj::btf::BtfKind::Func)
-        .is_ok();
-    if kasan {
-        32 << 10
-    } else {
-        16 << 10
     }
 }
