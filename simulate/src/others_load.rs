@@ -18,25 +18,38 @@ use model::demand::Demand;
 /// are not comparable: the bound `tests/priv_simulate.rs` asserts waits within 2x under.
 pub const QUIET: f64 = 0.05;
 
-/// The share of the recording's pCPU time (0..=1) that untracked tasks ran outside every
-/// tracked vCPU's task group; without task-group records (a recording before format 4),
-/// every untracked task's. A task that exited before its group was read counts as outside.
-pub fn others_share(demand: &Demand) -> f64 {
-    let grouped = !demand.group_records.is_empty();
-    let vcpu_groups: Vec<&str> = demand
+/// The tracked vCPUs' task groups other than the root one, when the recording has task-group
+/// records. None when it has none (before format 4) or when the vCPUs all run in the root
+/// group (autogroup off, no cpu cgroup): the kernel then schedules every other task beside
+/// them one by one, so every untracked task counts as another session's.
+fn vcpu_groups(demand: &Demand) -> Option<Vec<&str>> {
+    if demand.group_records.is_empty() {
+        return None;
+    }
+    let groups: Vec<&str> = demand
         .tracked()
         .filter_map(|t| t.group.as_ref())
+        .filter(|g| !g.is_root())
         .map(|g| g.name.as_str())
         .collect();
+    (!groups.is_empty()).then_some(groups)
+}
+
+/// The share of the recording's pCPU time (0..=1) that untracked tasks ran outside every
+/// tracked vCPU's task group; every untracked task's where there are no such groups
+/// ([`vcpu_groups`]). A task that exited before its group was read counts as outside.
+pub fn others_share(demand: &Demand) -> f64 {
+    let vcpu_groups = vcpu_groups(demand);
     let others: u64 = demand
         .threads
         .iter()
         .filter(|t| t.background)
-        .filter(|t| {
-            !grouped
-                || t.group
-                    .as_ref()
-                    .is_none_or(|g| !vcpu_groups.contains(&g.name.as_str()))
+        .filter(|t| match &vcpu_groups {
+            None => true,
+            Some(groups) => t
+                .group
+                .as_ref()
+                .is_none_or(|g| !groups.contains(&g.name.as_str())),
         })
         .map(|t| t.run_ns())
         .sum();
@@ -55,7 +68,7 @@ pub fn others_note(demand: &Demand) -> Option<String> {
     if share <= QUIET {
         return None;
     }
-    let whose = if demand.group_records.is_empty() {
+    let whose = if vcpu_groups(demand).is_none() {
         "tasks other than the tracked threads"
     } else {
         "tasks outside the vCPUs' task groups"
@@ -147,6 +160,25 @@ mod tests {
         }
         assert_eq!(others_share(&d), 0.0);
         assert_eq!(others_note(&d), None);
+    }
+
+    /// vCPUs in the root task group (autogroup off, as in the kernel lab's guests): every
+    /// other task is scheduled beside them one by one, so every untracked task counts, the
+    /// root group's too, as without group records.
+    #[test]
+    fn vcpus_in_the_root_group_count_every_untracked_task() {
+        let mut d = demand(&[Spec::hog(0, 0, 10 * S)], 2, 10 * S);
+        d.threads[0].group = group("");
+        d.group_records = GroupRecords { read: 2, unread: 0 };
+        d.threads.push(background(0, 2 * S, group("")));
+        assert!(
+            (others_share(&d) - 0.1).abs() < 1e-9,
+            "{}",
+            others_share(&d)
+        );
+        assert!(others_note(&d)
+            .unwrap()
+            .starts_with("others: tasks other than the tracked threads ran 10%"));
     }
 
     /// Without task-group records (before format 4) every untracked task counts.
