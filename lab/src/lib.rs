@@ -14,7 +14,9 @@
 //! - [`qemu::Qemu`]: one boot under TCG, console and results port captured to files;
 //! - [`bochs::Bochs`]: the same under Bochs (emulated VT-x), from an isolinux CD image;
 //! - [`results::Results`]: the protocol by which the guest's steps come back (markers on a
-//!   serial port: works on every emulator).
+//!   serial port: works on every emulator);
+//! - [`suite::SuiteBoot`]: one boot of a suite script by hand (the examples);
+//! - [`spread::Spread`]: the kernel's own rounds of one scenario against their replays.
 
 pub mod apt;
 pub mod bochs;
@@ -23,6 +25,8 @@ pub mod kernel;
 pub mod modules;
 pub mod qemu;
 pub mod results;
+pub mod spread;
+pub mod suite;
 
 use std::path::PathBuf;
 

@@ -135,15 +135,26 @@ impl Results {
             ))),
         }
     }
+
+    /// The bytes of a step that sent a file base64'd (the suites' `base64 FILE > F.b64;
+    /// lab_emit NAME F.b64`), if it ended with status 0.
+    pub fn base64(&self, name: &str) -> Result<Vec<u8>> {
+        unbase64(self.ok(name)?)
+            .map_err(|e| LabError::Results(format!("step {name}: not base64: {e}")))
+    }
+}
+
+/// Base64 text as the guest's `base64` wraps it (whitespace between lines) to its bytes.
+fn unbase64(text: &str) -> std::result::Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    let b64: String = text.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
 }
 
 /// Replaces a gzip+base64 stdout by its text; a broken one becomes a line in stderr.
 fn decode(step: &mut Step) {
-    use base64::Engine;
     use std::io::Read;
-    let b64: String = step.stdout.split_whitespace().collect();
-    let text = base64::engine::general_purpose::STANDARD
-        .decode(b64.as_bytes())
+    let text = unbase64(&step.stdout)
         .map_err(|e| e.to_string())
         .and_then(|gz| {
             let mut text = String::new();
@@ -206,6 +217,25 @@ mod tests {
         let broken = Results::parse("@@lab begin t gzip+base64\n!!\n@@lab end t rc=0 ms=1\n");
         assert_eq!(broken.step("t").unwrap().stdout, "");
         assert!(broken.step("t").unwrap().stderr.contains("undecodable"));
+    }
+
+    #[test]
+    fn base64_steps_decode_to_their_bytes() {
+        let r = Results::parse(
+            "@@lab begin f\nAAEC\n/w==\n@@lab end f rc=0 ms=1\n\
+             @@lab begin g\n!!\n@@lab end g rc=0 ms=1\n@@lab begin h\n@@lab end h rc=1 ms=1\n",
+        );
+        assert_eq!(r.base64("f").unwrap(), vec![0, 1, 2, 255]);
+        assert!(r
+            .base64("g")
+            .unwrap_err()
+            .to_string()
+            .contains("step g: not base64"));
+        assert!(r
+            .base64("h")
+            .unwrap_err()
+            .to_string()
+            .contains("exited with 1"));
     }
 
     #[test]

@@ -62,18 +62,10 @@ pub fn trace_lines_lossless(stdout: &[u8]) -> (Vec<serde_json::Value>, serde_jso
     (lines, summary)
 }
 
-/// How far apart a recorded and a simulated figure are, as a factor: the larger over the
-/// smaller (1 when they are equal, 0 included; infinite when only one is 0).
-pub fn wait_factor(recorded: f64, simulated: f64) -> f64 {
-    let (lo, hi) = (recorded.min(simulated), recorded.max(simulated));
-    if hi == lo {
-        1.0
-    } else if lo <= 0.0 {
-        f64::INFINITY
-    } else {
-        hi / lo
-    }
-}
+/// How far apart a recorded and a simulated wait are, as a factor: the lab's, so the kernel
+/// matrix, `priv_simulate` and the lab's `repeat` example measure alike.
+#[allow(unused_imports)] // as `dead_code` above: not every test binary compares waits
+pub use lab::spread::wait_factor;
 
 /// Whether a privileged test may run. Returns `false` (after printing why) when the host
 /// lacks `what`; with `KVMSCOPE_REQUIRE_PRIVILEGED=1` a missing privilege fails the test.
