@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+use lab::replayed::ReplayedVcpu;
 use lab::spread::{wait_factor, Round, Spread, GOAL_FACTOR};
 use serde_json::Value;
 
@@ -105,15 +106,18 @@ fn boot(
     Ok((format!("{} ({})", k.release, k.packages.join(" + ")), files))
 }
 
-/// One recording and its replay, per vCPU.
+/// One recording and its replay.
 struct Replayed {
-    labels: Vec<String>,
-    recorded_wait: Vec<f64>,
-    replayed_wait: Vec<f64>,
-    /// Percentage points between the recorded and the replayed CPU share, the worst vCPU.
-    worst_share_points: f64,
+    vcpus: Vec<ReplayedVcpu>,
+    /// The recording's, as `report --json` counts them.
     events: u64,
     lost: u64,
+}
+
+impl Replayed {
+    fn labels(&self) -> Vec<String> {
+        self.vcpus.iter().map(|v| v.label.clone()).collect()
+    }
 }
 
 /// `kvmscope simulate --policy POLICY --json` on `file`, and its events and losses as
@@ -140,42 +144,17 @@ fn replay(kvmscope: &Path, policy: &str, file: &Path) -> Result<Replayed, Error>
     };
     let doc = json(&["simulate", "--policy", policy, "--json"])?;
     let health = json(&["report", "--json"])?["health"].clone();
-    let bad = |what: &str| format!("{}: simulate --json without {what}", file.display());
-    let columns = doc["columns"].as_array().ok_or_else(|| bad("columns"))?;
-    let [recorded, replayed] = columns.as_slice() else {
-        return Err(bad("exactly the recorded and one policy's column").into());
-    };
-    if recorded["name"] != "recorded" || replayed["name"] != policy {
-        return Err(bad(&format!("a recorded and a {policy} column")).into());
-    }
-    let vcpus = |c: &Value| c["vcpus"].as_array().cloned().ok_or_else(|| bad("vcpus"));
-    let (rv, sv) = (vcpus(recorded)?, vcpus(replayed)?);
-    let figure = |v: &Value, key: &str| v[key].as_f64().ok_or_else(|| bad(key));
-    let mut out = Replayed {
-        labels: Vec::new(),
-        recorded_wait: Vec::new(),
-        replayed_wait: Vec::new(),
-        worst_share_points: 0.0,
-        events: health["events"]
+    let count = |key: &str| {
+        health[key]
             .as_u64()
-            .ok_or_else(|| bad("report health.events"))?,
-        lost: health["lost_events"]
-            .as_u64()
-            .ok_or_else(|| bad("report health.lost_events"))?,
+            .ok_or_else(|| format!("{}: report --json without health.{key}", file.display()))
     };
-    for r in &rv {
-        let label = r["label"].as_str().ok_or_else(|| bad("vcpu labels"))?;
-        let s = sv
-            .iter()
-            .find(|s| s["label"] == label)
-            .ok_or_else(|| bad(&format!("{label} in the {policy} column")))?;
-        out.labels.push(label.to_string());
-        out.recorded_wait.push(figure(r, "wait_p50_us")?);
-        out.replayed_wait.push(figure(s, "wait_p50_us")?);
-        let points = (figure(r, "cpu_share")? - figure(s, "cpu_share")?).abs() * 100.0;
-        out.worst_share_points = out.worst_share_points.max(points);
-    }
-    Ok(out)
+    Ok(Replayed {
+        vcpus: lab::replayed::vcpus(&doc, policy)
+            .map_err(|e| format!("{}: {e}", file.display()))?,
+        events: count("events")?,
+        lost: count("lost_events")?,
+    })
 }
 
 fn print(
@@ -184,22 +163,22 @@ fn print(
     files: &[PathBuf],
     replayed: &[Replayed],
 ) -> Result<(), Error> {
-    let labels = replayed[0].labels.clone();
+    let labels = replayed[0].labels();
     let mut rounds = Vec::new();
     for (file, r) in files.iter().zip(replayed) {
-        if r.labels != labels {
+        if r.labels() != labels {
             return Err(format!(
                 "{}: vCPUs {:?}, where {} has {:?}: not the same scenario",
                 file.display(),
-                r.labels,
+                r.labels(),
                 files[0].display(),
                 labels
             )
             .into());
         }
         rounds.push(Round {
-            recorded: r.recorded_wait.clone(),
-            replayed: r.replayed_wait.clone(),
+            recorded: r.vcpus.iter().map(|v| v.recorded_wait_p50_us).collect(),
+            replayed: r.vcpus.iter().map(|v| v.replayed_wait_p50_us).collect(),
         });
     }
     let spread = Spread::new(labels, rounds)?;
@@ -208,14 +187,21 @@ fn print(
         files.len()
     );
     for (i, (file, r)) in files.iter().zip(replayed).enumerate() {
-        let waits: Vec<String> = (0..spread.labels.len())
+        let waits: Vec<String> = r
+            .vcpus
+            .iter()
             .map(|v| {
                 format!(
                     "{} {:.0}/{:.0}",
-                    spread.labels[v], r.recorded_wait[v], r.replayed_wait[v]
+                    v.label, v.recorded_wait_p50_us, v.replayed_wait_p50_us
                 )
             })
             .collect();
+        let worst_share = r
+            .vcpus
+            .iter()
+            .map(ReplayedVcpu::share_points)
+            .fold(0.0, f64::max);
         println!(
             "  {}: {} events, {} lost; worst x{:.2}, shares within {:.1} points; {}",
             file.file_name().map_or_else(
@@ -225,7 +211,7 @@ fn print(
             r.events,
             r.lost,
             spread.replay_factor(i),
-            r.worst_share_points,
+            worst_share,
             waits.join(", ")
         );
     }

@@ -16,6 +16,7 @@
 //! - [`results::Results`]: the protocol by which the guest's steps come back (markers on a
 //!   serial port: works on every emulator);
 //! - [`suite::SuiteBoot`]: one boot of a suite script by hand (the examples);
+//! - [`replayed::vcpus`]: each vCPU's recorded and replayed figures in `simulate --json`;
 //! - [`spread::Spread`]: the kernel's own rounds of one scenario against their replays.
 
 pub mod apt;
@@ -24,6 +25,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod modules;
 pub mod qemu;
+pub mod replayed;
 pub mod results;
 pub mod spread;
 pub mod suite;

@@ -61,40 +61,35 @@ pub fn replay_step(r: &Results, policy: &str, work: &Path, ctx: &dyn Fn(&str) ->
         ))
     );
     let as_recorded = simulate(&["sleep_on_tick=false"]);
-    let cols = doc["columns"].as_array().expect("simulate columns");
-    let free_vcpus = as_recorded["columns"][1]["vcpus"]
-        .as_array()
-        .expect("simulated vcpus (sleep_on_tick=false)");
-    let (rec, sim) = (&cols[0], &cols[1]);
-    assert_eq!(rec["name"], "recorded");
-    assert_eq!(sim["name"], policy);
-    let (rv, sv) = (
-        rec["vcpus"].as_array().expect("recorded vcpus"),
-        sim["vcpus"].as_array().expect("simulated vcpus"),
-    );
+    let figures = |doc: &Value| {
+        lab::replayed::vcpus(doc, policy)
+            .unwrap_or_else(|e| panic!("{}", ctx(&format!("replay: {e}"))))
+    };
+    let (vcpus, free_vcpus) = (figures(&doc), figures(&as_recorded));
     let own = recorded["vmm"]["vcpus"].as_array().map_or(0, Vec::len);
     assert!(
-        own == 6 && rv.len() == own && sv.len() == own,
+        own == 6 && vcpus.len() == own,
         "{}",
         ctx(&format!(
-            "replay: {} vCPUs recorded, {} simulated, the VMM ran {own}",
-            rv.len(),
-            sv.len()
+            "replay: {} vCPUs recorded and simulated, the VMM ran {own}",
+            vcpus.len()
         ))
     );
     let mut rows = Vec::new();
     let mut worst_share = 0.0f64;
-    for ((r, s), f) in rv.iter().zip(sv).zip(free_vcpus) {
-        assert_eq!(r["label"], s["label"], "replay: vCPU order");
-        let label = r["label"].as_str().unwrap_or_default();
-        let share = |v: &Value| v["cpu_share"].as_f64().expect("cpu_share") * 100.0;
-        let (rs, ss) = (share(r), share(s));
-        worst_share = worst_share.max((rs - ss).abs());
-        let wait = |v: &Value| v["wait_p50_us"].as_f64().expect("wait_p50_us");
-        let (rw, sw, fw) = (wait(r), wait(s), wait(f));
+    for (v, f) in vcpus.iter().zip(&free_vcpus) {
+        assert_eq!(v.label, f.label, "replay: vCPU order");
+        let (rs, ss) = (v.recorded_share, v.replayed_share);
+        worst_share = worst_share.max(v.share_points());
+        let (rw, sw, fw) = (
+            v.recorded_wait_p50_us,
+            v.replayed_wait_p50_us,
+            f.replayed_wait_p50_us,
+        );
         rows.push(format!(
-            "{label} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points), wait p50 {rw:.0} us recorded, {sw:.0} us {policy} (x{:.2}), {fw:.0} us with sleeps as recorded (x{:.2})",
-            (rs - ss).abs(),
+            "{} {rs:.1}% recorded, {ss:.1}% {policy} ({:.2} points), wait p50 {rw:.0} us recorded, {sw:.0} us {policy} (x{:.2}), {fw:.0} us with sleeps as recorded (x{:.2})",
+            v.label,
+            v.share_points(),
             wait_factor(rw, sw),
             wait_factor(rw, fw)
         ));
