@@ -357,19 +357,20 @@ pub fn build(
     let mut ticks = tick_phases(demand, params);
     let sleep_on_tick = params.bool(kind.name(), "sleep_on_tick", ticks.tick_driven())?;
     if sleep_on_tick {
-        ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", false)?;
+        ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", true)?;
     } else {
         // Stand-ins wake on the tick only where sleeps end on it: given alone it would be
         // read and do nothing.
         params.unread_without("stand_in_on_tick", "sleep_on_tick=true");
     }
     let tick_wake = sleep_on_tick.then_some(ticks);
-    // With `--param tick_phase=true` the fair policies check slices on the tick that wakes
-    // the sleepers (`Fair::with_tick_offsets`), where sleeps end on it (as stand_in_on_tick).
+    // Where sleeps end on the tick, the fair policies check slices on the tick that wakes
+    // the sleepers (`Fair::with_tick_offsets`; `--param tick_phase=false`: on a grid of
+    // their own), as the stand-ins wake on it (`stand_in_on_tick`).
     let fair = |flavour: Flavour| -> Result<BuiltPolicy, ParamError> {
         let p = FairParams::new(flavour, params, ncpus)?;
         let offsets = match &tick_wake {
-            Some(t) if params.bool(kind.name(), "tick_phase", false)? => {
+            Some(t) if params.bool(kind.name(), "tick_phase", true)? => {
                 t.tick_offsets(ncpus, p.tick)
             }
             Some(_) => Vec::new(),

@@ -56,8 +56,8 @@ pub struct TickPhases {
     wakeups: u64,
     on_tick: u64,
     one_length: u64,
-    /// Background stand-ins' sleeps end on the tick too ([`TickPhases::stand_in_sleep_end`],
-    /// `--param stand_in_on_tick=true`; off by default, see there).
+    /// Background stand-ins' sleeps end on the tick too ([`TickPhases::stand_in_sleep_end`];
+    /// on where sleeps end on the tick, `--param stand_in_on_tick=false` turns it off).
     pub stand_ins_on_tick: bool,
 }
 
@@ -175,10 +175,16 @@ impl TickPhases {
     /// (`place_entity`), as the woken task's did, not at whatever time its previous stretch
     /// happened to end in the replay. `None`: its pCPU has no phase, or the rule is off.
     ///
-    /// Off by default (`--param stand_in_on_tick=true`): on the 6.1 recordings it brings the
-    /// lowprio vCPU's runs closer to the kernel's (ci1742: 2.40 ms a switch-in, kernel 3.49,
-    /// with it 2.75) and its wait factor on six of eight, but on 6.12 it moves eevdf's
-    /// interactive vCPUs together (ci1743's x5.07 -> x18.4) and tw1845's batch x1.05 -> x3.2.
+    /// On by default where sleeps end on the tick (`--param stand_in_on_tick=false` turns it
+    /// off). A stand-in woken mid-tick preempts whatever runs, as any woken task preempts a
+    /// light current (`check_preempt_wakeup`: the low-weight current's vruntime has run far
+    /// ahead); the kernel's untracked tasks were woken on the tick and rarely cut the nice-10
+    /// lowprio vCPU's runs (its runs in the 6.1 and 6.12 lab recordings end on a tick), where
+    /// stand-ins woken at whatever time their gap ended in the replay did (a fifth of its
+    /// runs under 1 ms). With the slice checks after the tick's wakeups
+    /// ([`TickPhases::tick_offsets`]) it takes lowprio's wait p50 from x1.12-x1.91 short of
+    /// the kernel's to x0.99-x1.75 (`cfs`, 13 recordings of 6.1) and x0.99-x2.29 to
+    /// x0.91-x1.65 (`eevdf`, 13 of 6.12).
     pub fn stand_in_sleep_end(&self, now: u64, sleep_ns: u64, woke: Woke) -> Option<u64> {
         if !self.stand_ins_on_tick {
             return None;
@@ -192,9 +198,19 @@ impl TickPhases {
         Some(self.first_after(asked, phase).max(now + 1))
     }
 
-    /// By pCPU, where its ticks fall in demand time (ns after each multiple of `tick_ns`):
-    /// its recorded phase, 0 where it has none. Empty when `tick_ns` is not the recording's
-    /// tick (`--param hz=` set another).
+    /// By pCPU, where its slice checks fall in demand time (ns after each multiple of
+    /// `tick_ns`): the end of the window after its recorded phase in which the replay wakes
+    /// that tick's sleepers, 0 where it has no phase. The kernel sets `need_resched` in the
+    /// tick (`scheduler_tick` -> `task_tick_fair`) and wakes the tick's sleepers in the same
+    /// interrupt (`run_local_timers`, the timer softirq at `irq_exit`), but switches only on
+    /// the way out of it, so the task the tick's slice check makes way for is picked with
+    /// every sleeper of that tick queued. The replay wakes those sleepers at their recorded
+    /// offsets after the tick (the handler's latency, up to the window); a slice check on
+    /// the tick itself would pick before them, and the first of them would preempt the
+    /// entity just picked: on 6.12's recordings `eevdf` picked the lowprio vCPU on the tick
+    /// and an interactive vCPU woken 0.1 ms later took the pCPU from it (a fifth of its runs
+    /// under 0.2 ms, the kernel's none). Empty when `tick_ns` is not the recording's tick
+    /// (`--param hz=` set another).
     pub fn tick_offsets(&self, ncpus: u32, tick_ns: u64) -> Vec<u64> {
         if tick_ns != self.tick_ns {
             return Vec::new();
@@ -202,11 +218,9 @@ impl TickPhases {
         let tick = self.tick_ns;
         (0..ncpus as usize)
             .map(|cpu| {
-                self.phase
-                    .get(cpu)
-                    .copied()
-                    .flatten()
-                    .map_or(0, |p| (p + tick - self.base % tick) % tick)
+                self.phase.get(cpu).copied().flatten().map_or(0, |p| {
+                    (p + self.window_ns() + tick - self.base % tick) % tick
+                })
             })
             .collect()
     }
@@ -367,7 +381,12 @@ mod tests {
     #[test]
     fn each_pcpus_ticks_fall_on_its_phase_in_demand_time() {
         let ticks = TickPhases::of(&two_phases(), TICK);
-        assert_eq!(ticks.tick_offsets(3, TICK), vec![0, 2_750 * US, 0]);
+        // The end of each phase's wakeup window; a pCPU without a phase ticks on 0.
+        let window = TICK * WINDOW_BINS / BINS;
+        assert_eq!(
+            ticks.tick_offsets(3, TICK),
+            vec![window, 2_750 * US + window, 0]
+        );
         // Another tick than the recording's: no phases to keep.
         assert!(ticks.tick_offsets(3, TICK / 4).is_empty());
     }

@@ -168,13 +168,14 @@ impl Fair {
 
     /// Ticks each pCPU at its offset (`tick_offset`). The kernel checks a running task's
     /// slice (`scheduler_tick` -> `task_tick_fair` -> `check_preempt_tick` in 6.1,
-    /// `update_deadline` in 6.6+) on the same tick interrupt whose timers wake the
+    /// `update_deadline` in 6.6+) in the same tick interrupt whose timers wake the
     /// tick-driven sleepers (`run_local_timers`), so where the replay wakes those on each
-    /// pCPU's recorded phase, its slice checks come on that phase too, not on a grid of its
-    /// own a phase apart (`--param tick_phase=true`). Off by default: on the 6.1 lab
-    /// recordings it alone leaves the lowprio vCPU's runs as short (tw1843: 1.95 ms a
-    /// switch-in, kernel 3.23) and moves which batch vCPU waits least (worst x1.96 -> x3.55);
-    /// with `stand_in_on_tick=true` lowprio's wait factor is better on five of eight.
+    /// pCPU's recorded phase, its slice checks come on that phase too (after that tick's
+    /// wakeups, `TickPhases::tick_offsets`), not on a grid of their own a phase apart. On
+    /// by default where sleeps end on the tick (`--param tick_phase=false`: the grid from
+    /// time 0). On the 6.1 lab recordings a grid 0.4-2.75 ms off the recorded phase ended
+    /// the lowprio vCPU's runs early at that grid's ticks (1.kvms: 2.28 ms a switch-in,
+    /// kernel 3.39).
     pub fn with_tick_offsets(mut self, offsets: Vec<u64>) -> Fair {
         self.tick_offset = offsets;
         self
