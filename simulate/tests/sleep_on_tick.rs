@@ -3,7 +3,7 @@
 //! sleeps end on the tick in the replay by default, so two sleepers woken by one tick keep
 //! waking together whatever their bursts did in between; `--param sleep_on_tick=false`
 //! replays them as recorded; a tick never switches to a charged wakee sooner than its
-//! dispatch delay.
+//! dispatch delay; a slice check picks with the tick's sleepers queued.
 
 use model::demand::Demand;
 use model::Event;
@@ -119,4 +119,60 @@ fn a_tick_does_not_switch_to_a_charged_wakee_sooner() {
             "{kind:?}: {w:?}"
         );
     }
+}
+
+/// The lengths of `tid`'s runs: from each switch to it to the switch away from it.
+fn runs(evs: &[Event], tid: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut began = None;
+    for e in evs {
+        if let Event::SchedSwitch(s) = e {
+            if s.prev_tid == tid {
+                if let Some(b) = began.take() {
+                    out.push(s.ts - b);
+                }
+            }
+            if s.next_tid == tid {
+                began = Some(s.ts);
+            }
+        }
+    }
+    out
+}
+
+/// Recorded on one pCPU: two CPU hogs, a nice-10 hog (a slice well under a tick) and a sleeper
+/// woken 100 us after each tick. The kernel wakes the tick's sleepers in the tick's
+/// interrupt and switches on its way out, so the task its slice check makes way for is
+/// picked with the sleeper queued, and the light hog, once picked, runs to the next tick.
+/// The replay checks slices after the window in which it wakes the tick's sleepers: no run
+/// of the light hog is cut by a sleeper woken right after it was picked. Checked on the
+/// tick itself (`tick_phase=false`, the grid from time 0, which is this demand's phase),
+/// `cfs` picks the light hog on the tick and the sleeper preempts it 100 us later.
+#[test]
+fn a_slice_check_picks_with_the_ticks_sleepers_queued() {
+    let span = 2_000 * MS;
+    let light = Spec::hog(1, 10, span);
+    let d = demand(
+        &[
+            Spec::hog(0, 0, span),
+            Spec::hog(0, 0, span),
+            light,
+            Spec::on_tick(2, &[600 * US], TICK, 100 * US, 0, span),
+        ],
+        1,
+        span,
+    );
+    let light = d.threads[2].tid;
+    // The light hog's runs under 200 us.
+    let short = |kind: PolicyKind, params: &[&str]| {
+        let r = runs(&events_of(kind, &d, 1, params), light);
+        assert!(r.len() > 10, "{kind:?} {params:?}: {r:?}");
+        r.iter().filter(|&&run| run < 200 * US).count()
+    };
+    for kind in [PolicyKind::Cfs, PolicyKind::Eevdf] {
+        assert_eq!(short(kind, &[]), 0, "{kind:?}");
+    }
+    // EEVDF here picks the light hog after the sleeper's burst either way.
+    let on_the_tick = short(PolicyKind::Cfs, &["tick_phase=false"]);
+    assert!(on_the_tick > 10, "{on_the_tick}");
 }
