@@ -26,7 +26,7 @@ use model::Event;
 pub use engine::RunStats;
 pub use params::{ParamError, Params, RecordedDefaults};
 pub use tick_phase::TickPhases;
-pub use wake_cost::{DispatchDelay, WakeCost};
+pub use wake_cost::{DispatchDelay, DispatchSpread, WakeCost};
 
 use policy::credit::{Credit, CreditParams};
 use policy::fair::{Fair, FairParams, Flavour};
@@ -414,6 +414,7 @@ pub fn build(
 pub fn run(built: Built, demand: &Demand, ncpus: u32, sink: &mut dyn FnMut(&Event)) -> RunStats {
     let rules = engine::ReplayRules {
         delay: built.delay,
+        spread: WakeCost::of(demand).spread(built.delay),
         tick_wake: built.tick_wake.as_ref(),
         open_bursts: built.open_bursts,
     };

@@ -17,11 +17,18 @@
 //! - anything else (the holder slept, or was an untracked task) waited for the holder and is
 //!   not a dispatch cost: the policy models that wait itself.
 //!
-//! The engine charges the median of the idle kind to a simulated wakeup that finds its pCPU
-//! idle, and the median of the preempt kind to one that preempts. A recording that rarely
-//! shows an idle pCPU (an overcommitted one: the kernel records only switches of tracked
-//! threads, so idle is seen only when a vCPU's pCPU goes idle) charges idle wakeups the
-//! preempt figure too, and says so.
+//! The engine charges a simulated wakeup that finds its pCPU idle the idle kind's delays, and
+//! one that preempts the preempt kind's: each such wakeup one recorded delay of its kind,
+//! taken in a fixed order that visits their quantiles evenly ([`DispatchSpread`]), so the
+//! replay's wake-to-run spread is the recording's and its median is the kind's median (the
+//! figure `simulate` prints). One figure for all would cut the spread off: on the 6.12 lab
+//! recordings the interactive vCPUs' waits are half such dispatches (36-44 us p25-p75 when
+//! they preempt a vCPU, 5% past 100 us) and half a burst of the other (~0.6 ms), and their
+//! p50 falls at the top of the short half (104-204 us), which one figure (36-74 us) never
+//! reaches. A recording that rarely shows an idle pCPU (an overcommitted one: the kernel
+//! records only switches of tracked threads, so idle is seen only when a vCPU's pCPU goes
+//! idle) charges idle wakeups the preempt delays too, and says so. A `--param` that names
+//! another figure charges that figure at every wakeup of its kind.
 
 use model::demand::{Demand, Wakeups};
 use serde::Serialize;
@@ -38,6 +45,32 @@ pub struct DispatchDelay {
     pub idle_ns: u64,
     /// A wakeup that preempts the running thread.
     pub preempt_ns: u64,
+}
+
+/// The recorded delays charged one by one (ascending; empty: the [`DispatchDelay`] figure
+/// is charged at every wakeup of that kind).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DispatchSpread<'a> {
+    pub idle: &'a [u64],
+    pub preempt: &'a [u64],
+}
+
+impl DispatchSpread<'_> {
+    /// The delay of the `k`-th charged wakeup of a kind (`preempts`), `figure` where that
+    /// kind has no recorded delays: the one at quantile frac(k / golden ratio), a sequence
+    /// that spreads any run of consecutive wakeups evenly over the recorded quantiles
+    /// (so a few hundred replayed wakeups already have the recorded p50 and tails) and is
+    /// the same in every run.
+    pub fn nth(&self, preempts: bool, k: u64, figure: u64) -> u64 {
+        let ns = if preempts { self.preempt } else { self.idle };
+        if ns.is_empty() {
+            return figure;
+        }
+        // 2^64 / golden ratio: k times it, modulo 2^64, is frac(k / phi) in 64-bit fixed point.
+        const INV_PHI: u64 = 0x9E37_79B9_7F4A_7C15;
+        let q = k.wrapping_mul(INV_PHI);
+        ns[((u128::from(q) * ns.len() as u128) >> 64) as usize]
+    }
 }
 
 /// The recording's wake-to-run latencies by how the woken thread got its pCPU, as its
@@ -81,6 +114,29 @@ impl<'a> WakeCost<'a> {
                 preempt_ns
             },
             preempt_ns,
+        }
+    }
+
+    /// The recorded delays behind `charged`: each kind's, where `charged`'s figure is their
+    /// median (the recording's own, as [`WakeCost::dispatch_delay`] gives it), else none
+    /// (a `--param`'s figure is charged as it is).
+    pub fn spread(&self, charged: DispatchDelay) -> DispatchSpread<'a> {
+        let w = self.wakeups;
+        let idle: &'a [u64] = if w.idle.len() >= MIN_IDLE_WAKEUPS {
+            &w.idle
+        } else {
+            &w.preempted
+        };
+        let own = |ns: &'a [u64], figure: u64| -> &'a [u64] {
+            if !ns.is_empty() && median(ns) == figure {
+                ns
+            } else {
+                &[]
+            }
+        };
+        DispatchSpread {
+            idle: own(idle, charged.idle_ns),
+            preempt: own(&w.preempted, charged.preempt_ns),
         }
     }
 
@@ -139,11 +195,21 @@ pub fn dispatch_note(cost: &WakeCost, charged: &[(PolicyKind, DispatchDelay)]) -
         } else {
             format!("{}: ", kinds.join(", "))
         };
+        let spread = cost.spread(*d);
+        let as_recorded = |ns: &[u64]| if ns.is_empty() { "" } else { " (p50)" };
         s.push_str(&format!(
-            ": {who}{} us onto an idle pCPU, {} us when it preempts",
+            ": {who}{} us onto an idle pCPU{}, {} us when it preempts{}",
             round_us(d.idle_ns),
-            round_us(d.preempt_ns)
+            as_recorded(spread.idle),
+            round_us(d.preempt_ns),
+            as_recorded(spread.preempt)
         ));
+    }
+    if charged
+        .iter()
+        .any(|(_, d)| !cost.spread(*d).preempt.is_empty() || !cost.spread(*d).idle.is_empty())
+    {
+        s.push_str("; a p50 is of the recorded delays, charged one a wakeup with their spread");
     }
     s
 }
@@ -163,6 +229,44 @@ mod tests {
     use super::*;
 
     const US: u64 = 1_000;
+
+    #[test]
+    fn the_recorded_delays_are_charged_with_their_spread_and_a_param_as_it_is() {
+        let preempted: Vec<u64> = (1..=100).map(|i| i * US).collect();
+        let d = demand(vec![], preempted, vec![]);
+        let cost = WakeCost::of(&d);
+        let charged = cost.dispatch_delay();
+        assert_eq!(charged.preempt_ns, 50 * US);
+        let spread = cost.spread(charged);
+        // Too few idle wakeups: the preempt delays stand for them, as their median does.
+        assert_eq!(spread.idle.len(), 100);
+        let mut got: Vec<u64> = (0..400).map(|k| spread.nth(true, k, 0)).collect();
+        got.sort_unstable();
+        // Every recorded quantile visited evenly: each delay 3 to 5 times in 400.
+        let mut counts = std::collections::BTreeMap::new();
+        for g in &got {
+            *counts.entry(*g).or_insert(0u32) += 1;
+        }
+        assert_eq!(counts.len(), 100, "{counts:?}");
+        assert!(counts.values().all(|&c| (3..=5).contains(&c)), "{counts:?}");
+        // Their median is the recorded one, give or take one recorded step.
+        assert!(got[199].abs_diff(50 * US) <= US, "{}", got[199]);
+        // The same sequence in every run.
+        assert_eq!(spread.nth(true, 7, 0), spread.nth(true, 7, 0));
+        // Another figure (a `--param`) is charged as it is.
+        let fixed = DispatchDelay {
+            idle_ns: 50 * US,
+            preempt_ns: 30 * US,
+        };
+        let spread = cost.spread(fixed);
+        assert!(spread.preempt.is_empty());
+        assert_eq!(spread.nth(true, 3, fixed.preempt_ns), 30 * US);
+        assert_eq!(spread.idle.len(), 100);
+        // No recorded wakeups: the figure.
+        let none = Demand::default();
+        let spread = WakeCost::of(&none).spread(fixed);
+        assert_eq!(spread.nth(false, 5, fixed.idle_ns), 50 * US);
+    }
 
     /// A demand whose fold placed these wakeups (the placing is `model::demand`'s, tested
     /// there).
@@ -199,7 +303,7 @@ mod tests {
             &[(PolicyKind::Cfs, charged), (PolicyKind::Eevdf, charged)],
         );
         assert!(
-            note.contains("20 us onto an idle pCPU, 20 us when it preempts"),
+            note.contains("20 us onto an idle pCPU (p50), 20 us when it preempts (p50)"),
             "{note}"
         );
         assert!(note.contains("fewer than 20 idle ones"), "{note}");

@@ -130,3 +130,33 @@ fn the_recording_supplies_the_defaults_and_params_override_them() {
     let p = Params::parse::<&str>(&[]).unwrap();
     assert_eq!(tick_ns("o1", &p, 1000).unwrap(), MS);
 }
+
+#[test]
+fn the_recordings_delays_are_charged_with_their_spread() {
+    let (mut d, sleepy) = hog_and_sleeper(10 * MS);
+    // What the recording's wakeups that preempted waited: 20, 30, ..., 100 us.
+    let recorded: Vec<u64> = (2..=10).map(|i| i * 10 * US).collect();
+    d.wakeups.preempted = recorded.clone();
+    let dispatch = simulate::WakeCost::of(&d).dispatch_delay();
+    assert_eq!(dispatch.preempt_ns, 60 * US);
+    let p = Params::parse::<&str>(&[])
+        .unwrap()
+        .with_recorded(RecordedDefaults { hz: None, dispatch });
+    let waits = wake_to_switch(&events_of(PolicyKind::Cfs, &d, 1, &p), sleepy);
+    let charged: Vec<u64> = waits
+        .iter()
+        .copied()
+        .filter(|w| recorded.contains(w))
+        .collect();
+    assert!(charged.len() > 30, "{waits:?}");
+    // Every recorded delay is charged, none more often than its share allows.
+    for r in &recorded {
+        let n = charged.iter().filter(|&&w| w == *r).count();
+        assert!(
+            n * recorded.len() * 2 >= charged.len() / 2,
+            "{r}: {n} of {charged:?}"
+        );
+    }
+    // No wakeup switches sooner than the shortest recorded delay.
+    assert!(waits.iter().all(|&w| w >= 20 * US), "{waits:?}");
+}

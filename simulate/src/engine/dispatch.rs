@@ -6,7 +6,9 @@ use super::{Engine, PcpuSet, Policy};
 
 impl<P: Policy> Engine<'_, P> {
     /// The picks a wakeup just asked for (`resched`) happen after the dispatch delay: an
-    /// idle pCPU's after `idle_ns`, a preempted one's after `preempt_ns`.
+    /// idle pCPU's after the next of the idle kind's delays, a preempted one's after the
+    /// next of the preempt kind's (`wake_cost.rs`: the recorded ones with their spread, or
+    /// `idle_ns`/`preempt_ns` as given).
     pub(super) fn defer_dispatch(
         &mut self,
         now: u64,
@@ -17,11 +19,14 @@ impl<P: Policy> Engine<'_, P> {
         while let Some(c) = next {
             next = resched.next_from(c + 1);
             let preempts = self.view.curr[c as usize].is_some();
-            let d = if preempts {
+            let figure = if preempts {
                 self.delay.preempt_ns
             } else {
                 self.delay.idle_ns
             };
+            let k = &mut self.charged[usize::from(preempts)];
+            let d = self.spread.nth(preempts, *k, figure);
+            *k += 1;
             if d == 0 {
                 continue;
             }

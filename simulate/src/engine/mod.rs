@@ -25,7 +25,7 @@ use model::{Comm, Event, ObservationEnd, SchedSwitch, Wakeup};
 
 pub use crate::sim_thread::{cpu_mask, sim_threads, PcpuSet, SimThread, BACKGROUND_TID, MAX_PCPUS};
 use crate::tick_phase::TickPhases;
-use crate::wake_cost::DispatchDelay;
+use crate::wake_cost::{DispatchDelay, DispatchSpread};
 use bursts::{Run, RunState};
 use policy_api::View;
 pub use policy_api::{Cx, Policy};
@@ -63,6 +63,9 @@ pub struct ReplayRules<'a> {
     /// (the woken thread waits in its queue meanwhile, as on a host between the wakeup and
     /// the IPI's or idle exit's reschedule).
     pub delay: DispatchDelay,
+    /// The recorded delays behind `delay`'s figures, charged one a wakeup (none: the figure
+    /// at every wakeup, see `wake_cost.rs`).
+    pub spread: DispatchSpread<'a>,
     /// With these, each sleep the recording ended on its pCPU's tick ends on the tick of the
     /// pCPU the thread slept on (`tick_phase.rs`); other sleeps last as recorded.
     pub tick_wake: Option<&'a TickPhases>,
@@ -80,6 +83,7 @@ pub fn run_with<P: Policy>(
 ) -> (RunStats, P) {
     let mut e = Engine::new(demand, ncpus, policy, rules.open_bursts);
     e.delay = rules.delay;
+    e.spread = rules.spread;
     e.tick_wake = rules.tick_wake;
     e.run(sink);
     (e.stats, e.policy)
@@ -112,6 +116,9 @@ struct Engine<'d, P> {
     end: u64,
     /// Charged between a wakeup and the pick it asks for.
     delay: DispatchDelay,
+    spread: DispatchSpread<'d>,
+    /// Wakeups charged so far onto an idle pCPU and preempting: which recorded delay is next.
+    charged: [u64; 2],
     /// When each pCPU picks for a charged wakeup (`u64::MAX`: none pending), and whether
     /// one of those wakeups preempts (else the pick is only for an idle pCPU).
     dispatch_at: Vec<u64>,
@@ -188,6 +195,8 @@ impl<'d, P: Policy> Engine<'d, P> {
             base: demand.start,
             end: demand.span_ns(),
             delay: DispatchDelay::default(),
+            spread: DispatchSpread::default(),
+            charged: [0; 2],
             dispatch_at: vec![u64::MAX; n],
             dispatch_preempts: vec![false; n],
             tick_wake: None,
