@@ -160,3 +160,27 @@ fn the_recordings_delays_are_charged_with_their_spread() {
     // No wakeup switches sooner than the shortest recorded delay.
     assert!(waits.iter().all(|&w| w >= 20 * US), "{waits:?}");
 }
+
+/// A decision due while a preempting wakeup's long charged switch is on its way waits for
+/// that switch: credit's slice end, past, once asked again each nanosecond until it (35 s
+/// of one core for 8 s of demand whose recorded delays reached 59 ms).
+#[test]
+fn a_long_charged_switch_is_waited_for_not_polled() {
+    let (mut d, _) = hog_and_sleeper(10 * MS);
+    d.wakeups.preempted = vec![US, US, 50 * MS, 50 * MS, 50 * MS];
+    let dispatch = simulate::WakeCost::of(&d).dispatch_delay();
+    let p = Params::parse::<&str>(&[])
+        .unwrap()
+        .with_recorded(RecordedDefaults { hz: None, dispatch });
+    for kind in PolicyKind::ALL {
+        let built = build(kind, &d, 1, &p).unwrap();
+        let stats = run(built, &d, 1, &mut |_| {});
+        // 500 ms of demand: a tick or a slice end every ms at most, not one a nanosecond.
+        assert!(
+            stats.ticks < 20_000,
+            "{}: {} decisions",
+            kind.name(),
+            stats.ticks
+        );
+    }
+}

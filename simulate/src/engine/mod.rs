@@ -265,7 +265,12 @@ impl<'d, P: Policy> Engine<'d, P> {
         // timer() only reads: nothing it could ask for is kept.
         let (mut resched, mut touched) = (PcpuSet::default(), PcpuSet::default());
         let cx = self.view.cx(&mut resched, &mut touched);
-        let timer = self.policy.timer(&cx, cpu, now).max(now + 1);
+        let timer = match self.policy.timer(&cx, cpu, now) {
+            // A decision already due while a preempting charged wakeup's switch is on its
+            // way is that switch (`on_cpu_event`): wait for it rather than ask again each ns.
+            t if t <= now && self.dispatch_preempts[c] => self.dispatch_at[c],
+            t => t.max(now + 1),
+        };
         self.next_at
             .set(cpu, done.min(timer).min(self.dispatch_at[c]));
     }
