@@ -315,13 +315,19 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
-    /// Trace file whose demand is replayed.
-    pub file: PathBuf,
+    /// Trace file whose demand is replayed (otherwise a live target, observed for --duration).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds to observe a live target before replaying its demand (required with one).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Policies, comma-separated (cfs, eevdf, o1, on, credit, sedf), or `all`.
     #[arg(long, default_value = "all")]
     pub policy: String,
-    /// pCPUs to simulate (default: the recording's). Signed, so that a negative count is
-    /// refused with the simulation's range as 0 is, not by the argument parser.
+    /// pCPUs to simulate (default: the recording's).
+    // Signed, so that a negative count is refused with the simulation's range as 0 is, not
+    // by the argument parser.
     #[arg(long)]
     pub pcpus: Option<i64>,
     /// A policy parameter, NAME=VALUE (`cfs.latency=12ms`, `credit.cap.vm1=50`); repeatable.

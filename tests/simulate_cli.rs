@@ -215,6 +215,56 @@ fn bad_input_is_one_clear_line_and_a_failure() {
     assert_one_line_error(&simulate(&["/nonexistent/x.trace"]), "x.trace");
 }
 
+/// The demand comes from a FILE or from a live target observed for `--duration`: one of
+/// them, and the live one with its duration, else one line that says what to give. Checked
+/// before any probe or VM starts, so no privilege is needed to see them.
+#[test]
+fn a_file_or_a_live_target_with_a_duration_else_one_clear_line() {
+    let (_dir, t) = demo_trace("sim-source", 1.0);
+    let ts = t.to_str().unwrap();
+    assert_one_line_error(
+        &simulate(&[]),
+        "nothing to simulate: give a trace FILE or a live target",
+    );
+    for target in [
+        &["--demo"][..],
+        &["--pid", "1"],
+        &["--all-kvm"],
+        &["--qemu"],
+    ] {
+        let mut with_file = vec![ts];
+        with_file.extend_from_slice(target);
+        with_file.extend_from_slice(&["--duration", "3"]);
+        assert_one_line_error(&simulate(&with_file), "not both");
+        assert_one_line_error(&simulate(target), "a live target needs --duration N");
+    }
+    assert_one_line_error(
+        &simulate(&[ts, "--duration", "3"]),
+        "--duration is for a live target",
+    );
+    assert_one_line_error(&simulate(&["--demo", "--duration", "0"]), "not a duration");
+    // Counters mode has no switches to take a demand from: refused before observing.
+    assert_one_line_error(
+        &simulate(&["--demo", "--no-bpf", "--duration", "3"]),
+        "counters mode (--no-bpf, or no BPF capabilities) has none",
+    );
+    // A bad policy is refused before the target is observed.
+    assert_one_line_error(
+        &simulate(&["--demo", "--duration", "3", "--policy", "bfs"]),
+        "unknown policy",
+    );
+}
+
+/// `--help` speaks to users: how the count is parsed is the code's business.
+#[test]
+fn the_help_says_what_each_option_does_not_how_it_is_parsed() {
+    let out = kvmscope().args(["simulate", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--pcpus"), "{help}");
+    assert!(help.contains("--duration"), "{help}");
+    assert!(!help.contains("argument parser"), "{help}");
+}
+
 /// Hosts past 128 pCPUs (#15): `--pcpus` takes any count up to the model's bound, 4096.
 #[test]
 fn a_host_of_256_pcpus_simulates_under_every_policy() {

@@ -1,8 +1,11 @@
 //! `kvmscope simulate FILE`: the recording's demand replayed through other schedulers, side by
 //! side with what the host did (text or one JSON document), or one simulated run recorded as
 //! a trace file (`--record OUT`) that `replay`, `report` and `export` read like any other.
+//! With a live target instead of FILE, the target is first recorded for `--duration` into a
+//! temporary trace file, which then goes the same way.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use model::demand::{fold_events, Demand};
@@ -11,8 +14,10 @@ use model::{Event, Snapshot, Source};
 use simulate::compare::{self, Comparison};
 use simulate::{Params, PolicyKind, RecordedDefaults, WakeCost};
 
+use super::record::session::{record_live, LiveRecording};
 use crate::cli::SimulateArgs;
 use crate::file_source::{create_output, FileSource};
+use crate::target::Target;
 
 /// Events per trace-file chunk of a simulated recording.
 const CHUNK_EVENTS: usize = 100_000;
@@ -82,6 +87,7 @@ pub fn simulated_run(
 }
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let demand_from = DemandFrom::of(&args)?;
     let kinds = PolicyKind::parse_list(&args.policy)?;
     let params = Params::parse(&args.param)?;
     if args.record.is_some() && kinds.len() != 1 {
@@ -98,14 +104,31 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let rec = load(&args.file)?;
+    let (rec, source, named, live) = match demand_from {
+        DemandFrom::File(path) => {
+            let name = path.display().to_string();
+            (load(path)?, name.clone(), name, None)
+        }
+        DemandFrom::Live(target, duration) => {
+            let (rec, live) = observe(target, duration)?;
+            let named = format!("the target ({})", live.target);
+            let source = format!(
+                "of a live target observed for {:.1} s ({}; {} events, {} lost)",
+                live.seconds,
+                live.target.strip_prefix("live: ").unwrap_or(&live.target),
+                live.events,
+                live.lost
+            );
+            (rec, source, named, Some(live))
+        }
+    };
     let (recorded, wake_cost) = recorded_defaults(&rec.demand, &rec.header.host);
     let params = params.with_recorded(recorded);
     let pcpus = match args.pcpus {
         Some(n) => u32::try_from(n).map_err(|_| simulate::SimError::Pcpus(n))?,
         None => rec.demand.pcpus,
     };
-    simulate::check_inputs(&rec.demand, pcpus).with_context(|| args.file.display().to_string())?;
+    simulate::check_inputs(&rec.demand, pcpus).with_context(|| named)?;
     // Build every policy first so a bad parameter fails before any work.
     let mut built = Vec::new();
     for &k in &kinds {
@@ -146,7 +169,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let doc = Comparison {
-        source: args.file.display().to_string(),
+        source,
         pcpus,
         recorded_pcpus: rec.demand.pcpus,
         span_s: rec.demand.span_ns() as f64 / 1e9,
@@ -168,12 +191,83 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         columns,
     };
     if args.json {
+        let doc = Document {
+            comparison: &doc,
+            live: live.as_ref(),
+        };
         let json = serde_json::to_string_pretty(&doc).context("encoding the comparison as JSON")?;
         super::print_stdout(&(json + "\n"))?;
     } else {
         super::print_stdout(&compare::render_text(&doc))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demand comes from: a trace file, or a live target observed for a duration.
+enum DemandFrom<'a> {
+    File(&'a std::path::Path),
+    Live(Target, Duration),
+}
+
+impl<'a> DemandFrom<'a> {
+    /// The one source the flags name, or one line saying what is missing or too much.
+    fn of(args: &'a SimulateArgs) -> anyhow::Result<DemandFrom<'a>> {
+        const LIVE: &str = "a live target (--demo, --pid PID, --all-kvm, --qemu) with --duration N";
+        match (&args.file, args.target.given()) {
+            (Some(_), true) => {
+                bail!("give either a trace FILE or a live target (--demo, --pid, --all-kvm, --qemu), not both")
+            }
+            (None, false) => bail!("nothing to simulate: give a trace FILE or {LIVE}"),
+            (Some(path), false) => match args.duration {
+                Some(_) => bail!(
+                    "--duration is for a live target: the demand of {} is replayed whole",
+                    path.display()
+                ),
+                None => Ok(DemandFrom::File(path)),
+            },
+            (None, true) => match args.duration {
+                Some(d) => {
+                    let target = args.target.resolve()?;
+                    if target.counters_mode() {
+                        bail!(
+                            "simulate replays the switches, bursts and sleeps the eBPF probes \
+                             see; counters mode (--no-bpf, or no BPF capabilities) has none"
+                        );
+                    }
+                    Ok(DemandFrom::Live(target, d))
+                }
+                None => bail!(
+                    "a live target needs --duration N: simulate replays the whole demand, so \
+                     it observes the target for N seconds first"
+                ),
+            },
+        }
+    }
+}
+
+/// Observes `target` for `duration` as `record` does, into a trace file in a temporary
+/// directory, and loads that as any recording: the demand holds exactly what a recording
+/// holds (task groups, host facts, process map). What the session lost is said on stderr
+/// and in the output's header.
+fn observe(target: Target, duration: Duration) -> anyhow::Result<(Recorded, LiveRecording)> {
+    let dir = tempfile::Builder::new()
+        .prefix("kvmscope-simulate-")
+        .tempdir()
+        .context("cannot create a temporary directory for the live recording (set TMPDIR?)")?;
+    let path = dir.path().join("live.trace");
+    let live = record_live(target, Some(duration), &path, false, "simulate")?;
+    live.warn_losses();
+    let rec = load(&path)?;
+    Ok((rec, live))
+}
+
+/// `simulate --json`: the comparison, and with a live target what its session observed.
+#[derive(serde::Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    comparison: &'a Comparison,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<&'a LiveRecording>,
 }
 
 fn record(
