@@ -12,8 +12,9 @@
 //! background in another; picks and wakeup preemption at the group level first); without
 //! (`groups=false`, or a recording without task-group records), every thread shares its
 //! pCPU's one queue (the flat model: it reproduces a host where no other session is busy,
-//! see `tests/priv_simulate.rs`). Buddies and DELAY_DEQUEUE are not modelled. Parameters and
-//! their defaults: `fair/params.rs`.
+//! see `tests/priv_simulate.rs`). A wakeup's `update_curr` reschedules an EEVDF entity past
+//! its deadline, as the kernel's enqueue does. Buddies and DELAY_DEQUEUE are not modelled.
+//! Parameters and their defaults: `fair/params.rs`.
 
 mod balance;
 mod groups;
@@ -196,12 +197,14 @@ impl Fair {
         self.weight[e as usize]
     }
 
-    /// `update_curr` at every level of `cpu`'s running hierarchy.
-    fn update_curr(&mut self, cx: &Cx, cpu: u32, now: u64) {
+    /// `update_curr` at every level of `cpu`'s running hierarchy; true when EEVDF's
+    /// `update_deadline` gave a running entity a new slice (it had used its request).
+    fn update_curr(&mut self, cx: &Cx, cpu: u32, now: u64) -> bool {
         let mut r = cpu as usize;
+        let mut renewed = false;
         loop {
             let rq = &mut self.rqs[r];
-            let Some(e) = rq.curr else { return };
+            let Some(e) = rq.curr else { return renewed };
             let d = now.saturating_sub(rq.exec_start);
             rq.exec_start = now;
             let w = self.w(cx, e);
@@ -210,11 +213,12 @@ impl Fair {
             ent.v += delta_fair(d, w);
             if self.flavour == Flavour::Eevdf && ent.v >= ent.deadline {
                 ent.deadline = ent.v + delta_fair(self.p.base_slice, w);
+                renewed = true;
             }
             self.update_min(r);
             match self.group_rq(e) {
                 Some(g) => r = g,
-                None => return,
+                None => return renewed,
             }
         }
     }
@@ -239,7 +243,11 @@ impl Policy for Fair {
         self.load.set_runnable(t, now, true);
         let cpu = wake_cpu(cx, t, |c| self.nr_queued(c));
         let from = cx.cpu_of[t as usize];
-        self.update_curr(cx, cpu, now);
+        // The enqueue's `update_curr`: a running entity that has used its request gets a new
+        // deadline and, with another task on the pCPU, is rescheduled there and then
+        // (`update_deadline`'s `resched_curr` in 6.6, `update_curr`'s in 6.12), whatever the
+        // pick then takes; the tick is not waited for.
+        let used_its_slice = self.update_curr(cx, cpu, now) && self.nr_queued(cpu) > 0;
         self.enqueue(cx, t, cpu, from, now);
         cx.touch(cpu);
         let Some(curr) = self.rqs[cpu as usize].curr else {
@@ -247,7 +255,7 @@ impl Policy for Fair {
             return cpu;
         };
         let (r, curr, wakee) = self.matching_entities(cpu, curr, t);
-        if self.wakeup_preempts(cx, r, curr, wakee) {
+        if used_its_slice || self.wakeup_preempts(cx, r, curr, wakee) {
             cx.resched(cpu);
         }
         cpu
