@@ -4,6 +4,7 @@
 //! the target in every column, its CPU shares add up (no vCPU past one pCPU, no column past
 //! the pCPUs, each policy handing out about the CPU the recorded host gave: the replay of
 //! the same demand), and the header and the `live` section say what was observed and lost.
+//! Ctrl-C ends the observation early; what was observed is still replayed.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::schedstat::{vcpu_tids, KillOnDrop};
-use common::{json_output, kvmscope, privileged, wait_for, Privilege};
+use common::{json_output, kvmscope, privileged, wait_for, Privilege, TempDir};
 
 /// The columns `--policy cfs,credit` gives, the recorded host's first.
 const COLUMNS: [&str; 3] = ["recorded", "cfs", "credit"];
@@ -48,8 +49,9 @@ fn figures(rows: &serde_json::Value, key: &str) -> Vec<f64> {
     rows.as_array().unwrap().iter().map(figure).collect()
 }
 
-/// Checks the comparison of a live target and returns the labels and tids it replayed.
-fn check_comparison(doc: &serde_json::Value) -> Vec<(String, u64)> {
+/// Checks the comparison of a live target observed for at least `min_span_s` and returns the
+/// labels and tids it replayed.
+fn check_comparison(doc: &serde_json::Value, min_span_s: f64) -> Vec<(String, u64)> {
     let source = doc["source"].as_str().unwrap();
     assert!(
         source.starts_with("of a live target observed for"),
@@ -66,8 +68,8 @@ fn check_comparison(doc: &serde_json::Value) -> Vec<(String, u64)> {
         "the header does not say what was observed and lost: {source}"
     );
     assert!(
-        doc["span_s"].as_f64().unwrap() > 2.5,
-        "observed {} s of a 3 s --duration",
+        doc["span_s"].as_f64().unwrap() > min_span_s,
+        "observed {} s, expected over {min_span_s} s",
         doc["span_s"]
     );
     let pcpus = doc["pcpus"].as_f64().unwrap();
@@ -130,7 +132,7 @@ fn simulate_demo_for_a_duration_compares_every_vcpu() {
         return;
     }
     let doc = simulate_live(&["--demo"]);
-    let labels: BTreeSet<String> = check_comparison(&doc)
+    let labels: BTreeSet<String> = check_comparison(&doc, 2.5)
         .into_iter()
         .map(|(label, _)| label)
         .collect();
@@ -165,11 +167,77 @@ fn simulate_pid_of_a_running_vmm_compares_every_vcpu() {
         vcpu_tids(pid).len() == 4
     });
     let doc = simulate_live(&["--pid", &pid.to_string()]);
-    let tids: BTreeSet<u64> = check_comparison(&doc)
+    let tids: BTreeSet<u64> = check_comparison(&doc, 2.5)
         .into_iter()
         .map(|(_, tid)| tid)
         .collect();
     let expected: BTreeSet<u64> = vcpu_tids(pid).into_iter().map(u64::from).collect();
     drop(vmm);
     assert_eq!(tids, expected);
+}
+
+/// Ctrl-C ends the observation, not the command: the demand observed so far is replayed, the
+/// header says for how long, and the temporary recording is removed.
+#[test]
+fn ctrl_c_replays_what_was_observed_so_far() {
+    if !privileged(Privilege::Bpf) {
+        return;
+    }
+    let tmp = TempDir::new("priv-simulate-live-int");
+    let scratch = tmp.path("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let (stdout, stderr) = (tmp.path("stdout"), tmp.path("stderr"));
+    let child = kvmscope()
+        .args([
+            "simulate",
+            "--demo",
+            "--duration",
+            "600",
+            "--policy",
+            "cfs,credit",
+        ])
+        .arg("--json")
+        .env("TMPDIR", &scratch)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start kvmscope simulate");
+    let mut child = KillOnDrop(child);
+    // The session writes its first chunk 2 s in.
+    let recording = || {
+        std::fs::read_dir(&scratch)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| d.path().join("live.trace"))
+            .find(|t| t.metadata().is_ok_and(|m| m.len() > 4096))
+    };
+    wait_for(
+        "the live recording's first chunk",
+        Duration::from_secs(30),
+        || recording().is_some(),
+    );
+    // SAFETY: kill with a pid we spawned and still own (not yet waited for).
+    assert_eq!(
+        unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let mut status = None;
+    wait_for(
+        "simulate to replay and exit",
+        Duration::from_secs(60),
+        || {
+            status = child.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.unwrap().success(), "{err}");
+    let out = std::fs::read(&stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out).expect("one JSON document");
+    check_comparison(&doc, 1.0);
+    assert!(doc["span_s"].as_f64().unwrap() < 600.0, "{}", doc["span_s"]);
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -253,6 +253,10 @@ pub fn record_live(
     let trailer = builder.trailer(chunk_writer.chunks());
     let (file, trailer) = chunk_writer.finish(trailer).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
+    // The session is over and its file complete: from here a Ctrl-C or SIGTERM ends the
+    // process at once (the handler's second-signal exit), not a flag nobody reads any more,
+    // so `simulate` can be stopped while it replays what was observed.
+    stop.store(true, Ordering::Relaxed);
     Ok(LiveRecording {
         events: trailer.events,
         lost: trailer.lost,
