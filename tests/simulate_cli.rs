@@ -172,7 +172,7 @@ fn bad_input_is_one_clear_line_and_a_failure() {
             "--param",
             "stand_in_on_tick=true",
         ]),
-        "--param stand_in_on_tick needs --param sleep_on_tick=true",
+        "--param stand_in_on_tick=true needs --param sleep_on_tick=true",
     );
     assert_one_line_error(
         &simulate(&[
@@ -184,7 +184,25 @@ fn bad_input_is_one_clear_line_and_a_failure() {
             "--param",
             "tick_phase=true",
         ]),
-        "--param tick_phase needs --param sleep_on_tick=true",
+        "--param tick_phase=true needs --param sleep_on_tick=true",
+    );
+    // Saying they are off where they are off anyway (as a script does for every recording)
+    // is accepted.
+    let off = simulate(&[
+        ts,
+        "--policy",
+        "cfs,eevdf",
+        "--param",
+        "sleep_on_tick=false",
+        "--param",
+        "stand_in_on_tick=false",
+        "--param",
+        "tick_phase=false",
+    ]);
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
     );
     let with_ticks = simulate(&[
         ts,

@@ -336,6 +336,18 @@ pub fn check_inputs(demand: &Demand, ncpus: u32) -> Result<(), SimError> {
     Ok(())
 }
 
+/// `name` is a tick rule that holds only where sleeps end on the tick; without them it is
+/// off, and saying so (`=false`, as a script does for every recording) is accepted, while
+/// `=true` would be read and do nothing, so it is refused in one line.
+fn off_without_sleep_on_tick(params: &Params, policy: &str, name: &str) -> Result<(), ParamError> {
+    if params.bool(policy, name, false)? {
+        return Err(ParamError::Invalid(format!(
+            "--param {name}=true needs --param sleep_on_tick=true"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds `kind` for `demand` on `ncpus` pCPUs from `params` (unknown names are checked by
 /// the caller with [`Params::check_all_used`] once every selected policy is built).
 pub fn build(
@@ -359,9 +371,7 @@ pub fn build(
     if sleep_on_tick {
         ticks.stand_ins_on_tick = params.bool(kind.name(), "stand_in_on_tick", true)?;
     } else {
-        // Stand-ins wake on the tick only where sleeps end on it: given alone it would be
-        // read and do nothing.
-        params.unread_without("stand_in_on_tick", "sleep_on_tick=true");
+        off_without_sleep_on_tick(params, kind.name(), "stand_in_on_tick")?;
     }
     let tick_wake = sleep_on_tick.then_some(ticks);
     // Where sleeps end on the tick, the fair policies check slices on the tick that wakes
@@ -375,7 +385,7 @@ pub fn build(
             }
             Some(_) => Vec::new(),
             None => {
-                params.unread_without("tick_phase", "sleep_on_tick=true");
+                off_without_sleep_on_tick(params, kind.name(), "tick_phase")?;
                 Vec::new()
             }
         };

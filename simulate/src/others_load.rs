@@ -74,12 +74,13 @@ pub fn others_note(demand: &Demand) -> Option<String> {
         "tasks outside the vCPUs' task groups"
     };
     Some(format!(
-        "others: {whose} ran {:.0}% of the pCPUs' time (`kvmscope report FILE` names them \
-         under pCPU occupancy); the replay has their load only as the recording saw it run, \
-         never while it waited, so beside them the simulated run-queue waits can be several \
-         times off the recorded ones, mostly shorter and the sleepy vCPUs' the most, while the \
-         CPU shares still match; for waits that compare within 2x, record with no other \
-         session busy, under {:.0}% of the pCPUs",
+        "others: {whose} ran {:.0}% of the pCPUs' time (`kvmscope report` on the \
+         recording or the live target names them under pCPU occupancy); the replay has their \
+         load only as the recording saw it run, never while it waited, so beside them the \
+         simulated run-queue waits can be several times off the recorded ones, mostly shorter \
+         and the sleepy vCPUs' the most, while the CPU shares still match; for waits that \
+         compare within 2x, record (or observe) with no other session busy, under {:.0}% of \
+         the pCPUs",
         share * 100.0,
         QUIET * 100.0
     ))
@@ -150,7 +151,7 @@ mod tests {
         );
         assert!(note.contains("waits can be several times off"), "{note}");
         assert!(
-            note.contains("record with no other session busy, under 5%"),
+            note.contains("record (or observe) with no other session busy, under 5%"),
             "{note}"
         );
 
