@@ -189,6 +189,7 @@ pub fn dispatch_note(cost: &WakeCost, charged: &[(PolicyKind, DispatchDelay)]) -
             None => groups.push((d, vec![kind.name()])),
         }
     }
+    let mut any_spread = false;
     for (d, kinds) in &groups {
         let who = if groups.len() == 1 {
             String::new()
@@ -196,6 +197,7 @@ pub fn dispatch_note(cost: &WakeCost, charged: &[(PolicyKind, DispatchDelay)]) -
             format!("{}: ", kinds.join(", "))
         };
         let spread = cost.spread(*d);
+        any_spread |= !spread.idle.is_empty() || !spread.preempt.is_empty();
         let as_recorded = |ns: &[u64]| if ns.is_empty() { "" } else { " (p50)" };
         s.push_str(&format!(
             ": {who}{} us onto an idle pCPU{}, {} us when it preempts{}",
@@ -205,10 +207,7 @@ pub fn dispatch_note(cost: &WakeCost, charged: &[(PolicyKind, DispatchDelay)]) -
             as_recorded(spread.preempt)
         ));
     }
-    if charged
-        .iter()
-        .any(|(_, d)| !cost.spread(*d).preempt.is_empty() || !cost.spread(*d).idle.is_empty())
-    {
+    if any_spread {
         s.push_str("; a p50 is of the recorded delays, charged one a wakeup with their spread");
     }
     s
